@@ -1,0 +1,71 @@
+//! [`Executor`] for `deadpool_postgres::Pool` (a connection per call) and
+//! `deadpool_postgres::Client` (a pooled connection).
+
+use deadpool_postgres::{Client, Pool, PoolError};
+use tokio_postgres::Row;
+
+use super::{Executor, Transactional};
+use crate::{BuiltQuery, Error, Result};
+
+fn pool_error(sql: &str, e: PoolError) -> Error {
+    match e {
+        PoolError::Backend(e) => super::row::db_error(sql, e),
+        other => Error::Database {
+            sql: sql.to_owned(),
+            code: None,
+            message: format!("could not get a pooled connection: {other}"),
+            source: Box::new(other),
+        },
+    }
+}
+
+impl Executor for Client {
+    type Row = Row;
+
+    async fn query(&self, q: &BuiltQuery) -> Result<Vec<Row>> {
+        Executor::query(&***self, q).await
+    }
+
+    async fn execute(&self, q: &BuiltQuery) -> Result<u64> {
+        Executor::execute(&***self, q).await
+    }
+
+    async fn batch_execute(&self, sql: &str) -> Result<()> {
+        Executor::batch_execute(&***self, sql).await
+    }
+}
+
+impl Transactional for Client {
+    async fn execute_in_transaction(&mut self, queries: &[BuiltQuery]) -> Result<Vec<u64>> {
+        let client: &mut tokio_postgres::Client = &mut *self;
+        client.execute_in_transaction(queries).await
+    }
+}
+
+impl Executor for Pool {
+    type Row = Row;
+
+    async fn query(&self, q: &BuiltQuery) -> Result<Vec<Row>> {
+        q.check()?;
+        let client = self.get().await.map_err(|e| pool_error(q.sql(), e))?;
+        Executor::query(&client, q).await
+    }
+
+    async fn execute(&self, q: &BuiltQuery) -> Result<u64> {
+        q.check()?;
+        let client = self.get().await.map_err(|e| pool_error(q.sql(), e))?;
+        Executor::execute(&client, q).await
+    }
+
+    async fn batch_execute(&self, sql: &str) -> Result<()> {
+        let client = self.get().await.map_err(|e| pool_error(sql, e))?;
+        Executor::batch_execute(&client, sql).await
+    }
+}
+
+impl Transactional for Pool {
+    async fn execute_in_transaction(&mut self, queries: &[BuiltQuery]) -> Result<Vec<u64>> {
+        let mut client = self.get().await.map_err(|e| pool_error("BEGIN", e))?;
+        client.execute_in_transaction(queries).await
+    }
+}

@@ -1,0 +1,362 @@
+//! The executor traits: how a [`BuiltQuery`] reaches a PostgreSQL client.
+//!
+//! pgpatterns builds SQL; it does not own connections. Any client plugs in by
+//! implementing [`Executor`] (async) or [`BlockingExecutor`] (sync): two
+//! required query methods and one for plain SQL scripts; everything else has a
+//! default body. Implementations ship behind cargo features:
+//!
+//! | Feature | Implemented for |
+//! |---|---|
+//! | `tokio-postgres` | `tokio_postgres::Client`, `tokio_postgres::Transaction` ([`Executor`], [`Transactional`]) |
+//! | `deadpool-postgres` | `deadpool_postgres::Pool`, `deadpool_postgres::Client` ([`Executor`], [`Transactional`]) |
+//! | `postgres` | `postgres::Client`, `postgres::Transaction` ([`BlockingExecutor`]) |
+//!
+//! The traits are also implemented for `&E`, `&mut E`, `Box<E>` and `Arc<E>`
+//! (async), so a shared client or pool can be passed as it is.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use postgres_types::FromSqlOwned;
+
+use crate::{BuiltQuery, Error, Result};
+
+#[cfg(feature = "deadpool-postgres")]
+mod deadpool;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(any(feature = "tokio-postgres", feature = "postgres"))]
+mod row;
+#[cfg(feature = "tokio-postgres")]
+mod tokio_postgres;
+
+/// A column position or name, for [`RowRead::try_get`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnIndex<'a> {
+    /// Zero-based position.
+    Position(usize),
+    /// Column name (as the server returned it).
+    Name(&'a str),
+}
+
+impl From<usize> for ColumnIndex<'_> {
+    fn from(i: usize) -> Self {
+        ColumnIndex::Position(i)
+    }
+}
+
+impl<'a> From<&'a str> for ColumnIndex<'a> {
+    fn from(name: &'a str) -> Self {
+        ColumnIndex::Name(name)
+    }
+}
+
+impl std::fmt::Display for ColumnIndex<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ColumnIndex::Position(i) => write!(f, "#{i}"),
+            ColumnIndex::Name(n) => write!(f, "{n:?}"),
+        }
+    }
+}
+
+/// A row returned by a client, read into typed values.
+///
+/// Implemented for `tokio_postgres::Row` (which is also `postgres::Row`).
+pub trait RowRead {
+    /// The value of one column as `T`.
+    ///
+    /// # Errors
+    /// [`Error::Decode`] when the column does not exist or its type (or a
+    /// NULL) cannot be read as `T`.
+    fn try_get<T: FromSqlOwned>(&self, idx: ColumnIndex<'_>) -> Result<T>;
+
+    /// Number of columns.
+    fn len(&self) -> usize;
+
+    /// `true` when the row has no columns.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The name of the column at `idx`.
+    fn column_name(&self, idx: usize) -> Option<&str>;
+}
+
+/// A Rust value built from a whole row.
+///
+/// Implemented for tuples of up to 12 [`FromSqlOwned`] values (read by
+/// position), and by each family's typed result rows.
+///
+/// ```
+/// use pgpatterns::FromRow;
+/// fn assert_from_row<T: FromRow>() {}
+/// assert_from_row::<(i64, String, Option<f64>)>();
+/// ```
+pub trait FromRow: Sized {
+    /// Reads the row.
+    ///
+    /// # Errors
+    /// [`Error::Decode`] when a column is missing or of another type.
+    fn from_row<R: RowRead>(row: &R) -> Result<Self>;
+}
+
+macro_rules! tuple_from_row {
+    ($($t:ident $i:tt),+) => {
+        impl<$($t: FromSqlOwned),+> FromRow for ($($t,)+) {
+            fn from_row<R: RowRead>(row: &R) -> Result<Self> {
+                Ok(($(row.try_get::<$t>(ColumnIndex::Position($i))?,)+))
+            }
+        }
+    };
+}
+
+tuple_from_row!(A 0);
+tuple_from_row!(A 0, B 1);
+tuple_from_row!(A 0, B 1, C 2);
+tuple_from_row!(A 0, B 1, C 2, D 3);
+tuple_from_row!(A 0, B 1, C 2, D 3, E 4);
+tuple_from_row!(A 0, B 1, C 2, D 3, E 4, F 5);
+tuple_from_row!(A 0, B 1, C 2, D 3, E 4, F 5, G 6);
+tuple_from_row!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
+tuple_from_row!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8);
+tuple_from_row!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9);
+tuple_from_row!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10);
+tuple_from_row!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11);
+
+fn exactly_one<R>(mut rows: Vec<R>) -> Result<R> {
+    match rows.len() {
+        1 => Ok(rows.remove(0)),
+        n => Err(Error::RowCount { got: n.min(2) }),
+    }
+}
+
+fn at_most_one<R>(mut rows: Vec<R>) -> Result<Option<R>> {
+    match rows.len() {
+        0 => Ok(None),
+        1 => Ok(Some(rows.remove(0))),
+        _ => Err(Error::RowCount { got: 2 }),
+    }
+}
+
+fn decode_all<T: FromRow, R: RowRead>(rows: &[R]) -> Result<Vec<T>> {
+    rows.iter().map(T::from_row).collect()
+}
+
+fn outside_transaction_check(in_tx: bool, q: &BuiltQuery) -> Result<()> {
+    if in_tx {
+        Err(Error::InTransaction {
+            sql: q.sql().to_owned(),
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// An async PostgreSQL client that runs [`BuiltQuery`]s.
+///
+/// Futures are `Send`, so queries can be spawned on a multi-threaded runtime.
+/// Every method checks the query's values ([`BuiltQuery::check`]) before
+/// anything is sent.
+pub trait Executor: Send + Sync {
+    /// The client's row type.
+    type Row: RowRead + Send;
+
+    /// Runs a statement and returns its rows. Like `tokio_postgres::Client::query`.
+    fn query(&self, q: &BuiltQuery) -> impl Future<Output = Result<Vec<Self::Row>>> + Send;
+
+    /// Runs a statement and returns the number of rows it affected. Like
+    /// `tokio_postgres::Client::execute`.
+    fn execute(&self, q: &BuiltQuery) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Runs SQL text with no parameters through the simple-query protocol:
+    /// several `;`-separated statements (DDL scripts, function bodies) in one
+    /// round trip. Like `tokio_postgres::Client::batch_execute`. The text must
+    /// come from this crate's builders or your own code, never from user data.
+    fn batch_execute(&self, sql: &str) -> impl Future<Output = Result<()>> + Send;
+
+    /// `true` when this executor is a transaction (statements such as
+    /// `CREATE INDEX CONCURRENTLY` are then refused by
+    /// [`Executor::execute_outside_transaction`]).
+    fn is_transaction(&self) -> bool {
+        false
+    }
+
+    /// Runs a statement that returns exactly one row. Like
+    /// `tokio_postgres::Client::query_one`.
+    ///
+    /// # Errors
+    /// [`Error::RowCount`] for zero rows or more than one.
+    fn query_one(&self, q: &BuiltQuery) -> impl Future<Output = Result<Self::Row>> + Send {
+        async move { exactly_one(self.query(q).await?) }
+    }
+
+    /// Runs a statement that returns at most one row. Like
+    /// `tokio_postgres::Client::query_opt`.
+    ///
+    /// # Errors
+    /// [`Error::RowCount`] for more than one row.
+    fn query_opt(&self, q: &BuiltQuery) -> impl Future<Output = Result<Option<Self::Row>>> + Send {
+        async move { at_most_one(self.query(q).await?) }
+    }
+
+    /// Runs a statement and decodes each row as `T` (a tuple or a family's
+    /// row type).
+    fn query_as<T: FromRow + Send>(
+        &self,
+        q: &BuiltQuery,
+    ) -> impl Future<Output = Result<Vec<T>>> + Send {
+        async move { decode_all(&self.query(q).await?) }
+    }
+
+    /// Runs a statement that must not run inside a transaction block (e.g.
+    /// `CREATE INDEX CONCURRENTLY`). On a plain connection or pool every
+    /// statement already runs in its own implicit transaction, which is what
+    /// these statements need.
+    ///
+    /// # Errors
+    /// [`Error::InTransaction`] when this executor is a transaction.
+    fn execute_outside_transaction(
+        &self,
+        q: &BuiltQuery,
+    ) -> impl Future<Output = Result<u64>> + Send {
+        async move {
+            outside_transaction_check(self.is_transaction(), q)?;
+            self.execute(q).await
+        }
+    }
+}
+
+/// An async executor that can run several statements in one transaction.
+pub trait Transactional: Executor {
+    /// Runs `queries` in order inside one transaction (a savepoint when
+    /// `self` is already a transaction) and commits; on the first error
+    /// everything is rolled back and the error returned. Returns the
+    /// affected-row count of each statement.
+    fn execute_in_transaction(
+        &mut self,
+        queries: &[BuiltQuery],
+    ) -> impl Future<Output = Result<Vec<u64>>> + Send;
+}
+
+impl<E: Executor + ?Sized> Executor for &E {
+    type Row = E::Row;
+    fn query(&self, q: &BuiltQuery) -> impl Future<Output = Result<Vec<Self::Row>>> + Send {
+        (**self).query(q)
+    }
+    fn execute(&self, q: &BuiltQuery) -> impl Future<Output = Result<u64>> + Send {
+        (**self).execute(q)
+    }
+    fn batch_execute(&self, sql: &str) -> impl Future<Output = Result<()>> + Send {
+        (**self).batch_execute(sql)
+    }
+    fn is_transaction(&self) -> bool {
+        (**self).is_transaction()
+    }
+}
+
+macro_rules! forward_executor {
+    ($($wrapper:ty),+) => {$(
+        impl<E: Executor + ?Sized> Executor for $wrapper {
+            type Row = E::Row;
+            fn query(&self, q: &BuiltQuery) -> impl Future<Output = Result<Vec<Self::Row>>> + Send {
+                (**self).query(q)
+            }
+            fn execute(&self, q: &BuiltQuery) -> impl Future<Output = Result<u64>> + Send {
+                (**self).execute(q)
+            }
+            fn batch_execute(&self, sql: &str) -> impl Future<Output = Result<()>> + Send {
+                (**self).batch_execute(sql)
+            }
+            fn is_transaction(&self) -> bool {
+                (**self).is_transaction()
+            }
+        }
+    )+};
+}
+
+forward_executor!(&mut E, Box<E>, Arc<E>);
+
+impl<E: Transactional + ?Sized> Transactional for &mut E {
+    fn execute_in_transaction(
+        &mut self,
+        queries: &[BuiltQuery],
+    ) -> impl Future<Output = Result<Vec<u64>>> + Send {
+        (**self).execute_in_transaction(queries)
+    }
+}
+
+/// A blocking PostgreSQL client that runs [`BuiltQuery`]s: the sync twin of
+/// [`Executor`] (methods take `&mut self`, like `postgres::Client`).
+pub trait BlockingExecutor {
+    /// The client's row type.
+    type Row: RowRead;
+
+    /// Runs a statement and returns its rows. Like `postgres::Client::query`.
+    fn query(&mut self, q: &BuiltQuery) -> Result<Vec<Self::Row>>;
+
+    /// Runs a statement and returns the number of rows it affected.
+    fn execute(&mut self, q: &BuiltQuery) -> Result<u64>;
+
+    /// Runs parameterless SQL text through the simple-query protocol (see
+    /// [`Executor::batch_execute`]).
+    fn batch_execute(&mut self, sql: &str) -> Result<()>;
+
+    /// Runs `queries` in one transaction (a savepoint inside a transaction)
+    /// and commits; rolls back on the first error.
+    fn execute_in_transaction(&mut self, queries: &[BuiltQuery]) -> Result<Vec<u64>>;
+
+    /// `true` when this executor is a transaction.
+    fn is_transaction(&self) -> bool {
+        false
+    }
+
+    /// Runs a statement that returns exactly one row.
+    ///
+    /// # Errors
+    /// [`Error::RowCount`] for zero rows or more than one.
+    fn query_one(&mut self, q: &BuiltQuery) -> Result<Self::Row> {
+        exactly_one(self.query(q)?)
+    }
+
+    /// Runs a statement that returns at most one row.
+    ///
+    /// # Errors
+    /// [`Error::RowCount`] for more than one row.
+    fn query_opt(&mut self, q: &BuiltQuery) -> Result<Option<Self::Row>> {
+        at_most_one(self.query(q)?)
+    }
+
+    /// Runs a statement and decodes each row as `T`.
+    fn query_as<T: FromRow>(&mut self, q: &BuiltQuery) -> Result<Vec<T>> {
+        decode_all(&self.query(q)?)
+    }
+
+    /// Runs a statement that must not run inside a transaction block.
+    ///
+    /// # Errors
+    /// [`Error::InTransaction`] when this executor is a transaction.
+    fn execute_outside_transaction(&mut self, q: &BuiltQuery) -> Result<u64> {
+        outside_transaction_check(self.is_transaction(), q)?;
+        self.execute(q)
+    }
+}
+
+impl<E: BlockingExecutor + ?Sized> BlockingExecutor for &mut E {
+    type Row = E::Row;
+    fn query(&mut self, q: &BuiltQuery) -> Result<Vec<Self::Row>> {
+        (**self).query(q)
+    }
+    fn execute(&mut self, q: &BuiltQuery) -> Result<u64> {
+        (**self).execute(q)
+    }
+    fn batch_execute(&mut self, sql: &str) -> Result<()> {
+        (**self).batch_execute(sql)
+    }
+    fn execute_in_transaction(&mut self, queries: &[BuiltQuery]) -> Result<Vec<u64>> {
+        (**self).execute_in_transaction(queries)
+    }
+    fn is_transaction(&self) -> bool {
+        (**self).is_transaction()
+    }
+}

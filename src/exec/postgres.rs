@@ -1,0 +1,52 @@
+//! [`BlockingExecutor`] for `postgres::Client` and `postgres::Transaction`.
+
+use postgres::{Client, Row, Transaction};
+
+use super::row::db_error;
+use super::BlockingExecutor;
+use crate::{BuiltQuery, Result};
+
+fn run_and_commit(mut tx: Transaction<'_>, queries: &[BuiltQuery]) -> Result<Vec<u64>> {
+    let mut counts = Vec::with_capacity(queries.len());
+    for q in queries {
+        counts.push(BlockingExecutor::execute(&mut tx, q)?);
+    }
+    tx.commit().map_err(|e| db_error("COMMIT", e))?;
+    Ok(counts)
+}
+
+macro_rules! pg_blocking_executor {
+    ($ty:ty, $in_tx:expr, $begin:literal) => {
+        impl BlockingExecutor for $ty {
+            type Row = Row;
+
+            fn query(&mut self, q: &BuiltQuery) -> Result<Vec<Row>> {
+                q.check()?;
+                let params = q.params();
+                <$ty>::query(self, q.sql(), &params.as_params()).map_err(|e| db_error(q.sql(), e))
+            }
+
+            fn execute(&mut self, q: &BuiltQuery) -> Result<u64> {
+                q.check()?;
+                let params = q.params();
+                <$ty>::execute(self, q.sql(), &params.as_params()).map_err(|e| db_error(q.sql(), e))
+            }
+
+            fn batch_execute(&mut self, sql: &str) -> Result<()> {
+                <$ty>::batch_execute(self, sql).map_err(|e| db_error(sql, e))
+            }
+
+            fn execute_in_transaction(&mut self, queries: &[BuiltQuery]) -> Result<Vec<u64>> {
+                let tx = self.transaction().map_err(|e| db_error($begin, e))?;
+                run_and_commit(tx, queries)
+            }
+
+            fn is_transaction(&self) -> bool {
+                $in_tx
+            }
+        }
+    };
+}
+
+pg_blocking_executor!(Client, false, "BEGIN");
+pg_blocking_executor!(Transaction<'_>, true, "SAVEPOINT");

@@ -1,0 +1,181 @@
+//! [`BuiltQuery`]: SQL text plus its bound values, ready for any client.
+
+use std::fmt;
+
+use sea_query::{
+    PostgresQueryBuilder, QueryBuilder, QueryStatementBuilder, SchemaStatementBuilder, Value,
+    Values,
+};
+use sea_query_postgres::{PostgresValue, PostgresValues};
+
+use crate::{Error, Result};
+
+/// A statement rendered for PostgreSQL: SQL text with `$1, $2, …`
+/// placeholders and the values bound to them.
+///
+/// Values never appear in the SQL text; they travel separately as bind
+/// parameters. `Display` shows the SQL followed by the values (for logs);
+/// only the SQL text is sent as SQL.
+///
+/// ```
+/// use pgpatterns::{BuiltQuery, Table};
+/// use sea_query::Query;
+/// let orders = Table::new("orders")?;
+/// let q = BuiltQuery::from(
+///     &Query::select()
+///         .column(orders.column::<i64>("id")?.col_ref())
+///         .from(orders.table_ref())
+///         .and_where(orders.column::<String>("status")?.eq("it's"))
+///         .to_owned(),
+/// );
+/// assert_eq!(q.sql(), r#"SELECT "orders"."id" FROM "orders" WHERE "orders"."status" = CAST($1 AS text)"#);
+/// assert_eq!(q.to_string(), format!("{}\n-- $1 = 'it''s'", q.sql()));
+/// # Ok::<(), pgpatterns::Error>(())
+/// ```
+#[derive(Clone, PartialEq)]
+pub struct BuiltQuery {
+    sql: String,
+    values: Values,
+}
+
+impl BuiltQuery {
+    /// Renders any sea-query statement (`SELECT`, `INSERT`, `UPDATE`,
+    /// `DELETE`, `WITH`) for PostgreSQL.
+    pub fn new(statement: &impl QueryStatementBuilder) -> BuiltQuery {
+        let (sql, values) = statement.build_any(&PostgresQueryBuilder);
+        BuiltQuery { sql, values }
+    }
+
+    /// Renders a sea-query schema statement (`CREATE TABLE`, `CREATE INDEX`, …).
+    /// Schema statements carry no bound values.
+    pub fn schema(statement: &impl SchemaStatementBuilder) -> BuiltQuery {
+        BuiltQuery {
+            sql: statement.build(PostgresQueryBuilder),
+            values: Values(Vec::new()),
+        }
+    }
+
+    /// SQL text written by pgpatterns itself (DDL bodies such as trigger
+    /// functions), with no values. Only `'static` text is accepted, so user
+    /// data cannot be formatted into it.
+    pub fn fixed(sql: &'static str) -> BuiltQuery {
+        BuiltQuery {
+            sql: sql.to_owned(),
+            values: Values(Vec::new()),
+        }
+    }
+
+    /// The SQL text, with `$n` placeholders.
+    pub fn sql(&self) -> &str {
+        &self.sql
+    }
+
+    /// The bound values, in placeholder order.
+    pub fn values(&self) -> &Values {
+        &self.values
+    }
+
+    /// Splits into SQL text and values.
+    pub fn into_parts(self) -> (String, Values) {
+        (self.sql, self.values)
+    }
+
+    /// The values as parameters for `tokio-postgres`/`postgres`
+    /// (`client.query(q.sql(), &q.params().as_params())`).
+    pub fn params(&self) -> PostgresValues {
+        PostgresValues(self.values.0.iter().cloned().map(PostgresValue).collect())
+    }
+
+    /// Checks the values before they are sent: PostgreSQL text cannot hold a
+    /// NUL character, and the server's error for it does not say which value.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] naming the parameter.
+    pub fn check(&self) -> Result<()> {
+        for (i, v) in self.values.0.iter().enumerate() {
+            if contains_nul(v) {
+                return Err(Error::spec(
+                    "value",
+                    format!(
+                        "parameter ${} contains a NUL character, which PostgreSQL text cannot store",
+                        i + 1
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn contains_nul(v: &Value) -> bool {
+    match v {
+        Value::String(Some(s)) => s.contains('\0'),
+        Value::Array(_, Some(items)) => items.iter().any(contains_nul),
+        _ => false,
+    }
+}
+
+impl<S: QueryStatementBuilder> From<&S> for BuiltQuery {
+    fn from(statement: &S) -> Self {
+        BuiltQuery::new(statement)
+    }
+}
+
+impl fmt::Display for BuiltQuery {
+    /// The SQL, then one `-- $n = value` line per bound value (values shown
+    /// as SQL literals for reading only; they are never sent that way).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.sql)?;
+        for (i, v) in self.values.0.iter().enumerate() {
+            write!(
+                f,
+                "\n-- ${} = {}",
+                i + 1,
+                PostgresQueryBuilder.value_to_string(v)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for BuiltQuery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BuiltQuery")
+            .field("sql", &self.sql)
+            .field("values", &self.values.0)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SqlType;
+    use sea_query::{Expr, Query};
+
+    #[test]
+    fn nul_in_a_value_is_rejected_before_sending() {
+        let q = BuiltQuery::new(
+            &Query::select()
+                .expr(String::from("ok").param())
+                .expr(String::array_param([String::from("a\0b")]))
+                .to_owned(),
+        );
+        let err = q.check().unwrap_err();
+        assert!(err.to_string().contains("parameter $2"), "{err}");
+        let fine = BuiltQuery::new(&Query::select().expr(Expr::cust("1")).to_owned());
+        assert!(fine.check().is_ok());
+    }
+
+    #[test]
+    fn params_match_values() {
+        let q = BuiltQuery::new(
+            &Query::select()
+                .expr(1i64.param())
+                .expr(true.param())
+                .to_owned(),
+        );
+        assert_eq!(q.params().as_params().len(), 2);
+        assert!(format!("{q:?}").contains("BigInt(Some(1))"));
+    }
+}
