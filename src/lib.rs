@@ -1,4 +1,86 @@
-//! pgpatterns (crate docs are written in a later step)
+//! # pgpatterns
+//!
+//! Parameterized PostgreSQL for the query shapes ORMs get wrong, built from
+//! typed inputs on [sea-query](sea_query) and run through a thin executor trait
+//! so any Postgres client plugs in:
+//!
+//! - **latest** — filter entities on their *latest* status (an order whose
+//!   newest status row is `Complete`), not on any status they ever had;
+//! - **since** — roots changed since `T` in themselves *or* in any related
+//!   table, across multi-hop relation paths;
+//! - **rollup** — `GROUPING SETS` / `ROLLUP` / `CUBE` reports whose rows know
+//!   their grouping level.
+//!
+//! This release is the foundation the families are built on: validated schema
+//! handles, [`BuiltQuery`], the executor traits and the throwaway database used
+//! by tests and examples.
+//!
+//! ## How SQL is built and bound
+//!
+//! Tables and columns are declared in Rust and checked when made ([`Table`],
+//! [`Column`]); identifiers are always quoted by sea-query. Every value is a
+//! bind parameter, cast to the exact PostgreSQL type of its Rust type
+//! ([`SqlType`]), because values are sent in binary and the server must agree
+//! on their type:
+//!
+//! ```
+//! use pgpatterns::{BuiltQuery, Table};
+//! use pgpatterns::sea_query::{Order, Query};
+//!
+//! let orders = Table::new("orders")?;
+//! let id = orders.column::<i64>("id")?;
+//! let customer = orders.column::<String>("customer")?;
+//!
+//! let q = BuiltQuery::from(
+//!     &Query::select()
+//!         .column(id.col_ref())
+//!         .from(orders.table_ref())
+//!         .and_where(customer.eq("O'Brien"))
+//!         .and_where(id.gt(100))
+//!         .order_by(id.col_ref(), Order::Asc)
+//!         .to_owned(),
+//! );
+//! assert_eq!(
+//!     q.sql(),
+//!     r#"SELECT "orders"."id" FROM "orders" WHERE "orders"."customer" = CAST($1 AS text) AND "orders"."id" > CAST($2 AS int8) ORDER BY "orders"."id" ASC"#
+//! );
+//! assert_eq!(q.values().0.len(), 2);
+//! # Ok::<(), pgpatterns::Error>(())
+//! ```
+//!
+//! Bad input is a typed [`Error`] before any SQL is sent:
+//!
+//! ```
+//! use pgpatterns::{Error, Table};
+//! let err = Table::new("x".repeat(64)).unwrap_err();
+//! assert!(matches!(err, Error::InvalidIdentifier { .. }));
+//! ```
+//!
+//! ## Running queries
+//!
+//! [`Executor`] (async) and [`BlockingExecutor`] (sync) run a [`BuiltQuery`]
+//! on a client; rows decode into tuples or typed structs ([`FromRow`]):
+//!
+//! ```no_run
+//! # #[cfg(feature = "tokio-postgres")]
+//! # async fn demo(client: tokio_postgres::Client, q: pgpatterns::BuiltQuery) -> pgpatterns::Result<()> {
+//! use pgpatterns::Executor;
+//! let rows: Vec<(i64,)> = client.query_as(&q).await?;
+//! let affected = Executor::execute(&client, &q).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Features
+//!
+//! | Feature | Description | Extra dependencies | Default |
+//! |---|---|---|---|
+//! | `tokio-postgres` | [`Executor`] for `tokio_postgres::Client` and `Transaction` | `tokio-postgres` | no |
+//! | `postgres` | [`BlockingExecutor`] for `postgres::Client` and `Transaction` | `postgres` | no |
+//! | `deadpool-postgres` | [`Executor`] for `deadpool_postgres::Pool` and `Client` | `deadpool-postgres`, `tokio-postgres` | no |
+//! | `testdb` | [`testdb::TestDb`]: a throwaway PostgreSQL cluster for tests and examples | `tokio-postgres`, `tokio` | no |
+//!
+//! With no feature the crate still builds every query; you run the SQL and
+//! values ([`BuiltQuery::sql`], [`BuiltQuery::params`]) with your own client.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
@@ -18,6 +100,11 @@ pub use exec::{BlockingExecutor, ColumnIndex, Executor, FromRow, RowRead, Transa
 pub use query::BuiltQuery;
 pub use schema::{AnyColumn, Column, Ident, Relation, Table, MAX_IDENT_BYTES};
 pub use types::SqlType;
+
+// The README's Rust examples compile as doctests.
+#[cfg(all(doctest, feature = "tokio-postgres"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 /// Re-export of the sea-query version pgpatterns builds on, so callers can
 /// compose statements without a version mismatch.

@@ -29,7 +29,7 @@ use crate::{Error, Result};
 ///         .to_owned(),
 /// );
 /// assert_eq!(q.sql(), r#"SELECT "orders"."id" FROM "orders" WHERE "orders"."status" = CAST($1 AS text)"#);
-/// assert_eq!(q.to_string(), format!("{}\n-- $1 = 'it''s'", q.sql()));
+/// assert_eq!(q.to_string(), format!("{}\n-- $1 = E'it\\'s'", q.sql()));
 /// # Ok::<(), pgpatterns::Error>(())
 /// ```
 #[derive(Clone, PartialEq)]
@@ -62,6 +62,26 @@ impl BuiltQuery {
         BuiltQuery {
             sql: sql.to_owned(),
             values: Values(Vec::new()),
+        }
+    }
+
+    /// Fixed SQL text written by pgpatterns or the caller's own code (a
+    /// seeder's `INSERT … SELECT generate_series(…)`, say) with `$1, $2, …`
+    /// placeholders for `values`. Only `'static` text is accepted, so user data
+    /// cannot be formatted into the SQL; it travels in `values`.
+    ///
+    /// ```
+    /// use pgpatterns::{BuiltQuery, SqlType};
+    /// let q = BuiltQuery::fixed_with(
+    ///     "SELECT g FROM generate_series($1::int8, $2::int8) AS g",
+    ///     [1i64.into_value(), 10i64.into_value()],
+    /// );
+    /// assert_eq!(q.values().0.len(), 2);
+    /// ```
+    pub fn fixed_with(sql: &'static str, values: impl IntoIterator<Item = Value>) -> BuiltQuery {
+        BuiltQuery {
+            sql: sql.to_owned(),
+            values: Values(values.into_iter().collect()),
         }
     }
 

@@ -155,6 +155,11 @@ fn outside_transaction_check(in_tx: bool, q: &BuiltQuery) -> Result<()> {
 
 /// An async PostgreSQL client that runs [`BuiltQuery`]s.
 ///
+/// `tokio_postgres::Client` has inherent methods of the same names (`query`,
+/// `execute`, …) taking SQL and parameters; Rust picks those first, so call
+/// the trait's through its path: `Executor::query(&client, &q)`. Methods
+/// without an inherent twin (`query_as`) can be called directly.
+///
 /// Futures are `Send`, so queries can be spawned on a multi-threaded runtime.
 /// Every method checks the query's values ([`BuiltQuery::check`]) before
 /// anything is sent.
