@@ -88,6 +88,7 @@
 
 mod error;
 mod exec;
+mod latest;
 mod query;
 mod schema;
 #[cfg(feature = "testdb")]
@@ -97,6 +98,7 @@ mod types;
 
 pub use error::{BoxError, Error, Result};
 pub use exec::{BlockingExecutor, ColumnIndex, Executor, FromRow, RowRead, Transactional};
+pub use latest::{LatestStatus, LatestStrategy, LATEST_ALIAS, LATEST_AT, LATEST_STATUS};
 pub use query::BuiltQuery;
 pub use schema::{AnyColumn, Column, Ident, Relation, Table, MAX_IDENT_BYTES};
 pub use types::SqlType;

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use sea_query::{
-    PostgresQueryBuilder, QueryBuilder, QueryStatementBuilder, SchemaStatementBuilder, Value,
+    Expr, PostgresQueryBuilder, QueryBuilder, QueryStatementBuilder, SchemaStatementBuilder, Value,
     Values,
 };
 use sea_query_postgres::{PostgresValue, PostgresValues};
@@ -127,6 +127,12 @@ impl BuiltQuery {
     }
 }
 
+/// `a IS DISTINCT FROM b` (sea-query has no operator for it; its `is_not`
+/// prints `IS NOT`, which PostgreSQL only accepts before NULL/TRUE/FALSE).
+pub(crate) fn is_distinct_from(a: Expr, b: Expr) -> Expr {
+    Expr::cust_with_exprs("$1 IS DISTINCT FROM $2", [a, b])
+}
+
 fn contains_nul(v: &Value) -> bool {
     match v {
         Value::String(Some(s)) => s.contains('\0'),
@@ -171,7 +177,22 @@ impl fmt::Debug for BuiltQuery {
 mod tests {
     use super::*;
     use crate::SqlType;
-    use sea_query::{Expr, Query};
+    use sea_query::Query;
+
+    #[test]
+    fn distinct_from_keeps_values_bound() {
+        let q = BuiltQuery::new(
+            &Query::select()
+                .expr(1i64.param())
+                .expr(is_distinct_from(Expr::cust("x"), 2i64.param()))
+                .to_owned(),
+        );
+        assert_eq!(
+            q.sql(),
+            "SELECT CAST($1 AS int8), x IS DISTINCT FROM CAST($2 AS int8)"
+        );
+        assert_eq!(q.values().0.len(), 2);
+    }
 
     #[test]
     fn nul_in_a_value_is_rejected_before_sending() {

@@ -63,6 +63,13 @@ impl Ident {
         }
     }
 
+    /// An identifier written in this crate's own code (aliases such as
+    /// `latest`): known valid, so infallible.
+    pub(crate) fn fixed(name: &'static str) -> Ident {
+        debug_assert!(!name.is_empty() && name.len() <= MAX_IDENT_BYTES && !name.contains('\0'));
+        Ident(Arc::from(name))
+    }
+
     /// The identifier as given (unquoted).
     pub fn as_str(&self) -> &str {
         &self.0
@@ -145,6 +152,14 @@ impl Table {
             alias: Some(Ident::new(alias)?),
             ..self.clone()
         })
+    }
+
+    /// The same table under an already validated alias.
+    pub fn with_alias(&self, alias: Ident) -> Table {
+        Table {
+            alias: Some(alias),
+            ..self.clone()
+        }
     }
 
     /// The table's name.
@@ -339,7 +354,7 @@ impl<T: SqlType> Column<T> {
 
     /// `col IS DISTINCT FROM $n`: true for NULL columns too.
     pub fn is_distinct_from(&self, value: impl Into<T>) -> Expr {
-        self.expr().is_not(value.into().param())
+        crate::query::is_distinct_from(self.expr(), value.into().param())
     }
 
     /// `col < $n`.

@@ -1,0 +1,711 @@
+//! Latest-status filters: entities whose *newest* history row matches.
+//!
+//! Seed 000: orders and their status history. "Orders whose status is
+//! Pending" means orders whose **latest** status row says Pending; the naive
+//! `JOIN order_status WHERE status = 'Pending'` returns every order that was
+//! *ever* Pending. [`LatestStatus`] builds the right query in several
+//! equivalent strategies ([`LatestStrategy`]). "Latest" is the history row
+//! with the greatest ordering columns (e.g. `(created_at, id)`), so with a
+//! unique tie-breaker it is always exactly one row.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use sea_query::extension::postgres::PgFunc;
+use sea_query::{Alias, Expr, ExprTrait, JoinType, Order, Query, SelectStatement, WindowStatement};
+
+use crate::query::is_distinct_from;
+use crate::schema::{AnyColumn, Column, Ident, Table};
+use crate::types::SqlType;
+use crate::{BuiltQuery, Error, Result};
+
+/// Alias of the derived "latest history row" relation in generated SQL.
+pub const LATEST_ALIAS: &str = "latest";
+/// Output column holding the latest status.
+pub const LATEST_STATUS: &str = "latest_status";
+/// Output column holding the latest row's first ordering column (its time).
+pub const LATEST_AT: &str = "latest_at";
+
+const RN: &str = "latest_rn";
+const NEWER: &str = "newer";
+
+/// How the latest history row is found. Every strategy returns the same rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LatestStrategy {
+    /// `SELECT DISTINCT ON (fk) … ORDER BY fk, time DESC, id DESC`, joined to
+    /// the entities. Best with few history rows per entity.
+    DistinctOn,
+    /// `JOIN LATERAL (… WHERE fk = e.key ORDER BY time DESC, id DESC LIMIT 1)`:
+    /// one index probe per entity; best for pages and long histories.
+    Lateral,
+    /// `ROW_NUMBER() OVER (PARTITION BY fk ORDER BY time DESC, id DESC) = 1`.
+    Window,
+    /// The history row for which `NOT EXISTS` a newer one.
+    NotExists,
+    /// A status column on the entity table kept current by a trigger
+    /// (see [`LatestStatus::denormalized`]); no history is read.
+    Denormalized,
+}
+
+impl LatestStrategy {
+    /// Every strategy that reads the history table.
+    pub const FROM_HISTORY: [LatestStrategy; 4] = [
+        LatestStrategy::DistinctOn,
+        LatestStrategy::Lateral,
+        LatestStrategy::Window,
+        LatestStrategy::NotExists,
+    ];
+}
+
+/// What to test the latest status against.
+#[derive(Debug, Clone)]
+enum Predicate {
+    /// No filter: every entity, with its latest status attached.
+    Any,
+    /// `= v`
+    Eq(Expr),
+    /// `= ANY(array)`
+    In(Expr),
+    /// `IS DISTINCT FROM v`: a NULL latest status counts as "not v".
+    Ne(Expr),
+    /// `NOT (= ANY(array))`, NULL counting as "not in".
+    NotIn(Expr),
+    /// the latest status is NULL.
+    IsNull,
+}
+
+/// A latest-status filter over an entity table and its history table.
+///
+/// ```
+/// use pgpatterns::{LatestStatus, LatestStrategy, Table};
+/// let orders = Table::new("orders")?;
+/// let history = Table::new("order_status")?;
+/// let spec = LatestStatus::new(
+///     &orders.column::<i64>("id")?,
+///     &history.column::<i64>("order_id")?,
+///     &history.column::<String>("status")?,
+///     &history.column::<chrono::DateTime<chrono::Utc>>("created_at")?,
+/// )?
+/// .then_by(&history.column::<i64>("id")?)?
+/// .status_eq("Complete")
+/// .strategy(LatestStrategy::Lateral)?;
+/// assert_eq!(
+///     spec.build().sql(),
+///     r#"SELECT "orders".*, "latest"."status" AS "latest_status", "latest"."created_at" AS "latest_at" FROM "orders" INNER JOIN LATERAL (SELECT "order_status"."status", "order_status"."created_at" FROM "order_status" WHERE "order_status"."order_id" = "orders"."id" ORDER BY "order_status"."created_at" DESC, "order_status"."id" DESC LIMIT $1) AS "latest" ON TRUE WHERE "latest"."status" = CAST($2 AS text)"#
+/// );
+/// # Ok::<(), pgpatterns::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct LatestStatus<S> {
+    entity: Table,
+    key: AnyColumn,
+    history: Table,
+    fk: AnyColumn,
+    status: AnyColumn,
+    order: Vec<AnyColumn>,
+    predicate: Predicate,
+    missing: Option<Expr>,
+    as_of: Option<Expr>,
+    history_filters: Vec<HistoryFilter>,
+    denormalized: Option<AnyColumn>,
+    strategy: LatestStrategy,
+    _status: PhantomData<fn() -> S>,
+}
+
+impl<S> Clone for LatestStatus<S> {
+    fn clone(&self) -> Self {
+        LatestStatus {
+            entity: self.entity.clone(),
+            key: self.key.clone(),
+            history: self.history.clone(),
+            fk: self.fk.clone(),
+            status: self.status.clone(),
+            order: self.order.clone(),
+            predicate: self.predicate.clone(),
+            missing: self.missing.clone(),
+            as_of: self.as_of.clone(),
+            history_filters: self.history_filters.clone(),
+            denormalized: self.denormalized.clone(),
+            strategy: self.strategy,
+            _status: PhantomData,
+        }
+    }
+}
+
+fn same_table(col: &AnyColumn, table: &Table, field: &'static str, what: &str) -> Result<()> {
+    if col.table() == table {
+        Ok(())
+    } else {
+        Err(Error::spec(
+            field,
+            format!(
+                "column {} belongs to {}, not to the {what} table {}",
+                col.name(),
+                col.table().display_name(),
+                table.display_name()
+            ),
+        ))
+    }
+}
+
+impl<S: SqlType> LatestStatus<S> {
+    /// A filter on the history rows `fk → key` of each entity, testing the
+    /// latest row's `status` column; the latest row is the one with the
+    /// greatest `time` (add a unique tie-breaker with
+    /// [`then_by`](Self::then_by)). Ordering columns must be `NOT NULL`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] when `fk`, `status` and `time` are not columns
+    /// of one table, or that table is the entity table.
+    pub fn new<K: SqlType, T: SqlType>(
+        key: &Column<K>,
+        fk: &Column<K>,
+        status: &Column<S>,
+        time: &Column<T>,
+    ) -> Result<LatestStatus<S>> {
+        let history = fk.table().clone();
+        same_table(&status.erase(), &history, "status", "history")?;
+        same_table(&time.erase(), &history, "time", "history")?;
+        if key.table().name() == history.name() && key.table().schema() == history.schema() {
+            return Err(Error::spec(
+                "history",
+                "the history table must differ from the entity table",
+            ));
+        }
+        Ok(LatestStatus {
+            entity: key.table().clone(),
+            key: key.erase(),
+            history,
+            fk: fk.erase(),
+            status: status.erase(),
+            order: vec![time.erase()],
+            predicate: Predicate::Any,
+            missing: None,
+            as_of: None,
+            history_filters: Vec::new(),
+            denormalized: None,
+            strategy: LatestStrategy::DistinctOn,
+            _status: PhantomData,
+        })
+    }
+
+    /// Adds a tie-breaking ordering column of the history table (compared
+    /// after the ones before it). End with a unique column, such as the
+    /// history id, so "latest" is one row even when times tie.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] when the column is not on the history table or
+    /// is already an ordering column.
+    pub fn then_by<T: SqlType>(mut self, col: &Column<T>) -> Result<LatestStatus<S>> {
+        let col = col.erase();
+        same_table(&col, &self.history, "then_by", "history")?;
+        if self.order.contains(&col) {
+            return Err(Error::spec(
+                "then_by",
+                format!("column {} is already an ordering column", col.name()),
+            ));
+        }
+        self.order.push(col);
+        Ok(self)
+    }
+
+    /// Keeps entities whose latest status equals `status`.
+    pub fn status_eq(mut self, status: impl Into<S>) -> LatestStatus<S> {
+        self.predicate = Predicate::Eq(status.into().param());
+        self
+    }
+
+    /// Keeps entities whose latest status is one of `statuses` (one array
+    /// parameter).
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] for an empty set (which would match nothing).
+    pub fn status_in<V: Into<S>>(
+        mut self,
+        statuses: impl IntoIterator<Item = V>,
+    ) -> Result<LatestStatus<S>> {
+        let values: Vec<S> = statuses.into_iter().map(Into::into).collect();
+        if values.is_empty() {
+            return Err(Error::spec("status_in", "needs at least one status"));
+        }
+        self.predicate = Predicate::In(S::array_param(values));
+        Ok(self)
+    }
+
+    /// Keeps entities whose latest status is not `status` (a NULL status
+    /// counts as "not `status`": `IS DISTINCT FROM`).
+    pub fn status_ne(mut self, status: impl Into<S>) -> LatestStatus<S> {
+        self.predicate = Predicate::Ne(status.into().param());
+        self
+    }
+
+    /// Keeps entities whose latest status is none of `statuses` (NULL
+    /// counts as "none of them").
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] for an empty set.
+    pub fn status_not_in<V: Into<S>>(
+        mut self,
+        statuses: impl IntoIterator<Item = V>,
+    ) -> Result<LatestStatus<S>> {
+        let values: Vec<S> = statuses.into_iter().map(Into::into).collect();
+        if values.is_empty() {
+            return Err(Error::spec("status_not_in", "needs at least one status"));
+        }
+        self.predicate = Predicate::NotIn(S::array_param(values));
+        Ok(self)
+    }
+
+    /// Keeps entities whose latest history row has a NULL status.
+    pub fn status_is_null(mut self) -> LatestStatus<S> {
+        self.predicate = Predicate::IsNull;
+        self
+    }
+
+    /// Entities with no history row count as having `status` (by default
+    /// they are excluded). With [`as_of`](Self::as_of), "no history" means
+    /// no row at or before that time.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] with the `Denormalized` strategy, whose NULL
+    /// column cannot tell "no history" from a NULL latest status.
+    pub fn missing_as(mut self, status: impl Into<S>) -> Result<LatestStatus<S>> {
+        self.missing = Some(status.into().param());
+        self.check_denormalized()?;
+        Ok(self)
+    }
+
+    /// Time travel: the status each entity had at `at` — only history rows
+    /// whose first ordering column is `<= at` count. `T` is that column's
+    /// type (`DateTime<Utc>` for `timestamptz`, `NaiveDateTime` for
+    /// `timestamp`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] when `T` is not the type of the time column,
+    /// or with the `Denormalized` strategy.
+    pub fn as_of<T: SqlType>(mut self, at: impl Into<T>) -> Result<LatestStatus<S>> {
+        let first = &self.order[0];
+        if first.sql_type() != T::SQL_TYPE {
+            return Err(Error::spec(
+                "as_of",
+                format!(
+                    "the ordering column {} is {}, the value is {}",
+                    first.name(),
+                    first.sql_type(),
+                    T::SQL_TYPE
+                ),
+            ));
+        }
+        self.as_of = Some(at.into().param());
+        self.check_denormalized()?;
+        Ok(self)
+    }
+
+    /// Only history rows matching a condition count; the latest row is
+    /// chosen among them. The closure gets the handle the history table has
+    /// in the generated SQL (some strategies alias it) and builds the
+    /// condition from columns re-targeted with [`Column::of`]:
+    ///
+    /// ```
+    /// # use pgpatterns::{LatestStatus, Table};
+    /// # let orders = Table::new("orders")?;
+    /// # let history = Table::new("order_status")?;
+    /// let source = history.column::<String>("source")?;
+    /// let spec = LatestStatus::new(
+    ///     &orders.column::<i64>("id")?,
+    ///     &history.column::<i64>("order_id")?,
+    ///     &history.column::<String>("status")?,
+    ///     &history.column::<chrono::DateTime<chrono::Utc>>("created_at")?,
+    /// )?
+    /// .history_filter(move |h| source.of(h).ne("import"));
+    /// assert!(spec.build().sql().contains(r#""order_status"."source" <> CAST($1 AS text)"#));
+    /// # Ok::<(), pgpatterns::Error>(())
+    /// ```
+    pub fn history_filter(
+        mut self,
+        condition: impl Fn(&Table) -> Expr + Send + Sync + 'static,
+    ) -> LatestStatus<S> {
+        self.history_filters
+            .push(HistoryFilter(Arc::new(condition)));
+        self
+    }
+
+    /// The entity table's status column kept equal to the latest history
+    /// status (by the trigger from this module's DDL helpers), used by
+    /// [`LatestStrategy::Denormalized`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] when the column is not on the entity table.
+    pub fn denormalized(mut self, col: &Column<S>) -> Result<LatestStatus<S>> {
+        let col = col.erase();
+        same_table(&col, &self.entity, "denormalized", "entity")?;
+        self.denormalized = Some(col);
+        Ok(self)
+    }
+
+    /// Chooses the strategy (default [`LatestStrategy::DistinctOn`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] for `Denormalized` without a
+    /// [`denormalized`](Self::denormalized) column, or with `as_of`,
+    /// `missing_as` or a history filter.
+    pub fn strategy(mut self, strategy: LatestStrategy) -> Result<LatestStatus<S>> {
+        self.strategy = strategy;
+        if strategy == LatestStrategy::Denormalized && self.denormalized.is_none() {
+            return Err(Error::spec(
+                "strategy",
+                "Denormalized needs the entity's status column: call .denormalized(&col) first",
+            ));
+        }
+        self.check_denormalized()?;
+        Ok(self)
+    }
+
+    fn check_denormalized(&self) -> Result<()> {
+        if self.strategy != LatestStrategy::Denormalized {
+            return Ok(());
+        }
+        if self.as_of.is_some() {
+            return Err(Error::spec(
+                "as_of",
+                "the Denormalized strategy only knows the current status; use a history strategy for time travel",
+            ));
+        }
+        if self.missing.is_some() {
+            return Err(Error::spec(
+                "missing_as",
+                "the Denormalized strategy cannot tell an entity without history from a NULL latest status",
+            ));
+        }
+        if !self.history_filters.is_empty() {
+            return Err(Error::spec(
+                "history_filter",
+                "the Denormalized strategy does not read the history, so it cannot filter it",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The chosen strategy.
+    pub fn chosen_strategy(&self) -> LatestStrategy {
+        self.strategy
+    }
+
+    /// The entity table.
+    pub fn entity(&self) -> &Table {
+        &self.entity
+    }
+
+    /// The entity key column.
+    pub fn key(&self) -> &AnyColumn {
+        &self.key
+    }
+
+    /// The filtered entity query: `entity.*`, plus `latest_status` and
+    /// `latest_at` (the latest row's status and first ordering column;
+    /// NULL for entities counted through [`missing_as`](Self::missing_as)).
+    /// Add your own joins, filters, ordering or limit, or use it as a
+    /// subquery.
+    pub fn to_statement(&self) -> SelectStatement {
+        let order = &self.order;
+        let mut q = Query::select();
+        q.column(self.entity.all_columns())
+            .from(self.entity.table_ref());
+        let history = match (&self.denormalized, self.strategy) {
+            (Some(col), LatestStrategy::Denormalized) => {
+                q.expr_as(col.expr(), Alias::new(LATEST_STATUS));
+                self.filter(&mut q, col.expr(), None);
+                return q;
+            }
+            _ => &self.history,
+        };
+        let latest = Alias::new(LATEST_ALIAS);
+        let lcol = |c: &AnyColumn| Expr::col((latest.clone(), c.iden()));
+        let join = if self.missing.is_some() {
+            JoinType::LeftJoin
+        } else {
+            JoinType::InnerJoin
+        };
+        let first = &order[0];
+        match self.strategy {
+            // Denormalized without a column is refused by `strategy()`.
+            LatestStrategy::DistinctOn | LatestStrategy::Window | LatestStrategy::Denormalized => {
+                let mut sub = Query::select();
+                sub.column(self.fk.col_ref())
+                    .column(self.status.col_ref())
+                    .column(first.col_ref())
+                    .from(history.table_ref());
+                self.history_conditions(&mut sub, history);
+                let mut on = self.key.expr().eq(lcol(&self.fk));
+                if self.strategy == LatestStrategy::DistinctOn {
+                    sub.distinct_on([self.fk.col_ref()])
+                        .order_by(self.fk.col_ref(), Order::Asc);
+                    for c in order {
+                        sub.order_by(c.col_ref(), Order::Desc);
+                    }
+                } else {
+                    let mut w = WindowStatement::partition_by(self.fk.col_ref());
+                    for c in order {
+                        w.order_by(c.col_ref(), Order::Desc);
+                    }
+                    sub.expr_window_as(Expr::cust("ROW_NUMBER()"), w, Alias::new(RN));
+                    on = on.and(Expr::col((latest.clone(), Alias::new(RN))).eq(Expr::cust("1")));
+                }
+                q.join_subquery(join, sub, latest.clone(), on);
+            }
+            LatestStrategy::Lateral => {
+                let mut sub = Query::select();
+                sub.column(self.status.col_ref())
+                    .column(first.col_ref())
+                    .from(history.table_ref())
+                    .and_where(self.fk.expr().eq(self.key.expr()));
+                self.history_conditions(&mut sub, history);
+                for c in order {
+                    sub.order_by(c.col_ref(), Order::Desc);
+                }
+                sub.limit(1);
+                q.join_lateral(join, sub, latest.clone(), Expr::cust("TRUE"));
+            }
+            LatestStrategy::NotExists => {
+                let h = history.with_alias(Ident::fixed(LATEST_ALIAS));
+                let newer = history.with_alias(Ident::fixed(NEWER));
+                let mut sub = Query::select();
+                sub.expr(Expr::cust("1"))
+                    .from(newer.table_ref())
+                    .and_where(self.fk.of(&newer).expr().eq(self.fk.of(&h).expr()));
+                let newer_cols: Vec<Expr> = order.iter().map(|c| c.of(&newer).expr()).collect();
+                let mine: Vec<Expr> = order.iter().map(|c| c.of(&h).expr()).collect();
+                sub.and_where(Expr::tuple(newer_cols).gt(Expr::tuple(mine)));
+                self.history_conditions(&mut sub, &newer);
+                let mut on = self.key.expr().eq(self.fk.of(&h).expr());
+                for c in self.history_condition_list(&h) {
+                    on = on.and(c);
+                }
+                on = on.and(Expr::exists(sub).not());
+                q.join(join, h.table_ref(), on);
+            }
+        }
+        q.expr_as(lcol(&self.status), Alias::new(LATEST_STATUS))
+            .expr_as(lcol(first), Alias::new(LATEST_AT));
+        // The time column is NOT NULL on every real history row, so a NULL
+        // there means the LEFT JOIN found none.
+        let has_row = self.missing.as_ref().map(|_| lcol(first).is_not_null());
+        self.filter(&mut q, lcol(&self.status), has_row);
+        q
+    }
+
+    /// Adds the status predicate. `has_row` is set when entities without
+    /// history are kept (LEFT JOIN): their status is the `missing_as` value.
+    fn filter(&self, q: &mut SelectStatement, status: Expr, has_row: Option<Expr>) {
+        let status = match (has_row, &self.missing) {
+            (Some(has_row), Some(missing)) => {
+                Expr::case(has_row, status).finally(missing.clone()).into()
+            }
+            _ => status,
+        };
+        let cond = match &self.predicate {
+            Predicate::Any => return,
+            Predicate::Eq(v) => status.eq(v.clone()),
+            Predicate::In(arr) => status.eq(PgFunc::any(arr.clone())),
+            Predicate::Ne(v) => is_distinct_from(status, v.clone()),
+            Predicate::NotIn(arr) => status
+                .clone()
+                .is_null()
+                .or(status.eq(PgFunc::any(arr.clone())).not()),
+            Predicate::IsNull => status.is_null(),
+        };
+        q.and_where(cond);
+    }
+
+    /// The as-of bound and the caller's filters, for history rows named `h`.
+    fn history_condition_list(&self, h: &Table) -> Vec<Expr> {
+        let as_of = self
+            .as_of
+            .iter()
+            .map(|at| self.order[0].of(h).expr().lte(at.clone()));
+        as_of
+            .chain(self.history_filters.iter().map(|f| (f.0)(h)))
+            .collect()
+    }
+
+    fn history_conditions(&self, sub: &mut SelectStatement, h: &Table) {
+        for c in self.history_condition_list(h) {
+            sub.and_where(c);
+        }
+    }
+
+    /// The statement rendered with its values.
+    pub fn build(&self) -> BuiltQuery {
+        BuiltQuery::new(&self.to_statement())
+    }
+
+    /// `SELECT COUNT(*)` of the matching entities.
+    pub fn count_query(&self) -> BuiltQuery {
+        let q = Query::select()
+            .expr(Expr::cust("COUNT(*)"))
+            .from_subquery(self.to_statement(), Alias::new("matching"))
+            .to_owned();
+        BuiltQuery::new(&q)
+    }
+
+    /// One page of matching entities in key order, after `after` (keyset
+    /// pagination: pass the last key of the previous page).
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] for `limit < 1` or a cursor of another type
+    /// than the key.
+    pub fn page_query<K: SqlType>(&self, limit: i64, after: Option<K>) -> Result<BuiltQuery> {
+        if limit < 1 {
+            return Err(Error::spec(
+                "limit",
+                format!("must be at least 1, got {limit}"),
+            ));
+        }
+        if self.key.sql_type() != K::SQL_TYPE {
+            return Err(Error::spec(
+                "after",
+                format!(
+                    "the key {} is {}, the cursor is {}",
+                    self.key.name(),
+                    self.key.sql_type(),
+                    K::SQL_TYPE
+                ),
+            ));
+        }
+        let mut q = self.to_statement();
+        if let Some(after) = after {
+            q.and_where(self.key.expr().gt(after.param()));
+        }
+        q.order_by(self.key.col_ref(), Order::Asc)
+            .limit(limit as u64);
+        Ok(BuiltQuery::new(&q))
+    }
+}
+
+/// A caller's condition on history rows, built for a given table handle.
+#[derive(Clone)]
+struct HistoryFilter(Arc<dyn Fn(&Table) -> Expr + Send + Sync>);
+
+impl fmt::Debug for HistoryFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HistoryFilter(..)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, TimeZone, Utc};
+
+    fn spec() -> LatestStatus<String> {
+        let orders = Table::new("orders").unwrap();
+        let h = Table::new("order_status").unwrap();
+        LatestStatus::new(
+            &orders.column::<i64>("id").unwrap(),
+            &h.column::<i64>("order_id").unwrap(),
+            &h.column::<String>("status").unwrap(),
+            &h.column::<DateTime<Utc>>("created_at").unwrap(),
+        )
+        .unwrap()
+        .then_by(&h.column::<i64>("id").unwrap())
+        .unwrap()
+    }
+
+    fn sql(s: LatestStatus<String>, strategy: LatestStrategy) -> String {
+        s.strategy(strategy).unwrap().build().sql().to_owned()
+    }
+
+    #[test]
+    fn distinct_on_snapshot() {
+        assert_eq!(
+            sql(spec().status_eq("Pending"), LatestStrategy::DistinctOn),
+            r#"SELECT "orders".*, "latest"."status" AS "latest_status", "latest"."created_at" AS "latest_at" FROM "orders" INNER JOIN (SELECT DISTINCT ON ("order_status"."order_id") "order_status"."order_id", "order_status"."status", "order_status"."created_at" FROM "order_status" ORDER BY "order_status"."order_id" ASC, "order_status"."created_at" DESC, "order_status"."id" DESC) AS "latest" ON "orders"."id" = "latest"."order_id" WHERE "latest"."status" = CAST($1 AS text)"#
+        );
+    }
+
+    #[test]
+    fn window_snapshot() {
+        assert_eq!(
+            sql(spec().status_ne("Pending"), LatestStrategy::Window),
+            r#"SELECT "orders".*, "latest"."status" AS "latest_status", "latest"."created_at" AS "latest_at" FROM "orders" INNER JOIN (SELECT "order_status"."order_id", "order_status"."status", "order_status"."created_at", ROW_NUMBER() OVER ( PARTITION BY "order_status"."order_id" ORDER BY "order_status"."created_at" DESC, "order_status"."id" DESC ) AS "latest_rn" FROM "order_status") AS "latest" ON "orders"."id" = "latest"."order_id" AND "latest"."latest_rn" = (1) WHERE "latest"."status" IS DISTINCT FROM CAST($1 AS text)"#
+        );
+    }
+
+    #[test]
+    fn not_exists_snapshot_with_as_of_and_missing() {
+        let at = Utc.with_ymd_and_hms(2024, 1, 2, 3, 4, 5).unwrap();
+        let s = spec()
+            .as_of::<DateTime<Utc>>(at)
+            .unwrap()
+            .missing_as("Pending")
+            .unwrap()
+            .status_in(["Pending", "Complete"])
+            .unwrap();
+        assert_eq!(
+            sql(s, LatestStrategy::NotExists),
+            r#"SELECT "orders".*, "latest"."status" AS "latest_status", "latest"."created_at" AS "latest_at" FROM "orders" LEFT JOIN "order_status" AS "latest" ON "orders"."id" = "latest"."order_id" AND "latest"."created_at" <= CAST($1 AS timestamptz) AND (NOT EXISTS(SELECT 1 FROM "order_status" AS "newer" WHERE "newer"."order_id" = "latest"."order_id" AND ("newer"."created_at", "newer"."id") > ("latest"."created_at", "latest"."id") AND "newer"."created_at" <= CAST($2 AS timestamptz))) WHERE (CASE WHEN ("latest"."created_at" IS NOT NULL) THEN "latest"."status" ELSE CAST($3 AS text) END) = ANY(CAST($4 AS text[]))"#
+        );
+    }
+
+    #[test]
+    fn denormalized_snapshot_and_refusals() {
+        let orders = Table::new("orders").unwrap();
+        let col = orders.column::<String>("status").unwrap();
+        let s = spec().denormalized(&col).unwrap().status_eq("Complete");
+        assert_eq!(
+            sql(s.clone(), LatestStrategy::Denormalized),
+            r#"SELECT "orders".*, "orders"."status" AS "latest_status" FROM "orders" WHERE "orders"."status" = CAST($1 AS text)"#
+        );
+        let at = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
+        let d = s.strategy(LatestStrategy::Denormalized).unwrap();
+        assert!(d.clone().as_of::<DateTime<Utc>>(at).is_err());
+        assert!(d.missing_as("Pending").is_err());
+        assert!(spec().strategy(LatestStrategy::Denormalized).is_err());
+    }
+
+    #[test]
+    fn bad_specs_are_refused() {
+        let orders = Table::new("orders").unwrap();
+        let h = Table::new("order_status").unwrap();
+        let other = Table::new("other").unwrap();
+        let key = orders.column::<i64>("id").unwrap();
+        let fk = h.column::<i64>("order_id").unwrap();
+        let t = h.column::<DateTime<Utc>>("created_at").unwrap();
+        // status on another table
+        let err =
+            LatestStatus::new(&key, &fk, &other.column::<String>("s").unwrap(), &t).unwrap_err();
+        assert!(
+            err.to_string().contains("not to the history table"),
+            "{err}"
+        );
+        // history = entity
+        let self_fk = orders.column::<i64>("parent").unwrap();
+        let self_st = orders.column::<String>("s").unwrap();
+        let self_t = orders.column::<DateTime<Utc>>("t").unwrap();
+        assert!(LatestStatus::new(&key, &self_fk, &self_st, &self_t).is_err());
+        // duplicate ordering column, empty sets, wrong as_of type, limit 0
+        assert!(spec().then_by(&h.column::<i64>("id").unwrap()).is_err());
+        assert!(spec().status_in(Vec::<String>::new()).is_err());
+        assert!(spec().as_of::<i64>(5).is_err());
+        assert!(spec().page_query::<i64>(0, None).is_err());
+        assert!(spec().page_query::<i32>(10, Some(3)).is_err());
+    }
+
+    #[test]
+    fn page_and_count() {
+        let s = spec()
+            .status_eq("Complete")
+            .strategy(LatestStrategy::Lateral)
+            .unwrap();
+        let page = s.page_query::<i64>(50, Some(1000)).unwrap();
+        assert!(page.sql().ends_with(
+            r#"WHERE "latest"."status" = CAST($2 AS text) AND "orders"."id" > CAST($3 AS int8) ORDER BY "orders"."id" ASC LIMIT $4"#
+        ), "{}", page.sql());
+        assert!(s
+            .count_query()
+            .sql()
+            .starts_with("SELECT COUNT(*) FROM (SELECT "));
+    }
+}
