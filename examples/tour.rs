@@ -7,7 +7,7 @@
 //! cargo run --release --example tour --features testdb -- --orders 200000
 //! ```
 //!
-//! It grows with each query family.
+//! It grows with each query family; today: the foundation and `latest`.
 
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use pgpatterns::sea_query::{Alias, Expr, ExprTrait, Func, Order, Query};
 use pgpatterns::testdb::TestDb;
-use pgpatterns::{BuiltQuery, Executor, SqlType, Table};
+use pgpatterns::{BuiltQuery, Executor, LatestStatus, LatestStrategy, SqlType, Table};
 
 #[derive(Parser, Debug)]
 #[command(about = "A tour of pgpatterns on a throwaway PostgreSQL")]
@@ -177,10 +177,45 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (rows, took) = timed(client.query_as::<(i64,)>(&naive)).await?;
     println!("{naive}");
     println!(
-        "  {} orders in {:.2?}: every order, though none is still Pending; \
-         the `latest` family (next release) answers it right",
+        "  {} orders in {:.2?}: every order, though none is still Pending\n",
         rows[0].0, took
     );
+
+    println!("== latest: orders by their LATEST status, every strategy");
+    let latest = LatestStatus::<String>::new(
+        &order_id,
+        &statuses.column::<i64>("order_id")?,
+        &st_status,
+        &statuses.column::<chrono::DateTime<chrono::Utc>>("created_at")?,
+    )?
+    .then_by(&statuses.column::<i64>("id")?)?;
+    println!(
+        "{:<12} {:>10} {:>10} {:>10}   {:>12}",
+        "strategy", "Pending", "Complete", "Cancelled", "first page"
+    );
+    for strategy in LatestStrategy::FROM_HISTORY {
+        let mut line = format!("{:<12}", format!("{strategy:?}"));
+        let mut total = Duration::ZERO;
+        for status in ["Pending", "Complete", "Cancelled"] {
+            let spec = latest.clone().status_eq(status).strategy(strategy)?;
+            let (n, took) = timed(client.query_as::<(i64,)>(&spec.count_query())).await?;
+            total += took;
+            line += &format!(" {:>10}", n[0].0);
+        }
+        let spec = latest.clone().status_eq("Complete").strategy(strategy)?;
+        let page = spec.page_query::<i64>(50, None)?;
+        let (rows, page_took) = timed(Executor::query(&client, &page)).await?;
+        println!(
+            "{line}   {:>3} rows in {page_took:>8.2?}   (counts took {total:.2?})",
+            rows.len()
+        );
+    }
+    let example = latest
+        .clone()
+        .status_eq("Complete")
+        .strategy(LatestStrategy::Lateral)?
+        .page_query::<i64>(50, Some(1000))?;
+    println!("\nthe Lateral first page after order 1000:\n{example}");
     Ok(())
 }
 

@@ -11,9 +11,34 @@
 //! - **rollup** — `GROUPING SETS` / `ROLLUP` / `CUBE` reports whose rows know
 //!   their grouping level.
 //!
-//! This release is the foundation the families are built on: validated schema
-//! handles, [`BuiltQuery`], the executor traits and the throwaway database used
-//! by tests and examples.
+//! The foundation (validated schema handles, [`BuiltQuery`], the executor
+//! traits, the throwaway database used by tests and examples) and the core of
+//! the `latest` family are in place; `since` and `rollup` are being built.
+//!
+//! ## latest: filter on the newest history row
+//!
+//! ```
+//! use chrono::{DateTime, Utc};
+//! use pgpatterns::{LatestStatus, LatestStrategy, Table};
+//!
+//! let orders = Table::new("orders")?;
+//! let history = Table::new("order_status")?;
+//! let pending = LatestStatus::<String>::new(
+//!     &orders.column::<i64>("id")?,               // entity key
+//!     &history.column::<i64>("order_id")?,        // history → entity
+//!     &history.column::<String>("status")?,       // what is tested
+//!     &history.column::<DateTime<Utc>>("created_at")?, // newest wins …
+//! )?
+//! .then_by(&history.column::<i64>("id")?)?        // … ties broken by id
+//! .status_eq("Pending")
+//! .strategy(LatestStrategy::DistinctOn)?;
+//!
+//! let count = pending.count_query();                 // SELECT COUNT(*) FROM (…)
+//! let page = pending.page_query::<i64>(50, Some(1000))?; // keyset page after id 1000
+//! assert!(count.sql().contains("DISTINCT ON"));
+//! assert_eq!(page.values().0.len(), 3); // status, cursor, limit: all bound
+//! # Ok::<(), pgpatterns::Error>(())
+//! ```
 //!
 //! ## How SQL is built and bound
 //!
