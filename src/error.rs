@@ -59,9 +59,12 @@ pub enum Error {
         source: BoxError,
     },
 
-    /// A query that must return exactly one row returned another number.
-    #[error("expected exactly one row, got {got}")]
+    /// A query returned more rows than allowed (`query_opt`: at most one;
+    /// `query_one`: exactly one) or none where one was required.
+    #[error("expected {expected} row, got {got}")]
     RowCount {
+        /// What was allowed: `"exactly one"` or `"at most one"`.
+        expected: &'static str,
         /// How many rows came back (`0` or `2`, meaning "more than one").
         got: usize,
     },

@@ -240,6 +240,14 @@ impl fmt::Debug for Table {
     }
 }
 
+/// `"table"."column"`, qualified by the table's alias when it has one.
+fn qualified(table: &Table, name: &Ident) -> ColumnRef {
+    ColumnRef::Column(ColumnName(
+        Some(table.qualifier()),
+        name.clone().into_iden(),
+    ))
+}
+
 /// A column of a [`Table`] whose values are the Rust type `T`.
 ///
 /// `T` fixes the PostgreSQL type values are bound as (see [`SqlType`]), and
@@ -325,10 +333,7 @@ impl<T: SqlType> Column<T> {
 
     /// The qualified column reference (`"orders"."id"`).
     pub fn col_ref(&self) -> ColumnRef {
-        ColumnRef::Column(ColumnName(
-            Some(self.table.qualifier()),
-            self.name.clone().into_iden(),
-        ))
+        qualified(&self.table, &self.name)
     }
 
     /// The bare column name as an identifier (for `INSERT` column lists,
@@ -448,10 +453,7 @@ impl AnyColumn {
 
     /// The qualified column reference.
     pub fn col_ref(&self) -> ColumnRef {
-        ColumnRef::Column(ColumnName(
-            Some(self.table.qualifier()),
-            self.name.clone().into_iden(),
-        ))
+        qualified(&self.table, &self.name)
     }
 
     /// The bare column name as an identifier.

@@ -127,7 +127,10 @@ tuple_from_row!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11);
 fn exactly_one<R>(mut rows: Vec<R>) -> Result<R> {
     match rows.len() {
         1 => Ok(rows.remove(0)),
-        n => Err(Error::RowCount { got: n.min(2) }),
+        n => Err(Error::RowCount {
+            expected: "exactly one",
+            got: n.min(2),
+        }),
     }
 }
 
@@ -135,7 +138,10 @@ fn at_most_one<R>(mut rows: Vec<R>) -> Result<Option<R>> {
     match rows.len() {
         0 => Ok(None),
         1 => Ok(Some(rows.remove(0))),
-        _ => Err(Error::RowCount { got: 2 }),
+        _ => Err(Error::RowCount {
+            expected: "at most one",
+            got: 2,
+        }),
     }
 }
 
@@ -244,22 +250,6 @@ pub trait Transactional: Executor {
     ) -> impl Future<Output = Result<Vec<u64>>> + Send;
 }
 
-impl<E: Executor + ?Sized> Executor for &E {
-    type Row = E::Row;
-    fn query(&self, q: &BuiltQuery) -> impl Future<Output = Result<Vec<Self::Row>>> + Send {
-        (**self).query(q)
-    }
-    fn execute(&self, q: &BuiltQuery) -> impl Future<Output = Result<u64>> + Send {
-        (**self).execute(q)
-    }
-    fn batch_execute(&self, sql: &str) -> impl Future<Output = Result<()>> + Send {
-        (**self).batch_execute(sql)
-    }
-    fn is_transaction(&self) -> bool {
-        (**self).is_transaction()
-    }
-}
-
 macro_rules! forward_executor {
     ($($wrapper:ty),+) => {$(
         impl<E: Executor + ?Sized> Executor for $wrapper {
@@ -280,7 +270,7 @@ macro_rules! forward_executor {
     )+};
 }
 
-forward_executor!(&mut E, Box<E>, Arc<E>);
+forward_executor!(&E, &mut E, Box<E>, Arc<E>);
 
 impl<E: Transactional + ?Sized> Transactional for &mut E {
     fn execute_in_transaction(

@@ -1,0 +1,311 @@
+//! Errors carry what is needed to act on them: the SQLSTATE and SQL of a
+//! server error, the column of a decode error, the row count; and invalid
+//! input is refused before anything reaches the server.
+
+use std::time::Duration;
+
+use pgpatterns::sea_query::{ExprTrait, Query};
+use pgpatterns::{
+    BlockingExecutor, BuiltQuery, Error, Executor, Ident, RowRead, SqlType, Table, Transactional,
+};
+
+use crate::support::{
+    client, count_rows, create, exec, insert, pool, schema, with_sync_client, Ledger,
+};
+
+/// Checks a server error: variant, SQLSTATE, SQL, `Display` and source.
+fn assert_db_error(err: &Error, code: &str, sql: &str) {
+    assert!(err.is_database() && !err.is_invalid_input(), "{err:?}");
+    assert!(matches!(err, Error::Database { .. }), "{err:?}");
+    assert_eq!(err.code(), Some(code), "{err}");
+    assert_eq!(err.sql(), Some(sql), "{err}");
+    let shown = err.to_string();
+    assert!(
+        shown.starts_with(&format!("database error {code}: ")),
+        "{shown}"
+    );
+    assert!(shown.ends_with(&format!(" (in SQL: {sql})")), "{shown}");
+    let source = std::error::Error::source(err)
+        .and_then(|s| s.downcast_ref::<tokio_postgres::Error>())
+        .expect("the client's error is the source");
+    assert_eq!(source.code().map(|c| c.code()), Some(code));
+}
+
+/// `SELECT … FROM "no_such_table" WHERE … = $1`.
+fn missing_table() -> BuiltQuery {
+    let table = Table::new("no_such_table").expect("valid name");
+    let id = table.column::<i64>("id").expect("valid name");
+    BuiltQuery::from(
+        &Query::select()
+            .column(id.col_ref())
+            .from(table.table_ref())
+            .and_where(id.eq(1))
+            .to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_table_is_42p01_with_the_sql_from_every_client() {
+    let schema = schema().await;
+    let q = missing_table();
+    let client = client(&schema).await;
+    let err = Executor::query(&client, &q).await.unwrap_err();
+    assert_db_error(&err, "42P01", q.sql());
+    assert!(err.to_string().contains("no_such_table"), "{err}");
+
+    assert_db_error(
+        &pool(&schema).query(&q).await.unwrap_err(),
+        "42P01",
+        q.sql(),
+    );
+
+    let q2 = q.clone();
+    let err = with_sync_client(&schema, move |c| {
+        BlockingExecutor::query(c, &q2).unwrap_err()
+    })
+    .await;
+    assert_db_error(&err, "42P01", q.sql());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn division_by_zero_is_22012() {
+    let schema = schema().await;
+    let q = BuiltQuery::from(
+        &Query::select()
+            .expr(1i32.param().div(0i32.param()))
+            .to_owned(),
+    );
+    let err = Executor::query(&client(&schema).await, &q)
+        .await
+        .unwrap_err();
+    assert_db_error(&err, "22012", q.sql());
+    assert!(err.to_string().contains("division by zero"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unique_violation_is_recognised_with_its_detail() {
+    let schema = schema().await;
+    let client = client(&schema).await;
+    let pool = pool(&schema);
+    let ledger = Ledger::new("ledger");
+    exec(&client, &ledger.create()).await;
+    exec(&client, &ledger.insert(&[(1, 10)])).await;
+
+    let again = ledger.insert(&[(1, 20)]);
+    for err in [
+        Executor::execute(&client, &again).await.unwrap_err(),
+        pool.execute(&again).await.unwrap_err(),
+    ] {
+        assert!(err.is_unique_violation(), "{err:?}");
+        assert_db_error(&err, "23505", again.sql());
+        // The server's DETAIL names the key.
+        assert!(
+            err.to_string().contains("Key (id)=(1) already exists"),
+            "{err}"
+        );
+    }
+    assert_eq!(ledger.rows(&pool).await, [(1, 10)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decode_errors_name_the_column_and_the_type() {
+    let schema = schema().await;
+    let client = client(&schema).await;
+    let table = Table::new("payments").expect("valid name");
+    let amount = table.column::<i64>("amount").expect("valid name");
+    let note = table.column::<String>("note").expect("valid name");
+    let columns = [amount.erase(), note.erase()];
+    create(&client, &table, &columns).await;
+    let row = vec![5i64.param(), String::param_opt(None)];
+    exec(&client, &insert(&table, &columns, [row])).await;
+    let select = BuiltQuery::from(
+        &Query::select()
+            .column(amount.col_ref())
+            .column(note.col_ref())
+            .from(table.table_ref())
+            .to_owned(),
+    );
+
+    let assert_decode = |err: Error, column: &str, expected: &str| {
+        let shown = err.to_string();
+        match &err {
+            Error::Decode {
+                column: c,
+                expected: e,
+                ..
+            } => {
+                assert!(c.contains(column), "{err:?}");
+                assert!(e.contains(expected), "{err:?}");
+            }
+            other => panic!("expected a decode error, got {other:?}"),
+        }
+        assert!(
+            shown.contains(column) && shown.contains(expected),
+            "{shown}"
+        );
+        assert!(std::error::Error::source(&err).is_some(), "{err:?}");
+    };
+    // An int8 read as a String.
+    let err = client.query_as::<(String, Option<String>)>(&select).await;
+    assert_decode(err.unwrap_err(), "amount", "String");
+    // A NULL read as a non-optional String.
+    let err = client.query_as::<(i64, String)>(&select).await;
+    assert_decode(err.unwrap_err(), "note", "String");
+    // A column past the end, and a column name that is not there.
+    let err = client.query_as::<(i64, Option<String>, i64)>(&select).await;
+    assert_decode(err.unwrap_err(), "#2", "i64");
+    let rows = Executor::query(&client, &select).await.expect("select");
+    assert_decode(
+        RowRead::try_get::<i64>(&rows[0], "missing".into()).unwrap_err(),
+        "missing",
+        "i64",
+    );
+    // The right types decode.
+    let good = client.query_as::<(i64, Option<String>)>(&select).await;
+    assert_eq!(good.expect("decode"), [(5, None)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_one_and_query_opt_check_the_row_count() {
+    let schema = schema().await;
+    let client = client(&schema).await;
+    let ledger = Ledger::new("ledger");
+    exec(&client, &ledger.create()).await;
+    exec(&client, &ledger.insert(&[(1, 10), (2, 20), (3, 30)])).await;
+    let none = ledger.select_where(ledger.id.eq(0));
+    let one = ledger.select_where(ledger.id.eq(2));
+    let many = ledger.select();
+
+    let count = |r: pgpatterns::Result<()>| match r {
+        Err(Error::RowCount { got, .. }) => got,
+        other => panic!("expected a row-count error, got {other:?}"),
+    };
+    assert_eq!(
+        count(Executor::query_one(&client, &none).await.map(drop)),
+        0
+    );
+    assert_eq!(
+        count(Executor::query_one(&client, &many).await.map(drop)),
+        2
+    );
+    assert_eq!(
+        count(Executor::query_opt(&client, &many).await.map(drop)),
+        2
+    );
+    let opt_err = Executor::query_opt(&client, &many)
+        .await
+        .map(drop)
+        .unwrap_err();
+    assert_eq!(opt_err.to_string(), "expected at most one row, got 2");
+    let row = Executor::query_one(&client, &one).await.expect("one row");
+    assert_eq!(
+        RowRead::try_get::<i64>(&row, "amount".into()).expect("amount"),
+        20
+    );
+    let err = Executor::query_one(&client, &none).await.unwrap_err();
+    assert_eq!(err.to_string(), "expected exactly one row, got 0");
+
+    let got = with_sync_client(&schema, move |c| {
+        (
+            count(BlockingExecutor::query_one(c, &none).map(drop)),
+            count(BlockingExecutor::query_one(c, &many).map(drop)),
+            count(BlockingExecutor::query_opt(c, &many).map(drop)),
+        )
+    })
+    .await;
+    assert_eq!(got, (0, 2, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_input_never_reaches_the_server() {
+    // Empty names are refused when the handle is made: no SQL can be built.
+    for err in [
+        Ident::new("").map(drop).unwrap_err(),
+        Table::new("").map(drop).unwrap_err(),
+        Table::in_schema("", "t").map(drop).unwrap_err(),
+        Table::new("t")
+            .and_then(|t| t.column::<i64>(""))
+            .map(drop)
+            .unwrap_err(),
+    ] {
+        assert!(err.is_invalid_input(), "{err:?}");
+        assert!(
+            matches!(&err, Error::InvalidIdentifier { ident, reason } if ident.is_empty() && reason.contains("empty")),
+            "{err:?}"
+        );
+    }
+
+    // A value the server would reject is refused before sending. Proof: inside
+    // a transaction, a statement the server rejected would abort it, and the
+    // next statement would fail with 25P02.
+    let schema = schema().await;
+    let mut client = client(&schema).await;
+    let ledger = Ledger::new("ledger");
+    exec(&client, &ledger.create()).await;
+    let nul = BuiltQuery::from(&Query::select().expr("a\0b".to_owned().param()).to_owned());
+
+    let tx = client.transaction().await.expect("begin");
+    exec(&tx, &ledger.insert(&[(1, 10)])).await;
+    let err = Executor::query(&tx, &nul).await.unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidSpec { field: "value", .. }),
+        "{err:?}"
+    );
+    exec(&tx, &ledger.insert(&[(2, 20)])).await;
+    tx.commit().await.expect("commit");
+    assert_eq!(ledger.rows(&client).await, [(1, 10), (2, 20)]);
+
+    // The contrast: a statement that does reach the server and fails.
+    let tx = client.transaction().await.expect("begin");
+    let missing = missing_table();
+    assert_db_error(
+        &Executor::query(&tx, &missing).await.unwrap_err(),
+        "42P01",
+        missing.sql(),
+    );
+    let next = ledger.insert(&[(3, 30)]);
+    assert_db_error(
+        &Executor::execute(&tx, &next).await.unwrap_err(),
+        "25P02",
+        next.sql(),
+    );
+    drop(tx);
+    assert_eq!(count_rows(&client, &ledger.table).await, 2);
+
+    // Transactional runs check every statement too; nothing of the batch is kept.
+    let batch = [ledger.insert(&[(4, 40)]), nul];
+    let err = client.execute_in_transaction(&batch).await.unwrap_err();
+    assert!(err.is_invalid_input(), "{err:?}");
+    assert_eq!(ledger.rows(&client).await, [(1, 10), (2, 20)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_server_is_a_database_error_without_sqlstate() {
+    // A port nothing listens on: bind one, then free it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(port)
+        .user("postgres")
+        .connect_timeout(Duration::from_secs(5));
+    let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
+    let pool = deadpool_postgres::Pool::builder(manager)
+        .build()
+        .expect("build the pool");
+
+    let q = missing_table();
+    let err = pool.query(&q).await.unwrap_err();
+    assert!(err.is_database(), "{err:?}");
+    assert_eq!(err.code(), None, "{err}");
+    assert_eq!(err.sql(), Some(q.sql()));
+    let shown = err.to_string();
+    assert!(shown.starts_with("database error: "), "{shown}");
+    assert!(
+        shown.ends_with(&format!(" (in SQL: {})", q.sql())),
+        "{shown}"
+    );
+}

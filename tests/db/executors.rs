@@ -1,0 +1,342 @@
+//! The executor traits on every client: `Send` futures, forwarding through
+//! references and smart pointers, transactions that commit or roll back as a
+//! whole, statements that must run outside a transaction, scripts, `query_opt`.
+
+use std::sync::Arc;
+
+use pgpatterns::sea_query::{ExprTrait, Index, Query};
+use pgpatterns::{
+    BlockingExecutor, BuiltQuery, Error, Executor, RowRead, SqlType, Table, Transactional,
+};
+use tokio_postgres::Row;
+
+use crate::support::{client, exec, fetch, pool, schema, with_sync_client, Ledger};
+
+/// `SELECT $1::int8 * 2`.
+fn doubled(n: i64) -> BuiltQuery {
+    BuiltQuery::from(&Query::select().expr(n.param().mul(2i64.param())).to_owned())
+}
+
+/// Runs [`doubled`] through any executor, taken by value.
+async fn double_through<E: Executor>(e: E, n: i64) -> i64 {
+    fetch::<(i64,), _>(&e, &doubled(n)).await[0].0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn futures_are_send_and_run_on_spawned_tasks() {
+    let schema = schema().await;
+    let shared = Arc::new(client(&schema).await);
+    let pool = pool(&schema);
+
+    // `tokio::spawn` requires `Send + 'static` futures: this compiling is the
+    // first half of the test, the answers the second.
+    let mut tasks = Vec::new();
+    for n in 0..8 {
+        let (client, q) = (Arc::clone(&shared), doubled(n));
+        tasks.push(tokio::spawn(
+            async move { client.query_as::<(i64,)>(&q).await },
+        ));
+        let (pool, q) = (pool.clone(), doubled(n));
+        tasks.push(tokio::spawn(
+            async move { pool.query_as::<(i64,)>(&q).await },
+        ));
+    }
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.expect("task finished").expect("query")[0].0);
+    }
+    let expected: Vec<i64> = (0..8).flat_map(|n| [2 * n, 2 * n]).collect();
+    assert_eq!(answers, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn references_and_smart_pointers_forward() {
+    let schema = schema().await;
+    let mut client = client(&schema).await;
+    let pool = pool(&schema);
+
+    assert_eq!(double_through(&client, 1).await, 2);
+    assert_eq!(double_through(&&client, 2).await, 4);
+    assert_eq!(double_through(&mut client, 3).await, 6);
+    assert_eq!(double_through(Box::new(&client), 4).await, 8);
+    assert_eq!(double_through(&pool, 5).await, 10);
+    assert_eq!(double_through(Arc::new(pool.clone()), 6).await, 12);
+    assert_eq!(double_through(Box::new(pool.clone()), 7).await, 14);
+    let pooled = pool.get().await.expect("pooled connection");
+    assert_eq!(double_through(&pooled, 8).await, 16);
+    assert!(!Executor::is_transaction(&Arc::new(pool.clone())));
+
+    let tx = client.transaction().await.expect("begin");
+    assert_eq!(double_through(&tx, 9).await, 18);
+    // Whether it is a transaction survives forwarding.
+    assert!(Executor::is_transaction(&tx));
+    assert!(Executor::is_transaction(&&tx));
+    assert!(Executor::is_transaction(&Box::new(&tx)));
+    assert!(Executor::is_transaction(&Arc::new(&tx)));
+}
+
+/// Three statements in one transaction, then checks through `observer` (another
+/// connection, so only committed rows are seen).
+async fn commits_all<T: Transactional, O: Executor>(mut e: T, ledger: &Ledger, observer: &O) {
+    exec(observer, &ledger.create()).await;
+    let counts = e
+        .execute_in_transaction(&[
+            ledger.insert(&[(1, 10)]),
+            ledger.insert(&[(2, 20), (3, 30)]),
+            ledger.add(5),
+        ])
+        .await
+        .expect("transaction");
+    assert_eq!(counts, [1, 2, 3]);
+    assert_eq!(ledger.rows(observer).await, [(1, 15), (2, 25), (3, 35)]);
+}
+
+/// A failing statement (server error, then invalid input) rolls back every
+/// statement before it, and leaves `e` usable.
+async fn rolls_back_all<T: Transactional, O: Executor>(mut e: T, ledger: &Ledger, observer: &O) {
+    exec(observer, &ledger.create()).await;
+    exec(observer, &ledger.insert(&[(1, 10)])).await;
+    let nul = BuiltQuery::from(&Query::select().expr("a\0b".to_owned().param()).to_owned());
+    let failing = [ledger.insert(&[(1, 99)]), nul];
+    for last in failing {
+        let err = e
+            .execute_in_transaction(&[ledger.insert(&[(2, 20)]), ledger.add(5), last])
+            .await
+            .unwrap_err();
+        assert!(
+            err.is_unique_violation() || err.is_invalid_input(),
+            "{err:?}"
+        );
+        assert_eq!(ledger.rows(observer).await, [(1, 10)]);
+    }
+    let counts = e.execute_in_transaction(&[ledger.add(1)]).await;
+    assert_eq!(counts.expect("usable after a rollback"), [1]);
+    assert_eq!(ledger.rows(observer).await, [(1, 11)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn execute_in_transaction_commits_every_statement() {
+    let schema = schema().await;
+    let mut client = client(&schema).await;
+    let pool = pool(&schema);
+    let observer = pool.clone();
+
+    commits_all(&mut client, &Ledger::new("by_client"), &observer).await;
+    commits_all(pool.clone(), &Ledger::new("by_pool"), &observer).await;
+    let pooled = pool.get().await.expect("pooled connection");
+    commits_all(pooled, &Ledger::new("by_pooled_client"), &observer).await;
+
+    // Inside a transaction: a savepoint, released into the outer transaction.
+    let ledger = Ledger::new("by_savepoint");
+    exec(&client, &ledger.create()).await;
+    let mut tx = client.transaction().await.expect("begin");
+    let counts = tx
+        .execute_in_transaction(&[ledger.insert(&[(1, 10), (2, 20)]), ledger.add(1)])
+        .await;
+    assert_eq!(counts.expect("savepoint"), [2, 2]);
+    assert_eq!(ledger.rows(&tx).await, [(1, 11), (2, 21)]);
+    assert!(ledger.rows(&observer).await.is_empty(), "not committed yet");
+    tx.commit().await.expect("commit");
+    assert_eq!(ledger.rows(&observer).await, [(1, 11), (2, 21)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn execute_in_transaction_rolls_back_every_statement() {
+    let schema = schema().await;
+    let mut client = client(&schema).await;
+    let pool = pool(&schema);
+    let observer = pool.clone();
+
+    rolls_back_all(&mut client, &Ledger::new("by_client"), &observer).await;
+    rolls_back_all(pool.clone(), &Ledger::new("by_pool"), &observer).await;
+    let pooled = pool.get().await.expect("pooled connection");
+    rolls_back_all(pooled, &Ledger::new("by_pooled_client"), &observer).await;
+
+    // Inside a transaction: back to the savepoint; the outer transaction goes on.
+    let ledger = Ledger::new("by_savepoint");
+    exec(&client, &ledger.create()).await;
+    let mut tx = client.transaction().await.expect("begin");
+    exec(&tx, &ledger.insert(&[(1, 10)])).await;
+    let err = tx
+        .execute_in_transaction(&[ledger.insert(&[(2, 20)]), ledger.insert(&[(1, 99)])])
+        .await
+        .unwrap_err();
+    assert!(err.is_unique_violation(), "{err:?}");
+    exec(&tx, &ledger.insert(&[(3, 30)])).await;
+    tx.commit().await.expect("commit");
+    assert_eq!(ledger.rows(&observer).await, [(1, 10), (3, 30)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_execute_in_transaction_commits_or_rolls_back() {
+    let schema = schema().await;
+    with_sync_client(&schema, |client| {
+        let ledger = Ledger::new("ledger");
+        let rows = |c: &mut postgres::Client| {
+            BlockingExecutor::query_as::<(i32, i64)>(c, &ledger.select()).expect("select")
+        };
+        BlockingExecutor::execute(client, &ledger.create()).expect("create");
+
+        let all = [ledger.insert(&[(1, 10), (2, 20)]), ledger.add(1)];
+        let counts = BlockingExecutor::execute_in_transaction(client, &all).expect("commit");
+        assert_eq!(counts, [2, 2]);
+
+        let failing = [
+            ledger.insert(&[(3, 30)]),
+            ledger.add(1),
+            ledger.insert(&[(1, 0)]),
+        ];
+        let err = BlockingExecutor::execute_in_transaction(client, &failing).unwrap_err();
+        assert!(err.is_unique_violation(), "{err:?}");
+        assert_eq!(rows(client), [(1, 11), (2, 21)]);
+
+        // Inside a transaction: back to the savepoint; the outer transaction goes on.
+        let mut tx = client.transaction().expect("begin");
+        let err = BlockingExecutor::execute_in_transaction(&mut tx, &failing).unwrap_err();
+        assert!(err.is_unique_violation(), "{err:?}");
+        let counts = BlockingExecutor::execute_in_transaction(&mut tx, &[ledger.add(100)]);
+        assert_eq!(counts.expect("savepoint"), [2]);
+        tx.commit().expect("commit");
+        assert_eq!(rows(client), [(1, 111), (2, 121)]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_index_builds_run_only_outside_transactions() {
+    let schema = schema().await;
+    let mut client = client(&schema).await;
+    let pool = pool(&schema);
+    let ledger = Ledger::new("ledger");
+    exec(&client, &ledger.create()).await;
+    let index = |name: &str| {
+        BuiltQuery::schema(
+            Index::create()
+                .name(name)
+                .table(ledger.table.table_name())
+                .col(ledger.amount.iden())
+                .concurrently(),
+        )
+    };
+    assert!(index("x").sql().starts_with("CREATE INDEX CONCURRENTLY "));
+
+    // On a plain connection, a pool and a sync client: built.
+    Executor::execute_outside_transaction(&client, &index("by_client"))
+        .await
+        .expect("CREATE INDEX CONCURRENTLY on a client");
+    pool.execute_outside_transaction(&index("by_pool"))
+        .await
+        .expect("CREATE INDEX CONCURRENTLY on a pool");
+    let (sync_index, refused) = (index("by_sync"), index("refused_sync"));
+    let err = with_sync_client(&schema, move |c| {
+        BlockingExecutor::execute_outside_transaction(c, &sync_index)
+            .expect("CREATE INDEX CONCURRENTLY on a sync client");
+        let mut tx = c.transaction().expect("begin");
+        BlockingExecutor::execute_outside_transaction(&mut tx, &refused).unwrap_err()
+    })
+    .await;
+    assert!(
+        matches!(&err, Error::InTransaction { sql } if sql == index("refused_sync").sql()),
+        "{err:?}"
+    );
+
+    // In a tokio-postgres transaction: refused before sending, so the
+    // transaction is not aborted.
+    let tx = client.transaction().await.expect("begin");
+    let refused = index("refused_tx");
+    for err in [
+        Executor::execute_outside_transaction(&tx, &refused)
+            .await
+            .unwrap_err(),
+        Executor::execute_outside_transaction(&&tx, &refused)
+            .await
+            .unwrap_err(),
+    ] {
+        assert!(
+            matches!(&err, Error::InTransaction { sql } if sql == refused.sql()),
+            "{err:?}"
+        );
+        assert_eq!(err.sql(), Some(refused.sql()));
+    }
+    assert!(ledger.rows(&tx).await.is_empty());
+    // What the check prevents: the server refuses it inside a transaction block.
+    let err = Executor::execute(&tx, &refused).await.unwrap_err();
+    assert_eq!(err.code(), Some("25001"), "{err}");
+    drop(tx);
+
+    let pg_indexes = Table::in_schema("pg_catalog", "pg_indexes").expect("valid name");
+    let col = |name| pg_indexes.column::<String>(name).expect("valid name");
+    let (in_schema, name) = (col("schemaname"), col("indexname"));
+    let q = BuiltQuery::from(
+        &Query::select()
+            .column(name.col_ref())
+            .from(pg_indexes.table_ref())
+            .and_where(in_schema.eq(schema.name()))
+            .order_by(name.col_ref(), pgpatterns::sea_query::Order::Asc)
+            .to_owned(),
+    );
+    let names: Vec<String> = fetch::<(String,), _>(&client, &q)
+        .await
+        .into_iter()
+        .map(|(n,)| n)
+        .collect();
+    assert_eq!(names, ["by_client", "by_pool", "by_sync", "ledger_pkey"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_execute_runs_a_script_as_one_unit() {
+    let schema = schema().await;
+    let client = client(&schema).await;
+    let pool = pool(&schema);
+    let ledger = Ledger::new("scripted");
+
+    let script = "CREATE TABLE scripted (id int4 PRIMARY KEY, amount int8);\n\
+                  INSERT INTO scripted VALUES (1, 10);\n\
+                  INSERT INTO scripted VALUES (2, 20), (3, 30);\n\
+                  UPDATE scripted SET amount = amount * 2 WHERE id > 1;";
+    Executor::batch_execute(&client, script)
+        .await
+        .expect("script");
+    assert_eq!(ledger.rows(&pool).await, [(1, 10), (2, 40), (3, 60)]);
+
+    // The statements of a script share one implicit transaction: a failure
+    // late in it undoes the earlier ones.
+    let failing = "INSERT INTO scripted VALUES (4, 40); INSERT INTO scripted VALUES (1, 0);";
+    let err = pool.batch_execute(failing).await.unwrap_err();
+    assert!(err.is_unique_violation(), "{err:?}");
+    assert_eq!(err.sql(), Some(failing));
+    assert_eq!(ledger.rows(&client).await, [(1, 10), (2, 40), (3, 60)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_opt_returns_none_or_the_row() {
+    async fn check<E: Executor<Row = Row>>(e: &E, ledger: &Ledger) {
+        let absent = e.query_opt(&ledger.select_where(ledger.id.eq(2))).await;
+        assert!(absent.expect("query_opt").is_none());
+        let present = e.query_opt(&ledger.select_where(ledger.id.eq(1))).await;
+        let row = present.expect("query_opt").expect("a row");
+        assert_eq!(
+            RowRead::try_get::<i64>(&row, "amount".into()).expect("amount"),
+            10
+        );
+    }
+    let schema = schema().await;
+    let client = client(&schema).await;
+    let ledger = Ledger::new("ledger");
+    exec(&client, &ledger.create()).await;
+    exec(&client, &ledger.insert(&[(1, 10)])).await;
+
+    check(&client, &ledger).await;
+    check(&pool(&schema), &ledger).await;
+    let got = with_sync_client(&schema, move |c| {
+        let absent = BlockingExecutor::query_opt(c, &ledger.select_where(ledger.id.eq(2)));
+        let present = BlockingExecutor::query_opt(c, &ledger.select_where(ledger.id.eq(1)));
+        let amount = |row: Row| RowRead::try_get::<i64>(&row, "amount".into()).expect("amount");
+        (
+            absent.expect("query_opt").map(amount),
+            present.expect("query_opt").map(amount),
+        )
+    })
+    .await;
+    assert_eq!(got, (None, Some(10)));
+}

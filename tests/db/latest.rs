@@ -1,0 +1,286 @@
+//! Every history strategy of `LatestStatus` returns the same rows as a plain
+//! Rust reference, on random histories with equal-time ties, NULL statuses,
+//! entities without history and empty tables, with and without `as_of` and
+//! `missing_as`.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use pgpatterns::sea_query::{Alias, Order, Query};
+use pgpatterns::testdb::TestDb;
+use pgpatterns::{BuiltQuery, Executor, LatestStatus, LatestStrategy, SqlType, Table};
+
+/// A small deterministic PRNG (xorshift64*), so failures reproduce by seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Row {
+    id: i64,
+    order_id: i64,
+    status: Option<String>,
+    at: DateTime<Utc>,
+}
+
+const STATUSES: [Option<&str>; 5] = [
+    Some("Pending"),
+    Some("Complete"),
+    Some("Cancelled"),
+    Some("it's \"odd\""),
+    None,
+];
+
+fn base() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2024, 3, 1, 12, 0, 0).unwrap()
+}
+
+fn dataset(seed: u64) -> (Vec<i64>, Vec<Row>) {
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let n = if seed.is_multiple_of(7) {
+        0
+    } else {
+        rng.below(30) as i64
+    };
+    let entities: Vec<i64> = (1..=n).collect();
+    let mut rows = Vec::new();
+    let mut next_id = 1;
+    for &e in &entities {
+        for _ in 0..rng.below(5) {
+            // few distinct times: many ties, broken by id
+            let at = base() + Duration::minutes(rng.below(4) as i64 * 10);
+            let status = STATUSES[rng.below(STATUSES.len() as u64) as usize].map(str::to_owned);
+            // ids not in time order: out-of-order inserts
+            rows.push(Row {
+                id: next_id * 7 % 1009,
+                order_id: e,
+                status,
+                at,
+            });
+            next_id += 1;
+        }
+    }
+    (entities, rows)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Pred {
+    Any,
+    Eq,
+    In,
+    Ne,
+    NotIn,
+    IsNull,
+}
+
+fn matches(p: Pred, status: &Option<String>) -> bool {
+    let s = status.as_deref();
+    match p {
+        Pred::Any => true,
+        Pred::Eq => s == Some("Pending"),
+        Pred::In => matches!(s, Some("Complete") | Some("it's \"odd\"")),
+        Pred::Ne => s != Some("Pending"),
+        Pred::NotIn => !matches!(s, Some("Pending") | Some("Cancelled")),
+        Pred::IsNull => s.is_none(),
+    }
+}
+
+/// The reference: latest = greatest (at, id) among rows at or before `as_of`.
+fn reference(
+    entities: &[i64],
+    rows: &[Row],
+    p: Pred,
+    missing: Option<&str>,
+    as_of: Option<DateTime<Utc>>,
+) -> Vec<(i64, Option<String>)> {
+    let mut latest: BTreeMap<i64, &Row> = BTreeMap::new();
+    for r in rows.iter().filter(|r| as_of.is_none_or(|t| r.at <= t)) {
+        let e = latest.entry(r.order_id).or_insert(r);
+        if (r.at, r.id) > (e.at, e.id) {
+            *e = r;
+        }
+    }
+    entities
+        .iter()
+        .filter_map(|e| {
+            let (status, out) = match (latest.get(e), missing) {
+                (Some(r), _) => (r.status.clone(), r.status.clone()),
+                (None, Some(m)) => (Some(m.to_owned()), None),
+                (None, None) => return None,
+            };
+            matches(p, &status).then_some((*e, out))
+        })
+        .collect()
+}
+
+fn apply(spec: LatestStatus<String>, p: Pred) -> LatestStatus<String> {
+    match p {
+        Pred::Any => spec,
+        Pred::Eq => spec.status_eq("Pending"),
+        Pred::In => spec.status_in(["Complete", "it's \"odd\""]).unwrap(),
+        Pred::Ne => spec.status_ne("Pending"),
+        Pred::NotIn => spec.status_not_in(["Pending", "Cancelled"]).unwrap(),
+        Pred::IsNull => spec.status_is_null(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_strategy_matches_the_reference() {
+    let db = TestDb::shared().expect("a PostgreSQL server (see README)");
+    let schema = db.schema().await.expect("schema");
+    let client = schema.connect().await.expect("connect");
+    client
+        .batch_execute(
+            "CREATE TABLE orders (id bigint PRIMARY KEY);
+             CREATE TABLE order_status (
+                 id bigint PRIMARY KEY,
+                 order_id bigint NOT NULL REFERENCES orders(id),
+                 status text,
+                 created_at timestamptz NOT NULL);",
+        )
+        .await
+        .unwrap();
+
+    let orders = Table::new("orders").unwrap();
+    let h = Table::new("order_status").unwrap();
+    let id = orders.column::<i64>("id").unwrap();
+    let spec = LatestStatus::<String>::new(
+        &id,
+        &h.column::<i64>("order_id").unwrap(),
+        &h.column::<String>("status").unwrap(),
+        &h.column::<DateTime<Utc>>("created_at").unwrap(),
+    )
+    .unwrap()
+    .then_by(&h.column::<i64>("id").unwrap())
+    .unwrap();
+
+    let preds = [
+        Pred::Any,
+        Pred::Eq,
+        Pred::In,
+        Pred::Ne,
+        Pred::NotIn,
+        Pred::IsNull,
+    ];
+    let mut checked = 0;
+    for seed in 0..24u64 {
+        let (entities, rows) = dataset(seed);
+        client
+            .batch_execute("TRUNCATE order_status, orders")
+            .await
+            .unwrap();
+        for e in &entities {
+            let q = BuiltQuery::fixed_with("INSERT INTO orders (id) VALUES ($1)", [e.into_value()]);
+            Executor::execute(&client, &q).await.unwrap();
+        }
+        for r in &rows {
+            let q = BuiltQuery::fixed_with(
+                "INSERT INTO order_status (id, order_id, status, created_at) VALUES ($1, $2, $3, $4)",
+                [
+                    r.id.into_value(),
+                    r.order_id.into_value(),
+                    r.status.clone().map_or_else(String::null_value, String::into_value),
+                    r.at.into_value(),
+                ],
+            );
+            Executor::execute(&client, &q).await.unwrap();
+        }
+        for p in preds {
+            for missing in [None, Some("Pending")] {
+                for as_of in [None, Some(base() + Duration::minutes(10))] {
+                    let want = reference(&entities, &rows, p, missing, as_of);
+                    let mut s = apply(spec.clone(), p);
+                    if let Some(m) = missing {
+                        s = s.missing_as(m).unwrap();
+                    }
+                    if let Some(t) = as_of {
+                        s = s.as_of::<DateTime<Utc>>(t).unwrap();
+                    }
+                    for strategy in LatestStrategy::FROM_HISTORY {
+                        let s = s.clone().strategy(strategy).unwrap();
+                        let q = Query::select()
+                            .column(Alias::new("id"))
+                            .column(Alias::new(pgpatterns::LATEST_STATUS))
+                            .from_subquery(s.to_statement(), Alias::new("m"))
+                            .order_by(Alias::new("id"), Order::Asc)
+                            .to_owned();
+                        let got: Vec<(i64, Option<String>)> =
+                            client.query_as(&BuiltQuery::from(&q)).await.unwrap();
+                        let ctx = format!(
+                            "seed {seed} {p:?} missing={missing:?} as_of={as_of:?} {strategy:?}\n{}",
+                            s.build()
+                        );
+                        assert_eq!(got, want, "{ctx}");
+                        let counted: Vec<(i64,)> = client.query_as(&s.count_query()).await.unwrap();
+                        assert_eq!(counted, vec![(want.len() as i64,)], "count: {ctx}");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 24 * 6 * 2 * 2 * 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyset_pages_walk_every_match_once() {
+    let db = TestDb::shared().expect("a PostgreSQL server (see README)");
+    let schema = db.schema().await.expect("schema");
+    let client = schema.connect().await.expect("connect");
+    client
+        .batch_execute(
+            "CREATE TABLE orders (id bigint PRIMARY KEY);
+             CREATE TABLE order_status (id bigserial PRIMARY KEY, order_id bigint NOT NULL,
+                 status text, created_at timestamptz NOT NULL);
+             INSERT INTO orders SELECT g FROM generate_series(1, 500) g;
+             INSERT INTO order_status (order_id, status, created_at)
+               SELECT g, CASE WHEN g % 3 = 0 THEN 'Complete' ELSE 'Pending' END, now()
+               FROM generate_series(1, 500) g;
+             INSERT INTO order_status (order_id, status, created_at)
+               SELECT g, 'Cancelled', now() + interval '1 hour'
+               FROM generate_series(1, 500, 5) g;",
+        )
+        .await
+        .unwrap();
+    let orders = Table::new("orders").unwrap();
+    let h = Table::new("order_status").unwrap();
+    let spec = LatestStatus::<String>::new(
+        &orders.column::<i64>("id").unwrap(),
+        &h.column::<i64>("order_id").unwrap(),
+        &h.column::<String>("status").unwrap(),
+        &h.column::<DateTime<Utc>>("created_at").unwrap(),
+    )
+    .unwrap()
+    .then_by(&h.column::<i64>("id").unwrap())
+    .unwrap()
+    .status_eq("Complete");
+    // g % 3 == 0 and not g % 5 == 1
+    let want: Vec<i64> = (1..=500).filter(|g| g % 3 == 0 && g % 5 != 1).collect();
+    for strategy in LatestStrategy::FROM_HISTORY {
+        let s = spec.clone().strategy(strategy).unwrap();
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = s.page_query::<i64>(37, after).unwrap();
+            let rows = Executor::query(&client, &page).await.unwrap();
+            if rows.is_empty() {
+                break;
+            }
+            for r in &rows {
+                seen.push(r.get::<_, i64>("id"));
+            }
+            after = seen.last().copied();
+        }
+        assert_eq!(seen, want, "{strategy:?}");
+    }
+}

@@ -1,0 +1,12 @@
+//! Tests against a real PostgreSQL server.
+//!
+//! One test binary, so one throwaway cluster (`pgpatterns::testdb`, or
+//! `DATABASE_URL`) serves every test; each test works in its own schema, so
+//! they run in parallel. Without a server these tests fail: they never skip.
+
+mod errors;
+mod executors;
+mod injection;
+mod latest;
+mod support;
+mod values;
