@@ -150,6 +150,18 @@ fn same_table(col: &AnyColumn, table: &Table, field: &'static str, what: &str) -
     }
 }
 
+/// A non-empty set of statuses as one array parameter.
+fn status_set<S: SqlType, V: Into<S>>(
+    field: &'static str,
+    statuses: impl IntoIterator<Item = V>,
+) -> Result<Expr> {
+    let values: Vec<S> = statuses.into_iter().map(Into::into).collect();
+    if values.is_empty() {
+        return Err(Error::spec(field, "needs at least one status"));
+    }
+    Ok(S::array_param(values))
+}
+
 impl<S: SqlType> LatestStatus<S> {
     /// A filter on the history rows `fk → key` of each entity, testing the
     /// latest row's `status` column; the latest row is the one with the
@@ -226,11 +238,7 @@ impl<S: SqlType> LatestStatus<S> {
         mut self,
         statuses: impl IntoIterator<Item = V>,
     ) -> Result<LatestStatus<S>> {
-        let values: Vec<S> = statuses.into_iter().map(Into::into).collect();
-        if values.is_empty() {
-            return Err(Error::spec("status_in", "needs at least one status"));
-        }
-        self.predicate = Predicate::In(S::array_param(values));
+        self.predicate = Predicate::In(status_set("status_in", statuses)?);
         Ok(self)
     }
 
@@ -250,11 +258,7 @@ impl<S: SqlType> LatestStatus<S> {
         mut self,
         statuses: impl IntoIterator<Item = V>,
     ) -> Result<LatestStatus<S>> {
-        let values: Vec<S> = statuses.into_iter().map(Into::into).collect();
-        if values.is_empty() {
-            return Err(Error::spec("status_not_in", "needs at least one status"));
-        }
-        self.predicate = Predicate::NotIn(S::array_param(values));
+        self.predicate = Predicate::NotIn(status_set("status_not_in", statuses)?);
         Ok(self)
     }
 

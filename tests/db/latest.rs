@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use pgpatterns::sea_query::{Alias, Order, Query};
-use pgpatterns::testdb::TestDb;
 use pgpatterns::{BuiltQuery, Executor, LatestStatus, LatestStrategy, SqlType, Table};
+
+use crate::support::{client, schema};
 
 /// A small deterministic PRNG (xorshift64*), so failures reproduce by seed.
 struct Rng(u64);
@@ -123,6 +124,22 @@ fn reference(
         .collect()
 }
 
+/// `orders` / `order_status(order_id, status, created_at, id)`: latest by
+/// `(created_at, id)`.
+fn order_status_spec() -> LatestStatus<String> {
+    let orders = Table::new("orders").unwrap();
+    let h = Table::new("order_status").unwrap();
+    LatestStatus::new(
+        &orders.column::<i64>("id").unwrap(),
+        &h.column::<i64>("order_id").unwrap(),
+        &h.column::<String>("status").unwrap(),
+        &h.column::<DateTime<Utc>>("created_at").unwrap(),
+    )
+    .unwrap()
+    .then_by(&h.column::<i64>("id").unwrap())
+    .unwrap()
+}
+
 fn apply(spec: LatestStatus<String>, p: Pred) -> LatestStatus<String> {
     match p {
         Pred::Any => spec,
@@ -136,9 +153,8 @@ fn apply(spec: LatestStatus<String>, p: Pred) -> LatestStatus<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_strategy_matches_the_reference() {
-    let db = TestDb::shared().expect("a PostgreSQL server (see README)");
-    let schema = db.schema().await.expect("schema");
-    let client = schema.connect().await.expect("connect");
+    let schema = schema().await;
+    let client = client(&schema).await;
     client
         .batch_execute(
             "CREATE TABLE orders (id bigint PRIMARY KEY);
@@ -151,18 +167,7 @@ async fn every_strategy_matches_the_reference() {
         .await
         .unwrap();
 
-    let orders = Table::new("orders").unwrap();
-    let h = Table::new("order_status").unwrap();
-    let id = orders.column::<i64>("id").unwrap();
-    let spec = LatestStatus::<String>::new(
-        &id,
-        &h.column::<i64>("order_id").unwrap(),
-        &h.column::<String>("status").unwrap(),
-        &h.column::<DateTime<Utc>>("created_at").unwrap(),
-    )
-    .unwrap()
-    .then_by(&h.column::<i64>("id").unwrap())
-    .unwrap();
+    let spec = order_status_spec();
 
     let preds = [
         Pred::Any,
@@ -234,9 +239,8 @@ async fn every_strategy_matches_the_reference() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyset_pages_walk_every_match_once() {
-    let db = TestDb::shared().expect("a PostgreSQL server (see README)");
-    let schema = db.schema().await.expect("schema");
-    let client = schema.connect().await.expect("connect");
+    let schema = schema().await;
+    let client = client(&schema).await;
     client
         .batch_execute(
             "CREATE TABLE orders (id bigint PRIMARY KEY);
@@ -252,18 +256,7 @@ async fn keyset_pages_walk_every_match_once() {
         )
         .await
         .unwrap();
-    let orders = Table::new("orders").unwrap();
-    let h = Table::new("order_status").unwrap();
-    let spec = LatestStatus::<String>::new(
-        &orders.column::<i64>("id").unwrap(),
-        &h.column::<i64>("order_id").unwrap(),
-        &h.column::<String>("status").unwrap(),
-        &h.column::<DateTime<Utc>>("created_at").unwrap(),
-    )
-    .unwrap()
-    .then_by(&h.column::<i64>("id").unwrap())
-    .unwrap()
-    .status_eq("Complete");
+    let spec = order_status_spec().status_eq("Complete");
     // g % 3 == 0 and not g % 5 == 1
     let want: Vec<i64> = (1..=500).filter(|g| g % 3 == 0 && g % 5 != 1).collect();
     for strategy in LatestStrategy::FROM_HISTORY {
