@@ -102,6 +102,7 @@
 //! | `tokio-postgres` | [`Executor`] for `tokio_postgres::Client` and `Transaction` | `tokio-postgres` | no |
 //! | `postgres` | [`BlockingExecutor`] for `postgres::Client` and `Transaction` | `postgres` | no |
 //! | `deadpool-postgres` | [`Executor`] for `deadpool_postgres::Pool` and `Client` | `deadpool-postgres`, `tokio-postgres` | no |
+//! | `seed` | [`seed`]: server-side generators of realistic demo data (the examples' datasets) | none | no |
 //! | `testdb` | [`testdb::TestDb`]: a throwaway PostgreSQL cluster for tests and examples | `tokio-postgres`, `tokio` | no |
 //!
 //! With no feature the crate still builds every query; you run the SQL and
@@ -114,8 +115,12 @@
 mod error;
 mod exec;
 mod latest;
+mod progress;
 mod query;
 mod schema;
+#[cfg(feature = "seed")]
+#[cfg_attr(docsrs, doc(cfg(feature = "seed")))]
+pub mod seed;
 #[cfg(feature = "testdb")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testdb")))]
 pub mod testdb;
@@ -124,6 +129,7 @@ mod types;
 pub use error::{BoxError, Error, Result};
 pub use exec::{BlockingExecutor, ColumnIndex, Executor, FromRow, RowRead, Transactional};
 pub use latest::{LatestStatus, LatestStrategy, LATEST_ALIAS, LATEST_AT, LATEST_STATUS};
+pub use progress::Progress;
 pub use query::BuiltQuery;
 pub use schema::{AnyColumn, Column, Ident, Relation, Table, MAX_IDENT_BYTES};
 pub use types::SqlType;
