@@ -112,6 +112,7 @@
 #![warn(missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod ddl;
 mod error;
 mod exec;
 mod latest;
@@ -128,7 +129,10 @@ mod types;
 
 pub use error::{BoxError, Error, Result};
 pub use exec::{BlockingExecutor, ColumnIndex, Executor, FromRow, RowRead, Transactional};
-pub use latest::{LatestStatus, LatestStrategy, LATEST_ALIAS, LATEST_AT, LATEST_STATUS};
+pub use latest::{
+    BackfillReport, Denormalize, LatestPage, LatestStatus, LatestStrategy, DRIFT_STORED,
+    LATEST_ALIAS, LATEST_AT, LATEST_STATUS,
+};
 pub use progress::Progress;
 pub use query::BuiltQuery;
 pub use schema::{AnyColumn, Column, Ident, Relation, Table, MAX_IDENT_BYTES};

@@ -65,6 +65,15 @@ impl BuiltQuery {
         }
     }
 
+    /// DDL text this crate composed from sea-query-quoted identifiers and
+    /// statements without values (trigger functions, triggers).
+    pub(crate) fn generated(sql: String) -> BuiltQuery {
+        BuiltQuery {
+            sql,
+            values: Values(Vec::new()),
+        }
+    }
+
     /// Fixed SQL text written by pgpatterns or the caller's own code (a
     /// seeder's `INSERT … SELECT generate_series(…)`, say) with `$1, $2, …`
     /// placeholders for `values`. Only `'static` text is accepted, so user data

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use pgpatterns::sea_query::{Alias, Order, Query};
+use pgpatterns::sea_query::{Alias, Expr, ExprTrait, Order, Query};
 use pgpatterns::{BuiltQuery, Executor, LatestStatus, LatestStrategy, SqlType, Table};
 
 use crate::support::{client, schema};
@@ -202,7 +202,12 @@ async fn every_strategy_matches_the_reference() {
         }
         for p in preds {
             for missing in [None, Some("Pending")] {
-                for as_of in [None, Some(base() + Duration::minutes(10))] {
+                for as_of in [
+                    None,
+                    Some(base() - Duration::minutes(1)), // before any history
+                    Some(base() + Duration::minutes(10)), // on a tie
+                    Some(base() + Duration::minutes(25)),
+                ] {
                     let want = reference(&entities, &rows, p, missing, as_of);
                     let mut s = apply(spec.clone(), p);
                     if let Some(m) = missing {
@@ -229,12 +234,63 @@ async fn every_strategy_matches_the_reference() {
                         let counted: Vec<(i64,)> = client.query_as(&s.count_query()).await.unwrap();
                         assert_eq!(counted, vec![(want.len() as i64,)], "count: {ctx}");
                         checked += 1;
+                        if missing.is_none() && as_of.is_none() {
+                            composed_filters_apply_outside(&client, &s, &entities, &rows, p).await;
+                        }
                     }
                 }
             }
         }
     }
-    assert_eq!(checked, 24 * 6 * 2 * 2 * 4);
+    assert_eq!(
+        checked,
+        24 * preds.len() * 2 * 4 * LatestStrategy::FROM_HISTORY.len()
+    );
+}
+
+/// A caller's filters added to the returned statement narrow the entities
+/// *after* the latest row is chosen: "latest status, and that row is older
+/// than T" is not "the latest row among those older than T" (`as_of`), and
+/// an entity filter never changes which history row is latest.
+async fn composed_filters_apply_outside(
+    client: &tokio_postgres::Client,
+    s: &LatestStatus<String>,
+    entities: &[i64],
+    rows: &[Row],
+    p: Pred,
+) {
+    let t = base() + Duration::minutes(15);
+    let mut stmt = s.to_statement();
+    stmt.and_where(
+        Expr::col((Alias::new("orders"), Alias::new("id")))
+            .modulo(2i64.param())
+            .eq(0i64.param()),
+    )
+    .and_where(
+        Expr::col((
+            Alias::new(pgpatterns::LATEST_ALIAS),
+            Alias::new("created_at"),
+        ))
+        .lte(t.param()),
+    );
+    let q = Query::select()
+        .column(Alias::new("id"))
+        .column(Alias::new(pgpatterns::LATEST_STATUS))
+        .from_subquery(stmt, Alias::new("m"))
+        .order_by(Alias::new("id"), Order::Asc)
+        .to_owned();
+    let got: Vec<(i64, Option<String>)> = client.query_as(&BuiltQuery::from(&q)).await.unwrap();
+    let latest_at = |e: i64| {
+        rows.iter()
+            .filter(|r| r.order_id == e)
+            .max_by_key(|r| (r.at, r.id))
+            .map(|r| r.at)
+    };
+    let want: Vec<(i64, Option<String>)> = reference(entities, rows, p, None, None)
+        .into_iter()
+        .filter(|(e, _)| e % 2 == 0 && latest_at(*e).is_some_and(|at| at <= t))
+        .collect();
+    assert_eq!(got, want, "{:?} {p:?}", s.chosen_strategy());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,5 +331,41 @@ async fn keyset_pages_walk_every_match_once() {
             after = seen.last().copied();
         }
         assert_eq!(seen, want, "{strategy:?}");
+
+        // The executor API: count() and fetch_page(), whose `next` is None
+        // exactly on the last page.
+        assert_eq!(s.count(&client).await.unwrap(), want.len() as i64);
+        let mut walked = Vec::new();
+        let mut after: Option<i64> = None;
+        let mut pages = 0;
+        loop {
+            let page = s.fetch_page(&client, 40, after).await.unwrap();
+            pages += 1;
+            walked.extend(page.rows.iter().map(|r| r.get::<_, i64>("id")));
+            assert!(page
+                .rows
+                .iter()
+                .all(|r| r.get::<_, String>(pgpatterns::LATEST_STATUS) == "Complete"));
+            match page.next {
+                Some(next) => {
+                    assert_eq!(page.rows.len(), 40);
+                    after = Some(next);
+                }
+                None => break,
+            }
+        }
+        assert_eq!(walked, want, "{strategy:?}");
+        assert_eq!(pages, want.len().div_ceil(40), "{strategy:?}");
     }
+    // Wrong cursor type and limit 0: refused before anything is sent.
+    assert!(spec
+        .fetch_page::<i32, _>(&client, 10, None)
+        .await
+        .unwrap_err()
+        .is_invalid_input());
+    assert!(spec
+        .fetch_page::<i64, _>(&client, 0, None)
+        .await
+        .unwrap_err()
+        .is_invalid_input());
 }

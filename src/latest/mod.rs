@@ -13,7 +13,10 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use sea_query::extension::postgres::PgFunc;
-use sea_query::{Alias, Expr, ExprTrait, JoinType, Order, Query, SelectStatement, WindowStatement};
+use sea_query::{
+    Alias, Asterisk, ColumnRef, CommonTableExpression, Expr, ExprTrait, JoinType, Order, Query,
+    SelectStatement, UnionType, WindowStatement, WithClause,
+};
 
 use crate::query::is_distinct_from;
 use crate::schema::{AnyColumn, Column, Ident, Table};
@@ -29,6 +32,10 @@ pub const LATEST_AT: &str = "latest_at";
 
 const RN: &str = "latest_rn";
 const NEWER: &str = "newer";
+const SKIP_CTE: &str = "latest_skip";
+const SKIP_FIRST: &str = "latest_first";
+const SKIP_PREV: &str = "latest_prev";
+const SKIP_NEXT: &str = "latest_next";
 
 /// How the latest history row is found. Every strategy returns the same rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,6 +51,12 @@ pub enum LatestStrategy {
     Window,
     /// The history row for which `NOT EXISTS` a newer one.
     NotExists,
+    /// A loose index scan: a recursive CTE that jumps from one entity's
+    /// newest history row to the next entity's with one index probe each
+    /// (`WHERE fk > prev.fk ORDER BY fk, time DESC, id DESC LIMIT 1`), so it
+    /// never reads the older rows of long histories. Needs the index of
+    /// [`LatestStatus::index_advice`].
+    SkipScan,
     /// A status column on the entity table kept current by a trigger
     /// (see [`LatestStatus::denormalized`]); no history is read.
     Denormalized,
@@ -51,11 +64,12 @@ pub enum LatestStrategy {
 
 impl LatestStrategy {
     /// Every strategy that reads the history table.
-    pub const FROM_HISTORY: [LatestStrategy; 4] = [
+    pub const FROM_HISTORY: [LatestStrategy; 5] = [
         LatestStrategy::DistinctOn,
         LatestStrategy::Lateral,
         LatestStrategy::Window,
         LatestStrategy::NotExists,
+        LatestStrategy::SkipScan,
     ];
 }
 
@@ -472,6 +486,15 @@ impl<S: SqlType> LatestStatus<S> {
                 sub.limit(1);
                 q.join_lateral(join, sub, latest.clone(), Expr::cust("TRUE"));
             }
+            LatestStrategy::SkipScan => {
+                let sub = self.skip_scan(history);
+                q.join_subquery(
+                    join,
+                    sub,
+                    latest.clone(),
+                    self.key.expr().eq(lcol(&self.fk)),
+                );
+            }
             LatestStrategy::NotExists => {
                 let h = history.with_alias(Ident::fixed(LATEST_ALIAS));
                 let newer = history.with_alias(Ident::fixed(NEWER));
@@ -498,6 +521,66 @@ impl<S: SqlType> LatestStatus<S> {
         let has_row = self.missing.as_ref().map(|_| lcol(first).is_not_null());
         self.filter(&mut q, lcol(&self.status), has_row);
         q
+    }
+
+    /// `WITH RECURSIVE latest_skip AS (first probe UNION ALL next probe)
+    /// SELECT fk, status, time FROM latest_skip`: the latest row of each
+    /// entity, one index probe per entity.
+    fn skip_scan(&self, history: &Table) -> SelectStatement {
+        let mut cols: Vec<&AnyColumn> = vec![&self.fk, &self.status];
+        for c in &self.order {
+            if cols.iter().all(|have| have.name() != c.name()) {
+                cols.push(c);
+            }
+        }
+        let prev = Alias::new(SKIP_PREV);
+        let probe = |after_prev: bool| {
+            let mut p = Query::select();
+            for c in &cols {
+                p.column(c.col_ref());
+            }
+            p.from(history.table_ref());
+            if after_prev {
+                p.and_where(self.fk.expr().gt(Expr::col((prev.clone(), self.fk.iden()))));
+            } else {
+                p.and_where(self.fk.expr().is_not_null());
+            }
+            self.history_conditions(&mut p, history);
+            p.order_by(self.fk.col_ref(), Order::Asc);
+            for c in &self.order {
+                p.order_by(c.col_ref(), Order::Desc);
+            }
+            p.limit(1);
+            p
+        };
+        // The anchor is wrapped so its ORDER BY … LIMIT stays its own.
+        let mut walk = Query::select();
+        walk.column(Asterisk)
+            .from_subquery(probe(false), Alias::new(SKIP_FIRST));
+        let step = Query::select()
+            .column(ColumnRef::Asterisk(Some(Alias::new(SKIP_NEXT).into())))
+            .from_as(Alias::new(SKIP_CTE), prev.clone())
+            .join_lateral(
+                JoinType::InnerJoin,
+                probe(true),
+                Alias::new(SKIP_NEXT),
+                Expr::cust("TRUE"),
+            )
+            .to_owned();
+        walk.union(UnionType::All, step);
+        let cte = CommonTableExpression::new()
+            .query(walk)
+            .columns(cols.iter().map(|c| c.iden()))
+            .table_name(Alias::new(SKIP_CTE))
+            .to_owned();
+        let skip = Alias::new(SKIP_CTE);
+        let mut sub = Query::select();
+        sub.column((skip.clone(), self.fk.iden()))
+            .column((skip.clone(), self.status.iden()))
+            .column((skip.clone(), self.order[0].iden()))
+            .from(skip)
+            .with_cte(WithClause::new().recursive(true).cte(cte).to_owned());
+        sub
     }
 
     /// Adds the status predicate. `has_row` is set when entities without
@@ -554,13 +637,7 @@ impl<S: SqlType> LatestStatus<S> {
         BuiltQuery::new(&q)
     }
 
-    /// One page of matching entities in key order, after `after` (keyset
-    /// pagination: pass the last key of the previous page).
-    ///
-    /// # Errors
-    /// [`Error::InvalidSpec`] for `limit < 1` or a cursor of another type
-    /// than the key.
-    pub fn page_query<K: SqlType>(&self, limit: i64, after: Option<K>) -> Result<BuiltQuery> {
+    fn check_page<K: SqlType>(&self, limit: i64) -> Result<()> {
         if limit < 1 {
             return Err(Error::spec(
                 "limit",
@@ -578,6 +655,17 @@ impl<S: SqlType> LatestStatus<S> {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// One page of matching entities in key order, after `after` (keyset
+    /// pagination: pass the last key of the previous page).
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] for `limit < 1` or a cursor of another type
+    /// than the key.
+    pub fn page_query<K: SqlType>(&self, limit: i64, after: Option<K>) -> Result<BuiltQuery> {
+        self.check_page::<K>(limit)?;
         let mut q = self.to_statement();
         if let Some(after) = after {
             q.and_where(self.key.expr().gt(after.param()));
@@ -598,118 +686,11 @@ impl fmt::Debug for HistoryFilter {
     }
 }
 
+mod ddl;
+mod run;
+
+pub use ddl::{BackfillReport, Denormalize, DRIFT_STORED};
+pub use run::LatestPage;
+
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::{DateTime, TimeZone, Utc};
-
-    fn spec() -> LatestStatus<String> {
-        let orders = Table::new("orders").unwrap();
-        let h = Table::new("order_status").unwrap();
-        LatestStatus::new(
-            &orders.column::<i64>("id").unwrap(),
-            &h.column::<i64>("order_id").unwrap(),
-            &h.column::<String>("status").unwrap(),
-            &h.column::<DateTime<Utc>>("created_at").unwrap(),
-        )
-        .unwrap()
-        .then_by(&h.column::<i64>("id").unwrap())
-        .unwrap()
-    }
-
-    fn sql(s: LatestStatus<String>, strategy: LatestStrategy) -> String {
-        s.strategy(strategy).unwrap().build().sql().to_owned()
-    }
-
-    #[test]
-    fn distinct_on_snapshot() {
-        assert_eq!(
-            sql(spec().status_eq("Pending"), LatestStrategy::DistinctOn),
-            r#"SELECT "orders".*, "latest"."status" AS "latest_status", "latest"."created_at" AS "latest_at" FROM "orders" INNER JOIN (SELECT DISTINCT ON ("order_status"."order_id") "order_status"."order_id", "order_status"."status", "order_status"."created_at" FROM "order_status" ORDER BY "order_status"."order_id" ASC, "order_status"."created_at" DESC, "order_status"."id" DESC) AS "latest" ON "orders"."id" = "latest"."order_id" WHERE "latest"."status" = CAST($1 AS text)"#
-        );
-    }
-
-    #[test]
-    fn window_snapshot() {
-        assert_eq!(
-            sql(spec().status_ne("Pending"), LatestStrategy::Window),
-            r#"SELECT "orders".*, "latest"."status" AS "latest_status", "latest"."created_at" AS "latest_at" FROM "orders" INNER JOIN (SELECT "order_status"."order_id", "order_status"."status", "order_status"."created_at", ROW_NUMBER() OVER ( PARTITION BY "order_status"."order_id" ORDER BY "order_status"."created_at" DESC, "order_status"."id" DESC ) AS "latest_rn" FROM "order_status") AS "latest" ON "orders"."id" = "latest"."order_id" AND "latest"."latest_rn" = (1) WHERE "latest"."status" IS DISTINCT FROM CAST($1 AS text)"#
-        );
-    }
-
-    #[test]
-    fn not_exists_snapshot_with_as_of_and_missing() {
-        let at = Utc.with_ymd_and_hms(2024, 1, 2, 3, 4, 5).unwrap();
-        let s = spec()
-            .as_of::<DateTime<Utc>>(at)
-            .unwrap()
-            .missing_as("Pending")
-            .unwrap()
-            .status_in(["Pending", "Complete"])
-            .unwrap();
-        assert_eq!(
-            sql(s, LatestStrategy::NotExists),
-            r#"SELECT "orders".*, "latest"."status" AS "latest_status", "latest"."created_at" AS "latest_at" FROM "orders" LEFT JOIN "order_status" AS "latest" ON "orders"."id" = "latest"."order_id" AND "latest"."created_at" <= CAST($1 AS timestamptz) AND (NOT EXISTS(SELECT 1 FROM "order_status" AS "newer" WHERE "newer"."order_id" = "latest"."order_id" AND ("newer"."created_at", "newer"."id") > ("latest"."created_at", "latest"."id") AND "newer"."created_at" <= CAST($2 AS timestamptz))) WHERE (CASE WHEN ("latest"."created_at" IS NOT NULL) THEN "latest"."status" ELSE CAST($3 AS text) END) = ANY(CAST($4 AS text[]))"#
-        );
-    }
-
-    #[test]
-    fn denormalized_snapshot_and_refusals() {
-        let orders = Table::new("orders").unwrap();
-        let col = orders.column::<String>("status").unwrap();
-        let s = spec().denormalized(&col).unwrap().status_eq("Complete");
-        assert_eq!(
-            sql(s.clone(), LatestStrategy::Denormalized),
-            r#"SELECT "orders".*, "orders"."status" AS "latest_status" FROM "orders" WHERE "orders"."status" = CAST($1 AS text)"#
-        );
-        let at = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
-        let d = s.strategy(LatestStrategy::Denormalized).unwrap();
-        assert!(d.clone().as_of::<DateTime<Utc>>(at).is_err());
-        assert!(d.missing_as("Pending").is_err());
-        assert!(spec().strategy(LatestStrategy::Denormalized).is_err());
-    }
-
-    #[test]
-    fn bad_specs_are_refused() {
-        let orders = Table::new("orders").unwrap();
-        let h = Table::new("order_status").unwrap();
-        let other = Table::new("other").unwrap();
-        let key = orders.column::<i64>("id").unwrap();
-        let fk = h.column::<i64>("order_id").unwrap();
-        let t = h.column::<DateTime<Utc>>("created_at").unwrap();
-        // status on another table
-        let err =
-            LatestStatus::new(&key, &fk, &other.column::<String>("s").unwrap(), &t).unwrap_err();
-        assert!(
-            err.to_string().contains("not to the history table"),
-            "{err}"
-        );
-        // history = entity
-        let self_fk = orders.column::<i64>("parent").unwrap();
-        let self_st = orders.column::<String>("s").unwrap();
-        let self_t = orders.column::<DateTime<Utc>>("t").unwrap();
-        assert!(LatestStatus::new(&key, &self_fk, &self_st, &self_t).is_err());
-        // duplicate ordering column, empty sets, wrong as_of type, limit 0
-        assert!(spec().then_by(&h.column::<i64>("id").unwrap()).is_err());
-        assert!(spec().status_in(Vec::<String>::new()).is_err());
-        assert!(spec().as_of::<i64>(5).is_err());
-        assert!(spec().page_query::<i64>(0, None).is_err());
-        assert!(spec().page_query::<i32>(10, Some(3)).is_err());
-    }
-
-    #[test]
-    fn page_and_count() {
-        let s = spec()
-            .status_eq("Complete")
-            .strategy(LatestStrategy::Lateral)
-            .unwrap();
-        let page = s.page_query::<i64>(50, Some(1000)).unwrap();
-        assert!(page.sql().ends_with(
-            r#"WHERE "latest"."status" = CAST($2 AS text) AND "orders"."id" > CAST($3 AS int8) ORDER BY "orders"."id" ASC LIMIT $4"#
-        ), "{}", page.sql());
-        assert!(s
-            .count_query()
-            .sql()
-            .starts_with("SELECT COUNT(*) FROM (SELECT "));
-    }
-}
+mod tests;
