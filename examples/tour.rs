@@ -4,7 +4,7 @@
 //! the bound values, the rows and the time each took.
 //!
 //! ```text
-//! cargo run --release --example tour --features testdb -- --orders 200000
+//! cargo run --release --example tour --features testdb,seed -- --orders 200000
 //! ```
 //!
 //! It grows with each query family; today: the foundation and `latest`.
@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use pgpatterns::sea_query::{Alias, Expr, ExprTrait, Func, Order, Query};
+use pgpatterns::seed::orders::OrdersSeed;
 use pgpatterns::testdb::TestDb;
-use pgpatterns::{BuiltQuery, Executor, LatestStatus, LatestStrategy, SqlType, Table};
+use pgpatterns::{BuiltQuery, Executor, LatestStrategy, Table};
 
 #[derive(Parser, Debug)]
 #[command(about = "A tour of pgpatterns on a throwaway PostgreSQL")]
@@ -27,38 +28,6 @@ struct Args {
     #[arg(long, default_value_t = 25_000)]
     batch: i64,
 }
-
-const SCHEMA: &str = "
-CREATE TABLE orders (
-    id          bigint PRIMARY KEY,
-    customer    text NOT NULL,
-    created_at  timestamptz NOT NULL
-);
-CREATE TABLE order_status (
-    id          bigserial PRIMARY KEY,
-    order_id    bigint NOT NULL,
-    status      text NOT NULL,
-    created_at  timestamptz NOT NULL
-);";
-
-/// One batch of orders, each with one of the seed's three status paths:
-/// Pending → Complete, Pending → Cancelled, Pending → Complete → Cancelled.
-const SEED_ORDERS: &str = "
-INSERT INTO orders (id, customer, created_at)
-SELECT g, 'customer ' || (g % 5000), $3::timestamptz - (g % 86400) * interval '1 minute'
-FROM generate_series($1::int8, $2::int8) AS g";
-
-const SEED_STATUSES: &str = "
-INSERT INTO order_status (order_id, status, created_at)
-SELECT o.id, s.status, o.created_at + s.step * interval '37 minutes'
-FROM orders o
-CROSS JOIN LATERAL (SELECT (hashint8(o.id) & 1023) % 3 AS path) p
-CROSS JOIN LATERAL (VALUES
-    (0, 'Pending'),
-    (1, CASE WHEN p.path = 1 THEN 'Cancelled' ELSE 'Complete' END),
-    (2, CASE WHEN p.path = 2 THEN 'Cancelled' END)
-) AS s(step, status)
-WHERE o.id BETWEEN $1::int8 AND $2::int8 AND s.status IS NOT NULL";
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -79,41 +48,35 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("using DATABASE_URL (a private schema, dropped on exit)");
     }
     let schema = db.schema().await?;
-    let client = schema.connect().await?;
-    client.batch_execute(SCHEMA).await?;
+    let mut client = schema.connect().await?;
 
     // ---- seed -----------------------------------------------------------
     println!(
-        "\n== seeding {} orders (seed 000's three status paths)",
+        "\n== seeding {} orders (seed 000's three status paths), server-side",
         args.orders
     );
     let bar = ProgressBar::new(args.orders as u64).with_style(ProgressStyle::with_template(
-        "{bar:40} {pos}/{len} orders  {elapsed_precise}  eta {eta}",
+        "{msg:>8} {bar:40} {pos}/{len}  {elapsed_precise}  eta {eta}",
     )?);
-    let now = chrono::Utc::now();
+    bar.set_message("orders");
     let t0 = Instant::now();
-    let mut first = 1i64;
-    while first <= args.orders {
-        let last = std::cmp::min(first + args.batch - 1, args.orders);
-        let range = [first.into_value(), last.into_value()];
-        // `Executor::execute`, not the client's inherent `execute(sql, params)`.
-        let seed_orders = BuiltQuery::fixed_with(
-            SEED_ORDERS,
-            [range[0].clone(), range[1].clone(), now.into_value()],
-        );
-        Executor::execute(&client, &seed_orders).await?;
-        Executor::execute(&client, &BuiltQuery::fixed_with(SEED_STATUSES, range)).await?;
-        bar.set_position(last as u64);
-        first = last + 1;
-    }
-    bar.finish();
-    client
-        .batch_execute(
-            "CREATE INDEX ON order_status (order_id, created_at DESC, id DESC) INCLUDE (status);
-             ANALYZE orders; ANALYZE order_status;",
-        )
+    let report = OrdersSeed::new(args.orders)
+        .batch_size(args.batch)
+        .run(&client, |p| {
+            if p.stage != "orders" {
+                bar.set_message(p.stage);
+                bar.set_length(p.total.unwrap_or(0));
+            }
+            bar.set_position(p.done);
+        })
         .await?;
-    println!("seeded and indexed in {:.2?}", t0.elapsed());
+    bar.finish();
+    println!(
+        "{} orders, {} statuses, keys and the advised index in {:.2?}",
+        report.orders,
+        report.statuses,
+        t0.elapsed()
+    );
 
     // ---- typed handles, bound values -------------------------------------
     let orders = Table::new("orders")?;
@@ -181,19 +144,39 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         rows[0].0, took
     );
 
-    println!("== latest: orders by their LATEST status, every strategy");
-    let latest = LatestStatus::<String>::new(
-        &order_id,
-        &statuses.column::<i64>("order_id")?,
-        &st_status,
-        &statuses.column::<chrono::DateTime<chrono::Utc>>("created_at")?,
-    )?
-    .then_by(&statuses.column::<i64>("id")?)?;
+    println!("== latest: a denormalized status column kept by a trigger");
+    let latest = OrdersSeed::tables()
+        .latest()?
+        .denormalized(&orders.column::<String>("status")?)?;
+    let denorm = latest.denormalize()?;
+    denorm.install(&mut client).await?;
+    let filled = denorm
+        .backfill::<i64, _>(&mut client, 50_000, |_| {})
+        .await?;
+    for q in latest
+        .clone()
+        .strategy(LatestStrategy::Denormalized)?
+        .index_advice(false)
+    {
+        Executor::execute(&client, &q).await?;
+    }
+    client.batch_execute("ANALYZE orders").await?;
+    println!(
+        "  trigger installed, {} orders backfilled in {:.2?}, drift {}",
+        filled.entities,
+        filled.elapsed,
+        denorm.drift_count(&client).await?
+    );
+
+    println!("\n== latest: orders by their LATEST status, every strategy");
     println!(
         "{:<12} {:>10} {:>10} {:>10}   {:>12}",
         "strategy", "Pending", "Complete", "Cancelled", "first page"
     );
-    for strategy in LatestStrategy::FROM_HISTORY {
+    for strategy in LatestStrategy::FROM_HISTORY
+        .into_iter()
+        .chain([LatestStrategy::Denormalized])
+    {
         let mut line = format!("{:<12}", format!("{strategy:?}"));
         let mut total = Duration::ZERO;
         for status in ["Pending", "Complete", "Cancelled"] {

@@ -130,6 +130,26 @@ impl Table {
         })
     }
 
+    /// A table named in this crate's own code: known valid, so infallible.
+    #[cfg_attr(not(feature = "seed"), allow(dead_code))]
+    pub(crate) fn fixed(name: &'static str) -> Table {
+        Table {
+            schema: None,
+            name: Ident::fixed(name),
+            alias: None,
+        }
+    }
+
+    /// A column named in this crate's own code: known valid, so infallible.
+    #[cfg_attr(not(feature = "seed"), allow(dead_code))]
+    pub(crate) fn fixed_column<T: SqlType>(&self, name: &'static str) -> Column<T> {
+        Column {
+            table: self.clone(),
+            name: Ident::fixed(name),
+            _type: PhantomData,
+        }
+    }
+
     /// A schema-qualified table, `"schema"."name"`.
     ///
     /// # Errors

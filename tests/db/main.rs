@@ -9,5 +9,6 @@ mod errors;
 mod executors;
 mod injection;
 mod latest;
+mod seed_orders;
 mod support;
 mod values;

@@ -1,0 +1,343 @@
+//! Seed 000's shop: `orders` and their status history `order_status`, each
+//! order following one of the seed's three paths — Pending → Complete,
+//! Pending → Cancelled, Pending → Complete → Cancelled — with realistic
+//! times (orders spread over the year before `now`, each next status 1 s to
+//! 2 h after the one before).
+//!
+//! Rows are generated server-side with `generate_series`, one statement per
+//! batch and table, into tables without indexes or constraints; primary
+//! keys, the foreign key and the advised index are added afterwards, which
+//! is several times faster than inserting into indexed, constrained tables.
+//! Values are a pure function of the order id and the seed, so a run is
+//! reproducible.
+//!
+//! ```no_run
+//! # #[cfg(feature = "tokio-postgres")]
+//! # async fn demo(client: tokio_postgres::Client) -> pgpatterns::Result<()> {
+//! use pgpatterns::seed::orders::OrdersSeed;
+//! let report = OrdersSeed::new(100_000)
+//!     .run(&client, |p| eprintln!("{} {}/{:?}", p.stage, p.done, p.total))
+//!     .await?;
+//! let shop = OrdersSeed::tables();
+//! let complete = shop.latest()?.status_eq("Complete").count(&client).await?;
+//! # Ok(()) }
+//! ```
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use crate::schema::{Column, Table};
+use crate::types::SqlType;
+use crate::{BuiltQuery, Error, Executor, LatestStatus, Progress, Result, RowRead};
+
+/// The statuses of seed 000.
+pub const STATUSES: [&str; 3] = ["Pending", "Complete", "Cancelled"];
+
+const DROP: &str = "DROP TABLE IF EXISTS order_status, orders";
+
+const CREATE_UNLOGGED: &str = "
+CREATE UNLOGGED TABLE orders (
+    id          bigint NOT NULL,
+    customer    text NOT NULL,
+    created_at  timestamptz NOT NULL
+);
+CREATE UNLOGGED TABLE order_status (
+    id          bigint NOT NULL,
+    order_id    bigint NOT NULL,
+    status      text NOT NULL,
+    created_at  timestamptz NOT NULL
+)";
+
+const CREATE_LOGGED: &str = "
+CREATE TABLE orders (
+    id          bigint NOT NULL,
+    customer    text NOT NULL,
+    created_at  timestamptz NOT NULL
+);
+CREATE TABLE order_status (
+    id          bigint NOT NULL,
+    order_id    bigint NOT NULL,
+    status      text NOT NULL,
+    created_at  timestamptz NOT NULL
+)";
+
+/// Orders `$1..=$2`; `$3` seed, `$4` now. `#` is bigint XOR: each column
+/// hashes the id with its own salt.
+const INSERT_ORDERS: &str = "
+INSERT INTO orders (id, customer, created_at)
+SELECT g,
+       'customer ' || (abs(hashint8(g # $3::int8 # 1)) % 5000),
+       $4::timestamptz - (abs(hashint8(g # $3::int8 # 3)) % 31536000) * interval '1 second'
+FROM generate_series($1::int8, $2::int8) AS g";
+
+/// The statuses of orders `$1..=$2`, recomputed from the id (no join).
+const INSERT_STATUSES: &str = "
+INSERT INTO order_status (id, order_id, status, created_at)
+SELECT (g - 1) * 3 + s.step + 1,
+       g,
+       s.status,
+       o.created_at + s.step * (1 + abs(hashint8(g # $3::int8 # 4)) % 7200) * interval '1 second'
+FROM generate_series($1::int8, $2::int8) AS g
+CROSS JOIN LATERAL (
+    SELECT abs(hashint8(g # $3::int8 # 2)) % 3 AS path,
+           $4::timestamptz - (abs(hashint8(g # $3::int8 # 3)) % 31536000) * interval '1 second'
+               AS created_at
+) AS o
+CROSS JOIN LATERAL (VALUES
+    (0, 'Pending'),
+    (1, CASE WHEN o.path = 1 THEN 'Cancelled' ELSE 'Complete' END),
+    (2, CASE WHEN o.path = 2 THEN 'Cancelled' END)
+) AS s(step, status)
+WHERE s.status IS NOT NULL";
+
+const CONSTRAINTS: &str = "
+ALTER TABLE orders ADD PRIMARY KEY (id);
+ALTER TABLE order_status ADD PRIMARY KEY (id);
+ALTER TABLE order_status ADD FOREIGN KEY (order_id) REFERENCES orders (id) ON DELETE CASCADE";
+
+const ADVISED_INDEX: &str = "CREATE INDEX order_status_latest \
+    ON order_status (order_id, created_at DESC, id DESC) INCLUDE (status)";
+
+const SHOW_MEMORY: &str = "SELECT current_setting('maintenance_work_mem')";
+const SET_MEMORY: &str = "SELECT set_config('maintenance_work_mem', $1, false)";
+const FINISH_MEMORY: &str = "512MB";
+
+const ANALYZE: &str = "ANALYZE orders; ANALYZE order_status";
+
+/// Generator of seed 000's orders and status history. See the
+/// [module docs](self).
+#[derive(Debug, Clone)]
+pub struct OrdersSeed {
+    orders: i64,
+    batch: i64,
+    seed: i64,
+    now: Option<DateTime<Utc>>,
+    index: bool,
+    logged: bool,
+    replace: bool,
+}
+
+/// What [`OrdersSeed::run`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OrdersReport {
+    /// Orders inserted.
+    pub orders: u64,
+    /// Status rows inserted.
+    pub statuses: u64,
+    /// Time spent inserting rows.
+    pub load: Duration,
+    /// Time spent on keys, the foreign key, the index and `ANALYZE`.
+    pub finish: Duration,
+}
+
+impl OrdersSeed {
+    /// `orders` orders (about 2.33 status rows each), in batches of 100 000,
+    /// with the advised index, into unlogged tables that replace existing
+    /// ones of the same names.
+    pub fn new(orders: i64) -> OrdersSeed {
+        OrdersSeed {
+            orders,
+            batch: 100_000,
+            seed: 0,
+            now: None,
+            index: true,
+            logged: false,
+            replace: true,
+        }
+    }
+
+    /// Orders per `INSERT` (and per progress report).
+    pub fn batch_size(mut self, orders: i64) -> OrdersSeed {
+        self.batch = orders;
+        self
+    }
+
+    /// Another seed gives other (equally reproducible) data.
+    pub fn seed(mut self, seed: i64) -> OrdersSeed {
+        self.seed = seed;
+        self
+    }
+
+    /// The newest possible order time (default: the server's `now()` is
+    /// not used; the client's clock at [`run`](Self::run) is).
+    pub fn now(mut self, now: DateTime<Utc>) -> OrdersSeed {
+        self.now = Some(now);
+        self
+    }
+
+    /// Whether to create the advised index
+    /// `order_status (order_id, created_at DESC, id DESC) INCLUDE (status)`
+    /// (default `true`).
+    pub fn with_index(mut self, index: bool) -> OrdersSeed {
+        self.index = index;
+        self
+    }
+
+    /// Logged (crash-safe) tables instead of unlogged ones; slower to load.
+    pub fn logged(mut self, logged: bool) -> OrdersSeed {
+        self.logged = logged;
+        self
+    }
+
+    /// Whether to drop existing `orders` / `order_status` tables first
+    /// (default `true`); with `false` the run fails if they exist.
+    pub fn replace(mut self, replace: bool) -> OrdersSeed {
+        self.replace = replace;
+        self
+    }
+
+    /// Typed handles on the seeded tables.
+    pub fn tables() -> OrdersTables {
+        OrdersTables::new()
+    }
+
+    /// Creates the tables in the current schema and fills them, reporting
+    /// progress per batch (stage `"orders"`, in orders) and per finishing
+    /// step (stage `"finish"`, in steps).
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] for `orders < 0` or a batch size below 1,
+    /// before anything is sent; the database's error otherwise.
+    pub async fn run<E: Executor>(
+        &self,
+        db: &E,
+        mut progress: impl FnMut(Progress) + Send,
+    ) -> Result<OrdersReport> {
+        if self.orders < 0 {
+            return Err(Error::spec(
+                "orders",
+                format!("must not be negative, got {}", self.orders),
+            ));
+        }
+        if self.batch < 1 {
+            return Err(Error::spec(
+                "batch_size",
+                format!("must be at least 1, got {}", self.batch),
+            ));
+        }
+        let now = self.now.unwrap_or_else(Utc::now);
+        let started = Instant::now();
+        if self.replace {
+            db.batch_execute(DROP).await?;
+        }
+        db.batch_execute(if self.logged {
+            CREATE_LOGGED
+        } else {
+            CREATE_UNLOGGED
+        })
+        .await?;
+        let total = self.orders as u64;
+        progress(Progress::new("orders", 0, Some(total)));
+        let mut statuses = 0;
+        let mut first = 1i64;
+        while first <= self.orders {
+            let last = first.saturating_add(self.batch - 1).min(self.orders);
+            let values = || {
+                [
+                    first.into_value(),
+                    last.into_value(),
+                    self.seed.into_value(),
+                    now.into_value(),
+                ]
+            };
+            db.execute(&BuiltQuery::fixed_with(INSERT_ORDERS, values()))
+                .await?;
+            statuses += db
+                .execute(&BuiltQuery::fixed_with(INSERT_STATUSES, values()))
+                .await?;
+            progress(Progress::new("orders", last as u64, Some(total)));
+            first = last + 1;
+        }
+        let load = started.elapsed();
+        let finishing = Instant::now();
+        // Sorts for keys and the index fit in memory: several times faster
+        // than the 64 MB default's external merges. Restored afterwards.
+        let saved: String = db
+            .query_one(&BuiltQuery::fixed(SHOW_MEMORY))
+            .await?
+            .try_get(0usize.into())?;
+        db.execute(&BuiltQuery::fixed_with(
+            SET_MEMORY,
+            [String::from(FINISH_MEMORY).into_value()],
+        ))
+        .await?;
+        let mut steps: Vec<&'static str> = vec![CONSTRAINTS];
+        if self.index {
+            steps.push(ADVISED_INDEX);
+        }
+        steps.push(ANALYZE);
+        let n = steps.len() as u64;
+        progress(Progress::new("finish", 0, Some(n)));
+        for (i, step) in steps.into_iter().enumerate() {
+            db.batch_execute(step).await?;
+            progress(Progress::new("finish", i as u64 + 1, Some(n)));
+        }
+        db.execute(&BuiltQuery::fixed_with(SET_MEMORY, [saved.into_value()]))
+            .await?;
+        Ok(OrdersReport {
+            orders: total,
+            statuses,
+            load,
+            finish: finishing.elapsed(),
+        })
+    }
+}
+
+/// Typed handles on the seeded `orders` and `order_status` tables.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct OrdersTables {
+    /// `orders`
+    pub orders: Table,
+    /// `orders.id`
+    pub order_id: Column<i64>,
+    /// `orders.customer`
+    pub customer: Column<String>,
+    /// `orders.created_at`
+    pub order_created_at: Column<DateTime<Utc>>,
+    /// `order_status`
+    pub order_status: Table,
+    /// `order_status.id`
+    pub status_id: Column<i64>,
+    /// `order_status.order_id`
+    pub status_order_id: Column<i64>,
+    /// `order_status.status`
+    pub status: Column<String>,
+    /// `order_status.created_at`
+    pub status_created_at: Column<DateTime<Utc>>,
+}
+
+impl OrdersTables {
+    fn new() -> OrdersTables {
+        let orders = Table::fixed("orders");
+        let order_status = Table::fixed("order_status");
+        OrdersTables {
+            order_id: orders.fixed_column("id"),
+            customer: orders.fixed_column("customer"),
+            order_created_at: orders.fixed_column("created_at"),
+            status_id: order_status.fixed_column("id"),
+            status_order_id: order_status.fixed_column("order_id"),
+            status: order_status.fixed_column("status"),
+            status_created_at: order_status.fixed_column("created_at"),
+            orders,
+            order_status,
+        }
+    }
+
+    /// The latest-status spec of the shop: latest by `(created_at, id)`.
+    ///
+    /// # Errors
+    /// None in practice (the handles are valid); kept fallible like
+    /// [`LatestStatus::new`].
+    pub fn latest(&self) -> Result<LatestStatus<String>> {
+        LatestStatus::new(
+            &self.order_id,
+            &self.status_order_id,
+            &self.status,
+            &self.status_created_at,
+        )?
+        .then_by(&self.status_id)
+    }
+}

@@ -1,0 +1,159 @@
+//! The seed-000 generator: shape, reproducibility, progress, bad input.
+
+use chrono::{TimeZone, Utc};
+use pgpatterns::seed::orders::OrdersSeed;
+use pgpatterns::{BuiltQuery, Executor, Progress};
+
+use crate::support::{client, schema};
+
+async fn one(c: &tokio_postgres::Client, sql: &'static str) -> i64 {
+    let rows: Vec<(i64,)> = c.query_as(&BuiltQuery::fixed(sql)).await.unwrap();
+    rows[0].0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeds_the_three_paths_reproducibly() {
+    let schema = schema().await;
+    let c = client(&schema).await;
+    let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+    let mut seen: Vec<Progress> = Vec::new();
+    let report = OrdersSeed::new(3000)
+        .batch_size(700)
+        .now(now)
+        .run(&c, |p| seen.push(p))
+        .await
+        .unwrap();
+    assert_eq!(report.orders, 3000);
+    assert_eq!(one(&c, "SELECT count(*) FROM orders").await, 3000);
+    assert_eq!(
+        one(&c, "SELECT count(*) FROM order_status").await,
+        report.statuses as i64
+    );
+    // Progress: 0, 700, …, 3000 orders, then the finishing steps.
+    let orders: Vec<u64> = seen
+        .iter()
+        .filter(|p| p.stage == "orders")
+        .map(|p| p.done)
+        .collect();
+    assert_eq!(orders, vec![0, 700, 1400, 2100, 2800, 3000]);
+    assert_eq!(seen.last().map(|p| p.stage), Some("finish"));
+
+    // Every order starts Pending; the paths are the seed's three, about a
+    // third each; later statuses are later in time.
+    let paths: Vec<(String, i64)> = c
+        .query_as(&BuiltQuery::fixed(
+            "SELECT path, count(*) FROM (
+                 SELECT string_agg(status, '>' ORDER BY created_at, id) AS path
+                 FROM order_status GROUP BY order_id) p
+             GROUP BY path ORDER BY path",
+        ))
+        .await
+        .unwrap();
+    let names: Vec<&str> = paths.iter().map(|p| p.0.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "Pending>Cancelled",
+            "Pending>Complete",
+            "Pending>Complete>Cancelled"
+        ]
+    );
+    for (path, n) in &paths {
+        assert!((800..1200).contains(n), "{path}: {n} of 3000");
+    }
+    assert_eq!(
+        one(
+            &c,
+            "SELECT count(*) FROM orders o JOIN order_status s ON s.order_id = o.id
+                 WHERE s.status = 'Pending' AND s.created_at <> o.created_at"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        one(&c, "SELECT count(*) FROM orders WHERE created_at > '2026-01-01' OR created_at < '2025-01-01'").await,
+        0
+    );
+    // Keys, the foreign key and the advised index exist.
+    assert_eq!(
+        one(&c, "SELECT count(*) FROM pg_constraint WHERE conrelid = 'order_status'::regclass AND contype IN ('p', 'f')").await,
+        2
+    );
+    assert_eq!(
+        one(&c, "SELECT count(*) FROM pg_indexes WHERE indexname = 'order_status_latest' AND schemaname = current_schema()").await,
+        1
+    );
+    // The latest-status spec of the seeded tables answers.
+    let shop = OrdersSeed::tables();
+    let cancelled = shop
+        .latest()
+        .unwrap()
+        .status_eq("Cancelled")
+        .count(&c)
+        .await
+        .unwrap();
+    let complete = shop
+        .latest()
+        .unwrap()
+        .status_eq("Complete")
+        .count(&c)
+        .await
+        .unwrap();
+    assert_eq!(cancelled + complete, 3000);
+    assert_eq!(
+        shop.latest()
+            .unwrap()
+            .status_eq("Pending")
+            .count(&c)
+            .await
+            .unwrap(),
+        0
+    );
+
+    // Same seed and clock, same data.
+    let digest = "SELECT hashtext(string_agg(order_id || status || created_at::text, ',' ORDER BY id))::int8 FROM order_status";
+    let before = one(&c, digest).await;
+    OrdersSeed::new(3000)
+        .batch_size(1000)
+        .now(now)
+        .run(&c, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(one(&c, digest).await, before);
+    OrdersSeed::new(3000)
+        .seed(7)
+        .now(now)
+        .run(&c, |_| {})
+        .await
+        .unwrap();
+    assert_ne!(one(&c, digest).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_sizes_are_refused_before_anything_is_sent() {
+    let schema = schema().await;
+    let c = client(&schema).await;
+    let e = OrdersSeed::new(-1).run(&c, |_| {}).await.unwrap_err();
+    assert!(e.is_invalid_input(), "{e}");
+    let e = OrdersSeed::new(10)
+        .batch_size(0)
+        .run(&c, |_| {})
+        .await
+        .unwrap_err();
+    assert!(e.is_invalid_input(), "{e}");
+    let tables: Vec<(i64,)> = c
+        .query_as(&BuiltQuery::fixed(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(tables, vec![(0,)]);
+    // Without `replace`, existing tables are an error, not a silent append.
+    OrdersSeed::new(5).run(&c, |_| {}).await.unwrap();
+    let e = OrdersSeed::new(5)
+        .replace(false)
+        .run(&c, |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("42P07"), "{e}");
+}
