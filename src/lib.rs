@@ -115,8 +115,10 @@
 mod error;
 mod exec;
 mod latest;
+pub mod ops;
 mod progress;
 mod query;
+mod rollup;
 mod schema;
 #[cfg(feature = "seed")]
 #[cfg_attr(docsrs, doc(cfg(feature = "seed")))]
@@ -131,6 +133,11 @@ pub use exec::{BlockingExecutor, ColumnIndex, Executor, FromRow, RowRead, Transa
 pub use latest::{LatestStatus, LatestStrategy, LATEST_ALIAS, LATEST_AT, LATEST_STATUS};
 pub use progress::Progress;
 pub use query::BuiltQuery;
+pub use rollup::{
+    Agg, Dim, DimId, Field, Level, Metric, Ordered, Rollup, RollupRow, Split, Summable,
+    TotalPosition, TypedExpr, GROUPING_ALIAS, MAX_CUBE_DIMENSIONS, MAX_DIMENSIONS,
+    MAX_GROUPING_SETS,
+};
 pub use schema::{AnyColumn, Column, Ident, Relation, Table, MAX_IDENT_BYTES};
 pub use types::SqlType;
 
