@@ -214,7 +214,10 @@ impl Rollup {
     /// Adds a dimension (a column or an expression) under an output name.
     ///
     /// # Errors
-    /// As [`dimension`](Self::dimension), plus an invalid alias.
+    /// As [`dimension`](Self::dimension), plus an invalid alias, and an
+    /// expression with bound values (PostgreSQL matches grouped expressions
+    /// by their parameters: compute such a value in a
+    /// [`from_query`](Self::from_query) base instead).
     pub fn dimension_as<T: SqlType>(
         &mut self,
         alias: impl AsRef<str>,
@@ -223,6 +226,20 @@ impl Rollup {
         let alias = Ident::new(alias)?;
         let x = x.into();
         self.check_column(x.column.as_ref(), "dimension")?;
+        if !BuiltQuery::new(&Query::select().expr(x.expr.clone()).to_owned())
+            .values()
+            .0
+            .is_empty()
+        {
+            return Err(Error::spec(
+                "dimension",
+                format!(
+                    "the expression of {alias:?} has bound values; it is written three times \
+                     (SELECT, GROUP BY, GROUPING()) and PostgreSQL only matches identical \
+                     parameters, so compute it in a base query (Rollup::from_query)"
+                ),
+            ));
+        }
         self.check_alias(&alias)?;
         if self.dims.len() >= MAX_DIMENSIONS {
             return Err(Error::spec(
