@@ -10,4 +10,5 @@ mod injection;
 mod latest;
 mod rollup;
 mod support;
+mod top_n;
 mod values;
