@@ -60,7 +60,7 @@ pub enum TotalPosition {
 enum Base {
     Table(Table),
     Query {
-        statement: SelectStatement,
+        statement: Box<SelectStatement>,
         alias: Table,
     },
 }
@@ -155,7 +155,7 @@ impl Rollup {
             ));
         }
         Ok(Rollup::with_base(Base::Query {
-            statement,
+            statement: Box::new(statement),
             alias: alias.clone(),
         }))
     }
@@ -481,7 +481,7 @@ impl Rollup {
         match &self.base {
             Base::Table(t) => q.from(t.table_ref()),
             Base::Query { statement, alias } => {
-                q.from_subquery(statement.clone(), alias.name().clone())
+                q.from_subquery((**statement).clone(), alias.name().clone())
             }
         };
         for d in &self.dims {

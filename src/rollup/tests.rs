@@ -194,7 +194,7 @@ fn bad_input_is_a_typed_error() {
     );
     invalid(
         s.spec
-            .metric("m", Agg::count(&other.column::<i64>("x").unwrap())),
+            .metric("m", Agg::count(other.column::<i64>("x").unwrap())),
         "metric",
     );
     // a handle of another spec

@@ -56,6 +56,15 @@ fn level_name(r: &RollupRow) -> String {
     }
 }
 
+/// merchant, device, total, avg_charged_amount, unique_users.
+type Line = (
+    Option<&'static str>,
+    Option<&'static str>,
+    i64,
+    &'static str,
+    i64,
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_003_dashboard_gives_the_articles_table_and_summary_line() {
     let schema = schema().await;
@@ -75,7 +84,7 @@ async fn seed_003_dashboard_gives_the_articles_table_and_summary_line() {
     let rows = r.fetch(&client).await.unwrap();
 
     // The article's GROUPING SETS ((merchant, device), ()) output, verbatim.
-    let want: [(Option<&str>, Option<&str>, i64, &str, i64); 7] = [
+    let want: [Line; 7] = [
         (Some("Costco"), Some("D1"), 3, "112.3333333333333333", 3),
         (Some("Costco"), Some("D4"), 1, "25.0000000000000000", 1),
         (Some("Costco"), Some("D5"), 2, "137.5000000000000000", 2),
@@ -717,7 +726,7 @@ async fn a_callers_parameterized_base_query_keeps_its_parameters() {
     let users = r
         .metric(
             "users",
-            Agg::count_distinct(&filtered.column::<i32>("user_id").unwrap()),
+            Agg::count_distinct(filtered.column::<i32>("user_id").unwrap()),
         )
         .unwrap();
     r.rollup([merchant.id(), device.id()]).unwrap();
@@ -762,7 +771,8 @@ async fn a_callers_parameterized_base_query_keeps_its_parameters() {
     let rows = r.fetch(&client).await.unwrap();
     // amount >= 20 drops rows 4 (14) and 5 (15): Walmart D2 keeps 1 row,
     // then HAVING n >= 2 drops it.
-    let got: Vec<(Option<String>, Option<String>, i64, i64, i64, String)> = rows
+    type Got = (Option<String>, Option<String>, i64, i64, i64, String);
+    let got: Vec<Got> = rows
         .iter()
         .map(|row| {
             (
