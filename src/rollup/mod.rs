@@ -97,7 +97,7 @@ struct MetricSpec {
 /// report.with_total()?;
 /// assert_eq!(
 ///     report.build().sql(),
-///     r#"SELECT "sale"."merchant" AS "merchant", "sale"."device" AS "device", COUNT("sale"."id") AS "total", AVG("sale"."charged_amount") AS "avg_charged_amount", COUNT(DISTINCT "sale"."user_id") AS "unique_users", GROUPING("sale"."merchant", "sale"."device") AS "rollup_grouping" FROM "sale" GROUP BY GROUPING SETS (("sale"."merchant", "sale"."device"), ()) ORDER BY "rollup_grouping" ASC, "merchant" ASC NULLS LAST, "device" ASC NULLS LAST"#
+///     r#"SELECT "sale"."merchant" AS "merchant", "sale"."device" AS "device", COUNT("sale"."id") AS "total", AVG("sale"."charged_amount") AS "avg_charged_amount", COUNT(DISTINCT "sale"."user_id") AS "unique_users", GROUPING("sale"."merchant", "sale"."device") AS "rollup_grouping" FROM "sale" GROUP BY GROUPING SETS(("sale"."merchant", "sale"."device"), ()) ORDER BY "rollup_grouping" ASC, "merchant" ASC NULLS LAST, "device" ASC NULLS LAST"#
 /// );
 /// # Ok::<(), pgpatterns::Error>(())
 /// ```
