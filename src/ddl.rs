@@ -17,6 +17,13 @@ pub(crate) fn quote(ident: &Ident) -> String {
     out
 }
 
+/// An index name for sea-query's `Index::create().name(..)`, which writes
+/// the name between quotes *without* escaping it: the embedded `"` are
+/// doubled here, so the name cannot end the quoted identifier early.
+pub(crate) fn index_name(ident: &Ident) -> String {
+    ident.as_str().replace('"', "\"\"")
+}
+
 /// `"schema"."name"` or `"name"` (never the alias).
 pub(crate) fn quote_table(table: &Table) -> String {
     match table.schema() {
@@ -102,6 +109,21 @@ mod tests {
         // multi-byte characters are never split
         let c = derived_name(&["é".repeat(40).as_str(), "idx"]);
         assert!(c.as_str().len() <= MAX_IDENT_BYTES);
+    }
+
+    #[test]
+    fn index_names_are_escaped() {
+        let name = Ident::new("x\" ON t; DROP TABLE users; --").unwrap();
+        let q = crate::BuiltQuery::schema(
+            sea_query::Index::create()
+                .name(index_name(&name))
+                .table(Table::new("t").unwrap().table_name())
+                .col(sea_query::Alias::new("c")),
+        );
+        assert_eq!(
+            q.sql(),
+            r#"CREATE INDEX "x"" ON t; DROP TABLE users; --" ON "t" ("c")"#
+        );
     }
 
     #[test]

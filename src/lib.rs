@@ -9,11 +9,12 @@
 //! - **since** — roots changed since `T` in themselves *or* in any related
 //!   table, across multi-hop relation paths;
 //! - **rollup** — `GROUPING SETS` / `ROLLUP` / `CUBE` reports whose rows know
-//!   their grouping level.
+//!   their grouping level ([`Rollup`]); the seed-002 top-N report is built on
+//!   it ([`ops::top_n`]).
 //!
 //! The foundation (validated schema handles, [`BuiltQuery`], the executor
 //! traits, the throwaway database used by tests and examples) and the core of
-//! the `latest` family are in place; `since` and `rollup` are being built.
+//! the `latest` and `rollup` families are in place; `since` is being built.
 //!
 //! ## latest: filter on the newest history row
 //!
@@ -37,6 +38,28 @@
 //! let page = pending.page_query::<i64>(50, Some(1000))?; // keyset page after id 1000
 //! assert!(count.sql().contains("DISTINCT ON"));
 //! assert_eq!(page.values().0.len(), 3); // status, cursor, limit: all bound
+//! # Ok::<(), pgpatterns::Error>(())
+//! ```
+//!
+//! ## rollup: detail rows and a summary line in one query
+//!
+//! ```
+//! use pgpatterns::{Agg, Level, Rollup, Table};
+//!
+//! let sale = Table::new("sale")?;
+//! let mut dashboard = Rollup::new(&sale);
+//! let merchant = dashboard.dimension(&sale.column::<String>("merchant")?)?;
+//! let device = dashboard.dimension(&sale.column::<String>("device")?)?;
+//! let users = dashboard.metric(
+//!     "unique_users",                      // COUNT DISTINCT: not summable in memory
+//!     Agg::count_distinct(&sale.column::<i32>("user_id")?),
+//! )?;
+//! dashboard.with_total()?;                 // GROUPING SETS ((merchant, device), ())
+//! let q = dashboard.build();
+//! assert!(q.sql().contains("GROUPING SETS((\"sale\".\"merchant\", \"sale\".\"device\"), ())"));
+//! // Rows (`dashboard.fetch(&client).await?`) carry a `Level` from GROUPING():
+//! // Detail, Subtotal { grouped_by }, Total — never guessed from NULLs.
+//! # let _ = (merchant, device, users, Level::Total);
 //! # Ok::<(), pgpatterns::Error>(())
 //! ```
 //!
@@ -116,8 +139,10 @@ mod ddl;
 mod error;
 mod exec;
 mod latest;
+pub mod ops;
 mod progress;
 mod query;
+mod rollup;
 mod schema;
 #[cfg(feature = "seed")]
 #[cfg_attr(docsrs, doc(cfg(feature = "seed")))]
@@ -135,6 +160,11 @@ pub use latest::{
 };
 pub use progress::Progress;
 pub use query::BuiltQuery;
+pub use rollup::{
+    Agg, Dim, DimId, Field, Level, Metric, Ordered, Rollup, RollupRow, Split, Summable,
+    TotalPosition, TypedExpr, GROUPING_ALIAS, MAX_CUBE_DIMENSIONS, MAX_DIMENSIONS,
+    MAX_GROUPING_SETS,
+};
 pub use schema::{AnyColumn, Column, Ident, Relation, Table, MAX_IDENT_BYTES};
 pub use types::SqlType;
 

@@ -70,7 +70,8 @@ impl<S: SqlType> LatestStatus<S> {
                         self.key.name().as_str(),
                         "latest",
                     ])
-                    .as_str(),
+                    .as_str()
+                    .to_owned(),
                 )
                 .table(entity.table_name())
                 .col(col.iden())

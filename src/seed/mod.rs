@@ -7,3 +7,5 @@
 //! taking a [`Progress`](crate::Progress).
 
 pub mod orders;
+pub mod sales;
+pub mod shop;

@@ -9,6 +9,8 @@ mod errors;
 mod executors;
 mod injection;
 mod latest;
+mod rollup;
 mod seed_orders;
 mod support;
+mod top_n;
 mod values;

@@ -1,0 +1,283 @@
+//! Seed 003's dashboard: metrics per (merchant, device) plus a summary line,
+//! in one `GROUPING SETS` query instead of two.
+//!
+//! Loads the article's 13-row `sale` table and prints its tables — the
+//! dashboard (detail + summary), `ROLLUP` both ways, `CUBE`, `GROUPING SETS`
+//! — each row with its level from `GROUPING()`. Then generates a large sale
+//! table (`--rows`, default 2 M) and times the two queries the dashboard ran
+//! against the one `GROUPING SETS` query, with and without `COUNT(DISTINCT)`.
+//!
+//! ```text
+//! cargo run --release --example dashboard --features testdb,seed -- --rows 2000000
+//! ```
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use pgpatterns::sea_query::Value;
+use pgpatterns::seed::sales;
+use pgpatterns::testdb::TestDb;
+use pgpatterns::{Agg, Column, Dim, Level, Rollup, RollupRow, Split, Table};
+
+#[derive(Parser, Debug)]
+#[command(about = "Seed 003's dashboard with GROUPING SETS on a throwaway PostgreSQL")]
+struct Args {
+    /// Rows of the generated sale table (0 skips the timing).
+    #[arg(long, default_value_t = 2_000_000)]
+    rows: i64,
+    /// Timed runs of each variant (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+}
+
+/// The `sale` columns.
+struct Sale {
+    table: Table,
+    id: Column<i32>,
+    merchant: Column<String>,
+    device: Column<String>,
+    user_id: Column<i32>,
+    amount: Column<i32>,
+}
+
+impl Sale {
+    fn new(name: &str) -> pgpatterns::Result<Sale> {
+        let table = Table::new(name)?;
+        Ok(Sale {
+            id: table.column("id")?,
+            merchant: table.column("merchant")?,
+            device: table.column("device")?,
+            user_id: table.column("user_id")?,
+            amount: table.column("charged_amount")?,
+            table,
+        })
+    }
+
+    /// The dashboard's metrics; `distinct` adds `unique_users`. With
+    /// `dims == false` the spec has no dimension: the summary query.
+    fn dashboard(&self, dims: bool, distinct: bool) -> pgpatterns::Result<Rollup> {
+        let mut r = Rollup::new(&self.table);
+        if dims {
+            r.dimension(&self.merchant)?;
+            r.dimension(&self.device)?;
+        }
+        r.metric("total", Agg::count(&self.id))?;
+        r.metric("avg_charged_amount", Agg::avg(&self.amount))?;
+        if distinct {
+            r.metric("unique_users", Agg::count_distinct(&self.user_id))?;
+        }
+        Ok(r)
+    }
+}
+
+/// Adds a grouping to a `(device, merchant)` spec.
+type Shape = fn(&mut Rollup, &Dim<String>, &Dim<String>) -> pgpatterns::Result<()>;
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::String(Some(s)) => s.clone(),
+        Value::Int(Some(i)) => i.to_string(),
+        Value::BigInt(Some(i)) => i.to_string(),
+        Value::Decimal(Some(d)) => d.to_string(),
+        Value::Double(Some(f)) => f.to_string(),
+        Value::String(None)
+        | Value::Int(None)
+        | Value::BigInt(None)
+        | Value::Decimal(None)
+        | Value::Double(None) => String::new(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn level(l: &Level) -> String {
+    match l {
+        Level::Detail => "detail".into(),
+        Level::Total => "total".into(),
+        Level::Subtotal { grouped_by } => format!(
+            "by {}",
+            grouped_by
+                .iter()
+                .map(|i| i.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
+/// psql-style table: names, then one line per row, then the row count.
+fn print_table(title: &str, rows: &[RollupRow]) {
+    println!("\n{title}");
+    let Some(first) = rows.first() else {
+        println!("(0 rows)");
+        return;
+    };
+    let mut header: Vec<String> = first.names().iter().map(|n| n.to_string()).collect();
+    header.push("level".into());
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            r.dimension_values()
+                .iter()
+                .chain(r.metric_values())
+                .map(cell)
+                .chain([level(r.level())])
+                .collect()
+        })
+        .collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            body.iter()
+                .map(|r| r[i].chars().count())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[String]| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!(" {c:<w$} "))
+            .collect::<Vec<_>>()
+            .join("|")
+    };
+    println!("{}", line(&header));
+    println!(
+        "{}",
+        widths
+            .iter()
+            .map(|w| "-".repeat(w + 2))
+            .collect::<Vec<_>>()
+            .join("+")
+    );
+    for r in &body {
+        println!("{}", line(r));
+    }
+    println!("({} rows)", rows.len());
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let db = TestDb::start()?;
+    let schema = db.schema().await?;
+    let client = schema.connect().await?;
+
+    println!("== seed 003: the article's 13-row sale table");
+    sales::sample(&client).await?;
+    let s = Sale::new(sales::SAMPLE_TABLE)?;
+
+    let mut dash = s.dashboard(true, true)?;
+    dash.with_total()?;
+    println!("\n{}", dash.build());
+    let rows = dash.fetch(&client).await?;
+    print_table(
+        "-- the dashboard: GROUPING SETS ((merchant, device), ())",
+        &rows,
+    );
+    let split = Split::new(rows);
+    println!(
+        "split: {} detail rows, summary line total = {:?}",
+        split.detail.len(),
+        split.total.as_ref().map(|t| cell(&t.metric_values()[0]))
+    );
+
+    // SELECT device, merchant, count(*) … as in the article.
+    let shapes: [(&str, Shape); 4] = [
+        ("GROUP BY ROLLUP(device, merchant)", |r, d, m| {
+            r.rollup([d.id(), m.id()]).map(|_| ())
+        }),
+        ("GROUP BY ROLLUP(merchant, device)", |r, d, m| {
+            r.rollup([m.id(), d.id()]).map(|_| ())
+        }),
+        ("GROUP BY CUBE(merchant, device)", |r, d, m| {
+            r.cube([m.id(), d.id()]).map(|_| ())
+        }),
+        (
+            "GROUP BY GROUPING SETS ((merchant), (merchant, device), ())",
+            |r, d, m| {
+                r.grouping_sets([vec![m.id()], vec![m.id(), d.id()], vec![]])
+                    .map(|_| ())
+            },
+        ),
+    ];
+    for (title, apply) in shapes {
+        let mut r = Rollup::new(&s.table);
+        let device = r.dimension(&s.device)?;
+        let merchant = r.dimension(&s.merchant)?;
+        r.metric("count", Agg::count_all())?;
+        apply(&mut r, &device, &merchant)?;
+        r.total_first();
+        print_table(
+            &format!("-- {title}, total first"),
+            &r.fetch(&client).await?,
+        );
+    }
+
+    if args.rows < 1 {
+        return Ok(());
+    }
+    println!(
+        "\n== {} generated sales (50 merchants × 20 devices, 100 000 users)",
+        args.rows
+    );
+    let bar = ProgressBar::new(args.rows as u64).with_style(ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} rows  {elapsed_precise}  eta {eta}",
+    )?);
+    let t0 = Instant::now();
+    sales::generate(&client, args.rows, 250_000, chrono::Utc::now(), |p| {
+        bar.set_position(p.done)
+    })
+    .await?;
+    bar.finish();
+    println!("generated and analyzed in {:.2?}", t0.elapsed());
+
+    let big = Sale::new(sales::LARGE_TABLE)?;
+    println!(
+        "\n{:<34} {:>12} {:>12} {:>8}",
+        "metrics", "two queries", "one query", "ratio"
+    );
+    for distinct in [true, false] {
+        let detail = big.dashboard(true, distinct)?;
+        let summary = big.dashboard(false, distinct)?;
+        let mut one = big.dashboard(true, distinct)?;
+        one.with_total()?;
+        let (mut two_t, mut one_t) = (Vec::new(), Vec::new());
+        for _ in 0..args.runs {
+            // Interleaved, so both see the same cache state.
+            let t = Instant::now();
+            let d = detail.fetch(&client).await?;
+            let s = summary.fetch(&client).await?;
+            two_t.push(t.elapsed());
+            let t = Instant::now();
+            let o = one.fetch(&client).await?;
+            one_t.push(t.elapsed());
+            assert_eq!(d.len() + s.len(), o.len(), "same rows either way");
+        }
+        let (two, one) = (median(two_t), median(one_t));
+        println!(
+            "{:<34} {:>9} ms {:>9} ms {:>7.2}×",
+            if distinct {
+                "count, avg, count(distinct user)"
+            } else {
+                "count, avg"
+            },
+            two.as_millis(),
+            one.as_millis(),
+            one.as_secs_f64() / two.as_secs_f64()
+        );
+    }
+    println!(
+        "\n(one GROUPING SETS query vs the detail + summary queries it replaces; \
+         median of {} interleaved runs)",
+        args.runs
+    );
+    Ok(())
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}

@@ -1,0 +1,545 @@
+//! Typed inputs of a rollup: expressions, aggregates and the handles that
+//! name a spec's dimensions and metrics.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use rust_decimal::Decimal;
+use sea_query::{Expr, ExprTrait, Func, FunctionCall};
+use uuid::Uuid;
+
+use crate::schema::{AnyColumn, Column, Ident};
+use crate::types::SqlType;
+use crate::{Error, Result};
+
+/// An SQL expression whose values are the Rust type `T`: a typed column, or
+/// an expression you build and vouch for (`date_trunc(…)`, a `CASE`, …).
+///
+/// ```
+/// use pgpatterns::{Table, TypedExpr};
+/// use pgpatterns::sea_query::{Expr, ExprTrait};
+/// let sale = Table::new("sale")?;
+/// let amount = sale.column::<i32>("charged_amount")?;
+/// let from_column: TypedExpr<i32> = (&amount).into();
+/// let doubled = TypedExpr::<i32>::new(amount.expr().mul(Expr::val(2)));
+/// # Ok::<(), pgpatterns::Error>(())
+/// ```
+pub struct TypedExpr<T> {
+    pub(crate) expr: Expr,
+    pub(crate) column: Option<AnyColumn>,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for TypedExpr<T> {
+    fn clone(&self) -> Self {
+        TypedExpr {
+            expr: self.expr.clone(),
+            column: self.column.clone(),
+            _type: PhantomData,
+        }
+    }
+}
+
+impl<T: SqlType> fmt::Debug for TypedExpr<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.column {
+            Some(c) => write!(f, "TypedExpr({c:?})"),
+            None => write!(f, "TypedExpr(<expression>: {})", T::SQL_TYPE),
+        }
+    }
+}
+
+impl<T: SqlType> TypedExpr<T> {
+    /// An expression whose values are `T` (you vouch for the type: a wrong
+    /// one fails when the rows are decoded, with [`Error::Decode`]).
+    pub fn new(expr: impl Into<Expr>) -> TypedExpr<T> {
+        TypedExpr {
+            expr: expr.into(),
+            column: None,
+            _type: PhantomData,
+        }
+    }
+
+    /// A type-erased column, checked against `T`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] when the column's SQL type is not `T`'s.
+    pub fn from_any(col: &AnyColumn) -> Result<TypedExpr<T>> {
+        if col.sql_type() != T::SQL_TYPE {
+            return Err(Error::spec(
+                "column",
+                format!(
+                    "column {} is {}, not {}",
+                    col.name(),
+                    col.sql_type(),
+                    T::SQL_TYPE
+                ),
+            ));
+        }
+        Ok(TypedExpr {
+            expr: col.expr(),
+            column: Some(col.clone()),
+            _type: PhantomData,
+        })
+    }
+
+    /// The SQL expression.
+    pub fn expr(&self) -> Expr {
+        self.expr.clone()
+    }
+}
+
+impl<T: SqlType> From<&Column<T>> for TypedExpr<T> {
+    fn from(c: &Column<T>) -> Self {
+        TypedExpr {
+            expr: c.expr(),
+            column: Some(c.erase()),
+            _type: PhantomData,
+        }
+    }
+}
+
+impl<T: SqlType> From<Column<T>> for TypedExpr<T> {
+    fn from(c: Column<T>) -> Self {
+        (&c).into()
+    }
+}
+
+/// A numeric type that `SUM` and `AVG` accept, with the types PostgreSQL
+/// returns for them (`SUM(int4)` is `int8`, `SUM(int8)` and `AVG(int4)` are
+/// `numeric`, …), so a metric decodes to exactly what the server sends.
+pub trait Summable: SqlType {
+    /// What `SUM` of this type returns.
+    type Sum: SqlType;
+    /// What `AVG` of this type returns.
+    type Avg: SqlType;
+}
+
+macro_rules! summable {
+    ($t:ty, $sum:ty, $avg:ty) => {
+        impl Summable for $t {
+            type Sum = $sum;
+            type Avg = $avg;
+        }
+    };
+}
+summable!(i16, i64, Decimal);
+summable!(i32, i64, Decimal);
+summable!(i64, Decimal, Decimal);
+summable!(Decimal, Decimal, Decimal);
+summable!(f32, f32, f64);
+summable!(f64, f64, f64);
+
+/// PostgreSQL's result type of `SUM` over `sql_type`, for the types
+/// [`SqlType`] knows; `None` for non-numeric types.
+pub(crate) fn sum_type(sql_type: &str) -> Option<&'static str> {
+    Some(match sql_type {
+        "int2" | "int4" => "int8",
+        "int8" | "numeric" => "numeric",
+        "float4" => "float4",
+        "float8" => "float8",
+        _ => return None,
+    })
+}
+
+/// PostgreSQL's result type of `AVG` over `sql_type`.
+pub(crate) fn avg_type(sql_type: &str) -> Option<&'static str> {
+    Some(match sql_type {
+        "int2" | "int4" | "int8" | "numeric" => "numeric",
+        "float4" | "float8" => "float8",
+        _ => return None,
+    })
+}
+
+/// A type `MIN`/`MAX` accept (ordered types; not `bool`, `bytea`…).
+pub trait Ordered: SqlType {}
+macro_rules! ordered { ($($t:ty),+) => { $(impl Ordered for $t {})+ }; }
+ordered!(
+    i16,
+    i32,
+    i64,
+    f32,
+    f64,
+    Decimal,
+    String,
+    DateTime<Utc>,
+    NaiveDateTime,
+    NaiveDate,
+    NaiveTime,
+    Uuid
+);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AggKind {
+    CountAll,
+    Count,
+    CountDistinct,
+    Sum,
+    Avg,
+    Min,
+    Max,
+}
+
+/// An aggregate whose result decodes as `T`, optionally with a
+/// `FILTER (WHERE …)`: the recipe of a metric, added to a spec with
+/// [`Rollup::metric`](crate::Rollup::metric).
+///
+/// Compile-time typed constructors take a [`TypedExpr`] (or `&Column<T>`):
+/// `Agg::sum(&int4_col)` is an `Agg<i64>`, `Agg::avg(&int4_col)` an
+/// `Agg<Decimal>`, `Agg::sum(&text_col)` does not compile. For columns whose
+/// type is only known at run time, [`Agg::sum_any`] and [`Agg::avg_any`]
+/// check it and return an [`Error`].
+///
+/// ```
+/// use pgpatterns::{Agg, Table};
+/// use rust_decimal::Decimal;
+/// let sale = Table::new("sale")?;
+/// let amount = sale.column::<i32>("charged_amount")?;
+/// let big: Agg<i64> = Agg::count_all().filter(amount.gt(100));
+/// let avg: Agg<Decimal> = Agg::avg(&amount);
+/// let erased = Agg::<Decimal>::avg_any(&amount.erase())?;
+/// assert!(Agg::<i64>::sum_any(&sale.column::<String>("merchant")?.erase()).is_err());
+/// # Ok::<(), pgpatterns::Error>(())
+/// ```
+pub struct Agg<T> {
+    pub(crate) kind: AggKind,
+    pub(crate) arg: Option<TypedArg>,
+    pub(crate) filter: Option<Expr>,
+    _type: PhantomData<fn() -> T>,
+}
+
+/// An aggregate's argument, type erased.
+#[derive(Debug, Clone)]
+pub(crate) struct TypedArg {
+    pub(crate) expr: Expr,
+    pub(crate) column: Option<AnyColumn>,
+}
+
+impl<T> Clone for Agg<T> {
+    fn clone(&self) -> Self {
+        Agg {
+            kind: self.kind,
+            arg: self.arg.clone(),
+            filter: self.filter.clone(),
+            _type: PhantomData,
+        }
+    }
+}
+
+impl<T: SqlType> fmt::Debug for Agg<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Agg")
+            .field("kind", &self.kind)
+            .field("arg", &self.arg.as_ref().and_then(|a| a.column.as_ref()))
+            .field("filtered", &self.filter.is_some())
+            .field("output", &T::SQL_TYPE)
+            .finish()
+    }
+}
+
+fn arg<A>(e: TypedExpr<A>) -> Option<TypedArg> {
+    Some(TypedArg {
+        expr: e.expr,
+        column: e.column,
+    })
+}
+
+impl<T> Agg<T> {
+    fn make(kind: AggKind, arg: Option<TypedArg>) -> Agg<T> {
+        Agg {
+            kind,
+            arg,
+            filter: None,
+            _type: PhantomData,
+        }
+    }
+
+    /// Only rows matching `condition` are aggregated:
+    /// `AGG(…) FILTER (WHERE condition)`. Calling it again replaces the
+    /// condition.
+    pub fn filter(mut self, condition: Expr) -> Agg<T> {
+        self.filter = Some(condition);
+        self
+    }
+
+    /// The aggregate call as SQL.
+    pub(crate) fn to_expr(&self) -> Expr {
+        let a = || {
+            self.arg
+                .as_ref()
+                .map_or_else(|| Expr::cust("*"), |a| a.expr.clone())
+        };
+        let call: FunctionCall = match self.kind {
+            AggKind::CountAll => Func::count(Expr::cust("*")),
+            AggKind::Count => Func::count(a()),
+            AggKind::CountDistinct => Func::count_distinct(a()),
+            AggKind::Sum => Func::sum(a()),
+            AggKind::Avg => Func::avg(a()),
+            AggKind::Min => Func::min(a()),
+            AggKind::Max => Func::max(a()),
+        };
+        match &self.filter {
+            Some(c) => call.filter(c.clone()).into(),
+            None => call.into(),
+        }
+    }
+}
+
+impl Agg<i64> {
+    /// `COUNT(*)`.
+    pub fn count_all() -> Agg<i64> {
+        Agg::make(AggKind::CountAll, None)
+    }
+
+    /// `COUNT(x)`: rows where `x` is not NULL.
+    pub fn count<A: SqlType>(x: impl Into<TypedExpr<A>>) -> Agg<i64> {
+        Agg::make(AggKind::Count, arg(x.into()))
+    }
+
+    /// `COUNT(DISTINCT x)`: cannot be rolled up from finer rows, which is
+    /// why whole levels are computed by the server.
+    pub fn count_distinct<A: SqlType>(x: impl Into<TypedExpr<A>>) -> Agg<i64> {
+        Agg::make(AggKind::CountDistinct, arg(x.into()))
+    }
+}
+
+impl<T: SqlType> Agg<T> {
+    /// `SUM(x)`, typed as PostgreSQL returns it (`SUM(int4)` → `i64`).
+    pub fn sum<A: Summable<Sum = T>>(x: impl Into<TypedExpr<A>>) -> Agg<T> {
+        Agg::make(AggKind::Sum, arg(x.into()))
+    }
+
+    /// `AVG(x)`, typed as PostgreSQL returns it (`AVG(int4)` → `Decimal`).
+    pub fn avg<A: Summable<Avg = T>>(x: impl Into<TypedExpr<A>>) -> Agg<T> {
+        Agg::make(AggKind::Avg, arg(x.into()))
+    }
+
+    /// `SUM(col)` of a type-erased column.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] when the column is not numeric, or `T` is not
+    /// the type PostgreSQL returns for its sum.
+    pub fn sum_any(col: &AnyColumn) -> Result<Agg<T>> {
+        Agg::checked(AggKind::Sum, col, sum_type(col.sql_type()), "sum")
+    }
+
+    /// `AVG(col)` of a type-erased column.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] when the column is not numeric, or `T` is not
+    /// the type PostgreSQL returns for its average.
+    pub fn avg_any(col: &AnyColumn) -> Result<Agg<T>> {
+        Agg::checked(AggKind::Avg, col, avg_type(col.sql_type()), "avg")
+    }
+
+    fn checked(
+        kind: AggKind,
+        col: &AnyColumn,
+        out: Option<&'static str>,
+        what: &'static str,
+    ) -> Result<Agg<T>> {
+        match out {
+            None => Err(Error::spec(
+                "metric",
+                format!(
+                    "{what} needs a numeric column; {} is {}",
+                    col.name(),
+                    col.sql_type()
+                ),
+            )),
+            Some(out) if out != T::SQL_TYPE => Err(Error::spec(
+                "metric",
+                format!(
+                    "{what}({}) returns {out} in PostgreSQL, not {}",
+                    col.name(),
+                    T::SQL_TYPE
+                ),
+            )),
+            Some(_) => Ok(Agg::make(
+                kind,
+                Some(TypedArg {
+                    expr: col.expr(),
+                    column: Some(col.clone()),
+                }),
+            )),
+        }
+    }
+}
+
+impl<T: Ordered> Agg<T> {
+    /// `MIN(x)`.
+    pub fn min(x: impl Into<TypedExpr<T>>) -> Agg<T> {
+        Agg::make(AggKind::Min, arg(x.into()))
+    }
+
+    /// `MAX(x)`.
+    pub fn max(x: impl Into<TypedExpr<T>>) -> Agg<T> {
+        Agg::make(AggKind::Max, arg(x.into()))
+    }
+}
+
+/// A dimension of a [`Rollup`](crate::Rollup): read its value from a row with
+/// [`RollupRow::get`](crate::RollupRow::get), name it in
+/// [`rollup`](crate::Rollup::rollup) and friends through [`Dim::id`].
+pub struct Dim<T> {
+    pub(crate) id: DimId,
+    pub(crate) alias: Ident,
+    pub(crate) expr: Expr,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T> Dim<T> {
+    pub(crate) fn new(id: DimId, alias: Ident, expr: Expr) -> Dim<T> {
+        Dim {
+            id,
+            alias,
+            expr,
+            _type: PhantomData,
+        }
+    }
+
+    /// The untyped id, for grouping lists mixing dimension types.
+    pub fn id(&self) -> DimId {
+        self.id
+    }
+
+    /// The output column's name.
+    pub fn alias(&self) -> &Ident {
+        &self.alias
+    }
+
+    /// The dimension's SQL expression (as grouped).
+    pub fn expr(&self) -> Expr {
+        self.expr.clone()
+    }
+}
+
+impl<T> Clone for Dim<T> {
+    fn clone(&self) -> Self {
+        Dim::new(self.id, self.alias.clone(), self.expr.clone())
+    }
+}
+
+impl<T: SqlType> fmt::Debug for Dim<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Dim({}: {})", self.alias, T::SQL_TYPE)
+    }
+}
+
+impl<T> From<&Dim<T>> for DimId {
+    fn from(d: &Dim<T>) -> DimId {
+        d.id
+    }
+}
+
+/// A dimension of one spec, type erased (see [`Dim::id`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DimId {
+    pub(crate) spec: u64,
+    pub(crate) index: usize,
+}
+
+/// A metric of a [`Rollup`](crate::Rollup), decoded as `T`: read it from a
+/// row with [`RollupRow::get`](crate::RollupRow::get), filter levels on it
+/// with `HAVING` ([`Metric::gt`] …), rank by it
+/// ([`Rollup::rank_by`](crate::Rollup::rank_by)).
+pub struct Metric<T> {
+    pub(crate) spec: u64,
+    pub(crate) index: usize,
+    pub(crate) alias: Ident,
+    pub(crate) expr: Expr,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Metric<T> {
+    fn clone(&self) -> Self {
+        Metric {
+            spec: self.spec,
+            index: self.index,
+            alias: self.alias.clone(),
+            expr: self.expr.clone(),
+            _type: PhantomData,
+        }
+    }
+}
+
+impl<T: SqlType> fmt::Debug for Metric<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Metric({}: {})", self.alias, T::SQL_TYPE)
+    }
+}
+
+impl<T: SqlType> Metric<T> {
+    pub(crate) fn new(spec: u64, index: usize, alias: Ident, expr: Expr) -> Metric<T> {
+        Metric {
+            spec,
+            index,
+            alias,
+            expr,
+            _type: PhantomData,
+        }
+    }
+
+    /// The output column's name.
+    pub fn alias(&self) -> &Ident {
+        &self.alias
+    }
+
+    /// The aggregate expression (usable in `HAVING` and `ORDER BY`).
+    pub fn expr(&self) -> Expr {
+        self.expr.clone()
+    }
+
+    /// `aggregate > $n`, for [`Rollup::having`](crate::Rollup::having).
+    pub fn gt(&self, v: impl Into<T>) -> Expr {
+        self.expr().gt(v.into().param())
+    }
+
+    /// `aggregate >= $n`.
+    pub fn gte(&self, v: impl Into<T>) -> Expr {
+        self.expr().gte(v.into().param())
+    }
+
+    /// `aggregate < $n`.
+    pub fn lt(&self, v: impl Into<T>) -> Expr {
+        self.expr().lt(v.into().param())
+    }
+
+    /// `aggregate <= $n`.
+    pub fn lte(&self, v: impl Into<T>) -> Expr {
+        self.expr().lte(v.into().param())
+    }
+
+    /// `aggregate = $n`.
+    pub fn eq(&self, v: impl Into<T>) -> Expr {
+        self.expr().eq(v.into().param())
+    }
+
+    /// `aggregate <> $n`.
+    pub fn ne(&self, v: impl Into<T>) -> Expr {
+        self.expr().ne(v.into().param())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn same<A: Summable>() {
+        assert_eq!(sum_type(A::SQL_TYPE), Some(A::Sum::SQL_TYPE));
+        assert_eq!(avg_type(A::SQL_TYPE), Some(A::Avg::SQL_TYPE));
+    }
+
+    #[test]
+    fn summable_types_agree_with_the_runtime_table() {
+        same::<i16>();
+        same::<i32>();
+        same::<i64>();
+        same::<Decimal>();
+        same::<f32>();
+        same::<f64>();
+        assert_eq!(sum_type("text"), None);
+        assert_eq!(avg_type("timestamptz"), None);
+    }
+}

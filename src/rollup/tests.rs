@@ -1,0 +1,278 @@
+//! SQL snapshots and spec validation (no database).
+
+use super::*;
+use crate::Table;
+use pretty_assertions::assert_eq;
+use rust_decimal::Decimal;
+use sea_query::{Expr, ExprTrait};
+
+struct Sale {
+    table: Table,
+    spec: Rollup,
+    merchant: Dim<String>,
+    device: Dim<String>,
+    total: Metric<i64>,
+}
+
+fn sale() -> Sale {
+    let table = Table::new("sale").unwrap();
+    let mut spec = Rollup::new(&table);
+    let merchant = spec
+        .dimension(&table.column::<String>("merchant").unwrap())
+        .unwrap();
+    let device = spec
+        .dimension(&table.column::<String>("device").unwrap())
+        .unwrap();
+    let total = spec.metric("total", Agg::count_all()).unwrap();
+    Sale {
+        table,
+        spec,
+        merchant,
+        device,
+        total,
+    }
+}
+
+const SELECT: &str = r#"SELECT "sale"."merchant" AS "merchant", "sale"."device" AS "device", COUNT(*) AS "total", GROUPING("sale"."merchant", "sale"."device") AS "rollup_grouping" FROM "sale""#;
+const ORDER: &str =
+    r#"ORDER BY "rollup_grouping" ASC, "merchant" ASC NULLS LAST, "device" ASC NULLS LAST"#;
+
+#[test]
+fn plain_group_by_without_grouping_entries() {
+    let s = sale();
+    assert_eq!(
+        s.spec.build().sql(),
+        format!(r#"{SELECT} GROUP BY "sale"."merchant", "sale"."device" {ORDER}"#)
+    );
+}
+
+#[test]
+fn rollup_cube_and_grouping_sets_snapshots() {
+    let mut s = sale();
+    s.spec.rollup([s.device.id(), s.merchant.id()]).unwrap();
+    assert_eq!(
+        s.spec.build().sql(),
+        format!(r#"{SELECT} GROUP BY ROLLUP("sale"."device", "sale"."merchant") {ORDER}"#)
+    );
+
+    let mut s = sale();
+    s.spec.cube([s.merchant.id(), s.device.id()]).unwrap();
+    s.spec.total_first();
+    assert_eq!(
+        s.spec.build().sql(),
+        format!(
+            r#"{SELECT} GROUP BY CUBE("sale"."merchant", "sale"."device") ORDER BY "rollup_grouping" DESC, "merchant" ASC NULLS LAST, "device" ASC NULLS LAST"#
+        )
+    );
+
+    let mut s = sale();
+    s.spec
+        .grouping_sets([
+            vec![s.merchant.id()],
+            vec![s.merchant.id(), s.device.id()],
+            vec![],
+        ])
+        .unwrap();
+    assert_eq!(
+        s.spec.build().sql(),
+        format!(
+            r#"{SELECT} GROUP BY GROUPING SETS(("sale"."merchant"), ("sale"."merchant", "sale"."device"), ()) {ORDER}"#
+        )
+    );
+    assert_eq!(
+        s.spec.grouping_sets_expanded(),
+        vec![
+            vec![s.merchant.alias().clone()],
+            vec![s.merchant.alias().clone(), s.device.alias().clone()],
+            vec![],
+        ]
+    );
+
+    // Combined entries; an uncovered dimension becomes a plain entry.
+    let mut s = sale();
+    s.spec.rollup([s.device.id()]).unwrap();
+    assert_eq!(
+        s.spec.build().sql(),
+        format!(r#"{SELECT} GROUP BY "sale"."merchant", ROLLUP("sale"."device") {ORDER}"#)
+    );
+}
+
+#[test]
+fn with_total_having_filters_and_limits_snapshot() {
+    let mut s = sale();
+    let amount = s.table.column::<i32>("charged_amount").unwrap();
+    let avg = s
+        .spec
+        .metric(
+            "avg_big",
+            Agg::<Decimal>::avg(&amount).filter(amount.gt(100)),
+        )
+        .unwrap();
+    s.spec.filter(amount.gte(1));
+    s.spec.with_total().unwrap();
+    s.spec.having(s.total.gt(1i64));
+    s.spec.rank_by(&avg, Order::Desc).unwrap();
+    let q = s.spec.build();
+    assert_eq!(
+        q.sql(),
+        r#"SELECT "sale"."merchant" AS "merchant", "sale"."device" AS "device", COUNT(*) AS "total", AVG("sale"."charged_amount") FILTER (WHERE "sale"."charged_amount" > CAST($1 AS int4)) AS "avg_big", GROUPING("sale"."merchant", "sale"."device") AS "rollup_grouping" FROM "sale" WHERE "sale"."charged_amount" >= CAST($2 AS int4) GROUP BY GROUPING SETS(("sale"."merchant", "sale"."device"), ()) HAVING COUNT(*) > CAST($3 AS int8) ORDER BY "rollup_grouping" ASC, "avg_big" DESC NULLS LAST, "merchant" ASC NULLS LAST, "device" ASC NULLS LAST"#
+    );
+    assert_eq!(q.values().0.len(), 3);
+
+    s.spec.limit_per_level(3).unwrap();
+    let q = s.spec.build();
+    assert!(q.sql().starts_with(
+        r#"SELECT "merchant", "device", "total", "avg_big", "rollup_grouping" FROM (SELECT *, ROW_NUMBER() OVER ( PARTITION BY "rollup_grouping" ORDER BY "avg_big" DESC NULLS LAST, "merchant" ASC NULLS LAST, "device" ASC NULLS LAST ) AS "rollup_rank" FROM (SELECT "#
+    ), "{q}");
+    assert!(q.sql().ends_with(
+        r#") AS "grouped") AS "ranked" WHERE "rollup_rank" <= CAST($4 AS int8) ORDER BY "rollup_grouping" ASC, "avg_big" DESC NULLS LAST, "merchant" ASC NULLS LAST, "device" ASC NULLS LAST"#
+    ), "{q}");
+
+    // One grouping set: a plain top-N sort.
+    let mut one = sale();
+    one.spec.rank_by(&one.total, Order::Desc).unwrap();
+    one.spec.limit_per_level(5).unwrap();
+    assert!(one.spec.build().sql().ends_with(
+        r#"ORDER BY "rollup_grouping" ASC, "total" DESC NULLS LAST, "merchant" ASC NULLS LAST, "device" ASC NULLS LAST LIMIT $1"#
+    ));
+}
+
+#[test]
+fn no_dimensions_is_one_total_row() {
+    let t = Table::new("sale").unwrap();
+    let mut r = Rollup::new(&t);
+    r.metric("n", Agg::count_all()).unwrap();
+    assert_eq!(
+        r.build().sql(),
+        r#"SELECT COUNT(*) AS "n", 0 AS "rollup_grouping" FROM "sale" ORDER BY "rollup_grouping" ASC"#
+    );
+}
+
+fn invalid(r: Result<impl std::fmt::Debug>, field: &str) -> String {
+    match r {
+        Err(Error::InvalidSpec { field: f, reason }) if f == field => reason,
+        other => panic!("expected an invalid {field}, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_input_is_a_typed_error() {
+    let mut s = sale();
+    // rollup / cube / grouping sets without dimensions
+    invalid(s.spec.rollup([]).map(|_| ()), "rollup");
+    invalid(s.spec.cube([]).map(|_| ()), "cube");
+    invalid(
+        s.spec.grouping_sets(Vec::<Vec<DimId>>::new()).map(|_| ()),
+        "grouping_sets",
+    );
+    // a dimension named twice
+    invalid(
+        s.spec
+            .rollup([s.merchant.id(), s.merchant.id()])
+            .map(|_| ()),
+        "rollup",
+    );
+    // duplicate aliases, also against the level column
+    let merchant = s.table.column::<String>("merchant").unwrap();
+    let reason = invalid(s.spec.dimension(&merchant), "alias");
+    assert!(reason.contains("used twice"), "{reason}");
+    invalid(s.spec.metric("device", Agg::count_all()), "alias");
+    invalid(s.spec.metric(GROUPING_ALIAS, Agg::count_all()), "alias");
+    // sum / avg of a non-numeric column, and the wrong output type
+    let reason = invalid(Agg::<i64>::sum_any(&merchant.erase()), "metric");
+    assert!(reason.contains("numeric"), "{reason}");
+    invalid(Agg::<Decimal>::avg_any(&merchant.erase()), "metric");
+    let amount = s.table.column::<i32>("charged_amount").unwrap();
+    let reason = invalid(Agg::<Decimal>::sum_any(&amount.erase()), "metric");
+    assert!(reason.contains("int8"), "{reason}");
+    assert!(Agg::<i64>::sum_any(&amount.erase()).is_ok());
+    // a column of another table
+    let other = Table::new("other").unwrap();
+    invalid(
+        s.spec.dimension(&other.column::<String>("x").unwrap()),
+        "dimension",
+    );
+    invalid(
+        s.spec
+            .metric("m", Agg::count(other.column::<i64>("x").unwrap())),
+        "metric",
+    );
+    // a handle of another spec
+    let t = sale();
+    invalid(s.spec.rollup([t.merchant.id()]).map(|_| ()), "rollup");
+    invalid(s.spec.rank_by(&t.total, Order::Asc).map(|_| ()), "rank_by");
+    // limits
+    invalid(s.spec.limit_per_level(0).map(|_| ()), "limit_per_level");
+    // invalid identifiers
+    assert!(matches!(
+        s.spec.metric("", Agg::count_all()),
+        Err(Error::InvalidIdentifier { .. })
+    ));
+    // a combination repeating a grouping set
+    let mut s = sale();
+    s.spec.rollup([s.merchant.id(), s.device.id()]).unwrap();
+    invalid(s.spec.with_total().map(|_| ()), "grouping");
+    // from_query needs a bare alias
+    let q = sea_query::Query::select().to_owned();
+    invalid(
+        Rollup::from_query(q, &Table::in_schema("s", "x").unwrap()),
+        "alias",
+    );
+}
+
+#[test]
+fn cube_is_limited_to_twelve_dimensions_and_reports_to_31() {
+    let t = Table::new("wide").unwrap();
+    let mut r = Rollup::new(&t);
+    let dims: Vec<DimId> = (0..13)
+        .map(|i| {
+            r.dimension(&t.column::<i64>(format!("d{i}")).unwrap())
+                .unwrap()
+                .id()
+        })
+        .collect();
+    let reason = invalid(r.cube(dims.clone()).map(|_| ()), "cube");
+    assert!(reason.contains("8192"), "{reason}");
+    assert!(r.cube(dims[..12].to_vec()).is_ok());
+    // 12 cube dims × a rollup of one more: 8192 sets, over PostgreSQL's limit
+    invalid(r.rollup([dims[12]]).map(|_| ()), "grouping");
+
+    let mut r = Rollup::new(&t);
+    for i in 0..MAX_DIMENSIONS {
+        r.dimension(&t.column::<i64>(format!("d{i}")).unwrap())
+            .unwrap();
+    }
+    invalid(
+        r.dimension(&t.column::<i64>("one_more").unwrap()),
+        "dimension",
+    );
+}
+
+#[test]
+fn expression_dimensions_and_hostile_aliases_are_quoted() {
+    let t = Table::new("sale").unwrap();
+    let amount = t.column::<i32>("charged_amount").unwrap();
+    let mut r = Rollup::new(&t);
+    let bucket = r
+        .dimension_as(
+            r#"bucket"; DROP TABLE sale; --"#,
+            TypedExpr::<i32>::new(amount.expr().div(Expr::cust("100"))),
+        )
+        .unwrap();
+    r.with_total().unwrap();
+    let q = r.build();
+    assert_eq!(
+        q.sql(),
+        r#"SELECT "sale"."charged_amount" / (100) AS "bucket""; DROP TABLE sale; --", GROUPING("sale"."charged_amount" / (100)) AS "rollup_grouping" FROM "sale" GROUP BY GROUPING SETS(("sale"."charged_amount" / (100)), ()) ORDER BY "rollup_grouping" ASC, "bucket""; DROP TABLE sale; --" ASC NULLS LAST"#
+    );
+    assert_eq!(bucket.alias().as_str(), r#"bucket"; DROP TABLE sale; --"#);
+    // A bound value inside a dimension would be three different parameters.
+    let reason = invalid(
+        r.dimension_as(
+            "b2",
+            TypedExpr::<i32>::new(amount.expr().div(100i32.param())),
+        ),
+        "dimension",
+    );
+    assert!(reason.contains("from_query"), "{reason}");
+}

@@ -1,0 +1,860 @@
+//! The rollup family against a real server: seed 003's printed results
+//! exactly, every grouping against a plain-Rust group-by on random data with
+//! NULL dimensions, composition with a caller's parameterized base query,
+//! HAVING, per-level limits, and hostile names and values.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::str::FromStr;
+
+use pgpatterns::sea_query::{Alias, Expr, Order, Query};
+use pgpatterns::seed::sales;
+use pgpatterns::{
+    Agg, BuiltQuery, Dim, Executor, Level, Metric, Rollup, RollupRow, Split, SqlType, Table,
+};
+use rust_decimal::Decimal;
+
+use crate::support::{client, schema};
+
+/// The seed's `sale` columns as typed handles.
+struct Sale {
+    table: Table,
+    id: pgpatterns::Column<i32>,
+    merchant: pgpatterns::Column<String>,
+    device: pgpatterns::Column<String>,
+    user_id: pgpatterns::Column<i32>,
+    amount: pgpatterns::Column<i32>,
+}
+
+fn sale(table: Table) -> Sale {
+    Sale {
+        id: table.column("id").unwrap(),
+        merchant: table.column("merchant").unwrap(),
+        device: table.column("device").unwrap(),
+        user_id: table.column("user_id").unwrap(),
+        amount: table.column("charged_amount").unwrap(),
+        table,
+    }
+}
+
+fn dec(s: &str) -> Decimal {
+    Decimal::from_str(s).unwrap()
+}
+
+fn level_name(r: &RollupRow) -> String {
+    match r.level() {
+        Level::Detail => "detail".into(),
+        Level::Total => "total".into(),
+        Level::Subtotal { grouped_by } => format!(
+            "by {}",
+            grouped_by
+                .iter()
+                .map(|i| i.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
+/// merchant, device, total, avg_charged_amount, unique_users.
+type Line = (
+    Option<&'static str>,
+    Option<&'static str>,
+    i64,
+    &'static str,
+    i64,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_003_dashboard_gives_the_articles_table_and_summary_line() {
+    let schema = schema().await;
+    let client = client(&schema).await;
+    sales::sample(&client).await.unwrap();
+    let s = sale(Table::new(sales::SAMPLE_TABLE).unwrap());
+
+    let mut r = Rollup::new(&s.table);
+    let merchant = r.dimension(&s.merchant).unwrap();
+    let device = r.dimension(&s.device).unwrap();
+    let total = r.metric("total", Agg::count(&s.id)).unwrap();
+    let avg = r.metric("avg_charged_amount", Agg::avg(&s.amount)).unwrap();
+    let users = r
+        .metric("unique_users", Agg::count_distinct(&s.user_id))
+        .unwrap();
+    r.with_total().unwrap();
+    let rows = r.fetch(&client).await.unwrap();
+
+    // The article's GROUPING SETS ((merchant, device), ()) output, verbatim.
+    let want: [Line; 7] = [
+        (Some("Costco"), Some("D1"), 3, "112.3333333333333333", 3),
+        (Some("Costco"), Some("D4"), 1, "25.0000000000000000", 1),
+        (Some("Costco"), Some("D5"), 2, "137.5000000000000000", 2),
+        (Some("Walmart"), Some("D1"), 2, "77.0000000000000000", 1),
+        (Some("Walmart"), Some("D2"), 3, "17.0000000000000000", 3),
+        (Some("Walmart"), Some("D3"), 2, "37.0000000000000000", 1),
+        (None, None, 13, "70.4615384615384615", 5),
+    ];
+    assert_eq!(rows.len(), want.len());
+    for (row, (m, d, t, a, u)) in rows.iter().zip(want) {
+        assert_eq!(row.get(&merchant).as_deref(), m);
+        assert_eq!(row.get(&device).as_deref(), d);
+        assert_eq!(row.get(&total), Some(t));
+        let got_avg = row.get(&avg).unwrap();
+        // The same digits psql printed, scale included.
+        assert_eq!(got_avg.to_string(), a);
+        assert_eq!(got_avg, dec(a));
+        assert_eq!(row.get(&users), Some(u));
+    }
+    assert!(rows[..6].iter().all(|r| r.level() == &Level::Detail));
+    assert_eq!(rows[6].level(), &Level::Total);
+
+    // The two queries the dashboard used to run give the same numbers.
+    let split = Split::new(rows.clone());
+    assert_eq!(split.detail.len(), 6);
+    assert!(split.subtotals.is_empty());
+    let summary = split.total.unwrap();
+    assert_eq!(summary.get(&total), Some(13));
+    assert_eq!(summary.get(&users), Some(5));
+
+    // Summary first, as the article's last advice asks.
+    r.total_first();
+    let first = r.fetch(&client).await.unwrap();
+    assert_eq!(first[0], rows[6]);
+    assert_eq!(&first[1..], &rows[..6]);
+}
+
+/// `(device, merchant, count)` rows as the article prints them.
+type Printed = [(Option<&'static str>, Option<&'static str>, i64)];
+
+const ROLLUP_DEVICE_MERCHANT: &Printed = &[
+    (None, None, 13),
+    (Some("D3"), Some("Walmart"), 2),
+    (Some("D5"), Some("Costco"), 2),
+    (Some("D1"), Some("Walmart"), 2),
+    (Some("D4"), Some("Costco"), 1),
+    (Some("D1"), Some("Costco"), 3),
+    (Some("D2"), Some("Walmart"), 3),
+    (Some("D2"), None, 3),
+    (Some("D4"), None, 1),
+    (Some("D1"), None, 5),
+    (Some("D5"), None, 2),
+    (Some("D3"), None, 2),
+];
+
+const ROLLUP_MERCHANT_DEVICE: &Printed = &[
+    (None, None, 13),
+    (Some("D4"), Some("Costco"), 1),
+    (Some("D3"), Some("Walmart"), 2),
+    (Some("D1"), Some("Walmart"), 2),
+    (Some("D1"), Some("Costco"), 3),
+    (Some("D5"), Some("Costco"), 2),
+    (Some("D2"), Some("Walmart"), 3),
+    (None, Some("Costco"), 6),
+    (None, Some("Walmart"), 7),
+];
+
+const CUBE: &Printed = &[
+    (None, None, 13),
+    (Some("D4"), Some("Costco"), 1),
+    (Some("D3"), Some("Walmart"), 2),
+    (Some("D1"), Some("Walmart"), 2),
+    (Some("D1"), Some("Costco"), 3),
+    (Some("D5"), Some("Costco"), 2),
+    (Some("D2"), Some("Walmart"), 3),
+    (None, Some("Costco"), 6),
+    (None, Some("Walmart"), 7),
+    (Some("D2"), None, 3),
+    (Some("D4"), None, 1),
+    (Some("D1"), None, 5),
+    (Some("D5"), None, 2),
+    (Some("D3"), None, 2),
+];
+
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    RollupDeviceMerchant,
+    RollupMerchantDevice,
+    Cube,
+    Sets,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_003_rollup_cube_and_grouping_sets_give_the_articles_rows() {
+    let schema = schema().await;
+    let client = client(&schema).await;
+    sales::sample(&client).await.unwrap();
+    let s = sale(Table::new(sales::SAMPLE_TABLE).unwrap());
+
+    for (shape, printed) in [
+        (Shape::RollupDeviceMerchant, ROLLUP_DEVICE_MERCHANT),
+        (Shape::RollupMerchantDevice, ROLLUP_MERCHANT_DEVICE),
+        (Shape::Cube, CUBE),
+        // GROUPING SETS ((merchant), (merchant, device), ()) = the second ROLLUP.
+        (Shape::Sets, ROLLUP_MERCHANT_DEVICE),
+    ] {
+        // SELECT device, merchant, count(*) as in the article.
+        let mut r = Rollup::new(&s.table);
+        let device = r.dimension(&s.device).unwrap();
+        let merchant = r.dimension(&s.merchant).unwrap();
+        let count = r.metric("count", Agg::count_all()).unwrap();
+        match shape {
+            Shape::RollupDeviceMerchant => r.rollup([device.id(), merchant.id()]),
+            Shape::RollupMerchantDevice => r.rollup([merchant.id(), device.id()]),
+            Shape::Cube => r.cube([merchant.id(), device.id()]),
+            Shape::Sets => r.grouping_sets([
+                vec![merchant.id()],
+                vec![merchant.id(), device.id()],
+                vec![],
+            ]),
+        }
+        .unwrap();
+        r.total_first();
+        let rows = r.fetch(&client).await.unwrap();
+        let got: Vec<(Option<String>, Option<String>, i64)> = rows
+            .iter()
+            .map(|row| {
+                (
+                    row.get(&device),
+                    row.get(&merchant),
+                    row.get(&count).unwrap(),
+                )
+            })
+            .collect();
+        // psql printed these in hash order; the rows are the same, and ours
+        // come in a deterministic order: total first, then by level, then
+        // by dimension.
+        let mut want: Vec<(Option<String>, Option<String>, i64)> = printed
+            .iter()
+            .map(|(d, m, n)| (d.map(str::to_owned), m.map(str::to_owned), *n))
+            .collect();
+        assert_eq!(
+            got.iter().cloned().collect::<BTreeSet<_>>(),
+            want.iter().cloned().collect::<BTreeSet<_>>(),
+            "{shape:?}"
+        );
+        assert_eq!(got.len(), want.len(), "{shape:?}");
+        want.sort_by_key(|(d, m, _)| {
+            // GROUPING(device, merchant): device is the high bit.
+            let mask = (d.is_none() as u8) << 1 | m.is_none() as u8;
+            (
+                std::cmp::Reverse(mask),
+                d.clone().is_none(),
+                d.clone(),
+                m.clone(),
+            )
+        });
+        assert_eq!(got, want, "{shape:?} order");
+        assert_eq!(rows[0].level(), &Level::Total, "{shape:?}");
+        for row in &rows {
+            let expect = match (row.get(&device).is_some(), row.get(&merchant).is_some()) {
+                (true, true) => "detail",
+                (true, false) => "by device",
+                (false, true) => "by merchant",
+                (false, false) => "total",
+            };
+            assert_eq!(level_name(row), expect, "{shape:?}");
+        }
+    }
+}
+
+/// A small deterministic PRNG (xorshift64*), so failures reproduce by seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Fact {
+    a: Option<String>,
+    b: Option<i32>,
+    c: Option<bool>,
+    user: Option<i64>,
+    amount: Option<i64>,
+    flag: bool,
+}
+
+fn facts(seed: u64) -> Vec<Fact> {
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let n = if seed.is_multiple_of(5) {
+        0
+    } else {
+        rng.below(60)
+    };
+    (0..n)
+        .map(|_| Fact {
+            // NULL is a real value of each dimension.
+            a: [Some("x"), Some("y"), Some("it's"), None][rng.below(4) as usize].map(str::to_owned),
+            b: [Some(1), Some(2), None][rng.below(3) as usize],
+            c: [Some(true), Some(false), None][rng.below(3) as usize],
+            user: (rng.below(6) > 0).then(|| rng.below(5) as i64),
+            amount: (rng.below(8) > 0).then(|| rng.below(1000) as i64 - 300),
+            flag: rng.below(2) == 0,
+        })
+        .collect()
+}
+
+/// One output row of the reference: key (a, b, c with rolled-up dims as
+/// None), mask, and metrics.
+type Key = (Option<String>, Option<i32>, Option<bool>);
+
+#[derive(Debug, Clone, PartialEq, Default)]
+struct Agg5 {
+    count_all: i64,
+    count_amount: i64,
+    users: BTreeSet<i64>,
+    sum: Option<Decimal>,
+    min: Option<i64>,
+    max: Option<i64>,
+    flagged: i64,
+}
+
+/// In-memory GROUPING SETS: each set is the dimensions it groups by.
+fn reference(facts: &[Fact], sets: &[Vec<usize>]) -> BTreeMap<(u32, Key), Agg5> {
+    let mut out = BTreeMap::new();
+    for set in sets {
+        let mask = (0..3)
+            .filter(|i| !set.contains(i))
+            .fold(0, |m, i| m | 1 << (2 - i));
+        let mut groups: BTreeMap<Key, Agg5> = BTreeMap::new();
+        for f in facts {
+            let key = (
+                f.a.clone().filter(|_| set.contains(&0)),
+                f.b.filter(|_| set.contains(&1)),
+                f.c.filter(|_| set.contains(&2)),
+            );
+            let g = groups.entry(key).or_default();
+            g.count_all += 1;
+            if let Some(a) = f.amount {
+                g.count_amount += 1;
+                g.sum = Some(g.sum.unwrap_or_default() + Decimal::from(a));
+                g.min = Some(g.min.map_or(a, |m| Ord::min(m, a)));
+                g.max = Some(g.max.map_or(a, |m| Ord::max(m, a)));
+            }
+            if let Some(u) = f.user {
+                g.users.insert(u);
+            }
+            g.flagged += f.flag as i64;
+        }
+        // The empty set over no rows still yields one row (an ungrouped
+        // aggregate over nothing); other sets yield none.
+        if set.is_empty() && facts.is_empty() {
+            groups.insert((None, None, None), Agg5::default());
+        }
+        for (k, g) in groups {
+            out.insert((mask, k), g);
+        }
+    }
+    out
+}
+
+struct Facts {
+    table: Table,
+    a: pgpatterns::Column<String>,
+    b: pgpatterns::Column<i32>,
+    c: pgpatterns::Column<bool>,
+    user: pgpatterns::Column<i64>,
+    amount: pgpatterns::Column<i64>,
+    flag: pgpatterns::Column<bool>,
+}
+
+fn facts_table() -> Facts {
+    let table = Table::new("facts").unwrap();
+    Facts {
+        a: table.column("a").unwrap(),
+        b: table.column("b").unwrap(),
+        c: table.column("c").unwrap(),
+        user: table.column("user_id").unwrap(),
+        amount: table.column("amount").unwrap(),
+        flag: table.column("flag").unwrap(),
+        table,
+    }
+}
+
+async fn load(client: &tokio_postgres::Client, rows: &[Fact]) {
+    client.batch_execute("TRUNCATE facts").await.unwrap();
+    for f in rows {
+        let q = BuiltQuery::fixed_with(
+            "INSERT INTO facts (a, b, c, user_id, amount, flag) VALUES ($1, $2, $3, $4, $5, $6)",
+            [
+                f.a.clone()
+                    .map_or_else(String::null_value, String::into_value),
+                f.b.map_or_else(i32::null_value, i32::into_value),
+                f.c.map_or_else(bool::null_value, bool::into_value),
+                f.user.map_or_else(i64::null_value, i64::into_value),
+                f.amount.map_or_else(i64::null_value, i64::into_value),
+                f.flag.into_value(),
+            ],
+        );
+        Executor::execute(client, &q).await.unwrap();
+    }
+}
+
+struct Handles {
+    a: Dim<String>,
+    b: Dim<i32>,
+    c: Dim<bool>,
+    count_all: Metric<i64>,
+    count_amount: Metric<i64>,
+    users: Metric<i64>,
+    sum: Metric<Decimal>,
+    min: Metric<i64>,
+    max: Metric<i64>,
+    flagged: Metric<i64>,
+}
+
+fn spec(t: &Facts) -> (Rollup, Handles) {
+    let mut r = Rollup::new(&t.table);
+    let h = Handles {
+        a: r.dimension(&t.a).unwrap(),
+        b: r.dimension(&t.b).unwrap(),
+        c: r.dimension_as("c flag", &t.c).unwrap(),
+        count_all: r.metric("n", Agg::count_all()).unwrap(),
+        count_amount: r.metric("n_amount", Agg::count(&t.amount)).unwrap(),
+        users: r.metric("users", Agg::count_distinct(&t.user)).unwrap(),
+        sum: r.metric("sum", Agg::sum(&t.amount)).unwrap(),
+        min: r.metric("min", Agg::min(&t.amount)).unwrap(),
+        max: r.metric("max", Agg::max(&t.amount)).unwrap(),
+        flagged: r
+            .metric("flagged", Agg::count_all().filter(t.flag.eq(true)))
+            .unwrap(),
+    };
+    (r, h)
+}
+
+fn decoded(rows: &[RollupRow], h: &Handles) -> Vec<((u32, Key), Agg5)> {
+    rows.iter()
+        .map(|r| {
+            let key = (r.get(&h.a), r.get(&h.b), r.get(&h.c));
+            let g = Agg5 {
+                count_all: r.get(&h.count_all).unwrap(),
+                count_amount: r.get(&h.count_amount).unwrap(),
+                users: BTreeSet::new(),
+                sum: r.get(&h.sum),
+                min: r.get(&h.min),
+                max: r.get(&h.max),
+                flagged: r.get(&h.flagged).unwrap(),
+            };
+            ((r.grouping_mask(), key), g)
+        })
+        .collect()
+}
+
+/// Every shape, as (apply to spec, the sets it means).
+#[allow(clippy::type_complexity)]
+fn shapes() -> Vec<(&'static str, fn(&mut Rollup, &Handles), Vec<Vec<usize>>)> {
+    vec![
+        ("plain", |_, _| {}, vec![vec![0, 1, 2]]),
+        (
+            "with_total",
+            |r, _| {
+                r.with_total().unwrap();
+            },
+            vec![vec![0, 1, 2], vec![]],
+        ),
+        (
+            "rollup(a,b,c)",
+            |r, h| {
+                r.rollup([h.a.id(), h.b.id(), h.c.id()]).unwrap();
+            },
+            vec![vec![0, 1, 2], vec![0, 1], vec![0], vec![]],
+        ),
+        (
+            "rollup(c,a,b)",
+            |r, h| {
+                r.rollup([h.c.id(), h.a.id(), h.b.id()]).unwrap();
+            },
+            vec![vec![0, 1, 2], vec![0, 2], vec![2], vec![]],
+        ),
+        (
+            "cube(a,b,c)",
+            |r, h| {
+                r.cube([h.a.id(), h.b.id(), h.c.id()]).unwrap();
+            },
+            vec![
+                vec![0, 1, 2],
+                vec![0, 1],
+                vec![0, 2],
+                vec![1, 2],
+                vec![0],
+                vec![1],
+                vec![2],
+                vec![],
+            ],
+        ),
+        (
+            "grouping sets ((a), (b, c), ())",
+            |r, h| {
+                r.grouping_sets([vec![h.a.id()], vec![h.b.id(), h.c.id()], vec![]])
+                    .unwrap();
+            },
+            vec![vec![0], vec![1, 2], vec![]],
+        ),
+        (
+            "a, rollup(b, c)",
+            |r, h| {
+                r.group_by(&h.a)
+                    .unwrap()
+                    .rollup([h.b.id(), h.c.id()])
+                    .unwrap();
+            },
+            vec![vec![0, 1, 2], vec![0, 1], vec![0]],
+        ),
+        (
+            "rollup(a), cube(b)",
+            |r, h| {
+                r.rollup([h.a.id()]).unwrap().cube([h.b.id()]).unwrap();
+            },
+            // c is named by no entry: grouped at every level.
+            vec![vec![0, 1, 2], vec![0, 2], vec![1, 2], vec![2]],
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_grouping_matches_an_in_memory_group_by() {
+    let schema = schema().await;
+    let client = client(&schema).await;
+    client
+        .batch_execute(
+            "CREATE TABLE facts (a text, b int4, c bool, user_id int8, amount int8, flag bool NOT NULL)",
+        )
+        .await
+        .unwrap();
+    let t = facts_table();
+    let mut checked = 0;
+    for seed in 0..16u64 {
+        let data = facts(seed);
+        load(&client, &data).await;
+        for (name, apply, sets) in shapes() {
+            let want = reference(&data, &sets);
+            for total_first in [false, true] {
+                let (mut r, h) = spec(&t);
+                apply(&mut r, &h);
+                if total_first {
+                    r.total_first();
+                }
+                let rows = r.fetch(&client).await.unwrap();
+                let ctx = format!(
+                    "seed {seed} {name} total_first={total_first}\n{}",
+                    r.build()
+                );
+                let got = decoded(&rows, &h);
+                // Same rows (COUNT DISTINCT checked below) …
+                let mut want_rows: Vec<((u32, Key), Agg5)> = want
+                    .iter()
+                    .map(|(k, g)| {
+                        let mut g = g.clone();
+                        g.users.clear();
+                        (k.clone(), g)
+                    })
+                    .collect();
+                let mut got_sorted = got.clone();
+                got_sorted.sort_by(|x, y| x.0.cmp(&y.0));
+                assert_eq!(got_sorted, want_rows, "{ctx}");
+                for (row, ((mask, key), _)) in rows.iter().zip(&got) {
+                    assert_eq!(
+                        row.get(&h.users),
+                        Some(want[&(*mask, key.clone())].users.len() as i64),
+                        "count distinct per level: {ctx}"
+                    );
+                    // The level comes from GROUPING(), not from NULLs.
+                    let expect = match mask {
+                        0 => Level::Detail,
+                        7 => Level::Total,
+                        m => Level::Subtotal {
+                            grouped_by: [&h.a.alias(), &h.b.alias(), &h.c.alias()]
+                                .iter()
+                                .enumerate()
+                                .filter(|(i, _)| m & (1 << (2 - i)) == 0)
+                                .map(|(_, a)| (**a).clone())
+                                .collect(),
+                        },
+                    };
+                    assert_eq!(row.level(), &expect, "{ctx}");
+                }
+                // … in the documented order: level (total last or first),
+                // then the dimensions ascending, NULLs last.
+                want_rows.sort_by(|x, y| {
+                    let lvl = if total_first {
+                        y.0 .0.cmp(&x.0 .0)
+                    } else {
+                        x.0 .0.cmp(&y.0 .0)
+                    };
+                    let k = |r: &((u32, Key), Agg5)| {
+                        let (a, b, c) = r.0 .1.clone();
+                        ((a.is_none(), a), (b.is_none(), b), (c.is_none(), c))
+                    };
+                    lvl.then(k(x).cmp(&k(y)))
+                });
+                assert_eq!(got, want_rows, "order: {ctx}");
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 16 * shapes().len() * 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_null_dimension_values_are_detail_rows() {
+    let schema = schema().await;
+    let client = client(&schema).await;
+    client
+        .batch_execute(
+            "CREATE TABLE facts (a text, b int4, c bool, user_id int8, amount int8, flag bool NOT NULL);
+             INSERT INTO facts VALUES (NULL, NULL, NULL, 1, 5, true), ('x', 1, true, 2, 7, false);",
+        )
+        .await
+        .unwrap();
+    let t = facts_table();
+    let (mut r, h) = spec(&t);
+    r.with_total().unwrap();
+    let rows = r.fetch(&client).await.unwrap();
+    assert_eq!(rows.len(), 3);
+    // ('x', 1, true) then the all-NULL detail row (NULLs last), then the total.
+    assert_eq!(rows[0].get(&h.a).as_deref(), Some("x"));
+    assert_eq!(rows[1].get(&h.a), None);
+    assert_eq!(rows[1].get(&h.b), None);
+    assert_eq!(rows[1].level(), &Level::Detail);
+    assert!(!rows[1].is_rolled_up(&h.a));
+    assert_eq!(rows[1].get(&h.sum), Some(Decimal::from(5)));
+    assert_eq!(rows[2].level(), &Level::Total);
+    assert!(rows[2].is_rolled_up(&h.a));
+    assert_eq!(rows[2].get(&h.sum), Some(Decimal::from(12)));
+    let split = Split::new(rows);
+    assert_eq!(split.detail.len(), 2);
+    assert_eq!(split.total.unwrap().get(&h.count_all), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn having_and_limit_per_level_match_the_reference() {
+    let schema = schema().await;
+    let client = client(&schema).await;
+    client
+        .batch_execute(
+            "CREATE TABLE facts (a text, b int4, c bool, user_id int8, amount int8, flag bool NOT NULL)",
+        )
+        .await
+        .unwrap();
+    let t = facts_table();
+    for seed in [1u64, 2, 3, 4, 6, 7] {
+        let data = facts(seed);
+        load(&client, &data).await;
+        // c is named by no grouping entry: grouped at every level.
+        let sets = vec![vec![0, 1, 2], vec![0, 2], vec![2]];
+        let want = reference(&data, &sets);
+        for limit in [1i64, 2, 5] {
+            let (mut r, h) = spec(&t);
+            r.rollup([h.a.id(), h.b.id()]).unwrap();
+            r.having(h.count_all.gte(2));
+            r.rank_by(&h.count_all, Order::Desc)
+                .unwrap()
+                .limit_per_level(limit)
+                .unwrap();
+            let rows = r.fetch(&client).await.unwrap();
+            let ctx = format!("seed {seed} limit {limit}\n{}", r.build());
+            // Reference: HAVING count >= 2, then per level the `limit`
+            // largest counts, ties by dimensions ascending (NULLs last).
+            let mut expected: Vec<(u32, Key, i64)> = Vec::new();
+            for mask in [0b000u32, 0b010, 0b110] {
+                let mut level: Vec<(u32, Key, i64)> = want
+                    .iter()
+                    .filter(|((m, _), g)| *m == mask && g.count_all >= 2)
+                    .map(|((m, k), g)| (*m, k.clone(), g.count_all))
+                    .collect();
+                level.sort_by(|x, y| {
+                    let k = |r: &(u32, Key, i64)| {
+                        let (a, b, c) = r.1.clone();
+                        ((a.is_none(), a), (b.is_none(), b), (c.is_none(), c))
+                    };
+                    y.2.cmp(&x.2).then(k(x).cmp(&k(y)))
+                });
+                expected.extend(level.into_iter().take(limit as usize));
+            }
+            let got: Vec<(u32, Key, i64)> = rows
+                .iter()
+                .map(|r| {
+                    (
+                        r.grouping_mask(),
+                        (r.get(&h.a), r.get(&h.b), r.get(&h.c)),
+                        r.get(&h.count_all).unwrap(),
+                    )
+                })
+                .collect();
+            assert_eq!(got, expected, "{ctx}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_parameterized_base_query_keeps_its_parameters() {
+    let schema = schema().await;
+    let client = client(&schema).await;
+    sales::sample(&client).await.unwrap();
+    let s = sale(Table::new(sales::SAMPLE_TABLE).unwrap());
+
+    // The admin's filters: their own query with their own bound values.
+    let base = Query::select()
+        .column(s.merchant.col_ref())
+        .column(s.device.col_ref())
+        .column(s.user_id.col_ref())
+        .column(s.amount.col_ref())
+        .from(s.table.table_ref())
+        .and_where(s.amount.gte(20))
+        .and_where(s.merchant.is_in(["Costco", "Walmart", "Target"]))
+        .to_owned();
+    let filtered = Table::new("filtered").unwrap();
+    let mut r = Rollup::from_query(base, &filtered).unwrap();
+    let merchant = r
+        .dimension(&filtered.column::<String>("merchant").unwrap())
+        .unwrap();
+    let device = r
+        .dimension(&filtered.column::<String>("device").unwrap())
+        .unwrap();
+    let amount = filtered.column::<i32>("charged_amount").unwrap();
+    let n = r.metric("n", Agg::count_all()).unwrap();
+    let big = r
+        .metric("big", Agg::count_all().filter(amount.gt(100)))
+        .unwrap();
+    let users = r
+        .metric(
+            "users",
+            Agg::count_distinct(filtered.column::<i32>("user_id").unwrap()),
+        )
+        .unwrap();
+    r.rollup([merchant.id(), device.id()]).unwrap();
+    r.having(n.gte(2));
+    let q = r.build();
+    // sea-query numbers placeholders in text order: the metric's FILTER
+    // value in the select list comes first, then the caller's two values
+    // inside the derived table, then HAVING. Each placeholder keeps its
+    // own value and type.
+    assert!(
+        q.sql()
+            .contains(r#"FILTER (WHERE "filtered"."charged_amount" > CAST($1 AS int4))"#),
+        "{q}"
+    );
+    assert!(
+        q.sql()
+            .contains(r#""sale"."charged_amount" >= CAST($2 AS int4)"#),
+        "{q}"
+    );
+    assert!(q.sql().contains("= ANY(CAST($3 AS text[]))"), "{q}");
+    assert!(
+        q.sql().contains("HAVING COUNT(*) >= CAST($4 AS int8)"),
+        "{q}"
+    );
+    assert_eq!(
+        q.values().0,
+        vec![
+            100i32.into_value(),
+            20i32.into_value(),
+            pgpatterns::sea_query::Value::Array(
+                pgpatterns::sea_query::ArrayType::String,
+                Some(Box::new(vec![
+                    "Costco".to_owned().into_value(),
+                    "Walmart".to_owned().into_value(),
+                    "Target".to_owned().into_value(),
+                ])),
+            ),
+            2i64.into_value(),
+        ]
+    );
+
+    let rows = r.fetch(&client).await.unwrap();
+    // amount >= 20 drops rows 4 (14) and 5 (15): Walmart D2 keeps 1 row,
+    // then HAVING n >= 2 drops it.
+    type Got = (Option<String>, Option<String>, i64, i64, i64, String);
+    let got: Vec<Got> = rows
+        .iter()
+        .map(|row| {
+            (
+                row.get(&merchant),
+                row.get(&device),
+                row.get(&n).unwrap(),
+                row.get(&big).unwrap(),
+                row.get(&users).unwrap(),
+                level_name(row),
+            )
+        })
+        .collect();
+    let o = |s: &str| Some(s.to_owned());
+    assert_eq!(
+        got,
+        vec![
+            (o("Costco"), o("D1"), 3, 1, 3, "detail".into()),
+            (o("Costco"), o("D5"), 2, 2, 2, "detail".into()),
+            (o("Walmart"), o("D1"), 2, 0, 1, "detail".into()),
+            (o("Walmart"), o("D3"), 2, 0, 1, "detail".into()),
+            (o("Costco"), None, 6, 3, 4, "by merchant".into()),
+            (o("Walmart"), None, 5, 0, 2, "by merchant".into()),
+            (None, None, 11, 3, 5, "total".into()),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_and_values_stay_names_and_values() {
+    let schema = schema().await;
+    let client = client(&schema).await;
+    client
+        .batch_execute(
+            r#"CREATE TABLE "Sale""; DROP TABLE x; --" ("Mer""chant" text, "amt" int4);
+               INSERT INTO "Sale""; DROP TABLE x; --" VALUES ('a''; DROP', 1), ('a''; DROP', 2), (NULL, 3);"#,
+        )
+        .await
+        .unwrap();
+    let t = Table::new(r#"Sale"; DROP TABLE x; --"#).unwrap();
+    let m = t.column::<String>(r#"Mer"chant"#).unwrap();
+    let amt = t.column::<i32>("amt").unwrap();
+    let mut r = Rollup::new(&t);
+    let dim = r.dimension_as(r#"m"); DROP TABLE "Sale"; --"#, &m).unwrap();
+    let sum = r
+        .metric(
+            r#"s" FROM x; --"#,
+            Agg::sum(&amt).filter(m.is_distinct_from("') OR 1=1 --")),
+        )
+        .unwrap();
+    r.with_total().unwrap();
+    r.having(sum.gte(0));
+    let q = r.build();
+    assert!(!q.sql().contains("'a"), "{q}");
+    assert!(!q.sql().contains("OR 1=1"), "{q}");
+    let rows = r.fetch(&client).await.unwrap();
+    let got: Vec<(Option<String>, Option<i64>, bool)> = rows
+        .iter()
+        .map(|row| (row.get(&dim), row.get(&sum), row.level().is_total()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (Some("a'; DROP".to_owned()), Some(3), false),
+            (None, Some(3), false),
+            (None, Some(6), true),
+        ]
+    );
+    // The hostile names came back as column names, exactly.
+    let raw = Executor::query(&client, &q).await.unwrap();
+    assert_eq!(raw[0].columns()[0].name(), r#"m"); DROP TABLE "Sale"; --"#);
+    assert_eq!(raw[0].columns()[1].name(), r#"s" FROM x; --"#);
+    // A wrapped query with a hostile alias too.
+    let base = Query::select()
+        .expr_as(Expr::col(m.col_ref()), Alias::new("k"))
+        .from(t.table_ref())
+        .to_owned();
+    let alias = Table::new(r#"f"; --"#).unwrap();
+    let mut w = Rollup::from_query(base, &alias).unwrap();
+    let k = w.dimension(&alias.column::<String>("k").unwrap()).unwrap();
+    let n = w.metric("n", Agg::count_all()).unwrap();
+    let rows = w.fetch(&client).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].get(&k).as_deref(), Some("a'; DROP"));
+    assert_eq!(rows[0].get(&n), Some(2));
+}

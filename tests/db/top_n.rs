@@ -1,0 +1,137 @@
+//! The top-N report against a plain-Rust reference on the seed-002 shop,
+//! and its advised index.
+
+use std::collections::BTreeMap;
+
+use chrono::{Duration, TimeZone, Utc};
+use pgpatterns::ops::TopN;
+use pgpatterns::seed::shop::{self, ShopSize};
+use pgpatterns::{Executor, Table};
+use rust_decimal::Decimal;
+
+use crate::support::{client, schema};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_spenders_match_the_reference_and_use_the_index() {
+    let schema = schema().await;
+    let client = client(&schema).await;
+    let now = Utc.with_ymd_and_hms(2025, 6, 1, 0, 0, 0).unwrap();
+    let size = ShopSize {
+        users: 300,
+        orders: 20_000,
+        days: 90,
+        batch: 7_000,
+    };
+    let mut stages = Vec::new();
+    shop::generate(&client, size, now, |p| stages.push((p.stage, p.done)))
+        .await
+        .unwrap();
+    assert_eq!(stages.last(), Some(&("orders", 20_000)));
+
+    let rows: Vec<(i64, i64, String, Decimal, chrono::DateTime<Utc>)> = client
+        .query_as(&pgpatterns::BuiltQuery::fixed(
+            "SELECT id, user_id, status, total_amount, created_at FROM orders",
+        ))
+        .await
+        .unwrap();
+    let users = Table::new("users").unwrap();
+    let orders = Table::new("orders").unwrap();
+    let since = now - Duration::days(30);
+    for (n, status) in [(10i64, "completed"), (3, "refunded"), (1000, "completed")] {
+        let report = TopN::<i64, Decimal>::new(
+            &users.column("id").unwrap(),
+            &orders.column("user_id").unwrap(),
+            &orders.column("total_amount").unwrap(),
+            n,
+        )
+        .unwrap()
+        .extra(&users.column::<String>("username").unwrap())
+        .unwrap()
+        .extra(&users.column::<String>("email").unwrap())
+        .unwrap()
+        .window_since(&orders.column("created_at").unwrap(), since)
+        .unwrap()
+        .where_eq(&orders.column::<String>("status").unwrap(), status)
+        .unwrap();
+        let got = report.fetch(&client).await.unwrap();
+
+        let mut per_user: BTreeMap<i64, (i64, Decimal)> = BTreeMap::new();
+        for (_, user, st, amount, at) in &rows {
+            if st == status && *at >= since {
+                let e = per_user.entry(*user).or_default();
+                e.0 += 1;
+                e.1 += *amount;
+            }
+        }
+        let mut want: Vec<(i64, i64, Decimal)> =
+            per_user.into_iter().map(|(u, (c, s))| (u, c, s)).collect();
+        want.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+        want.truncate(n as usize);
+        assert!(!want.is_empty());
+        let got_keys: Vec<(i64, i64, Decimal)> = got
+            .iter()
+            .map(|r| (r.key, r.count, r.total.unwrap()))
+            .collect();
+        assert_eq!(got_keys, want, "top {n} {status}");
+        let username = users.column::<String>("username").unwrap();
+        let email = users.column::<String>("email").unwrap();
+        for r in &got {
+            assert_eq!(r.get(&username), Some(format!("user{}", r.key)));
+            assert_eq!(r.get(&email), Some(format!("user{}@example.com", r.key)));
+        }
+    }
+
+    // The advised index builds outside a transaction and serves the query.
+    let report = TopN::<i64, Decimal>::new(
+        &users.column("id").unwrap(),
+        &orders.column("user_id").unwrap(),
+        &orders.column("total_amount").unwrap(),
+        10,
+    )
+    .unwrap()
+    .window_since(&orders.column("created_at").unwrap(), since)
+    .unwrap()
+    .where_eq(&orders.column::<String>("status").unwrap(), "completed")
+    .unwrap();
+    let ddl = report.index("orders_top_n").unwrap();
+    Executor::execute_outside_transaction(&client, &ddl)
+        .await
+        .unwrap();
+    client
+        .batch_execute("ANALYZE orders; SET enable_seqscan = off")
+        .await
+        .unwrap();
+    let q = report.build();
+    let plan = client
+        .query(&format!("EXPLAIN {}", q.sql()), &q.params().as_params())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(plan.contains("orders_top_n"), "{plan}");
+}
+
+#[test]
+fn bad_top_n_specs_are_refused() {
+    let users = Table::new("users").unwrap();
+    let orders = Table::new("orders").unwrap();
+    let key = users.column::<i64>("id").unwrap();
+    let fk = orders.column::<i64>("user_id").unwrap();
+    let amount = orders.column::<Decimal>("total_amount").unwrap();
+    assert!(TopN::new(&key, &fk, &amount, 0).is_err());
+    assert!(TopN::new(&key, &key, &users.column::<Decimal>("x").unwrap(), 3).is_err());
+    assert!(TopN::new(&key, &fk, &users.column::<Decimal>("x").unwrap(), 3).is_err());
+    let ok = TopN::new(&key, &fk, &amount, 3).unwrap();
+    assert!(ok
+        .clone()
+        .extra(&orders.column::<String>("status").unwrap())
+        .is_err());
+    assert!(ok.clone().extra(&key).is_err());
+    assert!(ok
+        .clone()
+        .where_eq(&users.column::<String>("status").unwrap(), "x")
+        .is_err());
+    assert!(ok.index(&"x".repeat(64)).is_err());
+}
