@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pgpatterns::sea_query::{Alias, Expr, ExprTrait, Func, Order, Query};
 use pgpatterns::seed::orders::OrdersSeed;
 use pgpatterns::testdb::TestDb;
-use pgpatterns::{BuiltQuery, Executor, LatestStrategy, Table};
+use pgpatterns::{Agg, BuiltQuery, Executor, LatestStrategy, Level, Rollup, Table};
 
 #[derive(Parser, Debug)]
 #[command(about = "A tour of pgpatterns on a throwaway PostgreSQL")]
@@ -199,6 +199,43 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .strategy(LatestStrategy::Lateral)?
         .page_query::<i64>(50, Some(1000))?;
     println!("\nthe Lateral first page after order 1000:\n{example}");
+
+    // ---- rollup -------------------------------------------------------------
+    println!("\n== rollup: seed 003's dashboard — detail rows + summary line, one query");
+    pgpatterns::seed::sales::sample(&client).await?;
+    let sale = Table::new(pgpatterns::seed::sales::SAMPLE_TABLE)?;
+    let mut dashboard = Rollup::new(&sale);
+    let merchant = dashboard.dimension(&sale.column::<String>("merchant")?)?;
+    let device = dashboard.dimension(&sale.column::<String>("device")?)?;
+    let total = dashboard.metric("total", Agg::count(&sale.column::<i32>("id")?))?;
+    let users = dashboard.metric(
+        "unique_users",
+        Agg::count_distinct(&sale.column::<i32>("user_id")?),
+    )?;
+    dashboard.with_total()?;
+    println!("{}", dashboard.build());
+    let (rows, took) = timed(dashboard.fetch(&client)).await?;
+    println!(
+        "  {:<10} {:<10} {:<10} {:>6} {:>13}",
+        "level", "merchant", "device", "total", "unique_users"
+    );
+    for row in &rows {
+        let level = match row.level() {
+            Level::Detail => "detail",
+            Level::Subtotal { .. } => "subtotal",
+            Level::Total => "TOTAL",
+            _ => "other",
+        };
+        println!(
+            "  {:<10} {:<10} {:<10} {:>6} {:>13}",
+            level,
+            row.get(&merchant).unwrap_or_default(),
+            row.get(&device).unwrap_or_default(),
+            row.get(&total).unwrap_or_default(),
+            row.get(&users).unwrap_or_default(),
+        );
+    }
+    println!("  ({} rows in {:.2?})", rows.len(), took);
     Ok(())
 }
 
