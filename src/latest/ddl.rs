@@ -467,19 +467,33 @@ END\n",
             let n: i64 = row.try_get(0usize.into())?;
             let upto: Option<K> = row.try_get(1usize.into())?;
             let Some(upto) = upto else { break };
-            let mut range = Query::select();
-            range
-                .expr_as(self.key.expr(), Alias::new(FRESH_KEY))
-                .from(self.entity.table_ref())
-                .and_where(self.key.expr().lte(upto.clone().param()));
+            // The key range itself (not `IN (subquery)`), so both statements
+            // are index range scans instead of hash joins over the table.
+            let mut range = self.key.expr().lte(upto.clone().param());
             if let Some(a) = &after {
-                range.and_where(self.key.expr().gt(a.clone().param()));
+                range = range.and(self.key.expr().gt(a.clone().param()));
             }
+            let lock = Query::select()
+                .column(self.key.col_ref())
+                .from(self.entity.table_ref())
+                .and_where(range.clone())
+                .order_by(self.key.col_ref(), Order::Asc)
+                .lock(LockType::NoKeyUpdate)
+                .to_owned();
+            let newest = || {
+                Expr::SubQuery(
+                    None,
+                    Box::new(self.newest_status(self.key.expr(), FRESH_STATUS).into()),
+                )
+            };
+            let refresh = Query::update()
+                .table(self.entity.table_name())
+                .value(self.column.iden(), newest())
+                .and_where(range)
+                .and_where(is_distinct_from(self.column.expr(), newest()))
+                .to_owned();
             let done = db
-                .execute_in_transaction(&[
-                    BuiltQuery::new(&self.lock(range.clone())),
-                    BuiltQuery::new(&self.refresh(range)),
-                ])
+                .execute_in_transaction(&[BuiltQuery::new(&lock), BuiltQuery::new(&refresh)])
                 .await?;
             report.batches += 1;
             report.entities += u64::try_from(n).unwrap_or(0);
