@@ -114,6 +114,19 @@ impl Error {
         }
     }
 
+    /// `Ok` when `value >= min`, else an [`Error::InvalidSpec`] for `field`
+    /// saying so (limits, batch sizes).
+    pub(crate) fn at_least(field: &'static str, value: i64, min: i64) -> Result<()> {
+        if value >= min {
+            Ok(())
+        } else {
+            Err(Error::spec(
+                field,
+                format!("must be at least {min}, got {value}"),
+            ))
+        }
+    }
+
     /// The SQLSTATE of a [`Error::Database`] error, if the server sent one.
     ///
     /// ```

@@ -448,6 +448,41 @@ pub struct AnyColumn {
 }
 
 impl AnyColumn {
+    /// `Ok` when the column belongs to `table`; else an
+    /// [`Error::InvalidSpec`] for `field` naming both (`what` says which
+    /// role the table plays: "history", "entity", …).
+    pub(crate) fn check_on(&self, table: &Table, field: &'static str, what: &str) -> Result<()> {
+        if self.table() == table {
+            return Ok(());
+        }
+        Err(Error::spec(
+            field,
+            format!(
+                "column {} belongs to {}, not to the {what} table {}",
+                self.name(),
+                self.table().display_name(),
+                table.display_name()
+            ),
+        ))
+    }
+
+    /// `Ok` when the column's SQL type is `T`'s; else an
+    /// [`Error::InvalidSpec`] for `field` (`value` names what was given).
+    pub(crate) fn check_type<T: SqlType>(&self, field: &'static str, value: &str) -> Result<()> {
+        if self.sql_type() == T::SQL_TYPE {
+            return Ok(());
+        }
+        Err(Error::spec(
+            field,
+            format!(
+                "the column {} is {}, the {value} is {}",
+                self.name(),
+                self.sql_type(),
+                T::SQL_TYPE
+            ),
+        ))
+    }
+
     /// The column's name.
     pub fn name(&self) -> &Ident {
         &self.name

@@ -411,23 +411,8 @@ END\n",
         K: SqlType + FromSqlOwned + Send + Sync,
         E: Transactional,
     {
-        if batch_size < 1 {
-            return Err(Error::spec(
-                "batch_size",
-                format!("must be at least 1, got {batch_size}"),
-            ));
-        }
-        if self.key.sql_type() != K::SQL_TYPE {
-            return Err(Error::spec(
-                "backfill",
-                format!(
-                    "the key {} is {}, K is {}",
-                    self.key.name(),
-                    self.key.sql_type(),
-                    K::SQL_TYPE
-                ),
-            ));
-        }
+        Error::at_least("batch_size", batch_size, 1)?;
+        self.key.check_type::<K>("backfill", "key type K")?;
         let started = Instant::now();
         let total: i64 = db
             .query_one(&BuiltQuery::new(

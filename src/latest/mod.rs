@@ -149,19 +149,7 @@ impl<S> Clone for LatestStatus<S> {
 }
 
 fn same_table(col: &AnyColumn, table: &Table, field: &'static str, what: &str) -> Result<()> {
-    if col.table() == table {
-        Ok(())
-    } else {
-        Err(Error::spec(
-            field,
-            format!(
-                "column {} belongs to {}, not to the {what} table {}",
-                col.name(),
-                col.table().display_name(),
-                table.display_name()
-            ),
-        ))
-    }
+    col.check_on(table, field, what)
 }
 
 /// A non-empty set of statuses as one array parameter.
@@ -304,18 +292,7 @@ impl<S: SqlType> LatestStatus<S> {
     /// [`Error::InvalidSpec`] when `T` is not the type of the time column,
     /// or with the `Denormalized` strategy.
     pub fn as_of<T: SqlType>(mut self, at: impl Into<T>) -> Result<LatestStatus<S>> {
-        let first = &self.order[0];
-        if first.sql_type() != T::SQL_TYPE {
-            return Err(Error::spec(
-                "as_of",
-                format!(
-                    "the ordering column {} is {}, the value is {}",
-                    first.name(),
-                    first.sql_type(),
-                    T::SQL_TYPE
-                ),
-            ));
-        }
+        self.order[0].check_type::<T>("as_of", "value")?;
         self.as_of = Some(at.into().param());
         self.check_denormalized()?;
         Ok(self)
@@ -638,24 +615,8 @@ impl<S: SqlType> LatestStatus<S> {
     }
 
     fn check_page<K: SqlType>(&self, limit: i64) -> Result<()> {
-        if limit < 1 {
-            return Err(Error::spec(
-                "limit",
-                format!("must be at least 1, got {limit}"),
-            ));
-        }
-        if self.key.sql_type() != K::SQL_TYPE {
-            return Err(Error::spec(
-                "after",
-                format!(
-                    "the key {} is {}, the cursor is {}",
-                    self.key.name(),
-                    self.key.sql_type(),
-                    K::SQL_TYPE
-                ),
-            ));
-        }
-        Ok(())
+        Error::at_least("limit", limit, 1)?;
+        self.key.check_type::<K>("after", "cursor")
     }
 
     /// One page of matching entities in key order, after `after` (keyset

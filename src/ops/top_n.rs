@@ -104,19 +104,7 @@ impl<K: SqlType, A: Summable> fmt::Debug for TopN<K, A> {
 }
 
 fn on_table(col: &AnyColumn, table: &Table, field: &'static str, what: &str) -> Result<()> {
-    if col.table() == table {
-        Ok(())
-    } else {
-        Err(Error::spec(
-            field,
-            format!(
-                "column {} belongs to {}, not to the {what} table {}",
-                col.name(),
-                col.table().display_name(),
-                table.display_name()
-            ),
-        ))
-    }
+    col.check_on(table, field, what)
 }
 
 impl<K: SqlType, A: Summable> TopN<K, A> {
@@ -134,9 +122,7 @@ impl<K: SqlType, A: Summable> TopN<K, A> {
                 "the facts table must differ from the entity table",
             ));
         }
-        if n < 1 {
-            return Err(Error::spec("n", format!("must be at least 1, got {n}")));
-        }
+        Error::at_least("n", n, 1)?;
         if [COUNT_ALIAS, SUM_ALIAS, crate::GROUPING_ALIAS].contains(&fk.name().as_str()) {
             return Err(Error::spec(
                 "fk",

@@ -425,12 +425,7 @@ impl Rollup {
     /// # Errors
     /// [`Error::InvalidSpec`] for `n < 1`.
     pub fn limit_per_level(&mut self, n: i64) -> Result<&mut Rollup> {
-        if n < 1 {
-            return Err(Error::spec(
-                "limit_per_level",
-                format!("must be at least 1, got {n}"),
-            ));
-        }
+        Error::at_least("limit_per_level", n, 1)?;
         self.limit_per_level = Some(n);
         Ok(self)
     }

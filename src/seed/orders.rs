@@ -205,18 +205,8 @@ impl OrdersSeed {
         db: &E,
         mut progress: impl FnMut(Progress) + Send,
     ) -> Result<OrdersReport> {
-        if self.orders < 0 {
-            return Err(Error::spec(
-                "orders",
-                format!("must not be negative, got {}", self.orders),
-            ));
-        }
-        if self.batch < 1 {
-            return Err(Error::spec(
-                "batch_size",
-                format!("must be at least 1, got {}", self.batch),
-            ));
-        }
+        Error::at_least("orders", self.orders, 0)?;
+        Error::at_least("batch_size", self.batch, 1)?;
         let now = self.now.unwrap_or_else(Utc::now);
         let started = Instant::now();
         if self.replace {
