@@ -116,6 +116,7 @@ mod ddl;
 mod error;
 mod exec;
 mod latest;
+pub mod ops;
 mod progress;
 mod query;
 mod schema;
