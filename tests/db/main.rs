@@ -9,6 +9,7 @@ mod errors;
 mod executors;
 mod injection;
 mod latest;
+mod ops_archive;
 mod ops_recent;
 mod seed_orders;
 mod support;
