@@ -7,7 +7,11 @@
 //! **INVALID** (`pg_index.indisvalid = false`): it is maintained on every
 //! write but never used by queries, and `CREATE INDEX … IF NOT EXISTS`
 //! then silently does nothing. [`ConcurrentIndex::ensure`] detects that
-//! state and rebuilds the index.
+//! state and rebuilds the index by `DROP INDEX CONCURRENTLY` + `CREATE INDEX
+//! CONCURRENTLY`, PostgreSQL's recommended recovery. (`REINDEX INDEX
+//! CONCURRENTLY` is not used: when it fails too, e.g. while the duplicates
+//! are still there, it leaves a second INVALID index, `<name>_ccnew`,
+//! behind.)
 
 use sea_query::{Index, IndexOrder};
 
@@ -26,18 +30,6 @@ pub enum IndexState {
     Valid,
     /// Left by a failed concurrent build: maintained, never used.
     Invalid,
-}
-
-/// How [`ConcurrentIndex::ensure`] rebuilds an INVALID index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Rebuild {
-    /// `DROP INDEX CONCURRENTLY` then `CREATE INDEX CONCURRENTLY`
-    /// (PostgreSQL's recommended recovery).
-    #[default]
-    DropAndCreate,
-    /// `REINDEX INDEX CONCURRENTLY` (PostgreSQL 12+).
-    Reindex,
 }
 
 /// What [`ConcurrentIndex::ensure`] found and did.
@@ -80,7 +72,6 @@ pub struct ConcurrentIndex {
     name: Ident,
     columns: Vec<(AnyColumn, Option<IndexOrder>)>,
     unique: bool,
-    rebuild: Rebuild,
 }
 
 impl ConcurrentIndex {
@@ -121,7 +112,6 @@ impl ConcurrentIndex {
             name,
             columns: columns.iter().map(|c| (c.clone(), None)).collect(),
             unique: false,
-            rebuild: Rebuild::default(),
         })
     }
 
@@ -143,12 +133,6 @@ impl ConcurrentIndex {
             .ok_or_else(|| Error::spec("desc", format!("the index has no column {column:?}")))?;
         entry.1 = Some(IndexOrder::Desc);
         Ok(self)
-    }
-
-    /// How [`ensure`](Self::ensure) rebuilds an INVALID index.
-    pub fn rebuild(mut self, how: Rebuild) -> Self {
-        self.rebuild = how;
-        self
     }
 
     /// The index name.
@@ -179,14 +163,6 @@ impl ConcurrentIndex {
     pub fn drop_statement(&self) -> BuiltQuery {
         BuiltQuery::generated(format!(
             "DROP INDEX CONCURRENTLY IF EXISTS {}",
-            quote_beside(&self.table, &self.name)
-        ))
-    }
-
-    /// `REINDEX INDEX CONCURRENTLY "schema"."name"`.
-    pub fn reindex_statement(&self) -> BuiltQuery {
-        BuiltQuery::generated(format!(
-            "REINDEX INDEX CONCURRENTLY {}",
             quote_beside(&self.table, &self.name)
         ))
     }
@@ -237,7 +213,8 @@ impl ConcurrentIndex {
     }
 
     /// Makes sure the index exists and is valid: creates it when missing,
-    /// rebuilds it ([`Rebuild`]) when INVALID, leaves a valid one alone.
+    /// drops and re-creates it (both `CONCURRENTLY`) when INVALID, leaves a
+    /// valid one alone.
     ///
     /// # Errors
     /// [`Error::InTransaction`] on a transaction; the database's error when
@@ -251,18 +228,12 @@ impl ConcurrentIndex {
                 db.execute_outside_transaction(&self.create_statement())
                     .await?;
             }
-            IndexState::Invalid => match self.rebuild {
-                Rebuild::DropAndCreate => {
-                    db.execute_outside_transaction(&self.drop_statement())
-                        .await?;
-                    db.execute_outside_transaction(&self.create_statement())
-                        .await?;
-                }
-                Rebuild::Reindex => {
-                    db.execute_outside_transaction(&self.reindex_statement())
-                        .await?;
-                }
-            },
+            IndexState::Invalid => {
+                db.execute_outside_transaction(&self.drop_statement())
+                    .await?;
+                db.execute_outside_transaction(&self.create_statement())
+                    .await?;
+            }
         }
         let after = self.state(db).await?;
         if after != IndexState::Valid {

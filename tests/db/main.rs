@@ -10,6 +10,7 @@ mod executors;
 mod injection;
 mod latest;
 mod ops_archive;
+mod ops_index;
 mod ops_recent;
 mod seed_orders;
 mod support;

@@ -209,9 +209,7 @@ async fn a_mover_killed_mid_batch_or_dropped_mid_run_resumes_exactly_once() {
     let n = 3000;
     seed(&c, n).await;
     let m = mover(50);
-    c.batch_execute(&m.create_statement().sql().to_owned())
-        .await
-        .unwrap();
+    c.batch_execute(m.create_statement().sql()).await.unwrap();
     // Make every batch slow, so a kill lands inside one.
     c.batch_execute(
         "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS
@@ -445,7 +443,7 @@ async fn hostile_names_are_only_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batched_delete_skips_locked_rows_and_a_rerun_finishes() {
     let schema = schema().await;
-    let mut c = client(&schema).await;
+    let c = client(&schema).await;
     seed(&c, 500).await;
     let orders = Table::new("orders").unwrap();
     let id = orders.column::<i64>("id").unwrap();
@@ -489,7 +487,7 @@ async fn batched_delete_skips_locked_rows_and_a_rerun_finishes() {
     assert_eq!(report.batches, (expected as u64 - 1).div_ceil(7) + 1);
     assert_eq!(progress.last(), Some(&report.rows));
     tx.rollback().await.unwrap();
-    let rest = purge.run(&mut c, |_| {}).await.unwrap();
+    let rest = purge.run(&c, |_| {}).await.unwrap();
     assert_eq!(rest.rows, 1);
     assert_eq!(
         count(

@@ -74,7 +74,7 @@ fn t0() -> DateTime<Utc> {
 /// `(at, item)`, newest first.
 fn newest(seen: &BTreeMap<i64, DateTime<Utc>>, keep: usize) -> Vec<(i64, DateTime<Utc>)> {
     let mut all: Vec<(i64, DateTime<Utc>)> = seen.iter().map(|(&i, &t)| (i, t)).collect();
-    all.sort_by(|a, b| (b.1, b.0).cmp(&(a.1, a.0)));
+    all.sort_by_key(|&(item, at)| std::cmp::Reverse((at, item)));
     all.truncate(keep);
     all
 }
