@@ -179,6 +179,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 if n != args.rows {
                     wrong += 1;
                 }
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Ok::<_, pgpatterns::Error>((reads, wrong))
         })

@@ -21,9 +21,10 @@
 use std::time::Instant;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use postgres_types::FromSqlOwned;
 use sea_query::{
     Alias, CommonTableExpression, Expr, ExprTrait, Index, LockBehavior, LockType, Order, Query,
-    SelectStatement, UnionType, WithClause,
+    SelectStatement, UnionType, WindowStatement, WithClause,
 };
 
 use super::batch::check_batch_size;
@@ -34,6 +35,8 @@ use crate::types::SqlType;
 use crate::{BuiltQuery, Error, Executor, Progress, Result, RowRead};
 
 const MOVED: &str = "pgp_moved";
+const COPIED: &str = "pgp_copied";
+const MOVED_COUNT: &str = "pgp_count";
 
 /// A time type a cutoff can be given in, and compared with the present.
 pub trait CutoffTime: SqlType {
@@ -81,10 +84,12 @@ impl CutoffTime for NaiveDate {
 /// );
 /// let columns = [Ident::new("id")?, Ident::new("created_at")?];
 /// let cutoff = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
+/// let batch = mover.move_statement(&columns, cutoff, Some((cutoff, 42)));
 /// assert_eq!(
-///     mover.move_statement(&columns, cutoff).sql(),
-///     r#"WITH "pgp_moved" AS (DELETE FROM "orders" WHERE "orders"."id" IN (SELECT "orders"."id" FROM "orders" WHERE "orders"."created_at" < CAST($1 AS timestamptz) ORDER BY "orders"."created_at" ASC, "orders"."id" ASC LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING "id", "created_at") INSERT INTO "orders_archive" ("id", "created_at") SELECT "id", "created_at" FROM "pgp_moved""#
+///     batch.sql(),
+///     r#"WITH "pgp_moved" AS (DELETE FROM "orders" WHERE "orders"."id" IN (SELECT "orders"."id" FROM "orders" WHERE "orders"."created_at" < CAST($1 AS timestamptz) AND ("orders"."created_at", "orders"."id") > (CAST($2 AS timestamptz), CAST($3 AS int8)) ORDER BY "orders"."created_at" ASC, "orders"."id" ASC LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING "id", "created_at") , "pgp_copied" AS (INSERT INTO "orders_archive" ("id", "created_at") SELECT "id", "created_at" FROM "pgp_moved") SELECT "pgp_moved"."created_at", "pgp_moved"."id", COUNT(*) OVER (  ) AS "pgp_count" FROM "pgp_moved" ORDER BY "pgp_moved"."created_at" DESC, "pgp_moved"."id" DESC LIMIT $5"#
 /// );
+/// assert_eq!(batch.values().0.len(), 5);
 /// // A batch size of zero is refused before anything is sent.
 /// assert!(mover.clone().batch_size(0).is_err());
 /// # Ok::<(), pgpatterns::Error>(())
@@ -272,17 +277,41 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
     }
 
     /// One batch (see the [module docs](self)) moving up to the batch size
-    /// of the oldest rows with `time < cutoff`, copying `columns`.
-    pub fn move_statement(&self, columns: &[Ident], cutoff: T) -> BuiltQuery {
-        let pick = Query::select()
-            .column(self.key.col_ref())
+    /// of the oldest rows with `time < cutoff` — and, given `after`, with
+    /// `(time, key) > after` — copying `columns`. It returns one row, the
+    /// last moved `(time, key)` and the number of rows moved, or no row when
+    /// nothing was moved:
+    ///
+    /// ```sql
+    /// WITH moved AS (DELETE … RETURNING c…),
+    ///      copied AS (INSERT INTO archive (c…) SELECT c… FROM moved)
+    /// SELECT time, key, COUNT(*) OVER () FROM moved
+    /// ORDER BY time DESC, key DESC LIMIT 1
+    /// ```
+    ///
+    /// The cursor matters at scale: the entries of rows already moved stay
+    /// in the `(time, key)` index until vacuum, and without it every batch
+    /// would walk over all of them again.
+    pub fn move_statement(
+        &self,
+        columns: &[Ident],
+        cutoff: T,
+        after: Option<(T, K)>,
+    ) -> BuiltQuery {
+        let mut pick = Query::select();
+        pick.column(self.key.col_ref())
             .from(self.live.table_ref())
-            .and_where(self.time.lt(cutoff))
-            .order_by(self.time.col_ref(), Order::Asc)
+            .and_where(self.time.lt(cutoff));
+        if let Some((t, k)) = after {
+            pick.and_where(
+                Expr::tuple([self.time.expr(), self.key.expr()])
+                    .gt(Expr::tuple([t.param(), k.param()])),
+            );
+        }
+        pick.order_by(self.time.col_ref(), Order::Asc)
             .order_by(self.key.col_ref(), Order::Asc)
             .limit(self.batch_size as u64)
-            .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
-            .to_owned();
+            .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
         let delete = Query::delete()
             .from_table(self.live.table_name())
             .and_where(self.key.expr().in_subquery(pick))
@@ -297,11 +326,35 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
             .columns(columns.iter().cloned());
         // As many columns as expressions: cannot fail.
         let _ = insert.select_from(copy);
-        let cte = CommonTableExpression::new()
-            .table_name(Alias::new(MOVED))
-            .query(delete)
+        let moved_col = |c: &Ident| Expr::col((Alias::new(MOVED), c.clone()));
+        let last = Query::select()
+            .expr(moved_col(self.time.name()))
+            .expr(moved_col(self.key.name()))
+            .expr_window_as(
+                Expr::cust("COUNT(*)"),
+                WindowStatement::new(),
+                Alias::new(MOVED_COUNT),
+            )
+            .from(Alias::new(MOVED))
+            .order_by_expr(moved_col(self.time.name()), Order::Desc)
+            .order_by_expr(moved_col(self.key.name()), Order::Desc)
+            .limit(1)
             .to_owned();
-        BuiltQuery::new(&WithClause::new().cte(cte).to_owned().query(insert))
+        let with = WithClause::new()
+            .cte(
+                CommonTableExpression::new()
+                    .table_name(Alias::new(MOVED))
+                    .query(delete)
+                    .to_owned(),
+            )
+            .cte(
+                CommonTableExpression::new()
+                    .table_name(Alias::new(COPIED))
+                    .query(insert)
+                    .to_owned(),
+            )
+            .to_owned();
+        BuiltQuery::new(&with.query(last))
     }
 
     /// "Live + archive" as one relation: `SELECT c… FROM live UNION ALL
@@ -319,9 +372,12 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
             .to_owned()
     }
 
-    /// Moves every row with `time < cutoff`, one batch at a time, until a
-    /// batch moves nothing; reports the rows moved after each batch (the
-    /// total is the count of such rows when the run began). Prepares the
+    /// Moves every row with `time < cutoff`, one batch at a time: first in
+    /// `(time, key)` order with a cursor until a batch moves nothing, then
+    /// sweeps from the start until a batch moves nothing (rows a batch
+    /// skipped because a writer held them locked). Reports the rows moved
+    /// after each batch (the total is the count of such rows when the run
+    /// began). Prepares the
     /// archive first ([`prepare`](Self::prepare)). Resumable: run it again
     /// after an interruption.
     ///
@@ -335,7 +391,11 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
         db: &E,
         cutoff: T,
         mut progress: impl FnMut(Progress) + Send,
-    ) -> Result<BatchReport> {
+    ) -> Result<BatchReport>
+    where
+        K: FromSqlOwned,
+        T: FromSqlOwned,
+    {
         if !self.allow_future && cutoff.is_future() {
             return Err(Error::spec(
                 "cutoff",
@@ -354,16 +414,30 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
             .await?
             .try_get(0usize.into())?;
         let total = Some(u64::try_from(total).unwrap_or(0));
-        let q = self.move_statement(&columns, cutoff);
         let mut report = BatchReport::default();
         progress(Progress::new("archive", 0, total));
+        // A cursor pass in (time, key) order, then sweeps from the start
+        // for rows a batch skipped because a writer held them locked.
+        let mut after: Option<(T, K)> = None;
+        let mut sweeping = false;
         loop {
-            let n = db.execute(&q).await?;
+            let q = self.move_statement(&columns, cutoff.clone(), after.clone());
+            let row = db.query_opt(&q).await?;
             report.batches += 1;
-            report.rows += n;
-            progress(Progress::new("archive", report.rows, total));
-            if n == 0 {
-                break;
+            match row {
+                Some(row) => {
+                    let n: i64 = row.try_get(2usize.into())?;
+                    report.rows += u64::try_from(n).unwrap_or(0);
+                    progress(Progress::new("archive", report.rows, total));
+                    if !sweeping {
+                        after = Some((row.try_get(0usize.into())?, row.try_get(1usize.into())?));
+                    }
+                }
+                None if sweeping => break,
+                None => {
+                    sweeping = true;
+                    after = None;
+                }
             }
         }
         report.elapsed = started.elapsed();
