@@ -39,6 +39,10 @@ struct Args {
     /// Seconds of inserts measured without the mover.
     #[arg(long, default_value_t = 5)]
     baseline_seconds: u64,
+    /// Leave out the reader that counts the original rows during the move
+    /// (each of its reads scans the whole union).
+    #[arg(long)]
+    no_reader: bool,
 }
 
 const SETUP: &str = "
@@ -171,9 +175,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let r = schema.connect().await?;
         let stop = stop.clone();
         let q = originals.clone();
+        let no_reader = args.no_reader;
         tokio::spawn(async move {
             let (mut reads, mut wrong) = (0u64, 0u64);
-            while !stop.load(Ordering::Relaxed) {
+            while !no_reader && !stop.load(Ordering::Relaxed) {
                 let n: i64 = Executor::query_one(&r, &q).await?.get(0);
                 reads += 1;
                 if n != args.rows {
