@@ -261,7 +261,7 @@ impl fmt::Debug for Table {
 }
 
 /// `"table"."column"`, qualified by the table's alias when it has one.
-fn qualified(table: &Table, name: &Ident) -> ColumnRef {
+pub(crate) fn qualified(table: &Table, name: &Ident) -> ColumnRef {
     ColumnRef::Column(ColumnName(
         Some(table.qualifier()),
         name.clone().into_iden(),

@@ -1,10 +1,35 @@
-//! Operations from seed 002 built on the query families: reports and the
-//! indexes that serve them.
+//! Operations from seed 002: reports and maintenance built on the same typed
+//! schema handles and executor as the query families.
 //!
 //! - [`top_n`]: top N entities by a metric over a time window with filters
 //!   ("top 10 users by total spent in the last 30 days, completed orders"),
-//!   and its index advice.
+//!   and its index advice;
+//! - [`recent`]: bounded per-owner history ("last 50 products viewed"),
+//!   upsert + trim under a per-owner lock;
+//! - [`archive`]: move old rows to an archive twin in atomic, resumable
+//!   batches, and read both as one relation;
+//! - [`index`]: `CREATE INDEX CONCURRENTLY`, with detection and rebuild of
+//!   the INVALID index a failed concurrent build leaves behind;
+//! - [`batch`]: delete rows matching a condition in batches.
 
+use std::time::Duration;
+
+pub mod archive;
+pub mod batch;
+pub mod index;
+pub mod recent;
 pub mod top_n;
 
 pub use top_n::{TopN, TopRow};
+/// What a batched operation did ([`archive::Archiver::run`],
+/// [`batch::BatchDelete::run`], [`recent::RecentHistory::trim_all`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BatchReport {
+    /// Rows moved or deleted.
+    pub rows: u64,
+    /// Batches (statements or transactions) run, including a final empty one.
+    pub batches: u64,
+    /// Wall time of the whole run.
+    pub elapsed: Duration,
+}
