@@ -121,6 +121,7 @@ mod schema;
 #[cfg(feature = "seed")]
 #[cfg_attr(docsrs, doc(cfg(feature = "seed")))]
 pub mod seed;
+mod since;
 #[cfg(feature = "testdb")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testdb")))]
 pub mod testdb;
@@ -132,6 +133,10 @@ pub use latest::{LatestStatus, LatestStrategy, LATEST_ALIAS, LATEST_AT, LATEST_S
 pub use progress::Progress;
 pub use query::BuiltQuery;
 pub use schema::{AnyColumn, Column, Ident, Relation, Table, MAX_IDENT_BYTES};
+pub use since::{
+    Change, ChangeColumn, CursorKey, IndexOptions, IntoChangeColumn, PageOrder, PageRequest,
+    SinceGraph, SincePage, SinceQuery, SinceStrategy, SINCE_AT, SINCE_DEFAULT_MAX_LIMIT, SINCE_KEY,
+};
 pub use types::SqlType;
 
 // The README's Rust examples compile as doctests.
