@@ -23,14 +23,18 @@ use crate::{BuiltQuery, Error, Result};
 ///   when the roots or their related rows are updated between pages. A root
 ///   that starts matching during the walk is returned if its key is still
 ///   ahead of the cursor.
-/// - [`PageOrder::ChangeTime`]: ordered by the root's own change column, then
-///   the key (roots whose own change time is NULL come last, by key). Changes
-///   in related tables do not move a root, so they behave as above. An update
-///   of the **root row itself** moves it to the end: a root updated before
-///   the walk reached it is returned once, at its new place; one updated
-///   after it was returned is returned **again**, with its new state. No
-///   root that matches throughout the walk is ever skipped (at-least-once,
-///   with a repeat only for a root changed after it was returned).
+/// - [`PageOrder::ChangeTime`]: ordered by the root's own change column
+///   (ascending, NULLs last, so an index on `(change, key)` serves it), then
+///   the key. Changes in related tables do not move a root, so they behave
+///   as above. An update of the **root row itself** moves it towards the
+///   end: a root updated before the walk reached it is returned once, at its
+///   new place; one updated after it was returned is returned **again**,
+///   with its new state. So no root that matches throughout the walk is
+///   skipped (at-least-once, with a repeat only for a root changed after it
+///   was returned) — provided change times only move forward and a root's
+///   change time does not go from NULL to a value while the walk is already
+///   among the NULL-time roots (such a root is picked up by the next walk;
+///   declare change columns `NOT NULL`, as ORMs do, and this cannot happen).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum PageOrder {

@@ -8,5 +8,6 @@ mod errors;
 mod executors;
 mod injection;
 mod latest;
+mod since;
 mod support;
 mod values;
