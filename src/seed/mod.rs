@@ -5,3 +5,5 @@
 //! Each seeder creates its tables in the connection's current schema (the
 //! first schema on `search_path`) and reports progress through a callback
 //! taking a [`Progress`](crate::Progress).
+
+pub mod moves;

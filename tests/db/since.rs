@@ -870,3 +870,130 @@ async fn index_advice_runs_concurrently_and_is_idempotent() {
     );
     assert!(names.contains("moves_updated_at_id_since_idx"), "{names:?}");
 }
+
+/// Seed 001's option 4 (`IN (… UNION …)`), as the team wrote it, counted;
+/// `$1` is `since` as `timestamp` (UTC), `$2` as `timestamptz`.
+const SEED_OPTION_4_COUNT: &str = "
+SELECT count(*) FROM moves
+WHERE moves.available_to_prime_at IS NOT NULL
+  AND moves.show = TRUE
+  AND (moves.updated_at >= $1 OR
+       (moves.id IN (
+          SELECT mto_shipments.move_id FROM mto_shipments WHERE mto_shipments.updated_at >= $2
+          UNION
+          SELECT mto_service_items.move_id FROM mto_service_items WHERE mto_service_items.updated_at >= $2
+          UNION
+          SELECT payment_requests.move_id FROM payment_requests WHERE payment_requests.updated_at >= $1)) OR
+       (moves.orders_id IN (SELECT orders.id FROM orders WHERE orders.updated_at >= $1)))";
+
+/// Seed 001's option 1 (`MAX(GREATEST(…))`), counted; `$1` is `since`
+/// (`timestamptz`).
+const SEED_OPTION_1_COUNT: &str = "
+SELECT count(*) FROM (
+SELECT moves.* FROM moves
+  LEFT JOIN orders ON moves.orders_id = orders.id
+  LEFT JOIN mto_shipments ON moves.id = mto_shipments.move_id
+  LEFT JOIN mto_service_items ON mto_service_items.move_id = moves.id
+  LEFT JOIN payment_requests ON payment_requests.move_id = moves.id
+WHERE moves.available_to_prime_at IS NOT NULL AND moves.show = TRUE
+GROUP BY 1
+HAVING MAX(GREATEST(moves.updated_at AT TIME ZONE 'UTC', orders.updated_at AT TIME ZONE 'UTC',
+    mto_shipments.updated_at, mto_service_items.updated_at,
+    payment_requests.updated_at AT TIME ZONE 'UTC')) >= $1) AS m";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_moves_agree_with_the_seed_queries() {
+    use pgpatterns::seed::moves::{seed, MovesSchema, MovesSeed};
+    let schema = schema().await;
+    let client = client(&schema).await;
+    let mut reports = Vec::new();
+    let now = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
+    let got_now = seed(&client, MovesSeed::new(3000).batch(700).now(now), |p| {
+        reports.push(p)
+    })
+    .await
+    .unwrap();
+    assert_eq!(got_now, now);
+    let moves: Vec<_> = reports.iter().filter(|p| p.stage == "moves").collect();
+    assert_eq!(moves.first().unwrap().done, 0);
+    assert_eq!(moves.last().unwrap().done, 3000);
+    assert!(moves.windows(2).all(|w| w[0].done < w[1].done));
+    assert_eq!(moves.len(), 1 + 5); // 0, then batches ending 700, 1400, 2100, 2800, 3000
+    assert!(reports.iter().any(|p| p.stage == "analyze"));
+
+    // fan-out per move as documented
+    let per_move = |table: &'static str| {
+        let client = &client;
+        async move {
+            let sql: &'static str = match table {
+                "mto_shipments" => "SELECT count(*)::float8 / 3000 FROM mto_shipments",
+                "mto_service_items" => "SELECT count(*)::float8 / 3000 FROM mto_service_items",
+                "payment_requests" => "SELECT count(*)::float8 / 3000 FROM payment_requests",
+                _ => "SELECT count(*)::float8 / 3000 FROM addresses",
+            };
+            fetch::<(f64,), _>(client, &BuiltQuery::fixed(sql)).await[0].0
+        }
+    };
+    let ships = per_move("mto_shipments").await;
+    assert!((1.8..2.2).contains(&ships), "{ships}");
+    let items = per_move("mto_service_items").await;
+    assert!((4.6..5.4).contains(&items), "{items}");
+    let prs = per_move("payment_requests").await;
+    assert!((0.85..1.15).contains(&prs), "{prs}");
+    assert_eq!(per_move("addresses").await, ships);
+
+    let s = MovesSchema::new().unwrap();
+    let seed_graph = s.seed_graph().unwrap();
+    let full = s.full_graph().unwrap();
+    let mut previous = 0;
+    for days in [1, 30, 365] {
+        let at = now - Duration::days(days);
+        let params = [at.naive_utc().into_value(), at.into_value()];
+        let hand4: Vec<(i64,)> = fetch(
+            &client,
+            &BuiltQuery::fixed_with(SEED_OPTION_4_COUNT, params.clone()),
+        )
+        .await;
+        let hand1: Vec<(i64,)> = fetch(
+            &client,
+            &BuiltQuery::fixed_with(SEED_OPTION_1_COUNT, params),
+        )
+        .await;
+        assert_eq!(hand1, hand4, "the seed's two options agree ({days} d)");
+        let want = hand4[0].0;
+        assert!(want > previous, "wider windows match more: {days} d");
+        previous = want;
+        let mut full_count = None;
+        for strategy in SinceStrategy::ALL {
+            let q = seed_graph.since(at).unwrap().strategy(strategy);
+            let n: Vec<(i64,)> = fetch(&client, &q.count_query()).await;
+            assert_eq!(n[0].0, want, "{strategy:?} {days} d");
+            let f: Vec<(i64,)> = fetch(
+                &client,
+                &full.since(at).unwrap().strategy(strategy).count_query(),
+            )
+            .await;
+            assert!(f[0].0 >= want);
+            assert_eq!(
+                *full_count.get_or_insert(f[0].0),
+                f[0].0,
+                "{strategy:?} full graph"
+            );
+        }
+        // a first page and what changed on it
+        let q = full.since(at).unwrap().strategy(SinceStrategy::Exists);
+        let page = q
+            .fetch_page::<(i64,), _>(&client, &PageRequest::new(20))
+            .await
+            .unwrap();
+        assert_eq!(page.rows.len(), 20.min(full_count.unwrap() as usize));
+        let changes = q.fetch_changes(&client, &page.keys).await.unwrap();
+        for k in &page.keys {
+            assert!(
+                changes.iter().any(|c| c.key == *k),
+                "{k} matched, so something changed"
+            );
+        }
+        assert!(changes.iter().all(|c| c.newest >= at && c.newest <= now));
+    }
+}
