@@ -956,7 +956,7 @@ async fn seeded_moves_agree_with_the_seed_queries() {
         .await;
         let hand1: Vec<(i64,)> = fetch(
             &client,
-            &BuiltQuery::fixed_with(SEED_OPTION_1_COUNT, params),
+            &BuiltQuery::fixed_with(SEED_OPTION_1_COUNT, [at.into_value()]),
         )
         .await;
         assert_eq!(hand1, hand4, "the seed's two options agree ({days} d)");
