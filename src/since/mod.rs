@@ -62,10 +62,14 @@ pub enum SinceStrategy {
     /// `root.change >= $s OR EXISTS (…) OR …`: one correlated `EXISTS` per
     /// path.
     Exists,
-    /// `SELECT DISTINCT root.* FROM root LEFT JOIN …` every path (shared
-    /// prefixes joined once) `WHERE root.change >= $s OR t1.change >= $s …`
-    /// (seed 001's option 2). `DISTINCT` needs root columns with equality
-    /// (no `json`).
+    /// `SELECT root.* FROM root LEFT JOIN …` every path (shared prefixes
+    /// joined once) `WHERE root.change >= $s OR t1.change >= $s …`, made
+    /// distinct with `GROUP BY root.key` (seed 001's option 2). Grouping by
+    /// the primary key rather than `SELECT DISTINCT root.*` keeps it as fast
+    /// as the seed's query (a first page streams in key order; `DISTINCT`
+    /// over every column sorted all matches, up to 70× slower) and works with
+    /// columns that have no equality (`json`); the key must be the root's
+    /// primary key.
     OrJoins,
     /// `LEFT JOIN` every path, `GROUP BY root.key HAVING
     /// MAX(GREATEST(change, …)) >= $s` (seed 001's option 1); the key must
@@ -198,7 +202,7 @@ impl<K: SqlType> SinceQuery<K> {
                 }
             }
             SinceStrategy::OrJoins => {
-                q.distinct();
+                q.group_by_col(g.key.col_ref());
                 for (t, rel) in &joins {
                     q.join(JoinType::LeftJoin, t.table_ref(), on_expr(rel));
                 }

@@ -96,7 +96,7 @@ fn exists_snapshot() {
 fn or_joins_snapshot() {
     assert_eq!(
         sql(SinceStrategy::OrJoins),
-        r#"SELECT DISTINCT "moves".* FROM "moves" LEFT JOIN "orders" AS "t1" ON "moves"."orders_id" = "t1"."id" LEFT JOIN "service_members" AS "t2" ON "t1"."service_member_id" = "t2"."id" LEFT JOIN "mto_shipments" AS "t3" ON "moves"."id" = "t3"."move_id" LEFT JOIN "addresses" AS "t4" ON "t3"."pickup_address_id" = "t4"."id" WHERE "moves"."show" = CAST($1 AS bool) AND ("moves"."updated_at" >= CAST($2 AS timestamp) OR "t1"."updated_at" >= CAST($3 AS timestamp) OR "t2"."updated_at" >= CAST($4 AS timestamp) OR "t3"."updated_at" >= CAST($5 AS timestamptz) OR "t4"."updated_at" >= CAST($6 AS timestamptz))"#
+        r#"SELECT "moves".* FROM "moves" LEFT JOIN "orders" AS "t1" ON "moves"."orders_id" = "t1"."id" LEFT JOIN "service_members" AS "t2" ON "t1"."service_member_id" = "t2"."id" LEFT JOIN "mto_shipments" AS "t3" ON "moves"."id" = "t3"."move_id" LEFT JOIN "addresses" AS "t4" ON "t3"."pickup_address_id" = "t4"."id" WHERE "moves"."show" = CAST($1 AS bool) AND ("moves"."updated_at" >= CAST($2 AS timestamp) OR "t1"."updated_at" >= CAST($3 AS timestamp) OR "t2"."updated_at" >= CAST($4 AS timestamp) OR "t3"."updated_at" >= CAST($5 AS timestamptz) OR "t4"."updated_at" >= CAST($6 AS timestamptz)) GROUP BY "moves"."id""#
     );
 }
 
