@@ -190,7 +190,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         _ => None,
     };
     let b = s.as_bytes();
-    if b.is_empty() || b.len() % 2 != 0 {
+    if b.is_empty() || !b.len().is_multiple_of(2) {
         return None;
     }
     b.chunks(2)

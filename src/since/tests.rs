@@ -25,13 +25,13 @@ fn graph() -> SinceGraph<i64> {
         &orders.column::<i64>("id").unwrap(),
     );
     let to_ship = Relation::new(&ship.column::<i64>("move_id").unwrap(), &id);
-    SinceGraph::new(&id, &moves.column::<NaiveDateTime>("updated_at").unwrap())
+    SinceGraph::new(&id, moves.column::<NaiveDateTime>("updated_at").unwrap())
         .unwrap()
         .filter(moves.column::<bool>("show").unwrap().eq(true))
         .related(
             "orders",
             to_orders.clone(),
-            &orders.column::<NaiveDateTime>("updated_at").unwrap(),
+            orders.column::<NaiveDateTime>("updated_at").unwrap(),
         )
         .unwrap()
         .path(
@@ -43,13 +43,13 @@ fn graph() -> SinceGraph<i64> {
                     &sm.column::<i64>("id").unwrap(),
                 ),
             ],
-            &sm.column::<NaiveDateTime>("updated_at").unwrap(),
+            sm.column::<NaiveDateTime>("updated_at").unwrap(),
         )
         .unwrap()
         .related(
             "shipments",
             to_ship.clone(),
-            &ship.column::<DateTime<Utc>>("updated_at").unwrap(),
+            ship.column::<DateTime<Utc>>("updated_at").unwrap(),
         )
         .unwrap()
         .path(
@@ -61,7 +61,7 @@ fn graph() -> SinceGraph<i64> {
                     &addr.column::<i64>("id").unwrap(),
                 ),
             ],
-            &addr.column::<DateTime<Utc>>("updated_at").unwrap(),
+            addr.column::<DateTime<Utc>>("updated_at").unwrap(),
         )
         .unwrap()
 }
@@ -233,7 +233,7 @@ fn timestamp_offset_shifts_the_bound_value() {
     let moves = Table::new("moves").unwrap();
     let g = SinceGraph::new(
         &moves.column::<i64>("id").unwrap(),
-        &moves.column::<NaiveDateTime>("updated_at").unwrap(),
+        moves.column::<NaiveDateTime>("updated_at").unwrap(),
     )
     .unwrap()
     .timestamp_offset(chrono::FixedOffset::east_opt(2 * 3600).unwrap());
@@ -273,7 +273,7 @@ fn bad_graphs_are_refused() {
         g().related(
             "sm",
             sm_link.clone(),
-            &sm.column::<DateTime<Utc>>("u").unwrap(),
+            sm.column::<DateTime<Utc>>("u").unwrap(),
         ),
         "path",
     );
@@ -338,12 +338,12 @@ fn hostile_names_stay_quoted_in_index_advice() {
     let evil = Table::new(r#"mo"ves; DROP TABLE x; --"#).unwrap();
     let id = evil.column::<i64>(r#"i"d"#).unwrap();
     let child = Table::new(r#"ch"ild"#).unwrap();
-    let g = SinceGraph::new(&id, &evil.column::<DateTime<Utc>>(r#"up"dated"#).unwrap())
+    let g = SinceGraph::new(&id, evil.column::<DateTime<Utc>>(r#"up"dated"#).unwrap())
         .unwrap()
         .related(
             "child",
             Relation::new(&child.column::<i64>(r#"mo"ve"#).unwrap(), &id),
-            &child.column::<DateTime<Utc>>("u").unwrap(),
+            child.column::<DateTime<Utc>>("u").unwrap(),
         )
         .unwrap();
     let ddl: Vec<String> = g
@@ -361,7 +361,7 @@ fn hostile_names_stay_quoted_in_index_advice() {
     // long names are cut to 63 bytes with a distinguishing hash
     let long = Table::new("x".repeat(60)).unwrap();
     let key = long.column::<i64>("id").unwrap();
-    let g = SinceGraph::new(&key, &long.column::<DateTime<Utc>>("updated_at").unwrap()).unwrap();
+    let g = SinceGraph::new(&key, long.column::<DateTime<Utc>>("updated_at").unwrap()).unwrap();
     let sql = g.index_advice(SinceStrategy::UnionIn)[0].sql().to_owned();
     let name = sql.split('"').nth(1).unwrap();
     assert_eq!(name.len(), 63, "{sql}");

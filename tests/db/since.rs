@@ -265,7 +265,7 @@ struct Data {
 
 fn dataset(seed: u64) -> Data {
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    let n = if seed % 9 == 0 {
+    let n = if seed.is_multiple_of(9) {
         0
     } else {
         1 + rng.below(30) as i64
@@ -505,18 +505,16 @@ async fn every_strategy_matches_the_reference_on_random_graphs() {
             let root_at: BTreeMap<i64, At> = d.moves.iter().map(|m| (m.0, m.4)).collect();
             let mut by_time = want_ids.clone();
             by_time.sort_by_key(|id| (root_at[id].is_none(), root_at[id], *id));
-            let want_changes: Vec<(i64, String, DateTime<Utc>)> = |order: &[i64]| -> Vec<_> {
-                let labels = graph.labels();
-                order
-                    .iter()
-                    .flat_map(|id| {
-                        want[id]
-                            .iter()
-                            .map(|(rel, t)| (*id, labels[*rel].to_owned(), *t))
-                            .collect::<Vec<_>>()
-                    })
-                    .collect()
-            }(&want_ids);
+            let labels = graph.labels();
+            let want_changes: Vec<(i64, String, DateTime<Utc>)> = want_ids
+                .iter()
+                .flat_map(|id| {
+                    want[id]
+                        .iter()
+                        .map(|(rel, t)| (*id, labels[*rel].to_owned(), *t))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
             for strategy in SinceStrategy::ALL {
                 let q = graph.since(at).unwrap().strategy(strategy);
                 let ctx = format!(
