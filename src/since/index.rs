@@ -79,8 +79,9 @@ impl<K: SqlType> SinceGraph<K> {
     ///   holding the key; referenced keys are unique, so already indexed),
     ///   and `(change, key)` on the root for [`PageOrder::ChangeTime`](crate::PageOrder::ChangeTime)
     ///   pages;
-    /// - [`SinceStrategy::UnionIn`]: the change column of every path's last
-    ///   table (each `UNION` branch starts from the changed rows);
+    /// - [`SinceStrategy::UnionIn`] and [`SinceStrategy::SemiJoin`]: the
+    ///   change column of every path's last table (each `UNION` branch starts
+    ///   from the changed rows);
     /// - [`SinceStrategy::Exists`]: on a last hop whose far table holds the
     ///   key, `(foreign key, change)`, so each probe is answered by the index.
     ///
@@ -146,7 +147,10 @@ impl<K: SqlType> SinceGraph<K> {
                     want(&table, cols);
                 }
             }
-            if options.strategy == SinceStrategy::UnionIn {
+            if matches!(
+                options.strategy,
+                SinceStrategy::UnionIn | SinceStrategy::SemiJoin
+            ) {
                 if let Ok(table) = unaliased(p.change.table()) {
                     want(&table, vec![p.change.erase().of(&table)]);
                 }

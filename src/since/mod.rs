@@ -25,7 +25,7 @@ mod page;
 
 use sea_query::{Alias, Expr, ExprTrait, Func, JoinType, Query, SelectStatement, UnionType};
 
-use crate::schema::{AnyColumn, Relation};
+use crate::schema::{AnyColumn, Ident, Relation};
 use crate::types::SqlType;
 use crate::BuiltQuery;
 
@@ -39,6 +39,8 @@ use change::Since;
 
 /// The default largest page ([`SinceGraph::max_limit`]).
 pub const SINCE_DEFAULT_MAX_LIMIT: i64 = 1000;
+/// Alias of the root table inside `SemiJoin`'s union.
+const ROOT_ALIAS: &str = "r0";
 /// Output column of [`SinceQuery::page_query`] holding the root key (for the
 /// next cursor).
 pub const SINCE_KEY: &str = "since_key";
@@ -48,10 +50,10 @@ pub const SINCE_AT: &str = "since_at";
 
 /// How the matching root rows are found. Every strategy returns the same rows.
 ///
-/// Measured on the seed-001 shape (see the README): `UnionIn` wins counts of
-/// selective windows (a few changed rows), `Exists` wins pages and wide
-/// windows; the join strategies are the seed's slower options, kept for
-/// comparison.
+/// Measured on the seed-001 shape (see the README): `UnionIn` and `SemiJoin`
+/// win counts of selective windows (a few changed rows), `Exists` wins pages
+/// and wide windows; the join strategies are the seed's slower options, kept
+/// for comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SinceStrategy {
@@ -62,6 +64,15 @@ pub enum SinceStrategy {
     /// `root.change >= $s OR EXISTS (…) OR …`: one correlated `EXISTS` per
     /// path.
     Exists,
+    /// `root.key IN (SELECT key FROM root WHERE change >= $s UNION ALL
+    /// SELECT fk FROM child … UNION ALL SELECT r.key FROM root r JOIN parent
+    /// …)`: the root's own change is one more branch, so there is no `OR`
+    /// and PostgreSQL plans a (hash or nested-loop) **semi-join**. `UnionIn`
+    /// under `OR` becomes a *SubPlan*, hashed only while the changed set fits
+    /// in `work_mem`; past that (≈ 300 k changed rows at the 4 MB default)
+    /// it rescans the set for every root and takes minutes. `SemiJoin` has
+    /// no such cliff.
+    SemiJoin,
     /// `SELECT root.* FROM root LEFT JOIN …` every path (shared prefixes
     /// joined once) `WHERE root.change >= $s OR t1.change >= $s …`, made
     /// distinct with `GROUP BY root.key` (seed 001's option 2). Grouping by
@@ -79,8 +90,9 @@ pub enum SinceStrategy {
 
 impl SinceStrategy {
     /// Every strategy.
-    pub const ALL: [SinceStrategy; 4] = [
+    pub const ALL: [SinceStrategy; 5] = [
         SinceStrategy::UnionIn,
+        SinceStrategy::SemiJoin,
         SinceStrategy::Exists,
         SinceStrategy::OrJoins,
         SinceStrategy::GreatestGroupBy,
@@ -188,6 +200,38 @@ impl<K: SqlType> SinceQuery<K> {
                     any = any.or(row_of(&cols).in_subquery(union));
                 }
             }
+            SinceStrategy::SemiJoin => {
+                let r = g.root.with_alias(Ident::fixed(ROOT_ALIAS));
+                let mut union = Query::select();
+                union
+                    .column(g.key.of(&r).col_ref())
+                    .from(r.table_ref())
+                    .and_where(g.root_change.of(&r).changed_since(since));
+                for p in &paths {
+                    let first = &p.hops[0];
+                    let mut sub = Query::select();
+                    let from_key = matches!(first.pairs(), [(near, _)] if *near == g.key);
+                    if from_key {
+                        // a child of the root key: its foreign key is the key
+                        sub.column(first.pairs()[0].1.col_ref())
+                            .from(first.to_table().table_ref());
+                    } else {
+                        // any other first hop: join back to (an alias of) the root
+                        sub.column(g.key.of(&r).col_ref()).from(r.table_ref()).join(
+                            JoinType::InnerJoin,
+                            first.to_table().table_ref(),
+                            on_expr(&first.between(&r, first.to_table())),
+                        );
+                    }
+                    for h in &p.hops[1..] {
+                        sub.join(JoinType::InnerJoin, h.to_table().table_ref(), on_expr(h));
+                    }
+                    sub.and_where(p.change.changed_since(since));
+                    union.union(UnionType::All, sub);
+                }
+                q.and_where(g.key.expr().in_subquery(union));
+                return q;
+            }
             SinceStrategy::Exists => {
                 for p in &paths {
                     let first = &p.hops[0];
@@ -236,6 +280,25 @@ impl<K: SqlType> SinceQuery<K> {
     }
 
     /// `SELECT COUNT(*)` of the matching roots.
+    ///
+    /// ```
+    /// use chrono::{DateTime, TimeZone, Utc};
+    /// use pgpatterns::{Relation, SinceGraph, SinceStrategy, Table};
+    /// let moves = Table::new("moves")?;
+    /// let items = Table::new("items")?;
+    /// let id = moves.column::<i64>("id")?;
+    /// let graph = SinceGraph::new(&id, &moves.column::<DateTime<Utc>>("updated_at")?)?
+    ///     .related("items", Relation::new(&items.column::<i64>("move_id")?, &id),
+    ///              &items.column::<DateTime<Utc>>("updated_at")?)?;
+    /// let q = graph
+    ///     .since(Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap())?
+    ///     .strategy(SinceStrategy::Exists);
+    /// assert_eq!(
+    ///     q.count_query().sql(),
+    ///     r#"SELECT COUNT(*) FROM (SELECT "moves".* FROM "moves" WHERE "moves"."updated_at" >= CAST($1 AS timestamptz) OR EXISTS(SELECT 1 FROM "items" AS "t1" WHERE "moves"."id" = "t1"."move_id" AND "t1"."updated_at" >= CAST($2 AS timestamptz))) AS "matching""#
+    /// );
+    /// # Ok::<(), pgpatterns::Error>(())
+    /// ```
     pub fn count_query(&self) -> BuiltQuery {
         let q = Query::select()
             .expr(Expr::cust("COUNT(*)"))

@@ -267,6 +267,25 @@ impl<K: SqlType> SinceQuery<K> {
     /// [`max_limit`](crate::SinceGraph::max_limit), or a cursor that is
     /// malformed or was made for another order, key type or `since`
     /// (field `"cursor"`).
+    ///
+    /// ```
+    /// use chrono::{DateTime, TimeZone, Utc};
+    /// use pgpatterns::{Error, PageOrder, PageRequest, SinceGraph, Table};
+    /// let moves = Table::new("moves")?;
+    /// let graph = SinceGraph::new(
+    ///     &moves.column::<i64>("id")?,
+    ///     &moves.column::<DateTime<Utc>>("updated_at")?,
+    /// )?;
+    /// let q = graph.since(Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap())?;
+    /// let page = q.page_query(&PageRequest::new(50).order(PageOrder::ChangeTime))?;
+    /// assert_eq!(
+    ///     page.sql(),
+    ///     r#"SELECT "moves".*, "moves"."id" AS "since_key", "moves"."updated_at" AS "since_at" FROM "moves" WHERE "moves"."updated_at" >= CAST($1 AS timestamptz) ORDER BY "moves"."updated_at" ASC, "moves"."id" ASC LIMIT $2"#
+    /// );
+    /// let bad = q.page_query(&PageRequest::new(50).after("not a cursor"));
+    /// assert!(matches!(bad, Err(Error::InvalidSpec { field: "cursor", .. })));
+    /// # Ok::<(), pgpatterns::Error>(())
+    /// ```
     pub fn page_query(&self, req: &PageRequest) -> Result<BuiltQuery>
     where
         K: CursorKey,

@@ -366,3 +366,37 @@ fn hostile_names_stay_quoted_in_index_advice() {
     let name = sql.split('"').nth(1).unwrap();
     assert_eq!(name.len(), 63, "{sql}");
 }
+
+#[test]
+fn composite_keys_use_row_values() {
+    let root = Table::new("root").unwrap();
+    let child = Table::new("child").unwrap();
+    let (ra, rb) = (
+        root.column::<i64>("a").unwrap(),
+        root.column::<String>("b").unwrap(),
+    );
+    let rel = Relation::new(&child.column::<i64>("ra").unwrap(), &ra)
+        .and(&child.column::<String>("rb").unwrap(), &rb)
+        .unwrap();
+    let g = SinceGraph::new(&ra, root.column::<DateTime<Utc>>("at").unwrap())
+        .unwrap()
+        .related("child", rel, child.column::<DateTime<Utc>>("at").unwrap())
+        .unwrap();
+    let q = g.since(at()).unwrap();
+    assert_eq!(
+        q.clone().strategy(SinceStrategy::UnionIn).build().sql(),
+        r#"SELECT "root".* FROM "root" WHERE "root"."at" >= CAST($1 AS timestamptz) OR ("root"."a", "root"."b") IN (SELECT "t1"."ra", "t1"."rb" FROM "child" AS "t1" WHERE "t1"."at" >= CAST($2 AS timestamptz))"#
+    );
+    assert_eq!(
+        q.strategy(SinceStrategy::Exists).build().sql(),
+        r#"SELECT "root".* FROM "root" WHERE "root"."at" >= CAST($1 AS timestamptz) OR EXISTS(SELECT 1 FROM "child" AS "t1" WHERE "root"."a" = "t1"."ra" AND "root"."b" = "t1"."rb" AND "t1"."at" >= CAST($2 AS timestamptz))"#
+    );
+}
+
+#[test]
+fn semi_join_snapshot() {
+    assert_eq!(
+        sql(SinceStrategy::SemiJoin),
+        r#"SELECT "moves".* FROM "moves" WHERE "moves"."show" = CAST($1 AS bool) AND "moves"."id" IN (SELECT "r0"."id" FROM "moves" AS "r0" WHERE "r0"."updated_at" >= CAST($2 AS timestamp) UNION ALL (SELECT "r0"."id" FROM "moves" AS "r0" INNER JOIN "orders" AS "t1" ON "r0"."orders_id" = "t1"."id" WHERE "t1"."updated_at" >= CAST($3 AS timestamp)) UNION ALL (SELECT "r0"."id" FROM "moves" AS "r0" INNER JOIN "orders" AS "t1" ON "r0"."orders_id" = "t1"."id" INNER JOIN "service_members" AS "t2" ON "t1"."service_member_id" = "t2"."id" WHERE "t2"."updated_at" >= CAST($4 AS timestamp)) UNION ALL (SELECT "t3"."move_id" FROM "mto_shipments" AS "t3" WHERE "t3"."updated_at" >= CAST($5 AS timestamptz)) UNION ALL (SELECT "t3"."move_id" FROM "mto_shipments" AS "t3" INNER JOIN "addresses" AS "t4" ON "t3"."pickup_address_id" = "t4"."id" WHERE "t4"."updated_at" >= CAST($6 AS timestamptz)))"#
+    );
+}
