@@ -309,11 +309,19 @@ impl<K: SqlType> SinceGraph<K> {
         })
     }
 
-    /// Every path resolved against table aliases `t1`, `t2`, …; paths
+    /// Every path resolved against table aliases `t1`, `t2`, … (`j1`, … for a
+    /// root named like them); paths
     /// sharing a prefix of hops share its aliases (one join per prefix).
     /// Also returns the joins in the order they must be written.
     pub(crate) fn resolve(&self) -> (Vec<Resolved>, Vec<(Table, Relation)>) {
         let mut aliases: HashMap<Vec<Relation>, Table> = HashMap::new();
+        // Aliases `t1`, `t2`, …, or `j1`, … when the (unaliased) root table
+        // is itself called `t<digits>`, so they never shadow it.
+        let root = self.root.name().as_str();
+        let prefix_char = match root.strip_prefix('t') {
+            Some(rest) if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()) => 'j',
+            _ => 't',
+        };
         let mut joins = Vec::new();
         let mut resolved = Vec::with_capacity(self.paths.len());
         for p in &self.paths {
@@ -325,8 +333,8 @@ impl<K: SqlType> SinceGraph<K> {
                 let far = match aliases.get(&prefix) {
                     Some(t) => t.clone(),
                     None => {
-                        let alias = Ident::new(format!("t{}", aliases.len() + 1))
-                            .expect("t<n> is a valid identifier");
+                        let alias = Ident::new(format!("{prefix_char}{}", aliases.len() + 1))
+                            .expect("a letter and a number is a valid identifier");
                         let t = hop.rel.to_table().with_alias(alias);
                         aliases.insert(prefix.clone(), t.clone());
                         joins.push((t.clone(), hop.rel.between(&near, &t)));

@@ -6,7 +6,7 @@
 //! wished, deeper relations too (service members behind orders, addresses
 //! behind shipments). A [`SinceGraph`] declares the root, its base
 //! predicates and labelled relation paths of any depth; [`SinceGraph::since`]
-//! makes a [`SinceQuery`] that builds the root rows in one of four
+//! makes a [`SinceQuery`] that builds the root rows in one of five
 //! equivalent strategies ([`SinceStrategy`]), counts them, pages through
 //! them with an opaque keyset cursor ([`PageRequest`], [`SincePage`]) and
 //! tells, for one page, what changed ([`Change`]).

@@ -400,3 +400,29 @@ fn semi_join_snapshot() {
         r#"SELECT "moves".* FROM "moves" WHERE "moves"."show" = CAST($1 AS bool) AND "moves"."id" IN (SELECT "r0"."id" FROM "moves" AS "r0" WHERE "r0"."updated_at" >= CAST($2 AS timestamp) UNION ALL (SELECT "r0"."id" FROM "moves" AS "r0" INNER JOIN "orders" AS "t1" ON "r0"."orders_id" = "t1"."id" WHERE "t1"."updated_at" >= CAST($3 AS timestamp)) UNION ALL (SELECT "r0"."id" FROM "moves" AS "r0" INNER JOIN "orders" AS "t1" ON "r0"."orders_id" = "t1"."id" INNER JOIN "service_members" AS "t2" ON "t1"."service_member_id" = "t2"."id" WHERE "t2"."updated_at" >= CAST($4 AS timestamp)) UNION ALL (SELECT "t3"."move_id" FROM "mto_shipments" AS "t3" WHERE "t3"."updated_at" >= CAST($5 AS timestamptz)) UNION ALL (SELECT "t3"."move_id" FROM "mto_shipments" AS "t3" INNER JOIN "addresses" AS "t4" ON "t3"."pickup_address_id" = "t4"."id" WHERE "t4"."updated_at" >= CAST($6 AS timestamptz)))"#
     );
 }
+
+#[test]
+fn aliases_never_shadow_a_root_named_like_them() {
+    let root = Table::new("t1").unwrap();
+    let child = Table::new("t2").unwrap();
+    let key = root.column::<i64>("id").unwrap();
+    let g = SinceGraph::new(&key, root.column::<DateTime<Utc>>("at").unwrap())
+        .unwrap()
+        .related(
+            "child",
+            Relation::new(&child.column::<i64>("t1_id").unwrap(), &key),
+            child.column::<DateTime<Utc>>("at").unwrap(),
+        )
+        .unwrap();
+    let sql = g
+        .since(at())
+        .unwrap()
+        .strategy(SinceStrategy::OrJoins)
+        .build()
+        .sql()
+        .to_owned();
+    assert!(
+        sql.contains(r#"FROM "t1" LEFT JOIN "t2" AS "j1" ON "t1"."id" = "j1"."t1_id""#),
+        "{sql}"
+    );
+}
