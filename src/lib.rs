@@ -14,7 +14,8 @@
 //!
 //! The foundation (validated schema handles, [`BuiltQuery`], the executor
 //! traits, the throwaway database used by tests and examples) and the core of
-//! the `latest` and `rollup` families are in place; `since` is being built.
+//! the `latest`, `since` and `rollup` families and the seed-002 operations
+//! ([`ops`]) are in place; automatic strategy choice (`Auto`) is next.
 //!
 //! ## latest: filter on the newest history row
 //!
@@ -40,6 +41,48 @@
 //! assert_eq!(page.values().0.len(), 3); // status, cursor, limit: all bound
 //! # Ok::<(), pgpatterns::Error>(())
 //! ```
+//!
+//! ## since: roots changed in themselves or in anything related
+//!
+//! ```
+//! use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+//! use pgpatterns::{PageOrder, PageRequest, Relation, SinceGraph, SinceStrategy, Table};
+//!
+//! let moves = Table::new("moves")?;
+//! let orders = Table::new("orders")?;
+//! let members = Table::new("service_members")?;
+//! let shipments = Table::new("mto_shipments")?;
+//! let move_id = moves.column::<i64>("id")?;
+//! let to_orders = Relation::new(&moves.column::<i64>("orders_id")?, &orders.column::<i64>("id")?);
+//!
+//! let graph = SinceGraph::new(&move_id, &moves.column::<NaiveDateTime>("updated_at")?)? // timestamp: read as UTC
+//!     .filter(moves.column::<bool>("show")?.eq(true))
+//!     .related("orders", to_orders.clone(), &orders.column::<NaiveDateTime>("updated_at")?)?
+//!     .path(                                          // two hops: moves → orders → service_members
+//!         "service_members",
+//!         [to_orders, Relation::new(&orders.column::<i64>("service_member_id")?, &members.column::<i64>("id")?)],
+//!         &members.column::<NaiveDateTime>("updated_at")?,
+//!     )?
+//!     .related(                                       // a child: mto_shipments.move_id → moves.id
+//!         "shipments",
+//!         Relation::new(&shipments.column::<i64>("move_id")?, &move_id),
+//!         &shipments.column::<DateTime<Utc>>("updated_at")?, // timestamptz
+//!     )?;
+//!
+//! let since = Utc.with_ymd_and_hms(2021, 7, 16, 0, 0, 0).unwrap();
+//! let q = graph.since(since)?.strategy(SinceStrategy::UnionIn);
+//! let count = q.count_query();                                  // SELECT COUNT(*) FROM (…)
+//! let page = q.page_query(&PageRequest::new(50).order(PageOrder::ChangeTime))?;
+//! let changed = q.changes_query(&[1, 2, 3])?;                   // what changed, for a page's keys
+//! assert!(count.sql().contains(r#""moves"."orders_id" IN (SELECT"#));
+//! assert!(page.sql().ends_with(r#"ORDER BY "moves"."updated_at" ASC, "moves"."id" ASC LIMIT $6"#));
+//! assert!(changed.sql().contains("UNION ALL"));
+//! # Ok::<(), pgpatterns::Error>(())
+//! ```
+//!
+//! With an [`Executor`], [`SinceQuery::fetch_page`] returns typed rows and an
+//! opaque cursor for the next page, and [`SinceQuery::fetch_changes`] lists
+//! which relations of those rows changed and when.
 //!
 //! ## rollup: detail rows and a summary line in one query
 //!
@@ -147,6 +190,7 @@ mod schema;
 #[cfg(feature = "seed")]
 #[cfg_attr(docsrs, doc(cfg(feature = "seed")))]
 pub mod seed;
+mod since;
 #[cfg(feature = "testdb")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testdb")))]
 pub mod testdb;
@@ -166,6 +210,10 @@ pub use rollup::{
     MAX_GROUPING_SETS,
 };
 pub use schema::{AnyColumn, Column, Ident, Relation, Table, MAX_IDENT_BYTES};
+pub use since::{
+    Change, ChangeColumn, CursorKey, IndexOptions, IntoChangeColumn, PageOrder, PageRequest,
+    SinceGraph, SincePage, SinceQuery, SinceStrategy, SINCE_AT, SINCE_DEFAULT_MAX_LIMIT, SINCE_KEY,
+};
 pub use types::SqlType;
 
 // The README's Rust examples compile as doctests.

@@ -6,6 +6,7 @@
 //! first schema on `search_path`) and reports progress through a callback
 //! taking a [`Progress`](crate::Progress).
 
+pub mod moves;
 pub mod orders;
 pub mod sales;
 pub mod shop;

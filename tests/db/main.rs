@@ -14,6 +14,7 @@ mod ops_index;
 mod ops_recent;
 mod rollup;
 mod seed_orders;
+mod since;
 mod support;
 mod top_n;
 mod values;

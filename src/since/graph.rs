@@ -1,0 +1,354 @@
+//! The relation graph: a root table and labelled paths to related tables.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use chrono::{DateTime, FixedOffset, Offset, Utc};
+use sea_query::Expr;
+
+use super::change::{ChangeColumn, IntoChangeColumn, Since};
+use super::{SinceQuery, SinceStrategy, SINCE_DEFAULT_MAX_LIMIT};
+use crate::schema::{AnyColumn, Column, Ident, Relation, Table};
+use crate::types::SqlType;
+use crate::{Error, Result};
+
+/// A path from the root to a related table whose changes count as changes of
+/// the root: one or more foreign-key hops and the far table's change column.
+#[derive(Debug, Clone)]
+pub(crate) struct SincePath {
+    pub(crate) label: Arc<str>,
+    /// Each hop oriented root-side → far side (`from_table` is the nearer
+    /// table), with the original FK-holding side remembered.
+    pub(crate) hops: Vec<Hop>,
+    pub(crate) change: ChangeColumn,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Hop {
+    /// `near → far` (`pairs` are `(near column, far column)`).
+    pub(crate) rel: Relation,
+    /// `true` when the far table holds the foreign key (a child), `false`
+    /// when the near table does (a parent).
+    pub(crate) fk_on_far: bool,
+}
+
+/// A path resolved against aliases: each hop's relation between the aliased
+/// near and far tables, and the change column on the last alias.
+#[derive(Debug, Clone)]
+pub(crate) struct Resolved {
+    pub(crate) hops: Vec<Relation>,
+    pub(crate) change: ChangeColumn,
+}
+
+/// A root table and the relations whose changes count as changes of a root
+/// row: children pointing at it, parents it points at, and multi-hop paths
+/// with the foreign key pointing either way at each hop.
+///
+/// The graph is built once and validated as it is built; then
+/// [`since`](Self::since) makes a [`SinceQuery`] for one point in time.
+///
+/// ```
+/// use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+/// use pgpatterns::{Relation, SinceGraph, SinceStrategy, Table};
+///
+/// let moves = Table::new("moves")?;
+/// let orders = Table::new("orders")?;
+/// let shipments = Table::new("mto_shipments")?;
+/// let move_id = moves.column::<i64>("id")?;
+///
+/// let graph = SinceGraph::new(&move_id, &moves.column::<NaiveDateTime>("updated_at")?)?
+///     .filter(moves.column::<bool>("show")?.eq(true))
+///     .related(
+///         "orders", // a parent: moves.orders_id → orders.id
+///         Relation::new(&moves.column::<i64>("orders_id")?, &orders.column::<i64>("id")?),
+///         &orders.column::<NaiveDateTime>("updated_at")?,
+///     )?
+///     .related(
+///         "shipments", // a child: mto_shipments.move_id → moves.id
+///         Relation::new(&shipments.column::<i64>("move_id")?, &move_id),
+///         &shipments.column::<DateTime<Utc>>("updated_at")?,
+///     )?;
+///
+/// let since = Utc.with_ymd_and_hms(2021, 7, 16, 0, 0, 0).unwrap();
+/// let q = graph.since(since)?.strategy(SinceStrategy::UnionIn);
+/// assert_eq!(
+///     q.build().sql(),
+///     r#"SELECT "moves".* FROM "moves" WHERE "moves"."show" = CAST($1 AS bool) AND ("moves"."updated_at" >= CAST($2 AS timestamp) OR "moves"."orders_id" IN (SELECT "t1"."id" FROM "orders" AS "t1" WHERE "t1"."updated_at" >= CAST($3 AS timestamp)) OR "moves"."id" IN (SELECT "t2"."move_id" FROM "mto_shipments" AS "t2" WHERE "t2"."updated_at" >= CAST($4 AS timestamptz)))"#
+/// );
+/// # Ok::<(), pgpatterns::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct SinceGraph<K> {
+    pub(crate) root: Table,
+    pub(crate) key: AnyColumn,
+    pub(crate) root_change: ChangeColumn,
+    pub(crate) root_label: Arc<str>,
+    pub(crate) filters: Vec<Expr>,
+    pub(crate) paths: Vec<SincePath>,
+    pub(crate) offset: FixedOffset,
+    pub(crate) max_limit: i64,
+    _key: PhantomData<fn() -> K>,
+}
+
+impl<K> Clone for SinceGraph<K> {
+    fn clone(&self) -> Self {
+        SinceGraph {
+            root: self.root.clone(),
+            key: self.key.clone(),
+            root_change: self.root_change.clone(),
+            root_label: self.root_label.clone(),
+            filters: self.filters.clone(),
+            paths: self.paths.clone(),
+            offset: self.offset,
+            max_limit: self.max_limit,
+            _key: PhantomData,
+        }
+    }
+}
+
+/// Same table, ignoring aliases.
+pub(crate) fn same_table(a: &Table, b: &Table) -> bool {
+    a.name() == b.name() && a.schema() == b.schema()
+}
+
+impl<K: SqlType> SinceGraph<K> {
+    /// A graph rooted at the table of `key` (the root's primary key), whose
+    /// own rows change in `change`. The root's label in
+    /// [what changed](SinceQuery::changes_query) is the table name.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] when `change` is not a `timestamp`/`timestamptz`
+    /// column of the root table.
+    pub fn new(key: &Column<K>, change: impl IntoChangeColumn) -> Result<SinceGraph<K>> {
+        let change = change.into_change_column()?;
+        let root = key.table().clone();
+        if root.alias().is_some() {
+            return Err(Error::spec("root", "use the root table without an alias"));
+        }
+        if !same_table(change.table(), &root) {
+            return Err(Error::spec(
+                "change column",
+                format!(
+                    "the root's change column must be on {}, not on {}",
+                    root.display_name(),
+                    change.table().display_name()
+                ),
+            ));
+        }
+        Ok(SinceGraph {
+            root_label: Arc::from(root.name().as_str()),
+            root: root.clone(),
+            key: key.erase(),
+            root_change: change.of(&root),
+            filters: Vec::new(),
+            paths: Vec::new(),
+            offset: Utc.fix(),
+            max_limit: SINCE_DEFAULT_MAX_LIMIT,
+            _key: PhantomData,
+        })
+    }
+
+    /// A base predicate on the root rows (`show = TRUE`), built from typed
+    /// columns of the root table; every value in it is bound. Predicates are
+    /// ANDed. Roots failing them never match, whatever changed.
+    pub fn filter(mut self, condition: Expr) -> SinceGraph<K> {
+        self.filters.push(condition);
+        self
+    }
+
+    /// A one-hop relation: a child table whose foreign key points at the root
+    /// (`Relation::new(&child.move_id, &moves.id)`) or a parent the root
+    /// points at (`Relation::new(&moves.orders_id, &orders.id)`). Same as
+    /// [`path`](Self::path) with one hop.
+    ///
+    /// # Errors
+    /// As for [`path`](Self::path).
+    pub fn related(
+        self,
+        label: impl AsRef<str>,
+        relation: Relation,
+        change: impl IntoChangeColumn,
+    ) -> Result<SinceGraph<K>> {
+        self.path(label, [relation], change)
+    }
+
+    /// A path of foreign-key hops from the root to a related table, whose
+    /// `change` column counts as a change of the root rows it reaches.
+    ///
+    /// Each [`Relation`] is written as declared (`from` holds the foreign key,
+    /// `to` is the referenced key); the hop may be walked either way: the
+    /// first must touch the root table, each next one the table the previous
+    /// hop reached. `label` names the path in
+    /// [what changed](SinceQuery::changes_query).
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] for an empty or duplicate label, no hops, a hop
+    /// that does not connect to the table reached so far, or a change column
+    /// that is not on the last table (or not a time type).
+    pub fn path(
+        mut self,
+        label: impl AsRef<str>,
+        hops: impl IntoIterator<Item = Relation>,
+        change: impl IntoChangeColumn,
+    ) -> Result<SinceGraph<K>> {
+        let label = label.as_ref();
+        if label.is_empty() {
+            return Err(Error::spec("label", "must not be empty"));
+        }
+        if &*self.root_label == label || self.paths.iter().any(|p| &*p.label == label) {
+            return Err(Error::spec("label", format!("{label:?} is already used")));
+        }
+        let change = change.into_change_column()?;
+        let mut current = self.root.clone();
+        let mut oriented = Vec::new();
+        for (i, rel) in hops.into_iter().enumerate() {
+            let hop = if same_table(rel.from_table(), &current) {
+                Hop {
+                    rel,
+                    fk_on_far: false,
+                }
+            } else if same_table(rel.to_table(), &current) {
+                Hop {
+                    rel: rel.reversed(),
+                    fk_on_far: true,
+                }
+            } else {
+                return Err(Error::spec(
+                    "path",
+                    format!(
+                        "{label}: hop {} ({rel:?}) does not connect to {}, the table reached so far",
+                        i + 1,
+                        current.display_name()
+                    ),
+                ));
+            };
+            current = hop.rel.to_table().clone();
+            oriented.push(hop);
+        }
+        if oriented.is_empty() {
+            return Err(Error::spec(
+                "path",
+                format!("{label}: needs at least one hop"),
+            ));
+        }
+        if !same_table(change.table(), &current) {
+            return Err(Error::spec(
+                "change column",
+                format!(
+                    "{label}: the change column {} is on {}, but the path ends at {}",
+                    change.erase().name(),
+                    change.table().display_name(),
+                    current.display_name()
+                ),
+            ));
+        }
+        self.paths.push(SincePath {
+            label: Arc::from(label),
+            hops: oriented,
+            change,
+        });
+        Ok(self)
+    }
+
+    /// How `timestamp` (without time zone) columns are read: as wall-clock
+    /// times at this fixed offset from UTC. The default is UTC. (PostgreSQL
+    /// stores no zone in a `timestamp`; pick the offset your application
+    /// writes them in. Zones with daylight saving time cannot be expressed as
+    /// one offset: store `timestamptz` for those.)
+    pub fn timestamp_offset(mut self, offset: FixedOffset) -> SinceGraph<K> {
+        self.offset = offset;
+        self
+    }
+
+    /// The largest page [`SinceQuery::page_query`] accepts (default
+    /// [`SINCE_DEFAULT_MAX_LIMIT`](crate::SINCE_DEFAULT_MAX_LIMIT)); also bounds the
+    /// keys of one [what changed](SinceQuery::changes_query) query.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] when `max < 1`.
+    pub fn max_limit(mut self, max: i64) -> Result<SinceGraph<K>> {
+        if max < 1 {
+            return Err(Error::spec(
+                "max_limit",
+                format!("must be at least 1, got {max}"),
+            ));
+        }
+        self.max_limit = max;
+        Ok(self)
+    }
+
+    /// The root table.
+    pub fn root(&self) -> &Table {
+        &self.root
+    }
+
+    /// The root key column.
+    pub fn key(&self) -> &AnyColumn {
+        &self.key
+    }
+
+    /// The labels of the root (first) and of each path, in the order added.
+    pub fn labels(&self) -> Vec<&str> {
+        std::iter::once(&*self.root_label)
+            .chain(self.paths.iter().map(|p| &*p.label))
+            .collect()
+    }
+
+    /// The query for roots changed at or after `since` (inclusive `>=`),
+    /// with the default strategy [`SinceStrategy::UnionIn`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] when `since` cannot be expressed in the
+    /// `timestamp` offset (at the edge of chrono's range).
+    pub fn since(&self, since: DateTime<Utc>) -> Result<SinceQuery<K>> {
+        Ok(SinceQuery {
+            since: Since::new(since, &self.offset)?,
+            graph: self.clone(),
+            strategy: SinceStrategy::UnionIn,
+        })
+    }
+
+    /// Every path resolved against table aliases `t1`, `t2`, … (`j1`, … for a
+    /// root named like them); paths
+    /// sharing a prefix of hops share its aliases (one join per prefix).
+    /// Also returns the joins in the order they must be written.
+    pub(crate) fn resolve(&self) -> (Vec<Resolved>, Vec<(Table, Relation)>) {
+        let mut aliases: HashMap<Vec<Relation>, Table> = HashMap::new();
+        // Aliases `t1`, `t2`, …, or `j1`, … when the (unaliased) root table
+        // is itself called `t<digits>`, so they never shadow it.
+        let root = self.root.name().as_str();
+        let prefix_char = match root.strip_prefix('t') {
+            Some(rest) if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()) => 'j',
+            _ => 't',
+        };
+        let mut joins = Vec::new();
+        let mut resolved = Vec::with_capacity(self.paths.len());
+        for p in &self.paths {
+            let mut prefix = Vec::new();
+            let mut near = self.root.clone();
+            let mut hops = Vec::new();
+            for hop in &p.hops {
+                prefix.push(hop.rel.clone());
+                let far = match aliases.get(&prefix) {
+                    Some(t) => t.clone(),
+                    None => {
+                        let alias = Ident::new(format!("{prefix_char}{}", aliases.len() + 1))
+                            .expect("a letter and a number is a valid identifier");
+                        let t = hop.rel.to_table().with_alias(alias);
+                        aliases.insert(prefix.clone(), t.clone());
+                        joins.push((t.clone(), hop.rel.between(&near, &t)));
+                        t
+                    }
+                };
+                hops.push(hop.rel.between(&near, &far));
+                near = far;
+            }
+            resolved.push(Resolved {
+                hops,
+                change: p.change.of(&near),
+            });
+        }
+        (resolved, joins)
+    }
+}

@@ -1,0 +1,428 @@
+//! SQL snapshots of every strategy, page, what-changed and index advice.
+
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use pretty_assertions::assert_eq;
+
+use super::*;
+use crate::{Relation, Table};
+
+fn at() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2021, 7, 16, 0, 0, 0).unwrap()
+}
+
+/// moves (timestamp) → orders (parent, timestamp) → service_members
+/// (parent of orders); moves ← mto_shipments (child, timestamptz) →
+/// addresses (parent of shipments).
+fn graph() -> SinceGraph<i64> {
+    let moves = Table::new("moves").unwrap();
+    let orders = Table::new("orders").unwrap();
+    let sm = Table::new("service_members").unwrap();
+    let ship = Table::new("mto_shipments").unwrap();
+    let addr = Table::new("addresses").unwrap();
+    let id = moves.column::<i64>("id").unwrap();
+    let to_orders = Relation::new(
+        &moves.column::<i64>("orders_id").unwrap(),
+        &orders.column::<i64>("id").unwrap(),
+    );
+    let to_ship = Relation::new(&ship.column::<i64>("move_id").unwrap(), &id);
+    SinceGraph::new(&id, moves.column::<NaiveDateTime>("updated_at").unwrap())
+        .unwrap()
+        .filter(moves.column::<bool>("show").unwrap().eq(true))
+        .related(
+            "orders",
+            to_orders.clone(),
+            orders.column::<NaiveDateTime>("updated_at").unwrap(),
+        )
+        .unwrap()
+        .path(
+            "service_members",
+            [
+                to_orders,
+                Relation::new(
+                    &orders.column::<i64>("service_member_id").unwrap(),
+                    &sm.column::<i64>("id").unwrap(),
+                ),
+            ],
+            sm.column::<NaiveDateTime>("updated_at").unwrap(),
+        )
+        .unwrap()
+        .related(
+            "shipments",
+            to_ship.clone(),
+            ship.column::<DateTime<Utc>>("updated_at").unwrap(),
+        )
+        .unwrap()
+        .path(
+            "pickup_addresses",
+            [
+                to_ship,
+                Relation::new(
+                    &ship.column::<i64>("pickup_address_id").unwrap(),
+                    &addr.column::<i64>("id").unwrap(),
+                ),
+            ],
+            addr.column::<DateTime<Utc>>("updated_at").unwrap(),
+        )
+        .unwrap()
+}
+
+fn sql(s: SinceStrategy) -> String {
+    graph()
+        .since(at())
+        .unwrap()
+        .strategy(s)
+        .build()
+        .sql()
+        .to_owned()
+}
+
+#[test]
+fn union_in_snapshot() {
+    assert_eq!(
+        sql(SinceStrategy::UnionIn),
+        r#"SELECT "moves".* FROM "moves" WHERE "moves"."show" = CAST($1 AS bool) AND ("moves"."updated_at" >= CAST($2 AS timestamp) OR "moves"."orders_id" IN (SELECT "t1"."id" FROM "orders" AS "t1" WHERE "t1"."updated_at" >= CAST($3 AS timestamp) UNION (SELECT "t1"."id" FROM "orders" AS "t1" INNER JOIN "service_members" AS "t2" ON "t1"."service_member_id" = "t2"."id" WHERE "t2"."updated_at" >= CAST($4 AS timestamp))) OR "moves"."id" IN (SELECT "t3"."move_id" FROM "mto_shipments" AS "t3" WHERE "t3"."updated_at" >= CAST($5 AS timestamptz) UNION (SELECT "t3"."move_id" FROM "mto_shipments" AS "t3" INNER JOIN "addresses" AS "t4" ON "t3"."pickup_address_id" = "t4"."id" WHERE "t4"."updated_at" >= CAST($6 AS timestamptz))))"#
+    );
+}
+
+#[test]
+fn exists_snapshot() {
+    assert_eq!(
+        sql(SinceStrategy::Exists),
+        r#"SELECT "moves".* FROM "moves" WHERE "moves"."show" = CAST($1 AS bool) AND ("moves"."updated_at" >= CAST($2 AS timestamp) OR EXISTS(SELECT 1 FROM "orders" AS "t1" WHERE "moves"."orders_id" = "t1"."id" AND "t1"."updated_at" >= CAST($3 AS timestamp)) OR EXISTS(SELECT 1 FROM "orders" AS "t1" INNER JOIN "service_members" AS "t2" ON "t1"."service_member_id" = "t2"."id" WHERE "moves"."orders_id" = "t1"."id" AND "t2"."updated_at" >= CAST($4 AS timestamp)) OR EXISTS(SELECT 1 FROM "mto_shipments" AS "t3" WHERE "moves"."id" = "t3"."move_id" AND "t3"."updated_at" >= CAST($5 AS timestamptz)) OR EXISTS(SELECT 1 FROM "mto_shipments" AS "t3" INNER JOIN "addresses" AS "t4" ON "t3"."pickup_address_id" = "t4"."id" WHERE "moves"."id" = "t3"."move_id" AND "t4"."updated_at" >= CAST($6 AS timestamptz)))"#
+    );
+}
+
+#[test]
+fn or_joins_snapshot() {
+    assert_eq!(
+        sql(SinceStrategy::OrJoins),
+        r#"SELECT "moves".* FROM "moves" LEFT JOIN "orders" AS "t1" ON "moves"."orders_id" = "t1"."id" LEFT JOIN "service_members" AS "t2" ON "t1"."service_member_id" = "t2"."id" LEFT JOIN "mto_shipments" AS "t3" ON "moves"."id" = "t3"."move_id" LEFT JOIN "addresses" AS "t4" ON "t3"."pickup_address_id" = "t4"."id" WHERE "moves"."show" = CAST($1 AS bool) AND ("moves"."updated_at" >= CAST($2 AS timestamp) OR "t1"."updated_at" >= CAST($3 AS timestamp) OR "t2"."updated_at" >= CAST($4 AS timestamp) OR "t3"."updated_at" >= CAST($5 AS timestamptz) OR "t4"."updated_at" >= CAST($6 AS timestamptz)) GROUP BY "moves"."id""#
+    );
+}
+
+#[test]
+fn greatest_group_by_snapshot() {
+    assert_eq!(
+        sql(SinceStrategy::GreatestGroupBy),
+        r#"SELECT "moves".* FROM "moves" LEFT JOIN "orders" AS "t1" ON "moves"."orders_id" = "t1"."id" LEFT JOIN "service_members" AS "t2" ON "t1"."service_member_id" = "t2"."id" LEFT JOIN "mto_shipments" AS "t3" ON "moves"."id" = "t3"."move_id" LEFT JOIN "addresses" AS "t4" ON "t3"."pickup_address_id" = "t4"."id" WHERE "moves"."show" = CAST($1 AS bool) GROUP BY "moves"."id" HAVING MAX(GREATEST(("moves"."updated_at" AT TIME ZONE 'UTC'), ("t1"."updated_at" AT TIME ZONE 'UTC'), ("t2"."updated_at" AT TIME ZONE 'UTC'), "t3"."updated_at", "t4"."updated_at")) >= CAST($2 AS timestamptz)"#
+    );
+}
+
+#[test]
+fn page_snapshots() {
+    let q = graph().since(at()).unwrap().strategy(SinceStrategy::Exists);
+    let by_key = q.page_query(&PageRequest::new(50)).unwrap();
+    assert!(
+        by_key.sql().starts_with(
+            r#"SELECT "moves".*, "moves"."id" AS "since_key", "moves"."updated_at" AS "since_at" FROM "moves" WHERE "#
+        ),
+        "{}",
+        by_key.sql()
+    );
+    assert!(
+        by_key
+            .sql()
+            .ends_with(r#" ORDER BY "moves"."id" ASC LIMIT $7"#),
+        "{}",
+        by_key.sql()
+    );
+    let by_time = q
+        .page_query(&PageRequest::new(50).order(PageOrder::ChangeTime))
+        .unwrap();
+    assert!(
+        by_time
+            .sql()
+            .ends_with(r#" ORDER BY "moves"."updated_at" ASC, "moves"."id" ASC LIMIT $7"#),
+        "{}",
+        by_time.sql()
+    );
+}
+
+#[test]
+fn cursors_continue_and_are_checked() {
+    let q = graph().since(at()).unwrap();
+    let c = q.encode_cursor(PageOrder::ChangeTime, Some(1_000_000), &41);
+    assert!(c.bytes().all(|b| b.is_ascii_hexdigit()));
+    let req = PageRequest::new(10).order(PageOrder::ChangeTime).after(&c);
+    let page = q.page_query(&req).unwrap();
+    assert!(
+        page.sql().contains(
+            r#"AND (("moves"."updated_at", "moves"."id") > (CAST($7 AS timestamp), CAST($8 AS int8)) OR "moves"."updated_at" IS NULL) ORDER BY"#
+        ),
+        "{}",
+        page.sql()
+    );
+    let null_at = q.encode_cursor(PageOrder::ChangeTime, None, &41);
+    let page = q
+        .page_query(
+            &PageRequest::new(10)
+                .order(PageOrder::ChangeTime)
+                .after(null_at),
+        )
+        .unwrap();
+    assert!(
+        page.sql().contains(
+            r#"AND ("moves"."updated_at" IS NULL AND "moves"."id" > CAST($7 AS int8)) ORDER BY"#
+        ),
+        "{}",
+        page.sql()
+    );
+    let key_cursor = q.encode_cursor(PageOrder::Key, None, &41);
+    let page = q
+        .page_query(&PageRequest::new(10).after(&key_cursor))
+        .unwrap();
+    assert!(page
+        .sql()
+        .contains(r#"AND "moves"."id" > CAST($7 AS int8) ORDER BY"#));
+
+    // Refusals: each is a typed InvalidSpec on "cursor" or "limit".
+    let cursor_err = |req: PageRequest| match q.page_query(&req) {
+        Err(crate::Error::InvalidSpec {
+            field: "cursor", ..
+        }) => {}
+        other => panic!("expected a cursor error, got {other:?}"),
+    };
+    cursor_err(PageRequest::new(10).after("zz"));
+    cursor_err(PageRequest::new(10).after(""));
+    cursor_err(PageRequest::new(10).after(c.to_uppercase()));
+    cursor_err(PageRequest::new(10).after(&c)); // a ChangeTime cursor for a Key page
+    cursor_err(PageRequest::new(10).after("a".repeat(5000)));
+    cursor_err(PageRequest::new(10).after(super::page::tests_support::hex_of("sc2|k|int8|0|-|1")));
+    cursor_err(
+        PageRequest::new(10).after(super::page::tests_support::hex_of(&format!(
+            "sc1|k|int8|{}|-|01",
+            at().timestamp_micros()
+        ))),
+    );
+    cursor_err(
+        PageRequest::new(10).after(super::page::tests_support::hex_of(&format!(
+            "sc1|k|int4|{}|-|1",
+            at().timestamp_micros()
+        ))),
+    );
+    // the same cursor under another `since`
+    let later = graph().since(at() + chrono::Duration::days(1)).unwrap();
+    assert!(later
+        .page_query(&PageRequest::new(10).after(&key_cursor))
+        .is_err());
+    for limit in [0, -1, SINCE_DEFAULT_MAX_LIMIT + 1] {
+        assert!(matches!(
+            q.page_query(&PageRequest::new(limit)),
+            Err(crate::Error::InvalidSpec { field: "limit", .. })
+        ));
+    }
+    assert!(q
+        .page_query(&PageRequest::new(SINCE_DEFAULT_MAX_LIMIT))
+        .is_ok());
+}
+
+#[test]
+fn changes_snapshot() {
+    let q = graph().since(at()).unwrap();
+    let built = q.changes_query(&[1, 2]).unwrap();
+    assert_eq!(
+        built.sql(),
+        r#"SELECT "moves"."id" AS "key", CAST($1 AS int4) AS "rel", ("moves"."updated_at" AT TIME ZONE 'UTC') AS "newest" FROM "moves" WHERE "moves"."id" = ANY(CAST($2 AS int8[])) AND "moves"."updated_at" >= CAST($3 AS timestamp) UNION ALL (SELECT "moves"."id" AS "key", CAST($4 AS int4) AS "rel", (MAX("t1"."updated_at") AT TIME ZONE 'UTC') AS "newest" FROM "moves" INNER JOIN "orders" AS "t1" ON "moves"."orders_id" = "t1"."id" WHERE "moves"."id" = ANY(CAST($5 AS int8[])) AND "t1"."updated_at" >= CAST($6 AS timestamp) GROUP BY "moves"."id") UNION ALL (SELECT "moves"."id" AS "key", CAST($7 AS int4) AS "rel", (MAX("t2"."updated_at") AT TIME ZONE 'UTC') AS "newest" FROM "moves" INNER JOIN "orders" AS "t1" ON "moves"."orders_id" = "t1"."id" INNER JOIN "service_members" AS "t2" ON "t1"."service_member_id" = "t2"."id" WHERE "moves"."id" = ANY(CAST($8 AS int8[])) AND "t2"."updated_at" >= CAST($9 AS timestamp) GROUP BY "moves"."id") UNION ALL (SELECT "moves"."id" AS "key", CAST($10 AS int4) AS "rel", MAX("t3"."updated_at") AS "newest" FROM "moves" INNER JOIN "mto_shipments" AS "t3" ON "moves"."id" = "t3"."move_id" WHERE "moves"."id" = ANY(CAST($11 AS int8[])) AND "t3"."updated_at" >= CAST($12 AS timestamptz) GROUP BY "moves"."id") UNION ALL (SELECT "moves"."id" AS "key", CAST($13 AS int4) AS "rel", MAX("t4"."updated_at") AS "newest" FROM "moves" INNER JOIN "mto_shipments" AS "t3" ON "moves"."id" = "t3"."move_id" INNER JOIN "addresses" AS "t4" ON "t3"."pickup_address_id" = "t4"."id" WHERE "moves"."id" = ANY(CAST($14 AS int8[])) AND "t4"."updated_at" >= CAST($15 AS timestamptz) GROUP BY "moves"."id")"#
+    );
+    let too_many: Vec<i64> = (0..=SINCE_DEFAULT_MAX_LIMIT).collect();
+    assert!(q.changes_query(&too_many).is_err());
+}
+
+#[test]
+fn timestamp_offset_shifts_the_bound_value() {
+    let moves = Table::new("moves").unwrap();
+    let g = SinceGraph::new(
+        &moves.column::<i64>("id").unwrap(),
+        moves.column::<NaiveDateTime>("updated_at").unwrap(),
+    )
+    .unwrap()
+    .timestamp_offset(chrono::FixedOffset::east_opt(2 * 3600).unwrap());
+    let q = g.since(at()).unwrap();
+    let want = at().naive_utc() + chrono::Duration::hours(2);
+    assert_eq!(q.since.naive, want);
+    let built = q.strategy(SinceStrategy::GreatestGroupBy).build();
+    assert!(built.sql().contains(
+        r#"MAX(GREATEST((("moves"."updated_at" - CAST($1 AS int8) * INTERVAL '1 second') AT TIME ZONE 'UTC')))"#
+    ), "{}", built.sql());
+    // out of chrono's range in that offset
+    assert!(g.since(DateTime::<Utc>::MAX_UTC).is_err());
+}
+
+#[test]
+fn bad_graphs_are_refused() {
+    let moves = Table::new("moves").unwrap();
+    let orders = Table::new("orders").unwrap();
+    let sm = Table::new("service_members").unwrap();
+    let id = moves.column::<i64>("id").unwrap();
+    let changed = moves.column::<DateTime<Utc>>("updated_at").unwrap();
+    let g = || SinceGraph::new(&id, &changed).unwrap();
+    let orders_changed = orders.column::<DateTime<Utc>>("updated_at").unwrap();
+    let sm_link = Relation::new(
+        &orders.column::<i64>("service_member_id").unwrap(),
+        &sm.column::<i64>("id").unwrap(),
+    );
+    let spec_err = |r: crate::Result<SinceGraph<i64>>, field: &str| match r {
+        Err(crate::Error::InvalidSpec { field: f, reason }) => {
+            assert_eq!(f, field, "{reason}");
+            reason
+        }
+        other => panic!("expected InvalidSpec({field}), got {other:?}"),
+    };
+    // a path that does not start at the root
+    let reason = spec_err(
+        g().related(
+            "sm",
+            sm_link.clone(),
+            sm.column::<DateTime<Utc>>("u").unwrap(),
+        ),
+        "path",
+    );
+    assert!(reason.contains("does not connect to moves"), "{reason}");
+    // a change column on another table than the path's end
+    spec_err(
+        g().related(
+            "orders",
+            Relation::new(
+                &moves.column::<i64>("orders_id").unwrap(),
+                &orders.column::<i64>("id").unwrap(),
+            ),
+            &changed,
+        ),
+        "change column",
+    );
+    // a non-time column known only at run time
+    let text = orders.column::<String>("status").unwrap().erase();
+    spec_err(
+        g().related(
+            "orders",
+            Relation::new(
+                &moves.column::<i64>("orders_id").unwrap(),
+                &orders.column::<i64>("id").unwrap(),
+            ),
+            &text,
+        ),
+        "change column",
+    );
+    // dynamic time columns are accepted
+    assert!(g()
+        .related(
+            "orders",
+            Relation::new(
+                &moves.column::<i64>("orders_id").unwrap(),
+                &orders.column::<i64>("id").unwrap()
+            ),
+            orders_changed.erase(),
+        )
+        .is_ok());
+    // empty, duplicate and root labels; no hops
+    let rel = Relation::new(
+        &moves.column::<i64>("orders_id").unwrap(),
+        &orders.column::<i64>("id").unwrap(),
+    );
+    spec_err(g().related("", rel.clone(), &orders_changed), "label");
+    spec_err(g().related("moves", rel.clone(), &orders_changed), "label");
+    spec_err(
+        g().related("o", rel.clone(), &orders_changed)
+            .unwrap()
+            .related("o", rel.clone(), &orders_changed),
+        "label",
+    );
+    spec_err(g().path("o", Vec::new(), &orders_changed), "path");
+    // root change column on another table
+    assert!(SinceGraph::new(&id, &orders_changed).is_err());
+    spec_err(g().max_limit(0), "max_limit");
+}
+
+#[test]
+fn hostile_names_stay_quoted_in_index_advice() {
+    let evil = Table::new(r#"mo"ves; DROP TABLE x; --"#).unwrap();
+    let id = evil.column::<i64>(r#"i"d"#).unwrap();
+    let child = Table::new(r#"ch"ild"#).unwrap();
+    let g = SinceGraph::new(&id, evil.column::<DateTime<Utc>>(r#"up"dated"#).unwrap())
+        .unwrap()
+        .related(
+            "child",
+            Relation::new(&child.column::<i64>(r#"mo"ve"#).unwrap(), &id),
+            child.column::<DateTime<Utc>>("u").unwrap(),
+        )
+        .unwrap();
+    let ddl: Vec<String> = g
+        .index_advice(SinceStrategy::Exists)
+        .iter()
+        .map(|q| q.sql().to_owned())
+        .collect();
+    assert_eq!(
+        ddl,
+        [
+            r#"CREATE INDEX IF NOT EXISTS "mo_ves; DROP TABLE x; --_up_dated_i_d_since_idx" ON "mo""ves; DROP TABLE x; --" ("up""dated", "i""d")"#,
+            r#"CREATE INDEX IF NOT EXISTS "ch_ild_mo_ve_u_since_idx" ON "ch""ild" ("mo""ve", "u")"#,
+        ]
+    );
+    // long names are cut to 63 bytes with a distinguishing hash
+    let long = Table::new("x".repeat(60)).unwrap();
+    let key = long.column::<i64>("id").unwrap();
+    let g = SinceGraph::new(&key, long.column::<DateTime<Utc>>("updated_at").unwrap()).unwrap();
+    let sql = g.index_advice(SinceStrategy::UnionIn)[0].sql().to_owned();
+    let name = sql.split('"').nth(1).unwrap();
+    assert_eq!(name.len(), 63, "{sql}");
+}
+
+#[test]
+fn composite_keys_use_row_values() {
+    let root = Table::new("root").unwrap();
+    let child = Table::new("child").unwrap();
+    let (ra, rb) = (
+        root.column::<i64>("a").unwrap(),
+        root.column::<String>("b").unwrap(),
+    );
+    let rel = Relation::new(&child.column::<i64>("ra").unwrap(), &ra)
+        .and(&child.column::<String>("rb").unwrap(), &rb)
+        .unwrap();
+    let g = SinceGraph::new(&ra, root.column::<DateTime<Utc>>("at").unwrap())
+        .unwrap()
+        .related("child", rel, child.column::<DateTime<Utc>>("at").unwrap())
+        .unwrap();
+    let q = g.since(at()).unwrap();
+    assert_eq!(
+        q.clone().strategy(SinceStrategy::UnionIn).build().sql(),
+        r#"SELECT "root".* FROM "root" WHERE "root"."at" >= CAST($1 AS timestamptz) OR ("root"."a", "root"."b") IN (SELECT "t1"."ra", "t1"."rb" FROM "child" AS "t1" WHERE "t1"."at" >= CAST($2 AS timestamptz))"#
+    );
+    assert_eq!(
+        q.strategy(SinceStrategy::Exists).build().sql(),
+        r#"SELECT "root".* FROM "root" WHERE "root"."at" >= CAST($1 AS timestamptz) OR EXISTS(SELECT 1 FROM "child" AS "t1" WHERE "root"."a" = "t1"."ra" AND "root"."b" = "t1"."rb" AND "t1"."at" >= CAST($2 AS timestamptz))"#
+    );
+}
+
+#[test]
+fn semi_join_snapshot() {
+    assert_eq!(
+        sql(SinceStrategy::SemiJoin),
+        r#"SELECT "moves".* FROM "moves" WHERE "moves"."show" = CAST($1 AS bool) AND "moves"."id" IN (SELECT "r0"."id" FROM "moves" AS "r0" WHERE "r0"."updated_at" >= CAST($2 AS timestamp) UNION ALL (SELECT "r0"."id" FROM "moves" AS "r0" INNER JOIN "orders" AS "t1" ON "r0"."orders_id" = "t1"."id" WHERE "t1"."updated_at" >= CAST($3 AS timestamp)) UNION ALL (SELECT "r0"."id" FROM "moves" AS "r0" INNER JOIN "orders" AS "t1" ON "r0"."orders_id" = "t1"."id" INNER JOIN "service_members" AS "t2" ON "t1"."service_member_id" = "t2"."id" WHERE "t2"."updated_at" >= CAST($4 AS timestamp)) UNION ALL (SELECT "t3"."move_id" FROM "mto_shipments" AS "t3" WHERE "t3"."updated_at" >= CAST($5 AS timestamptz)) UNION ALL (SELECT "t3"."move_id" FROM "mto_shipments" AS "t3" INNER JOIN "addresses" AS "t4" ON "t3"."pickup_address_id" = "t4"."id" WHERE "t4"."updated_at" >= CAST($6 AS timestamptz)))"#
+    );
+}
+
+#[test]
+fn aliases_never_shadow_a_root_named_like_them() {
+    let root = Table::new("t1").unwrap();
+    let child = Table::new("t2").unwrap();
+    let key = root.column::<i64>("id").unwrap();
+    let g = SinceGraph::new(&key, root.column::<DateTime<Utc>>("at").unwrap())
+        .unwrap()
+        .related(
+            "child",
+            Relation::new(&child.column::<i64>("t1_id").unwrap(), &key),
+            child.column::<DateTime<Utc>>("at").unwrap(),
+        )
+        .unwrap();
+    let sql = g
+        .since(at())
+        .unwrap()
+        .strategy(SinceStrategy::OrJoins)
+        .build()
+        .sql()
+        .to_owned();
+    assert!(
+        sql.contains(r#"FROM "t1" LEFT JOIN "t2" AS "j1" ON "t1"."id" = "j1"."t1_id""#),
+        "{sql}"
+    );
+}
