@@ -7,16 +7,21 @@
 //! cargo run --release --example tour --features testdb,seed -- --orders 200000
 //! ```
 //!
-//! It grows with each query family; today: the foundation and `latest`.
+//! Every family, every strategy: `latest` (seed 000), `since` (seed 001) and
+//! `rollup` (seed 003).
 
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use pgpatterns::sea_query::{Alias, Expr, ExprTrait, Func, Order, Query};
+use pgpatterns::seed::moves::{self, MovesSchema, MovesSeed};
 use pgpatterns::seed::orders::OrdersSeed;
 use pgpatterns::testdb::TestDb;
-use pgpatterns::{Agg, BuiltQuery, Executor, LatestStrategy, Level, Rollup, Table};
+use pgpatterns::{
+    Agg, BuiltQuery, Executor, IndexOptions, LatestStrategy, Level, PageRequest, Rollup,
+    SinceStrategy, Table,
+};
 
 #[derive(Parser, Debug)]
 #[command(about = "A tour of pgpatterns on a throwaway PostgreSQL")]
@@ -24,6 +29,9 @@ struct Args {
     /// How many orders to generate.
     #[arg(long, default_value_t = 200_000)]
     orders: i64,
+    /// How many moves to generate for the since section (seed 001).
+    #[arg(long, default_value_t = 20_000)]
+    moves: i64,
     /// Orders per INSERT batch.
     #[arg(long, default_value_t = 25_000)]
     batch: i64,
@@ -32,8 +40,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    if args.orders < 1 || args.batch < 1 {
-        return Err("--orders and --batch must be at least 1".into());
+    if args.orders < 1 || args.batch < 1 || args.moves < 1 {
+        return Err("--orders, --moves and --batch must be at least 1".into());
     }
 
     println!("== pgpatterns tour");
@@ -199,6 +207,67 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .strategy(LatestStrategy::Lateral)?
         .page_query::<i64>(50, Some(1000))?;
     println!("\nthe Lateral first page after order 1000:\n{example}");
+
+    // ---- since --------------------------------------------------------------
+    println!(
+        "\n== since: moves changed in the last 30 days, in themselves or anything related ({} moves, seed 001)",
+        args.moves
+    );
+    let moves_bar = ProgressBar::new(args.moves as u64).with_style(ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} moves  {msg}  {elapsed_precise}",
+    )?);
+    // Seed 001 has an `orders` table of its own: a second schema keeps them apart.
+    let moves_schema = db.schema().await?;
+    let client = moves_schema.connect().await?;
+    let now = moves::seed(
+        &client,
+        MovesSeed::new(args.moves).unlogged(true),
+        |p| match p.stage {
+            "moves" => moves_bar.set_position(p.done),
+            stage => moves_bar.set_message(stage),
+        },
+    )
+    .await?;
+    moves_bar.finish();
+    let graph = MovesSchema::new()?.full_graph()?;
+    for strategy in SinceStrategy::ALL {
+        for q in graph.index_advice(IndexOptions::new(strategy)) {
+            Executor::execute(&client, &q).await?;
+        }
+    }
+    client.batch_execute("ANALYZE").await?;
+    println!("  relations: {}", graph.labels().join(", "));
+    println!(
+        "  {:<16} {:>8} {:>10} {:>11}",
+        "strategy", "count", "count ms", "page ms"
+    );
+    let since = now - chrono::Duration::days(30);
+    for strategy in SinceStrategy::ALL {
+        let q = graph.since(since)?.strategy(strategy);
+        let (n, count_took) = timed(client.query_as::<(i64,)>(&q.count_query())).await?;
+        let (page, page_took) =
+            timed(q.fetch_page::<(i64,), _>(&client, &PageRequest::new(5))).await?;
+        println!(
+            "  {:<16} {:>8} {:>10.1} {:>11.2}   first page: {:?}",
+            format!("{strategy:?}"),
+            n[0].0,
+            count_took.as_secs_f64() * 1000.0,
+            page_took.as_secs_f64() * 1000.0,
+            page.keys
+        );
+    }
+    let q = graph.since(since)?.strategy(SinceStrategy::Exists);
+    let page = q
+        .fetch_page::<(i64,), _>(&client, &PageRequest::new(3))
+        .await?;
+    for change in q.fetch_changes(&client, &page.keys).await? {
+        println!(
+            "  move {:>6} changed in {:<18} at {}",
+            change.key,
+            change.relation,
+            change.newest.format("%Y-%m-%d %H:%M:%S")
+        );
+    }
 
     // ---- rollup -------------------------------------------------------------
     println!("\n== rollup: seed 003's dashboard — detail rows + summary line, one query");

@@ -71,25 +71,32 @@ SELECT g,
        $4::timestamptz - (abs(hashint8(g # $3::int8 # 3)) % 31536000) * interval '1 second'
 FROM generate_series($1::int8, $2::int8) AS g";
 
-/// The statuses of orders `$1..=$2`, recomputed from the id (no join).
-const INSERT_STATUSES: &str = "
+/// The statuses of orders `$1..=$2`, recomputed from the id (no join), one
+/// statement per step of the paths: three plain `INSERT … SELECT`s are
+/// about twice as fast as one with a `LATERAL (VALUES …)` per order.
+/// `$3` seed, `$4` now. Path: `hash % 3` = 0 → Complete, 1 → Cancelled,
+/// 2 → Complete → Cancelled; each next status 1 s to 2 h after the last.
+const INSERT_STATUSES: [&str; 3] = [
+    "
 INSERT INTO order_status (id, order_id, status, created_at)
-SELECT (g - 1) * 3 + s.step + 1,
-       g,
-       s.status,
-       o.created_at + s.step * (1 + abs(hashint8(g # $3::int8 # 4)) % 7200) * interval '1 second'
+SELECT (g - 1) * 3 + 1, g, 'Pending',
+       $4::timestamptz - (abs(hashint8(g # $3::int8 # 3)) % 31536000) * interval '1 second'
+FROM generate_series($1::int8, $2::int8) AS g",
+    "
+INSERT INTO order_status (id, order_id, status, created_at)
+SELECT (g - 1) * 3 + 2, g,
+       CASE WHEN abs(hashint8(g # $3::int8 # 2)) % 3 = 1 THEN 'Cancelled' ELSE 'Complete' END,
+       $4::timestamptz - (abs(hashint8(g # $3::int8 # 3)) % 31536000) * interval '1 second'
+           + (1 + abs(hashint8(g # $3::int8 # 4)) % 7200) * interval '1 second'
+FROM generate_series($1::int8, $2::int8) AS g",
+    "
+INSERT INTO order_status (id, order_id, status, created_at)
+SELECT (g - 1) * 3 + 3, g, 'Cancelled',
+       $4::timestamptz - (abs(hashint8(g # $3::int8 # 3)) % 31536000) * interval '1 second'
+           + 2 * (1 + abs(hashint8(g # $3::int8 # 4)) % 7200) * interval '1 second'
 FROM generate_series($1::int8, $2::int8) AS g
-CROSS JOIN LATERAL (
-    SELECT abs(hashint8(g # $3::int8 # 2)) % 3 AS path,
-           $4::timestamptz - (abs(hashint8(g # $3::int8 # 3)) % 31536000) * interval '1 second'
-               AS created_at
-) AS o
-CROSS JOIN LATERAL (VALUES
-    (0, 'Pending'),
-    (1, CASE WHEN o.path = 1 THEN 'Cancelled' ELSE 'Complete' END),
-    (2, CASE WHEN o.path = 2 THEN 'Cancelled' END)
-) AS s(step, status)
-WHERE s.status IS NOT NULL";
+WHERE abs(hashint8(g # $3::int8 # 2)) % 3 = 2",
+];
 
 const CONSTRAINTS: &str = "
 ALTER TABLE orders ADD PRIMARY KEY (id);
@@ -234,9 +241,9 @@ impl OrdersSeed {
             };
             db.execute(&BuiltQuery::fixed_with(INSERT_ORDERS, values()))
                 .await?;
-            statuses += db
-                .execute(&BuiltQuery::fixed_with(INSERT_STATUSES, values()))
-                .await?;
+            for step in INSERT_STATUSES {
+                statuses += db.execute(&BuiltQuery::fixed_with(step, values())).await?;
+            }
             progress(Progress::new("orders", last as u64, Some(total)));
             first = last + 1;
         }
