@@ -3,8 +3,8 @@
 use std::fmt;
 
 use sea_query::{
-    Expr, PostgresQueryBuilder, QueryBuilder, QueryStatementBuilder, SchemaStatementBuilder, Value,
-    Values,
+    Alias, DynIden, Expr, ExprTrait, PostgresQueryBuilder, Query, QueryBuilder,
+    QueryStatementBuilder, SchemaStatementBuilder, SelectStatement, Value, Values,
 };
 use sea_query_postgres::{PostgresValue, PostgresValues};
 
@@ -134,6 +134,29 @@ impl BuiltQuery {
         }
         Ok(())
     }
+}
+
+/// `SELECT COUNT(*) FROM (statement) AS "matching"`.
+pub(crate) fn count_of(statement: SelectStatement) -> BuiltQuery {
+    BuiltQuery::new(
+        &Query::select()
+            .expr(Expr::cust("COUNT(*)"))
+            .from_subquery(statement, Alias::new("matching"))
+            .to_owned(),
+    )
+}
+
+/// One batch's size and last key: `SELECT COUNT(*), MAX(pgp_batch.key)
+/// FROM (batch) AS pgp_batch`, for keyset-batched operations.
+pub(crate) fn batch_bounds(batch: SelectStatement, key: DynIden) -> BuiltQuery {
+    let alias = Alias::new("pgp_batch");
+    BuiltQuery::new(
+        &Query::select()
+            .expr(Expr::cust("COUNT(*)"))
+            .expr(Expr::col((alias.clone(), key)).max())
+            .from_subquery(batch, alias)
+            .to_owned(),
+    )
 }
 
 /// `a IS DISTINCT FROM b` (sea-query has no operator for it; its `is_not`

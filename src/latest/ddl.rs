@@ -13,7 +13,7 @@ use sea_query::{
 
 use super::{LatestStatus, LatestStrategy};
 use crate::ddl::{derived_name, dollar_quote, quote, quote_beside, quote_table};
-use crate::query::is_distinct_from;
+use crate::query::{batch_bounds, count_of, is_distinct_from};
 use crate::schema::{AnyColumn, Ident, Table};
 use crate::types::SqlType;
 use crate::{BuiltQuery, Error, Executor, Progress, Result, RowRead, Transactional};
@@ -382,11 +382,7 @@ END\n",
     /// # Errors
     /// The database's error.
     pub async fn drift_count<E: Executor>(&self, db: &E) -> Result<i64> {
-        let count = Query::select()
-            .expr(Expr::cust("COUNT(*)"))
-            .from_subquery(self.drift_statement(), Alias::new("drift"))
-            .to_owned();
-        db.query_one(&BuiltQuery::new(&count))
+        db.query_one(&count_of(self.drift_statement()))
             .await?
             .try_get(0usize.into())
     }
@@ -443,12 +439,7 @@ END\n",
             if let Some(a) = &after {
                 bound.and_where(self.key.expr().gt(a.clone().param()));
             }
-            let window = Query::select()
-                .expr(Expr::cust("COUNT(*)"))
-                .expr(Expr::col((Alias::new("pgp_batch"), self.key.iden())).max())
-                .from_subquery(bound, Alias::new("pgp_batch"))
-                .to_owned();
-            let row = db.query_one(&BuiltQuery::new(&window)).await?;
+            let row = db.query_one(&batch_bounds(bound, self.key.iden())).await?;
             let n: i64 = row.try_get(0usize.into())?;
             let upto: Option<K> = row.try_get(1usize.into())?;
             let Some(upto) = upto else { break };

@@ -18,7 +18,7 @@ use sea_query::{
     SelectStatement, UnionType, WindowStatement, WithClause,
 };
 
-use crate::query::is_distinct_from;
+use crate::query::{count_of, is_distinct_from};
 use crate::schema::{AnyColumn, Column, Ident, Table};
 use crate::types::SqlType;
 use crate::{BuiltQuery, Error, Result};
@@ -607,11 +607,7 @@ impl<S: SqlType> LatestStatus<S> {
 
     /// `SELECT COUNT(*)` of the matching entities.
     pub fn count_query(&self) -> BuiltQuery {
-        let q = Query::select()
-            .expr(Expr::cust("COUNT(*)"))
-            .from_subquery(self.to_statement(), Alias::new("matching"))
-            .to_owned();
-        BuiltQuery::new(&q)
+        count_of(self.to_statement())
     }
 
     fn check_page<K: SqlType>(&self, limit: i64) -> Result<()> {

@@ -343,12 +343,9 @@ impl<O: SqlType, I: SqlType, T: SqlType> RecentHistory<O, I, T> {
             if let Some(a) = &after {
                 next.and_where(self.owner.expr().gt(a.clone().param()));
             }
-            let window = Query::select()
-                .expr(Expr::cust("COUNT(*)"))
-                .expr(Expr::col((Alias::new(BATCH), self.owner.iden())).max())
-                .from_subquery(next, Alias::new(BATCH))
-                .to_owned();
-            let row = db.query_one(&BuiltQuery::new(&window)).await?;
+            let row = db
+                .query_one(&crate::query::batch_bounds(next, self.owner.iden()))
+                .await?;
             let n: i64 = row.try_get(0usize.into())?;
             let upto: Option<O> = row.try_get(1usize.into())?;
             let Some(upto) = upto else { break };

@@ -23,7 +23,7 @@ mod graph;
 mod index;
 mod page;
 
-use sea_query::{Alias, Expr, ExprTrait, Func, JoinType, Query, SelectStatement, UnionType};
+use sea_query::{Expr, ExprTrait, Func, JoinType, Query, SelectStatement, UnionType};
 
 use crate::schema::{AnyColumn, Ident, Relation};
 use crate::types::SqlType;
@@ -300,11 +300,7 @@ impl<K: SqlType> SinceQuery<K> {
     /// # Ok::<(), pgpatterns::Error>(())
     /// ```
     pub fn count_query(&self) -> BuiltQuery {
-        let q = Query::select()
-            .expr(Expr::cust("COUNT(*)"))
-            .from_subquery(self.to_statement(), Alias::new("matching"))
-            .to_owned();
-        BuiltQuery::new(&q)
+        crate::query::count_of(self.to_statement())
     }
 }
 
