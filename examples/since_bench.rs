@@ -240,9 +240,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         // interleaved repetitions
         let mut times: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); 4]; cells.len()];
-        for _ in 0..args.reps {
+        for rep in 0..args.reps {
             for (i, (_, queries)) in cells.iter().enumerate() {
-                for (j, q) in queries.iter().enumerate() {
+                // Ours first on even repetitions, the hand-written query first
+                // on odd ones: whichever runs second finds the first one's
+                // pages in cache, a bias that must not always favour one side.
+                let order: [usize; 4] = if rep % 2 == 0 {
+                    [0, 1, 2, 3]
+                } else {
+                    [1, 0, 3, 2]
+                };
+                for j in order {
+                    let q = &queries[j];
                     if args.no_hand && j % 2 == 1 {
                         times[i][j].push(f64::NAN);
                         continue;
