@@ -181,6 +181,7 @@
 mod ddl;
 mod error;
 mod exec;
+pub mod explain;
 mod latest;
 pub mod ops;
 mod progress;

@@ -65,6 +65,15 @@ impl BuiltQuery {
         }
     }
 
+    /// `prefix` + this statement's SQL, with the same values (e.g.
+    /// `EXPLAIN (…) `): placeholders keep their numbers.
+    pub(crate) fn prefixed(&self, prefix: &'static str) -> BuiltQuery {
+        BuiltQuery {
+            sql: format!("{prefix}{}", self.sql),
+            values: self.values.clone(),
+        }
+    }
+
     /// DDL text this crate composed from sea-query-quoted identifiers and
     /// statements without values (trigger functions, triggers).
     pub(crate) fn generated(sql: String) -> BuiltQuery {

@@ -40,6 +40,11 @@ impl Transactional for Client {
         let client: &mut tokio_postgres::Client = &mut *self;
         client.execute_in_transaction(queries).await
     }
+
+    async fn query_rolled_back(&mut self, q: &BuiltQuery) -> Result<Vec<Row>> {
+        let client: &mut tokio_postgres::Client = &mut *self;
+        client.query_rolled_back(q).await
+    }
 }
 
 impl Executor for Pool {
@@ -67,5 +72,10 @@ impl Transactional for Pool {
     async fn execute_in_transaction(&mut self, queries: &[BuiltQuery]) -> Result<Vec<u64>> {
         let mut client = self.get().await.map_err(|e| pool_error("BEGIN", e))?;
         client.execute_in_transaction(queries).await
+    }
+
+    async fn query_rolled_back(&mut self, q: &BuiltQuery) -> Result<Vec<Row>> {
+        let mut client = self.get().await.map_err(|e| pool_error("BEGIN", e))?;
+        client.query_rolled_back(q).await
     }
 }

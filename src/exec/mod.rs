@@ -248,6 +248,15 @@ pub trait Transactional: Executor {
         &mut self,
         queries: &[BuiltQuery],
     ) -> impl Future<Output = Result<Vec<u64>>> + Send;
+
+    /// Runs `q` inside a transaction (a savepoint when `self` is already a
+    /// transaction) that is then **rolled back**, and returns its rows:
+    /// whatever the statement changed is undone (`EXPLAIN ANALYZE` of an
+    /// `UPDATE`, a dry run).
+    fn query_rolled_back(
+        &mut self,
+        q: &BuiltQuery,
+    ) -> impl Future<Output = Result<Vec<Self::Row>>> + Send;
 }
 
 macro_rules! forward_executor {
@@ -279,6 +288,13 @@ impl<E: Transactional + ?Sized> Transactional for &mut E {
     ) -> impl Future<Output = Result<Vec<u64>>> + Send {
         (**self).execute_in_transaction(queries)
     }
+
+    fn query_rolled_back(
+        &mut self,
+        q: &BuiltQuery,
+    ) -> impl Future<Output = Result<Vec<Self::Row>>> + Send {
+        (**self).query_rolled_back(q)
+    }
 }
 
 /// A blocking PostgreSQL client that runs [`BuiltQuery`]s: the sync twin of
@@ -300,6 +316,11 @@ pub trait BlockingExecutor {
     /// Runs `queries` in one transaction (a savepoint inside a transaction)
     /// and commits; rolls back on the first error.
     fn execute_in_transaction(&mut self, queries: &[BuiltQuery]) -> Result<Vec<u64>>;
+
+    /// Runs `q` in a transaction (a savepoint inside a transaction) that is
+    /// then rolled back, and returns its rows (see
+    /// [`Transactional::query_rolled_back`]).
+    fn query_rolled_back(&mut self, q: &BuiltQuery) -> Result<Vec<Self::Row>>;
 
     /// `true` when this executor is a transaction.
     fn is_transaction(&self) -> bool {
@@ -350,6 +371,9 @@ impl<E: BlockingExecutor + ?Sized> BlockingExecutor for &mut E {
     }
     fn execute_in_transaction(&mut self, queries: &[BuiltQuery]) -> Result<Vec<u64>> {
         (**self).execute_in_transaction(queries)
+    }
+    fn query_rolled_back(&mut self, q: &BuiltQuery) -> Result<Vec<Self::Row>> {
+        (**self).query_rolled_back(q)
     }
     fn is_transaction(&self) -> bool {
         (**self).is_transaction()

@@ -15,6 +15,12 @@ fn run_and_commit(mut tx: Transaction<'_>, queries: &[BuiltQuery]) -> Result<Vec
     Ok(counts)
 }
 
+fn run_and_roll_back(mut tx: Transaction<'_>, q: &BuiltQuery) -> Result<Vec<Row>> {
+    let rows = BlockingExecutor::query(&mut tx, q);
+    tx.rollback().map_err(|e| db_error("ROLLBACK", e))?;
+    rows
+}
+
 macro_rules! pg_blocking_executor {
     ($ty:ty, $in_tx:expr, $begin:literal) => {
         impl BlockingExecutor for $ty {
@@ -39,6 +45,11 @@ macro_rules! pg_blocking_executor {
             fn execute_in_transaction(&mut self, queries: &[BuiltQuery]) -> Result<Vec<u64>> {
                 let tx = self.transaction().map_err(|e| db_error($begin, e))?;
                 run_and_commit(tx, queries)
+            }
+
+            fn query_rolled_back(&mut self, q: &BuiltQuery) -> Result<Vec<Row>> {
+                let tx = self.transaction().map_err(|e| db_error($begin, e))?;
+                run_and_roll_back(tx, q)
             }
 
             fn is_transaction(&self) -> bool {

@@ -57,10 +57,22 @@ pub(crate) async fn run_and_commit(
     Ok(counts)
 }
 
+/// Runs `q` on an open transaction, then rolls it back.
+pub(crate) async fn run_and_roll_back(tx: Transaction<'_>, q: &BuiltQuery) -> Result<Vec<Row>> {
+    let rows = Executor::query(&tx, q).await;
+    tx.rollback().await.map_err(|e| db_error("ROLLBACK", e))?;
+    rows
+}
+
 impl Transactional for Client {
     async fn execute_in_transaction(&mut self, queries: &[BuiltQuery]) -> Result<Vec<u64>> {
         let tx = self.transaction().await.map_err(|e| db_error("BEGIN", e))?;
         run_and_commit(tx, queries).await
+    }
+
+    async fn query_rolled_back(&mut self, q: &BuiltQuery) -> Result<Vec<Row>> {
+        let tx = self.transaction().await.map_err(|e| db_error("BEGIN", e))?;
+        run_and_roll_back(tx, q).await
     }
 }
 
@@ -71,5 +83,13 @@ impl Transactional for Transaction<'_> {
             .await
             .map_err(|e| db_error("SAVEPOINT", e))?;
         run_and_commit(sp, queries).await
+    }
+
+    async fn query_rolled_back(&mut self, q: &BuiltQuery) -> Result<Vec<Row>> {
+        let sp = self
+            .transaction()
+            .await
+            .map_err(|e| db_error("SAVEPOINT", e))?;
+        run_and_roll_back(sp, q).await
     }
 }

@@ -7,6 +7,7 @@
 mod denormalized;
 mod errors;
 mod executors;
+mod explain;
 mod injection;
 mod latest;
 mod ops_archive;
