@@ -5,7 +5,8 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use pgpatterns::sea_query::{Alias, Order, Query};
 use pgpatterns::{BuiltQuery, Executor, LatestStatus, LatestStrategy, Progress, Table};
 
-use crate::support::{client, schema};
+use crate::support::{client, schema, Rng};
+use pgpatterns::seed::orders::OrdersSeed;
 
 const SETUP: &str = "
 CREATE TABLE orders (id bigint PRIMARY KEY, note text);
@@ -16,33 +17,13 @@ CREATE TABLE order_status (
     created_at timestamptz NOT NULL);";
 
 fn spec() -> LatestStatus<String> {
-    let orders = Table::new("orders").unwrap();
-    let h = Table::new("order_status").unwrap();
-    LatestStatus::new(
-        &orders.column::<i64>("id").unwrap(),
-        &h.column::<i64>("order_id").unwrap(),
-        &h.column::<String>("status").unwrap(),
-        &h.column::<DateTime<Utc>>("created_at").unwrap(),
-    )
-    .unwrap()
-    .then_by(&h.column::<i64>("id").unwrap())
-    .unwrap()
-    .denormalized(&orders.column::<String>("status").unwrap())
-    .unwrap()
+    let shop = OrdersSeed::tables();
+    let column = shop.orders.column::<String>("status").unwrap();
+    shop.latest().unwrap().denormalized(&column).unwrap()
 }
 
 fn base() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2024, 5, 1, 0, 0, 0).unwrap()
-}
-
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-    }
 }
 
 const STATUSES: [Option<&str>; 4] = [Some("Pending"), Some("Complete"), Some("Cancelled"), None];

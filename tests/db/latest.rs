@@ -7,24 +7,10 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use pgpatterns::sea_query::{Alias, Expr, ExprTrait, Order, Query};
-use pgpatterns::{BuiltQuery, Executor, LatestStatus, LatestStrategy, SqlType, Table};
+use pgpatterns::{BuiltQuery, Executor, LatestStatus, LatestStrategy, SqlType};
 
-use crate::support::{client, schema};
-
-/// A small deterministic PRNG (xorshift64*), so failures reproduce by seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use crate::support::{client, schema, Rng};
+use pgpatterns::seed::orders::OrdersSeed;
 
 #[derive(Debug, Clone)]
 struct Row {
@@ -127,17 +113,7 @@ fn reference(
 /// `orders` / `order_status(order_id, status, created_at, id)`: latest by
 /// `(created_at, id)`.
 fn order_status_spec() -> LatestStatus<String> {
-    let orders = Table::new("orders").unwrap();
-    let h = Table::new("order_status").unwrap();
-    LatestStatus::new(
-        &orders.column::<i64>("id").unwrap(),
-        &h.column::<i64>("order_id").unwrap(),
-        &h.column::<String>("status").unwrap(),
-        &h.column::<DateTime<Utc>>("created_at").unwrap(),
-    )
-    .unwrap()
-    .then_by(&h.column::<i64>("id").unwrap())
-    .unwrap()
+    OrdersSeed::tables().latest().unwrap()
 }
 
 fn apply(spec: LatestStatus<String>, p: Pred) -> LatestStatus<String> {

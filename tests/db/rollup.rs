@@ -13,7 +13,7 @@ use pgpatterns::{
 };
 use rust_decimal::Decimal;
 
-use crate::support::{client, schema};
+use crate::support::{client, schema, Rng};
 
 /// The seed's `sale` columns as typed handles.
 struct Sale {
@@ -253,21 +253,6 @@ async fn seed_003_rollup_cube_and_grouping_sets_give_the_articles_rows() {
             };
             assert_eq!(level_name(row), expect, "{shape:?}");
         }
-    }
-}
-
-/// A small deterministic PRNG (xorshift64*), so failures reproduce by seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
 

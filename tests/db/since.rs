@@ -15,25 +15,7 @@ use pgpatterns::{
     SinceGraph, SinceQuery, SinceStrategy, SqlType, Table,
 };
 
-use crate::support::{client, create_table, exec, fetch, insert, schema};
-
-/// A small deterministic PRNG (xorshift64*), so failures reproduce by seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, one_in: u64) -> bool {
-        self.below(one_in) == 0
-    }
-}
+use crate::support::{client, create_table, exec, fetch, insert, schema, Rng};
 
 fn since() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2024, 6, 1, 12, 0, 0).unwrap()
