@@ -27,6 +27,9 @@ struct Args {
     /// Skip the advised index on order_status.
     #[arg(long)]
     no_index: bool,
+    /// Long histories: this many extra `Draft` rows per order.
+    #[arg(long, default_value_t = 0)]
+    drafts: i64,
     /// Logged (crash-safe) tables instead of unlogged ones.
     #[arg(long)]
     logged: bool,
@@ -58,6 +61,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let report = OrdersSeed::new(args.orders)
         .batch_size(args.batch)
         .with_index(!args.no_index)
+        .drafts(args.drafts)
         .logged(args.logged)
         .run(&client, |p| {
             if p.stage != "orders" {

@@ -178,6 +178,7 @@
 #![warn(missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod choice;
 mod ddl;
 mod error;
 mod exec;
@@ -197,6 +198,7 @@ mod since;
 pub mod testdb;
 mod types;
 
+pub use choice::{Choice, Estimate, Shape, Statistic, StrategyCache};
 pub use error::{BoxError, Error, Result};
 pub use exec::{BlockingExecutor, ColumnIndex, Executor, FromRow, RowRead, Transactional};
 pub use latest::{

@@ -21,7 +21,7 @@ use sea_query::{
 use crate::query::{count_of, is_distinct_from};
 use crate::schema::{AnyColumn, Column, Ident, Table};
 use crate::types::SqlType;
-use crate::{BuiltQuery, Error, Result};
+use crate::{BuiltQuery, Error, Result, Shape};
 
 /// Alias of the derived "latest history row" relation in generated SQL.
 pub const LATEST_ALIAS: &str = "latest";
@@ -60,6 +60,19 @@ pub enum LatestStrategy {
     /// A status column on the entity table kept current by a trigger
     /// (see [`LatestStatus::denormalized`]); no history is read.
     Denormalized,
+    /// Chosen per query shape from the live database
+    /// ([`LatestStatus::explain_choice`]): `Denormalized` when the spec has
+    /// a maintained column it can use; otherwise the planner's cheapest
+    /// history strategy, `SkipScan` weighed only for long histories
+    /// (≥ 16 rows per entity) with an index leading with the foreign key.
+    /// Cached per spec and status selectivity (see
+    /// [`choice`](crate::choice)). Without a database
+    /// ([`build`](LatestStatus::build), [`count_query`](LatestStatus::count_query),
+    /// [`page_query`](LatestStatus::page_query)) it is `Denormalized` when
+    /// possible, else `Lateral` for pages and `DistinctOn` otherwise;
+    /// [`count`](LatestStatus::count), [`fetch_page`](LatestStatus::fetch_page)
+    /// and [`resolve`](LatestStatus::resolve) decide from the database.
+    Auto,
 }
 
 impl LatestStrategy {
@@ -404,6 +417,11 @@ impl<S: SqlType> LatestStatus<S> {
     /// Add your own joins, filters, ordering or limit, or use it as a
     /// subquery.
     pub fn to_statement(&self) -> SelectStatement {
+        if self.strategy == LatestStrategy::Auto {
+            return self
+                .with_strategy(self.static_choice(Shape::All))
+                .to_statement();
+        }
         let order = &self.order;
         let mut q = Query::select();
         q.column(self.entity.all_columns())
@@ -425,8 +443,12 @@ impl<S: SqlType> LatestStatus<S> {
         };
         let first = &order[0];
         match self.strategy {
-            // Denormalized without a column is refused by `strategy()`.
-            LatestStrategy::DistinctOn | LatestStrategy::Window | LatestStrategy::Denormalized => {
+            // Denormalized without a column is refused by `strategy()`;
+            // Auto was resolved above.
+            LatestStrategy::DistinctOn
+            | LatestStrategy::Window
+            | LatestStrategy::Denormalized
+            | LatestStrategy::Auto => {
                 let mut sub = Query::select();
                 sub.column(self.fk.col_ref())
                     .column(self.status.col_ref())
@@ -607,6 +629,11 @@ impl<S: SqlType> LatestStatus<S> {
 
     /// `SELECT COUNT(*)` of the matching entities.
     pub fn count_query(&self) -> BuiltQuery {
+        if self.strategy == LatestStrategy::Auto {
+            return self
+                .with_strategy(self.static_choice(Shape::Count))
+                .count_query();
+        }
         count_of(self.to_statement())
     }
 
@@ -623,13 +650,24 @@ impl<S: SqlType> LatestStatus<S> {
     /// than the key.
     pub fn page_query<K: SqlType>(&self, limit: i64, after: Option<K>) -> Result<BuiltQuery> {
         self.check_page::<K>(limit)?;
+        Ok(self.page_built(limit, after.map(SqlType::param)))
+    }
+
+    /// The page query of a checked `limit`, after a key given as a typed
+    /// parameter.
+    pub(crate) fn page_built(&self, limit: i64, after: Option<Expr>) -> BuiltQuery {
+        if self.strategy == LatestStrategy::Auto {
+            return self
+                .with_strategy(self.static_choice(Shape::Page { limit }))
+                .page_built(limit, after);
+        }
         let mut q = self.to_statement();
         if let Some(after) = after {
-            q.and_where(self.key.expr().gt(after.param()));
+            q.and_where(self.key.expr().gt(after));
         }
         q.order_by(self.key.col_ref(), Order::Asc)
-            .limit(limit as u64);
-        Ok(BuiltQuery::new(&q))
+            .limit(u64::try_from(limit).unwrap_or(1));
+        BuiltQuery::new(&q)
     }
 }
 
@@ -643,6 +681,7 @@ impl fmt::Debug for HistoryFilter {
     }
 }
 
+mod auto;
 mod ddl;
 mod run;
 

@@ -5,7 +5,7 @@ use postgres_types::FromSqlOwned;
 
 use super::LatestStatus;
 use crate::types::SqlType;
-use crate::{Executor, Result, RowRead};
+use crate::{Executor, Result, RowRead, Shape};
 
 /// One keyset page of matching entities, in key order.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,12 +21,15 @@ pub struct LatestPage<R, K> {
 }
 
 impl<S: SqlType> LatestStatus<S> {
-    /// Counts the matching entities.
+    /// Counts the matching entities (with
+    /// [`Auto`](super::LatestStrategy::Auto), in the strategy it chooses
+    /// for a count).
     ///
     /// # Errors
     /// The database's error.
     pub async fn count<E: Executor>(&self, db: &E) -> Result<i64> {
-        db.query_one(&self.count_query())
+        let spec = self.resolve(db, Shape::Count).await?;
+        db.query_one(&spec.count_query())
             .await?
             .try_get(0usize.into())
     }
@@ -52,7 +55,8 @@ impl<S: SqlType> LatestStatus<S> {
         E: Executor,
     {
         self.check_page::<K>(limit)?;
-        let probe = self.page_query::<K>(limit.saturating_add(1), after)?;
+        let spec = self.resolve(db, Shape::Page { limit }).await?;
+        let probe = spec.page_query::<K>(limit.saturating_add(1), after)?;
         let mut rows = db.query(&probe).await?;
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         let next = if rows.len() > limit {

@@ -98,6 +98,15 @@ FROM generate_series($1::int8, $2::int8) AS g
 WHERE abs(hashint8(g # $3::int8 # 2)) % 3 = 2",
 ];
 
+/// `$6` drafts per order `$1..=$2`, ids after the `3 * $5` of the paths
+/// (`$5` the total orders); `$3` seed, `$4` now.
+const INSERT_DRAFTS: &str = "
+INSERT INTO order_status (id, order_id, status, created_at)
+SELECT 3 * $5::int8 + (g - 1) * $6::int8 + k, g, 'Draft',
+       $4::timestamptz - (abs(hashint8(g # $3::int8 # 3)) % 31536000) * interval '1 second'
+           - k * interval '1 minute'
+FROM generate_series($1::int8, $2::int8) AS g, generate_series(1, $6::int8) AS k";
+
 const CONSTRAINTS: &str = "
 ALTER TABLE orders ADD PRIMARY KEY (id);
 ALTER TABLE order_status ADD PRIMARY KEY (id);
@@ -123,6 +132,7 @@ pub struct OrdersSeed {
     index: bool,
     logged: bool,
     replace: bool,
+    drafts: i64,
 }
 
 /// What [`OrdersSeed::run`] did.
@@ -152,7 +162,18 @@ impl OrdersSeed {
             index: true,
             logged: false,
             replace: true,
+            drafts: 0,
         }
+    }
+
+    /// Long histories: `n` more `Draft` rows per order, one minute apart,
+    /// before its `Pending` (default `0`). Latest statuses do not change,
+    /// so every count is the same as without them; only the history grows
+    /// (about `n + 2.33` rows per order), which is what the history
+    /// strategies' speed depends on.
+    pub fn drafts(mut self, n: i64) -> OrdersSeed {
+        self.drafts = n;
+        self
     }
 
     /// Orders per `INSERT` (and per progress report).
@@ -214,6 +235,7 @@ impl OrdersSeed {
     ) -> Result<OrdersReport> {
         Error::at_least("orders", self.orders, 0)?;
         Error::at_least("batch_size", self.batch, 1)?;
+        Error::at_least("drafts", self.drafts, 0)?;
         let now = self.now.unwrap_or_else(Utc::now);
         let started = Instant::now();
         if self.replace {
@@ -243,6 +265,14 @@ impl OrdersSeed {
                 .await?;
             for step in INSERT_STATUSES {
                 statuses += db.execute(&BuiltQuery::fixed_with(step, values())).await?;
+            }
+            if self.drafts > 0 {
+                let mut v = values().to_vec();
+                v.push(self.orders.into_value());
+                v.push(self.drafts.into_value());
+                statuses += db
+                    .execute(&BuiltQuery::fixed_with(INSERT_DRAFTS, v))
+                    .await?;
             }
             progress(Progress::new("orders", last as u64, Some(total)));
             first = last + 1;

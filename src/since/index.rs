@@ -83,7 +83,9 @@ impl<K: SqlType> SinceGraph<K> {
     ///   change column of every path's last table (each `UNION` branch starts
     ///   from the changed rows);
     /// - [`SinceStrategy::Exists`]: on a last hop whose far table holds the
-    ///   key, `(foreign key, change)`, so each probe is answered by the index.
+    ///   key, `(foreign key, change)`, so each probe is answered by the index;
+    /// - [`SinceStrategy::Auto`]: both of the above, since it may choose
+    ///   either.
     ///
     /// ```
     /// use chrono::{DateTime, Utc};
@@ -139,7 +141,13 @@ impl<K: SqlType> SinceGraph<K> {
                     continue;
                 };
                 let cols: Vec<AnyColumn> = cols.iter().map(|c| c.of(&table)).collect();
-                if last && hop.fk_on_far && options.strategy == SinceStrategy::Exists {
+                if last
+                    && hop.fk_on_far
+                    && matches!(
+                        options.strategy,
+                        SinceStrategy::Exists | SinceStrategy::Auto
+                    )
+                {
                     let mut with_change = cols.clone();
                     with_change.push(p.change.erase().of(&table));
                     want(&table, with_change);
@@ -149,7 +157,7 @@ impl<K: SqlType> SinceGraph<K> {
             }
             if matches!(
                 options.strategy,
-                SinceStrategy::UnionIn | SinceStrategy::SemiJoin
+                SinceStrategy::UnionIn | SinceStrategy::SemiJoin | SinceStrategy::Auto
             ) {
                 if let Ok(table) = unaliased(p.change.table()) {
                     want(&table, vec![p.change.erase().of(&table)]);

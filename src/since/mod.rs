@@ -17,6 +17,7 @@
 //! [offset](SinceGraph::timestamp_offset) (UTC by default); `since` is bound
 //! in each column's own type, so every comparison is exact and sargable.
 
+mod auto;
 mod change;
 mod changed;
 mod graph;
@@ -86,10 +87,20 @@ pub enum SinceStrategy {
     /// MAX(GREATEST(change, …)) >= $s` (seed 001's option 1); the key must
     /// be the root's primary key.
     GreatestGroupBy,
+    /// Chosen per query shape and window from the live database
+    /// ([`SinceQuery::explain_choice`]): the planner's cheapest of
+    /// `UnionIn`, `SemiJoin` and `Exists`, cached per window selectivity
+    /// (see [`choice`](crate::choice)). Without a database —
+    /// [`build`](SinceQuery::build), [`count_query`](SinceQuery::count_query),
+    /// [`page_query`](SinceQuery::page_query) — it is `UnionIn` for counts
+    /// and full lists and `Exists` for pages, the usual winners;
+    /// [`count`](SinceQuery::count), [`fetch_page`](SinceQuery::fetch_page)
+    /// and [`resolve`](SinceQuery::resolve) decide from the database.
+    Auto,
 }
 
 impl SinceStrategy {
-    /// Every strategy.
+    /// Every concrete strategy (all but [`Auto`](Self::Auto)).
     pub const ALL: [SinceStrategy; 5] = [
         SinceStrategy::UnionIn,
         SinceStrategy::SemiJoin,
@@ -174,6 +185,9 @@ impl<K: SqlType> SinceQuery<K> {
         }
         let mut any = g.root_change.changed_since(since);
         match self.strategy {
+            SinceStrategy::Auto => {
+                return self.clone().strategy(SinceStrategy::UnionIn).to_statement();
+            }
             SinceStrategy::UnionIn => {
                 let mut groups: Vec<(Vec<AnyColumn>, SelectStatement)> = Vec::new();
                 for p in &paths {

@@ -6,7 +6,7 @@ use sea_query::{Alias, Expr, ExprTrait, Order};
 use uuid::Uuid;
 
 use super::change::ChangeColumn;
-use super::{SinceQuery, SINCE_AT, SINCE_KEY};
+use super::{SinceQuery, SinceStrategy, SINCE_AT, SINCE_KEY};
 use crate::exec::{ColumnIndex, Executor, FromRow, RowRead};
 use crate::types::SqlType;
 use crate::{BuiltQuery, Error, Result};
@@ -290,6 +290,9 @@ impl<K: SqlType> SinceQuery<K> {
     where
         K: CursorKey,
     {
+        if self.strategy == SinceStrategy::Auto {
+            return self.clone().strategy(SinceStrategy::Exists).page_query(req);
+        }
         let g = self.graph();
         if req.limit < 1 || req.limit > g.max_limit {
             return Err(Error::spec(
@@ -347,7 +350,9 @@ impl<K: SqlType> SinceQuery<K> {
         T: FromRow + Send,
         E: Executor,
     {
-        let q = self.page_query(req)?;
+        // Checks the request before `Auto` reads any statistics.
+        self.page_query(req)?;
+        let q = self.resolve_page(e, req).await?.page_query(req)?;
         let rows = e.query(&q).await?;
         let mut page = SincePage {
             rows: Vec::with_capacity(rows.len()),
