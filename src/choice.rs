@@ -102,18 +102,28 @@ pub struct Estimate<S> {
     /// What the plan does: the first node below any `Aggregate`, `Limit`,
     /// `Gather` or `Sort` at the top (`Hash Join`, `Index Scan on …`).
     pub plan: Option<String>,
-    /// Why the candidate was left out, when it was.
-    pub skipped: Option<String>,
+    /// Why the candidate was ruled out without comparing costs, when it was.
+    pub rejected: Option<String>,
 }
 
 impl<S> Estimate<S> {
-    pub(crate) fn skipped(strategy: S, why: impl Into<String>) -> Estimate<S> {
+    pub(crate) fn rejected(strategy: S, why: impl Into<String>) -> Estimate<S> {
         Estimate {
             strategy,
             cost: None,
             rows: None,
             plan: None,
-            skipped: Some(why.into()),
+            rejected: Some(why.into()),
+        }
+    }
+
+    pub(crate) fn chosen(strategy: S) -> Estimate<S> {
+        Estimate {
+            strategy,
+            cost: None,
+            rows: None,
+            plan: None,
+            rejected: None,
         }
     }
 
@@ -123,7 +133,7 @@ impl<S> Estimate<S> {
             cost: Some(plan.root.total_cost),
             rows: Some(plan.root.plan_rows),
             plan: Some(describe(working_node(&plan.root))),
-            skipped: None,
+            rejected: None,
         }
     }
 }
@@ -210,8 +220,8 @@ impl<S: fmt::Debug> fmt::Display for Choice<S> {
             writeln!(f, "  {} = {}", s.name, s.value)?;
         }
         for c in &self.candidates {
-            match (&c.skipped, c.cost) {
-                (Some(why), _) => writeln!(f, "  {:?}: skipped, {why}", c.strategy)?,
+            match (&c.rejected, c.cost) {
+                (Some(why), _) => writeln!(f, "  {:?}: ruled out, {why}", c.strategy)?,
                 (None, Some(cost)) => writeln!(
                     f,
                     "  {:?}: cost {cost:.0}, rows {:.0}, {}",
@@ -219,7 +229,7 @@ impl<S: fmt::Debug> fmt::Display for Choice<S> {
                     c.rows.unwrap_or(f64::NAN),
                     c.plan.as_deref().unwrap_or("?")
                 )?,
-                (None, None) => writeln!(f, "  {:?}", c.strategy)?,
+                (None, None) => writeln!(f, "  {:?}: chosen", c.strategy)?,
             }
         }
         write!(
@@ -231,16 +241,28 @@ impl<S: fmt::Debug> fmt::Display for Choice<S> {
     }
 }
 
+/// Decisions by key, with when they were made (type-erased `Choice<S>`).
+type Decisions = HashMap<String, (Instant, Arc<dyn Any + Send + Sync>)>;
+
 /// Cached `Auto` decisions, keyed by spec, shape and selectivity bucket,
 /// each kept for a time to live. [`StrategyCache::global`] is the one the
 /// families use unless given another (`explain_choice_with`).
 ///
 /// Table statistics change as data does; a decision older than the time to
-/// live is made again. Call [`clear`](Self::clear) after a bulk load and
-/// `ANALYZE`.
+/// live is made again. Call [`clear`](Self::clear) after a bulk load,
+/// `ANALYZE` or index changes.
+///
+/// A query repeated with the same SQL text and values reuses its decision
+/// without reading statistics. If the same spec runs against several
+/// databases or schemas (`search_path`) whose data differ, give each its
+/// own cache (`explain_choice_with`), or their decisions mix — which costs
+/// speed, never correctness: every strategy returns the same rows.
 pub struct StrategyCache {
     ttl: Duration,
-    entries: Mutex<HashMap<String, (Instant, Arc<dyn Any + Send + Sync>)>>,
+    entries: Mutex<Decisions>,
+    /// Exact query (SQL and values) → the decision's key: a repeated query
+    /// finds its decision without reading any statistics.
+    exact: Mutex<HashMap<String, (Instant, String)>>,
 }
 
 impl fmt::Debug for StrategyCache {
@@ -263,6 +285,7 @@ impl StrategyCache {
         StrategyCache {
             ttl,
             entries: Mutex::new(HashMap::new()),
+            exact: Mutex::new(HashMap::new()),
         }
     }
 
@@ -279,6 +302,7 @@ impl StrategyCache {
     /// Forgets every decision.
     pub fn clear(&self) {
         self.lock().clear();
+        self.exact.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// How many decisions are kept (expired ones included until replaced).
@@ -291,9 +315,7 @@ impl StrategyCache {
         self.len() == 0
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Arc<dyn Any + Send + Sync>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Decisions> {
         // A panic while holding the lock leaves only a half-written map of
         // decisions, which are all recomputable: keep going.
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
@@ -320,6 +342,34 @@ impl StrategyCache {
         entries.insert(key, (Instant::now(), Arc::new(choice.clone())));
     }
 
+    /// The decision already made for exactly this query (`exact`: SQL text
+    /// and values), if it has not expired: no statistics are read.
+    pub(crate) fn lookup_exact<S: Clone + Send + Sync + 'static>(
+        &self,
+        exact: &str,
+    ) -> Option<Choice<S>> {
+        let key = {
+            let map = self.exact.lock().unwrap_or_else(|e| e.into_inner());
+            let (at, key) = map.get(exact)?;
+            if at.elapsed() > self.ttl {
+                return None;
+            }
+            key.clone()
+        };
+        let mut hit = self.lookup::<S>(&key)?;
+        hit.cached = true;
+        Some(hit)
+    }
+
+    /// Remembers which decision `exact` led to.
+    pub(crate) fn remember_exact(&self, exact: String, key: String) {
+        let mut map = self.exact.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_ENTRIES {
+            map.clear();
+        }
+        map.insert(exact, (Instant::now(), key));
+    }
+
     /// The cached choice for `key`, or `decide()`'s, stored.
     pub(crate) async fn get_or_decide<S, F>(&self, key: String, decide: F) -> Result<Choice<S>>
     where
@@ -343,19 +393,26 @@ impl StrategyCache {
 /// program has a few dozen; this only stops a runaway generator of specs.
 const MAX_ENTRIES: usize = 4096;
 
-/// The cache key: family, spec fingerprint (SQL text without values), shape
-/// and bucket.
+/// The cache key: family, the OID of the spec's main table (the same SQL
+/// text names other tables under another `search_path`), spec fingerprint
+/// (SQL text without values), shape and bucket.
 pub(crate) fn cache_key(
     family: &str,
+    table_oid: i64,
     fingerprint: &str,
     shape: Shape,
     bucket: Option<i32>,
 ) -> String {
     let bucket = bucket.map_or_else(|| "-".to_owned(), |b| b.to_string());
     format!(
-        "{family}\u{1f}{}\u{1f}{bucket}\u{1f}{fingerprint}",
+        "{family}\u{1f}{table_oid}\u{1f}{}\u{1f}{bucket}\u{1f}{fingerprint}",
         shape.key()
     )
+}
+
+/// The exact-query key: family, shape, SQL text and bound values.
+pub(crate) fn exact_key(family: &str, shape: Shape, q: &BuiltQuery) -> String {
+    format!("{family}\u{1f}{}\u{1f}{:?}", shape.key(), q)
 }
 
 /// Rejects page sizes below 1 before any SQL runs.
@@ -384,15 +441,6 @@ pub(crate) async fn estimate_all<S: Copy, E: Executor>(
         out.push(Estimate::from_plan(strategy, &plan));
     }
     Ok(out)
-}
-
-/// The explained candidate with the lowest total cost.
-pub(crate) fn cheapest<S: Copy>(estimates: &[Estimate<S>]) -> Option<(S, f64)> {
-    estimates
-        .iter()
-        .filter(|e| e.skipped.is_none())
-        .filter_map(|e| e.cost.map(|c| (e.strategy, c)))
-        .min_by(|a, b| a.1.total_cmp(&b.1))
 }
 
 /// Catalog statistics of one table and some of its columns.
@@ -521,38 +569,17 @@ mod tests {
             cached: false,
             decided_in: Duration::ZERO,
         };
-        let key = cache_key("f", "SELECT 1", Shape::Count, None);
+        let key = cache_key("f", 1, "SELECT 1", Shape::Count, None);
         cache.store(key.clone(), &choice);
         assert_eq!(cache.lookup::<u8>(&key).map(|c| c.strategy), Some(7));
         // Another type under the same key is a miss, not a panic.
         assert!(cache.lookup::<u16>(&key).is_none());
         assert!(cache
-            .lookup::<u8>(&cache_key("f", "SELECT 1", Shape::Count, Some(-3)))
+            .lookup::<u8>(&cache_key("f", 1, "SELECT 1", Shape::Count, Some(-3)))
             .is_none());
         std::thread::sleep(Duration::from_millis(40));
         assert!(cache.lookup::<u8>(&key).is_none());
         cache.clear();
         assert!(cache.is_empty());
-    }
-
-    #[test]
-    fn cheapest_ignores_skipped() {
-        let mut a = Estimate::skipped(1u8, "no");
-        a.cost = Some(0.5);
-        let b = Estimate {
-            strategy: 2u8,
-            cost: Some(10.0),
-            rows: Some(1.0),
-            plan: None,
-            skipped: None,
-        };
-        let c = Estimate {
-            strategy: 3u8,
-            cost: Some(5.0),
-            rows: Some(1.0),
-            plan: None,
-            skipped: None,
-        };
-        assert_eq!(cheapest(&[a, b, c]), Some((3, 5.0)));
     }
 }

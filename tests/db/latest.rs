@@ -192,8 +192,14 @@ async fn every_strategy_matches_the_reference() {
                     if let Some(t) = as_of {
                         s = s.as_of::<DateTime<Utc>>(t).unwrap();
                     }
-                    for strategy in LatestStrategy::FROM_HISTORY {
+                    for strategy in LatestStrategy::FROM_HISTORY
+                        .into_iter()
+                        .chain([LatestStrategy::Auto])
+                    {
                         let s = s.clone().strategy(strategy).unwrap();
+                        // Auto as a caller runs it: resolved against the database.
+                        let s = s.resolve(&client, pgpatterns::Shape::All).await.unwrap();
+                        assert_ne!(s.chosen_strategy(), LatestStrategy::Auto);
                         let q = Query::select()
                             .column(Alias::new("id"))
                             .column(Alias::new(pgpatterns::LATEST_STATUS))
@@ -209,6 +215,14 @@ async fn every_strategy_matches_the_reference() {
                         assert_eq!(got, want, "{ctx}");
                         let counted: Vec<(i64,)> = client.query_as(&s.count_query()).await.unwrap();
                         assert_eq!(counted, vec![(want.len() as i64,)], "count: {ctx}");
+                        if strategy == LatestStrategy::Auto {
+                            let auto = s.clone().strategy(LatestStrategy::Auto).unwrap();
+                            assert_eq!(
+                                auto.count(&client).await.unwrap(),
+                                want.len() as i64,
+                                "{ctx}"
+                            );
+                        }
                         checked += 1;
                         if missing.is_none() && as_of.is_none() {
                             composed_filters_apply_outside(&client, &s, &entities, &rows, p).await;
@@ -220,7 +234,7 @@ async fn every_strategy_matches_the_reference() {
     }
     assert_eq!(
         checked,
-        24 * preds.len() * 2 * 4 * LatestStrategy::FROM_HISTORY.len()
+        24 * preds.len() * 2 * 4 * (LatestStrategy::FROM_HISTORY.len() + 1)
     );
 }
 

@@ -497,15 +497,23 @@ async fn every_strategy_matches_the_reference_on_random_graphs() {
                         .collect::<Vec<_>>()
                 })
                 .collect();
-            for strategy in SinceStrategy::ALL {
+            for strategy in SinceStrategy::ALL.into_iter().chain([SinceStrategy::Auto]) {
                 let q = graph.since(at).unwrap().strategy(strategy);
                 let ctx = format!(
                     "seed {seed} since {at} offset {offset} {strategy:?}\n{}",
                     q.build()
                 );
-                assert_eq!(ids(&client, &q, "id").await, want_ids, "{ctx}");
+                // Auto as a caller runs it: resolved against the database.
+                let resolved = q.resolve(&client, pgpatterns::Shape::All).await.unwrap();
+                assert_ne!(resolved.chosen_strategy(), SinceStrategy::Auto);
+                assert_eq!(ids(&client, &resolved, "id").await, want_ids, "{ctx}");
                 let counted: Vec<(i64,)> = fetch(&client, &q.count_query()).await;
                 assert_eq!(counted, vec![(want_ids.len() as i64,)], "count: {ctx}");
+                assert_eq!(
+                    q.count(&client).await.unwrap(),
+                    want_ids.len() as i64,
+                    "count(): {ctx}"
+                );
                 let limit = [1, 4][(seed % 2) as usize];
                 let (keys, changes) = walk(&client, &q, PageOrder::Key, limit).await;
                 assert_eq!(keys, want_ids, "key pages of {limit}: {ctx}");
@@ -520,7 +528,7 @@ async fn every_strategy_matches_the_reference_on_random_graphs() {
             }
         }
     }
-    assert_eq!(checked, 18 * 4 * SinceStrategy::ALL.len());
+    assert_eq!(checked, 18 * 4 * (SinceStrategy::ALL.len() + 1));
     assert!(
         matched_total > 100,
         "the datasets must match something: {matched_total}"

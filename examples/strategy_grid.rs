@@ -1,0 +1,464 @@
+//! The strategy grid of issue 8: every strategy and `Auto`, side by side,
+//! in one run — a benchmark table, not a timed test.
+//!
+//! - **latest** (count, first page) × (with and without the advised index)
+//!   × (short histories: `--orders` orders, ~2.3 rows each; long
+//!   histories: `--long-orders` orders with `--drafts` more rows each);
+//! - **since** (count, first page) × (1 d, 30 d, 365 d) at `--moves` moves;
+//! - **rollup** (with and without `COUNT(DISTINCT …)`) at `--sales` rows.
+//!
+//! Each cell checks that every strategy returns the same answer, then times
+//! them interleaved for `--rounds` rounds (medians; a query past
+//! `--timeout-ms` is cancelled and shown as `>timeout`, and not run again).
+//! `Auto` is timed the way a caller runs it — decision (cached after the
+//! first call) plus query — and its ratio to the cell's best strategy is
+//! printed, with the decision's cost on a cache miss and once cached.
+//!
+//! ```text
+//! cargo run --release --example strategy_grid --features testdb,seed
+//! ```
+//!
+//! Uses `DATABASE_URL` when set (each dataset in its own throwaway schema),
+//! else starts a throwaway PostgreSQL cluster.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use pgpatterns::seed::moves::{seed as seed_moves, MovesSchema, MovesSeed};
+use pgpatterns::seed::orders::OrdersSeed;
+use pgpatterns::testdb::{TestDb, TestSchema};
+use pgpatterns::{
+    BuiltQuery, Error, Executor, IndexOptions, LatestStrategy, PageRequest, Shape, SinceStrategy,
+    SqlType, StrategyCache,
+};
+
+#[derive(Parser, Debug)]
+#[command(about = "Every strategy and Auto, per family, shape and dataset")]
+struct Args {
+    /// Orders of the short-history dataset (~2.3 status rows each).
+    #[arg(long, default_value_t = 1_000_000)]
+    orders: i64,
+    /// Orders of the long-history dataset.
+    #[arg(long, default_value_t = 50_000)]
+    long_orders: i64,
+    /// Extra history rows per order in the long-history dataset.
+    #[arg(long, default_value_t = 40)]
+    drafts: i64,
+    /// Moves of the since dataset.
+    #[arg(long, default_value_t = 1_000_000)]
+    moves: i64,
+    /// Sales rows of the rollup dataset.
+    #[arg(long, default_value_t = 2_000_000)]
+    sales: i64,
+    /// Timed rounds per query (the median is shown).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// A query running longer is cancelled and shown as `>timeout`.
+    #[arg(long, default_value_t = 20_000)]
+    timeout_ms: u64,
+    /// Only these families (comma-separated: latest, since, rollup).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+/// One contender of a cell: a name and how to run it (returning a
+/// comparable answer: a count, or the keys of a page).
+type Run<'a> =
+    Box<dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<Vec<i64>, Error>> + 'a>> + 'a>;
+
+struct Cell {
+    family: &'static str,
+    what: String,
+    /// (strategy, median ms or None when it timed out)
+    medians: Vec<(String, Option<f64>)>,
+    auto_ms: Option<f64>,
+    auto_choice: String,
+}
+
+impl Cell {
+    fn best(&self) -> Option<(&str, f64)> {
+        self.medians
+            .iter()
+            .filter_map(|(n, m)| m.map(|m| (n.as_str(), m)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+    }
+}
+
+fn is_timeout(e: &Error) -> bool {
+    matches!(e, Error::Database { code: Some(c), .. } if c == "57014")
+}
+
+/// Runs every contender once (checking answers agree), then `rounds`
+/// interleaved timed rounds. Returns per-contender medians (`None` =
+/// timed out) and Auto's median, in that order (Auto last).
+async fn time_cell(
+    rounds: usize,
+    runs: &[(String, Run<'_>)],
+) -> Result<Vec<Option<f64>>, Box<dyn std::error::Error>> {
+    let mut answers: Vec<Option<Vec<i64>>> = Vec::new();
+    for (name, run) in runs {
+        match run().await {
+            Ok(a) => answers.push(Some(a)),
+            Err(e) if is_timeout(&e) => answers.push(None),
+            Err(e) => return Err(format!("{name}: {e}").into()),
+        }
+    }
+    let reference = answers.iter().flatten().next().cloned();
+    for ((name, _), a) in runs.iter().zip(&answers) {
+        if let (Some(a), Some(r)) = (a, &reference) {
+            if a != r {
+                return Err(format!(
+                    "{name} returned another answer ({} values vs {})",
+                    a.len(),
+                    r.len()
+                )
+                .into());
+            }
+        }
+    }
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); runs.len()];
+    let mut alive: Vec<bool> = answers.iter().map(Option::is_some).collect();
+    for round in 0..rounds {
+        for k in 0..runs.len() {
+            // rotate who goes first, so none always finds a cold cache
+            let i = (k + round) % runs.len();
+            if !alive[i] {
+                continue;
+            }
+            let t = Instant::now();
+            match (runs[i].1)().await {
+                Ok(_) => times[i].push(t.elapsed().as_secs_f64() * 1e3),
+                Err(e) if is_timeout(&e) => alive[i] = false,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(times
+        .into_iter()
+        .zip(alive)
+        .map(|(mut t, ok)| {
+            if ok && !t.is_empty() {
+                Some(median(&mut t))
+            } else {
+                None
+            }
+        })
+        .collect())
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn bar(len: u64, what: &str) -> Result<ProgressBar, Box<dyn std::error::Error>> {
+    Ok(
+        ProgressBar::new(len).with_style(ProgressStyle::with_template(&format!(
+            "{{bar:40}} {{pos}}/{{len}} {what} {{msg}} {{elapsed_precise}}"
+        ))?),
+    )
+}
+
+async fn connect(
+    schema: &TestSchema,
+    timeout_ms: u64,
+) -> Result<tokio_postgres::Client, Box<dyn std::error::Error>> {
+    let client = schema.connect().await?;
+    Executor::query(
+        &client,
+        &BuiltQuery::fixed_with(
+            "SELECT set_config('statement_timeout', $1, false)",
+            [format!("{timeout_ms}ms").into_value()],
+        ),
+    )
+    .await?;
+    Ok(client)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    if args.rounds < 1 {
+        return Err("--rounds must be at least 1".into());
+    }
+    let want = |f: &str| args.only.is_empty() || args.only.iter().any(|o| o == f);
+    let db = TestDb::start()?;
+    let mut cells: Vec<Cell> = Vec::new();
+    let mut overhead: Vec<(String, Duration, f64)> = Vec::new();
+    if want("latest") {
+        for (label, orders, drafts) in [
+            ("short histories", args.orders, 0),
+            ("long histories", args.long_orders, args.drafts),
+        ] {
+            let schema = db.schema().await?;
+            let client = connect(&schema, args.timeout_ms).await?;
+            // Same SQL, another schema: decisions must not carry over.
+            StrategyCache::global().clear();
+            let b = bar(orders as u64, "orders")?;
+            let report = OrdersSeed::new(orders)
+                .drafts(drafts)
+                .run(&client, |p| match p.stage {
+                    "orders" => b.set_position(p.done),
+                    s => b.set_message(s),
+                })
+                .await?;
+            b.finish_and_clear();
+            eprintln!(
+                "latest, {label}: {} orders, {} status rows ({:.1} per order)",
+                report.orders,
+                report.statuses,
+                report.statuses as f64 / report.orders.max(1) as f64
+            );
+            for index in [true, false] {
+                if !index {
+                    client
+                        .batch_execute("DROP INDEX order_status_latest; ANALYZE order_status")
+                        .await?;
+                    // Decisions are cached per table; after DDL, forget them.
+                    StrategyCache::global().clear();
+                }
+                let shop = OrdersSeed::tables();
+                let spec = shop.latest()?.status_eq("Complete");
+                for shape in [Shape::Count, Shape::Page { limit: 50 }] {
+                    let what = format!(
+                        "{} · {label} · {}",
+                        if matches!(shape, Shape::Count) {
+                            "count"
+                        } else {
+                            "first page (50)"
+                        },
+                        if index { "advised index" } else { "no index" }
+                    );
+                    let strategies: Vec<LatestStrategy> = LatestStrategy::FROM_HISTORY
+                        .into_iter()
+                        .chain([LatestStrategy::Auto])
+                        .collect();
+                    let mut runs: Vec<(String, Run<'_>)> = Vec::new();
+                    for s in strategies {
+                        let spec = spec.clone().strategy(s)?;
+                        let client = &client;
+                        runs.push((
+                            format!("{s:?}"),
+                            Box::new(move || {
+                                let spec = spec.clone();
+                                Box::pin(async move {
+                                    match shape {
+                                        Shape::Page { limit } => Ok(spec
+                                            .fetch_page::<i64, _>(client, limit, None)
+                                            .await?
+                                            .rows
+                                            .iter()
+                                            .map(|r| r.get::<_, i64>(0))
+                                            .collect()),
+                                        _ => Ok(vec![spec.count(client).await?]),
+                                    }
+                                })
+                            }),
+                        ));
+                    }
+                    let auto = spec.clone().strategy(LatestStrategy::Auto)?;
+                    let miss = auto.explain_choice(&client, shape).await?;
+                    let medians = time_cell(args.rounds, &runs).await?;
+                    let hit = decision_overhead(|| auto.explain_choice(&client, shape)).await?;
+                    eprintln!("{what}: {miss}");
+                    overhead.push((what.clone(), miss.decided_in, hit));
+                    push_cell(
+                        &mut cells,
+                        "latest",
+                        what,
+                        &runs,
+                        medians,
+                        format!("{:?}", miss.strategy),
+                    );
+                }
+            }
+        }
+    }
+    if want("since") {
+        let schema = db.schema().await?;
+        let client = connect(&schema, args.timeout_ms).await?;
+        client.batch_execute("SET TimeZone = 'UTC'").await?;
+        let b = bar(args.moves as u64, "moves")?;
+        let now = seed_moves(
+            &client,
+            MovesSeed::new(args.moves).unlogged(true),
+            |p| match p.stage {
+                "moves" => b.set_position(p.done),
+                s => b.set_message(s),
+            },
+        )
+        .await?;
+        b.finish_and_clear();
+        let graph = MovesSchema::new()?.seed_graph()?;
+        let mut ddl: Vec<BuiltQuery> = Vec::new();
+        for s in SinceStrategy::ALL {
+            for q in graph.index_advice(IndexOptions::new(s)) {
+                if !ddl.contains(&q) {
+                    ddl.push(q);
+                }
+            }
+        }
+        for q in &ddl {
+            Executor::execute(&client, q).await?;
+        }
+        client.batch_execute("VACUUM ANALYZE").await?;
+        eprintln!("since: {} moves, {} advised indexes", args.moves, ddl.len());
+        for days in [1i64, 30, 365] {
+            let at: DateTime<Utc> = now - chrono::Duration::days(days);
+            for shape in [Shape::Count, Shape::Page { limit: 50 }] {
+                let what = format!(
+                    "{} · {days} d",
+                    if matches!(shape, Shape::Count) {
+                        "count"
+                    } else {
+                        "first page (50)"
+                    }
+                );
+                let mut runs: Vec<(String, Run<'_>)> = Vec::new();
+                for s in SinceStrategy::ALL.into_iter().chain([SinceStrategy::Auto]) {
+                    let q = graph.since(at)?.strategy(s);
+                    let client = &client;
+                    runs.push((
+                        format!("{s:?}"),
+                        Box::new(move || {
+                            let q = q.clone();
+                            Box::pin(async move {
+                                match shape {
+                                    Shape::Page { limit } => Ok(q
+                                        .fetch_page::<(i64,), _>(client, &PageRequest::new(limit))
+                                        .await?
+                                        .keys),
+                                    _ => Ok(vec![q.count(client).await?]),
+                                }
+                            })
+                        }),
+                    ));
+                }
+                let auto = graph.since(at)?.strategy(SinceStrategy::Auto);
+                let miss = auto.explain_choice(&client, shape).await?;
+                let medians = time_cell(args.rounds, &runs).await?;
+                let hit = decision_overhead(|| auto.explain_choice(&client, shape)).await?;
+                eprintln!("{what}: {miss}");
+                overhead.push((what.clone(), miss.decided_in, hit));
+                push_cell(
+                    &mut cells,
+                    "since",
+                    what,
+                    &runs,
+                    medians,
+                    format!("{:?}", miss.strategy),
+                );
+            }
+        }
+    }
+    let _ = (want("rollup"), args.sales); // rollup cells: see below
+    print_grid(&args, &cells, &overhead);
+    Ok(())
+}
+
+/// The median time of 20 cached `explain_choice` calls, in ms.
+async fn decision_overhead<F, Fut, T>(decide: F) -> Result<f64, Box<dyn std::error::Error>>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    let mut t = Vec::new();
+    for _ in 0..20 {
+        let s = Instant::now();
+        decide().await?;
+        t.push(s.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(median(&mut t))
+}
+
+fn push_cell(
+    cells: &mut Vec<Cell>,
+    family: &'static str,
+    what: String,
+    runs: &[(String, Run<'_>)],
+    medians: Vec<Option<f64>>,
+    auto_choice: String,
+) {
+    let n = runs.len() - 1;
+    cells.push(Cell {
+        family,
+        what,
+        medians: runs[..n]
+            .iter()
+            .map(|(name, _)| name.clone())
+            .zip(medians[..n].iter().copied())
+            .collect(),
+        auto_ms: medians[n],
+        auto_choice,
+    });
+}
+
+fn fmt_ms(m: Option<f64>) -> String {
+    match m {
+        Some(m) if m >= 100.0 => format!("{m:.0}"),
+        Some(m) => format!("{m:.2}"),
+        None => ">timeout".into(),
+    }
+}
+
+fn print_grid(args: &Args, cells: &[Cell], overhead: &[(String, Duration, f64)]) {
+    println!(
+        "\nmedians of {} interleaved rounds, ms, client wall time (timeout {} ms)",
+        args.rounds, args.timeout_ms
+    );
+    let mut worst: f64 = 0.0;
+    for family in ["latest", "since", "rollup"] {
+        let rows: Vec<&Cell> = cells.iter().filter(|c| c.family == family).collect();
+        let Some(first) = rows.first() else { continue };
+        println!("\n### {family}\n");
+        let names: Vec<&str> = first.medians.iter().map(|(n, _)| n.as_str()).collect();
+        println!(
+            "| cell | {} | Auto (chose) | Auto / best |",
+            names.join(" | ")
+        );
+        println!("|---|{}---|---|", "---|".repeat(names.len()));
+        for c in rows {
+            let best = c.best();
+            let ratio = match (c.auto_ms, best) {
+                (Some(a), Some((_, b))) => a / b,
+                _ => f64::NAN,
+            };
+            if ratio.is_finite() {
+                worst = worst.max(ratio);
+            }
+            let cols: Vec<String> = c
+                .medians
+                .iter()
+                .map(|(n, m)| {
+                    let s = fmt_ms(*m);
+                    if best.is_some_and(|(b, _)| b == n) {
+                        format!("**{s}**")
+                    } else {
+                        s
+                    }
+                })
+                .collect();
+            println!(
+                "| {} | {} | {} ({}) | {:.2}× |",
+                c.what,
+                cols.join(" | "),
+                fmt_ms(c.auto_ms),
+                c.auto_choice,
+                ratio
+            );
+        }
+    }
+    println!("\nworst Auto / best: {worst:.2}×");
+    println!("\n| cell | decision on a cache miss, ms | once cached, ms |\n|---|---|---|");
+    for (what, miss, hit) in overhead {
+        println!("| {what} | {:.2} | {:.3} |", miss.as_secs_f64() * 1e3, hit);
+    }
+}

@@ -1,0 +1,297 @@
+//! `Auto` on fixtures where one strategy is clearly best: it picks that one,
+//! `explain_choice` says why, and its rows equal the explicit strategies'.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use pgpatterns::seed::moves::{seed as seed_moves, MovesSchema, MovesSeed};
+use pgpatterns::seed::orders::OrdersSeed;
+use pgpatterns::{
+    BuiltQuery, Error, Executor, IndexOptions, LatestStrategy, PageRequest, Shape, SinceStrategy,
+    StrategyCache,
+};
+
+use crate::support::{client, schema};
+
+fn fresh() -> StrategyCache {
+    StrategyCache::new(Duration::from_secs(60))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_auto_follows_history_length_and_the_index() {
+    let schema = schema().await;
+    let client = client(&schema).await;
+    let shop = OrdersSeed::tables();
+    // (drafts, index) → expected count and page strategies
+    let cases = [
+        (0, true, LatestStrategy::DistinctOn, LatestStrategy::Lateral),
+        (30, true, LatestStrategy::Lateral, LatestStrategy::Lateral),
+        (
+            0,
+            false,
+            LatestStrategy::DistinctOn,
+            LatestStrategy::DistinctOn,
+        ),
+        (
+            30,
+            false,
+            LatestStrategy::NotExists,
+            LatestStrategy::NotExists,
+        ),
+    ];
+    for (drafts, index, count_pick, page_pick) in cases {
+        OrdersSeed::new(3000)
+            .drafts(drafts)
+            .with_index(index)
+            .run(&client, |_| {})
+            .await
+            .unwrap();
+        let spec = shop
+            .latest()
+            .unwrap()
+            .status_eq("Complete")
+            .strategy(LatestStrategy::Auto)
+            .unwrap();
+        let cache = fresh();
+        let ctx = format!("drafts {drafts}, index {index}");
+        let count = spec
+            .explain_choice_with(&cache, &client, Shape::Count)
+            .await
+            .unwrap();
+        assert_eq!(count.strategy, count_pick, "{ctx}:\n{count}");
+        assert!(!count.cached);
+        let per = count
+            .statistics
+            .iter()
+            .find(|s| s.name == "history_per_entity")
+            .unwrap()
+            .value;
+        assert!(
+            (per - (drafts as f64 + 2.33)).abs() < 1.0,
+            "{ctx}: {per}\n{count}"
+        );
+        let shown = count.to_string();
+        assert!(
+            shown.contains("Auto chose") && shown.contains("history_per_entity"),
+            "{shown}"
+        );
+        if index {
+            assert!(count.reason.contains("per entity"), "{}", count.reason);
+        } else {
+            assert!(count.reason.contains("no index"), "{}", count.reason);
+            let lateral = count
+                .candidates
+                .iter()
+                .find(|c| c.strategy == LatestStrategy::Lateral)
+                .unwrap();
+            assert!(lateral.rejected.as_deref().unwrap().contains("index"));
+        }
+        let page = spec
+            .explain_choice_with(&cache, &client, Shape::Page { limit: 50 })
+            .await
+            .unwrap();
+        assert_eq!(page.strategy, page_pick, "{ctx}:\n{page}");
+        // the second call comes from the cache
+        let again = spec
+            .explain_choice_with(&cache, &client, Shape::Count)
+            .await
+            .unwrap();
+        assert!(again.cached);
+        assert_eq!(again.strategy, count.strategy);
+
+        // Auto's answers are every strategy's answers.
+        let want = spec.count(&client).await.unwrap();
+        let first: Vec<i64> = spec
+            .fetch_page::<i64, _>(&client, 40, None)
+            .await
+            .unwrap()
+            .rows
+            .iter()
+            .map(|r| r.get::<_, i64>(0))
+            .collect();
+        assert!(want > 0 && first.len() == 40, "{ctx}");
+        for s in LatestStrategy::FROM_HISTORY {
+            let explicit = spec.clone().strategy(s).unwrap();
+            assert_eq!(explicit.count(&client).await.unwrap(), want, "{ctx} {s:?}");
+            let page: Vec<i64> = explicit
+                .fetch_page::<i64, _>(&client, 40, None)
+                .await
+                .unwrap()
+                .rows
+                .iter()
+                .map(|r| r.get::<_, i64>(0))
+                .collect();
+            assert_eq!(page, first, "{ctx} {s:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn since_auto_follows_the_window() {
+    let schema = schema().await;
+    let client = client(&schema).await;
+    client.batch_execute("SET TimeZone = 'UTC'").await.unwrap();
+    let now = seed_moves(&client, MovesSeed::new(40_000), |_| {})
+        .await
+        .unwrap();
+    let graph = MovesSchema::new().unwrap().seed_graph().unwrap();
+    for q in graph.index_advice(IndexOptions::new(SinceStrategy::Auto)) {
+        Executor::execute(&client, &q).await.unwrap();
+    }
+    client.batch_execute("ANALYZE").await.unwrap();
+
+    // Nothing changed since tomorrow: a selective count collects the
+    // changed rows through their indexes.
+    let narrow = graph
+        .since(now + chrono::Duration::days(1))
+        .unwrap()
+        .strategy(SinceStrategy::Auto);
+    let c = narrow
+        .explain_choice_with(&fresh(), &client, Shape::Count)
+        .await
+        .unwrap();
+    assert_eq!(c.strategy, SinceStrategy::UnionIn, "{c}");
+    assert!(c.reason.contains("narrow window"), "{c}");
+    assert_eq!(
+        c.candidates.len(),
+        SinceStrategy::ALL.len(),
+        "every plan is evidence"
+    );
+    assert!(c.candidates.iter().all(|e| e.cost.is_some()));
+
+    // Everything changed in ten years: one pass over the roots to count,
+    // a streaming join for a page.
+    let wide = graph
+        .since(now - chrono::Duration::days(3650))
+        .unwrap()
+        .strategy(SinceStrategy::Auto);
+    let c = wide
+        .explain_choice_with(&fresh(), &client, Shape::Count)
+        .await
+        .unwrap();
+    assert_eq!(c.strategy, SinceStrategy::Exists, "{c}");
+    assert!(c.reason.contains("wide window"), "{c}");
+    let p = wide
+        .explain_choice_with(&fresh(), &client, Shape::Page { limit: 50 })
+        .await
+        .unwrap();
+    assert_eq!(p.strategy, SinceStrategy::OrJoins, "{p}");
+    assert!(p.reason.contains("stream"), "{p}");
+
+    // A narrow window with more changed rows than the hashed IN holds in a
+    // tiny work_mem: the semi-join, which has no memory cliff.
+    client
+        .batch_execute("SET work_mem = '64kB'; SET hash_mem_multiplier = 1")
+        .await
+        .unwrap();
+    let mut cliff = 0;
+    for hours in [6, 12, 18, 24, 36] {
+        let q = graph
+            .since(now - chrono::Duration::hours(hours))
+            .unwrap()
+            .strategy(SinceStrategy::Auto);
+        let c = q
+            .explain_choice_with(&fresh(), &client, Shape::Count)
+            .await
+            .unwrap();
+        let stat = |n: &str| c.statistics.iter().find(|s| s.name == n).unwrap().value;
+        let density = stat("changed_rows") / stat("root_rows");
+        if density < 1.0 && stat("changed_rows") >= stat("hashable_rows") {
+            assert_eq!(c.strategy, SinceStrategy::SemiJoin, "{c}");
+            cliff += 1;
+        }
+    }
+    client
+        .batch_execute("RESET work_mem; RESET hash_mem_multiplier")
+        .await
+        .unwrap();
+    assert!(cliff > 0, "no window reached the hash cliff");
+
+    // Auto's rows are every strategy's rows, for counts and pages.
+    for at in [
+        now - chrono::Duration::days(1),
+        now - chrono::Duration::days(365),
+    ] {
+        let auto = graph.since(at).unwrap().strategy(SinceStrategy::Auto);
+        let want = auto.count(&client).await.unwrap();
+        let page = auto
+            .fetch_page::<(i64,), _>(&client, &PageRequest::new(30))
+            .await
+            .unwrap()
+            .keys;
+        for s in SinceStrategy::ALL {
+            let q = graph.since(at).unwrap().strategy(s);
+            assert_eq!(q.count(&client).await.unwrap(), want, "{s:?}");
+            let p = q
+                .fetch_page::<(i64,), _>(&client, &PageRequest::new(30))
+                .await
+                .unwrap()
+                .keys;
+            assert_eq!(p, page, "{s:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_refuses_bad_shapes_before_sending() {
+    let shop = OrdersSeed::tables();
+    let spec = shop
+        .latest()
+        .unwrap()
+        .strategy(LatestStrategy::Auto)
+        .unwrap();
+    let schema = schema().await;
+    let client = client(&schema).await;
+    // No tables exist: an error here would be the database's, not ours.
+    let err = spec
+        .explain_choice(&client, Shape::Page { limit: 0 })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidSpec { field: "limit", .. }),
+        "{err}"
+    );
+    let graph = MovesSchema::new().unwrap().seed_graph().unwrap();
+    let q = graph
+        .since(Utc::now())
+        .unwrap()
+        .strategy(SinceStrategy::Auto);
+    let err = q
+        .explain_choice(&client, Shape::Page { limit: -1 })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidSpec { field: "limit", .. }),
+        "{err}"
+    );
+    // Without a database, Auto builds its static choice.
+    assert_eq!(
+        spec.build(),
+        spec.clone()
+            .strategy(LatestStrategy::DistinctOn)
+            .unwrap()
+            .build()
+    );
+    assert_eq!(
+        spec.page_query::<i64>(10, None).unwrap(),
+        spec.clone()
+            .strategy(LatestStrategy::Lateral)
+            .unwrap()
+            .page_query::<i64>(10, None)
+            .unwrap()
+    );
+    // A value with quotes is a bound parameter in the statistics query too.
+    let hostile = shop
+        .latest()
+        .unwrap()
+        .status_eq("x'); DROP TABLE orders; --")
+        .strategy(LatestStrategy::Auto)
+        .unwrap();
+    OrdersSeed::new(100).run(&client, |_| {}).await.unwrap();
+    assert_eq!(hostile.count(&client).await.unwrap(), 0);
+    let n: Vec<(i64,)> = client
+        .query_as(&BuiltQuery::fixed("SELECT count(*) FROM orders"))
+        .await
+        .unwrap();
+    assert_eq!(n[0].0, 100);
+}
