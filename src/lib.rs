@@ -178,6 +178,7 @@
 #![warn(missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod compare;
 mod ddl;
 mod error;
 mod exec;
