@@ -4,6 +4,7 @@
 //! `DATABASE_URL`) serves every test; each test works in its own schema, so
 //! they run in parallel. Without a server these tests fail: they never skip.
 
+mod compare;
 mod denormalized;
 mod errors;
 mod executors;
