@@ -28,7 +28,7 @@
 //! aligned table.
 //!
 //! ```no_run
-//! # #[cfg(feature = "tokio-postgres")]
+//! # #[cfg(all(feature = "tokio-postgres", feature = "seed"))]
 //! # async fn demo(client: tokio_postgres::Client) -> pgpatterns::Result<()> {
 //! use pgpatterns::compare::{Compare, Contender};
 //! use pgpatterns::seed::orders::OrdersSeed;
