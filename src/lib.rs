@@ -198,6 +198,7 @@ mod since;
 pub mod testdb;
 mod types;
 
+pub use compare::{Compare, Comparison, Contender};
 pub use error::{BoxError, Error, Result};
 pub use exec::{BlockingExecutor, ColumnIndex, Executor, FromRow, RowRead, Transactional};
 pub use latest::{
