@@ -77,6 +77,19 @@ pub enum Error {
         sql: String,
     },
 
+    /// Two queries compared as equivalent ([`compare`](crate::compare))
+    /// returned different rows: another count, or the same count with other
+    /// values (an order-insensitive hash of the rows differs).
+    #[error("strategies disagree: {other:?} returns other rows than {first:?}: {detail}")]
+    StrategiesDisagree {
+        /// The label of the first query, the reference.
+        first: String,
+        /// The label of the query that disagrees with it.
+        other: String,
+        /// What differs: the row counts, or the hashes of equally many rows.
+        detail: String,
+    },
+
     /// The throwaway PostgreSQL cluster could not be found, started or reached.
     #[error("throwaway database: `{command}` failed: {stderr}")]
     TestDb {

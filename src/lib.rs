@@ -179,6 +179,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod choice;
+pub mod compare;
 mod ddl;
 mod error;
 mod exec;
@@ -199,6 +200,7 @@ pub mod testdb;
 mod types;
 
 pub use choice::{Choice, Estimate, Shape, Statistic, StrategyCache};
+pub use compare::{Compare, Comparison, Contender};
 pub use error::{BoxError, Error, Result};
 pub use exec::{BlockingExecutor, ColumnIndex, Executor, FromRow, RowRead, Transactional};
 pub use latest::{

@@ -74,6 +74,26 @@ impl BuiltQuery {
         }
     }
 
+    /// The SQL without trailing whitespace and `;` terminators: what can
+    /// stand inside parentheses as a subquery.
+    pub(crate) fn body(&self) -> &str {
+        self.sql
+            .trim_end_matches(|c: char| c == ';' || c.is_whitespace())
+    }
+
+    /// This statement's [`body`](Self::body) between `prefix` and `suffix`,
+    /// with the same values (a subquery: `SELECT … FROM (` + SQL + `) AS
+    /// x`); placeholders keep their numbers. `prefix` and `suffix` are SQL
+    /// this crate composed from fixed text and quoted identifiers, never
+    /// from values. Start `suffix` with a newline, so a `--` comment ending
+    /// the statement cannot swallow it.
+    pub(crate) fn wrapped(&self, prefix: &str, suffix: &str) -> BuiltQuery {
+        BuiltQuery {
+            sql: format!("{prefix}{}{suffix}", self.body()),
+            values: self.values.clone(),
+        }
+    }
+
     /// DDL text this crate composed from sea-query-quoted identifiers and
     /// statements without values (trigger functions, triggers).
     pub(crate) fn generated(sql: String) -> BuiltQuery {
