@@ -1,8 +1,8 @@
 //! Automatic strategy choice: the evidence behind an `Auto` strategy, and
 //! the cache that keeps the decision.
 //!
-//! Every family has an `Auto` strategy ([`LatestStrategy::Auto`],
-//! [`SinceStrategy::Auto`], [`RollupStrategy::Auto`]). With a database at
+//! The latest and since families have an `Auto` strategy
+//! ([`LatestStrategy::Auto`], [`SinceStrategy::Auto`]; rollup's is to come). With a database at
 //! hand (`count`, `fetch_page`, `fetch`, `resolve`, `explain_choice`) it
 //! picks a concrete strategy for the query's [`Shape`] from the live
 //! database, without running the candidates:
@@ -25,7 +25,6 @@
 //!
 //! [`LatestStrategy::Auto`]: crate::LatestStrategy::Auto
 //! [`SinceStrategy::Auto`]: crate::SinceStrategy::Auto
-//! [`RollupStrategy::Auto`]: crate::RollupStrategy::Auto
 
 use std::any::Any;
 use std::collections::HashMap;
