@@ -209,7 +209,7 @@ impl Rollup {
         );
         let mut statistics = vec![
             Statistic::new("input_rows", e.input_rows),
-            Statistic::new("detail_groups", groups),
+            Statistic::new("detail_groups", groups.round()),
             Statistic::new("groups_per_row", per_row),
             Statistic::new("grouping_sets", self.sets().len() as f64),
         ];
