@@ -594,3 +594,13 @@ async fn auto_pre_aggregates_when_the_detail_groups_are_few() {
     assert_eq!(blocking_choice.strategy, RollupStrategy::PreAggregate);
     assert_eq!(rows.len(), 1_001);
 }
+
+/// `Auto`'s futures can be spawned (compiles or fails the build).
+#[allow(dead_code)]
+fn auto_futures_are_send(r: &Rollup, c: &tokio_postgres::Client, p: &deadpool_postgres::Pool) {
+    fn send<T: Send>(_: T) {}
+    send(r.fetch(c));
+    send(r.explain_choice(c));
+    send(r.resolve(c));
+    send(r.fetch(p));
+}
