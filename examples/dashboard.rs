@@ -4,8 +4,14 @@
 //! Loads the article's 13-row `sale` table and prints its tables — the
 //! dashboard (detail + summary), `ROLLUP` both ways, `CUBE`, `GROUPING SETS`
 //! — each row with its level from `GROUPING()`. Then generates a large sale
-//! table (`--rows`, default 2 M) and times the two queries the dashboard ran
-//! against the one `GROUPING SETS` query, with and without `COUNT(DISTINCT)`.
+//! table (`--rows`, default 2 M) and times, interleaved, the two queries the
+//! dashboard ran, every [`RollupStrategy`] and `Auto` (its time includes its
+//! decision; the first run decides, the later ones find it cached), with and
+//! without `COUNT(DISTINCT)`, and — unless `--no-wide` — the same report by
+//! (user, device), where there are about as many detail groups as rows.
+//! Without `COUNT(DISTINCT)` it also times the detail `GROUP BY` alone
+//! (count, sum and count per (merchant, device)): what a rollup computed in
+//! Rust from the detail rows would have to fetch, a lower bound for it.
 //!
 //! ```text
 //! cargo run --release --example dashboard --features testdb,seed -- --rows 2000000
@@ -18,7 +24,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pgpatterns::sea_query::Value;
 use pgpatterns::seed::sales;
 use pgpatterns::testdb::TestDb;
-use pgpatterns::{Agg, Column, Dim, Level, Rollup, RollupRow, Split, Table};
+use pgpatterns::{
+    Agg, Column, Dim, Level, Rollup, RollupRow, RollupStrategy, Split, StrategyCache, Table,
+};
 
 #[derive(Parser, Debug)]
 #[command(about = "Seed 003's dashboard with GROUPING SETS on a throwaway PostgreSQL")]
@@ -29,6 +37,9 @@ struct Args {
     /// Timed runs of each variant (the median is reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Skip the (user, device) report (many detail groups; slow).
+    #[arg(long)]
+    no_wide: bool,
 }
 
 /// The `sale` columns.
@@ -62,12 +73,41 @@ impl Sale {
             r.dimension(&self.merchant)?;
             r.dimension(&self.device)?;
         }
+        self.metrics(&mut r, distinct)?;
+        Ok(r)
+    }
+
+    /// The dashboard's metrics by (user, device): about one detail group
+    /// per row.
+    fn wide(&self, dims: bool) -> pgpatterns::Result<Rollup> {
+        let mut r = Rollup::new(&self.table);
+        if dims {
+            r.dimension(&self.user_id)?;
+            r.dimension(&self.device)?;
+        }
+        self.metrics(&mut r, false)?;
+        Ok(r)
+    }
+
+    /// The partial aggregates per (merchant, device) — what a rollup in
+    /// Rust would fetch.
+    fn detail_partials(&self) -> pgpatterns::Result<Rollup> {
+        let mut r = Rollup::new(&self.table);
+        r.dimension(&self.merchant)?;
+        r.dimension(&self.device)?;
+        r.metric("total", Agg::count(&self.id))?;
+        r.metric("sum_charged_amount", Agg::sum(&self.amount))?;
+        r.metric("n_charged_amount", Agg::count(&self.amount))?;
+        Ok(r)
+    }
+
+    fn metrics(&self, r: &mut Rollup, distinct: bool) -> pgpatterns::Result<()> {
         r.metric("total", Agg::count(&self.id))?;
         r.metric("avg_charged_amount", Agg::avg(&self.amount))?;
         if distinct {
             r.metric("unique_users", Agg::count_distinct(&self.user_id))?;
         }
-        Ok(r)
+        Ok(())
     }
 }
 
@@ -158,6 +198,19 @@ fn print_table(title: &str, rows: &[RollupRow]) {
     println!("({} rows)", rows.len());
 }
 
+/// Runs a variant (its queries one after the other) once: (time, rows).
+async fn run(
+    client: &tokio_postgres::Client,
+    specs: &[Rollup],
+) -> pgpatterns::Result<(Duration, usize)> {
+    let t = Instant::now();
+    let mut rows = 0;
+    for r in specs {
+        rows += r.fetch(client).await?.len();
+    }
+    Ok((t.elapsed(), rows))
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
@@ -235,45 +288,115 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("generated and analyzed in {:.2?}", t0.elapsed());
 
     let big = Sale::new(sales::LARGE_TABLE)?;
-    println!(
-        "\n{:<34} {:>12} {:>12} {:>8}",
-        "metrics", "two queries", "one query", "ratio"
-    );
-    for distinct in [true, false] {
-        let detail = big.dashboard(true, distinct)?;
-        let summary = big.dashboard(false, distinct)?;
-        let mut one = big.dashboard(true, distinct)?;
+    let mut reports: Vec<(&str, Rollup, Rollup)> = vec![
+        (
+            "count, avg, count(distinct user)",
+            big.dashboard(true, true)?,
+            big.dashboard(false, true)?,
+        ),
+        (
+            "count, avg",
+            big.dashboard(true, false)?,
+            big.dashboard(false, false)?,
+        ),
+    ];
+    if !args.no_wide {
+        reports.push((
+            "count, avg by (user, device)",
+            big.wide(true)?,
+            big.wide(false)?,
+        ));
+    }
+    let mut summary = Vec::new();
+    for (title, detail, total) in reports {
+        let mut one = detail.clone();
         one.with_total()?;
-        let (mut two_t, mut one_t) = (Vec::new(), Vec::new());
-        for _ in 0..args.runs {
-            // Interleaved, so both see the same cache state.
-            let t = Instant::now();
-            let d = detail.fetch(&client).await?;
-            let s = summary.fetch(&client).await?;
-            two_t.push(t.elapsed());
-            let t = Instant::now();
-            let o = one.fetch(&client).await?;
-            one_t.push(t.elapsed());
-            assert_eq!(d.len() + s.len(), o.len(), "same rows either way");
+        // Each variant: its label and the queries it runs.
+        let mut variants: Vec<(String, Vec<Rollup>)> =
+            vec![("two queries".into(), vec![detail, total])];
+        for s in RollupStrategy::ALL {
+            let mut r = one.clone();
+            if r.strategy(s).is_ok() {
+                variants.push((format!("{s:?}"), vec![r]));
+            }
         }
-        let (two, one) = (median(two_t), median(one_t));
+        let mut auto = one.clone();
+        auto.strategy(RollupStrategy::Auto)?;
+        // Auto decides on its first run (cache miss), then finds it cached.
+        StrategyCache::global().clear();
+        variants.push(("Auto".into(), vec![auto.clone()]));
+        if title == "count, avg" {
+            variants.push(("detail partials only".into(), vec![big.detail_partials()?]));
+        }
+        let mut times: Vec<Vec<Duration>> = vec![Vec::new(); variants.len()];
+        let mut rows = vec![0; variants.len()];
+        for round in 0..args.runs {
+            // Interleaved, each round starting one variant later, so all
+            // see the same cache state.
+            for k in 0..variants.len() {
+                let i = (round + k) % variants.len();
+                let (t, n) = run(&client, &variants[i].1).await?;
+                times[i].push(t);
+                rows[i] = n;
+            }
+        }
+        for ((label, _), n) in variants.iter().zip(&rows) {
+            if label != "detail partials only" {
+                assert_eq!(
+                    *n, rows[0],
+                    "{label} returns as many rows as the two queries"
+                );
+            }
+        }
+        let choice = auto.explain_choice(&client).await?;
+        let mut cached = Vec::new();
+        for _ in 0..20 {
+            let t = Instant::now();
+            auto.explain_choice(&client).await?;
+            cached.push(t.elapsed());
+        }
+        let medians: Vec<Duration> = times.into_iter().map(median).collect();
+        let best = variants
+            .iter()
+            .zip(&medians)
+            .filter(|((label, _), _)| label != "detail partials only")
+            .map(|(_, m)| *m)
+            .min()
+            .unwrap_or_default();
+        println!("\n-- {title}, {} sales", args.rows);
         println!(
-            "{:<34} {:>9} ms {:>9} ms {:>7.2}×",
-            if distinct {
-                "count, avg, count(distinct user)"
-            } else {
-                "count, avg"
-            },
-            two.as_millis(),
-            one.as_millis(),
-            one.as_secs_f64() / two.as_secs_f64()
+            "{:<24} {:>10} {:>8} {:>8}",
+            "variant", "median", "× best", "rows"
+        );
+        for (((label, _), m), n) in variants.iter().zip(&medians).zip(&rows) {
+            println!(
+                "{:<24} {:>7} ms {:>7.2}× {:>8}",
+                label,
+                m.as_millis(),
+                m.as_secs_f64() / best.as_secs_f64(),
+                n
+            );
+            summary.push((title, label.clone(), *m, best));
+        }
+        println!("{choice}");
+        println!(
+            "Auto's decision once cached: {:.3} ms (median of 20)",
+            median(cached).as_secs_f64() * 1e3
         );
     }
     println!(
-        "\n(one GROUPING SETS query vs the detail + summary queries it replaces; \
-         median of {} interleaved runs)",
+        "\n(median of {} interleaved runs; × best is against the fastest of two queries \
+         and the strategies)",
         args.runs
     );
+    println!("\n| report | variant | median ms | × best |\n|---|---|---|---|");
+    for (title, label, m, best) in summary {
+        println!(
+            "| {title} | {label} | {} | {:.2}× |",
+            m.as_millis(),
+            m.as_secs_f64() / best.as_secs_f64()
+        );
+    }
     Ok(())
 }
 

@@ -1,8 +1,8 @@
 //! Automatic strategy choice: the evidence behind an `Auto` strategy, and
 //! the cache that keeps the decision.
 //!
-//! The latest and since families have an `Auto` strategy
-//! ([`LatestStrategy::Auto`], [`SinceStrategy::Auto`]; rollup's is to come). With a database at
+//! Every family has an `Auto` strategy ([`LatestStrategy::Auto`],
+//! [`SinceStrategy::Auto`], [`RollupStrategy::Auto`]). With a database at
 //! hand (`count`, `fetch_page`, `fetch`, `resolve`, `explain_choice`) it
 //! picks a concrete strategy for the query's [`Shape`] from the live
 //! database, without running the candidates:
@@ -11,7 +11,10 @@
 //!   histories are, how selective a time window or a status is, whether an
 //!   index leads with the column a strategy probes;
 //! - **planner estimates**: a plain `EXPLAIN` (nothing runs) of each
-//!   eligible candidate, and the cheapest total cost wins.
+//!   candidate, whose costs are reported as evidence (they rank the
+//!   strategies wrongly too often to decide alone), and for rollups the
+//!   planner's estimates of the input rows and of each dimension's distinct
+//!   values.
 //!
 //! The decision is cached per spec, shape and **selectivity bucket** (the
 //! estimated fraction of matching rows, rounded to a power of two) for a
@@ -25,6 +28,7 @@
 //!
 //! [`LatestStrategy::Auto`]: crate::LatestStrategy::Auto
 //! [`SinceStrategy::Auto`]: crate::SinceStrategy::Auto
+//! [`RollupStrategy::Auto`]: crate::RollupStrategy::Auto
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -210,7 +214,12 @@ pub struct Choice<S> {
 
 impl<S: fmt::Debug> fmt::Display for Choice<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Auto chose {:?} for a {}", self.strategy, self.shape)?;
+        let article = if self.shape == Shape::All { "" } else { "a " };
+        write!(
+            f,
+            "Auto chose {:?} for {article}{}",
+            self.strategy, self.shape
+        )?;
         if let Some(b) = self.bucket {
             write!(f, " (selectivity ~2^{b})")?;
         }
@@ -381,6 +390,24 @@ impl StrategyCache {
         }
         let started = Instant::now();
         let mut choice = decide.await?;
+        choice.decided_in = started.elapsed();
+        choice.cached = false;
+        self.store(key, &choice);
+        Ok(choice)
+    }
+
+    /// [`get_or_decide`](Self::get_or_decide) for blocking clients.
+    pub(crate) fn get_or_decide_blocking<S, F>(&self, key: String, decide: F) -> Result<Choice<S>>
+    where
+        S: Clone + Send + Sync + 'static,
+        F: FnOnce() -> Result<Choice<S>>,
+    {
+        if let Some(mut hit) = self.lookup::<S>(&key) {
+            hit.cached = true;
+            return Ok(hit);
+        }
+        let started = Instant::now();
+        let mut choice = decide()?;
         choice.decided_in = started.elapsed();
         choice.cached = false;
         self.store(key, &choice);

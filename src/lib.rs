@@ -9,13 +9,14 @@
 //! - **since** — roots changed since `T` in themselves *or* in any related
 //!   table, across multi-hop relation paths;
 //! - **rollup** — `GROUPING SETS` / `ROLLUP` / `CUBE` reports whose rows know
-//!   their grouping level ([`Rollup`]); the seed-002 top-N report is built on
-//!   it ([`ops::top_n`]).
+//!   their grouping level ([`Rollup`]), computed as one `GROUPING SETS`
+//!   query or pre-aggregated in parallel first ([`RollupStrategy`]); the
+//!   seed-002 top-N report is built on it ([`ops::top_n`]).
 //!
 //! The foundation (validated schema handles, [`BuiltQuery`], the executor
-//! traits, the throwaway database used by tests and examples) and the core of
-//! the `latest`, `since` and `rollup` families and the seed-002 operations
-//! ([`ops`]) are in place; automatic strategy choice (`Auto`) is next.
+//! traits, the throwaway database used by tests and examples), the three
+//! families and the seed-002 operations ([`ops`]) are in place; each family
+//! has an `Auto` strategy that chooses from the live database ([`choice`]).
 //!
 //! ## latest: filter on the newest history row
 //!
@@ -210,9 +211,9 @@ pub use latest::{
 pub use progress::Progress;
 pub use query::BuiltQuery;
 pub use rollup::{
-    Agg, Dim, DimId, Field, Level, Metric, Ordered, Rollup, RollupRow, Split, Summable,
-    TotalPosition, TypedExpr, GROUPING_ALIAS, MAX_CUBE_DIMENSIONS, MAX_DIMENSIONS,
-    MAX_GROUPING_SETS,
+    Agg, Dim, DimId, Field, Level, Metric, Ordered, Rollup, RollupRow, RollupStrategy, Split,
+    Summable, TotalPosition, TypedExpr, GROUPING_ALIAS, MAX_CUBE_DIMENSIONS, MAX_DIMENSIONS,
+    MAX_GROUPING_SETS, PRE_AGGREGATE_MAX_GROUPS_PER_ROW,
 };
 pub use schema::{AnyColumn, Column, Ident, Relation, Table, MAX_IDENT_BYTES};
 pub use since::{

@@ -13,8 +13,10 @@
 //! [`Level`] from `GROUPING(dims…)`, so a real NULL dimension value is never
 //! mistaken for a subtotal.
 
+mod auto;
 mod grouping;
 mod metric;
+mod pre;
 mod row;
 
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
@@ -24,11 +26,13 @@ use sea_query::{
     Alias, Expr, ExprTrait, NullOrdering, Order, Query, SelectStatement, WindowStatement,
 };
 
+pub use auto::PRE_AGGREGATE_MAX_GROUPS_PER_ROW;
 pub use grouping::{MAX_CUBE_DIMENSIONS, MAX_DIMENSIONS, MAX_GROUPING_SETS};
 pub use metric::{Agg, Dim, DimId, Metric, Ordered, Summable, TypedExpr};
 pub use row::{Field, Level, RollupRow, Split};
 
 use grouping::{all_dims, expand, Element};
+use metric::AggKind;
 pub(crate) use row::decode_value;
 
 use crate::exec::{BlockingExecutor, Executor, RowRead};
@@ -77,6 +81,64 @@ struct MetricSpec {
     alias: Ident,
     expr: Expr,
     sql_type: &'static str,
+    kind: AggKind,
+    arg: Option<Expr>,
+    filter: Option<Expr>,
+}
+
+/// How a [`Rollup`] is computed. Every strategy returns the same rows, in
+/// the same order, with the same types and levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum RollupStrategy {
+    /// One `GROUP BY GROUPING SETS (…)` / `ROLLUP` / `CUBE` query over the
+    /// base rows. Handles every metric, `COUNT(DISTINCT …)` included.
+    /// PostgreSQL 15 computes grouping sets in one process (no parallel
+    /// workers).
+    #[default]
+    GroupingSets,
+    /// Two stages in one statement: a plain `GROUP BY` of every dimension
+    /// over the base rows — which PostgreSQL runs as a parallel hash
+    /// aggregate — producing partial aggregates (`count`, `sum`,
+    /// `min`/`max`, and `sum` + `count` for `avg`, each with its metric's
+    /// `FILTER`), then the same grouping sets, `HAVING`, ranking and order
+    /// over those few rows. Counts are summed back to `int8`, sums cast
+    /// back to the type of the original `SUM`, averages computed as
+    /// PostgreSQL's `avg` computes them (`numeric` sum ÷ count), so integer
+    /// and `numeric` results are identical to [`GroupingSets`](Self::GroupingSets)'.
+    /// Measured at 2 M rows on 2 cores: 0.55–0.77× of `GroupingSets`' time
+    /// with 1 000 detail groups, but 1.35–1.6× with 1.26 M (about one group
+    /// per row).
+    ///
+    /// Not available with `COUNT(DISTINCT …)` (not decomposable) or a
+    /// `HAVING` condition that is not made of the report's metrics,
+    /// dimensions and values. `SUM`/`AVG` over `float4`/`float8` are
+    /// allowed, but the partial sums are added in another order, so they
+    /// may differ from `GroupingSets` in the last bits (as between any two
+    /// PostgreSQL plans that add in a different order); `Auto` never picks
+    /// `PreAggregate` for them.
+    PreAggregate,
+    /// Chosen from the live database ([`Rollup::explain_choice`]):
+    /// `GroupingSets` whenever a metric is not decomposable (`COUNT(DISTINCT
+    /// …)`), a float sum or average would not be bit-identical, a `HAVING`
+    /// condition cannot be rewritten, or the report has one grouping set or
+    /// none (a plain `GROUP BY`, already parallel). Otherwise
+    /// `PreAggregate` when the planner's statistics put the detail groups
+    /// at no more than a quarter of the input rows
+    /// ([`PRE_AGGREGATE_MAX_GROUPS_PER_ROW`]), else `GroupingSets`. Cached
+    /// per spec (see [`choice`](crate::choice)). Without a database
+    /// ([`build`](Rollup::build), [`to_statement`](Rollup::to_statement))
+    /// it is `PreAggregate` whenever that is allowed (reports usually
+    /// group many rows into few groups), else `GroupingSets`;
+    /// [`fetch`](Rollup::fetch), [`fetch_blocking`](Rollup::fetch_blocking)
+    /// and [`resolve`](Rollup::resolve) decide from the database.
+    Auto,
+}
+
+impl RollupStrategy {
+    /// Every concrete strategy (all but [`Auto`](Self::Auto)).
+    pub const ALL: [RollupStrategy; 2] =
+        [RollupStrategy::GroupingSets, RollupStrategy::PreAggregate];
 }
 
 /// A grouped report over a base query: dimensions, metrics, grouping sets,
@@ -113,6 +175,7 @@ pub struct Rollup {
     total: TotalPosition,
     rank: Option<(Ident, Order)>,
     limit_per_level: Option<i64>,
+    strategy: RollupStrategy,
 }
 
 impl Rollup {
@@ -128,6 +191,7 @@ impl Rollup {
             total: TotalPosition::Last,
             rank: None,
             limit_per_level: None,
+            strategy: RollupStrategy::GroupingSets,
         }
     }
 
@@ -262,17 +326,31 @@ impl Rollup {
     /// Adds a metric under an output name.
     ///
     /// # Errors
-    /// [`Error::InvalidSpec`] when the name is taken or the aggregate's
-    /// column is not on the base.
+    /// [`Error::InvalidSpec`] when the name is taken, the aggregate's
+    /// column is not on the base, or the spec's strategy is
+    /// [`PreAggregate`](RollupStrategy::PreAggregate) and the aggregate is
+    /// `COUNT(DISTINCT …)`.
     pub fn metric<T: SqlType>(&mut self, alias: impl AsRef<str>, agg: Agg<T>) -> Result<Metric<T>> {
         let alias = Ident::new(alias)?;
         self.check_column(agg.arg.as_ref().and_then(|a| a.column.as_ref()), "metric")?;
         self.check_alias(&alias)?;
+        if self.strategy == RollupStrategy::PreAggregate && agg.kind == AggKind::CountDistinct {
+            return Err(Error::spec(
+                "metric",
+                format!(
+                    "{alias:?} is COUNT(DISTINCT …), which the PreAggregate strategy cannot \
+                     compute from partial counts; use GroupingSets or Auto"
+                ),
+            ));
+        }
         let expr = agg.to_expr();
         self.metrics.push(MetricSpec {
             alias: alias.clone(),
             expr: expr.clone(),
             sql_type: T::SQL_TYPE,
+            kind: agg.kind,
+            arg: agg.arg.map(|a| a.expr),
+            filter: agg.filter,
         });
         Ok(Metric::new(self.id, self.metrics.len() - 1, alias, expr))
     }
@@ -384,6 +462,15 @@ impl Rollup {
 
     /// Keeps only groups (at every level) matching a condition on metrics,
     /// e.g. `total.gt(1)`: `HAVING`. Conditions accumulate with `AND`.
+    ///
+    /// [`PreAggregate`](RollupStrategy::PreAggregate) evaluates the
+    /// condition on the combined partial aggregates, so it must be made of
+    /// the report's metrics and dimensions, values, operators and a few
+    /// scalar functions (`COALESCE`, `ABS`, `CAST`, …). A condition with
+    /// anything else (custom SQL, a subquery, an aggregate that is not a
+    /// metric) is refused by [`strategy`](Self::strategy); added after
+    /// choosing `PreAggregate`, it makes the report run as `GroupingSets`
+    /// (same rows).
     pub fn having(&mut self, condition: Expr) -> &mut Rollup {
         self.having.push(condition);
         self
@@ -430,6 +517,64 @@ impl Rollup {
         Ok(self)
     }
 
+    /// Chooses how the report is computed (default
+    /// [`RollupStrategy::GroupingSets`]); every strategy returns the same
+    /// rows.
+    ///
+    /// ```
+    /// use pgpatterns::{Agg, Rollup, RollupStrategy, Table};
+    /// let sale = Table::new("sale")?;
+    /// let mut report = Rollup::new(&sale);
+    /// report.dimension(&sale.column::<String>("merchant")?)?;
+    /// report.metric("total", Agg::count_all())?;
+    /// report.with_total()?.strategy(RollupStrategy::PreAggregate)?;
+    /// assert_eq!(
+    ///     report.build().sql(),
+    ///     r#"SELECT "rollup_pre"."d0" AS "merchant", CAST(COALESCE(SUM("rollup_pre"."m0"), 0) AS int8) AS "total", GROUPING("rollup_pre"."d0") AS "rollup_grouping" FROM (SELECT "sale"."merchant" AS "d0", COUNT(*) AS "m0" FROM "sale" GROUP BY "sale"."merchant") AS "rollup_pre" GROUP BY GROUPING SETS(("rollup_pre"."d0"), ()) ORDER BY "rollup_grouping" ASC, "merchant" ASC NULLS LAST"#
+    /// );
+    /// // COUNT(DISTINCT) cannot be added up from finer groups.
+    /// report.metric("users", Agg::count_distinct(&sale.column::<i32>("user_id")?))
+    ///     .unwrap_err();
+    /// # Ok::<(), pgpatterns::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] for [`PreAggregate`](RollupStrategy::PreAggregate)
+    /// when a metric is `COUNT(DISTINCT …)` or a `HAVING` condition is not
+    /// made of the report's metrics, dimensions and values (the strategy is
+    /// then left as it was).
+    pub fn strategy(&mut self, strategy: RollupStrategy) -> Result<&mut Rollup> {
+        if strategy == RollupStrategy::PreAggregate {
+            if let Some(why) = self.pre_aggregate_blocker() {
+                return Err(Error::spec(
+                    "strategy",
+                    format!("PreAggregate cannot compute this report: {why}"),
+                ));
+            }
+        }
+        self.strategy = strategy;
+        Ok(self)
+    }
+
+    /// The chosen strategy ([`Auto`](RollupStrategy::Auto) stays `Auto`;
+    /// see [`explain_choice`](Self::explain_choice) for its decision).
+    pub fn chosen_strategy(&self) -> RollupStrategy {
+        self.strategy
+    }
+
+    /// The strategy [`build`](Self::build) uses: `Auto` by its rule
+    /// without a database, and `PreAggregate` as `GroupingSets` when a
+    /// `HAVING` condition it cannot evaluate was added after choosing it.
+    fn effective_strategy(&self) -> RollupStrategy {
+        match self.strategy {
+            RollupStrategy::Auto => self.static_choice(),
+            RollupStrategy::PreAggregate if self.pre_aggregate_blocker().is_some() => {
+                RollupStrategy::GroupingSets
+            }
+            s => s,
+        }
+    }
+
     /// The grouping sets this spec computes, each as the aliases of the
     /// dimensions it groups by (largest first within each entry).
     pub fn grouping_sets_expanded(&self) -> Vec<Vec<Ident>> {
@@ -449,10 +594,10 @@ impl Rollup {
         expand(&self.elements, self.dims.len()).unwrap_or_default()
     }
 
-    /// `GROUP BY` entries: the caller's, plus uncovered dimensions as plain
-    /// entries; no entry at all groups by every dimension.
-    fn group_by_exprs(&self) -> Vec<Expr> {
-        let exprs: Vec<Expr> = self.dims.iter().map(|d| d.expr.clone()).collect();
+    /// `GROUP BY` entries over the dimensions' expressions `exprs`: the
+    /// caller's, plus uncovered dimensions as plain entries; no entry at
+    /// all groups by every dimension.
+    fn group_by_over(&self, exprs: &[Expr]) -> Vec<Expr> {
         let mut named = vec![false; exprs.len()];
         for e in &self.elements {
             match e {
@@ -466,19 +611,14 @@ impl Rollup {
             .filter(|&i| !named[i])
             .map(|i| exprs[i].clone())
             .collect();
-        out.extend(self.elements.iter().map(|e| e.to_expr(&exprs)));
+        out.extend(self.elements.iter().map(|e| e.to_expr(exprs)));
         out
     }
 
-    /// The aggregate query, without ordering or limits.
+    /// The aggregate query of `GroupingSets`, without ordering or limits.
     fn grouped(&self) -> SelectStatement {
         let mut q = Query::select();
-        match &self.base {
-            Base::Table(t) => q.from(t.table_ref()),
-            Base::Query { statement, alias } => {
-                q.from_subquery((**statement).clone(), alias.name().clone())
-            }
-        };
+        self.select_base(&mut q);
         for d in &self.dims {
             q.expr_as(d.expr.clone(), d.alias.clone());
         }
@@ -496,7 +636,7 @@ impl Rollup {
             q.and_where(f.clone());
         }
         if !dims.is_empty() {
-            q.add_group_by(self.group_by_exprs());
+            q.add_group_by(self.group_by_over(&dims));
         }
         for h in &self.having {
             q.and_having(h.clone());
@@ -510,8 +650,15 @@ impl Rollup {
     /// then the dimensions (NULLs last); at most
     /// [`limit_per_level`](Self::limit_per_level) rows per level. Without
     /// dimensions it is one ungrouped row, the total.
+    ///
+    /// [`Auto`](RollupStrategy::Auto) is resolved without a database here
+    /// (see its rule); [`resolve`](Self::resolve) decides from one.
     pub fn to_statement(&self) -> SelectStatement {
-        let mut q = self.grouped();
+        let grouped = match self.effective_strategy() {
+            RollupStrategy::PreAggregate => self.pre_grouped(),
+            _ => None,
+        };
+        let mut q = grouped.unwrap_or_else(|| self.grouped());
         let col = |a: &Ident| Expr::col(a.clone());
         match self.limit_per_level {
             // One grouping set: a plain ORDER BY … LIMIT (a top-N sort).
@@ -620,21 +767,31 @@ impl Rollup {
             .collect()
     }
 
-    /// Runs the report and decodes its rows.
+    /// Runs the report and decodes its rows ([`Auto`](RollupStrategy::Auto)
+    /// in the strategy it chooses from the database, see
+    /// [`resolve`](Self::resolve)).
     ///
     /// # Errors
     /// The executor's errors, and [`Error::Decode`].
     pub async fn fetch<E: Executor>(&self, e: &E) -> Result<Vec<RollupRow>> {
-        let rows = e.query(&self.build()).await?;
+        let rows = e.query(&self.resolve(e).await?.build()).await?;
         rows.iter().map(|r| self.decode(r)).collect()
     }
 
-    /// [`fetch`](Self::fetch) on a blocking client.
+    /// [`fetch`](Self::fetch) on a blocking client (`Auto` decides from
+    /// the database as well, see
+    /// [`explain_choice_blocking`](Self::explain_choice_blocking)).
     ///
     /// # Errors
     /// As [`fetch`](Self::fetch).
     pub fn fetch_blocking<E: BlockingExecutor>(&self, e: &mut E) -> Result<Vec<RollupRow>> {
-        let rows = e.query(&self.build())?;
+        let q = if self.strategy == RollupStrategy::Auto {
+            let choice = self.explain_choice_blocking(e)?;
+            self.with_strategy(choice.strategy).build()
+        } else {
+            self.build()
+        };
+        let rows = e.query(&q)?;
         rows.iter().map(|r| self.decode(r)).collect()
     }
 }

@@ -16,6 +16,7 @@ mod ops_archive;
 mod ops_index;
 mod ops_recent;
 mod rollup;
+mod rollup_strategies;
 mod seed_orders;
 mod since;
 mod support;

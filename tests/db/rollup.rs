@@ -9,7 +9,7 @@ use std::str::FromStr;
 use pgpatterns::sea_query::{Alias, Expr, Order, Query};
 use pgpatterns::seed::sales;
 use pgpatterns::{
-    Agg, BuiltQuery, Dim, Executor, Level, Metric, Rollup, RollupRow, Split, SqlType, Table,
+    Agg, BuiltQuery, Dim, DimId, Executor, Level, Metric, Rollup, RollupRow, Split, SqlType, Table,
 };
 use rust_decimal::Decimal;
 
@@ -432,9 +432,26 @@ fn decoded(rows: &[RollupRow], h: &Handles) -> Vec<((u32, Key), Agg5)> {
         .collect()
 }
 
+/// The three dimensions of a facts spec.
+pub(crate) struct Ids {
+    pub(crate) a: DimId,
+    pub(crate) b: DimId,
+    pub(crate) c: DimId,
+}
+
+impl Handles {
+    fn ids(&self) -> Ids {
+        Ids {
+            a: self.a.id(),
+            b: self.b.id(),
+            c: self.c.id(),
+        }
+    }
+}
+
 /// Every shape, as (apply to spec, the sets it means).
 #[allow(clippy::type_complexity)]
-fn shapes() -> Vec<(&'static str, fn(&mut Rollup, &Handles), Vec<Vec<usize>>)> {
+pub(crate) fn shapes() -> Vec<(&'static str, fn(&mut Rollup, &Ids), Vec<Vec<usize>>)> {
     vec![
         ("plain", |_, _| {}, vec![vec![0, 1, 2]]),
         (
@@ -447,21 +464,21 @@ fn shapes() -> Vec<(&'static str, fn(&mut Rollup, &Handles), Vec<Vec<usize>>)> {
         (
             "rollup(a,b,c)",
             |r, h| {
-                r.rollup([h.a.id(), h.b.id(), h.c.id()]).unwrap();
+                r.rollup([h.a, h.b, h.c]).unwrap();
             },
             vec![vec![0, 1, 2], vec![0, 1], vec![0], vec![]],
         ),
         (
             "rollup(c,a,b)",
             |r, h| {
-                r.rollup([h.c.id(), h.a.id(), h.b.id()]).unwrap();
+                r.rollup([h.c, h.a, h.b]).unwrap();
             },
             vec![vec![0, 1, 2], vec![0, 2], vec![2], vec![]],
         ),
         (
             "cube(a,b,c)",
             |r, h| {
-                r.cube([h.a.id(), h.b.id(), h.c.id()]).unwrap();
+                r.cube([h.a, h.b, h.c]).unwrap();
             },
             vec![
                 vec![0, 1, 2],
@@ -477,7 +494,7 @@ fn shapes() -> Vec<(&'static str, fn(&mut Rollup, &Handles), Vec<Vec<usize>>)> {
         (
             "grouping sets ((a), (b, c), ())",
             |r, h| {
-                r.grouping_sets([vec![h.a.id()], vec![h.b.id(), h.c.id()], vec![]])
+                r.grouping_sets([vec![h.a], vec![h.b, h.c], vec![]])
                     .unwrap();
             },
             vec![vec![0], vec![1, 2], vec![]],
@@ -485,17 +502,14 @@ fn shapes() -> Vec<(&'static str, fn(&mut Rollup, &Handles), Vec<Vec<usize>>)> {
         (
             "a, rollup(b, c)",
             |r, h| {
-                r.group_by(&h.a)
-                    .unwrap()
-                    .rollup([h.b.id(), h.c.id()])
-                    .unwrap();
+                r.group_by(h.a).unwrap().rollup([h.b, h.c]).unwrap();
             },
             vec![vec![0, 1, 2], vec![0, 1], vec![0]],
         ),
         (
             "rollup(a), cube(b)",
             |r, h| {
-                r.rollup([h.a.id()]).unwrap().cube([h.b.id()]).unwrap();
+                r.rollup([h.a]).unwrap().cube([h.b]).unwrap();
             },
             // c is named by no entry: grouped at every level.
             vec![vec![0, 1, 2], vec![0, 2], vec![1, 2], vec![2]],
@@ -522,7 +536,7 @@ async fn every_grouping_matches_an_in_memory_group_by() {
             let want = reference(&data, &sets);
             for total_first in [false, true] {
                 let (mut r, h) = spec(&t);
-                apply(&mut r, &h);
+                apply(&mut r, &h.ids());
                 if total_first {
                     r.total_first();
                 }
