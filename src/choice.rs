@@ -33,7 +33,7 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use sea_query::Value;
@@ -249,6 +249,12 @@ impl<S: fmt::Debug> fmt::Display for Choice<S> {
     }
 }
 
+/// Locks a cache map. A panic while holding the lock leaves only a
+/// half-written map of decisions, which are all recomputable: keep going.
+fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Decisions by key, with when they were made (type-erased `Choice<S>`).
 type Decisions = HashMap<String, (Instant, Arc<dyn Any + Send + Sync>)>;
 
@@ -310,7 +316,7 @@ impl StrategyCache {
     /// Forgets every decision.
     pub fn clear(&self) {
         self.lock().clear();
-        self.exact.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        relock(&self.exact).clear();
     }
 
     /// How many decisions are kept (expired ones included until replaced).
@@ -323,10 +329,8 @@ impl StrategyCache {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Decisions> {
-        // A panic while holding the lock leaves only a half-written map of
-        // decisions, which are all recomputable: keep going.
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Decisions> {
+        relock(&self.entries)
     }
 
     fn lookup<S: Clone + Send + Sync + 'static>(&self, key: &str) -> Option<Choice<S>> {
@@ -357,7 +361,7 @@ impl StrategyCache {
         exact: &str,
     ) -> Option<Choice<S>> {
         let key = {
-            let map = self.exact.lock().unwrap_or_else(|e| e.into_inner());
+            let map = relock(&self.exact);
             let (at, key) = map.get(exact)?;
             if at.elapsed() > self.ttl {
                 return None;
@@ -371,7 +375,7 @@ impl StrategyCache {
 
     /// Remembers which decision `exact` led to.
     pub(crate) fn remember_exact(&self, exact: String, key: String) {
-        let mut map = self.exact.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = relock(&self.exact);
         if map.len() >= MAX_ENTRIES {
             map.clear();
         }

@@ -143,7 +143,8 @@ pub async fn explain_analyze<E: Transactional>(
     parse_rows(&rows)
 }
 
-fn parse_rows<R: RowRead>(rows: &[R]) -> Result<Plan> {
+/// The plan in the first row of an `EXPLAIN (FORMAT JSON)` result.
+pub(crate) fn parse_rows<R: RowRead>(rows: &[R]) -> Result<Plan> {
     let first = rows.first().ok_or(Error::RowCount {
         expected: "one EXPLAIN row",
         got: 0,

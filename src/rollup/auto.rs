@@ -23,7 +23,7 @@ use super::{Base, Rollup, RollupStrategy};
 use crate::choice::{cache_key, exact_key, Choice, Estimate, Shape, Statistic, StrategyCache};
 use crate::ddl::quote_table;
 use crate::exec::{BlockingExecutor, Executor, RowRead};
-use crate::explain::{explain, explain_statement, parse, Plan};
+use crate::explain::{explain, explain_statement, parse_rows, Plan};
 use crate::types::SqlType;
 use crate::{BuiltQuery, Error, Result};
 
@@ -341,11 +341,7 @@ impl Rollup {
             let mut plans = Vec::new();
             for q in self.probes() {
                 let rows = db.query(&explain_statement(&q, false, false)?)?;
-                let first = rows.first().ok_or(Error::RowCount {
-                    expected: "one EXPLAIN row",
-                    got: 0,
-                })?;
-                plans.push(parse(first.try_get(0usize.into())?)?);
+                plans.push(parse_rows(&rows)?);
             }
             Ok(self.decide(self.evidence(&plans)?))
         })
