@@ -11,8 +11,14 @@
 //! - **since** (seed 001 moves): moves changed in the last `--days` days in
 //!   themselves or anything related, count and first page, every strategy;
 //! - **rollup** (seed 003 sales): the dashboard (detail rows + summary line)
-//!   as one `GROUPING SETS` query versus the same rows as a `UNION ALL` of one
-//!   `GROUP BY` per grouping set, with and without `COUNT(DISTINCT ..)`.
+//!   with every [`RollupStrategy`] that applies, versus the same rows as a
+//!   `UNION ALL` of one `GROUP BY` per grouping set, with and without
+//!   `COUNT(DISTINCT ..)`.
+//!
+//! Every case ends with `Auto → X`: what `Auto` picked from the statistics
+//! (its decision, with the evidence, is printed first), timed as that
+//! strategy. The decision itself is not timed here; see the
+//! `strategy_grid` example for its cost.
 //!
 //! ```text
 //! cargo run --release --example compare --features testdb,seed -- --svg compare.svg
@@ -27,11 +33,11 @@ use pgpatterns::compare::{Compare, Comparison, Contender};
 use pgpatterns::sea_query::{Expr, Func, Query, SelectStatement, UnionType};
 use pgpatterns::seed::moves::{self, MovesSchema, MovesSeed};
 use pgpatterns::seed::orders::OrdersSeed;
-use pgpatterns::seed::sales;
+use pgpatterns::seed::sales::{self, SalesTables};
 use pgpatterns::testdb::TestDb;
 use pgpatterns::{
-    Agg, BuiltQuery, Column, Executor, IndexOptions, LatestStrategy, PageRequest, Rollup,
-    SinceStrategy, SqlType, Table, LATEST_STATUS,
+    BuiltQuery, Executor, IndexOptions, LatestStrategy, PageRequest, RollupStrategy, Shape,
+    SinceStrategy, SqlType, LATEST_STATUS,
 };
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
@@ -114,7 +120,6 @@ async fn main() -> Result<(), Box<dyn Error>> {
         shop.batch_execute("ANALYZE orders").await?;
         strategies.push(LatestStrategy::Denormalized);
     }
-    // One more strategy (e.g. `Auto`) is one more entry here.
     println!(
         "seeded {} orders{} in {:.1?}",
         args.orders,
@@ -135,6 +140,28 @@ async fn main() -> Result<(), Box<dyn Error>> {
             q.page_query::<i64>(50, None)?,
         ));
     }
+    // Auto: decided from statistics (untimed here), then timed as the
+    // strategy it picked — which must return the same rows.
+    let auto = spec.clone().strategy(LatestStrategy::Auto)?;
+    let count = auto.explain_choice(&shop, Shape::Count).await?;
+    let page = auto
+        .explain_choice(&shop, Shape::Page { limit: 50 })
+        .await?;
+    println!(
+        "
+latest, Auto for the count: {count}
+latest, Auto for a page: {page}"
+    );
+    counts.push(Contender::new(
+        format!("Auto → {:?}", count.strategy),
+        spec.clone().strategy(count.strategy)?.count_query(),
+    ));
+    pages.push(Contender::new(
+        format!("Auto → {:?}", page.strategy),
+        spec.clone()
+            .strategy(page.strategy)?
+            .page_query::<i64>(50, None)?,
+    ));
     let cases = vec![
         Case {
             title: format!(
@@ -180,11 +207,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
         t.elapsed()
     );
     let since = now - chrono::Duration::days(args.days);
-    // One more strategy (e.g. `Auto`) is one more entry here.
-    let since_strategies = SinceStrategy::ALL.to_vec();
     let mut counts = Vec::new();
     let mut pages = Vec::new();
-    for &s in &since_strategies {
+    for s in SinceStrategy::ALL {
         let q = graph.since(since)?.strategy(s);
         counts.push(Contender::new(format!("{s:?}"), q.count_query()));
         pages.push(Contender::new(
@@ -192,6 +217,27 @@ async fn main() -> Result<(), Box<dyn Error>> {
             q.page_query(&PageRequest::new(50))?,
         ));
     }
+    let auto = graph.since(since)?.strategy(SinceStrategy::Auto);
+    let count = auto.explain_choice(&client, Shape::Count).await?;
+    let page = auto
+        .explain_choice(&client, Shape::Page { limit: 50 })
+        .await?;
+    println!(
+        "
+since, Auto for the count: {count}
+since, Auto for a page: {page}"
+    );
+    counts.push(Contender::new(
+        format!("Auto → {:?}", count.strategy),
+        graph.since(since)?.strategy(count.strategy).count_query(),
+    ));
+    pages.push(Contender::new(
+        format!("Auto → {:?}", page.strategy),
+        graph
+            .since(since)?
+            .strategy(page.strategy)
+            .page_query(&PageRequest::new(50))?,
+    ));
     let cases = vec![
         Case {
             title: format!(
@@ -216,9 +262,35 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let t = Instant::now();
     sales::generate(&client, args.sales, 250_000, chrono::Utc::now(), |_| {}).await?;
     println!("\ngenerated {} sales in {:.1?}", args.sales, t.elapsed());
-    let sale = Sale::new(sales::LARGE_TABLE)?;
+    let sale = Sale(SalesTables::large());
     let mut cases = Vec::new();
     for distinct in [true, false] {
+        let dashboard = sale.0.dashboard(distinct)?;
+        let mut contenders = Vec::new();
+        for s in RollupStrategy::ALL {
+            let mut r = dashboard.clone();
+            // PreAggregate refuses COUNT(DISTINCT ..): not a contender then.
+            if r.strategy(s).is_ok() {
+                contenders.push(Contender::new(format!("{s:?}"), r.build()));
+            }
+        }
+        contenders.push(Contender::new(
+            "UNION ALL of GROUP BYs",
+            sale.union_all(distinct),
+        ));
+        let mut auto = dashboard.clone();
+        auto.strategy(RollupStrategy::Auto)?;
+        let choice = auto.explain_choice(&client).await?;
+        println!(
+            "
+rollup, Auto: {choice}"
+        );
+        let mut picked = dashboard.clone();
+        picked.strategy(choice.strategy)?;
+        contenders.push(Contender::new(
+            format!("Auto → {:?}", choice.strategy),
+            picked.build(),
+        ));
         cases.push(Case {
             title: format!(
                 "rollup: dashboard + summary line, {} ({} sales)",
@@ -230,11 +302,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
                 args.sales
             ),
             compare: compare.clone(),
-            // One more strategy (e.g. `Auto`) is one more entry here.
-            contenders: vec![
-                Contender::new("GROUPING SETS", sale.dashboard(distinct)?.build()),
-                Contender::new("UNION ALL of GROUP BYs", sale.union_all(distinct)),
-            ],
+            contenders,
         });
     }
     run_all(&client, cases, &mut done).await?;
@@ -274,65 +342,32 @@ async fn run_all<E: Executor>(
     Ok(())
 }
 
-/// The generated `sale_large` columns (seed 003's `sale`).
-struct Sale {
-    table: Table,
-    id: Column<i32>,
-    merchant: Column<String>,
-    device: Column<String>,
-    user_id: Column<i32>,
-    amount: Column<i32>,
-}
+/// The dashboard's rows by hand, on the generated sale table.
+struct Sale(SalesTables);
 
 impl Sale {
-    fn new(name: &str) -> pgpatterns::Result<Sale> {
-        let table = Table::new(name)?;
-        Ok(Sale {
-            id: table.column("id")?,
-            merchant: table.column("merchant")?,
-            device: table.column("device")?,
-            user_id: table.column("user_id")?,
-            amount: table.column("charged_amount")?,
-            table,
-        })
-    }
-
-    /// The dashboard: `GROUPING SETS ((merchant, device), ())`.
-    fn dashboard(&self, distinct: bool) -> pgpatterns::Result<Rollup> {
-        let mut r = Rollup::new(&self.table);
-        r.dimension(&self.merchant)?;
-        r.dimension(&self.device)?;
-        r.metric("total", Agg::count(&self.id))?;
-        r.metric("avg_charged_amount", Agg::avg(&self.amount))?;
-        if distinct {
-            r.metric("unique_users", Agg::count_distinct(&self.user_id))?;
-        }
-        r.with_total()?;
-        Ok(r)
-    }
-
     /// The same rows, by hand: one `GROUP BY` per grouping set, `UNION ALL`,
     /// with NULL for the dimensions a set does not group by and the
     /// `GROUPING()` bitmask as a bound `int4` (the rollup's last column).
     fn union_all(&self, distinct: bool) -> BuiltQuery {
         let branch = |detail: bool| -> SelectStatement {
             let mut q = Query::select();
-            for dim in [&self.merchant, &self.device] {
+            for dim in [&self.0.merchant, &self.0.device] {
                 if detail {
                     q.expr(dim.expr());
                 } else {
                     q.expr(Expr::cust("NULL"));
                 }
             }
-            q.expr(Func::count(self.id.expr()))
-                .expr(Func::avg(self.amount.expr()));
+            q.expr(Func::count(self.0.id.expr()))
+                .expr(Func::avg(self.0.charged_amount.expr()));
             if distinct {
-                q.expr(Func::count_distinct(self.user_id.expr()));
+                q.expr(Func::count_distinct(self.0.user_id.expr()));
             }
             q.expr(if detail { 0i32 } else { 3i32 }.param())
-                .from(self.table.table_ref());
+                .from(self.0.table.table_ref());
             if detail {
-                q.add_group_by([self.merchant.expr(), self.device.expr()]);
+                q.add_group_by([self.0.merchant.expr(), self.0.device.expr()]);
             }
             q
         };

@@ -22,11 +22,9 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use pgpatterns::sea_query::Value;
-use pgpatterns::seed::sales;
+use pgpatterns::seed::sales::{self, SalesTables};
 use pgpatterns::testdb::TestDb;
-use pgpatterns::{
-    Agg, Column, Dim, Level, Rollup, RollupRow, RollupStrategy, Split, StrategyCache, Table,
-};
+use pgpatterns::{Agg, Dim, Level, Rollup, RollupRow, RollupStrategy, Split, StrategyCache};
 
 #[derive(Parser, Debug)]
 #[command(about = "Seed 003's dashboard with GROUPING SETS on a throwaway PostgreSQL")]
@@ -42,29 +40,17 @@ struct Args {
     no_wide: bool,
 }
 
-/// The `sale` columns.
-struct Sale {
-    table: Table,
-    id: Column<i32>,
-    merchant: Column<String>,
-    device: Column<String>,
-    user_id: Column<i32>,
-    amount: Column<i32>,
+/// The dashboard's variants on a seeded sale table.
+struct Sale(SalesTables);
+
+impl std::ops::Deref for Sale {
+    type Target = SalesTables;
+    fn deref(&self) -> &SalesTables {
+        &self.0
+    }
 }
 
 impl Sale {
-    fn new(name: &str) -> pgpatterns::Result<Sale> {
-        let table = Table::new(name)?;
-        Ok(Sale {
-            id: table.column("id")?,
-            merchant: table.column("merchant")?,
-            device: table.column("device")?,
-            user_id: table.column("user_id")?,
-            amount: table.column("charged_amount")?,
-            table,
-        })
-    }
-
     /// The dashboard's metrics; `distinct` adds `unique_users`. With
     /// `dims == false` the spec has no dimension: the summary query.
     fn dashboard(&self, dims: bool, distinct: bool) -> pgpatterns::Result<Rollup> {
@@ -96,14 +82,14 @@ impl Sale {
         r.dimension(&self.merchant)?;
         r.dimension(&self.device)?;
         r.metric("total", Agg::count(&self.id))?;
-        r.metric("sum_charged_amount", Agg::sum(&self.amount))?;
-        r.metric("n_charged_amount", Agg::count(&self.amount))?;
+        r.metric("sum_charged_amount", Agg::sum(&self.charged_amount))?;
+        r.metric("n_charged_amount", Agg::count(&self.charged_amount))?;
         Ok(r)
     }
 
     fn metrics(&self, r: &mut Rollup, distinct: bool) -> pgpatterns::Result<()> {
         r.metric("total", Agg::count(&self.id))?;
-        r.metric("avg_charged_amount", Agg::avg(&self.amount))?;
+        r.metric("avg_charged_amount", Agg::avg(&self.charged_amount))?;
         if distinct {
             r.metric("unique_users", Agg::count_distinct(&self.user_id))?;
         }
@@ -220,7 +206,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("== seed 003: the article's 13-row sale table");
     sales::sample(&client).await?;
-    let s = Sale::new(sales::SAMPLE_TABLE)?;
+    let s = Sale(SalesTables::sample());
 
     let mut dash = s.dashboard(true, true)?;
     dash.with_total()?;
@@ -287,7 +273,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     bar.finish();
     println!("generated and analyzed in {:.2?}", t0.elapsed());
 
-    let big = Sale::new(sales::LARGE_TABLE)?;
+    let big = Sale(SalesTables::large());
     let mut reports: Vec<(&str, Rollup, Rollup)> = vec![
         (
             "count, avg, count(distinct user)",

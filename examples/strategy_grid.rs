@@ -8,7 +8,8 @@
 //! - **rollup** (with and without `COUNT(DISTINCT …)`) at `--sales` rows.
 //!
 //! Each cell checks that every strategy returns the same answer, then times
-//! them interleaved for `--rounds` rounds (medians; a query past
+//! them interleaved for `--rounds` rounds, each round in a shuffled order
+//! (medians; a query past
 //! `--timeout-ms` is cancelled and shown as `>timeout`, and not run again).
 //! `Auto` is timed the way a caller runs it — decision (cached after the
 //! first call) plus query — and its ratio to the cell's best strategy is
@@ -27,12 +28,14 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
+use pgpatterns::compare::round_order;
 use pgpatterns::seed::moves::{seed as seed_moves, MovesSchema, MovesSeed};
 use pgpatterns::seed::orders::OrdersSeed;
+use pgpatterns::seed::sales::{self, SalesTables};
 use pgpatterns::testdb::{TestDb, TestSchema};
 use pgpatterns::{
-    BuiltQuery, Error, Executor, IndexOptions, LatestStrategy, PageRequest, Shape, SinceStrategy,
-    SqlType, StrategyCache,
+    BuiltQuery, Error, Executor, IndexOptions, LatestStrategy, PageRequest, RollupRow,
+    RollupStrategy, Shape, SinceStrategy, SqlType, StrategyCache,
 };
 
 #[derive(Parser, Debug)]
@@ -122,9 +125,9 @@ async fn time_cell(
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); runs.len()];
     let mut alive: Vec<bool> = answers.iter().map(Option::is_some).collect();
     for round in 0..rounds {
-        for k in 0..runs.len() {
-            // rotate who goes first, so none always finds a cold cache
-            let i = (k + round) % runs.len();
+        // A shuffled order per round: none always runs first, or always
+        // right after the same (maybe slow) other one.
+        for i in round_order(round, runs.len()) {
             if !alive[i] {
                 continue;
             }
@@ -359,9 +362,88 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    let _ = (want("rollup"), args.sales); // rollup cells: see below
+    if want("rollup") {
+        let schema = db.schema().await?;
+        let client = connect(&schema, args.timeout_ms).await?;
+        StrategyCache::global().clear();
+        let b = bar(args.sales as u64, "sales")?;
+        sales::generate(&client, args.sales, 250_000, Utc::now(), |p| {
+            b.set_position(p.done)
+        })
+        .await?;
+        b.finish_and_clear();
+        eprintln!("rollup: {} sales", args.sales);
+        let sale = SalesTables::large();
+        for distinct in [true, false] {
+            let what = format!(
+                "dashboard + total · {}",
+                if distinct {
+                    "count, avg, count(distinct)"
+                } else {
+                    "count, avg"
+                }
+            );
+            let dashboard = sale.dashboard(distinct)?;
+            let mut runs: Vec<(String, Run<'_>)> = Vec::new();
+            for s in RollupStrategy::ALL
+                .into_iter()
+                .chain([RollupStrategy::Auto])
+            {
+                let mut r = dashboard.clone();
+                if r.strategy(s).is_err() {
+                    // PreAggregate refuses COUNT(DISTINCT ..).
+                    continue;
+                }
+                let client = &client;
+                runs.push((
+                    format!("{s:?}"),
+                    Box::new(move || {
+                        let r = r.clone();
+                        Box::pin(async move { Ok(row_hashes(&r.fetch(client).await?)) })
+                    }),
+                ));
+            }
+            let mut auto = dashboard.clone();
+            auto.strategy(RollupStrategy::Auto)?;
+            let miss = auto.explain_choice(&client).await?;
+            let medians = time_cell(args.rounds, &runs).await?;
+            let hit = decision_overhead(|| auto.explain_choice(&client)).await?;
+            eprintln!("{what}: {miss}");
+            overhead.push((what.clone(), miss.decided_in, hit));
+            push_cell(
+                &mut cells,
+                "rollup",
+                what,
+                &runs,
+                medians,
+                format!("{:?}", miss.strategy),
+            );
+        }
+    }
     print_grid(&args, &cells, &overhead);
     Ok(())
+}
+
+/// An order-insensitive fingerprint of rollup rows: one hash per row (of
+/// its values, level included), sorted.
+fn row_hashes(rows: &[RollupRow]) -> Vec<i64> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut v: Vec<i64> = rows
+        .iter()
+        .map(|r| {
+            let mut h = DefaultHasher::new();
+            format!(
+                "{:?} {:?} {:?}",
+                r.dimension_values(),
+                r.metric_values(),
+                r.level()
+            )
+            .hash(&mut h);
+            h.finish() as i64
+        })
+        .collect();
+    v.sort_unstable();
+    v
 }
 
 /// The median time of 20 cached `explain_choice` calls, in ms.
@@ -417,9 +499,18 @@ fn print_grid(args: &Args, cells: &[Cell], overhead: &[(String, Duration, f64)])
     let mut worst: f64 = 0.0;
     for family in ["latest", "since", "rollup"] {
         let rows: Vec<&Cell> = cells.iter().filter(|c| c.family == family).collect();
-        let Some(first) = rows.first() else { continue };
+        if rows.is_empty() {
+            continue;
+        }
         println!("\n### {family}\n");
-        let names: Vec<&str> = first.medians.iter().map(|(n, _)| n.as_str()).collect();
+        // Every strategy of the family, in first-seen order (a cell may
+        // lack one: PreAggregate refuses COUNT(DISTINCT ..)).
+        let mut names: Vec<&str> = Vec::new();
+        for (n, _) in rows.iter().flat_map(|c| &c.medians) {
+            if !names.contains(&n.as_str()) {
+                names.push(n);
+            }
+        }
         println!(
             "| cell | {} | Auto (chose) | Auto / best |",
             names.join(" | ")
@@ -434,16 +525,14 @@ fn print_grid(args: &Args, cells: &[Cell], overhead: &[(String, Duration, f64)])
             if ratio.is_finite() {
                 worst = worst.max(ratio);
             }
-            let cols: Vec<String> = c
-                .medians
+            let cols: Vec<String> = names
                 .iter()
-                .map(|(n, m)| {
-                    let s = fmt_ms(*m);
-                    if best.is_some_and(|(b, _)| b == n) {
-                        format!("**{s}**")
-                    } else {
-                        s
+                .map(|n| match c.medians.iter().find(|(m, _)| m == n) {
+                    None => "n/a".to_owned(),
+                    Some((_, m)) if best.is_some_and(|(b, _)| b == *n) => {
+                        format!("**{}**", fmt_ms(*m))
                     }
+                    Some((_, m)) => fmt_ms(*m),
                 })
                 .collect();
             println!(

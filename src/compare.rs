@@ -17,10 +17,11 @@
 //!    hashed (`ROW(m."id", m."latest_status")::text`);
 //! 3. asks the planner for each contender's plan ([`explain`]), untimed;
 //! 4. runs the [warm-up](Compare::warmup) rounds, then the timed rounds,
-//!    **interleaved**: each round runs every contender once, starting one
-//!    contender later than the round before, so none always runs first (or
-//!    always right after the same other one) and every contender sees the
-//!    same cache states. A timing is the client's wall time of
+//!    **interleaved**: each round runs every contender once, in an order
+//!    shuffled afresh each round (deterministically: the same rounds give
+//!    the same orders), so none always runs first or always right after the
+//!    same other one — a query that follows a slow one can be slower by
+//!    itself — and every contender sees the same cache states. A timing is the client's wall time of
 //!    [`Executor::query`]: sending the query and receiving every row.
 //!
 //! The [`Comparison`] has each contender's timings, median, minimum, ratio to
@@ -269,12 +270,11 @@ impl Compare {
             plans.push(explain(db, &c.query).await?);
         }
 
-        // Interleaved rounds, each starting one contender later.
+        // Interleaved rounds, each in its own shuffled order.
         let n = contenders.len();
         let mut timings = vec![Vec::with_capacity(self.rounds); n];
         for round in 0..self.warmup + self.rounds {
-            for k in 0..n {
-                let i = (round + k) % n;
+            for i in round_order(round, n) {
                 let start = Instant::now();
                 let rows = db.query(&contenders[i].query).await?;
                 let took = start.elapsed();
@@ -625,10 +625,69 @@ fn node_label(node: &Json) -> String {
     label
 }
 
+/// The order in which [`Compare::run`] runs `n` contenders in round
+/// `round` (warm-up rounds included): a Fisher–Yates shuffle driven by
+/// SplitMix64 seeded with the round, so it is the same on every run and,
+/// over many rounds, each contender runs first, and right after each other
+/// one, about equally often. Public for timing loops of your own.
+///
+/// ```
+/// let order = pgpatterns::compare::round_order(7, 4);
+/// let mut sorted = order.clone();
+/// sorted.sort();
+/// assert_eq!(sorted, [0, 1, 2, 3]);
+/// ```
+pub fn round_order(round: usize, n: usize) -> Vec<usize> {
+    let mut state = (round as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    order
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::explain::parse;
+
+    #[test]
+    fn each_round_is_a_permutation_and_predecessors_vary() {
+        let n = 6;
+        // follows[a][b]: how often a ran right after b
+        let mut follows = vec![vec![0; n]; n];
+        let mut first = vec![0; n];
+        for round in 0..600 {
+            let order = round_order(round, n);
+            let mut sorted = order.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, (0..n).collect::<Vec<_>>(), "round {round}");
+            assert_eq!(order, round_order(round, n), "deterministic");
+            first[order[0]] += 1;
+            for w in order.windows(2) {
+                follows[w[1]][w[0]] += 1;
+            }
+        }
+        // 600 rounds: each starts ~100 times and follows each other ~100.
+        assert!(first.iter().all(|&f| f > 50), "{first:?}");
+        for (a, row) in follows.iter().enumerate() {
+            for (b, &k) in row.iter().enumerate() {
+                if a != b {
+                    assert!(k > 50, "{a} after {b}: {k} of 600 rounds");
+                }
+            }
+        }
+        assert!(round_order(0, 0).is_empty());
+        assert_eq!(round_order(3, 1), vec![0]);
+    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

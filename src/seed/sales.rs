@@ -1,9 +1,10 @@
 //! Seed 003's `sale` table: the article's 13-row sample, and a large
 //! generated table of the same shape for timing the dashboard.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 
-use crate::{BuiltQuery, Executor, Progress, Result, SqlType};
+use crate::rollup::{Agg, Rollup};
+use crate::{BuiltQuery, Column, Executor, Progress, Result, SqlType, Table};
 
 /// The sample table's name.
 pub const SAMPLE_TABLE: &str = "sale";
@@ -113,4 +114,71 @@ pub async fn generate<E: Executor>(
         first = last + 1;
     }
     e.batch_execute("ANALYZE sale_large").await
+}
+
+/// Typed handles on a seeded sale table ([`SAMPLE_TABLE`] or
+/// [`LARGE_TABLE`]; both have the same columns), and the article's
+/// dashboard as a [`Rollup`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SalesTables {
+    /// The table.
+    pub table: Table,
+    /// `id`
+    pub id: Column<i32>,
+    /// `merchant`
+    pub merchant: Column<String>,
+    /// `device`
+    pub device: Column<String>,
+    /// `user_id`
+    pub user_id: Column<i32>,
+    /// `charged_amount`
+    pub charged_amount: Column<i32>,
+    /// `sold_at`
+    pub sold_at: Column<NaiveDateTime>,
+}
+
+impl SalesTables {
+    /// The article's 13-row [`SAMPLE_TABLE`].
+    pub fn sample() -> SalesTables {
+        SalesTables::new(Table::fixed(SAMPLE_TABLE))
+    }
+
+    /// The generated [`LARGE_TABLE`].
+    pub fn large() -> SalesTables {
+        SalesTables::new(Table::fixed(LARGE_TABLE))
+    }
+
+    fn new(table: Table) -> SalesTables {
+        SalesTables {
+            id: table.fixed_column("id"),
+            merchant: table.fixed_column("merchant"),
+            device: table.fixed_column("device"),
+            user_id: table.fixed_column("user_id"),
+            charged_amount: table.fixed_column("charged_amount"),
+            sold_at: table.fixed_column("sold_at"),
+            table,
+        }
+    }
+
+    /// Seed 003's dashboard, in one query: `total` (`count(id)`) and
+    /// `avg_charged_amount` per (merchant, device), plus the summary line
+    /// (`GROUPING SETS ((merchant, device), ())`). `distinct` adds
+    /// `unique_users`, a `count(DISTINCT user_id)`.
+    ///
+    /// # Errors
+    /// None in practice (the names are fixed); the [`Rollup`] builders'
+    /// errors are passed on.
+    pub fn dashboard(&self, distinct: bool) -> Result<Rollup> {
+        let mut r = Rollup::new(&self.table);
+        r.dimension(&self.merchant)?;
+        r.dimension(&self.device)?;
+        r.metric("total", Agg::count(&self.id))?;
+        r.metric("avg_charged_amount", Agg::avg(&self.charged_amount))?;
+        if distinct {
+            r.metric("unique_users", Agg::count_distinct(&self.user_id))?;
+        }
+        r.with_total()?;
+        Ok(r)
+    }
 }
