@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use sea_query::Value;
 
 use crate::ddl::quote_table;
-use crate::explain::{explain, Plan, PlanNode};
+use crate::explain::{Plan, PlanNode};
 use crate::schema::{AnyColumn, Table};
 use crate::types::SqlType;
 use crate::{BuiltQuery, Error, Executor, Result, RowRead};
@@ -354,32 +354,57 @@ impl StrategyCache {
         entries.insert(key, (Instant::now(), Arc::new(choice.clone())));
     }
 
-    /// The decision already made for exactly this query (`exact`: SQL text
-    /// and values), if it has not expired: no statistics are read.
-    pub(crate) fn lookup_exact<S: Clone + Send + Sync + 'static>(
+    /// The decision already made for exactly this query (SQL text and
+    /// values, in `family` and `shape`), if it has not expired: no
+    /// statistics are read. Otherwise what keys a new decision, once the
+    /// caller has read the table's OID and the selectivity bucket
+    /// ([`key_for`](Self::key_for)).
+    pub(crate) fn seen<S: Clone + Send + Sync + 'static>(
         &self,
-        exact: &str,
-    ) -> Option<Choice<S>> {
+        family: &'static str,
+        shape: Shape,
+        reference: &BuiltQuery,
+    ) -> std::result::Result<Choice<S>, Unseen> {
+        let exact = format!("{family}\u{1f}{}\u{1f}{reference:?}", shape.key());
         let key = {
             let map = relock(&self.exact);
-            let (at, key) = map.get(exact)?;
-            if at.elapsed() > self.ttl {
-                return None;
+            match map.get(&exact) {
+                Some((at, key)) if at.elapsed() <= self.ttl => Some(key.clone()),
+                _ => None,
             }
-            key.clone()
         };
-        let mut hit = self.lookup::<S>(&key)?;
-        hit.cached = true;
-        Some(hit)
+        match key.and_then(|key| self.lookup::<S>(&key)) {
+            Some(mut hit) => {
+                hit.cached = true;
+                Ok(hit)
+            }
+            None => Err(Unseen {
+                exact,
+                family,
+                shape,
+                fingerprint: reference.sql().to_owned(),
+            }),
+        }
     }
 
-    /// Remembers which decision `exact` led to.
-    pub(crate) fn remember_exact(&self, exact: String, key: String) {
+    /// The decision key of an [`Unseen`] query on the table `table_oid`
+    /// (the same SQL text names other tables under another `search_path`)
+    /// in selectivity `bucket`, remembered for the next time exactly this
+    /// query comes.
+    pub(crate) fn key_for(&self, unseen: Unseen, table_oid: i64, bucket: Option<i32>) -> String {
+        let key = cache_key(
+            unseen.family,
+            table_oid,
+            &unseen.fingerprint,
+            unseen.shape,
+            bucket,
+        );
         let mut map = relock(&self.exact);
         if map.len() >= MAX_ENTRIES {
             map.clear();
         }
-        map.insert(exact, (Instant::now(), key));
+        map.insert(unseen.exact, (Instant::now(), key.clone()));
+        key
     }
 
     /// The cached choice for `key`, or `decide()`'s, stored.
@@ -426,7 +451,7 @@ const MAX_ENTRIES: usize = 4096;
 /// The cache key: family, the OID of the spec's main table (the same SQL
 /// text names other tables under another `search_path`), spec fingerprint
 /// (SQL text without values), shape and bucket.
-pub(crate) fn cache_key(
+fn cache_key(
     family: &str,
     table_oid: i64,
     fingerprint: &str,
@@ -440,9 +465,15 @@ pub(crate) fn cache_key(
     )
 }
 
-/// The exact-query key: family, shape, SQL text and bound values.
-pub(crate) fn exact_key(family: &str, shape: Shape, q: &BuiltQuery) -> String {
-    format!("{family}\u{1f}{}\u{1f}{:?}", shape.key(), q)
+/// A query whose exact text and values have no decision yet
+/// ([`StrategyCache::seen`]).
+pub(crate) struct Unseen {
+    /// family, shape, SQL text and bound values
+    exact: String,
+    family: &'static str,
+    shape: Shape,
+    /// the SQL text without values
+    fingerprint: String,
 }
 
 /// Rejects page sizes below 1 before any SQL runs.
@@ -458,19 +489,6 @@ pub(crate) fn fraction_bucket(fraction: Option<f64>) -> Option<i32> {
     fraction
         .filter(|f| f.is_finite())
         .map(|f| log2_bucket(f.clamp(1e-12, 1.0)))
-}
-
-/// Plain `EXPLAIN` of each candidate (nothing runs).
-pub(crate) async fn estimate_all<S: Copy, E: Executor>(
-    db: &E,
-    candidates: Vec<(S, BuiltQuery)>,
-) -> Result<Vec<Estimate<S>>> {
-    let mut out = Vec::with_capacity(candidates.len());
-    for (strategy, q) in candidates {
-        let plan = explain(db, &q).await?;
-        out.push(Estimate::from_plan(strategy, &plan));
-    }
-    Ok(out)
 }
 
 /// Catalog statistics of one table and some of its columns.
@@ -584,6 +602,37 @@ mod tests {
             Shape::Page { limit: 50 }.key(),
             Shape::Page { limit: 500 }.key()
         );
+    }
+
+    #[test]
+    fn exact_queries_find_their_decision_without_statistics() {
+        let cache = StrategyCache::new(Duration::from_secs(60));
+        let q = |v: i64| BuiltQuery::fixed_with("SELECT $1", [v.into_value()]);
+        let Err(unseen) = cache.seen::<u8>("f", Shape::Count, &q(1)) else {
+            panic!("an empty cache has seen nothing");
+        };
+        let key = cache.key_for(unseen, 42, Some(-2));
+        assert_eq!(key, cache_key("f", 42, "SELECT $1", Shape::Count, Some(-2)));
+        let choice = Choice {
+            strategy: 3u8,
+            shape: Shape::Count,
+            bucket: Some(-2),
+            reason: "test".into(),
+            candidates: vec![],
+            statistics: vec![],
+            cached: false,
+            decided_in: Duration::ZERO,
+        };
+        cache.store(key, &choice);
+        let hit = cache
+            .seen::<u8>("f", Shape::Count, &q(1))
+            .ok()
+            .expect("seen");
+        assert_eq!((hit.strategy, hit.cached), (3, true));
+        // Other values, shape or family: not the same query.
+        assert!(cache.seen::<u8>("f", Shape::Count, &q(2)).is_err());
+        assert!(cache.seen::<u8>("f", Shape::All, &q(1)).is_err());
+        assert!(cache.seen::<u8>("g", Shape::Count, &q(1)).is_err());
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct PlanNode {
     pub alias: Option<String>,
     /// The index used, for index scans.
     pub index: Option<String>,
+    /// The condition rows are filtered by after the scan or join (`Filter`),
+    /// e.g. `(a > $1) OR (hashed SubPlan 1)`.
+    pub filter: Option<String>,
     /// Planner's startup cost.
     pub startup_cost: f64,
     /// Planner's total cost.
@@ -186,6 +189,7 @@ fn node(j: &Json) -> PlanNode {
         relation: text("Relation Name"),
         alias: text("Alias"),
         index: text("Index Name"),
+        filter: text("Filter"),
         startup_cost: num("Startup Cost").unwrap_or_default(),
         total_cost: num("Total Cost").unwrap_or_default(),
         plan_rows: num("Plan Rows").unwrap_or_default(),

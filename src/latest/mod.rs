@@ -327,17 +327,22 @@ impl<S: SqlType> LatestStatus<S> {
     ///     &history.column::<String>("status")?,
     ///     &history.column::<chrono::DateTime<chrono::Utc>>("created_at")?,
     /// )?
-    /// .history_filter(move |h| source.of(h).ne("import"));
+    /// .history_filter(move |h| source.of(h).ne("import"))?;
     /// assert!(spec.build().sql().contains(r#""order_status"."source" <> CAST($1 AS text)"#));
     /// # Ok::<(), pgpatterns::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] with the `Denormalized` strategy, which does
+    /// not read the history (rather than ignoring the condition).
     pub fn history_filter(
         mut self,
         condition: impl Fn(&Table) -> Expr + Send + Sync + 'static,
-    ) -> LatestStatus<S> {
+    ) -> Result<LatestStatus<S>> {
         self.history_filters
             .push(HistoryFilter(Arc::new(condition)));
-        self
+        self.check_denormalized()?;
+        Ok(self)
     }
 
     /// The entity table's status column kept equal to the latest history

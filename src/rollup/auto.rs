@@ -20,7 +20,7 @@
 use sea_query::{Alias, Expr, Query};
 
 use super::{Base, Rollup, RollupStrategy};
-use crate::choice::{cache_key, exact_key, Choice, Estimate, Shape, Statistic, StrategyCache};
+use crate::choice::{Choice, Estimate, Shape, Statistic, StrategyCache, Unseen};
 use crate::ddl::quote_table;
 use crate::exec::{BlockingExecutor, Executor, RowRead};
 use crate::explain::{explain, explain_statement, parse_rows, Plan};
@@ -250,6 +250,15 @@ impl Rollup {
         }
     }
 
+    /// The decision without a database (a fixed one, or one made before
+    /// for exactly this report), or what keys a new one.
+    fn seen(&self, cache: &StrategyCache) -> std::result::Result<Choice<RollupStrategy>, Unseen> {
+        match self.fixed_reason() {
+            Some(why) => Ok(self.fixed_choice(why)),
+            None => cache.seen("rollup", Shape::All, &self.reference()),
+        }
+    }
+
     /// What [`RollupStrategy::Auto`] chooses for this report, and why,
     /// using the [global cache](StrategyCache::global). Without a
     /// decomposable report (`COUNT(DISTINCT …)`, …) it is `GroupingSets`
@@ -277,20 +286,15 @@ impl Rollup {
         cache: &StrategyCache,
         db: &E,
     ) -> Result<Choice<RollupStrategy>> {
-        if let Some(why) = self.fixed_reason() {
-            return Ok(self.fixed_choice(why));
-        }
-        let reference = self.reference();
-        let exact = exact_key("rollup", Shape::All, &reference);
-        if let Some(hit) = cache.lookup_exact(&exact) {
-            return Ok(hit);
-        }
+        let unseen = match self.seen(cache) {
+            Ok(choice) => return Ok(choice),
+            Err(unseen) => unseen,
+        };
         let oid = match self.oid_query() {
             Some(q) => db.query_one(&q).await?.try_get(0usize.into())?,
             None => 0,
         };
-        let key = cache_key("rollup", oid, reference.sql(), Shape::All, None);
-        cache.remember_exact(exact, key.clone());
+        let key = cache.key_for(unseen, oid, None);
         cache
             .get_or_decide(key, async {
                 let mut plans = Vec::new();
@@ -323,20 +327,15 @@ impl Rollup {
         cache: &StrategyCache,
         db: &mut E,
     ) -> Result<Choice<RollupStrategy>> {
-        if let Some(why) = self.fixed_reason() {
-            return Ok(self.fixed_choice(why));
-        }
-        let reference = self.reference();
-        let exact = exact_key("rollup", Shape::All, &reference);
-        if let Some(hit) = cache.lookup_exact(&exact) {
-            return Ok(hit);
-        }
+        let unseen = match self.seen(cache) {
+            Ok(choice) => return Ok(choice),
+            Err(unseen) => unseen,
+        };
         let oid = match self.oid_query() {
             Some(q) => db.query_one(&q)?.try_get(0usize.into())?,
             None => 0,
         };
-        let key = cache_key("rollup", oid, reference.sql(), Shape::All, None);
-        cache.remember_exact(exact, key.clone());
+        let key = cache.key_for(unseen, oid, None);
         cache.get_or_decide_blocking(key, || {
             let mut plans = Vec::new();
             for q in self.probes() {

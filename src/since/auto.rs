@@ -7,10 +7,10 @@ use sea_query::Value;
 
 use super::{ChangeColumn, SinceQuery, SinceStrategy};
 use crate::choice::{
-    cache_key, check_shape, estimate_all, exact_key, fraction_bucket, Choice, Shape, Statistic,
-    StrategyCache,
+    check_shape, fraction_bucket, Choice, Estimate, Shape, Statistic, StrategyCache,
 };
 use crate::ddl::quote_table;
+use crate::explain::{explain, Plan};
 use crate::types::SqlType;
 use crate::{BuiltQuery, CursorKey, Executor, PageRequest, Result, RowRead};
 
@@ -18,11 +18,13 @@ use crate::{BuiltQuery, CursorKey, Executor, PageRequest, Result, RowRead};
 /// (measured: about 300 k keys fit the default 4 MB × 2 hash memory).
 const HASH_BYTES_PER_KEY: f64 = 28.0;
 
-/// Changed rows per root from which a window counts as wide: about every
-/// root matches, so one pass over the roots beats collecting the changed
-/// rows (measured: at 0.42 changed rows per root `UnionIn` still counts 3×
-/// faster than `Exists`; at 5, `Exists` is the fastest).
-const WIDE: f64 = 1.0;
+/// Changed rows per root below which a count looks up just the changed
+/// roots by key (`SemiJoin`): a hashed `IN` (`UnionIn`) scans every root
+/// once, which costs more than probing a few percent of them (measured at
+/// 1 M roots: 0.013 changed rows per root, `SemiJoin` 179 ms against
+/// `UnionIn` 380 ms; about even at 0.04; at 0.1, `UnionIn` 696 ms against
+/// 1144 ms).
+const SEMI_JOIN_BELOW: f64 = 0.04;
 
 /// Changed rows per root from which a first page is found faster by
 /// walking the roots in key order than by collecting every changed row.
@@ -40,23 +42,38 @@ impl Window {
     }
 }
 
-/// `Auto`'s rule for the since family. The planner's costs are reported as
-/// evidence but do not decide: on the measured grid they picked a strategy
-/// 3–50× slower than the best in half the cells (the `OR` of `EXISTS`
-/// subplans and the hashed `IN` are costed far from what they do).
+/// Whether a plan walks its rows in order and tests each one's subplans
+/// row by row — no `hashed SubPlan` (which reads every changed row before
+/// the first result) and no `Sort` — so a `LIMIT` stops it early.
+fn probes_row_by_row(plan: &Plan) -> bool {
+    plan.nodes().iter().all(|n| {
+        n.node_type != "Sort"
+            && !n
+                .filter
+                .as_deref()
+                .is_some_and(|f| f.contains("hashed SubPlan"))
+    })
+}
+
+/// `Auto`'s rule for the since family, from the window's statistics and,
+/// for pages, one fact of the `Exists` plan. The planner's costs are
+/// reported as evidence but do not decide: on the measured grid they picked
+/// a strategy 3–50× slower than the best in half the cells (the `OR` of
+/// `EXISTS` subplans and the hashed `IN` are costed far from what they do).
 ///
-/// - a count (or every row) of a **narrow** window collects the few changed
-///   rows through the change-column indexes: `UnionIn` while they fit its
-///   hashed subplan in `work_mem × hash_mem_multiplier`, `SemiJoin` (no such
-///   cliff) past that;
-/// - a count of a **wide** window (as many changed rows as roots): one
-///   pass over the roots with an index probe per path (`Exists`);
-/// - a first page of a narrow window: `Exists` (probes roots in key order
-///   and the few changed rows are found as fast either way); of a wider
-///   window: `OrJoins`, whose merge joins stream roots in key order and stop
-///   after the page (when the key is the root's primary key; `Exists`
-///   otherwise).
-fn decide(w: &Window, shape: Shape) -> (SinceStrategy, String) {
+/// - a **count** (or every row) of a window with few changed rows per root
+///   ([`SEMI_JOIN_BELOW`]) looks up just those roots by key (`SemiJoin`);
+///   with more, one pass over the roots: a hashed `IN` of the changed keys
+///   (`UnionIn`) while they fit in `work_mem × hash_mem_multiplier`, else an
+///   index probe per path (`Exists`), which has no memory cliff (a hashed
+///   `IN` that overflows becomes a subplan re-run per root);
+/// - a **first page** of a narrow window: `Exists` (probes roots in key
+///   order; the few changed rows are found as fast either way); of a wider
+///   window ([`STREAM_PAGE`]): `Exists` still when the planner probes its
+///   subplans row by row (it stops after about a page of roots), else
+///   `OrJoins`, whose merge joins stream the roots in key order and stop
+///   after the page (when the key is the root's primary key).
+fn decide(w: &Window, shape: Shape, exists_streams: bool) -> (SinceStrategy, String) {
     let density = w.density();
     let known = w.fraction.is_some() && density.is_finite();
     let stats = format!(
@@ -76,6 +93,10 @@ fn decide(w: &Window, shape: Shape) -> (SinceStrategy, String) {
         };
     }
     match shape {
+        Shape::Page { .. } if density >= STREAM_PAGE && exists_streams => (
+            SinceStrategy::Exists,
+            format!("a wide window ({stats}) and the planner probes each root's paths row by row: walking the roots in key order stops after about a page of them"),
+        ),
         Shape::Page { .. } if density >= STREAM_PAGE && w.key_is_pk => (
             SinceStrategy::OrJoins,
             format!("a wide window ({stats}): merge joins stream the roots in key order and stop after the page"),
@@ -84,18 +105,21 @@ fn decide(w: &Window, shape: Shape) -> (SinceStrategy, String) {
             SinceStrategy::Exists,
             format!("a page ({stats}): probe the roots in key order and stop after the page"),
         ),
-        _ if density >= WIDE => (
-            SinceStrategy::Exists,
-            format!("a wide window ({stats}): one pass over the roots with an index probe per path"),
+        _ if density < SEMI_JOIN_BELOW => (
+            SinceStrategy::SemiJoin,
+            format!("a narrow window ({stats}): look up just the changed roots by key"),
         ),
-        _ if w.changed_rows < w.hashable_rows() => (
+        _ if w.changed_rows <= w.hashable_rows() => (
             SinceStrategy::UnionIn,
-            format!("a narrow window ({stats}): collect the changed rows through their indexes into one hashed IN"),
+            format!(
+                "a wider window ({stats}) whose changed keys fit one hashed IN (~{:.0}): one pass over the roots",
+                w.hashable_rows()
+            ),
         ),
         _ => (
-            SinceStrategy::SemiJoin,
+            SinceStrategy::Exists,
             format!(
-                "a narrow window ({stats}), but more changed rows than the hashed IN holds in memory (~{:.0}): a semi-join has no such cliff",
+                "a wide window ({stats}), more changed keys than a hashed IN holds in memory (~{:.0}): one pass over the roots with an index probe per path",
                 w.hashable_rows()
             ),
         ),
@@ -107,7 +131,8 @@ fn decide(w: &Window, shape: Shape) -> (SinceStrategy, String) {
 /// table's OID, whether `$5` is its one-column primary key, the session's
 /// hash memory in bytes, the table's rows and the fraction of them at or
 /// after the start, from `pg_stats` (most common values, then the histogram
-/// for the rest).
+/// for the rest, interpolated linearly inside the bucket the start falls
+/// in, as the planner does).
 const WINDOW_STATS: &str = "
 SELECT col.ord::int8,
        coalesce(c.oid::int8, 0),
@@ -122,10 +147,14 @@ SELECT col.ord::int8,
            WHERE CASE WHEN col.naive THEN extract(epoch FROM m.v::timestamp)
                       ELSE extract(epoch FROM m.v::timestamptz) END >= col.at)
          + (1 - s.null_frac - coalesce((SELECT sum(f) FROM unnest(s.most_common_freqs) AS f), 0))
-           * coalesce((SELECT count(*) FILTER (WHERE CASE WHEN col.naive THEN extract(epoch FROM h.v::timestamp)
-                                                            ELSE extract(epoch FROM h.v::timestamptz) END >= col.at)::float8
+           * coalesce((SELECT sum(CASE WHEN b.hi <= b.lo THEN (b.lo >= col.at)::int::float8
+                                       ELSE greatest(0, least(1, (b.hi - greatest(col.at, b.lo)) / (b.hi - b.lo))) END)
                               / nullif(count(*), 0)
-                       FROM unnest(s.histogram_bounds::text::text[]) AS h(v)), 0)
+                       FROM (SELECT x.e AS lo, lead(x.e) OVER (ORDER BY x.o) AS hi
+                             FROM (SELECT CASE WHEN col.naive THEN extract(epoch FROM h.v::timestamp)
+                                               ELSE extract(epoch FROM h.v::timestamptz) END::float8 AS e, h.o
+                                   FROM unnest(s.histogram_bounds::text::text[]) WITH ORDINALITY AS h(v, o)) AS x) AS b
+                       WHERE b.hi IS NOT NULL), 0)
        END::float8
 FROM unnest($1::text[], $2::text[], $3::bool[], $4::float8[]) WITH ORDINALITY AS col(rel, att, naive, at, ord)
 LEFT JOIN pg_class c ON c.oid = to_regclass(col.rel)
@@ -299,22 +328,25 @@ impl<K: SqlType> SinceQuery<K> {
         F: Fn(SinceStrategy) -> Result<BuiltQuery> + Send + Sync + 'a,
     {
         async move {
-            let exact = exact_key("since", shape, reference);
-            if let Some(hit) = cache.lookup_exact(&exact) {
-                return Ok(hit);
-            }
+            let unseen = match cache.seen("since", shape, reference) {
+                Ok(hit) => return Ok(hit),
+                Err(unseen) => unseen,
+            };
             let window = self.window(db).await?;
             let bucket = fraction_bucket(window.fraction);
-            let key = cache_key("since", window.root_oid, reference.sql(), shape, bucket);
-            cache.remember_exact(exact, key.clone());
+            let key = cache.key_for(unseen, window.root_oid, bucket);
             cache
                 .get_or_decide(key, async {
-                    let mut queries = Vec::new();
+                    let mut candidates = Vec::new();
+                    let mut exists_streams = false;
                     for s in SinceStrategy::ALL {
-                        queries.push((s, build(s)?));
+                        let plan = explain(db, &build(s)?).await?;
+                        if s == SinceStrategy::Exists {
+                            exists_streams = probes_row_by_row(&plan);
+                        }
+                        candidates.push(Estimate::from_plan(s, &plan));
                     }
-                    let candidates = estimate_all(db, queries).await?;
-                    let (strategy, reason) = decide(&window, shape);
+                    let (strategy, reason) = decide(&window, shape, exists_streams);
                     Ok(Choice {
                         strategy,
                         shape,
@@ -329,6 +361,10 @@ impl<K: SqlType> SinceQuery<K> {
                             Statistic::new(
                                 "key_is_primary_key",
                                 f64::from(u8::from(window.key_is_pk)),
+                            ),
+                            Statistic::new(
+                                "exists_probes_row_by_row",
+                                f64::from(u8::from(exists_streams)),
                             ),
                         ],
                         cached: false,
@@ -393,5 +429,62 @@ impl<K: SqlType> SinceQuery<K> {
     {
         let q = self.resolve(db, Shape::Count).await?;
         db.query_one(&q.count_query()).await?.try_get(0usize.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(changed_rows: f64, root_rows: f64, key_is_pk: bool) -> Window {
+        Window {
+            fraction: Some(0.5),
+            changed_rows,
+            root_rows,
+            root_oid: 1,
+            key_is_pk,
+            // ~300 k hashable keys, the default 4 MB × 2
+            hash_bytes: 8.0 * 1024.0 * 1024.0,
+        }
+    }
+
+    #[test]
+    fn counts_follow_changed_rows_per_root_and_hash_memory() {
+        let count = |c, r| decide(&window(c, r, true), Shape::Count, false).0;
+        assert_eq!(count(13_000.0, 1e6), SinceStrategy::SemiJoin);
+        assert_eq!(count(100_000.0, 1e6), SinceStrategy::UnionIn);
+        assert_eq!(count(250_000.0, 1e6), SinceStrategy::UnionIn);
+        assert_eq!(count(500_000.0, 1e6), SinceStrategy::Exists);
+        assert_eq!(count(5e6, 1e6), SinceStrategy::Exists);
+        // small tables: everything fits the hash, even a wide window
+        assert_eq!(count(50_000.0, 20_000.0), SinceStrategy::UnionIn);
+        // a huge root table: a narrow window stays a semi-join past the
+        // hash memory (no cliff)
+        assert_eq!(count(1e6, 1e8), SinceStrategy::SemiJoin);
+        assert_eq!(
+            decide(&window(1e6, 1e8, true), Shape::All, false).0,
+            SinceStrategy::SemiJoin
+        );
+    }
+
+    #[test]
+    fn pages_stream_when_the_window_is_wide() {
+        let page =
+            |c, pk, streams| decide(&window(c, 1e6, pk), Shape::Page { limit: 50 }, streams).0;
+        assert_eq!(page(13_000.0, true, false), SinceStrategy::Exists);
+        assert_eq!(page(13_000.0, true, true), SinceStrategy::Exists);
+        assert_eq!(page(500_000.0, true, false), SinceStrategy::OrJoins);
+        assert_eq!(page(500_000.0, false, false), SinceStrategy::Exists);
+        assert_eq!(page(5e6, true, true), SinceStrategy::Exists);
+    }
+
+    #[test]
+    fn without_statistics_there_is_no_cliff() {
+        let mut w = window(1.0, 1.0, true);
+        w.fraction = None;
+        assert_eq!(decide(&w, Shape::Count, false).0, SinceStrategy::SemiJoin);
+        let (s, why) = decide(&w, Shape::Page { limit: 5 }, false);
+        assert_eq!(s, SinceStrategy::Exists);
+        assert!(why.contains("ANALYZE"), "{why}");
     }
 }

@@ -429,9 +429,14 @@ async fn denormalize_refuses_what_it_cannot_maintain() {
     )
     .unwrap();
     assert!(without.denormalize().unwrap_err().is_invalid_input());
-    let filtered =
-        spec().history_filter(|h| h.column::<String>("status").expect("valid name").ne("x"));
+    let not_import = |h: &Table| h.column::<String>("status").expect("valid name").ne("x");
+    let filtered = spec().history_filter(not_import).unwrap();
     assert!(filtered.denormalize().unwrap_err().is_invalid_input());
+    // Denormalized does not read the history: a history filter added after
+    // choosing it is refused, not silently ignored.
+    let denormalized = spec().strategy(LatestStrategy::Denormalized).unwrap();
+    let err = denormalized.history_filter(not_import).unwrap_err();
+    assert!(err.is_invalid_input(), "{err}");
     // a transaction is refused by execute_outside_transaction (CONCURRENTLY)
     let schema = schema().await;
     let mut c = client(&schema).await;
