@@ -8,8 +8,8 @@
 //! - **rollup** (with and without `COUNT(DISTINCT …)`) at `--sales` rows.
 //!
 //! Each cell checks that every strategy returns the same answer, then times
-//! them interleaved for `--rounds` rounds, each round in a shuffled order
-//! (medians; a query past
+//! them interleaved for `--rounds` rounds (25 for a query under 100 ms),
+//! each round in a shuffled order (medians; a query past
 //! `--timeout-ms` is cancelled and shown as `>timeout`, and not run again).
 //! `Auto` is timed the way a caller runs it — decision (cached after the
 //! first call) plus query — and its ratio to the cell's best strategy is
@@ -94,20 +94,34 @@ fn is_timeout(e: &Error) -> bool {
     matches!(e, Error::Database { code: Some(c), .. } if c == "57014")
 }
 
-/// Runs every contender once (checking answers agree), then `rounds`
-/// interleaved timed rounds. Returns per-contender medians (`None` =
-/// timed out) and Auto's median, in that order (Auto last).
+/// A contender whose untimed first run took less than this many ms is
+/// timed in [`FAST_ROUNDS`] rounds (at least): a few milliseconds of noise
+/// would otherwise decide its ratio.
+const FAST_MS: f64 = 100.0;
+const FAST_ROUNDS: usize = 25;
+
+/// Runs every contender once (checking answers agree, untimed: a warm-up),
+/// then interleaved timed rounds: `rounds` for every contender, and up to
+/// [`FAST_ROUNDS`] for the fast ones. Returns per-contender medians
+/// (`None` = timed out) and Auto's median, in that order (Auto last).
 async fn time_cell(
     rounds: usize,
     runs: &[(String, Run<'_>)],
 ) -> Result<Vec<Option<f64>>, Box<dyn std::error::Error>> {
     let mut answers: Vec<Option<Vec<i64>>> = Vec::new();
+    let mut budget: Vec<usize> = Vec::new();
     for (name, run) in runs {
+        let t = Instant::now();
         match run().await {
             Ok(a) => answers.push(Some(a)),
             Err(e) if is_timeout(&e) => answers.push(None),
             Err(e) => return Err(format!("{name}: {e}").into()),
         }
+        budget.push(if t.elapsed().as_secs_f64() * 1e3 < FAST_MS {
+            rounds.max(FAST_ROUNDS)
+        } else {
+            rounds
+        });
     }
     let reference = answers.iter().flatten().next().cloned();
     for ((name, _), a) in runs.iter().zip(&answers) {
@@ -124,11 +138,12 @@ async fn time_cell(
     }
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); runs.len()];
     let mut alive: Vec<bool> = answers.iter().map(Option::is_some).collect();
-    for round in 0..rounds {
+    let total = budget.iter().copied().max().unwrap_or(rounds);
+    for round in 0..total {
         // A shuffled order per round: none always runs first, or always
         // right after the same (maybe slow) other one.
         for i in round_order(round, runs.len()) {
-            if !alive[i] {
+            if !alive[i] || times[i].len() >= budget[i] {
                 continue;
             }
             let t = Instant::now();
@@ -493,8 +508,12 @@ fn fmt_ms(m: Option<f64>) -> String {
 
 fn print_grid(args: &Args, cells: &[Cell], overhead: &[(String, Duration, f64)]) {
     println!(
-        "\nmedians of {} interleaved rounds, ms, client wall time (timeout {} ms)",
-        args.rounds, args.timeout_ms
+        "\nmedians of {} interleaved rounds ({} for queries under {} ms), ms, client wall \
+         time (timeout {} ms)",
+        args.rounds,
+        args.rounds.max(FAST_ROUNDS),
+        FAST_MS,
+        args.timeout_ms
     );
     let mut worst: f64 = 0.0;
     for family in ["latest", "since", "rollup"] {

@@ -62,9 +62,13 @@ pub enum LatestStrategy {
     Denormalized,
     /// Chosen per query shape from the live database
     /// ([`LatestStatus::explain_choice`]): `Denormalized` when the spec has
-    /// a maintained column it can use; otherwise the planner's cheapest
-    /// history strategy, `SkipScan` weighed only for long histories
-    /// (≥ 16 rows per entity) with an index leading with the foreign key.
+    /// a maintained column it can use; otherwise a history strategy chosen
+    /// from the history's statistics (rows per entity, entities with
+    /// history, an index leading with the foreign key — the rule is on
+    /// `latest::auto::decide`): with the index `Lateral` for pages and
+    /// long-history counts, `DistinctOn` for short-history counts,
+    /// `SkipScan` for long histories most entities lack; without it
+    /// `NotExists` for counts and `Window` for pages.
     /// Cached per spec and status selectivity (see
     /// [`choice`](crate::choice)). Without a database
     /// ([`build`](LatestStatus::build), [`count_query`](LatestStatus::count_query),

@@ -88,12 +88,15 @@ pub enum SinceStrategy {
     /// be the root's primary key.
     GreatestGroupBy,
     /// Chosen per query shape and window from the live database
-    /// ([`SinceQuery::explain_choice`]): the planner's cheapest of
-    /// `UnionIn`, `SemiJoin` and `Exists`, cached per window selectivity
+    /// ([`SinceQuery::explain_choice`]) by the rule of the `since::auto`
+    /// module: counts by changed rows per root and hash memory (`SemiJoin`,
+    /// `UnionIn`, `Exists`), pages by the window's width and how the planner
+    /// runs `Exists` (`Exists`, `OrJoins`); cached per window selectivity
     /// (see [`choice`](crate::choice)). Without a database —
     /// [`build`](SinceQuery::build), [`count_query`](SinceQuery::count_query),
-    /// [`page_query`](SinceQuery::page_query) — it is `UnionIn` for counts
-    /// and full lists and `Exists` for pages, the usual winners;
+    /// [`page_query`](SinceQuery::page_query) — it is `SemiJoin` for counts
+    /// and full lists (best for the usual narrow windows, and no memory
+    /// cliff) and `Exists` for pages;
     /// [`count`](SinceQuery::count), [`fetch_page`](SinceQuery::fetch_page)
     /// and [`resolve`](SinceQuery::resolve) decide from the database.
     Auto,
@@ -186,7 +189,10 @@ impl<K: SqlType> SinceQuery<K> {
         let mut any = g.root_change.changed_since(since);
         match self.strategy {
             SinceStrategy::Auto => {
-                return self.clone().strategy(SinceStrategy::UnionIn).to_statement();
+                return self
+                    .clone()
+                    .strategy(SinceStrategy::SemiJoin)
+                    .to_statement();
             }
             SinceStrategy::UnionIn => {
                 let mut groups: Vec<(Vec<AnyColumn>, SelectStatement)> = Vec::new();
