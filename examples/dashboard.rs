@@ -317,10 +317,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut times: Vec<Vec<Duration>> = vec![Vec::new(); variants.len()];
         let mut rows = vec![0; variants.len()];
         for round in 0..args.runs {
-            // Interleaved, each round starting one variant later, so all
-            // see the same cache state.
-            for k in 0..variants.len() {
-                let i = (round + k) % variants.len();
+            // Interleaved, each round in its own shuffled order, so all see
+            // the same cache states and none always follows the same one.
+            for i in pgpatterns::compare::round_order(round, variants.len()) {
                 let (t, n) = run(&client, &variants[i].1).await?;
                 times[i].push(t);
                 rows[i] = n;
