@@ -20,7 +20,7 @@ use pgpatterns::seed::orders::OrdersSeed;
 use pgpatterns::testdb::TestDb;
 use pgpatterns::{
     Agg, BuiltQuery, Executor, IndexOptions, LatestStrategy, Level, PageRequest, Rollup,
-    SinceStrategy, Table,
+    RollupStrategy, Shape, SinceStrategy, Table,
 };
 
 #[derive(Parser, Debug)]
@@ -201,6 +201,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             rows.len()
         );
     }
+    // Auto: chosen per query shape from the live database, and says why.
+    let auto = latest
+        .clone()
+        .status_eq("Complete")
+        .strategy(LatestStrategy::Auto)?;
+    let (n, count_took) = timed(auto.count(&client)).await?;
+    let (page, page_took) = timed(auto.fetch_page::<i64, _>(&client, 50, None)).await?;
+    let count_choice = auto.explain_choice(&client, Shape::Count).await?;
+    let page_choice = auto
+        .explain_choice(&client, Shape::Page { limit: 50 })
+        .await?;
+    println!(
+        "{:<12} {:>21} {:>10}   {:>3} rows in {page_took:>8.2?}   (count took {count_took:.2?})",
+        "Auto",
+        "Complete:",
+        n,
+        page.rows.len()
+    );
+    println!(
+        "  (Auto's times include deciding, once; later calls find it cached)\n  \
+         Auto chose {:?} for the count and {:?} for a page: {}",
+        count_choice.strategy, page_choice.strategy, count_choice.reason
+    );
     let example = latest
         .clone()
         .status_eq("Complete")
@@ -242,18 +265,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "strategy", "count", "count ms", "page ms"
     );
     let since = now - chrono::Duration::days(30);
-    for strategy in SinceStrategy::ALL {
+    for strategy in SinceStrategy::ALL.into_iter().chain([SinceStrategy::Auto]) {
         let q = graph.since(since)?.strategy(strategy);
-        let (n, count_took) = timed(client.query_as::<(i64,)>(&q.count_query())).await?;
+        // `count` and `fetch_page` resolve Auto from the database.
+        let (n, count_took) = timed(q.count(&client)).await?;
         let (page, page_took) =
             timed(q.fetch_page::<(i64,), _>(&client, &PageRequest::new(5))).await?;
         println!(
             "  {:<16} {:>8} {:>10.1} {:>11.2}   first page: {:?}",
             format!("{strategy:?}"),
-            n[0].0,
+            n,
             count_took.as_secs_f64() * 1000.0,
             page_took.as_secs_f64() * 1000.0,
             page.keys
+        );
+    }
+    println!("  (Auto's times include deciding, once; later calls find it cached)");
+    let auto = graph.since(since)?.strategy(SinceStrategy::Auto);
+    for shape in [Shape::Count, Shape::Page { limit: 5 }] {
+        let choice = auto.explain_choice(&client, shape).await?;
+        println!(
+            "  Auto chose {:?} for {}: {}",
+            choice.strategy,
+            if shape == Shape::Count {
+                "the count"
+            } else {
+                "a page"
+            },
+            choice.reason
         );
     }
     let q = graph.since(since)?.strategy(SinceStrategy::Exists);
@@ -305,6 +344,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     println!("  ({} rows in {:.2?})", rows.len(), took);
+    dashboard.strategy(RollupStrategy::Auto)?;
+    let choice = dashboard.explain_choice(&client).await?;
+    println!("  Auto chose {:?}: {}", choice.strategy, choice.reason);
     Ok(())
 }
 
