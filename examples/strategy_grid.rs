@@ -34,7 +34,7 @@ use pgpatterns::seed::orders::OrdersSeed;
 use pgpatterns::seed::sales::{self, SalesTables};
 use pgpatterns::testdb::{TestDb, TestSchema};
 use pgpatterns::{
-    BuiltQuery, Error, Executor, IndexOptions, LatestStrategy, PageRequest, RollupRow,
+    BuiltQuery, Choice, Error, Executor, IndexOptions, LatestStrategy, PageRequest, RollupRow,
     RollupStrategy, Shape, SinceStrategy, SqlType, StrategyCache,
 };
 
@@ -209,8 +209,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let want = |f: &str| args.only.is_empty() || args.only.iter().any(|o| o == f);
     let db = TestDb::start()?;
-    let mut cells: Vec<Cell> = Vec::new();
-    let mut overhead: Vec<(String, Duration, f64)> = Vec::new();
+    let mut grid = Grid::default();
     if want("latest") {
         for (label, orders, drafts) in [
             ("short histories", args.orders, 0),
@@ -283,19 +282,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         ));
                     }
                     let auto = spec.clone().strategy(LatestStrategy::Auto)?;
-                    let miss = auto.explain_choice(&client, shape).await?;
-                    let medians = time_cell(args.rounds, &runs).await?;
-                    let hit = decision_overhead(|| auto.explain_choice(&client, shape)).await?;
-                    eprintln!("{what}: {miss}");
-                    overhead.push((what.clone(), miss.decided_in, hit));
-                    push_cell(
-                        &mut cells,
-                        "latest",
-                        what,
-                        &runs,
-                        medians,
-                        format!("{:?}", miss.strategy),
-                    );
+                    measure(&mut grid, args.rounds, "latest", what, &runs, || {
+                        auto.explain_choice(&client, shape)
+                    })
+                    .await?;
                 }
             }
         }
@@ -361,19 +351,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     ));
                 }
                 let auto = graph.since(at)?.strategy(SinceStrategy::Auto);
-                let miss = auto.explain_choice(&client, shape).await?;
-                let medians = time_cell(args.rounds, &runs).await?;
-                let hit = decision_overhead(|| auto.explain_choice(&client, shape)).await?;
-                eprintln!("{what}: {miss}");
-                overhead.push((what.clone(), miss.decided_in, hit));
-                push_cell(
-                    &mut cells,
-                    "since",
-                    what,
-                    &runs,
-                    medians,
-                    format!("{:?}", miss.strategy),
-                );
+                measure(&mut grid, args.rounds, "since", what, &runs, || {
+                    auto.explain_choice(&client, shape)
+                })
+                .await?;
             }
         }
     }
@@ -420,22 +401,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             let mut auto = dashboard.clone();
             auto.strategy(RollupStrategy::Auto)?;
-            let miss = auto.explain_choice(&client).await?;
-            let medians = time_cell(args.rounds, &runs).await?;
-            let hit = decision_overhead(|| auto.explain_choice(&client)).await?;
-            eprintln!("{what}: {miss}");
-            overhead.push((what.clone(), miss.decided_in, hit));
-            push_cell(
-                &mut cells,
-                "rollup",
-                what,
-                &runs,
-                medians,
-                format!("{:?}", miss.strategy),
-            );
+            measure(&mut grid, args.rounds, "rollup", what, &runs, || {
+                auto.explain_choice(&client)
+            })
+            .await?;
         }
     }
-    print_grid(&args, &cells, &overhead);
+    print_grid(&args, &grid.cells, &grid.overhead);
     Ok(())
 }
 
@@ -461,31 +433,43 @@ fn row_hashes(rows: &[RollupRow]) -> Vec<i64> {
     v
 }
 
-/// The median time of 20 cached `explain_choice` calls, in ms.
-async fn decision_overhead<F, Fut, T>(decide: F) -> Result<f64, Box<dyn std::error::Error>>
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Result<T, Error>>,
-{
-    let mut t = Vec::new();
-    for _ in 0..20 {
-        let s = Instant::now();
-        decide().await?;
-        t.push(s.elapsed().as_secs_f64() * 1e3);
-    }
-    Ok(median(&mut t))
+/// The measured cells, and Auto's decision overhead per cell: (cell, on a
+/// cache miss, median once cached in ms).
+#[derive(Default)]
+struct Grid {
+    cells: Vec<Cell>,
+    overhead: Vec<(String, Duration, f64)>,
 }
 
-fn push_cell(
-    cells: &mut Vec<Cell>,
+/// Measures one cell: Auto's decision on a cache miss, then every
+/// contender (Auto last) in interleaved rounds, then the median of 20
+/// cached decisions; records the cell and the overhead.
+async fn measure<S, F, Fut>(
+    grid: &mut Grid,
+    rounds: usize,
     family: &'static str,
     what: String,
     runs: &[(String, Run<'_>)],
-    medians: Vec<Option<f64>>,
-    auto_choice: String,
-) {
+    decide: F,
+) -> Result<(), Box<dyn std::error::Error>>
+where
+    S: std::fmt::Debug,
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<Choice<S>, Error>>,
+{
+    let miss = decide().await?;
+    let medians = time_cell(rounds, runs).await?;
+    let mut cached = Vec::new();
+    for _ in 0..20 {
+        let s = Instant::now();
+        decide().await?;
+        cached.push(s.elapsed().as_secs_f64() * 1e3);
+    }
+    eprintln!("{what}: {miss}");
+    grid.overhead
+        .push((what.clone(), miss.decided_in, median(&mut cached)));
     let n = runs.len() - 1;
-    cells.push(Cell {
+    grid.cells.push(Cell {
         family,
         what,
         medians: runs[..n]
@@ -494,8 +478,9 @@ fn push_cell(
             .zip(medians[..n].iter().copied())
             .collect(),
         auto_ms: medians[n],
-        auto_choice,
+        auto_choice: format!("{:?}", miss.strategy),
     });
+    Ok(())
 }
 
 fn fmt_ms(m: Option<f64>) -> String {
