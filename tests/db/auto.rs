@@ -7,14 +7,26 @@ use chrono::Utc;
 use pgpatterns::seed::moves::{seed as seed_moves, MovesSchema, MovesSeed};
 use pgpatterns::seed::orders::OrdersSeed;
 use pgpatterns::{
-    BuiltQuery, Error, Executor, IndexOptions, LatestStrategy, PageRequest, Shape, SinceStrategy,
-    StrategyCache,
+    BuiltQuery, Error, Executor, IndexOptions, LatestStatus, LatestStrategy, PageRequest, Shape,
+    SinceStrategy, StrategyCache,
 };
 
 use crate::support::{client, schema};
 
 fn fresh() -> StrategyCache {
     StrategyCache::new(Duration::from_secs(60))
+}
+
+/// The ids of the first page of 40, fetched as a caller would (`Auto`
+/// resolved against the database).
+async fn first_page_ids(spec: &LatestStatus<String>, client: &tokio_postgres::Client) -> Vec<i64> {
+    spec.fetch_page::<i64, _>(client, 40, None)
+        .await
+        .unwrap()
+        .rows
+        .iter()
+        .map(|r| r.get::<_, i64>(0))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,27 +105,16 @@ async fn latest_auto_follows_history_length_and_the_index() {
 
         // Auto's answers are every strategy's answers.
         let want = spec.count(&client).await.unwrap();
-        let first: Vec<i64> = spec
-            .fetch_page::<i64, _>(&client, 40, None)
-            .await
-            .unwrap()
-            .rows
-            .iter()
-            .map(|r| r.get::<_, i64>(0))
-            .collect();
+        let first = first_page_ids(&spec, &client).await;
         assert!(want > 0 && first.len() == 40, "{ctx}");
         for s in LatestStrategy::FROM_HISTORY {
             let explicit = spec.clone().strategy(s).unwrap();
             assert_eq!(explicit.count(&client).await.unwrap(), want, "{ctx} {s:?}");
-            let page: Vec<i64> = explicit
-                .fetch_page::<i64, _>(&client, 40, None)
-                .await
-                .unwrap()
-                .rows
-                .iter()
-                .map(|r| r.get::<_, i64>(0))
-                .collect();
-            assert_eq!(page, first, "{ctx} {s:?}");
+            assert_eq!(
+                first_page_ids(&explicit, &client).await,
+                first,
+                "{ctx} {s:?}"
+            );
         }
     }
 }
