@@ -40,26 +40,89 @@ pub(crate) fn quote_beside(table: &Table, object: &Ident) -> String {
     }
 }
 
-/// An object name built from parts joined by `_`, cut to 63 bytes with a
-/// stable hash suffix when longer, so two long names never collide through
-/// PostgreSQL's silent truncation. `"` becomes `_`: sea-query writes index
-/// names between quotes *without* escaping them, so a derived name must
-/// never contain one.
+/// An object name derived from all of its parts (schema, table, columns, a
+/// purpose): the parts joined by `_` for readability, cut so that the name
+/// fits PostgreSQL's 63 bytes, then `_` and a 48-bit hash of an
+/// **unambiguous** encoding of the parts (each part length-prefixed). Joining
+/// alone is ambiguous — `orders_shipment` + `status` and `orders` +
+/// `shipment_status` both read `orders_shipment_status` — but their hashes
+/// differ, so two different objects never get one name by construction, and
+/// PostgreSQL's silent truncation never merges two long names. (A hash
+/// collision is astronomically unlikely; installers still refuse to replace
+/// an object they did not create, so even one would be an error, never a
+/// clobbered object.)
+///
+/// `"` becomes `_` in the readable part: sea-query writes index names
+/// between quotes *without* escaping them, so a derived name must never
+/// contain one. NUL bytes are dropped.
 pub(crate) fn derived_name(parts: &[&str]) -> Ident {
-    let full = parts.join("_").replace('"', "_");
-    let name = if full.len() <= MAX_IDENT_BYTES && !full.contains('\0') {
-        full
-    } else {
-        let hash = format!("_{:08x}", fnv1a(full.as_bytes()) as u32);
-        let mut cut = MAX_IDENT_BYTES - hash.len();
-        while !full.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        let head: String = full[..cut].chars().filter(|&c| c != '\0').collect();
-        head + &hash
-    };
+    const SUFFIX_LEN: usize = 1 + 12;
+    let mut encoded = Vec::with_capacity(parts.iter().map(|p| p.len() + 4).sum());
+    for p in parts {
+        // Identifiers are at most 63 bytes; u32 cannot overflow in practice,
+        // and saturating keeps the encoding total anyway.
+        encoded.extend_from_slice(&u32::try_from(p.len()).unwrap_or(u32::MAX).to_le_bytes());
+        encoded.extend_from_slice(p.as_bytes());
+    }
+    let suffix = format!("_{:012x}", fnv1a(&encoded) & 0xffff_ffff_ffff);
+    let readable: String = parts
+        .iter()
+        .filter(|p| !p.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join("_")
+        .chars()
+        .filter(|&c| c != '\0')
+        .map(|c| if c == '"' { '_' } else { c })
+        .collect();
+    let mut cut = readable.len().min(MAX_IDENT_BYTES - SUFFIX_LEN);
+    while !readable.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let name = format!("{}{suffix}", &readable[..cut]);
     // Non-empty, at most 63 bytes, NUL-free by construction.
     Ident::new(&name).unwrap_or_else(|_| Ident::fixed("pgpatterns_object"))
+}
+
+/// A PostgreSQL string constant for identifier text embedded in generated
+/// DDL (comments, catalog guards): `E'…'` with `\` and `'` escaped, so it
+/// reads the same whatever `standard_conforming_strings` says. Only for
+/// names (which cannot hold NUL), never for values: values are bound.
+pub(crate) fn string_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 3);
+    out.push_str("E'");
+    for c in text.chars().filter(|&c| c != '\0') {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("''"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// An internal alias or object name that equals none of `taken`: `base`,
+/// or `base` with the smallest numeric suffix that is free. Generated SQL
+/// uses it for its own aliases (transition tables, subqueries), so a user
+/// table or column that happens to carry the same name cannot be shadowed
+/// or captured.
+pub(crate) fn free_name<'a>(
+    base: &str,
+    taken: impl IntoIterator<Item = &'a str> + Clone,
+) -> String {
+    let mut n = 0u32;
+    loop {
+        let candidate = if n == 0 {
+            base.to_owned()
+        } else {
+            format!("{base}{n}")
+        };
+        if !taken.clone().into_iter().any(|t| t == candidate) {
+            return candidate;
+        }
+        n += 1;
+    }
 }
 
 /// A dollar-quoted string constant (`$pgp$ … $pgp$`) whose tag does not
@@ -102,13 +165,43 @@ mod tests {
         let b = derived_name(&["x".repeat(60).as_str(), "two"]);
         assert!(a.as_str().len() <= MAX_IDENT_BYTES);
         assert_ne!(a, b);
-        assert_eq!(
-            derived_name(&["orders", "status"]).as_str(),
-            "orders_status"
-        );
+        assert!(derived_name(&["orders", "status"])
+            .as_str()
+            .starts_with("orders_status_"));
         // multi-byte characters are never split
         let c = derived_name(&["é".repeat(40).as_str(), "idx"]);
         assert!(c.as_str().len() <= MAX_IDENT_BYTES);
+        assert_eq!(derived_name(&["a", "b"]), derived_name(&["a", "b"]));
+    }
+
+    #[test]
+    fn names_that_join_alike_differ() {
+        let a = derived_name(&["pgp_latest", "", "orders", "shipment_status"]);
+        let b = derived_name(&["pgp_latest", "", "orders_shipment", "status"]);
+        assert_ne!(a, b);
+        let a = derived_name(&["h_x", "y", "t", "latest"]);
+        let b = derived_name(&["h", "x_y", "t", "latest"]);
+        assert_ne!(a, b);
+        // an empty part is a part: ("", "a") is not ("a", "")
+        assert_ne!(derived_name(&["", "a"]), derived_name(&["a", ""]));
+        // quotes never reach the name, but still tell names apart
+        let q = derived_name(&["a\"b"]);
+        assert!(!q.as_str().contains('"'));
+        assert_ne!(q, derived_name(&["a_b"]));
+    }
+
+    #[test]
+    fn string_literals_escape_quotes_and_backslashes() {
+        assert_eq!(string_literal(r"it's a \ x"), r"E'it''s a \\ x'");
+    }
+
+    #[test]
+    fn free_names_avoid_taken_ones() {
+        assert_eq!(free_name("pgp_new_rows", ["orders"]), "pgp_new_rows");
+        assert_eq!(
+            free_name("pgp_new_rows", ["pgp_new_rows", "pgp_new_rows1"]),
+            "pgp_new_rows2"
+        );
     }
 
     #[test]

@@ -90,6 +90,22 @@ pub enum Error {
         detail: String,
     },
 
+    /// A database object that pgpatterns was asked to create, replace or
+    /// drop already exists and is not the one pgpatterns would make: it sits
+    /// on another table, has another definition, or was not created by
+    /// pgpatterns. Nothing was changed; rename one of them (e.g.
+    /// [`Denormalize::named`](crate::Denormalize::named)) or remove the
+    /// other object yourself.
+    #[error("{kind} {name} already exists and is not the one pgpatterns would create: {reason}")]
+    ObjectConflict {
+        /// What kind of object: `"function"`, `"trigger"`, `"index"`, `"table"`.
+        kind: &'static str,
+        /// The object's name as PostgreSQL shows it.
+        name: String,
+        /// What differs.
+        reason: String,
+    },
+
     /// The throwaway PostgreSQL cluster could not be found, started or reached.
     #[error("throwaway database: `{command}` failed: {stderr}")]
     TestDb {

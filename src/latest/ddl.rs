@@ -6,26 +6,31 @@ use std::time::{Duration, Instant};
 
 use postgres_types::FromSqlOwned;
 use sea_query::{
-    Alias, ColumnDef, Expr, ExprTrait, Index, IndexCreateStatement, IndexOrder, IntoIden, JoinType,
-    LockType, Order, PostgresQueryBuilder, Query, QueryStatementWriter, SelectStatement,
-    Table as Ddl, TableRef, UnionType, UpdateStatement,
+    Alias, ArrayType, ColumnDef, Expr, ExprTrait, Index, IndexCreateStatement, IndexOrder,
+    IntoIden, JoinType, LockType, Order, PostgresQueryBuilder, Query, QueryStatementWriter,
+    SelectStatement, Table as Ddl, TableRef, UnionType, UpdateStatement, Value,
 };
 
 use super::{LatestStatus, LatestStrategy};
-use crate::ddl::{derived_name, dollar_quote, quote, quote_beside, quote_table};
+use crate::ddl::{
+    derived_name, dollar_quote, free_name, quote, quote_beside, quote_table, string_literal,
+};
 use crate::query::{batch_bounds, count_of, is_distinct_from};
 use crate::schema::{AnyColumn, Ident, Table};
 use crate::types::SqlType;
 use crate::{BuiltQuery, Error, Executor, Progress, Result, RowRead, Transactional};
 
-/// Name of the transition table of new history rows inside the trigger.
+// Internal names of the trigger function; each is made unique against the
+// spec's own identifiers (see `InternalNames`).
 const NEW_ROWS: &str = "pgp_new_rows";
-/// Name of the transition table of old history rows inside the trigger.
 const OLD_ROWS: &str = "pgp_old_rows";
 const FRESH: &str = "pgp_fresh";
 const FRESH_KEY: &str = "pgp_key";
 const FRESH_STATUS: &str = "pgp_status";
 const CHANGED: &str = "pgp_changed";
+const LOCKED: &str = "pgp_locked";
+/// Trigger name suffixes, one per event.
+const TRIGGER_SUFFIXES: [&str; 4] = ["ins", "upd", "del", "trunc"];
 /// Output column of the drift check: the status stored on the entity.
 pub const DRIFT_STORED: &str = "stored_status";
 
@@ -39,7 +44,13 @@ impl<S: SqlType> LatestStatus<S> {
     ///   probe, the window's sort, `NOT EXISTS` and the skip scan's jumps
     ///   alike, as index-only scans;
     /// - `Denormalized`: `entity (column, key)`, which serves the filter and
-    ///   keyset pages in key order.
+    ///   keyset pages in key order, then the history index above, which the
+    ///   trigger's recompute and the "has history" probe of NULL-matching
+    ///   predicates use.
+    ///
+    /// Index names are derived from the schema, table and every column (see
+    /// the crate's naming rule on [`Denormalize`]), so two different indexes
+    /// never share a name and `IF NOT EXISTS` never skips one for another.
     ///
     /// ```
     /// # use pgpatterns::{LatestStatus, Table};
@@ -54,44 +65,53 @@ impl<S: SqlType> LatestStatus<S> {
     /// .then_by(&h.column::<i64>("id")?)?;
     /// assert_eq!(
     ///     spec.index_advice(true)[0].sql(),
-    ///     r#"CREATE INDEX CONCURRENTLY IF NOT EXISTS "order_status_order_id_created_at_id_latest" ON "order_status" ("order_id", "created_at" DESC, "id" DESC) INCLUDE ("status")"#
+    ///     r#"CREATE INDEX CONCURRENTLY IF NOT EXISTS "order_status_order_id_created_at_id_status_latest_1d0c21f2482a" ON "order_status" ("order_id", "created_at" DESC, "id" DESC) INCLUDE ("status")"#
     /// );
     /// # Ok::<(), pgpatterns::Error>(())
     /// ```
     pub fn index_advice(&self, concurrently: bool) -> Vec<BuiltQuery> {
-        let mut index = match (self.strategy, &self.denormalized) {
-            (LatestStrategy::Denormalized, Some(col)) => {
-                let entity = plain(&self.entity);
-                let mut idx = Index::create();
-                idx.name(
-                    derived_name(&[
-                        entity.name().as_str(),
-                        col.name().as_str(),
-                        self.key.name().as_str(),
-                        "latest",
-                    ])
-                    .as_str()
-                    .to_owned(),
-                )
-                .table(entity.table_name())
-                .col(col.iden())
-                .col(self.key.iden());
-                idx
-            }
-            _ => self.history_index(),
-        };
-        index.if_not_exists();
-        if concurrently {
-            index.concurrently();
+        let mut indexes = vec![self.history_index()];
+        if let (LatestStrategy::Denormalized, Some(col)) = (self.strategy, &self.denormalized) {
+            let entity = plain(&self.entity);
+            let mut idx = Index::create();
+            idx.name(
+                derived_name(&[
+                    entity.schema().map_or("", |s| s.as_str()),
+                    entity.name().as_str(),
+                    col.name().as_str(),
+                    self.key.name().as_str(),
+                    "latest",
+                ])
+                .as_str()
+                .to_owned(),
+            )
+            .table(entity.table_name())
+            .col(col.iden())
+            .col(self.key.iden());
+            indexes.insert(0, idx);
         }
-        vec![BuiltQuery::schema(&index)]
+        indexes
+            .iter_mut()
+            .map(|index| {
+                index.if_not_exists();
+                if concurrently {
+                    index.concurrently();
+                }
+                BuiltQuery::schema(index)
+            })
+            .collect()
     }
 
     /// `history (fk, order… DESC) INCLUDE (status)`.
     fn history_index(&self) -> IndexCreateStatement {
         let history = plain(&self.history);
-        let mut parts = vec![history.name().as_str(), self.fk.name().as_str()];
+        let mut parts = vec![
+            history.schema().map_or("", |s| s.as_str()),
+            history.name().as_str(),
+            self.fk.name().as_str(),
+        ];
         parts.extend(self.order.iter().map(|c| c.name().as_str()));
+        parts.push(self.status.name().as_str());
         parts.push("latest");
         let mut idx = Index::create();
         idx.name(derived_name(&parts).as_str())
@@ -128,16 +148,43 @@ impl<S: SqlType> LatestStatus<S> {
             ));
         }
         let entity = plain(&self.entity);
-        let name = derived_name(&["pgp_latest", entity.name().as_str(), column.name().as_str()]);
+        let history = plain(&self.history);
+        let schema_of = |t: &Table| t.schema().map_or("", |s| s.as_str()).to_owned();
+        let (es, hs) = (schema_of(&entity), schema_of(&history));
+        // Every part that tells this column's trigger from another's: both
+        // tables (with their schemas), the column and the foreign key.
+        let name = derived_name(&[
+            "pgp_latest",
+            &es,
+            entity.name().as_str(),
+            column.name().as_str(),
+            &hs,
+            history.name().as_str(),
+            self.fk.name().as_str(),
+        ]);
+        let mut taken: Vec<String> = vec![
+            entity.name().as_str().to_owned(),
+            history.name().as_str().to_owned(),
+            es,
+            hs,
+        ];
+        taken.extend(
+            [&self.key, &column, &self.fk, &self.status]
+                .into_iter()
+                .chain(&self.order)
+                .map(|c| c.name().as_str().to_owned()),
+        );
+        let names = InternalNames::avoiding(&taken);
         Ok(Denormalize {
             key: self.key.of(&entity),
             column: column.of(&entity),
             entity,
-            history: plain(&self.history),
+            history,
             fk: self.fk.clone(),
             status: self.status.clone(),
             order: self.order.clone(),
             name,
+            names,
         })
     }
 }
@@ -160,18 +207,45 @@ fn plain(table: &Table) -> Table {
 /// insert recomputes each touched entity once. For every entity whose
 /// history changed, the trigger first locks the entity row (`FOR NO KEY
 /// UPDATE`, in key order, so concurrent writers queue instead of
-/// deadlocking), then — with a fresh snapshot that sees every committed
-/// history row — stores the status of the latest row, or NULL when none is
-/// left. Out-of-order inserts (an older `created_at` arriving later) leave
-/// the column alone because the latest row is recomputed, never assumed to
-/// be the new one. Under `REPEATABLE READ` or `SERIALIZABLE`, concurrent
-/// writers to one entity get a serialization failure (SQLSTATE `40001`) to
-/// retry instead.
+/// deadlocking), then stores the status of the latest history row, or NULL
+/// when none is left. Out-of-order inserts (an older `created_at` arriving
+/// later) leave the column alone because the latest row is recomputed, never
+/// assumed to be the new one.
+///
+/// # Isolation levels
+///
+/// - `READ COMMITTED` (PostgreSQL's default): a writer waits for a
+///   concurrent writer of the same entity to commit, then recomputes with a
+///   fresh snapshot that sees that writer's rows. Always right.
+/// - `REPEATABLE READ` and `SERIALIZABLE`: a writer's snapshot cannot see
+///   rows committed after it started, so its trigger could compute a stale
+///   status. It never stores one: every recompute **writes** the entity row
+///   (even when the status is unchanged), so a writer whose snapshot
+///   predates another writer's change to the same entity fails with a
+///   serialization error (SQLSTATE `40001`) — retry the transaction, as
+///   these levels require anyway. Side effect: each history write updates
+///   its entity's row once per statement, so `UPDATE` triggers on the entity
+///   table fire for it.
+///
+/// Tested with random concurrent writers at all three levels (drift 0) and
+/// with the deterministic stale-snapshot interleaving.
+///
+/// # Names
+///
+/// The function's name is derived from both tables (with their schemas),
+/// the column and the foreign key (see [`function_name`](Self::function_name);
+/// override with [`named`](Self::named)); the triggers' from the function's.
+/// Installing and uninstalling refuse with [`Error::ObjectConflict`] when an
+/// object of those names exists that pgpatterns did not create for this
+/// column (recognised by the function's comment, [`marker`](Self::marker)):
+/// nothing is ever replaced or dropped that is not this column's own.
 ///
 /// All DDL is idempotent (`ADD COLUMN IF NOT EXISTS`, `CREATE OR REPLACE
 /// FUNCTION`, `CREATE OR REPLACE TRIGGER`; PostgreSQL 14 or newer). The
 /// function is created with `SET search_path FROM CURRENT`, so unqualified
-/// table names resolve as they did when it was installed.
+/// table names resolve as they did when it was installed, and with
+/// `#variable_conflict use_column`, so tables and columns named `new`,
+/// `old`, `found` or `tg_op` work like any other.
 #[derive(Debug, Clone)]
 pub struct Denormalize {
     entity: Table,
@@ -182,6 +256,39 @@ pub struct Denormalize {
     status: AnyColumn,
     order: Vec<AnyColumn>,
     name: Ident,
+    names: InternalNames,
+}
+
+/// The trigger function's own names (transition tables, aliases), each
+/// chosen to differ from every identifier of the spec, so a table or column
+/// called `pgp_new_rows` cannot be captured by them.
+#[derive(Debug, Clone)]
+struct InternalNames {
+    new_rows: Ident,
+    old_rows: Ident,
+    fresh: Ident,
+    fresh_key: Ident,
+    fresh_status: Ident,
+    changed: Ident,
+    locked: Ident,
+}
+
+impl InternalNames {
+    fn avoiding(taken: &[String]) -> InternalNames {
+        let pick = |base: &str| {
+            let name = free_name(base, taken.iter().map(String::as_str));
+            Ident::new(&name).unwrap_or_else(|_| Ident::fixed("pgp_internal"))
+        };
+        InternalNames {
+            new_rows: pick(NEW_ROWS),
+            old_rows: pick(OLD_ROWS),
+            fresh: pick(FRESH),
+            fresh_key: pick(FRESH_KEY),
+            fresh_status: pick(FRESH_STATUS),
+            changed: pick(CHANGED),
+            locked: pick(LOCKED),
+        }
+    }
 }
 
 /// What a [`Denormalize::backfill`] did.
@@ -199,8 +306,9 @@ pub struct BackfillReport {
 }
 
 impl Denormalize {
-    /// Names the trigger function and triggers after `base` instead of
-    /// `pgp_latest_<entity>_<column>` (each trigger adds a suffix).
+    /// Names the trigger function and triggers after `base` instead of the
+    /// derived `pgp_latest_<entity>_<column>_…_<hash>` (each trigger's name
+    /// is derived from it).
     ///
     /// # Errors
     /// [`Error::InvalidIdentifier`] for an invalid name.
@@ -228,7 +336,14 @@ impl Denormalize {
         )
     }
 
-    /// `CREATE OR REPLACE FUNCTION` of the trigger function.
+    /// `CREATE OR REPLACE FUNCTION` of the trigger function (see
+    /// [`install_statements`](Self::install_statements) for the guard that
+    /// keeps it from replacing a function pgpatterns did not make).
+    ///
+    /// The body starts with `#variable_conflict use_column`, so tables and
+    /// columns named like PL/pgSQL's own variables (`new`, `old`, `found`,
+    /// `tg_op`, …) are read as columns, and every internal name (transition
+    /// tables, aliases) is chosen to differ from the spec's identifiers.
     pub fn function(&self) -> BuiltQuery {
         let truncate = Query::update()
             .table(self.entity.table_name())
@@ -237,13 +352,16 @@ impl Denormalize {
             .to_owned();
         let refresh = |changed: SelectStatement| {
             format!(
-                "PERFORM 1 FROM ({}) AS pgp_locked;\n    {};",
+                "PERFORM 1 FROM ({}) AS {};\n    {};",
                 text(&self.lock(changed.clone())),
+                quote(&self.names.locked),
                 text(&self.refresh(changed)),
             )
         };
+        let n = &self.names;
         let body = format!(
-            "\nBEGIN
+            "\n#variable_conflict use_column
+BEGIN
   IF TG_OP = 'TRUNCATE' THEN
     {truncate};
   ELSIF TG_OP = 'INSERT' THEN
@@ -256,9 +374,9 @@ impl Denormalize {
   RETURN NULL;
 END\n",
             truncate = text(&truncate),
-            insert = refresh(self.changed(&[NEW_ROWS])),
-            delete = refresh(self.changed(&[OLD_ROWS])),
-            update = refresh(self.changed(&[NEW_ROWS, OLD_ROWS])),
+            insert = refresh(self.changed(&[&n.new_rows])),
+            delete = refresh(self.changed(&[&n.old_rows])),
+            update = refresh(self.changed(&[&n.new_rows, &n.old_rows])),
         );
         BuiltQuery::generated(format!(
             "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql \
@@ -268,17 +386,94 @@ END\n",
         ))
     }
 
+    /// `COMMENT ON FUNCTION`: the mark by which pgpatterns recognises its
+    /// own function for this column (see [`marker`](Self::marker)).
+    fn comment(&self) -> BuiltQuery {
+        BuiltQuery::generated(format!(
+            "COMMENT ON FUNCTION {}() IS {}",
+            quote_beside(&self.entity, &self.name),
+            string_literal(&self.marker())
+        ))
+    }
+
+    /// The comment pgpatterns puts on its trigger function: which column it
+    /// keeps, from which history. An existing function of the same name is
+    /// replaced (or dropped) only when it carries exactly this comment.
+    pub fn marker(&self) -> String {
+        format!(
+            "pgpatterns: keeps {}.{} equal to the latest {} of {} by {}",
+            quote_table(&self.entity),
+            quote(self.column.name()),
+            quote(self.status.name()),
+            quote_table(&self.history),
+            quote(self.fk.name()),
+        )
+    }
+
+    /// The function's signature as text for `to_regprocedure`.
+    fn signature(&self) -> String {
+        format!("{}()", quote_beside(&self.entity, &self.name))
+    }
+
+    /// A `DO` block that stops the transaction (SQLSTATE `42710`,
+    /// `duplicate_object`) when the function's name is taken by a function
+    /// without this column's [`marker`](Self::marker), or a trigger name by
+    /// a trigger on the history table that runs another function. It runs
+    /// first in the same transaction as the DDL, so nothing is replaced or
+    /// dropped that pgpatterns did not create.
+    pub fn guard(&self) -> BuiltQuery {
+        let triggers: Vec<String> = TRIGGER_SUFFIXES
+            .iter()
+            .map(|s| string_literal(self.trigger_name(s).as_str()))
+            .collect();
+        let body = format!(
+            "
+DECLARE
+  pgp_fn oid := to_regprocedure({sig});
+BEGIN
+  IF pgp_fn IS NOT NULL
+     AND obj_description(pgp_fn, 'pg_proc') IS DISTINCT FROM {marker} THEN
+    RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
+      MESSAGE = format('function %s already exists and was not created by pgpatterns for this column', pgp_fn::regprocedure);
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+             WHERE t.tgrelid = to_regclass({history})
+               AND t.tgname = ANY (ARRAY[{triggers}]::text[])
+               AND t.tgfoid IS DISTINCT FROM pgp_fn) THEN
+    RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
+      MESSAGE = format('a trigger named like pgpatterns'' triggers already exists on %s and runs another function', {history});
+  END IF;
+END
+",
+            sig = string_literal(&self.signature()),
+            marker = string_literal(&self.marker()),
+            history = string_literal(&quote_table(&self.history)),
+            triggers = triggers.join(", "),
+        );
+        BuiltQuery::generated(format!("DO {}", dollar_quote(&body)))
+    }
+
     /// The four `CREATE OR REPLACE TRIGGER` statements on the history table.
     pub fn triggers(&self) -> Vec<BuiltQuery> {
-        let events: [(&str, &str, &str); 4] = [
-            ("ins", "INSERT", " REFERENCING NEW TABLE AS pgp_new_rows"),
+        let n = &self.names;
+        let (new_rows, old_rows) = (quote(&n.new_rows), quote(&n.old_rows));
+        let events: [(&str, &str, String); 4] = [
+            (
+                "ins",
+                "INSERT",
+                format!(" REFERENCING NEW TABLE AS {new_rows}"),
+            ),
             (
                 "upd",
                 "UPDATE",
-                " REFERENCING OLD TABLE AS pgp_old_rows NEW TABLE AS pgp_new_rows",
+                format!(" REFERENCING OLD TABLE AS {old_rows} NEW TABLE AS {new_rows}"),
             ),
-            ("del", "DELETE", " REFERENCING OLD TABLE AS pgp_old_rows"),
-            ("trunc", "TRUNCATE", ""),
+            (
+                "del",
+                "DELETE",
+                format!(" REFERENCING OLD TABLE AS {old_rows}"),
+            ),
+            ("trunc", "TRUNCATE", String::new()),
         ];
         events
             .iter()
@@ -294,30 +489,46 @@ END\n",
             .collect()
     }
 
+    /// The trigger names, one per event (`INSERT`, `UPDATE`, `DELETE`,
+    /// `TRUNCATE`), derived from the function's name.
+    pub fn trigger_names(&self) -> Vec<Ident> {
+        TRIGGER_SUFFIXES
+            .iter()
+            .map(|s| self.trigger_name(s))
+            .collect()
+    }
+
     fn trigger_name(&self, suffix: &str) -> Ident {
         derived_name(&[self.name.as_str(), suffix])
     }
 
-    /// Column, function and triggers, in order: run them in one transaction
-    /// (see [`install`](Self::install)), then [`backfill`](Self::backfill).
+    /// The guard, column, function (with its comment) and triggers, in
+    /// order: run them in one transaction (see [`install`](Self::install)),
+    /// then [`backfill`](Self::backfill). Because the [`guard`](Self::guard)
+    /// runs first, the `CREATE OR REPLACE` statements only ever replace
+    /// pgpatterns' own function and triggers for this column.
     pub fn install_statements(&self) -> Vec<BuiltQuery> {
-        let mut all = vec![self.add_column(), self.function()];
+        let mut all = vec![
+            self.guard(),
+            self.add_column(),
+            self.function(),
+            self.comment(),
+        ];
         all.extend(self.triggers());
         all
     }
 
-    /// Drops the triggers and the function (`IF EXISTS`); the column stays.
+    /// The guard, then drops the triggers and the function (`IF EXISTS`);
+    /// the column stays.
     pub fn uninstall_statements(&self) -> Vec<BuiltQuery> {
-        let mut all: Vec<BuiltQuery> = ["ins", "upd", "del", "trunc"]
-            .iter()
-            .map(|suffix| {
-                BuiltQuery::generated(format!(
-                    "DROP TRIGGER IF EXISTS {} ON {}",
-                    quote(&self.trigger_name(suffix)),
-                    quote_table(&self.history)
-                ))
-            })
-            .collect();
+        let mut all = vec![self.guard()];
+        all.extend(TRIGGER_SUFFIXES.iter().map(|suffix| {
+            BuiltQuery::generated(format!(
+                "DROP TRIGGER IF EXISTS {} ON {}",
+                quote(&self.trigger_name(suffix)),
+                quote_table(&self.history)
+            ))
+        }));
         all.push(BuiltQuery::generated(format!(
             "DROP FUNCTION IF EXISTS {}()",
             quote_beside(&self.entity, &self.name)
@@ -325,23 +536,84 @@ END\n",
         all
     }
 
-    /// Runs [`install_statements`](Self::install_statements) in one
-    /// transaction. Idempotent.
+    /// What stands in the way of installing or uninstalling: a function of
+    /// this name that pgpatterns did not make for this column, or triggers
+    /// of these names on the history table that run another function. One
+    /// catalog query, every name bound as a parameter.
+    async fn check_names<E: Executor>(&self, db: &E) -> Result<()> {
+        let sig = self.signature();
+        let names: Vec<String> = TRIGGER_SUFFIXES
+            .iter()
+            .map(|s| self.trigger_name(s).as_str().to_owned())
+            .collect();
+        let names = names.into_iter().map(|n| Value::String(Some(n))).collect();
+        let q = BuiltQuery::fixed_with(
+            "SELECT to_regprocedure($1::text)::text, \
+                    obj_description(to_regprocedure($1::text), 'pg_proc'), \
+                    ARRAY(SELECT t.tgname::text FROM pg_catalog.pg_trigger t \
+                          WHERE t.tgrelid = to_regclass($2::text) AND t.tgname = ANY ($3::text[]) \
+                            AND t.tgfoid IS DISTINCT FROM to_regprocedure($1::text) \
+                          ORDER BY 1)",
+            [
+                sig.clone().into_value(),
+                quote_table(&self.history).into_value(),
+                Value::Array(ArrayType::String, Some(Box::new(names))),
+            ],
+        );
+        let row = db.query_one(&q).await?;
+        let function: Option<String> = row.try_get(0usize.into())?;
+        let comment: Option<String> = row.try_get(1usize.into())?;
+        let foreign: Vec<String> = row.try_get(2usize.into())?;
+        if let Some(function) = function {
+            if comment.as_deref() != Some(self.marker().as_str()) {
+                return Err(Error::ObjectConflict {
+                    kind: "function",
+                    name: function,
+                    reason: format!(
+                        "it was not created by pgpatterns for this column (its comment is {comment:?}); \
+                         choose another name with Denormalize::named"
+                    ),
+                });
+            }
+        }
+        if let Some(name) = foreign.into_iter().next() {
+            return Err(Error::ObjectConflict {
+                kind: "trigger",
+                name,
+                reason: format!(
+                    "it is on {} and runs another function than {sig}",
+                    quote_table(&self.history)
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks the names (see [`Error::ObjectConflict`]), then runs
+    /// [`install_statements`](Self::install_statements) in one transaction.
+    /// Idempotent: installing again replaces pgpatterns' own objects with
+    /// the same definitions.
     ///
     /// # Errors
-    /// The database's error; nothing is installed then.
+    /// [`Error::ObjectConflict`] when a function or trigger of the derived
+    /// names exists and is not this column's; the database's error
+    /// otherwise. Nothing is installed then.
     pub async fn install<E: Transactional>(&self, db: &mut E) -> Result<()> {
+        self.check_names(&*db).await?;
         db.execute_in_transaction(&self.install_statements())
             .await?;
         Ok(())
     }
 
-    /// Runs [`uninstall_statements`](Self::uninstall_statements) in one
+    /// Checks the names like [`install`](Self::install), then runs
+    /// [`uninstall_statements`](Self::uninstall_statements) in one
     /// transaction.
     ///
     /// # Errors
-    /// The database's error.
+    /// [`Error::ObjectConflict`] when the objects of these names are not
+    /// this column's (nothing is dropped then); the database's error.
     pub async fn uninstall<E: Transactional>(&self, db: &mut E) -> Result<()> {
+        self.check_names(&*db).await?;
         db.execute_in_transaction(&self.uninstall_statements())
             .await?;
         Ok(())
@@ -353,7 +625,9 @@ END\n",
     /// ([`LATEST_STATUS`](super::LATEST_STATUS)). Empty when the trigger has
     /// done its job. Compose it (order, limit, count) as you like.
     pub fn drift_statement(&self) -> SelectStatement {
-        let latest = Alias::new(super::LATEST_ALIAS);
+        // The lateral's alias avoids the spec's own names (a table called
+        // `latest` must not be shadowed).
+        let latest = self.names.fresh.clone();
         let latest_status = Expr::col((latest.clone(), Alias::new(super::LATEST_STATUS)));
         Query::select()
             .column(self.key.col_ref())
@@ -362,7 +636,7 @@ END\n",
             .from(self.entity.table_ref())
             .join_lateral(
                 JoinType::LeftJoin,
-                self.newest_status(self.key.expr(), super::LATEST_STATUS),
+                self.newest_status(self.key.expr(), Ident::fixed(super::LATEST_STATUS)),
                 latest,
                 Expr::cust("TRUE"),
             )
@@ -459,7 +733,10 @@ END\n",
             let newest = || {
                 Expr::SubQuery(
                     None,
-                    Box::new(self.newest_status(self.key.expr(), FRESH_STATUS).into()),
+                    Box::new(
+                        self.newest_status(self.key.expr(), self.names.fresh_status.clone())
+                            .into(),
+                    ),
                 )
             };
             let refresh = Query::update()
@@ -485,14 +762,14 @@ END\n",
     }
 
     /// `SELECT DISTINCT fk FROM <transition tables>`.
-    fn changed(&self, tables: &[&'static str]) -> SelectStatement {
+    fn changed(&self, tables: &[&Ident]) -> SelectStatement {
         let mut parts = tables.iter().map(|t| {
             Query::select()
                 .expr_as(
-                    Expr::col((Alias::new(*t), self.fk.iden())),
-                    Alias::new(FRESH_KEY),
+                    Expr::col(((*t).clone(), self.fk.iden())),
+                    self.names.fresh_key.clone(),
                 )
-                .from(Alias::new(*t))
+                .from((*t).clone())
                 .to_owned()
         });
         let mut q = parts.next().unwrap_or_else(Query::select);
@@ -517,43 +794,43 @@ END\n",
             .to_owned()
     }
 
-    /// Sets the column of the entities in `keys` (a query of one column
-    /// named `pgp_key`) to their latest status where it differs (NULL when
-    /// no history is left).
+    /// Sets the column of **every** entity in `keys` (a query of one
+    /// column, the key) to its latest status (NULL when no history is left),
+    /// even when the value stays the same: that write is what makes a
+    /// concurrent `REPEATABLE READ` or `SERIALIZABLE` writer of the same
+    /// entity, whose snapshot predates this change, fail with a
+    /// serialization error (`40001`) instead of storing a status computed
+    /// from a stale snapshot. A lock alone leaves no trace once committed.
     fn refresh(&self, keys: SelectStatement) -> UpdateStatement {
-        let fresh = Alias::new(FRESH);
-        let changed_key = Expr::col((Alias::new(CHANGED), Alias::new(FRESH_KEY)));
-        let newest = self.newest_status(changed_key.clone(), FRESH_STATUS);
+        let n = &self.names;
+        let fresh = n.fresh.clone();
+        let changed_key = Expr::col((n.changed.clone(), n.fresh_key.clone()));
+        let newest = self.newest_status(changed_key.clone(), n.fresh_status.clone());
         let fresh_rows = Query::select()
-            .expr_as(changed_key, Alias::new(FRESH_KEY))
+            .expr_as(changed_key, n.fresh_key.clone())
             .expr_as(
                 Expr::SubQuery(None, Box::new(newest.into())),
-                Alias::new(FRESH_STATUS),
+                n.fresh_status.clone(),
             )
-            .from_subquery(keys, Alias::new(CHANGED))
+            .from_subquery(keys, n.changed.clone())
             .to_owned();
-        let fresh_status = Expr::col((fresh.clone(), Alias::new(FRESH_STATUS)));
+        let fresh_status = Expr::col((fresh.clone(), n.fresh_status.clone()));
         Query::update()
             .table(self.entity.table_name())
-            .value(self.column.iden(), fresh_status.clone())
+            .value(self.column.iden(), fresh_status)
             .from(TableRef::SubQuery(
                 Box::new(fresh_rows),
                 fresh.clone().into_iden(),
             ))
-            .and_where(
-                self.key
-                    .expr()
-                    .eq(Expr::col((fresh, Alias::new(FRESH_KEY)))),
-            )
-            .and_where(is_distinct_from(self.column.expr(), fresh_status))
+            .and_where(self.key.expr().eq(Expr::col((fresh, n.fresh_key.clone()))))
             .to_owned()
     }
 
     /// `SELECT status FROM history WHERE fk = <of> ORDER BY … DESC LIMIT 1`,
     /// with the status named `alias`.
-    fn newest_status(&self, of: Expr, alias: &'static str) -> SelectStatement {
+    fn newest_status(&self, of: Expr, alias: Ident) -> SelectStatement {
         let mut q = Query::select();
-        q.expr_as(self.status.expr(), Alias::new(alias))
+        q.expr_as(self.status.expr(), alias)
             .from(self.history.table_ref())
             .and_where(self.fk.expr().eq(of));
         for c in &self.order {

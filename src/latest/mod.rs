@@ -23,7 +23,9 @@ use crate::schema::{AnyColumn, Column, Ident, Table};
 use crate::types::SqlType;
 use crate::{BuiltQuery, Error, Result, Shape};
 
-/// Alias of the derived "latest history row" relation in generated SQL.
+/// Alias of the derived "latest history row" relation in generated SQL
+/// (`latest`, or `latest1`, `latest2`, … when a table, schema or column of
+/// the spec already has that name).
 pub const LATEST_ALIAS: &str = "latest";
 /// Output column holding the latest status.
 pub const LATEST_STATUS: &str = "latest_status";
@@ -58,7 +60,12 @@ pub enum LatestStrategy {
     /// [`LatestStatus::index_advice`].
     SkipScan,
     /// A status column on the entity table kept current by a trigger
-    /// (see [`LatestStatus::denormalized`]); no history is read.
+    /// (see [`LatestStatus::denormalized`]). `status_eq` and `status_in`
+    /// read only the column; predicates that a NULL status can satisfy
+    /// (`status_ne`, `status_not_in`, `status_is_null`, none) also probe the
+    /// history by foreign key for entities whose column is NULL, because
+    /// NULL means either "latest status NULL" or "no history", and entities
+    /// without history never match.
     Denormalized,
     /// Chosen per query shape from the live database
     /// ([`LatestStatus::explain_choice`]): `Denormalized` when the spec has
@@ -438,12 +445,12 @@ impl<S: SqlType> LatestStatus<S> {
         let history = match (&self.denormalized, self.strategy) {
             (Some(col), LatestStrategy::Denormalized) => {
                 q.expr_as(col.expr(), Alias::new(LATEST_STATUS));
-                self.filter(&mut q, col.expr(), None);
+                self.filter_denormalized(&mut q, col.expr());
                 return q;
             }
             _ => &self.history,
         };
-        let latest = Alias::new(LATEST_ALIAS);
+        let latest = self.internal(LATEST_ALIAS);
         let lcol = |c: &AnyColumn| Expr::col((latest.clone(), c.iden()));
         let join = if self.missing.is_some() {
             JoinType::LeftJoin
@@ -476,8 +483,8 @@ impl<S: SqlType> LatestStatus<S> {
                     for c in order {
                         w.order_by(c.col_ref(), Order::Desc);
                     }
-                    sub.expr_window_as(Expr::cust("ROW_NUMBER()"), w, Alias::new(RN));
-                    on = on.and(Expr::col((latest.clone(), Alias::new(RN))).eq(Expr::cust("1")));
+                    sub.expr_window_as(Expr::cust("ROW_NUMBER()"), w, self.internal(RN));
+                    on = on.and(Expr::col((latest.clone(), self.internal(RN))).eq(Expr::cust("1")));
                 }
                 q.join_subquery(join, sub, latest.clone(), on);
             }
@@ -504,8 +511,8 @@ impl<S: SqlType> LatestStatus<S> {
                 );
             }
             LatestStrategy::NotExists => {
-                let h = history.with_alias(Ident::fixed(LATEST_ALIAS));
-                let newer = history.with_alias(Ident::fixed(NEWER));
+                let h = history.with_alias(self.internal(LATEST_ALIAS));
+                let newer = history.with_alias(self.internal(NEWER));
                 let mut sub = Query::select();
                 sub.expr(Expr::cust("1"))
                     .from(newer.table_ref())
@@ -531,6 +538,32 @@ impl<S: SqlType> LatestStatus<S> {
         q
     }
 
+    /// An internal alias (`latest`, `newer`, `latest_skip`, …) that differs
+    /// from every table, alias, schema and column name of the spec, so a
+    /// user table called `latest` is never shadowed by the crate's own
+    /// alias. `base` itself unless it is taken.
+    fn internal(&self, base: &'static str) -> Ident {
+        let tables = [&self.entity, &self.history];
+        let mut taken: Vec<&str> = Vec::with_capacity(8 + self.order.len());
+        for t in tables {
+            taken.push(t.name().as_str());
+            taken.extend(t.schema().map(Ident::as_str));
+            taken.extend(t.alias().map(Ident::as_str));
+        }
+        taken.extend(
+            [&self.key, &self.fk, &self.status]
+                .into_iter()
+                .chain(&self.order)
+                .chain(&self.denormalized)
+                .map(|c| c.name().as_str()),
+        );
+        if !taken.contains(&base) {
+            return Ident::fixed(base);
+        }
+        let name = crate::ddl::free_name(base, taken.iter().copied());
+        Ident::new(&name).unwrap_or_else(|_| Ident::fixed(base))
+    }
+
     /// `WITH RECURSIVE latest_skip AS (first probe UNION ALL next probe)
     /// SELECT fk, status, time FROM latest_skip`: the latest row of each
     /// entity, one index probe per entity.
@@ -541,7 +574,7 @@ impl<S: SqlType> LatestStatus<S> {
                 cols.push(c);
             }
         }
-        let prev = Alias::new(SKIP_PREV);
+        let prev = self.internal(SKIP_PREV);
         let probe = |after_prev: bool| {
             let mut p = Query::select();
             for c in &cols {
@@ -564,14 +597,14 @@ impl<S: SqlType> LatestStatus<S> {
         // The anchor is wrapped so its ORDER BY … LIMIT stays its own.
         let mut walk = Query::select();
         walk.column(Asterisk)
-            .from_subquery(probe(false), Alias::new(SKIP_FIRST));
+            .from_subquery(probe(false), self.internal(SKIP_FIRST));
         let step = Query::select()
-            .column(ColumnRef::Asterisk(Some(Alias::new(SKIP_NEXT).into())))
-            .from_as(Alias::new(SKIP_CTE), prev.clone())
+            .column(ColumnRef::Asterisk(Some(self.internal(SKIP_NEXT).into())))
+            .from_as(self.internal(SKIP_CTE), prev.clone())
             .join_lateral(
                 JoinType::InnerJoin,
                 probe(true),
-                Alias::new(SKIP_NEXT),
+                self.internal(SKIP_NEXT),
                 Expr::cust("TRUE"),
             )
             .to_owned();
@@ -579,9 +612,9 @@ impl<S: SqlType> LatestStatus<S> {
         let cte = CommonTableExpression::new()
             .query(walk)
             .columns(cols.iter().map(|c| c.iden()))
-            .table_name(Alias::new(SKIP_CTE))
+            .table_name(self.internal(SKIP_CTE))
             .to_owned();
-        let skip = Alias::new(SKIP_CTE);
+        let skip = self.internal(SKIP_CTE);
         let mut sub = Query::select();
         sub.column((skip.clone(), self.fk.iden()))
             .column((skip.clone(), self.status.iden()))
@@ -610,6 +643,43 @@ impl<S: SqlType> LatestStatus<S> {
                 .is_null()
                 .or(status.eq(PgFunc::any(arr.clone())).not()),
             Predicate::IsNull => status.is_null(),
+        };
+        q.and_where(cond);
+    }
+
+    /// The status predicate on the maintained column. The column is NULL
+    /// both for "the latest status is NULL" and for "no history at all", and
+    /// the history strategies only return entities that have history. So
+    /// wherever NULL can match (`status_ne`, `status_not_in`,
+    /// `status_is_null`, no predicate), an entity whose column is NULL must
+    /// also have a history row: `EXISTS (SELECT 1 FROM history WHERE fk =
+    /// key)`, one index probe, and only for entities whose column is NULL.
+    /// `status_eq` and `status_in` never match NULL and stay a plain filter
+    /// on the column.
+    fn filter_denormalized(&self, q: &mut SelectStatement, column: Expr) {
+        let has_history = || {
+            Expr::exists(
+                Query::select()
+                    .expr(Expr::cust("1"))
+                    .from(self.history.table_ref())
+                    .and_where(self.fk.expr().eq(self.key.expr()))
+                    .to_owned(),
+            )
+        };
+        let not_null_or_history = || column.clone().is_not_null().or(has_history());
+        let cond = match &self.predicate {
+            Predicate::Eq(v) => column.eq(v.clone()),
+            Predicate::In(arr) => column.eq(PgFunc::any(arr.clone())),
+            Predicate::Any => not_null_or_history(),
+            Predicate::IsNull => column.is_null().and(has_history()),
+            Predicate::Ne(v) => {
+                is_distinct_from(column.clone(), v.clone()).and(not_null_or_history())
+            }
+            Predicate::NotIn(arr) => column
+                .clone()
+                .is_null()
+                .or(column.clone().eq(PgFunc::any(arr.clone())).not())
+                .and(not_null_or_history()),
         };
         q.and_where(cond);
     }

@@ -205,6 +205,7 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
         let mut idx = Index::create();
         idx.name(
             derived_name(&[
+                self.live.schema().map_or("", |s| s.as_str()),
                 self.live.name().as_str(),
                 self.time.name().as_str(),
                 self.key.name().as_str(),

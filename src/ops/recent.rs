@@ -284,9 +284,11 @@ impl<O: SqlType, I: SqlType, T: SqlType> RecentHistory<O, I, T> {
         let mut idx = Index::create();
         idx.name(
             derived_name(&[
+                self.table.schema().map_or("", |s| s.as_str()),
                 self.table.name().as_str(),
                 self.owner.name().as_str(),
                 self.at.name().as_str(),
+                self.item.name().as_str(),
                 "recent",
             ])
             .as_str(),

@@ -4,7 +4,8 @@ use sea_query::Index;
 
 use super::graph::SinceGraph;
 use super::SinceStrategy;
-use crate::schema::{AnyColumn, Ident, Table, MAX_IDENT_BYTES};
+use crate::ddl::derived_name;
+use crate::schema::{AnyColumn, Ident, Table};
 use crate::types::SqlType;
 use crate::BuiltQuery;
 
@@ -40,35 +41,18 @@ impl From<SinceStrategy> for IndexOptions {
     }
 }
 
-/// `<table>_<col>_…_since_idx`, cut to PostgreSQL's 63 bytes with a hash of
-/// the full name when too long, so different indexes keep different names.
-///
-/// sea-query writes an index name between quotes **without escaping** embedded
-/// quotes, so every `"` of a table or column name becomes `_` here.
+/// `<table>_<col>_…_since_<hash>`: derived from the schema, the table and
+/// every column (see [`derived_name`]), so two different indexes never share
+/// a name — not even `h_x (y)` and `h (x_y)` — and PostgreSQL's 63-byte cut
+/// cannot merge two.
 fn index_name(table: &Table, cols: &[AnyColumn]) -> Ident {
-    let mut name = table.name().as_str().to_owned();
-    for c in cols {
-        name.push('_');
-        name.push_str(c.name().as_str());
-    }
-    name.push_str("_since_idx");
-    let name = name.replace('"', "_");
-    let mut name = name;
-    if name.len() > MAX_IDENT_BYTES {
-        // FNV-1a of the full name, so truncation cannot merge two names.
-        let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
-        let suffix = format!("_{:012x}", hash & 0xffff_ffff_ffff);
-        let mut cut = MAX_IDENT_BYTES - suffix.len();
-        while !name.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        name.truncate(cut);
-        name.push_str(&suffix);
-    }
-    // Non-empty, at most 63 bytes; a NUL cannot come from validated parts.
-    Ident::new(&name).unwrap_or_else(|_| Ident::fixed("since_idx"))
+    let mut parts = vec![
+        table.schema().map_or("", |s| s.as_str()),
+        table.name().as_str(),
+    ];
+    parts.extend(cols.iter().map(|c| c.name().as_str()));
+    parts.push("since");
+    derived_name(&parts)
 }
 
 impl<K: SqlType> SinceGraph<K> {
@@ -101,9 +85,9 @@ impl<K: SqlType> SinceGraph<K> {
     /// let ddl = graph.index_advice(IndexOptions::new(SinceStrategy::UnionIn).concurrently(true));
     /// let sql: Vec<&str> = ddl.iter().map(|q| q.sql()).collect();
     /// assert_eq!(sql, [
-    ///     r#"CREATE INDEX CONCURRENTLY IF NOT EXISTS "moves_updated_at_id_since_idx" ON "moves" ("updated_at", "id")"#,
-    ///     r#"CREATE INDEX CONCURRENTLY IF NOT EXISTS "mto_shipments_move_id_since_idx" ON "mto_shipments" ("move_id")"#,
-    ///     r#"CREATE INDEX CONCURRENTLY IF NOT EXISTS "mto_shipments_updated_at_since_idx" ON "mto_shipments" ("updated_at")"#,
+    ///     r#"CREATE INDEX CONCURRENTLY IF NOT EXISTS "moves_updated_at_id_since_5f09f3a31ec7" ON "moves" ("updated_at", "id")"#,
+    ///     r#"CREATE INDEX CONCURRENTLY IF NOT EXISTS "mto_shipments_move_id_since_d0c16e0bfe39" ON "mto_shipments" ("move_id")"#,
+    ///     r#"CREATE INDEX CONCURRENTLY IF NOT EXISTS "mto_shipments_updated_at_since_49664e8d43ca" ON "mto_shipments" ("updated_at")"#,
     /// ]);
     /// # Ok::<(), pgpatterns::Error>(())
     /// ```

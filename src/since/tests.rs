@@ -354,8 +354,8 @@ fn hostile_names_stay_quoted_in_index_advice() {
     assert_eq!(
         ddl,
         [
-            r#"CREATE INDEX IF NOT EXISTS "mo_ves; DROP TABLE x; --_up_dated_i_d_since_idx" ON "mo""ves; DROP TABLE x; --" ("up""dated", "i""d")"#,
-            r#"CREATE INDEX IF NOT EXISTS "ch_ild_mo_ve_u_since_idx" ON "ch""ild" ("mo""ve", "u")"#,
+            r#"CREATE INDEX IF NOT EXISTS "mo_ves; DROP TABLE x; --_up_dated_i_d_since_fa3d548b99b4" ON "mo""ves; DROP TABLE x; --" ("up""dated", "i""d")"#,
+            r#"CREATE INDEX IF NOT EXISTS "ch_ild_mo_ve_u_since_6bf30e26f4d6" ON "ch""ild" ("mo""ve", "u")"#,
         ]
     );
     // long names are cut to 63 bytes with a distinguishing hash

@@ -7,6 +7,7 @@
 mod auto;
 mod compare;
 mod denormalized;
+mod denormalized_trust;
 mod errors;
 mod executors;
 mod explain;
