@@ -221,7 +221,19 @@ impl<K: SqlType> SinceQuery<K> {
                 }
             }
             SinceStrategy::SemiJoin => {
-                let r = g.root.with_alias(Ident::fixed(ROOT_ALIAS));
+                // `r0`, or `r01`, … when a table of the graph is named so.
+                let taken: Vec<&str> = std::iter::once(g.root.name().as_str())
+                    .chain(g.paths.iter().flat_map(|p| {
+                        p.hops.iter().flat_map(|h| {
+                            [h.rel.from_table().name(), h.rel.to_table().name()]
+                                .map(Ident::as_str)
+                        })
+                    }))
+                    .collect();
+                let alias = crate::ddl::free_name(ROOT_ALIAS, taken.iter().copied());
+                let r = g
+                    .root
+                    .with_alias(Ident::new(&alias).unwrap_or_else(|_| Ident::fixed(ROOT_ALIAS)));
                 let mut union = Query::select();
                 union
                     .column(g.key.of(&r).col_ref())
