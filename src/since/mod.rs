@@ -225,8 +225,7 @@ impl<K: SqlType> SinceQuery<K> {
                 let taken: Vec<&str> = std::iter::once(g.root.name().as_str())
                     .chain(g.paths.iter().flat_map(|p| {
                         p.hops.iter().flat_map(|h| {
-                            [h.rel.from_table().name(), h.rel.to_table().name()]
-                                .map(Ident::as_str)
+                            [h.rel.from_table().name(), h.rel.to_table().name()].map(Ident::as_str)
                         })
                     }))
                     .collect();

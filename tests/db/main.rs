@@ -4,6 +4,7 @@
 //! `DATABASE_URL`) serves every test; each test works in its own schema, so
 //! they run in parallel. Without a server these tests fail: they never skip.
 
+mod aliases;
 mod auto;
 mod compare;
 mod denormalized;
