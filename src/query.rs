@@ -165,6 +165,15 @@ impl BuiltQuery {
     }
 }
 
+/// `SET TRANSACTION ISOLATION LEVEL READ COMMITTED`, the first statement of
+/// transactions whose correctness needs each statement's fresh snapshot (a
+/// statement that runs after waiting for a lock must see what the lock's
+/// holder committed). In a transaction that already ran queries at another
+/// level PostgreSQL refuses it: a loud error instead of a stale answer.
+pub(crate) fn read_committed() -> BuiltQuery {
+    BuiltQuery::fixed("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+}
+
 /// `SELECT COUNT(*) FROM (statement) AS "matching"`.
 pub(crate) fn count_of(statement: SelectStatement) -> BuiltQuery {
     BuiltQuery::new(

@@ -15,7 +15,7 @@ use super::{LatestStatus, LatestStrategy};
 use crate::ddl::{
     derived_name, dollar_quote, free_name, quote, quote_beside, quote_table, string_literal,
 };
-use crate::query::{batch_bounds, count_of, is_distinct_from};
+use crate::query::{batch_bounds, count_of, is_distinct_from, read_committed};
 use crate::schema::{AnyColumn, Ident, Table};
 use crate::types::SqlType;
 use crate::{BuiltQuery, Error, Executor, Progress, Result, RowRead, Transactional};
@@ -745,12 +745,18 @@ END
                 .and_where(range)
                 .and_where(is_distinct_from(self.column.expr(), newest()))
                 .to_owned();
+            // READ COMMITTED whatever the session's default, so the refresh
+            // sees what writers committed while the batch waited for locks.
             let done = db
-                .execute_in_transaction(&[BuiltQuery::new(&lock), BuiltQuery::new(&refresh)])
+                .execute_in_transaction(&[
+                    read_committed(),
+                    BuiltQuery::new(&lock),
+                    BuiltQuery::new(&refresh),
+                ])
                 .await?;
             report.batches += 1;
             report.entities += u64::try_from(n).unwrap_or(0);
-            report.updated += done.get(1).copied().unwrap_or(0);
+            report.updated += done.get(2).copied().unwrap_or(0);
             progress(Progress::new("backfill", report.entities, Some(total)));
             after = Some(upto);
             if n < batch_size {

@@ -20,6 +20,7 @@ use sea_query::{
 
 use super::BatchReport;
 use crate::ddl::derived_name;
+use crate::query::read_committed;
 use crate::schema::{Column, Table};
 use crate::types::SqlType;
 use crate::{BuiltQuery, Error, Executor, Progress, Result, RowRead, Transactional};
@@ -210,9 +211,14 @@ impl<O: SqlType, I: SqlType, T: SqlType> RecentHistory<O, I, T> {
     /// transaction (see [`record_statements`](Self::record_statements)).
     /// Returns how many rows the trim removed.
     ///
-    /// Run it on a connection or pool in the default `READ COMMITTED`
-    /// isolation; inside a `REPEATABLE READ` transaction the trim would not
-    /// see rows committed after the transaction began.
+    /// The transaction is `READ COMMITTED` whatever the session's default
+    /// (`default_transaction_isolation`): it starts with `SET TRANSACTION
+    /// ISOLATION LEVEL READ COMMITTED`, because the trim must see rows
+    /// committed while it waited for the owner's lock, which a `REPEATABLE
+    /// READ` snapshot would hide (leaving more than `keep` rows). Called on
+    /// your own `REPEATABLE READ` / `SERIALIZABLE` transaction (it then runs
+    /// in a savepoint) it fails with the server's error instead of trimming
+    /// from a stale snapshot.
     ///
     /// # Errors
     /// The database's error (then nothing was changed).
@@ -223,10 +229,11 @@ impl<O: SqlType, I: SqlType, T: SqlType> RecentHistory<O, I, T> {
         item: I,
         at: T,
     ) -> Result<u64> {
+        let [upsert, trim] = self.record_statements(owner, item, at);
         let counts = db
-            .execute_in_transaction(&self.record_statements(owner, item, at))
+            .execute_in_transaction(&[read_committed(), upsert, trim])
             .await?;
-        Ok(counts.get(1).copied().unwrap_or(0))
+        Ok(counts.get(2).copied().unwrap_or(0))
     }
 
     /// The owner's newest rows, newest first: `item, at` (then the item
