@@ -205,10 +205,14 @@ impl<S: SqlType> LatestStatus<S> {
     }
 
     /// What [`LatestStrategy::Auto`] chooses for `shape`, and why, using
-    /// the [global cache](StrategyCache::global). On a cache miss it reads
-    /// the history's statistics and explains each candidate (nothing
-    /// runs); every call reads the status's frequency (one catalog query)
-    /// to find the selectivity bucket.
+    /// the [global cache](StrategyCache::global). Every call reads the
+    /// catalog state of the history and entity tables (their indexes,
+    /// triggers and columns; whether the denormalized column exists and its
+    /// triggers are installed and enabled) in one small catalog query; a
+    /// query not seen before also reads the status's frequency in it, to
+    /// find the selectivity bucket. On a cache miss it reads the history's
+    /// statistics. `Denormalized` is chosen only when the column is
+    /// maintained; otherwise the reason says why not.
     ///
     /// # Errors
     /// [`Error::InvalidSpec`](crate::Error::InvalidSpec) for a page limit

@@ -20,9 +20,7 @@
 use sea_query::{Alias, Expr, Query};
 
 use super::{Base, Rollup, RollupStrategy};
-use crate::choice::{
-    catalog_state, Catalog, Choice, Estimate, Recall, Shape, Statistic, StrategyCache,
-};
+use crate::choice::{catalog_state, Catalog, Choice, Estimate, Shape, Statistic, StrategyCache};
 use crate::ddl::quote_table;
 use crate::exec::{BlockingExecutor, Executor, RowRead};
 use crate::explain::{explain, explain_statement, parse_rows, Plan};
@@ -270,26 +268,20 @@ impl Rollup {
         })
     }
 
-    /// The decision without a database (a fixed one), or where this report
-    /// stands in the cache.
-    fn recall(&self, cache: &StrategyCache) -> std::result::Result<Choice<RollupStrategy>, Recall> {
-        match self.fixed_reason() {
-            Some(why) => Ok(self.fixed_choice(why)),
-            None => Err(cache.recall("rollup", Shape::All, &self.reference())),
-        }
-    }
-
     /// What [`RollupStrategy::Auto`] chooses for this report, and why,
     /// using the [global cache](StrategyCache::global). Without a
     /// decomposable report (`COUNT(DISTINCT …)`, …) it is `GroupingSets`
-    /// and no SQL runs. Otherwise a query seen before (same SQL and values)
-    /// reuses its decision without any SQL; a new one reads the base
-    /// table's OID (one catalog query) and, on a cache miss, `EXPLAIN`s
+    /// and no SQL runs. Otherwise it reads the base table's OID and catalog
+    /// state (indexes, triggers, columns; one small catalog query), so an
+    /// index created or dropped is seen at once, and, on a cache miss,
+    /// `EXPLAIN`s
     /// (nothing runs) both candidates, the filtered input and each
     /// dimension's `GROUP BY`, and applies the rule of
     /// [`PRE_AGGREGATE_MAX_GROUPS_PER_ROW`]. Decisions are kept per spec
     /// and table: the report's bound values (filters, `HAVING`) do not
-    /// change them.
+    /// change them. Over a caller's query ([`Rollup::from_query`]) the tables are
+    /// not known: a query seen before reuses its decision without any SQL,
+    /// and catalog changes wait for the time to live.
     ///
     /// # Errors
     /// The database's error (e.g. a missing table).
@@ -306,10 +298,10 @@ impl Rollup {
         cache: &StrategyCache,
         db: &E,
     ) -> Result<Choice<RollupStrategy>> {
-        let recall = match self.recall(cache) {
-            Ok(choice) => return Ok(choice),
-            Err(recall) => recall,
-        };
+        if let Some(why) = self.fixed_reason() {
+            return Ok(self.fixed_choice(why));
+        }
+        let recall = cache.recall("rollup", Shape::All, &self.reference());
         let row = match self.state_query() {
             Some(q) => Some(db.query_one(&q).await?),
             None => None,
@@ -351,10 +343,10 @@ impl Rollup {
         cache: &StrategyCache,
         db: &mut E,
     ) -> Result<Choice<RollupStrategy>> {
-        let recall = match self.recall(cache) {
-            Ok(choice) => return Ok(choice),
-            Err(recall) => recall,
-        };
+        if let Some(why) = self.fixed_reason() {
+            return Ok(self.fixed_choice(why));
+        }
+        let recall = cache.recall("rollup", Shape::All, &self.reference());
         let row = match self.state_query() {
             Some(q) => Some(db.query_one(&q)?),
             None => None,

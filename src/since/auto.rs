@@ -304,8 +304,11 @@ impl<K: SqlType> SinceQuery<K> {
 
     /// What [`SinceStrategy::Auto`] chooses for `shape`, and why, using the
     /// [global cache](StrategyCache::global). Explains the candidates
-    /// (nothing runs) on a cache miss; reads the window's statistics
-    /// (one catalog query) every time, to find the selectivity bucket.
+    /// (nothing runs) on a cache miss. Every call reads the catalog state of
+    /// the tables the query reads (indexes, triggers, columns; one small
+    /// catalog query), so an index created or dropped is seen at once; a
+    /// query not seen before reads the window's statistics in the same
+    /// catalog query, to find the selectivity bucket.
     ///
     /// # Errors
     /// [`Error::InvalidSpec`](crate::Error::InvalidSpec) for a page limit

@@ -5,6 +5,7 @@
 //! they run in parallel. Without a server these tests fail: they never skip.
 
 mod auto;
+mod auto_state;
 mod compare;
 mod denormalized;
 mod errors;
