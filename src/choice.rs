@@ -16,10 +16,18 @@
 //!   planner's estimates of the input rows and of each dimension's distinct
 //!   values.
 //!
-//! The decision is cached per spec, shape and **selectivity bucket** (the
-//! estimated fraction of matching rows, rounded to a power of two) for a
-//! time to live, so the `EXPLAIN`s are paid once per bucket: a cached
-//! decision costs one small catalog query (the bucket) and a map lookup.
+//! - **catalog state**: whether an index leads with a probed column,
+//!   whether a denormalized column exists and its triggers are installed
+//!   and enabled.
+//!
+//! The decision is cached per spec, shape, **selectivity bucket** (the
+//! estimated fraction of matching rows, rounded to a power of two) and
+//! **catalog state** (a digest of the involved tables' indexes, triggers and
+//! columns) for a time to live, so the `EXPLAIN`s are paid once per bucket
+//! and state: a cached decision costs one small catalog query (the catalog
+//! state, and the bucket when the exact query is new) and a map lookup.
+//! Creating or dropping an index, or installing, uninstalling or disabling
+//! triggers, is seen by the next decision; see [`StrategyCache`].
 //! [`Choice`] is the decision with its evidence, and prints as a short
 //! report.
 //!
@@ -31,12 +39,13 @@
 //! [`RollupStrategy::Auto`]: crate::RollupStrategy::Auto
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use sea_query::Value;
+use sea_query::{Expr, Value};
 
 use crate::ddl::quote_table;
 use crate::explain::{Plan, PlanNode};
@@ -249,41 +258,269 @@ impl<S: fmt::Debug> fmt::Display for Choice<S> {
     }
 }
 
-/// Locks a cache map. A panic while holding the lock leaves only a
+/// Locks the cache. A panic while holding the lock leaves only a
 /// half-written map of decisions, which are all recomputable: keep going.
 fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Decisions by key, with when they were made (type-erased `Choice<S>`).
-type Decisions = HashMap<String, (Instant, Arc<dyn Any + Send + Sync>)>;
+/// A 128-bit digest of some text (two SipHash-1-3 under keys drawn at
+/// random for each cache) and its length: what the cache keys by, so a
+/// query's values are never kept, however large.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Digest {
+    a: u64,
+    b: u64,
+    len: u64,
+}
 
-/// Cached `Auto` decisions, keyed by spec, shape and selectivity bucket,
-/// each kept for a time to live. [`StrategyCache::global`] is the one the
-/// families use unless given another (`explain_choice_with`).
+/// Streams formatted text into both hashers, so a large `Debug` of bound
+/// values is digested without being stored.
+struct Digester {
+    a: std::hash::DefaultHasher,
+    b: std::hash::DefaultHasher,
+    len: u64,
+}
+
+impl fmt::Write for Digester {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.a.write(s.as_bytes());
+        self.b.write(s.as_bytes());
+        self.len += s.len() as u64;
+        Ok(())
+    }
+}
+
+/// What the catalog said, when a decision was made, about the tables it
+/// depends on: their OIDs, relfilenodes and attribute counts, their
+/// indexes (with `indisvalid`/`indisready`) and triggers (with
+/// `tgenabled` and the function they run), digested by the server
+/// ([`catalog_state!`]), plus any family state (whether a denormalized
+/// column is maintained). A cached decision is used only while the catalog
+/// still says the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Catalog(String);
+
+impl Catalog {
+    /// The state of `md5` (the server's digest of the tables, `None` when
+    /// no table is involved) and `extra` (family state).
+    pub(crate) fn new(md5: Option<&str>, extra: impl fmt::Display) -> Catalog {
+        Catalog(format!("{}|{extra}", md5.unwrap_or("-")))
+    }
+}
+
+/// The server's digest of the catalog state of the tables whose quoted
+/// names are the `text[]` placeholder `$p` ([`Catalog`]): one scalar
+/// subquery over `pg_class`, `pg_index` and `pg_trigger`, all probed by
+/// their OID indexes.
+macro_rules! catalog_state {
+    ($p:literal) => {
+        concat!(
+            "(SELECT md5(string_agg(format('%s/%s/%s/[%s]/[%s]', c.oid, c.relfilenode, c.relnatts,
+        (SELECT string_agg(format('%s:%s:%s', i.indexrelid, i.indisvalid, i.indisready), ',' ORDER BY i.indexrelid)
+           FROM pg_index i WHERE i.indrelid = c.oid),
+        (SELECT string_agg(format('%s:%s:%s', g.oid, g.tgenabled, g.tgfoid), ',' ORDER BY g.oid)
+           FROM pg_trigger g WHERE g.tgrelid = c.oid)), ';' ORDER BY t.ord))
+  FROM unnest(",
+            $p,
+            "::text[]) WITH ORDINALITY AS t(name, ord)
+  LEFT JOIN pg_class c ON c.oid = to_regclass(t.name))"
+        )
+    };
+}
+pub(crate) use catalog_state;
+
+/// [`catalog_state!`] as an expression over `tables`.
+pub(crate) fn catalog_expr(tables: &[&Table]) -> Expr {
+    Expr::cust_with_exprs(
+        catalog_state!("$1"),
+        [Expr::val(text_array(tables_text(tables)))],
+    )
+}
+
+/// The quoted names of `tables`, each once, in order.
+pub(crate) fn tables_text(tables: &[&Table]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(tables.len());
+    for t in tables {
+        let q = quote_table(t);
+        if !out.contains(&q) {
+            out.push(q);
+        }
+    }
+    out
+}
+
+/// A `text[]` value.
+pub(crate) fn text_array(items: Vec<String>) -> Value {
+    Value::Array(
+        String::ARRAY_TYPE,
+        Some(Box::new(
+            items.into_iter().map(String::into_value).collect(),
+        )),
+    )
+}
+
+/// A decision, type-erased (`Choice<S>`), with when it was made.
+struct Decision {
+    at: Instant,
+    seq: u64,
+    bytes: usize,
+    choice: Arc<dyn Any + Send + Sync>,
+}
+
+/// What exactly one query (SQL text and values) was decided under.
+struct Memo {
+    at: Instant,
+    seq: u64,
+    bytes: usize,
+    key: Digest,
+    catalog: Catalog,
+}
+
+/// An entry of the insertion order, oldest first.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Decision(Digest),
+    Memo(Digest),
+}
+
+/// The cache's maps, their insertion order and byte accounting.
+#[derive(Default)]
+struct Inner {
+    decisions: HashMap<Digest, Decision>,
+    exact: HashMap<Digest, Memo>,
+    order: BTreeMap<u64, Slot>,
+    next: u64,
+    bytes: usize,
+}
+
+/// What an entry costs besides its own contents: its key, bookkeeping and
+/// a share of the maps' slack.
+const ENTRY_OVERHEAD: usize = 2 * std::mem::size_of::<Digest>()
+    + std::mem::size_of::<(u64, Slot)>()
+    + std::mem::size_of::<Decision>()
+    + 48;
+
+impl Inner {
+    fn remove(&mut self, slot: Slot) {
+        let removed = match slot {
+            Slot::Decision(k) => self.decisions.remove(&k).map(|d| (d.seq, d.bytes)),
+            Slot::Memo(k) => self.exact.remove(&k).map(|m| (m.seq, m.bytes)),
+        };
+        if let Some((seq, bytes)) = removed {
+            self.order.remove(&seq);
+            self.bytes -= bytes;
+        }
+    }
+
+    fn seq(&mut self) -> u64 {
+        self.next += 1;
+        self.next
+    }
+
+    /// Evicts the oldest entries until at most `max` bytes are kept.
+    fn shrink(&mut self, max: usize) {
+        while self.bytes > max {
+            let Some((_, slot)) = self.order.pop_first() else {
+                break;
+            };
+            let bytes = match slot {
+                Slot::Decision(k) => self.decisions.remove(&k).map(|d| d.bytes),
+                Slot::Memo(k) => self.exact.remove(&k).map(|m| m.bytes),
+            };
+            self.bytes -= bytes.unwrap_or(0);
+        }
+    }
+
+    fn insert_decision(
+        &mut self,
+        key: Digest,
+        at: Instant,
+        bytes: usize,
+        choice: Arc<dyn Any + Send + Sync>,
+    ) {
+        self.remove(Slot::Decision(key));
+        let seq = self.seq();
+        self.order.insert(seq, Slot::Decision(key));
+        self.bytes += bytes;
+        self.decisions.insert(
+            key,
+            Decision {
+                at,
+                seq,
+                bytes,
+                choice,
+            },
+        );
+    }
+
+    fn insert_memo(&mut self, exact: Digest, at: Instant, key: Digest, catalog: Catalog) {
+        self.remove(Slot::Memo(exact));
+        let seq = self.seq();
+        let bytes = ENTRY_OVERHEAD + std::mem::size_of::<Memo>() + catalog.0.capacity();
+        self.order.insert(seq, Slot::Memo(exact));
+        self.bytes += bytes;
+        self.exact.insert(
+            exact,
+            Memo {
+                at,
+                seq,
+                bytes,
+                key,
+                catalog,
+            },
+        );
+    }
+}
+
+/// Cached `Auto` decisions, keyed by spec, shape, selectivity bucket and
+/// the catalog state they depend on, each kept for a time to live.
+/// [`StrategyCache::global`] is the one the families use unless given
+/// another (`explain_choice_with`).
 ///
-/// Table statistics change as data does; a decision older than the time to
-/// live is made again. Call [`clear`](Self::clear) after a bulk load,
-/// `ANALYZE` or index changes.
+/// **Catalog changes take effect at once.** Every `Auto` call reads a
+/// cheap digest of the catalog state of the tables its decision depends on
+/// (one round trip, measured about 0.1 ms on a local server): their
+/// indexes (created, dropped, or made valid by `CREATE INDEX
+/// CONCURRENTLY`), their triggers (installed, dropped, enabled, disabled),
+/// their columns and relfilenodes. A decision made under another state is
+/// not used: creating the advised index, or uninstalling a denormalized
+/// column's triggers, changes the very next decision.
 ///
-/// A query repeated with the same SQL text and values reuses its decision
-/// without reading statistics. If the same spec runs against several
-/// databases or schemas (`search_path`) whose data differ, give each its
-/// own cache (`explain_choice_with`), or their decisions mix — which costs
-/// speed, never correctness: every strategy returns the same rows.
+/// **Statistics are trusted for the time to live.** Table statistics change
+/// as data does; a decision older than the time to live is made again.
+/// Call [`clear`](Self::clear) after a bulk load or `ANALYZE` that should
+/// change decisions sooner.
+///
+/// **Bounded by size.** Keys are 128-bit digests of the SQL text and
+/// values (the values themselves are never kept), and the cache keeps at
+/// most [`max_bytes`](Self::max_bytes) bytes by its own accounting
+/// ([`bytes`](Self::bytes); [`DEFAULT_CACHE_BYTES`] unless set with
+/// [`with_max_bytes`](Self::with_max_bytes)), evicting the oldest entries
+/// first.
+///
+/// If the same spec runs against several databases or schemas
+/// (`search_path`) whose data differ, give each its own cache
+/// (`explain_choice_with`), or their decisions mix — which costs speed,
+/// never correctness: every strategy returns the same rows (the
+/// `Denormalized` strategy is chosen only when the catalog says its column
+/// is maintained, whatever the cache holds).
 pub struct StrategyCache {
     ttl: Duration,
-    entries: Mutex<Decisions>,
-    /// Exact query (SQL and values) → the decision's key: a repeated query
-    /// finds its decision without reading any statistics.
-    exact: Mutex<HashMap<String, (Instant, String)>>,
+    max_bytes: usize,
+    hash_keys: (RandomState, RandomState),
+    inner: Mutex<Inner>,
 }
 
 impl fmt::Debug for StrategyCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = self.lock();
         f.debug_struct("StrategyCache")
             .field("ttl", &self.ttl)
-            .field("entries", &self.len())
+            .field("max_bytes", &self.max_bytes)
+            .field("decisions", &inner.decisions.len())
+            .field("queries", &inner.exact.len())
+            .field("bytes", &inner.bytes)
             .finish()
     }
 }
@@ -291,19 +528,43 @@ impl fmt::Debug for StrategyCache {
 /// The global cache's time to live.
 pub const DEFAULT_CHOICE_TTL: Duration = Duration::from_secs(300);
 
+/// The default bound on a cache's size, by its own accounting: 4 MiB, some
+/// ten thousand decisions.
+pub const DEFAULT_CACHE_BYTES: usize = 4 << 20;
+
 static GLOBAL: LazyLock<StrategyCache> = LazyLock::new(|| StrategyCache::new(DEFAULT_CHOICE_TTL));
 
 impl StrategyCache {
-    /// An empty cache whose decisions expire after `ttl`.
+    /// An empty cache whose decisions expire after `ttl`, holding at most
+    /// [`DEFAULT_CACHE_BYTES`].
     pub fn new(ttl: Duration) -> StrategyCache {
         StrategyCache {
             ttl,
-            entries: Mutex::new(HashMap::new()),
-            exact: Mutex::new(HashMap::new()),
+            max_bytes: DEFAULT_CACHE_BYTES,
+            hash_keys: (RandomState::new(), RandomState::new()),
+            inner: Mutex::new(Inner::default()),
         }
     }
 
-    /// The process-wide cache ([`DEFAULT_CHOICE_TTL`]).
+    /// This cache holding at most `max_bytes` bytes (by its own accounting
+    /// of its entries), evicting the oldest entries first.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pgpatterns::StrategyCache;
+    ///
+    /// let cache = StrategyCache::new(Duration::from_secs(60)).with_max_bytes(256 << 10);
+    /// assert_eq!(cache.max_bytes(), 256 << 10);
+    /// assert_eq!(cache.bytes(), 0);
+    /// ```
+    #[must_use]
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> StrategyCache {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// The process-wide cache ([`DEFAULT_CHOICE_TTL`],
+    /// [`DEFAULT_CACHE_BYTES`]).
     pub fn global() -> &'static StrategyCache {
         &GLOBAL
     }
@@ -313,102 +574,147 @@ impl StrategyCache {
         self.ttl
     }
 
+    /// The bound on [`bytes`](Self::bytes).
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    /// The bytes the entries take, by the cache's own accounting (keys,
+    /// bookkeeping, and each decision's reason, candidates and statistics).
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
     /// Forgets every decision.
     pub fn clear(&self) {
-        self.lock().clear();
-        relock(&self.exact).clear();
+        let mut inner = self.lock();
+        *inner = Inner {
+            next: inner.next,
+            ..Inner::default()
+        };
     }
 
-    /// How many decisions are kept (expired ones included until replaced).
+    /// How many entries are kept: decisions, and the queries remembered to
+    /// point at them (expired ones included until replaced or evicted).
     pub fn len(&self) -> usize {
-        self.lock().len()
+        let inner = self.lock();
+        inner.decisions.len() + inner.exact.len()
     }
 
-    /// Whether no decision is kept.
+    /// Whether no entry is kept.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn lock(&self) -> MutexGuard<'_, Decisions> {
-        relock(&self.entries)
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        relock(&self.inner)
     }
 
-    fn lookup<S: Clone + Send + Sync + 'static>(&self, key: &str) -> Option<Choice<S>> {
-        let entries = self.lock();
-        let (at, value) = entries.get(key)?;
-        if at.elapsed() > self.ttl {
+    /// The digest of `text`.
+    fn digest(&self, text: fmt::Arguments<'_>) -> Digest {
+        let mut d = Digester {
+            a: self.hash_keys.0.build_hasher(),
+            b: self.hash_keys.1.build_hasher(),
+            len: 0,
+        };
+        // Writing into a hasher cannot fail; formatting user values could
+        // only by a broken `Debug`, which then digests what was written.
+        let _ = fmt::Write::write_fmt(&mut d, text);
+        Digest {
+            a: d.a.finish(),
+            b: d.b.finish(),
+            len: d.len,
+        }
+    }
+
+    fn lookup<S: Clone + Send + Sync + 'static>(&self, key: &Digest) -> Option<Choice<S>> {
+        let inner = self.lock();
+        let d = inner.decisions.get(key)?;
+        if d.at.elapsed() > self.ttl {
             return None;
         }
-        value.downcast_ref::<Choice<S>>().cloned()
+        d.choice.downcast_ref::<Choice<S>>().cloned()
     }
 
-    fn store<S: Clone + Send + Sync + 'static>(&self, key: String, choice: &Choice<S>) {
-        let mut entries = self.lock();
-        if entries.len() >= MAX_ENTRIES {
-            let ttl = self.ttl;
-            entries.retain(|_, (at, _)| at.elapsed() <= ttl);
-            if entries.len() >= MAX_ENTRIES {
-                entries.clear();
-            }
-        }
-        entries.insert(key, (Instant::now(), Arc::new(choice.clone())));
+    fn store<S: Clone + Send + Sync + 'static>(&self, key: Digest, choice: &Choice<S>) {
+        let bytes = ENTRY_OVERHEAD + choice.heap_bytes();
+        let mut inner = self.lock();
+        inner.insert_decision(key, Instant::now(), bytes, Arc::new(choice.clone()));
+        inner.shrink(self.max_bytes);
     }
 
-    /// The decision already made for exactly this query (SQL text and
-    /// values, in `family` and `shape`), if it has not expired: no
-    /// statistics are read. Otherwise what keys a new decision, once the
-    /// caller has read the table's OID and the selectivity bucket
-    /// ([`key_for`](Self::key_for)).
-    pub(crate) fn seen<S: Clone + Send + Sync + 'static>(
+    /// Where exactly this query (SQL text and values, in `family` and
+    /// `shape`) stands: whether a decision was made for it before, and
+    /// under which catalog state. No SQL runs.
+    pub(crate) fn recall(
         &self,
         family: &'static str,
         shape: Shape,
         reference: &BuiltQuery,
-    ) -> std::result::Result<Choice<S>, Unseen> {
-        let exact = format!("{family}\u{1f}{}\u{1f}{reference:?}", shape.key());
-        let key = {
-            let map = relock(&self.exact);
-            match map.get(&exact) {
-                Some((at, key)) if at.elapsed() <= self.ttl => Some(key.clone()),
+    ) -> Recall {
+        let exact = self.digest(format_args!(
+            "{family}\u{1f}{}\u{1f}{reference:?}",
+            shape.key()
+        ));
+        let remembered = {
+            let inner = self.lock();
+            match inner.exact.get(&exact) {
+                Some(m) if m.at.elapsed() <= self.ttl => Some((m.key, m.catalog.clone())),
                 _ => None,
             }
         };
-        match key.and_then(|key| self.lookup::<S>(&key)) {
-            Some(mut hit) => {
-                hit.cached = true;
-                Ok(hit)
-            }
-            None => Err(Unseen {
-                exact,
-                family,
-                shape,
-                fingerprint: reference.sql().to_owned(),
-            }),
+        Recall {
+            exact,
+            family,
+            shape,
+            sql: self.digest(format_args!("{}", reference.sql())),
+            remembered,
         }
     }
 
-    /// The decision key of an [`Unseen`] query on the table `table_oid`
-    /// (the same SQL text names other tables under another `search_path`)
-    /// in selectivity `bucket`, remembered for the next time exactly this
-    /// query comes.
-    pub(crate) fn key_for(&self, unseen: Unseen, table_oid: i64, bucket: Option<i32>) -> String {
-        let key = cache_key(
-            unseen.family,
-            table_oid,
-            &unseen.fingerprint,
-            unseen.shape,
-            bucket,
-        );
-        let mut map = relock(&self.exact);
-        if map.len() >= MAX_ENTRIES {
-            map.clear();
+    /// The decision made before for exactly this query, if the catalog
+    /// still says `now` what it said then, and the decision is kept.
+    pub(crate) fn remembered<S: Clone + Send + Sync + 'static>(
+        &self,
+        recall: &Recall,
+        now: &Catalog,
+    ) -> Option<Choice<S>> {
+        let (key, then) = recall.remembered.as_ref()?;
+        if then != now {
+            return None;
         }
-        map.insert(unseen.exact, (Instant::now(), key.clone()));
+        let mut hit = self.lookup::<S>(key)?;
+        hit.cached = true;
+        Some(hit)
+    }
+
+    /// The decision key of a query on the table `table_oid` (the same SQL
+    /// text names other tables under another `search_path`) in selectivity
+    /// `bucket` under `catalog`, remembered for the next time exactly this
+    /// query comes.
+    pub(crate) fn key_for(
+        &self,
+        recall: Recall,
+        table_oid: i64,
+        bucket: Option<i32>,
+        catalog: Catalog,
+    ) -> Digest {
+        let bucket = bucket.map_or_else(|| "-".to_owned(), |b| b.to_string());
+        let key = self.digest(format_args!(
+            "{}\u{1f}{table_oid}\u{1f}{}\u{1f}{bucket}\u{1f}{:?}\u{1f}{}",
+            recall.family,
+            recall.shape.key(),
+            recall.sql,
+            catalog.0
+        ));
+        let mut inner = self.lock();
+        inner.insert_memo(recall.exact, Instant::now(), key, catalog);
+        inner.shrink(self.max_bytes);
         key
     }
 
     /// The cached choice for `key`, or `decide()`'s, stored.
-    pub(crate) async fn get_or_decide<S, F>(&self, key: String, decide: F) -> Result<Choice<S>>
+    pub(crate) async fn get_or_decide<S, F>(&self, key: Digest, decide: F) -> Result<Choice<S>>
     where
         S: Clone + Send + Sync + 'static,
         F: std::future::Future<Output = Result<Choice<S>>>,
@@ -426,7 +732,7 @@ impl StrategyCache {
     }
 
     /// [`get_or_decide`](Self::get_or_decide) for blocking clients.
-    pub(crate) fn get_or_decide_blocking<S, F>(&self, key: String, decide: F) -> Result<Choice<S>>
+    pub(crate) fn get_or_decide_blocking<S, F>(&self, key: Digest, decide: F) -> Result<Choice<S>>
     where
         S: Clone + Send + Sync + 'static,
         F: FnOnce() -> Result<Choice<S>>,
@@ -444,36 +750,44 @@ impl StrategyCache {
     }
 }
 
-/// A bound on the cache's size: decisions are per spec *shape*, so a
-/// program has a few dozen; this only stops a runaway generator of specs.
-const MAX_ENTRIES: usize = 4096;
-
-/// The cache key: family, the OID of the spec's main table (the same SQL
-/// text names other tables under another `search_path`), spec fingerprint
-/// (SQL text without values), shape and bucket.
-fn cache_key(
-    family: &str,
-    table_oid: i64,
-    fingerprint: &str,
-    shape: Shape,
-    bucket: Option<i32>,
-) -> String {
-    let bucket = bucket.map_or_else(|| "-".to_owned(), |b| b.to_string());
-    format!(
-        "{family}\u{1f}{table_oid}\u{1f}{}\u{1f}{bucket}\u{1f}{fingerprint}",
-        shape.key()
-    )
+impl<S> Choice<S> {
+    /// The bytes this choice takes, with what it owns on the heap.
+    fn heap_bytes(&self) -> usize {
+        let strings: usize = self
+            .candidates
+            .iter()
+            .map(|c| {
+                c.plan.as_ref().map_or(0, String::capacity)
+                    + c.rejected.as_ref().map_or(0, String::capacity)
+            })
+            .sum();
+        std::mem::size_of::<Self>()
+            + self.reason.capacity()
+            + self.candidates.capacity() * std::mem::size_of::<Estimate<S>>()
+            + strings
+            + self.statistics.capacity() * std::mem::size_of::<Statistic>()
+    }
 }
 
-/// A query whose exact text and values have no decision yet
-/// ([`StrategyCache::seen`]).
-pub(crate) struct Unseen {
+/// A query's standing in the cache ([`StrategyCache::recall`]).
+pub(crate) struct Recall {
     /// family, shape, SQL text and bound values
-    exact: String,
+    exact: Digest,
     family: &'static str,
     shape: Shape,
     /// the SQL text without values
-    fingerprint: String,
+    sql: Digest,
+    /// The decision key and catalog state this exact query was decided
+    /// under, if it was.
+    remembered: Option<(Digest, Catalog)>,
+}
+
+impl Recall {
+    /// Whether exactly this query was decided before (read the catalog
+    /// state and try [`StrategyCache::remembered`]).
+    pub(crate) fn is_remembered(&self) -> bool {
+        self.remembered.is_some()
+    }
 }
 
 /// Rejects page sizes below 1 before any SQL runs.
@@ -604,42 +918,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn exact_queries_find_their_decision_without_statistics() {
-        let cache = StrategyCache::new(Duration::from_secs(60));
-        let q = |v: i64| BuiltQuery::fixed_with("SELECT $1", [v.into_value()]);
-        let Err(unseen) = cache.seen::<u8>("f", Shape::Count, &q(1)) else {
-            panic!("an empty cache has seen nothing");
-        };
-        let key = cache.key_for(unseen, 42, Some(-2));
-        assert_eq!(key, cache_key("f", 42, "SELECT $1", Shape::Count, Some(-2)));
-        let choice = Choice {
-            strategy: 3u8,
-            shape: Shape::Count,
-            bucket: Some(-2),
-            reason: "test".into(),
-            candidates: vec![],
-            statistics: vec![],
-            cached: false,
-            decided_in: Duration::ZERO,
-        };
-        cache.store(key, &choice);
-        let hit = cache
-            .seen::<u8>("f", Shape::Count, &q(1))
-            .ok()
-            .expect("seen");
-        assert_eq!((hit.strategy, hit.cached), (3, true));
-        // Other values, shape or family: not the same query.
-        assert!(cache.seen::<u8>("f", Shape::Count, &q(2)).is_err());
-        assert!(cache.seen::<u8>("f", Shape::All, &q(1)).is_err());
-        assert!(cache.seen::<u8>("g", Shape::Count, &q(1)).is_err());
-    }
-
-    #[test]
-    fn cache_expires_and_keys_separate() {
-        let cache = StrategyCache::new(Duration::from_millis(30));
-        let choice = Choice {
-            strategy: 7u8,
+    fn choice(strategy: u8) -> Choice<u8> {
+        Choice {
+            strategy,
             shape: Shape::Count,
             bucket: None,
             reason: "test".into(),
@@ -647,18 +928,131 @@ mod tests {
             statistics: vec![],
             cached: false,
             decided_in: Duration::ZERO,
-        };
-        let key = cache_key("f", 1, "SELECT 1", Shape::Count, None);
-        cache.store(key.clone(), &choice);
+        }
+    }
+
+    fn state(s: &str) -> Catalog {
+        Catalog::new(Some(s), false)
+    }
+
+    #[test]
+    fn exact_queries_find_their_decision_under_the_same_catalog_only() {
+        let cache = StrategyCache::new(Duration::from_secs(60));
+        let q = |v: i64| BuiltQuery::fixed_with("SELECT $1", [v.into_value()]);
+        let recall = cache.recall("f", Shape::Count, &q(1));
+        assert!(!recall.is_remembered(), "an empty cache has seen nothing");
+        let key = cache.key_for(recall, 42, Some(-2), state("a"));
+        cache.store(key, &choice(3));
+        let recall = cache.recall("f", Shape::Count, &q(1));
+        assert!(recall.is_remembered());
+        let hit = cache.remembered::<u8>(&recall, &state("a")).expect("seen");
+        assert_eq!((hit.strategy, hit.cached), (3, true));
+        // The catalog changed: not this decision.
+        assert!(cache.remembered::<u8>(&recall, &state("b")).is_none());
+        // Other values, shape or family: not the same query.
+        assert!(!cache.recall("f", Shape::Count, &q(2)).is_remembered());
+        assert!(!cache.recall("f", Shape::All, &q(1)).is_remembered());
+        assert!(!cache.recall("g", Shape::Count, &q(1)).is_remembered());
+        // Other values, same SQL, table, bucket and catalog: the same key;
+        // another catalog state, table or bucket: another key.
+        let same = cache.key_for(
+            cache.recall("f", Shape::Count, &q(2)),
+            42,
+            Some(-2),
+            state("a"),
+        );
+        assert_eq!(same, key);
+        for (oid, bucket, cat) in [
+            (42, Some(-2), "b"),
+            (43, Some(-2), "a"),
+            (42, Some(-3), "a"),
+        ] {
+            let other = cache.key_for(
+                cache.recall("f", Shape::Count, &q(2)),
+                oid,
+                bucket,
+                state(cat),
+            );
+            assert_ne!(other, key, "{oid} {bucket:?} {cat}");
+        }
+        assert_eq!(cache.len(), 1 + 2, "one decision, two queries remembered");
+    }
+
+    #[test]
+    fn cache_expires_and_keys_separate() {
+        let cache = StrategyCache::new(Duration::from_millis(30));
+        let key = cache.digest(format_args!("one"));
+        cache.store(key, &choice(7));
         assert_eq!(cache.lookup::<u8>(&key).map(|c| c.strategy), Some(7));
         // Another type under the same key is a miss, not a panic.
         assert!(cache.lookup::<u16>(&key).is_none());
         assert!(cache
-            .lookup::<u8>(&cache_key("f", 1, "SELECT 1", Shape::Count, Some(-3)))
+            .lookup::<u8>(&cache.digest(format_args!("two")))
             .is_none());
         std::thread::sleep(Duration::from_millis(40));
         assert!(cache.lookup::<u8>(&key).is_none());
+        assert_eq!(cache.len(), 1);
         cache.clear();
         assert!(cache.is_empty());
+        assert_eq!(cache.bytes(), 0);
+    }
+
+    #[test]
+    fn digests_cover_the_whole_text() {
+        let cache = StrategyCache::new(Duration::from_secs(60));
+        let big = "x".repeat(200_000);
+        let a = cache.digest(format_args!("{big}a"));
+        let b = cache.digest(format_args!("{big}b"));
+        assert_ne!(a, b);
+        assert_eq!(a, cache.digest(format_args!("{big}a")));
+        assert_eq!(a.len, 200_001);
+    }
+
+    /// Many specs with large values: the cache holds digests, never the
+    /// values, and evicts the oldest entries to stay under its bound.
+    #[test]
+    fn large_values_stay_under_the_byte_bound() {
+        let max = 64 << 10;
+        let cache = StrategyCache::new(Duration::from_secs(60)).with_max_bytes(max);
+        assert_eq!(
+            StrategyCache::new(Duration::ZERO).max_bytes(),
+            DEFAULT_CACHE_BYTES
+        );
+        let value = "v".repeat(200_000);
+        let mut first = None;
+        for i in 0..400 {
+            // as distinct specs: other SQL text each time, 200 kB values
+            let sql: &'static str = Box::leak(format!("SELECT $1, {i}").into_boxed_str());
+            let q = BuiltQuery::fixed_with(sql, [format!("{value}{i}").into_value()]);
+            let recall = cache.recall("f", Shape::Count, &q);
+            let key = cache.key_for(recall, 1, None, state("a"));
+            let mut c = choice((i % 250) as u8);
+            c.reason = format!("reason {i} {}", "r".repeat(100));
+            cache.store(key, &c);
+            assert!(cache.bytes() <= max, "{} > {max} after {i}", cache.bytes());
+            first.get_or_insert(q);
+        }
+        // len() counts what is held, and the accounting adds up.
+        let inner = cache.lock();
+        assert_eq!(cache_len(&inner), inner.order.len());
+        let accounted: usize = inner.decisions.values().map(|d| d.bytes).sum::<usize>()
+            + inner.exact.values().map(|m| m.bytes).sum::<usize>();
+        assert_eq!(accounted, inner.bytes);
+        assert!(inner.decisions.len() > 50, "{}", inner.decisions.len());
+        assert!(inner.decisions.len() < 400, "{}", inner.decisions.len());
+        drop(inner);
+        assert_eq!(cache.len(), cache_len(&cache.lock()));
+        // The oldest were evicted, the newest kept.
+        let first = first.unwrap();
+        assert!(!cache.recall("f", Shape::Count, &first).is_remembered());
+        // One entry larger than the bound is not kept at all.
+        let tiny = StrategyCache::new(Duration::from_secs(60)).with_max_bytes(100);
+        let key = tiny.digest(format_args!("k"));
+        tiny.store(key, &choice(1));
+        assert!(tiny.is_empty() && tiny.bytes() == 0);
+    }
+
+    fn cache_len(inner: &Inner) -> usize {
+        inner.decisions.len() + inner.exact.len()
     }
 }

@@ -1,11 +1,12 @@
 //! [`LatestStrategy::Auto`]: the strategy chosen per shape from the live
 //! database.
 
-use sea_query::{Expr, ExprTrait, Query};
+use sea_query::{Expr, ExprTrait, Query, Value};
 
 use super::{LatestStatus, LatestStrategy, Predicate};
 use crate::choice::{
-    check_shape, fraction_bucket, Choice, Estimate, Shape, Statistic, StrategyCache, TableStats,
+    catalog_expr, check_shape, fraction_bucket, Catalog, Choice, Estimate, Shape, Statistic,
+    StrategyCache, TableStats,
 };
 use crate::ddl::quote_table;
 use crate::types::SqlType;
@@ -33,6 +34,36 @@ const STATUS_NULLS: &str = "(SELECT coalesce(s.null_frac::float8, 'NaN'::float8)
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
   LEFT JOIN pg_stats s ON s.schemaname = n.nspname AND s.tablename = c.relname AND s.attname = $2
   WHERE c.oid = to_regclass($1))";
+
+/// Whether the denormalized column is maintained: `(column exists,
+/// triggers installed)`. `$1` the quoted history table, `$2` the quoted
+/// entity table, `$3` the column, `$4` the function's schema (NULL: found
+/// on `search_path`), `$5` the function's name. The triggers count when
+/// enabled (`tgenabled <> 'D'`), on the history table, executing the
+/// function, and together cover INSERT (`tgtype` bit 4), DELETE (8), UPDATE
+/// (16) and TRUNCATE (32).
+const DENORMALIZED_COLUMN: &str = "EXISTS (SELECT 1 FROM pg_attribute a
+  WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped)";
+const DENORMALIZED_TRIGGERS: &str =
+    "coalesce((SELECT bit_or(g.tgtype::int4) & 60 = 60 FROM pg_trigger g
+  WHERE g.tgrelid = to_regclass($1) AND NOT g.tgisinternal AND g.tgenabled <> 'D'
+    AND g.tgfoid = to_regprocedure(concat(quote_ident($2) || '.', quote_ident($3), '()'))), false)";
+
+/// What the catalog says about a spec's tables (one round trip with the
+/// bucket's statistics, or alone for a query seen before).
+struct LatestCatalog {
+    state: Catalog,
+    /// `None` when the spec cannot use a denormalized column; else
+    /// whether the column exists and whether its triggers are installed
+    /// and enabled.
+    denormalized: Option<(bool, bool)>,
+}
+
+impl LatestCatalog {
+    fn maintained(&self) -> bool {
+        self.denormalized == Some((true, true))
+    }
+}
 
 impl<S: SqlType> LatestStatus<S> {
     /// Whether the `Denormalized` strategy can answer this spec.
@@ -71,11 +102,72 @@ impl<S: SqlType> LatestStatus<S> {
         }
     }
 
+    /// The catalog state a decision depends on (the history's and
+    /// entity's indexes, triggers and columns; whether the denormalized
+    /// column is maintained), as expressions: the state digest, then, when
+    /// the spec could use a denormalized column, whether the column exists
+    /// and whether its triggers are installed.
+    fn catalog_exprs(&self) -> Vec<Expr> {
+        let mut out = vec![catalog_expr(&[&self.history, &self.entity])];
+        let denormalized = self
+            .denormalized
+            .as_ref()
+            .filter(|_| self.denormalizable())
+            .zip(self.denormalize().ok());
+        if let Some((column, d)) = denormalized {
+            let text = |v: Value| Expr::val(v).cast_as("text");
+            out.push(Expr::cust_with_exprs(
+                DENORMALIZED_COLUMN,
+                [
+                    text(quote_table(&self.entity).into_value()),
+                    text(column.name().as_str().to_owned().into_value()),
+                ],
+            ));
+            out.push(Expr::cust_with_exprs(
+                DENORMALIZED_TRIGGERS,
+                [
+                    text(quote_table(&self.history).into_value()),
+                    text(Value::String(
+                        self.entity.schema().map(|s| s.as_str().to_owned()),
+                    )),
+                    text(d.function_name().as_str().to_owned().into_value()),
+                ],
+            ));
+        }
+        out
+    }
+
+    /// Reads [`catalog_exprs`](Self::catalog_exprs) from `row` at `at`.
+    fn read_catalog<R: RowRead>(&self, row: &R, at: usize) -> Result<LatestCatalog> {
+        let md5: Option<String> = row.try_get(at.into())?;
+        let denormalized = if self.catalog_exprs().len() > 1 {
+            Some((row.try_get((at + 1).into())?, row.try_get((at + 2).into())?))
+        } else {
+            None
+        };
+        Ok(LatestCatalog {
+            state: Catalog::new(md5.as_deref(), format_args!("{denormalized:?}")),
+            denormalized,
+        })
+    }
+
+    /// The catalog state alone: what a query seen before checks.
+    async fn catalog<E: Executor>(&self, db: &E) -> Result<LatestCatalog> {
+        let mut q = Query::select();
+        q.exprs(self.catalog_exprs());
+        let row = db.query_one(&BuiltQuery::new(&q)).await?;
+        self.read_catalog(&row, 0)
+    }
+
     /// The history table's OID (part of the cache key: the same SQL can
-    /// name other tables under another `search_path`) and the estimated
+    /// name other tables under another `search_path`), the estimated
     /// fraction of history rows the status predicate keeps (a proxy for its
-    /// selectivity, for the cache bucket). One catalog query.
-    async fn predicate_fraction<E: Executor>(&self, db: &E) -> Result<(i64, Option<f64>)> {
+    /// selectivity, for the cache bucket) and the catalog state. One
+    /// catalog query.
+    async fn predicate_fraction<E: Executor>(
+        &self,
+        db: &E,
+    ) -> Result<(i64, Option<f64>, LatestCatalog)> {
         let (template, value, negate) = match &self.predicate {
             Predicate::Any => ("1::float8", None, false),
             Predicate::IsNull => (STATUS_NULLS, None, false),
@@ -97,23 +189,30 @@ impl<S: SqlType> LatestStatus<S> {
                     [table],
                 ))
                 .expr(Expr::cust_with_exprs(template, args))
+                .exprs(self.catalog_exprs())
                 .to_owned(),
         );
         let row = db.query_one(&q).await?;
         let oid: i64 = row.try_get(0usize.into())?;
         let f: Option<f64> = row.try_get(1usize.into())?;
+        let catalog = self.read_catalog(&row, 2)?;
         Ok((
             oid,
             f.filter(|f| !f.is_nan())
                 .map(|f| if negate { 1.0 - f } else { f }),
+            catalog,
         ))
     }
 
     /// What [`LatestStrategy::Auto`] chooses for `shape`, and why, using
-    /// the [global cache](StrategyCache::global). On a cache miss it reads
-    /// the history's statistics and explains each candidate (nothing
-    /// runs); every call reads the status's frequency (one catalog query)
-    /// to find the selectivity bucket.
+    /// the [global cache](StrategyCache::global). Every call reads the
+    /// catalog state of the history and entity tables (their indexes,
+    /// triggers and columns; whether the denormalized column exists and its
+    /// triggers are installed and enabled) in one small catalog query; a
+    /// query not seen before also reads the status's frequency in it, to
+    /// find the selectivity bucket. On a cache miss it reads the history's
+    /// statistics. `Denormalized` is chosen only when the column is
+    /// maintained; otherwise the reason says why not.
     ///
     /// # Errors
     /// [`Error::InvalidSpec`](crate::Error::InvalidSpec) for a page limit
@@ -138,34 +237,24 @@ impl<S: SqlType> LatestStatus<S> {
         shape: Shape,
     ) -> Result<Choice<LatestStrategy>> {
         check_shape(shape)?;
-        if self.denormalizable() {
-            let mut candidates = vec![Estimate::chosen(LatestStrategy::Denormalized)];
-            candidates.extend(
-                LatestStrategy::FROM_HISTORY.map(|s| {
-                    Estimate::rejected(s, "the maintained status column is always cheaper")
-                }),
-            );
-            return Ok(Choice {
-                strategy: LatestStrategy::Denormalized,
-                shape,
-                bucket: None,
-                reason: "a trigger-maintained status column answers the filter without reading the history".into(),
-                candidates,
-                statistics: Vec::new(),
-                cached: false,
-                decided_in: Default::default(),
-            });
-        }
         let reference = self.shape_query(LatestStrategy::DistinctOn, shape);
-        let unseen = match cache.seen("latest", shape, &reference) {
-            Ok(hit) => return Ok(hit),
-            Err(unseen) => unseen,
-        };
-        let (oid, fraction) = self.predicate_fraction(db).await?;
+        let recall = cache.recall("latest", shape, &reference);
+        if recall.is_remembered() {
+            let catalog = self.catalog(db).await?;
+            if let Some(hit) = cache.remembered(&recall, &catalog.state) {
+                return Ok(hit);
+            }
+        }
+        let (oid, fraction, catalog) = self.predicate_fraction(db).await?;
         let bucket = fraction_bucket(fraction);
-        let key = cache.key_for(unseen, oid, bucket);
+        let maintained = catalog.maintained();
+        let denormalized = catalog.denormalized;
+        let key = cache.key_for(recall, oid, bucket, catalog.state);
         cache
             .get_or_decide(key, async {
+                if maintained {
+                    return Ok(self.denormalized_choice(shape));
+                }
                 let history = TableStats::load(db, &self.history, &[&self.fk]).await?;
                 let entity = TableStats::load(db, &self.entity, &[&self.key]).await?;
                 let fk = history.columns.first().cloned().unwrap_or_default();
@@ -175,25 +264,58 @@ impl<S: SqlType> LatestStatus<S> {
                     with_history: fk.distinct,
                     fk_index: fk.leading_index,
                 };
-                let (strategy, reason, candidates) = decide(&stats, shape);
+                let (strategy, mut reason, mut candidates) = decide(&stats, shape);
+                let mut statistics = vec![
+                    Statistic::new("entity_rows", stats.entity_rows),
+                    Statistic::new("history_rows", stats.history_rows),
+                    Statistic::new("entities_with_history", stats.with_history),
+                    Statistic::new("history_per_entity", stats.per_entity()),
+                    Statistic::new("fk_index", f64::from(u8::from(stats.fk_index))),
+                ];
+                if let Some((column, triggers)) = denormalized {
+                    let why = if column {
+                        "denormalized column not maintained: triggers missing or disabled"
+                    } else {
+                        "denormalized column missing"
+                    };
+                    debug_assert!(!(column && triggers));
+                    reason = format!("{why}; {reason}");
+                    candidates.push(Estimate::rejected(LatestStrategy::Denormalized, why));
+                    statistics.push(Statistic::new("denormalized_maintained", 0.0));
+                }
                 Ok(Choice {
                     strategy,
                     shape,
                     bucket,
                     reason,
                     candidates,
-                    statistics: vec![
-                        Statistic::new("entity_rows", stats.entity_rows),
-                        Statistic::new("history_rows", stats.history_rows),
-                        Statistic::new("entities_with_history", stats.with_history),
-                        Statistic::new("history_per_entity", stats.per_entity()),
-                        Statistic::new("fk_index", f64::from(u8::from(stats.fk_index))),
-                    ],
+                    statistics,
                     cached: false,
                     decided_in: Default::default(),
                 })
             })
             .await
+    }
+
+    /// The decision when the maintained column answers.
+    fn denormalized_choice(&self, shape: Shape) -> Choice<LatestStrategy> {
+        let mut candidates = vec![Estimate::chosen(LatestStrategy::Denormalized)];
+        candidates.extend(
+            LatestStrategy::FROM_HISTORY
+                .map(|s| Estimate::rejected(s, "the maintained status column is always cheaper")),
+        );
+        Choice {
+            strategy: LatestStrategy::Denormalized,
+            shape,
+            bucket: None,
+            reason: "a trigger-maintained status column answers the filter without reading the \
+                     history (the column exists and its triggers are installed and enabled)"
+                .into(),
+            candidates,
+            statistics: vec![Statistic::new("denormalized_maintained", 1.0)],
+            cached: false,
+            decided_in: Default::default(),
+        }
     }
 
     /// This spec with `Auto` replaced by the strategy it chooses for

@@ -69,15 +69,22 @@ pub enum LatestStrategy {
     Denormalized,
     /// Chosen per query shape from the live database
     /// ([`LatestStatus::explain_choice`]): `Denormalized` when the spec has
-    /// a maintained column it can use; otherwise a history strategy chosen
+    /// a denormalized column it can use and the catalog says it is
+    /// maintained — the column exists, and enabled triggers on the history
+    /// table run [`Denormalize::function_name`] for `INSERT`, `UPDATE`,
+    /// `DELETE` and `TRUNCATE` (after
+    /// [`Denormalize::uninstall`] or `DISABLE TRIGGER` the column may be
+    /// stale, so it is not used); otherwise a history strategy chosen
     /// from the history's statistics (rows per entity, entities with
     /// history, an index leading with the foreign key — the rule is on
     /// `latest::auto::decide`): with the index `Lateral` for pages and
     /// long-history counts, `DistinctOn` for short-history counts,
     /// `SkipScan` for long histories most entities lack; without it
     /// `NotExists` for counts and `Window` for pages.
-    /// Cached per spec and status selectivity (see
-    /// [`choice`](crate::choice)). Without a database
+    /// Cached per spec, status selectivity and catalog state: creating or
+    /// dropping the advised index, or installing, uninstalling or
+    /// disabling the triggers, changes the next decision without clearing
+    /// the cache (see [`StrategyCache`](crate::StrategyCache)). Without a database
     /// ([`build`](LatestStatus::build), [`count_query`](LatestStatus::count_query),
     /// [`page_query`](LatestStatus::page_query)) it is `Denormalized` when
     /// possible, else `Lateral` for pages and `DistinctOn` otherwise;

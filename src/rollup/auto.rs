@@ -20,15 +20,18 @@
 use sea_query::{Alias, Expr, Query};
 
 use super::{Base, Rollup, RollupStrategy};
-use crate::choice::{Choice, Estimate, Shape, Statistic, StrategyCache, Unseen};
+use crate::choice::{catalog_state, Catalog, Choice, Estimate, Shape, Statistic, StrategyCache};
 use crate::ddl::quote_table;
 use crate::exec::{BlockingExecutor, Executor, RowRead};
 use crate::explain::{explain, explain_statement, parse_rows, Plan};
 use crate::types::SqlType;
 use crate::{BuiltQuery, Error, Result};
 
-/// `$1`'s OID, or 0 when it does not exist.
-const TABLE_OID: &str = "SELECT coalesce(to_regclass($1)::oid::int8, 0)";
+/// `$1`'s OID (0 when it does not exist) and its catalog state.
+const TABLE_STATE: &str = concat!(
+    "SELECT coalesce(to_regclass($1)::oid::int8, 0), ",
+    catalog_state!("ARRAY[$1]")
+);
 
 /// `Auto` picks [`PreAggregate`](RollupStrategy::PreAggregate) when the
 /// estimated detail groups are at most this fraction of the input rows.
@@ -237,39 +240,48 @@ impl Rollup {
     }
 
     /// The catalog query for the base table's OID (part of the cache key:
-    /// the same SQL names other tables under another `search_path`);
-    /// `None` for a caller's query as the base, whose decisions are keyed
-    /// by its SQL alone.
-    fn oid_query(&self) -> Option<BuiltQuery> {
+    /// the same SQL names other tables under another `search_path`) and
+    /// catalog state; `None` for a caller's query as the base, whose
+    /// decisions are keyed by its SQL alone.
+    fn state_query(&self) -> Option<BuiltQuery> {
         match &self.base {
             Base::Table(t) => Some(BuiltQuery::fixed_with(
-                TABLE_OID,
+                TABLE_STATE,
                 [quote_table(t).into_value()],
             )),
             Base::Query { .. } => None,
         }
     }
 
-    /// The decision without a database (a fixed one, or one made before
-    /// for exactly this report), or what keys a new one.
-    fn seen(&self, cache: &StrategyCache) -> std::result::Result<Choice<RollupStrategy>, Unseen> {
-        match self.fixed_reason() {
-            Some(why) => Ok(self.fixed_choice(why)),
-            None => cache.seen("rollup", Shape::All, &self.reference()),
-        }
+    /// The OID and catalog state from [`state_query`](Self::state_query)'s
+    /// row, if it ran.
+    fn read_state<R: RowRead>(row: Option<R>) -> Result<(i64, Catalog)> {
+        Ok(match row {
+            Some(row) => {
+                let md5: Option<String> = row.try_get(1usize.into())?;
+                (
+                    row.try_get(0usize.into())?,
+                    Catalog::new(md5.as_deref(), ""),
+                )
+            }
+            None => (0, Catalog::new(None, "")),
+        })
     }
 
     /// What [`RollupStrategy::Auto`] chooses for this report, and why,
     /// using the [global cache](StrategyCache::global). Without a
     /// decomposable report (`COUNT(DISTINCT …)`, …) it is `GroupingSets`
-    /// and no SQL runs. Otherwise a query seen before (same SQL and values)
-    /// reuses its decision without any SQL; a new one reads the base
-    /// table's OID (one catalog query) and, on a cache miss, `EXPLAIN`s
+    /// and no SQL runs. Otherwise it reads the base table's OID and catalog
+    /// state (indexes, triggers, columns; one small catalog query), so an
+    /// index created or dropped is seen at once, and, on a cache miss,
+    /// `EXPLAIN`s
     /// (nothing runs) both candidates, the filtered input and each
     /// dimension's `GROUP BY`, and applies the rule of
     /// [`PRE_AGGREGATE_MAX_GROUPS_PER_ROW`]. Decisions are kept per spec
     /// and table: the report's bound values (filters, `HAVING`) do not
-    /// change them.
+    /// change them. Over a caller's query ([`Rollup::from_query`]) the tables are
+    /// not known: a query seen before reuses its decision without any SQL,
+    /// and catalog changes wait for the time to live.
     ///
     /// # Errors
     /// The database's error (e.g. a missing table).
@@ -286,15 +298,19 @@ impl Rollup {
         cache: &StrategyCache,
         db: &E,
     ) -> Result<Choice<RollupStrategy>> {
-        let unseen = match self.seen(cache) {
-            Ok(choice) => return Ok(choice),
-            Err(unseen) => unseen,
+        if let Some(why) = self.fixed_reason() {
+            return Ok(self.fixed_choice(why));
+        }
+        let recall = cache.recall("rollup", Shape::All, &self.reference());
+        let row = match self.state_query() {
+            Some(q) => Some(db.query_one(&q).await?),
+            None => None,
         };
-        let oid = match self.oid_query() {
-            Some(q) => db.query_one(&q).await?.try_get(0usize.into())?,
-            None => 0,
-        };
-        let key = cache.key_for(unseen, oid, None);
+        let (oid, catalog) = Self::read_state(row)?;
+        if let Some(hit) = cache.remembered(&recall, &catalog) {
+            return Ok(hit);
+        }
+        let key = cache.key_for(recall, oid, None, catalog);
         cache
             .get_or_decide(key, async {
                 let mut plans = Vec::new();
@@ -327,15 +343,19 @@ impl Rollup {
         cache: &StrategyCache,
         db: &mut E,
     ) -> Result<Choice<RollupStrategy>> {
-        let unseen = match self.seen(cache) {
-            Ok(choice) => return Ok(choice),
-            Err(unseen) => unseen,
+        if let Some(why) = self.fixed_reason() {
+            return Ok(self.fixed_choice(why));
+        }
+        let recall = cache.recall("rollup", Shape::All, &self.reference());
+        let row = match self.state_query() {
+            Some(q) => Some(db.query_one(&q)?),
+            None => None,
         };
-        let oid = match self.oid_query() {
-            Some(q) => db.query_one(&q)?.try_get(0usize.into())?,
-            None => 0,
-        };
-        let key = cache.key_for(unseen, oid, None);
+        let (oid, catalog) = Self::read_state(row)?;
+        if let Some(hit) = cache.remembered(&recall, &catalog) {
+            return Ok(hit);
+        }
+        let key = cache.key_for(recall, oid, None, catalog);
         cache.get_or_decide_blocking(key, || {
             let mut plans = Vec::new();
             for q in self.probes() {

@@ -126,7 +126,9 @@ pub enum RollupStrategy {
     /// `PreAggregate` when the planner's statistics put the detail groups
     /// at no more than a quarter of the input rows
     /// ([`PRE_AGGREGATE_MAX_GROUPS_PER_ROW`]), else `GroupingSets`. Cached
-    /// per spec (see [`choice`](crate::choice)). Without a database
+    /// per spec and catalog state of the base table (an index created or
+    /// dropped there makes the next call decide again, without clearing
+    /// the cache; see [`StrategyCache`](crate::StrategyCache)). Without a database
     /// ([`build`](Rollup::build), [`to_statement`](Rollup::to_statement))
     /// it is `PreAggregate` whenever that is allowed (reports usually
     /// group many rows into few groups), else `GroupingSets`;

@@ -7,7 +7,8 @@ use sea_query::Value;
 
 use super::{ChangeColumn, SinceQuery, SinceStrategy};
 use crate::choice::{
-    check_shape, fraction_bucket, Choice, Estimate, Shape, Statistic, StrategyCache,
+    catalog_state, check_shape, fraction_bucket, tables_text, text_array, Catalog, Choice,
+    Estimate, Shape, Statistic, StrategyCache,
 };
 use crate::ddl::quote_table;
 use crate::explain::{explain, Plan};
@@ -132,8 +133,10 @@ fn decide(w: &Window, shape: Shape, exists_streams: bool) -> (SinceStrategy, Str
 /// hash memory in bytes, the table's rows and the fraction of them at or
 /// after the start, from `pg_stats` (most common values, then the histogram
 /// for the rest, interpolated linearly inside the bucket the start falls
-/// in, as the planner does).
-const WINDOW_STATS: &str = "
+/// in, as the planner does), and the catalog state of the tables `$6`
+/// (the same on every row).
+const WINDOW_STATS: &str = concat!(
+    "
 SELECT col.ord::int8,
        coalesce(c.oid::int8, 0),
        EXISTS (SELECT 1 FROM pg_index i
@@ -155,12 +158,20 @@ SELECT col.ord::int8,
                                                ELSE extract(epoch FROM h.v::timestamptz) END::float8 AS e, h.o
                                    FROM unnest(s.histogram_bounds::text::text[]) WITH ORDINALITY AS h(v, o)) AS x) AS b
                        WHERE b.hi IS NOT NULL), 0)
-       END::float8
+       END::float8,
+       ",
+    catalog_state!("$6"),
+    "
 FROM unnest($1::text[], $2::text[], $3::bool[], $4::float8[]) WITH ORDINALITY AS col(rel, att, naive, at, ord)
 LEFT JOIN pg_class c ON c.oid = to_regclass(col.rel)
 LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_stats s ON s.schemaname = n.nspname AND s.tablename = c.relname AND s.attname = col.att
-ORDER BY col.ord";
+ORDER BY col.ord"
+);
+
+/// The catalog state alone (`$1` the tables): what a query seen before
+/// checks.
+const CATALOG_STATE: &str = concat!("SELECT ", catalog_state!("$1"));
 
 /// The window's statistics: per change column, its table's rows and the
 /// fraction inside the window.
@@ -181,15 +192,8 @@ struct Window {
     key_is_pk: bool,
     /// `work_mem × hash_mem_multiplier`, in bytes.
     hash_bytes: f64,
-}
-
-fn text_array(items: Vec<String>) -> Value {
-    Value::Array(
-        String::ARRAY_TYPE,
-        Some(Box::new(
-            items.into_iter().map(String::into_value).collect(),
-        )),
-    )
+    /// The catalog state of every table the query reads.
+    catalog: Option<Catalog>,
 }
 
 impl<K: SqlType> SinceQuery<K> {
@@ -199,6 +203,27 @@ impl<K: SqlType> SinceQuery<K> {
         std::iter::once(&self.graph.root_change)
             .chain(self.graph.paths.iter().map(|p| &p.change))
             .collect()
+    }
+
+    /// Every table the query reads: the root, each path's hops and change
+    /// columns' tables, each once.
+    fn tables(&self) -> Value {
+        let mut tables = vec![&self.graph.root];
+        for p in &self.graph.paths {
+            for h in &p.hops {
+                tables.push(h.rel.from_table());
+                tables.push(h.rel.to_table());
+            }
+            tables.push(p.change.table());
+        }
+        text_array(tables_text(&tables))
+    }
+
+    /// The catalog state of [`tables`](Self::tables).
+    async fn catalog<E: Executor>(&self, db: &E) -> Result<Catalog> {
+        let q = BuiltQuery::fixed_with(CATALOG_STATE, [self.tables()]);
+        let md5: Option<String> = db.query_one(&q).await?.try_get(0usize.into())?;
+        Ok(Catalog::new(md5.as_deref(), ""))
     }
 
     async fn window<E: Executor>(&self, db: &E) -> Result<Window> {
@@ -227,6 +252,7 @@ impl<K: SqlType> SinceQuery<K> {
                 Value::Array(bool::ARRAY_TYPE, Some(Box::new(naive))),
                 Value::Array(f64::ARRAY_TYPE, Some(Box::new(at))),
                 self.graph.key.name().as_str().to_owned().into_value(),
+                self.tables(),
             ],
         );
         let rows = db.query(&q).await?;
@@ -237,6 +263,7 @@ impl<K: SqlType> SinceQuery<K> {
             root_oid: 0,
             key_is_pk: false,
             hash_bytes: f64::NAN,
+            catalog: None,
         };
         for row in &rows {
             let ord: i64 = row.try_get(0usize.into())?;
@@ -245,6 +272,8 @@ impl<K: SqlType> SinceQuery<K> {
             w.hash_bytes = row.try_get(3usize.into())?;
             let rows: f64 = row.try_get(4usize.into())?;
             let fraction: f64 = row.try_get(5usize.into())?;
+            let md5: Option<String> = row.try_get(6usize.into())?;
+            w.catalog = Some(Catalog::new(md5.as_deref(), ""));
             if ord == 1 {
                 w.root_rows = rows;
                 w.root_oid = oid;
@@ -275,8 +304,11 @@ impl<K: SqlType> SinceQuery<K> {
 
     /// What [`SinceStrategy::Auto`] chooses for `shape`, and why, using the
     /// [global cache](StrategyCache::global). Explains the candidates
-    /// (nothing runs) on a cache miss; reads the window's statistics
-    /// (one catalog query) every time, to find the selectivity bucket.
+    /// (nothing runs) on a cache miss. Every call reads the catalog state of
+    /// the tables the query reads (indexes, triggers, columns; one small
+    /// catalog query), so an index created or dropped is seen at once; a
+    /// query not seen before reads the window's statistics in the same
+    /// catalog query, to find the selectivity bucket.
     ///
     /// # Errors
     /// [`Error::InvalidSpec`](crate::Error::InvalidSpec) for a page limit
@@ -328,13 +360,20 @@ impl<K: SqlType> SinceQuery<K> {
         F: Fn(SinceStrategy) -> Result<BuiltQuery> + Send + Sync + 'a,
     {
         async move {
-            let unseen = match cache.seen("since", shape, reference) {
-                Ok(hit) => return Ok(hit),
-                Err(unseen) => unseen,
-            };
+            let recall = cache.recall("since", shape, reference);
+            if recall.is_remembered() {
+                let catalog = self.catalog(db).await?;
+                if let Some(hit) = cache.remembered(&recall, &catalog) {
+                    return Ok(hit);
+                }
+            }
             let window = self.window(db).await?;
             let bucket = fraction_bucket(window.fraction);
-            let key = cache.key_for(unseen, window.root_oid, bucket);
+            let catalog = match &window.catalog {
+                Some(c) => c.clone(),
+                None => self.catalog(db).await?,
+            };
+            let key = cache.key_for(recall, window.root_oid, bucket, catalog);
             cache
                 .get_or_decide(key, async {
                     let mut candidates = Vec::new();
@@ -443,6 +482,7 @@ mod tests {
             root_rows,
             root_oid: 1,
             key_is_pk,
+            catalog: None,
             // ~300 k hashable keys, the default 4 MB × 2
             hash_bytes: 8.0 * 1024.0 * 1024.0,
         }

@@ -92,7 +92,9 @@ pub enum SinceStrategy {
     /// module: counts by changed rows per root and hash memory (`SemiJoin`,
     /// `UnionIn`, `Exists`), pages by the window's width and how the planner
     /// runs `Exists` (`Exists`, `OrJoins`); cached per window selectivity
-    /// (see [`choice`](crate::choice)). Without a database —
+    /// and catalog state of every table the query reads (creating or
+    /// dropping an index there changes the next decision without clearing
+    /// the cache; see [`StrategyCache`](crate::StrategyCache)). Without a database —
     /// [`build`](SinceQuery::build), [`count_query`](SinceQuery::count_query),
     /// [`page_query`](SinceQuery::page_query) — it is `SemiJoin` for counts
     /// and full lists (best for the usual narrow windows, and no memory

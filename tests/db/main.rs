@@ -6,6 +6,7 @@
 
 mod aliases;
 mod auto;
+mod auto_state;
 mod compare;
 mod denormalized;
 mod denormalized_trust;
