@@ -74,14 +74,14 @@ impl Docs {
         let id = self.docs.column::<String>("id").unwrap();
         SinceGraph::new(
             &id,
-            &self.docs.column::<DateTime<Utc>>("updated_at").unwrap(),
+            self.docs.column::<DateTime<Utc>>("updated_at").unwrap(),
         )
         .unwrap()
         .filter(self.docs.column::<i32>("tag").unwrap().eq(tag))
         .related(
             "notes",
             Relation::new(&self.notes.column::<String>("doc_id").unwrap(), &id),
-            &self.notes.column::<DateTime<Utc>>("updated_at").unwrap(),
+            self.notes.column::<DateTime<Utc>>("updated_at").unwrap(),
         )
         .unwrap()
     }
@@ -326,7 +326,7 @@ async fn damaged_or_foreign_cursors_are_refused() {
     );
     let fewer_paths = SinceGraph::new(
         &docs.docs.column::<String>("id").unwrap(),
-        &docs.docs.column::<DateTime<Utc>>("updated_at").unwrap(),
+        docs.docs.column::<DateTime<Utc>>("updated_at").unwrap(),
     )
     .unwrap()
     .filter(docs.docs.column::<i32>("tag").unwrap().eq(1));
