@@ -219,6 +219,7 @@ pub use schema::{AnyColumn, Column, Ident, Relation, Table, MAX_IDENT_BYTES};
 pub use since::{
     Change, ChangeColumn, CursorKey, IndexOptions, IntoChangeColumn, PageOrder, PageRequest,
     SinceGraph, SincePage, SinceQuery, SinceStrategy, SINCE_AT, SINCE_DEFAULT_MAX_LIMIT, SINCE_KEY,
+    SINCE_MAX_CURSOR_LEN,
 };
 pub use types::SqlType;
 

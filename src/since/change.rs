@@ -121,6 +121,18 @@ pub(crate) fn naive_to_instant(e: Expr, offset: &FixedOffset) -> Expr {
     }
 }
 
+/// The first instant PostgreSQL's `timestamp` and `timestamptz` hold,
+/// 4714-11-24 00:00:00 BC (year -4713, Julian day 0), in microseconds since
+/// the Unix epoch. Their last one (294276 AD) is past chrono's last year, so
+/// every later `DateTime` fits.
+pub(crate) const PG_MIN_MICROS: i64 = -210_866_803_200_000_000;
+
+/// Whether PostgreSQL can hold this instant (microseconds since the Unix
+/// epoch) as a `timestamp` or `timestamptz`, and chrono as a `DateTime`.
+pub(crate) fn in_pg_range(micros: i64) -> bool {
+    micros >= PG_MIN_MICROS && DateTime::<Utc>::from_timestamp_micros(micros).is_some()
+}
+
 /// The `since` instant in both forms a comparison may need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Since {
@@ -140,6 +152,23 @@ impl Since {
                     format!("{utc} is out of range in the offset {offset}"),
                 )
             })?;
+        let out_of_range = |what: String| {
+            Error::spec(
+                "since",
+                format!(
+                    "{what} is out of PostgreSQL's range for timestamps \
+                     (4714-11-24 BC to 294276 AD)"
+                ),
+            )
+        };
+        if !in_pg_range(utc.timestamp_micros()) {
+            return Err(out_of_range(utc.to_string()));
+        }
+        if !in_pg_range(naive.and_utc().timestamp_micros()) {
+            return Err(out_of_range(format!(
+                "{utc} (as {naive} in the `timestamp` offset {offset})"
+            )));
+        }
         Ok(Since { utc, naive })
     }
 }

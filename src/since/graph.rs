@@ -299,8 +299,10 @@ impl<K: SqlType> SinceGraph<K> {
     /// with the default strategy [`SinceStrategy::UnionIn`].
     ///
     /// # Errors
-    /// [`Error::InvalidSpec`] when `since` cannot be expressed in the
-    /// `timestamp` offset (at the edge of chrono's range).
+    /// [`Error::InvalidSpec`] (field `"since"`) when `since` is before
+    /// PostgreSQL's first timestamp (4714-11-24 BC), or cannot be expressed
+    /// in the `timestamp` offset (at the edge of chrono's or PostgreSQL's
+    /// range): the server would refuse it.
     pub fn since(&self, since: DateTime<Utc>) -> Result<SinceQuery<K>> {
         Ok(SinceQuery {
             since: Since::new(since, &self.offset)?,

@@ -34,7 +34,7 @@ pub use change::{ChangeColumn, IntoChangeColumn};
 pub use changed::Change;
 pub use graph::SinceGraph;
 pub use index::IndexOptions;
-pub use page::{CursorKey, PageOrder, PageRequest, SincePage};
+pub use page::{CursorKey, PageOrder, PageRequest, SincePage, SINCE_MAX_CURSOR_LEN};
 
 use change::Since;
 

@@ -1,11 +1,13 @@
 //! Keyset pages of matching roots with an opaque, strictly parsed cursor.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use postgres_types::FromSqlOwned;
-use sea_query::{Alias, Expr, ExprTrait, Order};
+use sea_query::{Alias, Expr, ExprTrait, Order, PostgresQueryBuilder};
 use uuid::Uuid;
 
-use super::change::ChangeColumn;
+use super::change::{in_pg_range, ChangeColumn};
 use super::{SinceQuery, SinceStrategy, SINCE_AT, SINCE_KEY};
 use crate::exec::{ColumnIndex, Executor, FromRow, RowRead};
 use crate::types::SqlType;
@@ -46,10 +48,10 @@ pub enum PageOrder {
 }
 
 impl PageOrder {
-    fn tag(self) -> &'static str {
+    fn tag(self) -> u8 {
         match self {
-            PageOrder::Key => "k",
-            PageOrder::ChangeTime => "t",
+            PageOrder::Key => b'k',
+            PageOrder::ChangeTime => b't',
         }
     }
 }
@@ -114,7 +116,9 @@ pub struct SincePage<T, K> {
     /// The root key of each row (for [`SinceQuery::fetch_changes`]).
     pub keys: Vec<K>,
     /// The cursor for the next page; `None` when this page was not full, so
-    /// there is nothing after it.
+    /// there is nothing after it. Opaque URL-safe text (base64url, at most
+    /// [`SINCE_MAX_CURSOR_LEN`] characters), valid only for the same query:
+    /// see [`SinceQuery::page_query`].
     pub next: Option<String>,
 }
 
@@ -123,7 +127,10 @@ pub struct SincePage<T, K> {
 pub trait CursorKey: SqlType + FromSqlOwned {
     /// The key as cursor text.
     fn to_cursor(&self) -> String;
-    /// Parses cursor text; `None` when it is not a valid key.
+    /// Parses cursor text; `None` when it is not a valid key (or not one
+    /// PostgreSQL accepts, such as text with a NUL character). Must accept
+    /// whatever [`to_cursor`](Self::to_cursor) makes of a key read from the
+    /// database.
     fn from_cursor(text: &str) -> Option<Self>;
 }
 
@@ -149,7 +156,9 @@ impl CursorKey for String {
         self.clone()
     }
     fn from_cursor(text: &str) -> Option<Self> {
-        Some(text.to_owned())
+        // PostgreSQL text cannot hold NUL: such a key cannot come from the
+        // database, and binding it would fail on the server.
+        (!text.contains('\0')).then(|| text.to_owned())
     }
 }
 
@@ -163,8 +172,24 @@ impl CursorKey for Uuid {
     }
 }
 
-const CURSOR_VERSION: &str = "sc1";
-const MAX_CURSOR_LEN: usize = 4096;
+/// The longest cursor, in characters (cursors are ASCII), that
+/// [`SinceQuery::fetch_page`] hands out and [`SinceQuery::page_query`]
+/// accepts. A page whose last key is too long for it (a text key of about
+/// 49 000 bytes) is an error when the page is built, never a cursor the next
+/// request would refuse.
+pub const SINCE_MAX_CURSOR_LEN: usize = 65_536;
+
+/// The format version, the first byte of a cursor.
+const CURSOR_VERSION: u8 = 2;
+/// The largest cursor payload: base64url turns 3 bytes into 4 characters.
+const MAX_PAYLOAD: usize = SINCE_MAX_CURSOR_LEN / 4 * 3;
+/// Version, order and time flag.
+const HEADER: usize = 3;
+/// The fingerprint and the checksum.
+const HASH: usize = 8;
+/// Hash seeds, so a fingerprint is never mistaken for a checksum.
+const FINGERPRINT_SEED: u64 = 0x7067_7061_7474_6673; // "pgpattfs"
+const CHECKSUM_SEED: u64 = 0x7067_7061_7474_6373; // "pgpattcs"
 
 /// A decoded cursor: the last row's change time (micros, if any) and key.
 #[derive(Debug, Clone, PartialEq)]
@@ -173,88 +198,238 @@ struct Cursor<K> {
     key: K,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
+/// A 64-bit hash: FNV-1a with a final avalanche (MurmurHash3's `fmix64`),
+/// fixed across platforms and releases. A checksum, not a MAC: it catches
+/// damage and cursors reused for another query, not a forger.
+#[derive(Debug, Clone, Copy)]
+struct Hash64(u64);
+
+impl Hash64 {
+    fn new(seed: u64) -> Hash64 {
+        Hash64(0xcbf2_9ce4_8422_2325 ^ seed)
     }
-    s
+
+    fn bytes(mut self, bytes: &[u8]) -> Hash64 {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self
+    }
+
+    /// A length-prefixed part, so parts never run into each other.
+    fn part(self, bytes: &[u8]) -> Hash64 {
+        self.bytes(&(bytes.len() as u64).to_be_bytes()).bytes(bytes)
+    }
+
+    fn finish(self) -> u64 {
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    let digit = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
-    let b = s.as_bytes();
-    if b.is_empty() || !b.len().is_multiple_of(2) {
-        return None;
+/// The payload of a cursor:
+///
+/// ```text
+/// version (1) | order (1) | has time (1) | time (8, if any)
+///   | query fingerprint (8) | key text | checksum (8) of all before it
+/// ```
+fn payload(fingerprint: u64, order: PageOrder, at: Option<i64>, key: &str) -> Vec<u8> {
+    let mut p = Vec::with_capacity(HEADER + 8 + HASH + key.len() + HASH);
+    p.extend_from_slice(&[CURSOR_VERSION, order.tag(), u8::from(at.is_some())]);
+    if let Some(micros) = at {
+        p.extend_from_slice(&micros.to_be_bytes());
     }
-    b.chunks(2)
-        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
-        .collect()
+    p.extend_from_slice(&fingerprint.to_be_bytes());
+    p.extend_from_slice(key.as_bytes());
+    let sum = Hash64::new(CHECKSUM_SEED).bytes(&p).finish();
+    p.extend_from_slice(&sum.to_be_bytes());
+    p
 }
 
-fn bad_cursor(reason: &str) -> Error {
-    Error::spec("cursor", format!("malformed cursor: {reason}"))
+fn corrupted(detail: &str) -> Error {
+    Error::spec(
+        "cursor",
+        format!(
+            "this cursor is corrupted ({detail}); pass a page's `next` unchanged, \
+             or start again from the first page"
+        ),
+    )
+}
+
+fn foreign(what: &str) -> Error {
+    Error::spec(
+        "cursor",
+        format!(
+            "this cursor was made for another {what}; a cursor continues only the \
+             walk it came from"
+        ),
+    )
+}
+
+/// Splits `n` bytes off the front of `p`.
+fn take<'a>(p: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    let (head, tail) = p.split_at_checked(n)?;
+    *p = tail;
+    Some(head)
+}
+
+fn take_u64(p: &mut &[u8]) -> Option<[u8; 8]> {
+    take(p, 8)?.try_into().ok()
 }
 
 impl<K: SqlType> SinceQuery<K> {
-    pub(crate) fn encode_cursor(&self, order: PageOrder, at: Option<i64>, key: &K) -> String
+    /// The page statement without cursor or limit: the query in `strategy`,
+    /// with the key and change time, ordered.
+    fn page_statement(&self, order: PageOrder) -> sea_query::SelectStatement {
+        let g = self.graph();
+        let mut q = self.to_statement();
+        let key = g.key.expr();
+        let change = g.root_change.expr();
+        q.expr_as(key.clone(), Alias::new(SINCE_KEY))
+            .expr_as(change.clone(), Alias::new(SINCE_AT));
+        match order {
+            PageOrder::Key => {
+                q.order_by_expr(key, Order::Asc);
+            }
+            PageOrder::ChangeTime => {
+                q.order_by_expr(change, Order::Asc)
+                    .order_by_expr(key, Order::Asc);
+            }
+        }
+        q
+    }
+
+    /// What a cursor is bound to: the statement shape and its values (root,
+    /// paths, filters, `since`, order, key), the key type and the
+    /// `timestamp` offset, but not the strategy (every strategy returns the
+    /// same rows, and `Auto` may switch between pages) nor the limit.
+    fn fingerprint(&self, order: PageOrder) -> u64 {
+        let shape = self
+            .clone()
+            .strategy(SinceStrategy::Exists)
+            .page_statement(order)
+            .to_string(PostgresQueryBuilder);
+        Hash64::new(FINGERPRINT_SEED)
+            .part(K::SQL_TYPE.as_bytes())
+            .part(&[order.tag()])
+            .part(&self.since.utc.timestamp_micros().to_be_bytes())
+            .part(&self.graph().offset.local_minus_utc().to_be_bytes())
+            .part(shape.as_bytes())
+            .finish()
+    }
+
+    /// The cursor continuing after a row with change time `at` (micros, for
+    /// [`PageOrder::ChangeTime`]) and key `key`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] (field `"cursor"`) when the key is too long
+    /// for a cursor of [`SINCE_MAX_CURSOR_LEN`] characters, or a cursor of it
+    /// would not be accepted back (a key type whose text does not parse back,
+    /// a time out of PostgreSQL's range).
+    pub(crate) fn encode_cursor(&self, order: PageOrder, at: Option<i64>, key: &K) -> Result<String>
     where
         K: CursorKey,
     {
-        let at = at.map_or_else(|| "-".to_owned(), |m| m.to_string());
-        let text = format!(
-            "{CURSOR_VERSION}|{}|{}|{}|{at}|{}",
-            order.tag(),
-            K::SQL_TYPE,
-            self.since.utc.timestamp_micros(),
-            key.to_cursor()
-        );
-        hex(text.as_bytes())
+        let text = key.to_cursor();
+        let time = if at.is_some() { 8 } else { 0 };
+        let len = HEADER + time + HASH + text.len() + HASH;
+        if len > MAX_PAYLOAD {
+            return Err(Error::spec(
+                "cursor",
+                format!(
+                    "the key of the page's last row is too long for a cursor ({} bytes as \
+                     cursor text; at most {} fit in {SINCE_MAX_CURSOR_LEN} characters): page \
+                     by a shorter key",
+                    text.len(),
+                    MAX_PAYLOAD - (len - text.len()),
+                ),
+            ));
+        }
+        if K::from_cursor(&text).is_none() {
+            return Err(Error::spec(
+                "cursor",
+                format!("the key {text:?} does not read back from cursor text"),
+            ));
+        }
+        if at.is_some_and(|m| !in_pg_range(m)) {
+            return Err(Error::spec(
+                "cursor",
+                "the last row's change time is out of PostgreSQL's range",
+            ));
+        }
+        let p = payload(self.fingerprint(order), order, at, &text);
+        Ok(URL_SAFE_NO_PAD.encode(p))
     }
 
     fn decode_cursor(&self, order: PageOrder, cursor: &str) -> Result<Cursor<K>>
     where
         K: CursorKey,
     {
-        if cursor.len() > MAX_CURSOR_LEN {
-            return Err(bad_cursor("too long"));
+        if cursor.len() > SINCE_MAX_CURSOR_LEN {
+            return Err(corrupted(&format!(
+                "too long: {} characters, at most {SINCE_MAX_CURSOR_LEN}",
+                cursor.len()
+            )));
         }
-        let bytes = unhex(cursor).ok_or_else(|| bad_cursor("not lowercase hex"))?;
-        let text = String::from_utf8(bytes).map_err(|_| bad_cursor("not UTF-8"))?;
-        let parts: Vec<&str> = text.splitn(6, '|').collect();
-        let [version, tag, key_type, since, at, key] = parts[..] else {
-            return Err(bad_cursor("wrong number of fields"));
+        if cursor.starts_with("736331") && cursor.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::spec(
+                "cursor",
+                "this cursor was made by an older version of pgpatterns; start again \
+                 from the first page",
+            ));
+        }
+        let bytes = URL_SAFE_NO_PAD
+            .decode(cursor)
+            .map_err(|_| corrupted("not base64url"))?;
+        let Some((body, sum)) = bytes.split_last_chunk::<HASH>() else {
+            return Err(corrupted("cut short"));
+        };
+        if Hash64::new(CHECKSUM_SEED).bytes(body).finish() != u64::from_be_bytes(*sum) {
+            return Err(corrupted("checksum mismatch: damaged or cut short"));
+        }
+        let mut p = body;
+        let Some(&[version, tag, has_time]) = take(&mut p, HEADER) else {
+            return Err(corrupted("cut short"));
         };
         if version != CURSOR_VERSION {
-            return Err(bad_cursor("unknown version"));
+            return Err(corrupted(&format!("unknown version {version}")));
         }
-        if tag != order.tag() {
-            return Err(bad_cursor("made for another page order"));
-        }
-        if key_type != K::SQL_TYPE {
-            return Err(bad_cursor("made for another key type"));
-        }
-        if since != self.since.utc.timestamp_micros().to_string() {
-            return Err(bad_cursor("made for another `since`"));
-        }
-        let at = match (at, order) {
-            ("-", _) => None,
-            (_, PageOrder::Key) => return Err(bad_cursor("a key cursor carries no time")),
-            (m, PageOrder::ChangeTime) => {
-                let v: i64 = m.parse().map_err(|_| bad_cursor("bad time"))?;
-                if v.to_string() != m || DateTime::<Utc>::from_timestamp_micros(v).is_none() {
-                    return Err(bad_cursor("bad time"));
-                }
-                Some(v)
-            }
+        let made_for = match tag {
+            b'k' => PageOrder::Key,
+            b't' => PageOrder::ChangeTime,
+            _ => return Err(corrupted("unknown page order")),
         };
-        let key = K::from_cursor(key).ok_or_else(|| bad_cursor("bad key"))?;
+        if made_for != order {
+            return Err(foreign(&format!(
+                "page order ({made_for:?}, not {order:?})"
+            )));
+        }
+        let at = match (has_time, order) {
+            (0, _) => None,
+            (1, PageOrder::ChangeTime) => {
+                let micros =
+                    i64::from_be_bytes(take_u64(&mut p).ok_or_else(|| corrupted("cut short"))?);
+                if !in_pg_range(micros) {
+                    return Err(corrupted("its change time is out of PostgreSQL's range"));
+                }
+                Some(micros)
+            }
+            _ => return Err(corrupted("bad time flag")),
+        };
+        let fingerprint =
+            u64::from_be_bytes(take_u64(&mut p).ok_or_else(|| corrupted("cut short"))?);
+        if fingerprint != self.fingerprint(order) {
+            return Err(foreign(
+                "query: the graph, its filters or their values, `since`, the `timestamp` \
+                 offset or the key type differ",
+            ));
+        }
+        let text = std::str::from_utf8(p).map_err(|_| corrupted("key is not UTF-8"))?;
+        let key = K::from_cursor(text).ok_or_else(|| corrupted("not a valid key"))?;
         Ok(Cursor { at, key })
     }
 
@@ -262,11 +437,26 @@ impl<K: SqlType> SinceQuery<K> {
     /// [`SINCE_AT`] (the key and the root's change time, for the next
     /// cursor), ordered as asked, after the request's cursor.
     ///
+    /// ## Cursors
+    ///
+    /// A cursor ([`SincePage::next`]) is opaque base64url text of at most
+    /// [`SINCE_MAX_CURSOR_LEN`] characters. It carries the last row's key and
+    /// change time, a fingerprint of the query it was made for (root, paths,
+    /// filters and their values, `since`, the `timestamp` offset, the order
+    /// and the key type; not the strategy or the limit, which may change
+    /// between pages) and a 64-bit checksum. It is **tamper-evident, not
+    /// tamper-proof**: damage, truncation and reuse with another query are
+    /// refused, but the checksum is not keyed, so a client able to compute it
+    /// could forge a cursor; even a forged one decodes only to a key of the
+    /// right type and a time PostgreSQL can hold, both bound as parameters.
+    /// Sign or keep cursors on the server if they must not be forged. A
+    /// cursor is valid for the same version of pgpatterns.
+    ///
     /// # Errors
     /// [`Error::InvalidSpec`] for a limit below 1 or above the graph's
-    /// [`max_limit`](crate::SinceGraph::max_limit), or a cursor that is
-    /// malformed or was made for another order, key type or `since`
-    /// (field `"cursor"`).
+    /// [`max_limit`](crate::SinceGraph::max_limit) (field `"limit"`), or a
+    /// cursor that is damaged, cut short, too long, made for another query or
+    /// order, or names a time PostgreSQL cannot hold (field `"cursor"`).
     ///
     /// ```
     /// use chrono::{DateTime, TimeZone, Utc};
@@ -304,34 +494,21 @@ impl<K: SqlType> SinceQuery<K> {
             Some(c) => Some(self.decode_cursor(req.order, c)?),
             None => None,
         };
-        let mut q = self.to_statement();
+        let mut q = self.page_statement(req.order);
         let key = g.key.expr();
         let change = g.root_change.expr();
-        q.expr_as(key.clone(), Alias::new(SINCE_KEY))
-            .expr_as(change.clone(), Alias::new(SINCE_AT));
-        match req.order {
-            PageOrder::Key => {
-                if let Some(c) = after {
-                    q.and_where(key.clone().gt(c.key.param()));
+        if let Some(c) = after {
+            let cond = match (req.order, c.at) {
+                (PageOrder::Key, _) => key.gt(c.key.param()),
+                (PageOrder::ChangeTime, Some(micros)) => {
+                    let at = micros_param(&g.root_change, micros)?;
+                    Expr::tuple([change.clone(), key.clone()])
+                        .gt(Expr::tuple([at, c.key.param()]))
+                        .or(change.is_null())
                 }
-                q.order_by_expr(key, Order::Asc);
-            }
-            PageOrder::ChangeTime => {
-                if let Some(c) = after {
-                    let cond = match c.at {
-                        Some(micros) => {
-                            let at = micros_param(&g.root_change, micros)?;
-                            Expr::tuple([change.clone(), key.clone()])
-                                .gt(Expr::tuple([at, c.key.param()]))
-                                .or(change.clone().is_null())
-                        }
-                        None => change.clone().is_null().and(key.clone().gt(c.key.param())),
-                    };
-                    q.and_where(cond);
-                }
-                q.order_by_expr(change, Order::Asc)
-                    .order_by_expr(key, Order::Asc);
-            }
+                (PageOrder::ChangeTime, None) => change.is_null().and(key.gt(c.key.param())),
+            };
+            q.and_where(cond);
         }
         q.limit(req.limit as u64);
         Ok(BuiltQuery::new(&q))
@@ -379,7 +556,7 @@ impl<K: SqlType> SinceQuery<K> {
                     PageOrder::Key => None,
                     PageOrder::ChangeTime => last_at,
                 };
-                page.next = Some(self.encode_cursor(req.order, at, key));
+                page.next = Some(self.encode_cursor(req.order, at, key)?);
             }
         }
         Ok(page)
@@ -388,7 +565,9 @@ impl<K: SqlType> SinceQuery<K> {
 
 /// A cursor time as a parameter of the root change column's type.
 fn micros_param(col: &ChangeColumn, micros: i64) -> Result<Expr> {
-    let t = DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(|| bad_cursor("bad time"))?;
+    let t = DateTime::<Utc>::from_timestamp_micros(micros)
+        .filter(|_| in_pg_range(micros))
+        .ok_or_else(|| corrupted("its change time is out of PostgreSQL's range"))?;
     Ok(match col {
         ChangeColumn::Timestamptz(_) => t.param(),
         ChangeColumn::Timestamp(_) => t.naive_utc().param(),
@@ -400,13 +579,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hex_round_trip_and_strictness() {
-        let s = "sc1|k|int8|0|-|42";
-        assert_eq!(unhex(&hex(s.as_bytes())).unwrap(), s.as_bytes());
-        assert!(unhex("").is_none());
-        assert!(unhex("abc").is_none());
-        assert!(unhex("AB").is_none());
-        assert!(unhex("zz").is_none());
+    fn hash_is_fixed_and_sees_every_byte() {
+        // fixed across platforms and releases: cursors outlive a process
+        assert_eq!(Hash64::new(0).finish(), Hash64::new(0).bytes(b"").finish());
+        let a = Hash64::new(CHECKSUM_SEED).bytes(b"sc|k|42").finish();
+        assert_eq!(a, Hash64::new(CHECKSUM_SEED).bytes(b"sc|k|42").finish());
+        assert_ne!(a, Hash64::new(FINGERPRINT_SEED).bytes(b"sc|k|42").finish());
+        assert_ne!(a, Hash64::new(CHECKSUM_SEED).bytes(b"sc|k|4").finish());
+        // parts are length-prefixed: "ab" + "c" differs from "a" + "bc"
+        let h = |x: &[u8], y: &[u8]| Hash64::new(0).part(x).part(y).finish();
+        assert_ne!(h(b"ab", b"c"), h(b"a", b"bc"));
+    }
+
+    #[test]
+    fn payload_layout() {
+        let p = payload(7, PageOrder::ChangeTime, Some(-1), "42");
+        assert_eq!(p.len(), HEADER + 8 + HASH + 2 + HASH);
+        assert_eq!(&p[..HEADER], &[CURSOR_VERSION, b't', 1]);
+        assert_eq!(&p[HEADER..HEADER + 8], &(-1i64).to_be_bytes());
+        let p = payload(7, PageOrder::Key, None, "42");
+        assert_eq!(p.len(), HEADER + HASH + 2 + HASH);
+        assert_eq!(&p[HEADER..HEADER + 8], &7u64.to_be_bytes());
+        assert_eq!(&p[HEADER + 8..HEADER + 10], b"42");
     }
 
     #[test]
@@ -419,13 +613,36 @@ mod tests {
         assert_eq!(Uuid::from_cursor(&u.to_cursor()), Some(u));
         assert_eq!(Uuid::from_cursor(&u.simple().to_string()), None);
         assert_eq!(String::from_cursor("a|b"), Some("a|b".to_owned()));
+        assert_eq!(String::from_cursor("a\0b"), None);
     }
 }
 
 #[cfg(test)]
 pub(crate) mod tests_support {
-    /// Hex-encodes hand-made cursor text, to test the parser's checks.
-    pub(crate) fn hex_of(text: &str) -> String {
-        super::hex(text.as_bytes())
+    use super::*;
+
+    /// A well-formed cursor for `q` (right fingerprint and checksum) with any
+    /// time and key text: what only a forger could make, to test that the
+    /// decoder checks what it decodes.
+    pub(crate) fn forge<K: CursorKey>(
+        q: &SinceQuery<K>,
+        order: PageOrder,
+        at: Option<i64>,
+        key: &str,
+    ) -> String {
+        URL_SAFE_NO_PAD.encode(payload(q.fingerprint(order), order, at, key))
+    }
+
+    /// `body` with its checksum appended, as a cursor.
+    pub(crate) fn checksummed(body: &[u8]) -> String {
+        let mut p = body.to_vec();
+        let sum = Hash64::new(CHECKSUM_SEED).bytes(&p).finish();
+        p.extend_from_slice(&sum.to_be_bytes());
+        URL_SAFE_NO_PAD.encode(p)
+    }
+
+    /// The query's fingerprint for `order`.
+    pub(crate) fn fingerprint<K: CursorKey>(q: &SinceQuery<K>, order: PageOrder) -> u64 {
+        q.fingerprint(order)
     }
 }

@@ -141,8 +141,12 @@ fn page_snapshots() {
 #[test]
 fn cursors_continue_and_are_checked() {
     let q = graph().since(at()).unwrap();
-    let c = q.encode_cursor(PageOrder::ChangeTime, Some(1_000_000), &41);
-    assert!(c.bytes().all(|b| b.is_ascii_hexdigit()));
+    let c = q
+        .encode_cursor(PageOrder::ChangeTime, Some(1_000_000), &41)
+        .unwrap();
+    assert!(c
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
     let req = PageRequest::new(10).order(PageOrder::ChangeTime).after(&c);
     let page = q.page_query(&req).unwrap();
     assert!(
@@ -152,7 +156,7 @@ fn cursors_continue_and_are_checked() {
         "{}",
         page.sql()
     );
-    let null_at = q.encode_cursor(PageOrder::ChangeTime, None, &41);
+    let null_at = q.encode_cursor(PageOrder::ChangeTime, None, &41).unwrap();
     let page = q
         .page_query(
             &PageRequest::new(10)
@@ -167,44 +171,132 @@ fn cursors_continue_and_are_checked() {
         "{}",
         page.sql()
     );
-    let key_cursor = q.encode_cursor(PageOrder::Key, None, &41);
+    let key_cursor = q.encode_cursor(PageOrder::Key, None, &41).unwrap();
     let page = q
         .page_query(&PageRequest::new(10).after(&key_cursor))
         .unwrap();
     assert!(page
         .sql()
         .contains(r#"AND "moves"."id" > CAST($7 AS int8) ORDER BY"#));
+    // every strategy continues a cursor (Auto may switch between pages)
+    for strategy in SinceStrategy::ALL {
+        assert!(q
+            .clone()
+            .strategy(strategy)
+            .page_query(&PageRequest::new(10).after(&key_cursor))
+            .is_ok());
+    }
 
     // Refusals: each is a typed InvalidSpec on "cursor" or "limit".
     let cursor_err = |req: PageRequest| match q.page_query(&req) {
         Err(crate::Error::InvalidSpec {
-            field: "cursor", ..
-        }) => {}
+            field: "cursor",
+            reason,
+        }) => reason,
         other => panic!("expected a cursor error, got {other:?}"),
     };
     cursor_err(PageRequest::new(10).after("zz"));
     cursor_err(PageRequest::new(10).after(""));
     cursor_err(PageRequest::new(10).after(c.to_uppercase()));
-    cursor_err(PageRequest::new(10).after(&c)); // a ChangeTime cursor for a Key page
-    cursor_err(PageRequest::new(10).after("a".repeat(5000)));
-    cursor_err(PageRequest::new(10).after(super::page::tests_support::hex_of("sc2|k|int8|0|-|1")));
-    cursor_err(
-        PageRequest::new(10).after(super::page::tests_support::hex_of(&format!(
-            "sc1|k|int8|{}|-|01",
-            at().timestamp_micros()
-        ))),
-    );
-    cursor_err(
-        PageRequest::new(10).after(super::page::tests_support::hex_of(&format!(
-            "sc1|k|int4|{}|-|1",
-            at().timestamp_micros()
-        ))),
-    );
-    // the same cursor under another `since`
-    let later = graph().since(at() + chrono::Duration::days(1)).unwrap();
-    assert!(later
+    // a ChangeTime cursor for a Key page
+    assert!(cursor_err(PageRequest::new(10).after(&c)).contains("another page order"));
+    cursor_err(PageRequest::new(10).after("A".repeat(SINCE_MAX_CURSOR_LEN + 4)));
+    // an old hex cursor: told to start again
+    let old = "736331".to_owned() + &"7c6b".repeat(10);
+    assert!(cursor_err(PageRequest::new(10).after(old)).contains("older version"));
+    // hand-made payloads with a valid checksum: each field is still checked
+    use super::page::tests_support::{checksummed, fingerprint, forge};
+    let fp = fingerprint(&q, PageOrder::Key).to_be_bytes();
+    let body = |head: &[u8], key: &[u8]| [head, &fp, key].concat();
+    assert!(q
+        .page_query(&PageRequest::new(10).after(checksummed(&body(&[2, b'k', 0], b"1"))))
+        .is_ok());
+    for (bad, why) in [
+        (body(&[3, b'k', 0], b"1"), "unknown version"),
+        (body(&[2, b'x', 0], b"1"), "unknown page order"),
+        (body(&[2, b'k', 2], b"1"), "bad time flag"),
+        (body(&[2, b'k', 1], b"1"), "bad time flag"), // a Key cursor carries no time
+        (body(&[2, b'k', 0], b"01"), "not a valid key"),
+        (body(&[2, b'k', 0], b""), "not a valid key"),
+        (body(&[2, b'k', 0], b"\xff"), "not UTF-8"),
+        (vec![2, b'k', 0], "cut short"),
+        (vec![2, b'k'], "cut short"),
+        (vec![], "cut short"),
+    ] {
+        let reason = cursor_err(PageRequest::new(10).after(checksummed(&bad)));
+        assert!(reason.contains(why), "{bad:?}: {reason}");
+    }
+    // another key type
+    let q4 = graph_with_key::<i32>().since(at()).unwrap();
+    let c4 = q4.encode_cursor(PageOrder::Key, None, &41).unwrap();
+    assert!(cursor_err(PageRequest::new(10).after(c4)).contains("another query"));
+    // the same cursor under another `since`, filter, offset or graph
+    for other in [
+        graph().since(at() + chrono::Duration::days(1)).unwrap(),
+        graph()
+            .since(at() + chrono::Duration::microseconds(1))
+            .unwrap(),
+        graph()
+            .filter(
+                Table::new("moves")
+                    .unwrap()
+                    .column::<i32>("n")
+                    .unwrap()
+                    .eq(1),
+            )
+            .since(at())
+            .unwrap(),
+        graph()
+            .timestamp_offset(chrono::FixedOffset::east_opt(3600).unwrap())
+            .since(at())
+            .unwrap(),
+    ] {
+        let reason = match other.page_query(&PageRequest::new(10).after(&key_cursor)) {
+            Err(crate::Error::InvalidSpec {
+                field: "cursor",
+                reason,
+            }) => reason,
+            r => panic!("expected a cursor error, got {r:?}"),
+        };
+        assert!(reason.contains("another query"), "{reason}");
+    }
+    // another max_limit is the same query
+    assert!(graph()
+        .max_limit(5000)
+        .unwrap()
+        .since(at())
+        .unwrap()
         .page_query(&PageRequest::new(10).after(&key_cursor))
-        .is_err());
+        .is_ok());
+    // times PostgreSQL cannot hold, in a well-formed cursor
+    let year = |y: i32| {
+        Utc.with_ymd_and_hms(y, 1, 1, 0, 0, 0)
+            .unwrap()
+            .timestamp_micros()
+    };
+    for micros in [
+        year(-4800),
+        change::PG_MIN_MICROS - 1,
+        i64::MIN,
+        i64::MAX,
+        DateTime::<Utc>::MAX_UTC.timestamp_micros() + 1,
+    ] {
+        let forged = forge(&q, PageOrder::ChangeTime, Some(micros), "1");
+        let req = PageRequest::new(10).order(PageOrder::ChangeTime);
+        let reason = cursor_err(req.after(forged));
+        assert!(
+            reason.contains("out of PostgreSQL's range"),
+            "{micros}: {reason}"
+        );
+    }
+    for micros in [
+        change::PG_MIN_MICROS,
+        DateTime::<Utc>::MAX_UTC.timestamp_micros(),
+    ] {
+        let forged = forge(&q, PageOrder::ChangeTime, Some(micros), "1");
+        let req = PageRequest::new(10).order(PageOrder::ChangeTime);
+        assert!(q.page_query(&req.after(forged)).is_ok(), "{micros}");
+    }
     for limit in [0, -1, SINCE_DEFAULT_MAX_LIMIT + 1] {
         assert!(matches!(
             q.page_query(&PageRequest::new(limit)),
@@ -214,6 +306,164 @@ fn cursors_continue_and_are_checked() {
     assert!(q
         .page_query(&PageRequest::new(SINCE_DEFAULT_MAX_LIMIT))
         .is_ok());
+}
+
+/// The same graph keyed by another integer type.
+fn graph_with_key<K: crate::types::SqlType>() -> SinceGraph<K> {
+    let moves = Table::new("moves").unwrap();
+    SinceGraph::new(
+        &moves.column::<K>("id").unwrap(),
+        moves.column::<NaiveDateTime>("updated_at").unwrap(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_text_key_pg_min_constant_is_julian_day_zero() {
+    let jd0 = chrono::NaiveDate::from_ymd_opt(-4713, 11, 24)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    assert_eq!(jd0.timestamp_micros(), change::PG_MIN_MICROS);
+}
+
+#[test]
+fn cursors_hold_long_keys_or_refuse_them_when_made() {
+    let moves = Table::new("moves").unwrap();
+    let g = SinceGraph::new(
+        &moves.column::<String>("id").unwrap(),
+        moves.column::<DateTime<Utc>>("updated_at").unwrap(),
+    )
+    .unwrap();
+    let q = g.since(at()).unwrap();
+    for len in [0, 1, 3000, 20_000, 49_000] {
+        let key = "é".repeat(len / 2);
+        for (order, t) in [
+            (PageOrder::Key, None),
+            (PageOrder::ChangeTime, Some(at().timestamp_micros())),
+        ] {
+            let c = q.encode_cursor(order, t, &key).unwrap();
+            assert!(c.len() <= SINCE_MAX_CURSOR_LEN, "{len}: {}", c.len());
+            let page = q
+                .page_query(&PageRequest::new(10).order(order).after(&c))
+                .unwrap();
+            assert_eq!(
+                page.values().0.last().cloned(),
+                Some(10u64.into()),
+                "the limit, after the key"
+            );
+            // base64url: 4 characters per 3 bytes, plus a fixed overhead
+            assert!(c.len() <= (key.len() + 27).div_ceil(3) * 4, "{}", c.len());
+        }
+    }
+    // too long for any cursor: refused when made
+    let key = "k".repeat(SINCE_MAX_CURSOR_LEN / 4 * 3);
+    match q.encode_cursor(PageOrder::Key, None, &key) {
+        Err(crate::Error::InvalidSpec {
+            field: "cursor",
+            reason,
+        }) => assert!(reason.contains("too long"), "{reason}"),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    // the longest key that fits, and one byte more
+    let fits = SINCE_MAX_CURSOR_LEN / 4 * 3 - 3 - 8 - 8 - 8;
+    for (order, t, fits) in [
+        (PageOrder::Key, None, fits + 8),
+        (PageOrder::ChangeTime, Some(0), fits),
+    ] {
+        let c = q.encode_cursor(order, t, &"k".repeat(fits)).unwrap();
+        assert_eq!(c.len(), SINCE_MAX_CURSOR_LEN);
+        assert!(q
+            .page_query(&PageRequest::new(1).order(order).after(c))
+            .is_ok());
+        assert!(q.encode_cursor(order, t, &"k".repeat(fits + 1)).is_err());
+    }
+}
+
+#[test]
+fn out_of_range_since_is_refused() {
+    let year = |y: i32| Utc.with_ymd_and_hms(y, 1, 1, 0, 0, 0).unwrap();
+    for bad in [
+        year(-4800),
+        DateTime::<Utc>::MIN_UTC,
+        DateTime::from_timestamp_micros(change::PG_MIN_MICROS - 1).unwrap(),
+    ] {
+        assert!(matches!(
+            graph().since(bad),
+            Err(crate::Error::InvalidSpec { field: "since", .. })
+        ));
+    }
+    // year 300000 (or 294277) is past chrono's last year: no DateTime holds it
+    assert!(Utc
+        .with_ymd_and_hms(294_277, 1, 1, 0, 0, 0)
+        .single()
+        .is_none());
+    let first = DateTime::from_timestamp_micros(change::PG_MIN_MICROS).unwrap();
+    assert!(graph().since(first).is_ok());
+    assert!(graph().since(DateTime::<Utc>::MAX_UTC).is_ok());
+    // in range in UTC, out of range as `timestamp` wall-clock time west of UTC
+    let west = chrono::FixedOffset::west_opt(3600).unwrap();
+    assert!(matches!(
+        graph().timestamp_offset(west).since(first),
+        Err(crate::Error::InvalidSpec { field: "since", .. })
+    ));
+}
+
+mod cursor_mutations {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Random damage to a valid cursor is refused, or leaves it as it
+        /// was: never another page, never an error from the server.
+        #[test]
+        fn damaged_cursors_are_refused(
+            key in "[a-z0-9é|]{0,40}",
+            by_time in any::<bool>(),
+            edits in prop::collection::vec((any::<usize>(), any::<u8>(), 0u8..4), 1..4),
+        ) {
+            let moves = Table::new("moves").unwrap();
+            let q = SinceGraph::new(
+                &moves.column::<String>("id").unwrap(),
+                moves.column::<DateTime<Utc>>("updated_at").unwrap(),
+            )
+            .unwrap()
+            .since(at())
+            .unwrap();
+            let (order, t) = if by_time {
+                (PageOrder::ChangeTime, Some(at().timestamp_micros() + 17))
+            } else {
+                (PageOrder::Key, None)
+            };
+            let good = q.encode_cursor(order, t, &key).unwrap();
+            let mut bytes = good.clone().into_bytes();
+            for (at, byte, kind) in edits {
+                let i = at % (bytes.len() + 1);
+                match kind {
+                    0 if i < bytes.len() => bytes[i] = byte,
+                    1 if i < bytes.len() => {
+                        bytes.remove(i);
+                    }
+                    2 => bytes.insert(i, byte),
+                    _ => bytes.truncate(i),
+                }
+            }
+            let bad = String::from_utf8_lossy(&bytes).into_owned();
+            let res = q.page_query(&PageRequest::new(5).order(order).after(&bad));
+            if bad == good {
+                prop_assert!(res.is_ok());
+            } else {
+                prop_assert!(
+                    matches!(res, Err(crate::Error::InvalidSpec { field: "cursor", .. })),
+                    "{bad:?} gave {res:?}"
+                );
+            }
+        }
+    }
 }
 
 #[test]

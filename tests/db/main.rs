@@ -22,6 +22,7 @@ mod rollup;
 mod rollup_strategies;
 mod seed_orders;
 mod since;
+mod since_cursor;
 mod support;
 mod top_n;
 mod values;
