@@ -90,6 +90,20 @@ pub enum Error {
         detail: String,
     },
 
+    /// A database object of the name an operation would create or drop
+    /// already exists but is not the one described: an index of that name
+    /// on another table or with another definition, or a table of that
+    /// name. It is left untouched (never dropped or replaced).
+    #[error("{kind} {name:?} already exists and differs: {reason}")]
+    ObjectConflict {
+        /// What kind of object was expected (e.g. `"index"`).
+        kind: &'static str,
+        /// The object's name.
+        name: String,
+        /// How the existing object differs (its table, its definition).
+        reason: String,
+    },
+
     /// The throwaway PostgreSQL cluster could not be found, started or reached.
     #[error("throwaway database: `{command}` failed: {stderr}")]
     TestDb {
@@ -175,6 +189,12 @@ impl Error {
     /// `true` for errors reported by the server or the connection.
     pub fn is_database(&self) -> bool {
         matches!(self, Error::Database { .. })
+    }
+
+    /// `true` for [`Error::ObjectConflict`]: an existing object of the name
+    /// is not the one described, and was left alone.
+    pub fn is_object_conflict(&self) -> bool {
+        matches!(self, Error::ObjectConflict { .. })
     }
 
     /// `true` when the server rejected a statement for a unique-constraint
