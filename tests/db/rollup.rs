@@ -949,3 +949,88 @@ async fn names_next_to_the_internal_ones_are_only_names() {
         assert_eq!(got, expected, "{strategy:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_query_bases_with_hostile_aliases_return_the_right_rows() {
+    let schema = schema().await;
+    let client = client(&schema).await;
+    client
+        .batch_execute(
+            "CREATE TABLE src (k text, v int8);
+             INSERT INTO src VALUES ('a', 1), ('a', 2), ('b', 3), (NULL, 4);",
+        )
+        .await
+        .unwrap();
+    let src = Table::new("src").unwrap();
+    let long = format!(
+        "{}xé",
+        "x\"$$\\ ".repeat(10).chars().take(60).collect::<String>()
+    );
+    assert_eq!(long.len(), 63);
+    for alias in [
+        r#"b"; DROP TABLE src; --"#,
+        "$$ dollar $$",
+        "back\\slash",
+        "Ünïcødé ☃",
+        "  spaced  ",
+        "select",
+        "rollup_pre",
+        "rollup_grouped",
+        long.as_str(),
+    ] {
+        let base = Query::select()
+            .expr_as(
+                Expr::col(src.column::<String>("k").unwrap().col_ref()),
+                Alias::new(alias),
+            )
+            .expr_as(
+                Expr::col(src.column::<i64>("v").unwrap().col_ref()),
+                Alias::new("v"),
+            )
+            .from(src.table_ref())
+            .and_where(pgpatterns::sea_query::ExprTrait::lt(
+                Expr::col(Alias::new("v")),
+                4i64.param(),
+            ))
+            .to_owned();
+        let t = Table::new(alias).unwrap();
+        for strategy in pgpatterns::RollupStrategy::ALL {
+            let mut r = Rollup::from_query(base.clone(), &t).unwrap();
+            r.strategy(strategy).unwrap();
+            let k = r
+                .dimension_as("k", t.column::<String>(alias).unwrap())
+                .unwrap();
+            let n = r.metric("n", Agg::count_all()).unwrap();
+            let s = r
+                .metric("s", Agg::sum(&t.column::<i64>("v").unwrap()))
+                .unwrap();
+            r.with_total().unwrap();
+            r.rank_by(&n, Order::Desc)
+                .unwrap()
+                .limit_per_level(5)
+                .unwrap();
+            let rows = r.fetch(&client).await.unwrap();
+            let got: Vec<_> = rows
+                .iter()
+                .map(|row| {
+                    (
+                        row.get(&k),
+                        row.get(&n),
+                        row.get(&s),
+                        row.level().is_total(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                got,
+                vec![
+                    (Some("a".to_owned()), Some(2), Some(dec("3")), false),
+                    (Some("b".to_owned()), Some(1), Some(dec("3")), false),
+                    (None, Some(3), Some(dec("6")), true),
+                ],
+                "{alias:?} {strategy:?}\n{}",
+                r.build()
+            );
+        }
+    }
+}
