@@ -121,7 +121,15 @@ impl Compare {
     /// Warm-up rounds unless set otherwise ([`warmup`](Self::warmup)).
     pub const DEFAULT_WARMUP: usize = 1;
 
-    /// `rounds` timed rounds (checked by [`run`](Self::run): at least one),
+    /// The most timed rounds [`run`](Self::run) accepts (each round keeps
+    /// one timing per contender).
+    pub const MAX_ROUNDS: usize = 100_000;
+
+    /// The most warm-up rounds [`run`](Self::run) accepts.
+    pub const MAX_WARMUP: usize = 100_000;
+
+    /// `rounds` timed rounds (checked by [`run`](Self::run): at least one, at
+    /// most [`MAX_ROUNDS`](Self::MAX_ROUNDS)),
     /// after [`DEFAULT_WARMUP`](Self::DEFAULT_WARMUP) untimed ones; whole
     /// rows must agree.
     pub fn new(rounds: usize) -> Compare {
@@ -204,6 +212,26 @@ impl Compare {
                 "must be at least 1: with no timed round there is nothing to compare",
             ));
         }
+        if self.rounds > Compare::MAX_ROUNDS {
+            return Err(Error::spec(
+                "rounds",
+                format!(
+                    "at most {} timed rounds, got {}",
+                    Compare::MAX_ROUNDS,
+                    self.rounds
+                ),
+            ));
+        }
+        if self.warmup > Compare::MAX_WARMUP {
+            return Err(Error::spec(
+                "warmup",
+                format!(
+                    "at most {} warm-up rounds, got {}",
+                    Compare::MAX_WARMUP,
+                    self.warmup
+                ),
+            ));
+        }
         if contenders.is_empty() {
             return Err(Error::spec("contenders", "none given: nothing to compare"));
         }
@@ -237,7 +265,9 @@ impl Compare {
     /// [module docs](self)).
     ///
     /// # Errors
-    /// Before any SQL is sent: [`Error::InvalidSpec`] for zero rounds, no
+    /// Before any SQL is sent: [`Error::InvalidSpec`] for zero rounds, more
+    /// than [`MAX_ROUNDS`](Self::MAX_ROUNDS) rounds or
+    /// [`MAX_WARMUP`](Self::MAX_WARMUP) warm-up rounds, no
     /// contenders, an empty or repeated label, an empty statement or a NUL in
     /// a text value; [`Error::InvalidIdentifier`] for an invalid compare
     /// column. Then [`Error::StrategiesDisagree`] when a contender returns

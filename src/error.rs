@@ -93,7 +93,9 @@ pub enum Error {
     /// A database object that pgpatterns was asked to create, replace or
     /// drop already exists and is not the one pgpatterns would make: it sits
     /// on another table, has another definition, or was not created by
-    /// pgpatterns. Nothing was changed; rename one of them (e.g.
+    /// pgpatterns (an index of that name on another table or with another
+    /// definition, a function or trigger without pgpatterns' mark). Nothing
+    /// was changed — never dropped or replaced; rename one of them (e.g.
     /// [`Denormalize::named`](crate::Denormalize::named)) or remove the
     /// other object yourself.
     #[error("{kind} {name} already exists and is not the one pgpatterns would create: {reason}")]
@@ -191,6 +193,12 @@ impl Error {
     /// `true` for errors reported by the server or the connection.
     pub fn is_database(&self) -> bool {
         matches!(self, Error::Database { .. })
+    }
+
+    /// `true` for [`Error::ObjectConflict`]: an existing object of the name
+    /// is not the one described, and was left alone.
+    pub fn is_object_conflict(&self) -> bool {
+        matches!(self, Error::ObjectConflict { .. })
     }
 
     /// `true` when the server rejected a statement for a unique-constraint

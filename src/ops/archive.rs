@@ -39,8 +39,11 @@ const COPIED: &str = "pgp_copied";
 const MOVED_COUNT: &str = "pgp_count";
 
 /// A time type a cutoff can be given in, and compared with the present.
+///
+/// [`Archiver::run`] does not use the client's clock: it asks the server
+/// (see [`Archiver::future_check_statement`]).
 pub trait CutoffTime: SqlType {
-    /// `true` when the value lies after the current time (a
+    /// `true` when the value lies after the client's current time (a
     /// `NaiveDateTime`/`NaiveDate` is read as UTC).
     fn is_future(&self) -> bool;
 }
@@ -108,7 +111,8 @@ pub struct Archiver<K: SqlType, T: SqlType> {
 impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
     /// Moves rows of `key`'s table (its primary key) ordered by `time` into
     /// `archive`. Defaults: 5 000 rows per batch, the archive created when
-    /// missing, cutoffs in the future allowed.
+    /// missing, cutoffs in the future refused (see
+    /// [`allow_future_cutoff`](Self::allow_future_cutoff)).
     ///
     /// # Errors
     /// [`Error::InvalidSpec`] when `key` and `time` are not columns of one
@@ -146,7 +150,7 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
             key: key.clone(),
             time: time.clone(),
             batch_size: 5_000,
-            allow_future: true,
+            allow_future: false,
             create_missing: true,
         })
     }
@@ -162,10 +166,20 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
     }
 
     /// Refuse a cutoff in the future (which would archive rows written just
-    /// now): [`run`](Self::run) then fails with [`Error::InvalidSpec`] before
-    /// anything is sent.
+    /// now): [`run`](Self::run) then fails with [`Error::InvalidSpec`]
+    /// before any row is moved. This is the default.
+    #[must_use]
     pub fn forbid_future_cutoff(mut self) -> Self {
         self.allow_future = false;
+        self
+    }
+
+    /// Accept a cutoff in the future: rows written up to the start of the
+    /// run are archived too. A run still ends: it only moves rows up to the
+    /// last `(time, key)` before the cutoff that existed when it started.
+    #[must_use]
+    pub fn allow_future_cutoff(mut self) -> Self {
+        self.allow_future = true;
         self
     }
 
@@ -299,6 +313,38 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
         cutoff: T,
         after: Option<(T, K)>,
     ) -> BuiltQuery {
+        self.move_statement_upto(columns, cutoff, after, None)
+    }
+
+    /// [`move_statement`](Self::move_statement) that, given `upto`, only
+    /// moves rows with `(time, key) <= upto` as well: [`run`](Self::run)
+    /// passes the last row before the cutoff when it started, so rows
+    /// written during the run are never chased.
+    ///
+    /// ```
+    /// # use chrono::{DateTime, TimeZone, Utc};
+    /// # use pgpatterns::ops::archive::Archiver;
+    /// # use pgpatterns::{Ident, Table};
+    /// # let orders = Table::new("orders")?;
+    /// # let mover = Archiver::new(
+    /// #     &orders.column::<i64>("id")?,
+    /// #     &orders.column::<DateTime<Utc>>("created_at")?,
+    /// #     &Table::new("orders_archive")?,
+    /// # )?;
+    /// let cutoff = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
+    /// let batch = mover.move_statement_upto(&[Ident::new("id")?], cutoff, None, Some((cutoff, 7)));
+    /// assert!(batch.sql().contains(
+    ///     r#"WHERE "orders"."created_at" < CAST($1 AS timestamptz) AND ("orders"."created_at", "orders"."id") <= (CAST($2 AS timestamptz), CAST($3 AS int8)) ORDER BY"#
+    /// ));
+    /// # Ok::<(), pgpatterns::Error>(())
+    /// ```
+    pub fn move_statement_upto(
+        &self,
+        columns: &[Ident],
+        cutoff: T,
+        after: Option<(T, K)>,
+        upto: Option<(T, K)>,
+    ) -> BuiltQuery {
         let mut pick = Query::select();
         pick.column(self.key.col_ref())
             .from(self.live.table_ref())
@@ -307,6 +353,12 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
             pick.and_where(
                 Expr::tuple([self.time.expr(), self.key.expr()])
                     .gt(Expr::tuple([t.param(), k.param()])),
+            );
+        }
+        if let Some((t, k)) = upto {
+            pick.and_where(
+                Expr::tuple([self.time.expr(), self.key.expr()])
+                    .lte(Expr::tuple([t.param(), k.param()])),
             );
         }
         pick.order_by(self.time.col_ref(), Order::Asc)
@@ -373,20 +425,66 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
             .to_owned()
     }
 
-    /// Moves every row with `time < cutoff`, one batch at a time: first in
-    /// `(time, key)` order with a cursor until a batch moves nothing, then
-    /// sweeps from the start until a batch moves nothing (rows a batch
-    /// skipped because a writer held them locked). Reports the rows moved
-    /// after each batch (the total is the count of such rows when the run
-    /// began). Prepares the
-    /// archive first ([`prepare`](Self::prepare)). Resumable: run it again
-    /// after an interruption.
+    /// `SELECT CAST($1 AS type) > clock_timestamp()`: whether the cutoff
+    /// lies in the future by the **server's** clock. The comparison runs in
+    /// the cutoff's own type, as the batches compare it with the column: a
+    /// `timestamp` (or `date`) cutoff is read in the session's `TimeZone`,
+    /// like `now()` stored into a `timestamp` column by this session.
+    pub fn future_check_statement(&self, cutoff: T) -> BuiltQuery {
+        BuiltQuery::new(
+            &Query::select()
+                .expr(cutoff.param().gt(Expr::cust("clock_timestamp()")))
+                .to_owned(),
+        )
+    }
+
+    /// The last `(time, key)` before the cutoff and how many rows lie
+    /// before the cutoff, as the run starts: one row, or none when no row
+    /// is older than the cutoff.
+    ///
+    /// ```sql
+    /// SELECT time, key, COUNT(*) OVER () FROM live WHERE time < $1
+    /// ORDER BY time DESC, key DESC LIMIT 1
+    /// ```
+    pub fn bound_statement(&self, cutoff: T) -> BuiltQuery {
+        BuiltQuery::new(
+            &Query::select()
+                .expr(self.time.expr())
+                .expr(self.key.expr())
+                .expr_window_as(
+                    Expr::cust("COUNT(*)"),
+                    WindowStatement::new(),
+                    Alias::new(MOVED_COUNT),
+                )
+                .from(self.live.table_ref())
+                .and_where(self.time.lt(cutoff))
+                .order_by(self.time.col_ref(), Order::Desc)
+                .order_by(self.key.col_ref(), Order::Desc)
+                .limit(1)
+                .to_owned(),
+        )
+    }
+
+    /// Moves every row with `time < cutoff` that existed when the run
+    /// started, one batch at a time: first in `(time, key)` order with a
+    /// cursor until a batch moves nothing, then sweeps from the start until
+    /// a batch moves nothing (rows a batch skipped because a writer held
+    /// them locked). Every batch is bounded by the last `(time, key)` before
+    /// the cutoff at the start ([`bound_statement`](Self::bound_statement)),
+    /// so a run ends even when writers keep adding rows before a future
+    /// cutoff; rows added later *below* that bound (back-dated) may be
+    /// moved too. Reports the rows moved after each batch (the total is the
+    /// count of such rows when the run began). Prepares the archive first
+    /// ([`prepare`](Self::prepare)). Resumable: run it again after an
+    /// interruption.
     ///
     /// # Errors
-    /// [`Error::InvalidSpec`] for a cutoff in the future when
-    /// [forbidden](Self::forbid_future_cutoff) (before anything is sent) or
-    /// from [`prepare`](Self::prepare); the database's error (finished
-    /// batches stay committed).
+    /// [`Error::InvalidSpec`] for a cutoff in the future by the server's
+    /// clock ([`future_check_statement`](Self::future_check_statement))
+    /// unless [allowed](Self::allow_future_cutoff), before any row is moved
+    /// or the archive created; [`Error::InvalidSpec`] from
+    /// [`prepare`](Self::prepare); the database's error (finished batches
+    /// stay committed).
     pub async fn run<E: Executor>(
         &self,
         db: &E,
@@ -397,32 +495,44 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
         K: FromSqlOwned,
         T: FromSqlOwned,
     {
-        if !self.allow_future && cutoff.is_future() {
-            return Err(Error::spec(
-                "cutoff",
-                format!("{cutoff:?} is in the future, and this mover forbids that"),
-            ));
-        }
         let started = Instant::now();
+        if !self.allow_future {
+            let future: bool = db
+                .query_one(&self.future_check_statement(cutoff.clone()))
+                .await?
+                .try_get(0usize.into())?;
+            if future {
+                return Err(Error::spec(
+                    "cutoff",
+                    format!(
+                        "{cutoff:?} is in the future by the server's clock; \
+                         allow_future_cutoff() accepts it"
+                    ),
+                ));
+            }
+        }
         let columns = self.prepare(db).await?;
-        let count = Query::select()
-            .expr(Expr::cust("COUNT(*)"))
-            .from(self.live.table_ref())
-            .and_where(self.time.lt(cutoff.clone()))
-            .to_owned();
-        let total: i64 = db
-            .query_one(&BuiltQuery::new(&count))
-            .await?
-            .try_get(0usize.into())?;
-        let total = Some(u64::try_from(total).unwrap_or(0));
         let mut report = BatchReport::default();
+        let Some(bound) = db.query_opt(&self.bound_statement(cutoff.clone())).await? else {
+            progress(Progress::new("archive", 0, Some(0)));
+            report.elapsed = started.elapsed();
+            return Ok(report);
+        };
+        let upto: (T, K) = (bound.try_get(0usize.into())?, bound.try_get(1usize.into())?);
+        let total: i64 = bound.try_get(2usize.into())?;
+        let total = Some(u64::try_from(total).unwrap_or(0));
         progress(Progress::new("archive", 0, total));
         // A cursor pass in (time, key) order, then sweeps from the start
         // for rows a batch skipped because a writer held them locked.
         let mut after: Option<(T, K)> = None;
         let mut sweeping = false;
         loop {
-            let q = self.move_statement(&columns, cutoff.clone(), after.clone());
+            let q = self.move_statement_upto(
+                &columns,
+                cutoff.clone(),
+                after.clone(),
+                Some(upto.clone()),
+            );
             let row = db.query_opt(&q).await?;
             report.batches += 1;
             match row {

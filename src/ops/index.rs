@@ -15,10 +15,10 @@
 
 use sea_query::{Index, IndexOrder};
 
-use crate::ddl::quote_beside;
+use crate::ddl::{quote, quote_beside, quote_table};
 use crate::schema::{AnyColumn, Ident, Table};
 use crate::types::SqlType;
-use crate::{BuiltQuery, Error, Executor, Result, RowRead};
+use crate::{BuiltQuery, ColumnIndex, Error, Executor, Result, RowRead};
 
 /// The state of an index in the catalog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,25 +167,172 @@ impl ConcurrentIndex {
         ))
     }
 
-    /// `SELECT indisvalid FROM pg_index WHERE indexrelid =
-    /// to_regclass($1)`, with the quoted index name bound as `$1`.
+    /// The catalog query [`state`](Self::state) and
+    /// [`ensure`](Self::ensure) read: the relation named like the index in
+    /// the **table's** schema (the table resolved by `to_regclass`, so an
+    /// unqualified table follows `search_path` exactly as `CREATE INDEX`
+    /// does), with what defines it. The quoted table name is bound as `$1`,
+    /// the index name as `$2`. No row when the table or the relation does
+    /// not exist; otherwise one row: relkind, schema, whether it is an
+    /// index on the table, the table it is on, `indisvalid`, `indisunique`,
+    /// the key columns (empty string for an expression), their
+    /// `indoption`s, the INCLUDE column count, whether it has expressions,
+    /// whether it has a predicate, the access method, whether every key
+    /// uses its type's default operator class and the column's collation,
+    /// `NULLS NOT DISTINCT`, and `pg_get_indexdef`.
     pub fn state_query(&self) -> BuiltQuery {
         BuiltQuery::fixed_with(
-            "SELECT i.indisvalid FROM pg_catalog.pg_index i WHERE i.indexrelid = to_regclass($1::text)",
-            [quote_beside(&self.table, &self.name).into_value()],
+            CATALOG_SQL,
+            [
+                quote_table(&self.table).into_value(),
+                self.name.as_str().to_owned().into_value(),
+            ],
         )
     }
 
-    /// The index's state in the catalog.
+    /// Reads the catalog ([`state_query`](Self::state_query)).
+    async fn inspect<E: Executor>(&self, db: &E) -> Result<Option<Found>> {
+        let Some(row) = db.query_opt(&self.state_query()).await? else {
+            return Ok(None);
+        };
+        let at = |i: usize| -> ColumnIndex<'static> { i.into() };
+        Ok(Some(Found {
+            relkind: row.try_get(at(0))?,
+            schema: row.try_get(at(1))?,
+            on_table: row.try_get(at(2))?,
+            on: row.try_get(at(3))?,
+            valid: row.try_get(at(4))?,
+            unique: row.try_get(at(5))?,
+            keys: row.try_get(at(6))?,
+            options: row.try_get(at(7))?,
+            include: row.try_get(at(8))?,
+            expressions: row.try_get(at(9))?,
+            predicate: row.try_get(at(10))?,
+            method: row.try_get(at(11))?,
+            default_classes: row.try_get(at(12))?,
+            nulls_not_distinct: row.try_get(at(13))?,
+            definition: row.try_get(at(14))?,
+        }))
+    }
+
+    /// Why `found` is not the index [`create_statement`](Self::create_statement)
+    /// would build on this table, if it is not.
+    fn difference(&self, found: &Found) -> Option<String> {
+        if found.relkind != "i" {
+            let what = match found.relkind.as_str() {
+                "r" => "a table",
+                "p" => "a partitioned table",
+                "I" => "a partitioned index",
+                "v" => "a view",
+                "m" => "a materialized view",
+                "S" => "a sequence",
+                "f" => "a foreign table",
+                "c" => "a composite type",
+                _ => "another kind of relation",
+            };
+            return Some(format!("it is {what}, not an index"));
+        }
+        if !found.on_table {
+            return Some(format!(
+                "it is an index on {}, not on {}",
+                found.on,
+                self.table.display_name()
+            ));
+        }
+        let expected: Vec<(&str, i16)> = self
+            .columns
+            .iter()
+            .map(|(c, order)| {
+                let option = match order {
+                    // DESC implies NULLS FIRST: INDOPTION_DESC | INDOPTION_NULLS_FIRST.
+                    Some(IndexOrder::Desc) => 3,
+                    _ => 0,
+                };
+                (c.name().as_str(), option)
+            })
+            .collect();
+        let keys: Vec<(&str, i16)> = found
+            .keys
+            .iter()
+            .map(String::as_str)
+            .zip(found.options.iter().copied())
+            .collect();
+        let mut reasons = Vec::new();
+        if found.method != "btree" {
+            reasons.push(format!("access method {} instead of btree", found.method));
+        }
+        if keys != expected || found.keys.len() != found.options.len() || found.expressions {
+            reasons.push("other key columns, order or sort directions".to_owned());
+        }
+        if found.unique != self.unique {
+            reasons.push(if self.unique { "not unique" } else { "unique" }.to_owned());
+        }
+        if found.nulls_not_distinct {
+            reasons.push("NULLS NOT DISTINCT".to_owned());
+        }
+        if found.include != 0 {
+            reasons.push(format!("{} INCLUDE column(s)", found.include));
+        }
+        if found.predicate {
+            reasons.push("a WHERE predicate (partial index)".to_owned());
+        }
+        if !found.default_classes {
+            reasons.push("a non-default operator class or collation".to_owned());
+        }
+        if reasons.is_empty() {
+            None
+        } else {
+            Some(format!(
+                "{} ({}); expected {}",
+                reasons.join(", "),
+                found.definition,
+                self.create_statement().sql()
+            ))
+        }
+    }
+
+    /// The state of this index, or [`Error::ObjectConflict`] when the name
+    /// is taken by something else.
+    async fn checked_state<E: Executor>(&self, db: &E) -> Result<(IndexState, Option<Found>)> {
+        let Some(found) = self.inspect(db).await? else {
+            return Ok((IndexState::Missing, None));
+        };
+        if let Some(reason) = self.difference(&found) {
+            return Err(Error::ObjectConflict {
+                kind: "index",
+                name: format!("{}.{}", found.schema, self.name),
+                reason,
+            });
+        }
+        let state = if found.valid {
+            IndexState::Valid
+        } else {
+            IndexState::Invalid
+        };
+        Ok((state, Some(found)))
+    }
+
+    /// `DROP INDEX CONCURRENTLY IF EXISTS` of the index found in the catalog,
+    /// qualified by the schema it is actually in.
+    fn drop_found(&self, found: &Found) -> Result<BuiltQuery> {
+        let schema = Ident::new(&found.schema)?;
+        Ok(BuiltQuery::generated(format!(
+            "DROP INDEX CONCURRENTLY IF EXISTS {}.{}",
+            quote(&schema),
+            quote(&self.name)
+        )))
+    }
+
+    /// The index's state in the catalog: [`IndexState::Missing`] when no
+    /// relation of that name exists in the table's schema.
     ///
     /// # Errors
-    /// The database's error.
+    /// [`Error::ObjectConflict`] when a relation of that name exists there
+    /// but is not this index (an index on another table, or with other key
+    /// columns, directions, uniqueness, INCLUDE columns or predicate; or
+    /// not an index); the database's error.
     pub async fn state<E: Executor>(&self, db: &E) -> Result<IndexState> {
-        Ok(match db.query_opt(&self.state_query()).await? {
-            None => IndexState::Missing,
-            Some(row) if row.try_get::<bool>(0usize.into())? => IndexState::Valid,
-            Some(_) => IndexState::Invalid,
-        })
+        Ok(self.checked_state(db).await?.0)
     }
 
     /// Runs [`create_statement`](Self::create_statement) and returns the
@@ -194,43 +341,69 @@ impl ConcurrentIndex {
     /// [`ensure`](Self::ensure)).
     ///
     /// # Errors
-    /// [`Error::InTransaction`] on a transaction; the database's error (a
-    /// failed build leaves an INVALID index behind).
+    /// [`Error::InTransaction`] on a transaction; [`Error::ObjectConflict`]
+    /// when the name is taken by another object (see [`state`](Self::state));
+    /// the database's error (a failed build leaves an INVALID index behind).
     pub async fn create<E: Executor>(&self, db: &E) -> Result<IndexState> {
+        if db.is_transaction() {
+            return Err(Error::InTransaction {
+                sql: self.create_statement().sql().to_owned(),
+            });
+        }
+        self.checked_state(db).await?;
         db.execute_outside_transaction(&self.create_statement())
             .await?;
         self.state(db).await
     }
 
-    /// Runs [`drop_statement`](Self::drop_statement).
+    /// Drops the index, `CONCURRENTLY`; nothing when it does not exist.
     ///
     /// # Errors
-    /// [`Error::InTransaction`] on a transaction; the database's error.
+    /// [`Error::InTransaction`] on a transaction; [`Error::ObjectConflict`]
+    /// (nothing is dropped) when the relation of that name in the table's
+    /// schema is not this index (see [`state`](Self::state)); the
+    /// database's error.
     pub async fn drop<E: Executor>(&self, db: &E) -> Result<()> {
-        db.execute_outside_transaction(&self.drop_statement())
-            .await
-            .map(|_| ())
+        if db.is_transaction() {
+            return Err(Error::InTransaction {
+                sql: self.drop_statement().sql().to_owned(),
+            });
+        }
+        if let (_, Some(found)) = self.checked_state(db).await? {
+            db.execute_outside_transaction(&self.drop_found(&found)?)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Makes sure the index exists and is valid: creates it when missing,
     /// drops and re-creates it (both `CONCURRENTLY`) when INVALID, leaves a
-    /// valid one alone.
+    /// valid one alone. Only this index is ever dropped: the relation of
+    /// that name in the table's schema must be an index on this table with
+    /// the same definition (key columns in order, directions, uniqueness, no
+    /// INCLUDE columns, no predicate, btree, default operator classes).
     ///
     /// # Errors
-    /// [`Error::InTransaction`] on a transaction; the database's error when
-    /// a build fails (e.g. `23505` for a unique index over duplicates: fix
-    /// the data and call `ensure` again).
+    /// [`Error::InTransaction`] on a transaction; [`Error::ObjectConflict`]
+    /// when the name is taken by anything else, which is left untouched;
+    /// the database's error when a build fails (e.g. `23505` for a unique
+    /// index over duplicates: fix the data and call `ensure` again).
     pub async fn ensure<E: Executor>(&self, db: &E) -> Result<Ensured> {
-        let before = self.state(db).await?;
-        match before {
-            IndexState::Valid => {}
-            IndexState::Missing => {
+        if db.is_transaction() {
+            return Err(Error::InTransaction {
+                sql: self.create_statement().sql().to_owned(),
+            });
+        }
+        let (before, found) = self.checked_state(db).await?;
+        match (before, found) {
+            (IndexState::Invalid, Some(found)) => {
+                db.execute_outside_transaction(&self.drop_found(&found)?)
+                    .await?;
                 db.execute_outside_transaction(&self.create_statement())
                     .await?;
             }
-            IndexState::Invalid => {
-                db.execute_outside_transaction(&self.drop_statement())
-                    .await?;
+            (IndexState::Valid, _) => {}
+            _ => {
                 db.execute_outside_transaction(&self.create_statement())
                     .await?;
             }
@@ -248,3 +421,56 @@ impl ConcurrentIndex {
         Ok(Ensured { before, after })
     }
 }
+
+/// What the catalog says about the relation named like the index.
+#[derive(Debug)]
+struct Found {
+    relkind: String,
+    schema: String,
+    on_table: bool,
+    on: String,
+    valid: bool,
+    unique: bool,
+    keys: Vec<String>,
+    options: Vec<i16>,
+    include: i64,
+    expressions: bool,
+    predicate: bool,
+    method: String,
+    default_classes: bool,
+    nulls_not_distinct: bool,
+    definition: String,
+}
+
+/// See [`ConcurrentIndex::state_query`]. `indkey`, `indoption`, `indclass`
+/// and `indcollation` are vectors; cast to arrays they unnest in order.
+const CATALOG_SQL: &str = "\
+SELECT c.relkind::text, \
+       n.nspname::text, \
+       coalesce(i.indrelid = t.oid, false), \
+       coalesce(i.indrelid::regclass::text, ''), \
+       coalesce(i.indisvalid, false), \
+       coalesce(i.indisunique, false), \
+       coalesce((SELECT array_agg(coalesce(a.attname::text, '') ORDER BY k.n) \
+                 FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n) \
+                 LEFT JOIN pg_catalog.pg_attribute a \
+                   ON a.attrelid = i.indrelid AND a.attnum = k.attnum AND k.attnum <> 0 \
+                 WHERE k.n <= i.indnkeyatts), '{}'::text[]), \
+       coalesce(i.indoption::int2[], '{}'::int2[]), \
+       coalesce(i.indnatts - i.indnkeyatts, 0)::int8, \
+       i.indexprs IS NOT NULL, \
+       i.indpred IS NOT NULL, \
+       coalesce(am.amname::text, ''), \
+       coalesce((SELECT bool_and(oc.opcdefault AND k.coll = coalesce(a.attcollation, 0)) \
+                 FROM unnest(i.indclass::oid[], i.indcollation::oid[], i.indkey::int2[]) AS k(cls, coll, attnum) \
+                 JOIN pg_catalog.pg_opclass oc ON oc.oid = k.cls \
+                 LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+                 WHERE k.cls IS NOT NULL), true), \
+       coalesce((to_jsonb(i) ->> 'indnullsnotdistinct')::bool, false), \
+       coalesce(pg_catalog.pg_get_indexdef(c.oid), '') \
+FROM (SELECT to_regclass($1::text) AS oid) t \
+JOIN pg_catalog.pg_class tc ON tc.oid = t.oid \
+JOIN pg_catalog.pg_class c ON c.relnamespace = tc.relnamespace AND c.relname = $2::text \
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+LEFT JOIN pg_catalog.pg_index i ON i.indexrelid = c.oid \
+LEFT JOIN pg_catalog.pg_am am ON am.oid = c.relam";

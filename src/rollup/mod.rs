@@ -43,8 +43,17 @@ use crate::{BuiltQuery, Error, Result};
 /// Output column holding `GROUPING(dims…)`, the row's level bitmask.
 pub const GROUPING_ALIAS: &str = "rollup_grouping";
 const RANK: &str = "rollup_rank";
-const GROUPED: &str = "grouped";
-const RANKED: &str = "ranked";
+const GROUPED: &str = "rollup_grouped";
+const RANKED: &str = "rollup_ranked";
+
+/// The names the rollup statements give their own columns and subqueries:
+/// the level column ([`GROUPING_ALIAS`]), the rank column and the two
+/// subqueries of [`limit_per_level`](Rollup::limit_per_level), and the
+/// pre-aggregated subquery of
+/// [`PreAggregate`](RollupStrategy::PreAggregate). A dimension or metric
+/// alias may be none of them. Only the exact (case-sensitive) name is
+/// reserved: aliases are always quoted, so `"Rollup_Rank"` is another name.
+pub const RESERVED_ALIASES: [&str; 5] = [GROUPING_ALIAS, RANK, GROUPED, RANKED, pre::PRE];
 
 static NEXT_SPEC: AtomicU64 = AtomicU64::new(1);
 
@@ -249,8 +258,17 @@ impl Rollup {
     }
 
     fn check_alias(&self, alias: &Ident) -> Result<()> {
-        let taken = alias.as_str() == GROUPING_ALIAS
-            || self.dims.iter().any(|d| &d.alias == alias)
+        if RESERVED_ALIASES.contains(&alias.as_str()) {
+            return Err(Error::spec(
+                "alias",
+                format!(
+                    "{alias:?} is reserved: the rollup statement names a column or subquery so \
+                     itself (reserved: {})",
+                    RESERVED_ALIASES.join(", ")
+                ),
+            ));
+        }
+        let taken = self.dims.iter().any(|d| &d.alias == alias)
             || self.metrics.iter().any(|m| &m.alias == alias);
         if taken {
             return Err(Error::spec(
@@ -271,7 +289,8 @@ impl Rollup {
     ///
     /// # Errors
     /// [`Error::InvalidSpec`] when the column is not on the base, its name is
-    /// already an output column, or there are already
+    /// already an output column or [reserved](RESERVED_ALIASES), or there
+    /// are already
     /// [`MAX_DIMENSIONS`] dimensions.
     pub fn dimension<T: SqlType>(&mut self, col: &crate::Column<T>) -> Result<Dim<T>> {
         self.dimension_as(col.name().as_str(), col)
@@ -328,7 +347,8 @@ impl Rollup {
     /// Adds a metric under an output name.
     ///
     /// # Errors
-    /// [`Error::InvalidSpec`] when the name is taken, the aggregate's
+    /// [`Error::InvalidSpec`] when the name is taken or
+    /// [reserved](RESERVED_ALIASES), the aggregate's
     /// column is not on the base, or the spec's strategy is
     /// [`PreAggregate`](RollupStrategy::PreAggregate) and the aggregate is
     /// `COUNT(DISTINCT …)`.

@@ -31,7 +31,7 @@ use super::{grouping, Base, MetricSpec, Rollup, GROUPING_ALIAS};
 use crate::schema::Ident;
 
 /// The derived table of partial aggregates.
-const PRE: &str = "rollup_pre";
+pub(super) const PRE: &str = "rollup_pre";
 
 /// The inner column of dimension `i`.
 fn dim_column(i: usize) -> Alias {

@@ -125,7 +125,7 @@ fn with_total_having_filters_and_limits_snapshot() {
         r#"SELECT "merchant", "device", "total", "avg_big", "rollup_grouping" FROM (SELECT *, ROW_NUMBER() OVER ( PARTITION BY "rollup_grouping" ORDER BY "avg_big" DESC NULLS LAST, "merchant" ASC NULLS LAST, "device" ASC NULLS LAST ) AS "rollup_rank" FROM (SELECT "#
     ), "{q}");
     assert!(q.sql().ends_with(
-        r#") AS "grouped") AS "ranked" WHERE "rollup_rank" <= CAST($4 AS int8) ORDER BY "rollup_grouping" ASC, "avg_big" DESC NULLS LAST, "merchant" ASC NULLS LAST, "device" ASC NULLS LAST"#
+        r#") AS "rollup_grouped") AS "rollup_ranked" WHERE "rollup_rank" <= CAST($4 AS int8) ORDER BY "rollup_grouping" ASC, "avg_big" DESC NULLS LAST, "merchant" ASC NULLS LAST, "device" ASC NULLS LAST"#
     ), "{q}");
 
     // One grouping set: a plain top-N sort.
@@ -509,4 +509,35 @@ fn auto_without_a_database_follows_its_static_rule() {
     let mut gs = s.spec.clone();
     gs.strategy(RollupStrategy::GroupingSets).unwrap();
     assert_eq!(s.spec.build(), gs.build());
+}
+
+#[test]
+fn every_internal_name_is_reserved_exactly() {
+    assert_eq!(
+        RESERVED_ALIASES,
+        [
+            "rollup_grouping",
+            "rollup_rank",
+            "rollup_grouped",
+            "rollup_ranked",
+            "rollup_pre"
+        ]
+    );
+    for name in RESERVED_ALIASES {
+        let mut s = sale();
+        let reason = invalid(s.spec.metric(name, Agg::count_all()), "alias");
+        assert!(reason.contains("reserved"), "{reason}");
+        let merchant = s.table.column::<String>("merchant").unwrap();
+        invalid(s.spec.dimension_as(name, &merchant), "alias");
+        // A base column of that name, as a dimension named after it.
+        invalid(
+            s.spec.dimension(&s.table.column::<String>(name).unwrap()),
+            "alias",
+        );
+        // Quoted identifiers are case-sensitive: other names.
+        let upper = name.to_uppercase();
+        let title = format!("R{}", &name[1..]);
+        s.spec.metric(&upper, Agg::count_all()).unwrap();
+        s.spec.dimension_as(&title, &merchant).unwrap();
+    }
 }

@@ -163,7 +163,8 @@ impl From<i64> for MovesSeed {
 /// `now` the change times end at.
 ///
 /// # Errors
-/// [`Error::InvalidSpec`] for `moves < 1` or `batch < 1`; database errors
+/// [`Error::InvalidSpec`] for `moves < 1`, `moves` above
+/// [`MAX_SEED_ROWS`](super::MAX_SEED_ROWS) or `batch < 1`; database errors
 /// (e.g. when the tables exist already).
 pub async fn seed<E: Executor>(
     e: &E,
@@ -171,12 +172,7 @@ pub async fn seed<E: Executor>(
     mut progress: impl FnMut(Progress) + Send,
 ) -> Result<DateTime<Utc>> {
     let cfg = seed.into();
-    if cfg.moves < 1 {
-        return Err(Error::spec(
-            "moves",
-            format!("must be at least 1, got {}", cfg.moves),
-        ));
-    }
+    super::check_rows("moves", cfg.moves, 1)?;
     if cfg.batch < 1 {
         return Err(Error::spec(
             "batch",
@@ -190,9 +186,7 @@ pub async fn seed<E: Executor>(
     }
     let total = Some(cfg.moves as u64);
     progress(Progress::new("moves", 0, total));
-    let mut first = 1i64;
-    while first <= cfg.moves {
-        let last = cfg.moves.min(first.saturating_add(cfg.batch - 1));
+    for (first, last) in super::ranges(cfg.moves, cfg.batch) {
         for sql in [
             SEED_PEOPLE,
             SEED_MOVES,
@@ -207,7 +201,6 @@ pub async fn seed<E: Executor>(
             e.execute(&q).await?;
         }
         progress(Progress::new("moves", last as u64, total));
-        first = last + 1;
     }
     e.batch_execute(PRIMARY_KEYS).await?;
     progress(Progress::new("keys", 1, Some(1)));

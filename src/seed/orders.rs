@@ -226,7 +226,9 @@ impl OrdersSeed {
     /// step (stage `"finish"`, in steps).
     ///
     /// # Errors
-    /// [`Error::InvalidSpec`] for `orders < 0` or a batch size below 1,
+    /// [`Error::InvalidSpec`] for `orders < 0`, a batch size below 1, or
+    /// more than [`MAX_SEED_ROWS`](super::MAX_SEED_ROWS) orders (or orders
+    /// times drafts),
     /// before anything is sent; the database's error otherwise.
     pub async fn run<E: Executor>(
         &self,
@@ -236,6 +238,8 @@ impl OrdersSeed {
         Error::at_least("orders", self.orders, 0)?;
         Error::at_least("batch_size", self.batch, 1)?;
         Error::at_least("drafts", self.drafts, 0)?;
+        super::check_rows("orders", self.orders, 0)?;
+        super::check_rows("drafts", self.orders.saturating_mul(self.drafts), 0)?;
         let now = self.now.unwrap_or_else(Utc::now);
         let started = Instant::now();
         if self.replace {
@@ -250,9 +254,7 @@ impl OrdersSeed {
         let total = self.orders as u64;
         progress(Progress::new("orders", 0, Some(total)));
         let mut statuses = 0;
-        let mut first = 1i64;
-        while first <= self.orders {
-            let last = first.saturating_add(self.batch - 1).min(self.orders);
+        for (first, last) in super::ranges(self.orders, self.batch) {
             let values = || {
                 [
                     first.into_value(),
@@ -275,7 +277,6 @@ impl OrdersSeed {
                     .await?;
             }
             progress(Progress::new("orders", last as u64, Some(total)));
-            first = last + 1;
         }
         let load = started.elapsed();
         let finishing = Instant::now();

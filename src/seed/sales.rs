@@ -79,7 +79,8 @@ FROM generate_series($1::int8, $2::int8) AS g";
 ///
 /// # Errors
 /// The executor's errors; [`Error::InvalidSpec`](crate::Error::InvalidSpec)
-/// for `rows < 1` or `batch < 1`.
+/// for `rows < 1`, `rows` above [`MAX_SEED_ROWS`](super::MAX_SEED_ROWS) or
+/// `batch < 1`.
 pub async fn generate<E: Executor>(
     e: &E,
     rows: i64,
@@ -87,17 +88,11 @@ pub async fn generate<E: Executor>(
     now: DateTime<Utc>,
     mut progress: impl FnMut(Progress),
 ) -> Result<()> {
-    if rows < 1 || batch < 1 {
-        return Err(crate::Error::spec(
-            "rows",
-            format!("rows and batch must be at least 1, got {rows} and {batch}"),
-        ));
-    }
+    super::check_rows("rows", rows, 1)?;
+    crate::Error::at_least("batch", batch, 1)?;
     e.batch_execute(LARGE).await?;
-    let mut first = 1i64;
     progress(Progress::new("sales", 0, Some(rows as u64)));
-    while first <= rows {
-        let last = (first + batch - 1).min(rows);
+    for (first, last) in super::ranges(rows, batch) {
         let q = BuiltQuery::fixed_with(
             LARGE_BATCH,
             [
@@ -111,7 +106,6 @@ pub async fn generate<E: Executor>(
         );
         e.execute(&q).await?;
         progress(Progress::new("sales", last as u64, Some(rows as u64)));
-        first = last + 1;
     }
     e.batch_execute("ANALYZE sale_large").await
 }

@@ -80,7 +80,8 @@ impl Default for ShopSize {
 /// after each batch (stages `"users"` and `"orders"`).
 ///
 /// # Errors
-/// The executor's errors; [`Error::InvalidSpec`] for a size below 1.
+/// The executor's errors; [`Error::InvalidSpec`] for a size below 1 or
+/// users or orders above [`MAX_SEED_ROWS`](super::MAX_SEED_ROWS).
 pub async fn generate<E: Executor>(
     e: &E,
     size: ShopSize,
@@ -93,15 +94,15 @@ pub async fn generate<E: Executor>(
             format!("users, days and batch must be at least 1, orders at least 0: {size:?}"),
         ));
     }
+    super::check_rows("users", size.users, 1)?;
+    super::check_rows("orders", size.orders, 0)?;
     e.batch_execute(TABLES).await?;
     for (stage, total, sql) in [
         ("users", size.users, USERS),
         ("orders", size.orders, ORDERS),
     ] {
         progress(Progress::new(stage, 0, Some(total as u64)));
-        let mut first = 1i64;
-        while first <= total {
-            let last = (first + size.batch - 1).min(total);
+        for (first, last) in super::ranges(total, size.batch) {
             let mut values = vec![first.into_value(), last.into_value(), now.into_value()];
             if stage == "orders" {
                 values.push(size.users.into_value());
@@ -109,7 +110,6 @@ pub async fn generate<E: Executor>(
             }
             e.execute(&BuiltQuery::fixed_with(sql, values)).await?;
             progress(Progress::new(stage, last as u64, Some(total as u64)));
-            first = last + 1;
         }
     }
     e.batch_execute(KEYS).await?;

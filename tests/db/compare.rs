@@ -351,6 +351,22 @@ async fn bad_input_is_refused_before_anything_is_sent() {
     let ok = Contender::new("ok", BuiltQuery::fixed("SELECT 1"));
     let cases: Vec<(Compare, Vec<Contender>, &str)> = vec![
         (Compare::new(0), vec![ok.clone()], "invalid rounds"),
+        // Absurd round counts: refused, not a capacity-overflow panic.
+        (
+            Compare::new(usize::MAX),
+            vec![ok.clone()],
+            "at most 100000 timed rounds",
+        ),
+        (
+            Compare::new(Compare::MAX_ROUNDS + 1),
+            vec![ok.clone()],
+            "invalid rounds",
+        ),
+        (
+            Compare::new(3).warmup(usize::MAX),
+            vec![ok.clone()],
+            "invalid warmup",
+        ),
         (Compare::new(3), vec![], "invalid contenders"),
         (
             Compare::new(3),

@@ -114,3 +114,79 @@ async fn query_rolled_back_returns_rows_and_undoes_them_on_the_sync_client() {
     assert_eq!(returned, (2, 2));
     assert_eq!(count(&c, "SELECT count(*) FROM t").await, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analyze_of_writes_is_rolled_back_on_the_sync_client_and_a_pooled_connection() {
+    let schema = schema().await;
+    let c = client(&schema).await;
+    c.batch_execute(
+        "CREATE TABLE t (id int8 PRIMARY KEY, v text);
+         INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 50) g;
+         CREATE TABLE log (n int8);
+         CREATE FUNCTION bump() RETURNS int8 LANGUAGE sql VOLATILE
+           AS 'INSERT INTO log VALUES (1) RETURNING n';",
+    )
+    .await
+    .unwrap();
+    // A DELETE, a data-modifying CTE inside a SELECT, and writes hidden in
+    // a volatile function: ANALYZE runs them all.
+    let statements = [
+        BuiltQuery::fixed_with("DELETE FROM t WHERE id <= $1", [25i64.into_value()]),
+        BuiltQuery::fixed(
+            "WITH d AS (UPDATE t SET v = 'changed' RETURNING id) SELECT count(*) FROM d",
+        ),
+        BuiltQuery::fixed("SELECT bump() FROM generate_series(1, 3)"),
+    ];
+    let snapshot = "SELECT count(*) FROM t WHERE v <> 'changed'";
+    let logged = "SELECT count(*) FROM log";
+
+    // The sync client: a transaction, and a savepoint inside the caller's.
+    let sent = statements.clone();
+    let plans = crate::support::with_sync_client(&schema, move |s| {
+        use pgpatterns::BlockingExecutor;
+        let mut out = Vec::new();
+        for q in &sent {
+            let e = pgpatterns::explain::explain_statement(q, true, false).unwrap();
+            let rows = s.query_rolled_back(&e).unwrap();
+            let json: serde_json::Value = rows[0].get(0);
+            out.push(pgpatterns::explain::parse(json).unwrap().root.node_type);
+            let mut tx = s.transaction().unwrap();
+            tx.query_rolled_back(&e).unwrap();
+            tx.commit().unwrap();
+        }
+        out
+    })
+    .await;
+    assert_eq!(plans[0], "ModifyTable");
+    assert_eq!(count(&c, snapshot).await, 50);
+    assert_eq!(count(&c, logged).await, 0);
+
+    // A pooled connection (deadpool's client), then the pool itself.
+    let p = pool(&schema);
+    let mut pooled = p.get().await.unwrap();
+    for q in &statements {
+        let plan = explain_analyze(&mut pooled, q, false).await.unwrap();
+        assert!(plan.execution_ms.is_some());
+    }
+    drop(pooled);
+    let mut p2 = p.clone();
+    for q in &statements {
+        explain_analyze(&mut p2, q, true).await.unwrap();
+    }
+    assert_eq!(count(&c, snapshot).await, 50);
+    assert_eq!(count(&c, logged).await, 0);
+    // The pooled connections are left clean: no transaction holding the
+    // writes' transaction id is still open on them.
+    for _ in 0..4 {
+        let open: Vec<(bool,)> = p
+            .get()
+            .await
+            .unwrap()
+            .query_as(&BuiltQuery::fixed(
+                "SELECT txid_current_if_assigned() IS NOT NULL",
+            ))
+            .await
+            .unwrap();
+        assert_eq!(open, vec![(false,)]);
+    }
+}

@@ -12,7 +12,8 @@ use crate::support::{
 };
 
 /// Text that breaks naive SQL building: quotes, statement and comment
-/// delimiters, placeholders, escapes, unicode, upper case and spaces.
+/// delimiters, placeholders, escapes, unicode, upper case, spaces, SQL
+/// keywords and a name of PostgreSQL's full 63 bytes.
 const HOSTILE: &[&str] = &[
     "it's",
     "say \"hi\"",
@@ -30,6 +31,10 @@ const HOSTILE: &[&str] = &[
     "x' OR '1'='1",
     "Robert'); DROP TABLE students;--",
     "\"; DROP TABLE victims; --",
+    "select",
+    "user",
+    "ORDER BY",
+    "sixty-three bytes: 'q' \"dq\" $$ \\ ; -- éxxxxxxxxxxxxxxxxxxxxxxx",
 ];
 
 /// A table `victims` with one row: every hostile statement above aims at it.

@@ -198,9 +198,10 @@ async fn totals_stay_constant_while_rows_move_under_readers_and_writers() {
         .collect();
     assert_eq!(after, before);
     check_exactly_once(&c, &m, cutoff, &everything(&c, &m).await).await;
-    // Running again moves nothing.
+    // Running again moves nothing, without a batch: no row lies before the
+    // cutoff any more.
     let again = m.run(&c, cutoff, |_| {}).await.unwrap();
-    assert_eq!((again.rows, again.batches), (0, 2));
+    assert_eq!((again.rows, again.batches), (0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -382,9 +383,10 @@ async fn bad_input_is_a_typed_error_and_moves_nothing() {
     // Nothing moved.
     assert_eq!(count(&c, "SELECT count(*) FROM orders").await, 100);
     assert_eq!(count(&c, "SELECT count(*) FROM orders_archive").await, 0);
-    // A future cutoff is allowed unless forbidden: everything moves.
+    // A future cutoff is refused unless allowed; allowed, everything moves.
     c.batch_execute("DROP TABLE orders_archive").await.unwrap();
     let all = mover(30)
+        .allow_future_cutoff()
         .run(&c, Utc::now() + Duration::days(1), |_| {})
         .await
         .unwrap();
@@ -534,4 +536,160 @@ async fn the_mover_skips_a_locked_row_and_a_rerun_moves_it() {
     let second = m.run(&c, cutoff, |_| {}).await.unwrap();
     assert_eq!(second.rows, 1);
     check_exactly_once(&c, &m, cutoff, &before).await;
+}
+
+#[tokio::test]
+async fn a_future_cutoff_is_refused_by_default_by_the_servers_clock() {
+    let schema = schema().await;
+    let c = client(&schema).await;
+    seed(&c, 50).await;
+    let refused = |r: Result<pgpatterns::ops::BatchReport, Error>| match r {
+        Err(Error::InvalidSpec {
+            field: "cutoff", ..
+        }) => {}
+        other => panic!("expected a refused cutoff, got {other:?}"),
+    };
+    refused(
+        mover(10)
+            .run(&c, Utc::now() + Duration::days(1), |_| {})
+            .await,
+    );
+    refused(
+        mover(10)
+            .allow_future_cutoff()
+            .forbid_future_cutoff()
+            .run(&c, Utc::now() + Duration::minutes(5), |_| {})
+            .await,
+    );
+    // Nothing moved, no archive created.
+    assert_eq!(count(&c, "SELECT count(*) FROM orders").await, 50);
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM pg_class WHERE relname = 'orders_archive'"
+        )
+        .await,
+        0
+    );
+    // A past cutoff is fine.
+    assert_eq!(
+        mover(10)
+            .run(
+                &c,
+                t0() + Duration::hours(10) + Duration::minutes(1),
+                |_| {}
+            )
+            .await
+            .unwrap()
+            .rows,
+        10
+    );
+
+    // A `timestamp` column is compared in the session's time zone, as
+    // `now()` stored into it by this session would be.
+    c.batch_execute(
+        "CREATE TABLE local_events (id bigint PRIMARY KEY, at timestamp NOT NULL);
+         INSERT INTO local_events VALUES (1, localtimestamp - interval '1 day');",
+    )
+    .await
+    .unwrap();
+    let ev = Table::new("local_events").unwrap();
+    let local = Archiver::new(
+        &ev.column::<i64>("id").unwrap(),
+        &ev.column::<chrono::NaiveDateTime>("at").unwrap(),
+        &Table::new("local_events_archive").unwrap(),
+    )
+    .unwrap();
+    let utc_now = Utc::now().naive_utc();
+    // 14 hours ahead of UTC: UTC now + 1 h is 13 hours ago locally.
+    c.batch_execute("SET TimeZone = 'Pacific/Kiritimati'")
+        .await
+        .unwrap();
+    assert_eq!(
+        local
+            .run(&c, utc_now + Duration::hours(1), |_| {})
+            .await
+            .unwrap()
+            .rows,
+        1
+    );
+    // 10 hours behind UTC: UTC now - 1 h is 9 hours ahead locally.
+    c.batch_execute("SET TimeZone = 'Pacific/Honolulu'")
+        .await
+        .unwrap();
+    refused(local.run(&c, utc_now - Duration::hours(1), |_| {}).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowed_future_cutoff_ends_under_a_steady_writer_losing_nothing() {
+    let schema = schema().await;
+    let c = client(&schema).await;
+    let n = 300;
+    seed(&c, n).await;
+    // Rows written now, as the writer's will be.
+    c.execute(
+        "UPDATE orders SET created_at = now() - id * interval '1 second'",
+        &[],
+    )
+    .await
+    .unwrap();
+    let m = mover(7).allow_future_cutoff();
+    m.prepare(&c).await.unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let writer = {
+        let w = client(&schema).await;
+        tokio::spawn(async move {
+            // 20 rows a statement: faster than the mover's batches of 7,
+            // so a run chasing new rows would never catch up.
+            let mut id = n;
+            while !*stop_rx.borrow() {
+                w.execute(
+                    "INSERT INTO orders SELECT $1::int8 + g, 1, 1, now(), 'during'
+                     FROM generate_series(1, 20) g",
+                    &[&id],
+                )
+                .await
+                .unwrap();
+                id += 20;
+            }
+            id
+        })
+    };
+    while count(&c, "SELECT count(*) FROM orders WHERE note = 'during'").await < 20 {
+        tokio::task::yield_now().await;
+    }
+    let run = tokio::time::timeout(
+        StdDuration::from_secs(30),
+        m.run(&c, Utc::now() + Duration::days(1), |_| {}),
+    )
+    .await
+    .expect("the run must end while the writer keeps inserting")
+    .unwrap();
+    // The writer kept going during the whole run.
+    let during = count(&c, "SELECT count(*) FROM orders WHERE note = 'during'").await;
+    while count(&c, "SELECT count(*) FROM orders WHERE note = 'during'").await <= during {
+        tokio::task::yield_now().await;
+    }
+    stop_tx.send(true).unwrap();
+    let last = writer.await.unwrap();
+    assert!(run.rows >= n as u64, "{run:?}");
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM orders JOIN orders_archive USING (id)"
+        )
+        .await,
+        0,
+        "a row is in both tables"
+    );
+    let ids: Vec<i64> = everything(&c, &m).await.iter().map(|r| r.0).collect();
+    assert_eq!(
+        ids,
+        (1..=last).collect::<Vec<_>>(),
+        "live + archive lost or duplicated rows"
+    );
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM orders_archive").await as u64,
+        run.rows
+    );
 }

@@ -208,3 +208,198 @@ async fn hostile_names_are_only_names() {
     let err = ConcurrentIndex::new("ok", &[]).unwrap_err();
     assert!(err.is_invalid_input(), "{err}");
 }
+
+/// `(table, valid)` of every index named `name` in the test's schema.
+async fn indexes_named(c: &tokio_postgres::Client, name: &str) -> Vec<(String, bool)> {
+    c.query(
+        "SELECT i.indrelid::regclass::text, i.indisvalid FROM pg_index i
+         JOIN pg_class x ON x.oid = i.indexrelid
+         WHERE x.relname = $1 AND x.relnamespace = current_schema()::regnamespace
+         ORDER BY 1",
+        &[&name],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+#[tokio::test]
+async fn a_same_named_index_on_another_table_is_a_conflict_and_never_dropped() {
+    let schema = schema().await;
+    let c = client(&schema).await;
+    c.batch_execute(
+        "CREATE TABLE a (id bigint, email bigint);
+         CREATE TABLE b (id bigint, email bigint);
+         INSERT INTO b SELECT g, g % 3 FROM generate_series(1, 100) g;
+         CREATE INDEX my_idx ON b (id);",
+    )
+    .await
+    .unwrap();
+    let on_a = index_on("a", "my_idx", "id");
+    for err in [
+        on_a.ensure(&c).await.unwrap_err(),
+        on_a.state(&c).await.unwrap_err(),
+        on_a.create(&c).await.unwrap_err(),
+        on_a.drop(&c).await.unwrap_err(),
+    ] {
+        assert!(
+            matches!(&err, Error::ObjectConflict { kind: "index", reason, .. } if reason.contains("b")),
+            "{err}"
+        );
+        assert!(err.is_object_conflict());
+    }
+    assert_eq!(indexes_named(&c, "my_idx").await, [("b".to_owned(), true)]);
+
+    // b's index left INVALID by a failed unique build: still b's, never dropped.
+    c.batch_execute("DROP INDEX my_idx").await.unwrap();
+    let b = Table::new("b").unwrap();
+    let on_b = ConcurrentIndex::new("my_idx", &[b.column::<i64>("email").unwrap().erase()])
+        .unwrap()
+        .unique();
+    assert!(on_b.create(&c).await.unwrap_err().is_unique_violation());
+    assert_eq!(indexes_named(&c, "my_idx").await, [("b".to_owned(), false)]);
+    let on_a = index_on("a", "my_idx", "email");
+    let err = on_a.ensure(&c).await.unwrap_err();
+    assert!(err.is_object_conflict(), "{err}");
+    assert!(on_a.drop(&c).await.unwrap_err().is_object_conflict());
+    assert_eq!(indexes_named(&c, "my_idx").await, [("b".to_owned(), false)]);
+    // a still has no index at all.
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM pg_index WHERE indrelid = 'a'::regclass"
+        )
+        .await,
+        0
+    );
+    // A table of that name is a conflict too.
+    c.batch_execute("CREATE TABLE taken (x int)").await.unwrap();
+    let err = index_on("a", "taken", "id").ensure(&c).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::ObjectConflict { reason, .. } if reason.contains("table")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_same_named_index_with_another_definition_is_a_conflict_and_never_dropped() {
+    let schema = schema().await;
+    let c = client(&schema).await;
+    c.batch_execute(
+        "CREATE TABLE t (a bigint, b bigint, c bigint, s text);
+         INSERT INTO t SELECT g, g % 2, g, 'x' FROM generate_series(1, 100) g;",
+    )
+    .await
+    .unwrap();
+    let t = Table::new("t").unwrap();
+    let col = |n: &str| t.column::<i64>(n).unwrap().erase();
+    // What ensure would build: (a, b DESC), not unique.
+    let wanted = ConcurrentIndex::new("ix", &[col("a"), col("b")])
+        .unwrap()
+        .desc("b")
+        .unwrap();
+    for (other, why) in [
+        ("(a)", "fewer columns"),
+        ("(a, b DESC, c)", "more columns"),
+        ("(b DESC, a)", "another order"),
+        ("(a, b)", "another direction"),
+        ("(a DESC, b DESC)", "another direction"),
+        ("(a, b DESC NULLS LAST)", "other NULLS placement"),
+        ("(a, c DESC)", "another column"),
+        ("(a, b DESC) INCLUDE (c)", "INCLUDE columns"),
+        ("(a, b DESC) WHERE c > 10", "a predicate"),
+        ("((a + 1), b DESC)", "an expression"),
+        ("USING hash (a)", "another access method"),
+        (
+            "(a int8_ops, b DESC)",
+            "explicit default opclass (same index)",
+        ),
+    ] {
+        c.batch_execute(&format!("CREATE INDEX ix ON t {other}"))
+            .await
+            .unwrap();
+        let same = why.contains("same index");
+        let got = wanted.ensure(&c).await;
+        if same {
+            assert_eq!(got.unwrap().before, IndexState::Valid, "{why}");
+        } else {
+            let err = got.unwrap_err();
+            assert!(err.is_object_conflict(), "{why}: {err}");
+            assert!(wanted.drop(&c).await.unwrap_err().is_object_conflict());
+        }
+        assert_eq!(
+            indexes_named(&c, "ix").await,
+            [("t".to_owned(), true)],
+            "{why}"
+        );
+        c.batch_execute("DROP INDEX ix").await.unwrap();
+    }
+    // Uniqueness differs, both ways; and an INVALID one with another
+    // definition is not dropped either.
+    c.batch_execute("CREATE UNIQUE INDEX ix ON t (a, b DESC)")
+        .await
+        .unwrap();
+    assert!(wanted.ensure(&c).await.unwrap_err().is_object_conflict());
+    let unique = wanted.clone().unique();
+    assert_eq!(unique.ensure(&c).await.unwrap().before, IndexState::Valid);
+    c.batch_execute("DROP INDEX ix").await.unwrap();
+    let bad = ConcurrentIndex::new("ix", &[col("b")]).unwrap().unique();
+    assert!(bad.create(&c).await.unwrap_err().is_unique_violation());
+    assert_eq!(indexes_named(&c, "ix").await, [("t".to_owned(), false)]);
+    let err = wanted.ensure(&c).await.unwrap_err();
+    assert!(err.is_object_conflict(), "{err}");
+    assert!(unique.ensure(&c).await.unwrap_err().is_object_conflict());
+    assert_eq!(indexes_named(&c, "ix").await, [("t".to_owned(), false)]);
+    // The same definition INVALID is rebuilt; then dropped by its owner.
+    c.batch_execute("UPDATE t SET b = a").await.unwrap();
+    let done = bad.ensure(&c).await.unwrap();
+    assert_eq!(
+        (done.before, done.after),
+        (IndexState::Invalid, IndexState::Valid)
+    );
+    bad.drop(&c).await.unwrap();
+    assert!(indexes_named(&c, "ix").await.is_empty());
+}
+
+#[tokio::test]
+async fn the_index_is_looked_up_in_the_tables_schema() {
+    let schema = schema().await;
+    let c = client(&schema).await;
+    let other = format!("{}_other", schema.name());
+    c.batch_execute(&format!(
+        r#"CREATE SCHEMA "{other}";
+           CREATE TABLE "{other}".t (id bigint);
+           CREATE TABLE t (id bigint);
+           CREATE INDEX same_name ON t (id);"#
+    ))
+    .await
+    .unwrap();
+    // The same name in another schema is another index: created, and
+    // dropping it leaves the test schema's alone.
+    let t = Table::in_schema(&other, "t").unwrap();
+    let there =
+        ConcurrentIndex::new("same_name", &[t.column::<i64>("id").unwrap().erase()]).unwrap();
+    let done = there.ensure(&c).await.unwrap();
+    assert_eq!(
+        (done.before, done.after),
+        (IndexState::Missing, IndexState::Valid)
+    );
+    there.drop(&c).await.unwrap();
+    assert_eq!(there.state(&c).await.unwrap(), IndexState::Missing);
+    let here = index_on("t", "same_name", "id");
+    assert_eq!(here.state(&c).await.unwrap(), IndexState::Valid);
+    // The other schema's table, found through search_path, with an index of
+    // that name on another table only in the first schema of the path.
+    c.batch_execute(&format!(
+        r#"SET search_path = "{other}", "{}""#,
+        schema.name()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(here.state(&c).await.unwrap(), IndexState::Missing);
+    c.batch_execute(&format!(r#"DROP SCHEMA "{other}" CASCADE"#))
+        .await
+        .unwrap();
+}

@@ -857,3 +857,180 @@ async fn hostile_names_and_values_stay_names_and_values() {
     assert_eq!(rows[0].get(&k).as_deref(), Some("a'; DROP"));
     assert_eq!(rows[0].get(&n), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_next_to_the_internal_ones_are_only_names() {
+    let schema = schema().await;
+    let client = client(&schema).await;
+    client
+        .batch_execute(
+            r#"CREATE TABLE "rollup_pre" ("d0" text, "m0" text, v int8);
+               INSERT INTO "rollup_pre" SELECT 'd' || (g % 3), 'm' || (g % 2), g
+               FROM generate_series(1, 30) g;"#,
+        )
+        .await
+        .unwrap();
+    // The same report under names that look like the internal ones: the
+    // partial columns (d0, m0, m0_n), other cases of the reserved names,
+    // and a base table called like the pre-aggregated subquery.
+    let t = Table::new("rollup_pre").unwrap();
+    let d0 = t.column::<String>("d0").unwrap();
+    let m0 = t.column::<String>("m0").unwrap();
+    let v = t.column::<i64>("v").unwrap();
+    let mut results = Vec::new();
+    for strategy in pgpatterns::RollupStrategy::ALL {
+        let mut r = Rollup::new(&t);
+        r.strategy(strategy).unwrap();
+        let a = r.dimension_as("m0", &d0).unwrap();
+        let b = r.dimension_as("Rollup_Rank", &m0).unwrap();
+        let n = r.metric("d0", Agg::count_all()).unwrap();
+        let s = r.metric("m0_n", Agg::sum(&v)).unwrap();
+        let g = r.metric("ROLLUP_GROUPING", Agg::sum(&v)).unwrap();
+        r.rollup([a.id(), b.id()]).unwrap();
+        r.having(n.gte(1));
+        r.rank_by(&s, Order::Desc)
+            .unwrap()
+            .limit_per_level(2)
+            .unwrap();
+        let rows = r.fetch(&client).await.unwrap();
+        let got: Vec<_> = rows
+            .iter()
+            .map(|row| {
+                (
+                    row.grouping_mask(),
+                    row.get(&a),
+                    row.get(&b),
+                    row.get(&n),
+                    row.get(&s),
+                    row.get(&g),
+                )
+            })
+            .collect();
+        results.push((strategy, got));
+    }
+    // Sums per (d0, m0): d = g % 3, m = g % 2 over 1..=30.
+    let sum = |d: i64, m: Option<i64>| -> Option<Decimal> {
+        Some(Decimal::from(
+            (1..=30)
+                .filter(|g| g % 3 == d && m.is_none_or(|m| g % 2 == m))
+                .sum::<i64>(),
+        ))
+    };
+    let o = |s: &str| Some(s.to_owned());
+    let expected = vec![
+        (
+            0u32,
+            o("d0"),
+            o("m0"),
+            Some(5),
+            sum(0, Some(0)),
+            sum(0, Some(0)),
+        ),
+        (
+            0,
+            o("d2"),
+            o("m1"),
+            Some(5),
+            sum(2, Some(1)),
+            sum(2, Some(1)),
+        ),
+        (1, o("d0"), None, Some(10), sum(0, None), sum(0, None)),
+        (1, o("d2"), None, Some(10), sum(2, None), sum(2, None)),
+        (
+            3,
+            None,
+            None,
+            Some(30),
+            Some(Decimal::from(465)),
+            Some(Decimal::from(465)),
+        ),
+    ];
+    for (strategy, got) in results {
+        assert_eq!(got, expected, "{strategy:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_query_bases_with_hostile_aliases_return_the_right_rows() {
+    let schema = schema().await;
+    let client = client(&schema).await;
+    client
+        .batch_execute(
+            "CREATE TABLE src (k text, v int8);
+             INSERT INTO src VALUES ('a', 1), ('a', 2), ('b', 3), (NULL, 4);",
+        )
+        .await
+        .unwrap();
+    let src = Table::new("src").unwrap();
+    let long = format!(
+        "{}xé",
+        "x\"$$\\ ".repeat(10).chars().take(60).collect::<String>()
+    );
+    assert_eq!(long.len(), 63);
+    for alias in [
+        r#"b"; DROP TABLE src; --"#,
+        "$$ dollar $$",
+        "back\\slash",
+        "Ünïcødé ☃",
+        "  spaced  ",
+        "select",
+        "rollup_pre",
+        "rollup_grouped",
+        long.as_str(),
+    ] {
+        let base = Query::select()
+            .expr_as(
+                Expr::col(src.column::<String>("k").unwrap().col_ref()),
+                Alias::new(alias),
+            )
+            .expr_as(
+                Expr::col(src.column::<i64>("v").unwrap().col_ref()),
+                Alias::new("v"),
+            )
+            .from(src.table_ref())
+            .and_where(pgpatterns::sea_query::ExprTrait::lt(
+                Expr::col(Alias::new("v")),
+                4i64.param(),
+            ))
+            .to_owned();
+        let t = Table::new(alias).unwrap();
+        for strategy in pgpatterns::RollupStrategy::ALL {
+            let mut r = Rollup::from_query(base.clone(), &t).unwrap();
+            r.strategy(strategy).unwrap();
+            let k = r
+                .dimension_as("k", t.column::<String>(alias).unwrap())
+                .unwrap();
+            let n = r.metric("n", Agg::count_all()).unwrap();
+            let s = r
+                .metric("s", Agg::sum(&t.column::<i64>("v").unwrap()))
+                .unwrap();
+            r.with_total().unwrap();
+            r.rank_by(&n, Order::Desc)
+                .unwrap()
+                .limit_per_level(5)
+                .unwrap();
+            let rows = r.fetch(&client).await.unwrap();
+            let got: Vec<_> = rows
+                .iter()
+                .map(|row| {
+                    (
+                        row.get(&k),
+                        row.get(&n),
+                        row.get(&s),
+                        row.level().is_total(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                got,
+                vec![
+                    (Some("a".to_owned()), Some(2), Some(dec("3")), false),
+                    (Some("b".to_owned()), Some(1), Some(dec("3")), false),
+                    (None, Some(3), Some(dec("6")), true),
+                ],
+                "{alias:?} {strategy:?}\n{}",
+                r.build()
+            );
+        }
+    }
+}

@@ -141,6 +141,21 @@ async fn bad_sizes_are_refused_before_anything_is_sent() {
         .await
         .unwrap_err();
     assert!(e.is_invalid_input(), "{e}");
+    // Absurd sizes: refused (no overflow, no endless load).
+    for seed in [
+        OrdersSeed::new(i64::MAX).batch_size(i64::MAX),
+        OrdersSeed::new(pgpatterns::seed::MAX_SEED_ROWS + 1),
+        OrdersSeed::new(1_000_000).drafts(i64::MAX),
+    ] {
+        let e = seed.run(&c, |_| {}).await.unwrap_err();
+        assert!(e.is_invalid_input(), "{e}");
+    }
+    for (rows, batch) in [(i64::MAX, i64::MAX), (10, 0)] {
+        let e = pgpatterns::seed::sales::generate(&c, rows, batch, Utc::now(), |_| {})
+            .await
+            .unwrap_err();
+        assert!(e.is_invalid_input(), "{e}");
+    }
     let tables: Vec<(i64,)> = c
         .query_as(&BuiltQuery::fixed(
             "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()",
