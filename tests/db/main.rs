@@ -10,6 +10,7 @@ mod denormalized;
 mod errors;
 mod executors;
 mod explain;
+mod hostile;
 mod injection;
 mod latest;
 mod ops_archive;
