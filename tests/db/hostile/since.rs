@@ -27,6 +27,9 @@ const SINCES_MICROS: [i64; 3] = [0, 1, -365 * 86_400_000_000];
 
 type At = Option<i64>;
 
+/// A table, its columns and its rows.
+type Load<'a> = (&'a Table, Vec<AnyColumn>, Vec<Vec<Expr>>);
+
 fn at() -> impl Strategy<Value = At> {
     prop::option::weighted(0.85, prop::sample::select(&DELTAS_MICROS[..]))
 }
@@ -70,7 +73,7 @@ fn case() -> impl Strategy<Value = Case> {
             any::<bool>(),
             any::<bool>(),
             any::<bool>(),
-            prop::bool::weighted(0.25),
+            prop::bool::weighted(0.5),
             any::<bool>(),
         ),
         (
@@ -258,7 +261,7 @@ async fn run<K: Key>(c: &Case, client: &tokio_postgres::Client, schema: &str, p:
         .map(|i| K::make(i, c.long_keys))
         .collect();
     let orphan = |i: usize| K::make(100 + i, false);
-    let tables: Vec<(&Table, Vec<AnyColumn>, Vec<Vec<Expr>>)> = vec![
+    let tables: Vec<Load> = vec![
         (
             &root,
             vec![key.erase(), pfk.erase(), flag.erase(), root_at.clone()],
