@@ -13,6 +13,7 @@ mod denormalized_trust;
 mod errors;
 mod executors;
 mod explain;
+mod hostile;
 mod injection;
 mod latest;
 mod ops_archive;
