@@ -53,7 +53,7 @@ const RANKED: &str = "rollup_ranked";
 /// [`PreAggregate`](RollupStrategy::PreAggregate). A dimension or metric
 /// alias may be none of them. Only the exact (case-sensitive) name is
 /// reserved: aliases are always quoted, so `"Rollup_Rank"` is another name.
-pub const RESERVED_ALIASES: [&str; 5] = [GROUPING_ALIAS, RANK, GROUPED, RANKED, pre::PRE];
+pub const ROLLUP_RESERVED_ALIASES: [&str; 5] = [GROUPING_ALIAS, RANK, GROUPED, RANKED, pre::PRE];
 
 static NEXT_SPEC: AtomicU64 = AtomicU64::new(1);
 
@@ -258,13 +258,13 @@ impl Rollup {
     }
 
     fn check_alias(&self, alias: &Ident) -> Result<()> {
-        if RESERVED_ALIASES.contains(&alias.as_str()) {
+        if ROLLUP_RESERVED_ALIASES.contains(&alias.as_str()) {
             return Err(Error::spec(
                 "alias",
                 format!(
                     "{alias:?} is reserved: the rollup statement names a column or subquery so \
                      itself (reserved: {})",
-                    RESERVED_ALIASES.join(", ")
+                    ROLLUP_RESERVED_ALIASES.join(", ")
                 ),
             ));
         }
@@ -289,7 +289,7 @@ impl Rollup {
     ///
     /// # Errors
     /// [`Error::InvalidSpec`] when the column is not on the base, its name is
-    /// already an output column or [reserved](RESERVED_ALIASES), or there
+    /// already an output column or [reserved](ROLLUP_RESERVED_ALIASES), or there
     /// are already
     /// [`MAX_DIMENSIONS`] dimensions.
     pub fn dimension<T: SqlType>(&mut self, col: &crate::Column<T>) -> Result<Dim<T>> {
@@ -348,7 +348,7 @@ impl Rollup {
     ///
     /// # Errors
     /// [`Error::InvalidSpec`] when the name is taken or
-    /// [reserved](RESERVED_ALIASES), the aggregate's
+    /// [reserved](ROLLUP_RESERVED_ALIASES), the aggregate's
     /// column is not on the base, or the spec's strategy is
     /// [`PreAggregate`](RollupStrategy::PreAggregate) and the aggregate is
     /// `COUNT(DISTINCT …)`.

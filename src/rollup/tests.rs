@@ -514,7 +514,7 @@ fn auto_without_a_database_follows_its_static_rule() {
 #[test]
 fn every_internal_name_is_reserved_exactly() {
     assert_eq!(
-        RESERVED_ALIASES,
+        ROLLUP_RESERVED_ALIASES,
         [
             "rollup_grouping",
             "rollup_rank",
@@ -523,7 +523,7 @@ fn every_internal_name_is_reserved_exactly() {
             "rollup_pre"
         ]
     );
-    for name in RESERVED_ALIASES {
+    for name in ROLLUP_RESERVED_ALIASES {
         let mut s = sale();
         let reason = invalid(s.spec.metric(name, Agg::count_all()), "alias");
         assert!(reason.contains("reserved"), "{reason}");

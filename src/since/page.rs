@@ -539,14 +539,25 @@ impl<K: SqlType> SinceQuery<K> {
         let mut last_at = None;
         for row in &rows {
             page.rows.push(T::from_row(row)?);
+            // The page query ends with `since_key, since_at`: read them by
+            // position, since a root column may carry the same name.
+            let (key_at, at_at) = match row.len() {
+                n if n >= 2 => (n - 2, n - 1),
+                n => {
+                    return Err(Error::RowCount {
+                        expected: "at least two columns (since_key, since_at)",
+                        got: n,
+                    })
+                }
+            };
             page.keys
-                .push(row.try_get::<K>(ColumnIndex::Name(SINCE_KEY))?);
+                .push(row.try_get::<K>(ColumnIndex::Position(key_at))?);
             last_at = match self.graph().root_change {
                 ChangeColumn::Timestamptz(_) => row
-                    .try_get::<Option<DateTime<Utc>>>(ColumnIndex::Name(SINCE_AT))?
+                    .try_get::<Option<DateTime<Utc>>>(ColumnIndex::Position(at_at))?
                     .map(|t| t.timestamp_micros()),
                 ChangeColumn::Timestamp(_) => row
-                    .try_get::<Option<NaiveDateTime>>(ColumnIndex::Name(SINCE_AT))?
+                    .try_get::<Option<NaiveDateTime>>(ColumnIndex::Position(at_at))?
                     .map(|t| t.and_utc().timestamp_micros()),
             };
         }
