@@ -76,7 +76,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     for q in &ddl {
-        Executor::execute(&client, q).await?;
+        q.execute(&client).await?;
     }
     client.batch_execute("ANALYZE").await?;
     println!(
@@ -100,7 +100,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let q = graph
                 .since(now - chrono::Duration::days(days))?
                 .strategy(strategy);
-            let (n, count_took) = timed(client.query_as::<(i64,)>(&q.count_query())).await?;
+            let (n, count_took) = timed(client.rows_as::<(i64,)>(&q.count_query())).await?;
             let (page, page_took) =
                 timed(q.fetch_page::<(i64,), _>(&client, &PageRequest::new(args.page))).await?;
             assert!(page.rows.len() as i64 <= args.page);

@@ -91,7 +91,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ddl = report.index("orders_status_created_at_top_n")?;
     println!("\n{ddl}");
     let t = Instant::now();
-    client.execute_outside_transaction(&ddl).await?;
+    client.run_outside_transaction(&ddl).await?;
     client.batch_execute("ANALYZE orders").await?;
     println!("index built in {:.2?}", t.elapsed());
     let with = time(&report, &client, args.runs).await?;

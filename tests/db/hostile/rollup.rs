@@ -211,11 +211,8 @@ fn run_case(c: &Case) -> Problems {
             ));
         }
         for q in qs {
-            if p.ok(
-                || format!("create/load\n{q}"),
-                Executor::execute(&client, &q).await,
-            )
-            .is_none()
+            if p.ok(|| format!("create/load\n{q}"), q.execute(&client).await)
+                .is_none()
             {
                 return p;
             }
