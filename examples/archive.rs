@@ -82,7 +82,7 @@ async fn inserter(
         while !stop.load(Ordering::Relaxed) {
             user += 1;
             let t = Instant::now();
-            (&BuiltQuery::fixed_with(INSERT, [user.into_value()]))
+            BuiltQuery::fixed_with(INSERT, [user.into_value()])
                 .execute(&c)
                 .await?;
             lat.push(t.elapsed());
@@ -181,7 +181,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::spawn(async move {
             let (mut reads, mut wrong) = (0u64, 0u64);
             while !no_reader && !stop.load(Ordering::Relaxed) {
-                let n: i64 = r.one_row(&q).await?.get(0);
+                let n: i64 = q.fetch_one::<(i64,)>(&r).await?.0;
                 reads += 1;
                 if n != args.rows {
                     wrong += 1;
@@ -233,7 +233,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let live = count("SELECT count(*) FROM orders").await?;
     let archived = count("SELECT count(*) FROM orders_archive").await?;
     let both = count("SELECT count(*) FROM orders JOIN orders_archive USING (id)").await?;
-    let originals_now: i64 = client.one_row(&originals).await?.get(0);
+    let originals_now: i64 = originals.fetch_one::<(i64,)>(&client).await?.0;
     let inserted = (baseline.len() + during.len()) as i64;
     println!(
         "totals: live {live} + archive {archived} = {} (loaded {} + inserted {inserted} = {}); \

@@ -173,7 +173,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for round in 0..=args.rounds {
         for line in &mut lines {
             let t = Instant::now();
-            let rows: Vec<(i64,)> = client.rows_as(&line.count_q).await?;
+            let rows: Vec<(i64,)> = line.count_q.fetch_all(&client).await?;
             let took = t.elapsed();
             line.count = Some(rows[0].0);
             if let Some(page) = &line.page_q {

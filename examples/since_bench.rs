@@ -140,7 +140,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "SELECT set_config('work_mem', $1, false)",
             [args.work_mem.clone().into_value()],
         );
-        client.rows(&set).await?;
+        set.fetch_rows(&client).await?;
     }
 
     let bar = ProgressBar::new(args.moves as u64).with_style(ProgressStyle::with_template(
@@ -210,20 +210,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let hand_count = BuiltQuery::fixed_with(hand_count, hand_params());
             let hand_page = BuiltQuery::fixed_with(hand_page, hand_params());
             // same answers first
-            let a: Vec<(i64,)> = client.rows_as(&ours_count).await?;
+            let a: Vec<(i64,)> = ours_count.fetch_all(&client).await?;
             let b: Vec<(i64,)> = if args.no_hand {
                 a.clone()
             } else {
-                client.rows_as(&hand_count).await?
+                hand_count.fetch_all(&client).await?
             };
             if a != b {
                 return Err(format!("{strategy:?} {wname}: count {a:?} vs hand {b:?}").into());
             }
-            let pa: Vec<(i64,)> = client.rows_as(&ours_page).await?;
+            let pa: Vec<(i64,)> = ours_page.fetch_all(&client).await?;
             let pb: Vec<(i64,)> = if args.no_hand {
                 pa.clone()
             } else {
-                client.rows_as(&hand_page).await?
+                hand_page.fetch_all(&client).await?
             };
             if pa != pb {
                 return Err(format!("{strategy:?} {wname}: first pages differ").into());

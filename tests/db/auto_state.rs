@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use pgpatterns::seed::moves::{seed as seed_moves, MovesSchema, MovesSeed};
 use pgpatterns::seed::orders::OrdersSeed;
 use pgpatterns::{
-    Agg, Choice, Executor, IndexOptions, LatestStatus, LatestStrategy, Rollup, RollupStrategy,
-    Shape, SinceStrategy, StrategyCache, Table,
+    Agg, Choice, IndexOptions, LatestStatus, LatestStrategy, Rollup, RollupStrategy, Shape,
+    SinceStrategy, StrategyCache, Table,
 };
 
 use crate::support::{client, schema, with_sync_client};

@@ -328,8 +328,8 @@ async fn backfill_fixes_every_entity_in_batches_and_reports_progress() {
     .unwrap();
     let d = spec().denormalize().unwrap();
     // The column exists before the trigger: history written earlier drifts.
-    (&d.add_column()).execute(&c).await.unwrap();
-    (&d.add_column()).execute(&c).await.unwrap();
+    d.add_column().execute(&c).await.unwrap();
+    d.add_column().execute(&c).await.unwrap();
     assert_eq!(d.drift_count(&c).await.unwrap(), 900);
     // A stale value on an entity without history is drift too.
     c.batch_execute("UPDATE orders SET status = 'stale' WHERE id = 1000")

@@ -70,7 +70,7 @@ async fn references_and_smart_pointers_forward() {
     assert_eq!(double_through(&tx, 9).await, 18);
     // Whether it is a transaction survives forwarding.
     assert!(tx.is_transaction());
-    assert!((&tx).is_transaction());
+    assert!(tx.is_transaction());
     assert!((Box::new(&tx)).is_transaction());
     assert!((Arc::new(&tx)).is_transaction());
 }
@@ -178,7 +178,7 @@ async fn blocking_execute_in_transaction_commits_or_rolls_back() {
                 .fetch_all_blocking::<(i32, i64)>(c)
                 .expect("select")
         };
-        (&ledger.create()).execute_blocking(client).expect("create");
+        ledger.create().execute_blocking(client).expect("create");
 
         let all = [ledger.insert(&[(1, 10), (2, 20)]), ledger.add(1)];
         let counts = client.run_in_transaction(&all).expect("commit");

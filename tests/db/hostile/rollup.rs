@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use pgpatterns::sea_query::{Alias, ColumnDef, Order, Table as Ddl};
-use pgpatterns::{Agg, BuiltQuery, Executor, Rollup, RollupRow, RollupStrategy, SqlType, Table};
+use pgpatterns::{Agg, BuiltQuery, Rollup, RollupRow, RollupStrategy, SqlType, Table};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 
