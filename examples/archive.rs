@@ -82,7 +82,9 @@ async fn inserter(
         while !stop.load(Ordering::Relaxed) {
             user += 1;
             let t = Instant::now();
-            Executor::execute(&c, &BuiltQuery::fixed_with(INSERT, [user.into_value()])).await?;
+            BuiltQuery::fixed_with(INSERT, [user.into_value()])
+                .execute(&c)
+                .await?;
             lat.push(t.elapsed());
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
@@ -115,7 +117,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ORDERS,
             [from.into_value(), to.into_value(), args.rows.into_value()],
         );
-        Executor::execute(&client, &q).await?;
+        q.execute(&client).await?;
         bar.set_position(to as u64);
         from = to + 1;
     }
@@ -179,7 +181,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::spawn(async move {
             let (mut reads, mut wrong) = (0u64, 0u64);
             while !no_reader && !stop.load(Ordering::Relaxed) {
-                let n: i64 = Executor::query_one(&r, &q).await?.get(0);
+                let n: i64 = q.fetch_one::<(i64,)>(&r).await?.0;
                 reads += 1;
                 if n != args.rows {
                     wrong += 1;
@@ -223,7 +225,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let count = |sql: &'static str| {
         let c = &client;
         async move {
-            Executor::query_one(c, &BuiltQuery::fixed(sql))
+            c.one_row(&BuiltQuery::fixed(sql))
                 .await
                 .map(|r| r.get::<_, i64>(0))
         }
@@ -231,7 +233,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let live = count("SELECT count(*) FROM orders").await?;
     let archived = count("SELECT count(*) FROM orders_archive").await?;
     let both = count("SELECT count(*) FROM orders JOIN orders_archive USING (id)").await?;
-    let originals_now: i64 = Executor::query_one(&client, &originals).await?.get(0);
+    let originals_now: i64 = originals.fetch_one::<(i64,)>(&client).await?.0;
     let inserted = (baseline.len() + during.len()) as i64;
     println!(
         "totals: live {live} + archive {archived} = {} (loaded {} + inserted {inserted} = {}); \

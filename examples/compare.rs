@@ -115,7 +115,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
             .strategy(LatestStrategy::Denormalized)?
             .index_advice(false)
         {
-            Executor::execute(&shop, &q).await?;
+            q.execute(&shop).await?;
         }
         shop.batch_execute("ANALYZE orders").await?;
         strategies.push(LatestStrategy::Denormalized);
@@ -197,7 +197,7 @@ latest, Auto for a page: {page}"
         }
     }
     for q in &ddl {
-        Executor::execute(&client, q).await?;
+        q.execute(&client).await?;
     }
     client.batch_execute("VACUUM ANALYZE").await?;
     println!(

@@ -128,7 +128,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .strategy(LatestStrategy::Denormalized)?
         .index_advice(false)
     {
-        Executor::execute(&client, &q).await?;
+        q.execute(&client).await?;
     }
     client.batch_execute("ANALYZE orders").await?;
     println!(
@@ -173,12 +173,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for round in 0..=args.rounds {
         for line in &mut lines {
             let t = Instant::now();
-            let rows: Vec<(i64,)> = client.query_as(&line.count_q).await?;
+            let rows: Vec<(i64,)> = line.count_q.fetch_all(&client).await?;
             let took = t.elapsed();
             line.count = Some(rows[0].0);
             if let Some(page) = &line.page_q {
                 let t = Instant::now();
-                let rows = Executor::query(&client, page).await?;
+                let rows = client.rows(page).await?;
                 let page_took = t.elapsed();
                 line.page_rows = Some(rows.len());
                 if round > 0 {

@@ -19,7 +19,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use pgpatterns::ops::recent::RecentHistory;
 use pgpatterns::testdb::TestDb;
-use pgpatterns::{BuiltQuery, Executor, SqlType, Table};
+use pgpatterns::{BuiltQuery, SqlType, Table};
 
 #[derive(Parser, Debug)]
 #[command(about = "Bounded recent history: record throughput and the trim job")]
@@ -95,14 +95,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         &views.column::<DateTime<Utc>>("viewed_at")?,
         args.keep,
     )?;
-    Executor::execute(&client, &spec.index_advice(false)).await?;
+    spec.index_advice(false).execute(&client).await?;
 
     // ---- load an untrimmed history ------------------------------------------
-    Executor::execute(
-        &client,
-        &BuiltQuery::fixed_with(PRODUCTS, [args.products.into_value()]),
-    )
-    .await?;
+    BuiltQuery::fixed_with(PRODUCTS, [args.products.into_value()])
+        .execute(&client)
+        .await?;
     let bar = ProgressBar::new(args.users as u64).with_style(ProgressStyle::with_template(
         "   views {bar:40} {pos}/{len} users  {elapsed_precise}",
     )?);
@@ -120,7 +118,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 args.products.into_value(),
             ],
         );
-        Executor::execute(&client, &q).await?;
+        q.execute(&client).await?;
         bar.set_position(to as u64);
         from = to + 1;
     }
@@ -213,7 +211,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let joined = (*spec).clone().with_items(&products.column::<i64>("id")?)?;
     let q = BuiltQuery::from(&joined.recent_query(1, 5)?);
     let t = Instant::now();
-    let rows = Executor::query(&client, &q).await?;
+    let rows = q.fetch_rows(&client).await?;
     let took = t.elapsed();
     println!("user 1's 5 most recent products ({took:.2?}):");
     for r in rows {

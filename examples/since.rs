@@ -14,7 +14,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use pgpatterns::seed::moves::{seed, MovesSchema, MovesSeed};
 use pgpatterns::testdb::TestDb;
-use pgpatterns::{Executor, IndexOptions, PageOrder, PageRequest, SinceStrategy};
+use pgpatterns::{IndexOptions, PageOrder, PageRequest, SinceStrategy};
 
 #[derive(Parser, Debug)]
 #[command(about = "The since family on seed 001's moves, on a throwaway PostgreSQL")]
@@ -76,7 +76,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     for q in &ddl {
-        Executor::execute(&client, q).await?;
+        q.execute(&client).await?;
     }
     client.batch_execute("ANALYZE").await?;
     println!(
@@ -100,7 +100,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let q = graph
                 .since(now - chrono::Duration::days(days))?
                 .strategy(strategy);
-            let (n, count_took) = timed(client.query_as::<(i64,)>(&q.count_query())).await?;
+            let (n, count_took) = timed(q.count_query().fetch_all::<(i64,)>(&client)).await?;
             let (page, page_took) =
                 timed(q.fetch_page::<(i64,), _>(&client, &PageRequest::new(args.page))).await?;
             assert!(page.rows.len() as i64 <= args.page);

@@ -140,7 +140,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "SELECT set_config('work_mem', $1, false)",
             [args.work_mem.clone().into_value()],
         );
-        Executor::query(&client, &set).await?;
+        set.fetch_rows(&client).await?;
     }
 
     let bar = ProgressBar::new(args.moves as u64).with_style(ProgressStyle::with_template(
@@ -170,7 +170,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     for q in &ddl {
-        Executor::execute(&client, q).await?;
+        q.execute(&client).await?;
     }
     client.batch_execute("VACUUM ANALYZE").await?;
     eprintln!(
@@ -197,7 +197,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let at = now - chrono::Duration::days(days);
         let hand_params = || [at.naive_utc().into_value(), at.into_value()];
         let eligible: Vec<(i64,)> = client
-            .query_as(&BuiltQuery::fixed(
+            .rows_as(&BuiltQuery::fixed(
                 "SELECT count(*) FROM moves WHERE show AND available_to_prime_at IS NOT NULL",
             ))
             .await?;
@@ -210,20 +210,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let hand_count = BuiltQuery::fixed_with(hand_count, hand_params());
             let hand_page = BuiltQuery::fixed_with(hand_page, hand_params());
             // same answers first
-            let a: Vec<(i64,)> = client.query_as(&ours_count).await?;
+            let a: Vec<(i64,)> = ours_count.fetch_all(&client).await?;
             let b: Vec<(i64,)> = if args.no_hand {
                 a.clone()
             } else {
-                client.query_as(&hand_count).await?
+                hand_count.fetch_all(&client).await?
             };
             if a != b {
                 return Err(format!("{strategy:?} {wname}: count {a:?} vs hand {b:?}").into());
             }
-            let pa: Vec<(i64,)> = client.query_as(&ours_page).await?;
+            let pa: Vec<(i64,)> = ours_page.fetch_all(&client).await?;
             let pb: Vec<(i64,)> = if args.no_hand {
                 pa.clone()
             } else {
-                client.query_as(&hand_page).await?
+                hand_page.fetch_all(&client).await?
             };
             if pa != pb {
                 return Err(format!("{strategy:?} {wname}: first pages differ").into());
@@ -257,7 +257,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         continue;
                     }
                     let t = Instant::now();
-                    Executor::query(&client, q).await?;
+                    client.rows(q).await?;
                     times[i][j].push(t.elapsed().as_secs_f64() * 1000.0);
                 }
             }

@@ -190,14 +190,12 @@ async fn connect(
     timeout_ms: u64,
 ) -> Result<tokio_postgres::Client, Box<dyn std::error::Error>> {
     let client = schema.connect().await?;
-    Executor::query(
-        &client,
-        &BuiltQuery::fixed_with(
+    client
+        .rows(&BuiltQuery::fixed_with(
             "SELECT set_config('statement_timeout', $1, false)",
             [format!("{timeout_ms}ms").into_value()],
-        ),
-    )
-    .await?;
+        ))
+        .await?;
     Ok(client)
 }
 
@@ -315,7 +313,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         for q in &ddl {
-            Executor::execute(&client, q).await?;
+            q.execute(&client).await?;
         }
         client.batch_execute("VACUUM ANALYZE").await?;
         eprintln!("since: {} moves, {} advised indexes", args.moves, ddl.len());

@@ -19,8 +19,8 @@ use pgpatterns::seed::moves::{self, MovesSchema, MovesSeed};
 use pgpatterns::seed::orders::OrdersSeed;
 use pgpatterns::testdb::TestDb;
 use pgpatterns::{
-    Agg, BuiltQuery, Executor, IndexOptions, LatestStrategy, Level, PageRequest, Rollup,
-    RollupStrategy, Shape, SinceStrategy, Table,
+    Agg, BuiltQuery, IndexOptions, LatestStrategy, Level, PageRequest, Rollup, RollupStrategy,
+    Shape, SinceStrategy, Table,
 };
 
 #[derive(Parser, Debug)]
@@ -103,7 +103,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .order_by(st_status.col_ref(), Order::Asc)
             .to_owned(),
     );
-    let (rows, took) = timed(client.query_as::<(String, i64)>(&by_status)).await?;
+    let (rows, took) = timed(by_status.fetch_all::<(String, i64)>(&client)).await?;
     println!("{by_status}");
     for (status, n) in &rows {
         println!("  {status:<10} {n:>10}");
@@ -122,7 +122,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .limit(3)
                 .to_owned(),
         );
-        let (rows, took) = timed(client.query_as::<(i64, String)>(&page)).await?;
+        let (rows, took) = timed(page.fetch_all::<(i64, String)>(&client)).await?;
         println!("{page}");
         for (id, c) in &rows {
             println!("  order {id:>8}  {c}");
@@ -145,7 +145,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .and_where(st_status.eq("Pending"))
             .to_owned(),
     );
-    let (rows, took) = timed(client.query_as::<(i64,)>(&naive)).await?;
+    let (rows, took) = timed(naive.fetch_all::<(i64,)>(&client)).await?;
     println!("{naive}");
     println!(
         "  {} orders in {:.2?}: every order, though none is still Pending\n",
@@ -166,7 +166,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .strategy(LatestStrategy::Denormalized)?
         .index_advice(false)
     {
-        Executor::execute(&client, &q).await?;
+        q.execute(&client).await?;
     }
     client.batch_execute("ANALYZE orders").await?;
     println!(
@@ -189,13 +189,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut total = Duration::ZERO;
         for status in ["Pending", "Complete", "Cancelled"] {
             let spec = latest.clone().status_eq(status).strategy(strategy)?;
-            let (n, took) = timed(client.query_as::<(i64,)>(&spec.count_query())).await?;
+            let (n, took) = timed(spec.count_query().fetch_all::<(i64,)>(&client)).await?;
             total += took;
             line += &format!(" {:>10}", n[0].0);
         }
         let spec = latest.clone().status_eq("Complete").strategy(strategy)?;
         let page = spec.page_query::<i64>(50, None)?;
-        let (rows, page_took) = timed(Executor::query(&client, &page)).await?;
+        let (rows, page_took) = timed(page.fetch_rows(&client)).await?;
         println!(
             "{line}   {:>3} rows in {page_took:>8.2?}   (counts took {total:.2?})",
             rows.len()
@@ -255,7 +255,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let graph = MovesSchema::new()?.full_graph()?;
     for strategy in SinceStrategy::ALL {
         for q in graph.index_advice(IndexOptions::new(strategy)) {
-            Executor::execute(&client, &q).await?;
+            q.execute(&client).await?;
         }
     }
     client.batch_execute("ANALYZE").await?;

@@ -730,24 +730,6 @@ impl StrategyCache {
         self.store(key, &choice);
         Ok(choice)
     }
-
-    /// [`get_or_decide`](Self::get_or_decide) for blocking clients.
-    pub(crate) fn get_or_decide_blocking<S, F>(&self, key: Digest, decide: F) -> Result<Choice<S>>
-    where
-        S: Clone + Send + Sync + 'static,
-        F: FnOnce() -> Result<Choice<S>>,
-    {
-        if let Some(mut hit) = self.lookup::<S>(&key) {
-            hit.cached = true;
-            return Ok(hit);
-        }
-        let started = Instant::now();
-        let mut choice = decide()?;
-        choice.decided_in = started.elapsed();
-        choice.cached = false;
-        self.store(key, &choice);
-        Ok(choice)
-    }
 }
 
 impl<S> Choice<S> {
@@ -867,7 +849,7 @@ impl TableStats {
                 ),
             ],
         );
-        let rows = db.query(&q).await?;
+        let rows = db.rows(&q).await?;
         let mut stats = TableStats {
             rows: f64::NAN,
             columns: vec![

@@ -22,7 +22,7 @@
 //!    the same orders), so none always runs first or always right after the
 //!    same other one — a query that follows a slow one can be slower by
 //!    itself — and every contender sees the same cache states. A timing is the client's wall time of
-//!    [`Executor::query`]: sending the query and receiving every row.
+//!    [`Executor::rows`]: sending the query and receiving every row.
 //!
 //! The [`Comparison`] has each contender's timings, median, minimum, ratio to
 //! the best median, rows, hash and the top of its plan, and prints as an
@@ -59,6 +59,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value as Json;
 
 use crate::ddl::quote;
+use crate::exec::{run_blocking, BlockingExecutor};
 use crate::explain::{explain, Plan};
 use crate::schema::Ident;
 use crate::{BuiltQuery, Error, Executor, Result, RowRead};
@@ -279,7 +280,7 @@ impl Compare {
         // Same rows, untimed.
         let mut digests: Vec<(i64, String)> = Vec::with_capacity(contenders.len());
         for (c, check) in contenders.iter().zip(&checks) {
-            let row = db.query_one(check).await?;
+            let row = db.one_row(check).await?;
             let rows: i64 = row.try_get(0usize.into())?;
             let hash: String = row.try_get(1usize.into())?;
             if let Some((first_rows, first_hash)) = digests.first() {
@@ -306,7 +307,7 @@ impl Compare {
         for round in 0..self.warmup + self.rounds {
             for i in round_order(round, n) {
                 let start = Instant::now();
-                let rows = db.query(&contenders[i].query).await?;
+                let rows = db.rows(&contenders[i].query).await?;
                 let took = start.elapsed();
                 drop(rows);
                 if round >= self.warmup {
@@ -332,6 +333,19 @@ impl Compare {
                 })
                 .collect(),
         ))
+    }
+
+    /// [`run`](Self::run) on a blocking client (`postgres::Client`,
+    /// `postgres::Transaction`), from the same code.
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    pub fn run_blocking<C>(&self, db: &mut C, contenders: &[Contender]) -> Result<Comparison>
+    where
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking(db, async |db| self.run(db, contenders).await)
     }
 }
 

@@ -59,8 +59,8 @@ pub enum Error {
         source: BoxError,
     },
 
-    /// A query returned more rows than allowed (`query_opt`: at most one;
-    /// `query_one`: exactly one) or none where one was required.
+    /// A query returned more rows than allowed (`fetch_optional`: at most one;
+    /// `fetch_one`: exactly one) or none where one was required.
     #[error("expected {expected} row, got {got}")]
     RowCount {
         /// What was allowed: `"exactly one"` or `"at most one"`.

@@ -24,6 +24,7 @@ use std::fmt;
 
 use serde_json::Value as Json;
 
+use crate::exec::{run_blocking, run_blocking_mut, BlockingExecutor};
 use crate::{BuiltQuery, Error, Executor, Result, RowRead, Transactional};
 
 /// One node of a plan.
@@ -125,8 +126,21 @@ pub fn explain_statement(q: &BuiltQuery, analyze: bool, buffers: bool) -> Result
 /// statement PostgreSQL cannot explain); [`Error::Decode`] if the output is
 /// not the JSON PostgreSQL documents.
 pub async fn explain<E: Executor>(db: &E, q: &BuiltQuery) -> Result<Plan> {
-    let rows = db.query(&explain_statement(q, false, false)?).await?;
+    let rows = db.rows(&explain_statement(q, false, false)?).await?;
     parse_rows(&rows)
+}
+
+/// [`explain`](explain) on a blocking client (`postgres::Client`,
+/// `postgres::Transaction`), from the same code.
+///
+/// # Errors
+/// As [`explain`](explain).
+pub fn explain_blocking<C>(db: &mut C, q: &BuiltQuery) -> Result<Plan>
+where
+    C: BlockingExecutor + Send,
+    C::Row: Send,
+{
+    run_blocking(db, async |db| explain(db, q).await)
 }
 
 /// Runs `q` under `EXPLAIN ANALYZE` (and `BUFFERS` if asked) inside a
@@ -141,9 +155,22 @@ pub async fn explain_analyze<E: Transactional>(
     buffers: bool,
 ) -> Result<Plan> {
     let rows = db
-        .query_rolled_back(&explain_statement(q, true, buffers)?)
+        .rows_rolled_back(&explain_statement(q, true, buffers)?)
         .await?;
     parse_rows(&rows)
+}
+
+/// [`explain_analyze`](explain_analyze) on a blocking client (`postgres::Client`,
+/// `postgres::Transaction`), from the same code.
+///
+/// # Errors
+/// As [`explain_analyze`](explain_analyze).
+pub fn explain_analyze_blocking<C>(db: &mut C, q: &BuiltQuery, buffers: bool) -> Result<Plan>
+where
+    C: BlockingExecutor + Send,
+    C::Row: Send,
+{
+    run_blocking_mut(db, async |db| explain_analyze(db, q, buffers).await)
 }
 
 /// The plan in the first row of an `EXPLAIN (FORMAT JSON)` result.

@@ -150,17 +150,25 @@
 //!
 //! ## Running queries
 //!
-//! [`Executor`] (async) and [`BlockingExecutor`] (sync) run a [`BuiltQuery`]
-//! on a client; rows decode into tuples or typed structs ([`FromRow`]):
+//! The run verbs live on the queries and specs and take the client as an
+//! argument, so importing pgpatterns never changes what a client's own
+//! `query` or `execute` means: `q.fetch_all(&client)`, `q.fetch_one`,
+//! `q.fetch_optional`, `q.execute`; `spec.count(&client)`,
+//! `spec.fetch_page(..)`, `report.fetch(&client)`. Rows decode into tuples or
+//! typed structs ([`FromRow`]). Every verb has a `_blocking` form for the
+//! synchronous `postgres` client, built from the same code
+//! (`q.fetch_all_blocking(&mut client)`, `spec.count_blocking(&mut client)`).
 //!
 //! ```no_run
 //! # #[cfg(feature = "tokio-postgres")]
 //! # async fn demo(client: tokio_postgres::Client, q: pgpatterns::BuiltQuery) -> pgpatterns::Result<()> {
-//! use pgpatterns::Executor;
-//! let rows: Vec<(i64,)> = client.query_as(&q).await?;
-//! let affected = Executor::execute(&client, &q).await?;
+//! let rows: Vec<(i64,)> = q.fetch_all(&client).await?;
+//! let affected = q.execute(&client).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! Any other client plugs in by implementing [`Executor`] (async) or
+//! [`BlockingExecutor`] (sync).
 //!
 //! ## Features
 //!

@@ -22,60 +22,60 @@ fn pool_error(sql: &str, e: PoolError) -> Error {
 impl Executor for Client {
     type Row = Row;
 
-    async fn query(&self, q: &BuiltQuery) -> Result<Vec<Row>> {
-        Executor::query(&***self, q).await
+    async fn rows(&self, q: &BuiltQuery) -> Result<Vec<Row>> {
+        (***self).rows(q).await
     }
 
-    async fn execute(&self, q: &BuiltQuery) -> Result<u64> {
-        Executor::execute(&***self, q).await
+    async fn run(&self, q: &BuiltQuery) -> Result<u64> {
+        (***self).run(q).await
     }
 
-    async fn batch_execute(&self, sql: &str) -> Result<()> {
-        Executor::batch_execute(&***self, sql).await
+    async fn run_script(&self, sql: &str) -> Result<()> {
+        (***self).run_script(sql).await
     }
 }
 
 impl Transactional for Client {
-    async fn execute_in_transaction(&mut self, queries: &[BuiltQuery]) -> Result<Vec<u64>> {
+    async fn run_in_transaction(&mut self, queries: &[BuiltQuery]) -> Result<Vec<u64>> {
         let client: &mut tokio_postgres::Client = &mut *self;
-        client.execute_in_transaction(queries).await
+        client.run_in_transaction(queries).await
     }
 
-    async fn query_rolled_back(&mut self, q: &BuiltQuery) -> Result<Vec<Row>> {
+    async fn rows_rolled_back(&mut self, q: &BuiltQuery) -> Result<Vec<Row>> {
         let client: &mut tokio_postgres::Client = &mut *self;
-        client.query_rolled_back(q).await
+        client.rows_rolled_back(q).await
     }
 }
 
 impl Executor for Pool {
     type Row = Row;
 
-    async fn query(&self, q: &BuiltQuery) -> Result<Vec<Row>> {
+    async fn rows(&self, q: &BuiltQuery) -> Result<Vec<Row>> {
         q.check()?;
         let client = self.get().await.map_err(|e| pool_error(q.sql(), e))?;
-        Executor::query(&client, q).await
+        client.rows(q).await
     }
 
-    async fn execute(&self, q: &BuiltQuery) -> Result<u64> {
+    async fn run(&self, q: &BuiltQuery) -> Result<u64> {
         q.check()?;
         let client = self.get().await.map_err(|e| pool_error(q.sql(), e))?;
-        Executor::execute(&client, q).await
+        client.run(q).await
     }
 
-    async fn batch_execute(&self, sql: &str) -> Result<()> {
+    async fn run_script(&self, sql: &str) -> Result<()> {
         let client = self.get().await.map_err(|e| pool_error(sql, e))?;
-        Executor::batch_execute(&client, sql).await
+        client.run_script(sql).await
     }
 }
 
 impl Transactional for Pool {
-    async fn execute_in_transaction(&mut self, queries: &[BuiltQuery]) -> Result<Vec<u64>> {
+    async fn run_in_transaction(&mut self, queries: &[BuiltQuery]) -> Result<Vec<u64>> {
         let mut client = self.get().await.map_err(|e| pool_error("BEGIN", e))?;
-        client.execute_in_transaction(queries).await
+        client.run_in_transaction(queries).await
     }
 
-    async fn query_rolled_back(&mut self, q: &BuiltQuery) -> Result<Vec<Row>> {
+    async fn rows_rolled_back(&mut self, q: &BuiltQuery) -> Result<Vec<Row>> {
         let mut client = self.get().await.map_err(|e| pool_error("BEGIN", e))?;
-        client.query_rolled_back(q).await
+        client.rows_rolled_back(q).await
     }
 }

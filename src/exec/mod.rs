@@ -1,6 +1,8 @@
 //! The executor traits: how a [`BuiltQuery`] reaches a PostgreSQL client.
 //!
-//! pgpatterns builds SQL; it does not own connections. Any client plugs in by
+//! pgpatterns builds SQL; it does not own connections. Queries and specs
+//! carry the run verbs (`q.fetch_all(&client)`, `spec.count(&client)`, and
+//! `_blocking` forms); they call these traits. Any client plugs in by
 //! implementing [`Executor`] (async) or [`BlockingExecutor`] (sync): two
 //! required query methods and one for plain SQL scripts; everything else has a
 //! default body. Implementations ship behind cargo features:
@@ -19,8 +21,11 @@ use std::sync::Arc;
 
 use postgres_types::FromSqlOwned;
 
+pub(crate) use blocking::{run_blocking, run_blocking_mut};
+
 use crate::{BuiltQuery, Error, Result};
 
+mod blocking;
 #[cfg(feature = "deadpool-postgres")]
 mod deadpool;
 #[cfg(feature = "postgres")]
@@ -161,10 +166,13 @@ fn outside_transaction_check(in_tx: bool, q: &BuiltQuery) -> Result<()> {
 
 /// An async PostgreSQL client that runs [`BuiltQuery`]s.
 ///
-/// `tokio_postgres::Client` has inherent methods of the same names (`query`,
-/// `execute`, …) taking SQL and parameters; Rust picks those first, so call
-/// the trait's through its path: `Executor::query(&client, &q)`. Methods
-/// without an inherent twin (`query_as`) can be called directly.
+/// You rarely call it yourself: the run verbs live on the queries and specs
+/// and take the client as an argument (`q.fetch_all(&client)`,
+/// `spec.count(&client)`), as in sqlx. The trait's own method names (`rows`,
+/// `run`, `run_script`, …) are ones no PostgreSQL client uses, so importing
+/// pgpatterns never changes what `client.query(..)` or `client.execute(..)`
+/// mean. Implement it (two query methods and one for scripts) to plug in
+/// another client.
 ///
 /// Futures are `Send`, so queries can be spawned on a multi-threaded runtime.
 /// Every method checks the query's values ([`BuiltQuery::check`]) before
@@ -174,21 +182,21 @@ pub trait Executor: Send + Sync {
     type Row: RowRead + Send;
 
     /// Runs a statement and returns its rows. Like `tokio_postgres::Client::query`.
-    fn query(&self, q: &BuiltQuery) -> impl Future<Output = Result<Vec<Self::Row>>> + Send;
+    fn rows(&self, q: &BuiltQuery) -> impl Future<Output = Result<Vec<Self::Row>>> + Send;
 
     /// Runs a statement and returns the number of rows it affected. Like
     /// `tokio_postgres::Client::execute`.
-    fn execute(&self, q: &BuiltQuery) -> impl Future<Output = Result<u64>> + Send;
+    fn run(&self, q: &BuiltQuery) -> impl Future<Output = Result<u64>> + Send;
 
     /// Runs SQL text with no parameters through the simple-query protocol:
     /// several `;`-separated statements (DDL scripts, function bodies) in one
     /// round trip. Like `tokio_postgres::Client::batch_execute`. The text must
     /// come from this crate's builders or your own code, never from user data.
-    fn batch_execute(&self, sql: &str) -> impl Future<Output = Result<()>> + Send;
+    fn run_script(&self, sql: &str) -> impl Future<Output = Result<()>> + Send;
 
     /// `true` when this executor is a transaction (statements such as
     /// `CREATE INDEX CONCURRENTLY` are then refused by
-    /// [`Executor::execute_outside_transaction`]).
+    /// [`BuiltQuery::execute_outside_transaction`]).
     fn is_transaction(&self) -> bool {
         false
     }
@@ -198,8 +206,8 @@ pub trait Executor: Send + Sync {
     ///
     /// # Errors
     /// [`Error::RowCount`] for zero rows or more than one.
-    fn query_one(&self, q: &BuiltQuery) -> impl Future<Output = Result<Self::Row>> + Send {
-        async move { exactly_one(self.query(q).await?) }
+    fn one_row(&self, q: &BuiltQuery) -> impl Future<Output = Result<Self::Row>> + Send {
+        async move { exactly_one(self.rows(q).await?) }
     }
 
     /// Runs a statement that returns at most one row. Like
@@ -207,17 +215,20 @@ pub trait Executor: Send + Sync {
     ///
     /// # Errors
     /// [`Error::RowCount`] for more than one row.
-    fn query_opt(&self, q: &BuiltQuery) -> impl Future<Output = Result<Option<Self::Row>>> + Send {
-        async move { at_most_one(self.query(q).await?) }
+    fn optional_row(
+        &self,
+        q: &BuiltQuery,
+    ) -> impl Future<Output = Result<Option<Self::Row>>> + Send {
+        async move { at_most_one(self.rows(q).await?) }
     }
 
     /// Runs a statement and decodes each row as `T` (a tuple or a family's
     /// row type).
-    fn query_as<T: FromRow + Send>(
+    fn rows_as<T: FromRow + Send>(
         &self,
         q: &BuiltQuery,
     ) -> impl Future<Output = Result<Vec<T>>> + Send {
-        async move { decode_all(&self.query(q).await?) }
+        async move { decode_all(&self.rows(q).await?) }
     }
 
     /// Runs a statement that must not run inside a transaction block (e.g.
@@ -227,13 +238,10 @@ pub trait Executor: Send + Sync {
     ///
     /// # Errors
     /// [`Error::InTransaction`] when this executor is a transaction.
-    fn execute_outside_transaction(
-        &self,
-        q: &BuiltQuery,
-    ) -> impl Future<Output = Result<u64>> + Send {
+    fn run_outside_transaction(&self, q: &BuiltQuery) -> impl Future<Output = Result<u64>> + Send {
         async move {
             outside_transaction_check(self.is_transaction(), q)?;
-            self.execute(q).await
+            self.run(q).await
         }
     }
 }
@@ -244,7 +252,7 @@ pub trait Transactional: Executor {
     /// `self` is already a transaction) and commits; on the first error
     /// everything is rolled back and the error returned. Returns the
     /// affected-row count of each statement.
-    fn execute_in_transaction(
+    fn run_in_transaction(
         &mut self,
         queries: &[BuiltQuery],
     ) -> impl Future<Output = Result<Vec<u64>>> + Send;
@@ -253,7 +261,7 @@ pub trait Transactional: Executor {
     /// transaction) that is then **rolled back**, and returns its rows:
     /// whatever the statement changed is undone (`EXPLAIN ANALYZE` of an
     /// `UPDATE`, a dry run).
-    fn query_rolled_back(
+    fn rows_rolled_back(
         &mut self,
         q: &BuiltQuery,
     ) -> impl Future<Output = Result<Vec<Self::Row>>> + Send;
@@ -263,14 +271,14 @@ macro_rules! forward_executor {
     ($($wrapper:ty),+) => {$(
         impl<E: Executor + ?Sized> Executor for $wrapper {
             type Row = E::Row;
-            fn query(&self, q: &BuiltQuery) -> impl Future<Output = Result<Vec<Self::Row>>> + Send {
-                (**self).query(q)
+            fn rows(&self, q: &BuiltQuery) -> impl Future<Output = Result<Vec<Self::Row>>> + Send {
+                (**self).rows(q)
             }
-            fn execute(&self, q: &BuiltQuery) -> impl Future<Output = Result<u64>> + Send {
-                (**self).execute(q)
+            fn run(&self, q: &BuiltQuery) -> impl Future<Output = Result<u64>> + Send {
+                (**self).run(q)
             }
-            fn batch_execute(&self, sql: &str) -> impl Future<Output = Result<()>> + Send {
-                (**self).batch_execute(sql)
+            fn run_script(&self, sql: &str) -> impl Future<Output = Result<()>> + Send {
+                (**self).run_script(sql)
             }
             fn is_transaction(&self) -> bool {
                 (**self).is_transaction()
@@ -282,45 +290,48 @@ macro_rules! forward_executor {
 forward_executor!(&E, &mut E, Box<E>, Arc<E>);
 
 impl<E: Transactional + ?Sized> Transactional for &mut E {
-    fn execute_in_transaction(
+    fn run_in_transaction(
         &mut self,
         queries: &[BuiltQuery],
     ) -> impl Future<Output = Result<Vec<u64>>> + Send {
-        (**self).execute_in_transaction(queries)
+        (**self).run_in_transaction(queries)
     }
 
-    fn query_rolled_back(
+    fn rows_rolled_back(
         &mut self,
         q: &BuiltQuery,
     ) -> impl Future<Output = Result<Vec<Self::Row>>> + Send {
-        (**self).query_rolled_back(q)
+        (**self).rows_rolled_back(q)
     }
 }
 
 /// A blocking PostgreSQL client that runs [`BuiltQuery`]s: the sync twin of
-/// [`Executor`] (methods take `&mut self`, like `postgres::Client`).
+/// [`Executor`] (methods take `&mut self`, like `postgres::Client`). Every
+/// async run verb of the crate has a `_blocking` form that takes one; it runs
+/// the async verb's own code over this client (the futures are complete at
+/// once), so the two can never disagree.
 pub trait BlockingExecutor {
     /// The client's row type.
     type Row: RowRead;
 
     /// Runs a statement and returns its rows. Like `postgres::Client::query`.
-    fn query(&mut self, q: &BuiltQuery) -> Result<Vec<Self::Row>>;
+    fn rows(&mut self, q: &BuiltQuery) -> Result<Vec<Self::Row>>;
 
     /// Runs a statement and returns the number of rows it affected.
-    fn execute(&mut self, q: &BuiltQuery) -> Result<u64>;
+    fn run(&mut self, q: &BuiltQuery) -> Result<u64>;
 
     /// Runs parameterless SQL text through the simple-query protocol (see
-    /// [`Executor::batch_execute`]).
-    fn batch_execute(&mut self, sql: &str) -> Result<()>;
+    /// [`Executor::run_script`]).
+    fn run_script(&mut self, sql: &str) -> Result<()>;
 
     /// Runs `queries` in one transaction (a savepoint inside a transaction)
     /// and commits; rolls back on the first error.
-    fn execute_in_transaction(&mut self, queries: &[BuiltQuery]) -> Result<Vec<u64>>;
+    fn run_in_transaction(&mut self, queries: &[BuiltQuery]) -> Result<Vec<u64>>;
 
     /// Runs `q` in a transaction (a savepoint inside a transaction) that is
     /// then rolled back, and returns its rows (see
-    /// [`Transactional::query_rolled_back`]).
-    fn query_rolled_back(&mut self, q: &BuiltQuery) -> Result<Vec<Self::Row>>;
+    /// [`Transactional::rows_rolled_back`]).
+    fn rows_rolled_back(&mut self, q: &BuiltQuery) -> Result<Vec<Self::Row>>;
 
     /// `true` when this executor is a transaction.
     fn is_transaction(&self) -> bool {
@@ -331,51 +342,179 @@ pub trait BlockingExecutor {
     ///
     /// # Errors
     /// [`Error::RowCount`] for zero rows or more than one.
-    fn query_one(&mut self, q: &BuiltQuery) -> Result<Self::Row> {
-        exactly_one(self.query(q)?)
+    fn one_row(&mut self, q: &BuiltQuery) -> Result<Self::Row> {
+        exactly_one(self.rows(q)?)
     }
 
     /// Runs a statement that returns at most one row.
     ///
     /// # Errors
     /// [`Error::RowCount`] for more than one row.
-    fn query_opt(&mut self, q: &BuiltQuery) -> Result<Option<Self::Row>> {
-        at_most_one(self.query(q)?)
+    fn optional_row(&mut self, q: &BuiltQuery) -> Result<Option<Self::Row>> {
+        at_most_one(self.rows(q)?)
     }
 
     /// Runs a statement and decodes each row as `T`.
-    fn query_as<T: FromRow>(&mut self, q: &BuiltQuery) -> Result<Vec<T>> {
-        decode_all(&self.query(q)?)
+    fn rows_as<T: FromRow>(&mut self, q: &BuiltQuery) -> Result<Vec<T>> {
+        decode_all(&self.rows(q)?)
     }
 
     /// Runs a statement that must not run inside a transaction block.
     ///
     /// # Errors
     /// [`Error::InTransaction`] when this executor is a transaction.
-    fn execute_outside_transaction(&mut self, q: &BuiltQuery) -> Result<u64> {
+    fn run_outside_transaction(&mut self, q: &BuiltQuery) -> Result<u64> {
         outside_transaction_check(self.is_transaction(), q)?;
-        self.execute(q)
+        self.run(q)
     }
 }
 
 impl<E: BlockingExecutor + ?Sized> BlockingExecutor for &mut E {
     type Row = E::Row;
-    fn query(&mut self, q: &BuiltQuery) -> Result<Vec<Self::Row>> {
-        (**self).query(q)
+    fn rows(&mut self, q: &BuiltQuery) -> Result<Vec<Self::Row>> {
+        (**self).rows(q)
     }
-    fn execute(&mut self, q: &BuiltQuery) -> Result<u64> {
-        (**self).execute(q)
+    fn run(&mut self, q: &BuiltQuery) -> Result<u64> {
+        (**self).run(q)
     }
-    fn batch_execute(&mut self, sql: &str) -> Result<()> {
-        (**self).batch_execute(sql)
+    fn run_script(&mut self, sql: &str) -> Result<()> {
+        (**self).run_script(sql)
     }
-    fn execute_in_transaction(&mut self, queries: &[BuiltQuery]) -> Result<Vec<u64>> {
-        (**self).execute_in_transaction(queries)
+    fn run_in_transaction(&mut self, queries: &[BuiltQuery]) -> Result<Vec<u64>> {
+        (**self).run_in_transaction(queries)
     }
-    fn query_rolled_back(&mut self, q: &BuiltQuery) -> Result<Vec<Self::Row>> {
-        (**self).query_rolled_back(q)
+    fn rows_rolled_back(&mut self, q: &BuiltQuery) -> Result<Vec<Self::Row>> {
+        (**self).rows_rolled_back(q)
     }
     fn is_transaction(&self) -> bool {
         (**self).is_transaction()
+    }
+}
+
+/// Run verbs on a built query. They take the client as an argument, so
+/// importing pgpatterns never changes what a client's own `query` or
+/// `execute` means (the same shape as sqlx's `query(..).fetch_all(&pool)`).
+/// Each has a `_blocking` form for [`BlockingExecutor`]s.
+///
+/// ```no_run
+/// # async fn demo(client: &tokio_postgres::Client) -> pgpatterns::Result<()> {
+/// use pgpatterns::{BuiltQuery, SqlType};
+/// let q = BuiltQuery::fixed_with("SELECT g FROM generate_series(1, $1::int8) AS g", [3i64.into_value()]);
+/// let rows: Vec<(i64,)> = q.fetch_all(client).await?;
+/// assert_eq!(rows.len(), 3);
+/// # Ok(()) }
+/// ```
+impl BuiltQuery {
+    /// Runs the query and decodes every row as `T` (a tuple, or a type
+    /// implementing [`FromRow`]).
+    ///
+    /// # Errors
+    /// The database's error, or [`Error::Decode`] when a row is not a `T`.
+    pub async fn fetch_all<T: FromRow + Send>(&self, db: &impl Executor) -> Result<Vec<T>> {
+        db.rows_as(self).await
+    }
+
+    /// Runs the query, which must return exactly one row, decoded as `T`.
+    ///
+    /// # Errors
+    /// [`Error::RowCount`] for zero rows or more than one; the database's
+    /// error; [`Error::Decode`].
+    pub async fn fetch_one<T: FromRow>(&self, db: &impl Executor) -> Result<T> {
+        T::from_row(&db.one_row(self).await?)
+    }
+
+    /// Runs the query, which must return at most one row, decoded as `T`.
+    ///
+    /// # Errors
+    /// [`Error::RowCount`] for more than one row; the database's error;
+    /// [`Error::Decode`].
+    pub async fn fetch_optional<T: FromRow>(&self, db: &impl Executor) -> Result<Option<T>> {
+        db.optional_row(self)
+            .await?
+            .map(|row| T::from_row(&row))
+            .transpose()
+    }
+
+    /// Runs the query and returns the client's own rows.
+    ///
+    /// # Errors
+    /// The database's error.
+    pub async fn fetch_rows<E: Executor>(&self, db: &E) -> Result<Vec<E::Row>> {
+        db.rows(self).await
+    }
+
+    /// Runs a statement and returns how many rows it affected.
+    ///
+    /// # Errors
+    /// The database's error.
+    pub async fn execute(&self, db: &impl Executor) -> Result<u64> {
+        db.run(self).await
+    }
+
+    /// Runs a statement that must not run inside a transaction block
+    /// (`CREATE INDEX CONCURRENTLY`).
+    ///
+    /// # Errors
+    /// [`Error::InTransaction`] when `db` is a transaction; the database's
+    /// error.
+    pub async fn execute_outside_transaction(&self, db: &impl Executor) -> Result<u64> {
+        db.run_outside_transaction(self).await
+    }
+
+    /// [`fetch_all`](Self::fetch_all) on a blocking client.
+    ///
+    /// # Errors
+    /// As [`fetch_all`](Self::fetch_all).
+    pub fn fetch_all_blocking<T: FromRow>(&self, db: &mut impl BlockingExecutor) -> Result<Vec<T>> {
+        db.rows_as(self)
+    }
+
+    /// [`fetch_one`](Self::fetch_one) on a blocking client.
+    ///
+    /// # Errors
+    /// As [`fetch_one`](Self::fetch_one).
+    pub fn fetch_one_blocking<T: FromRow>(&self, db: &mut impl BlockingExecutor) -> Result<T> {
+        T::from_row(&db.one_row(self)?)
+    }
+
+    /// [`fetch_optional`](Self::fetch_optional) on a blocking client.
+    ///
+    /// # Errors
+    /// As [`fetch_optional`](Self::fetch_optional).
+    pub fn fetch_optional_blocking<T: FromRow>(
+        &self,
+        db: &mut impl BlockingExecutor,
+    ) -> Result<Option<T>> {
+        db.optional_row(self)?
+            .map(|row| T::from_row(&row))
+            .transpose()
+    }
+
+    /// [`fetch_rows`](Self::fetch_rows) on a blocking client.
+    ///
+    /// # Errors
+    /// The database's error.
+    pub fn fetch_rows_blocking<C: BlockingExecutor>(&self, db: &mut C) -> Result<Vec<C::Row>> {
+        db.rows(self)
+    }
+
+    /// [`execute`](Self::execute) on a blocking client.
+    ///
+    /// # Errors
+    /// The database's error.
+    pub fn execute_blocking(&self, db: &mut impl BlockingExecutor) -> Result<u64> {
+        db.run(self)
+    }
+
+    /// [`execute_outside_transaction`](Self::execute_outside_transaction)
+    /// on a blocking client.
+    ///
+    /// # Errors
+    /// As [`execute_outside_transaction`](Self::execute_outside_transaction).
+    pub fn execute_outside_transaction_blocking(
+        &self,
+        db: &mut impl BlockingExecutor,
+    ) -> Result<u64> {
+        db.run_outside_transaction(self)
     }
 }

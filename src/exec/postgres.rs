@@ -9,14 +9,14 @@ use crate::{BuiltQuery, Result};
 fn run_and_commit(mut tx: Transaction<'_>, queries: &[BuiltQuery]) -> Result<Vec<u64>> {
     let mut counts = Vec::with_capacity(queries.len());
     for q in queries {
-        counts.push(BlockingExecutor::execute(&mut tx, q)?);
+        counts.push(tx.run(q)?);
     }
     tx.commit().map_err(|e| db_error("COMMIT", e))?;
     Ok(counts)
 }
 
 fn run_and_roll_back(mut tx: Transaction<'_>, q: &BuiltQuery) -> Result<Vec<Row>> {
-    let rows = BlockingExecutor::query(&mut tx, q);
+    let rows = tx.rows(q);
     tx.rollback().map_err(|e| db_error("ROLLBACK", e))?;
     rows
 }
@@ -26,28 +26,28 @@ macro_rules! pg_blocking_executor {
         impl BlockingExecutor for $ty {
             type Row = Row;
 
-            fn query(&mut self, q: &BuiltQuery) -> Result<Vec<Row>> {
+            fn rows(&mut self, q: &BuiltQuery) -> Result<Vec<Row>> {
                 q.check()?;
                 let params = q.params();
                 <$ty>::query(self, q.sql(), &params.as_params()).map_err(|e| db_error(q.sql(), e))
             }
 
-            fn execute(&mut self, q: &BuiltQuery) -> Result<u64> {
+            fn run(&mut self, q: &BuiltQuery) -> Result<u64> {
                 q.check()?;
                 let params = q.params();
                 <$ty>::execute(self, q.sql(), &params.as_params()).map_err(|e| db_error(q.sql(), e))
             }
 
-            fn batch_execute(&mut self, sql: &str) -> Result<()> {
+            fn run_script(&mut self, sql: &str) -> Result<()> {
                 <$ty>::batch_execute(self, sql).map_err(|e| db_error(sql, e))
             }
 
-            fn execute_in_transaction(&mut self, queries: &[BuiltQuery]) -> Result<Vec<u64>> {
+            fn run_in_transaction(&mut self, queries: &[BuiltQuery]) -> Result<Vec<u64>> {
                 let tx = self.transaction().map_err(|e| db_error($begin, e))?;
                 run_and_commit(tx, queries)
             }
 
-            fn query_rolled_back(&mut self, q: &BuiltQuery) -> Result<Vec<Row>> {
+            fn rows_rolled_back(&mut self, q: &BuiltQuery) -> Result<Vec<Row>> {
                 let tx = self.transaction().map_err(|e| db_error($begin, e))?;
                 run_and_roll_back(tx, q)
             }

@@ -12,7 +12,7 @@ macro_rules! tokio_pg_executor {
         impl Executor for $ty {
             type Row = Row;
 
-            async fn query(&self, q: &BuiltQuery) -> Result<Vec<Row>> {
+            async fn rows(&self, q: &BuiltQuery) -> Result<Vec<Row>> {
                 q.check()?;
                 let params = q.params();
                 <$ty>::query(self, q.sql(), &params.as_params())
@@ -20,7 +20,7 @@ macro_rules! tokio_pg_executor {
                     .map_err(|e| db_error(q.sql(), e))
             }
 
-            async fn execute(&self, q: &BuiltQuery) -> Result<u64> {
+            async fn run(&self, q: &BuiltQuery) -> Result<u64> {
                 q.check()?;
                 let params = q.params();
                 <$ty>::execute(self, q.sql(), &params.as_params())
@@ -28,7 +28,7 @@ macro_rules! tokio_pg_executor {
                     .map_err(|e| db_error(q.sql(), e))
             }
 
-            async fn batch_execute(&self, sql: &str) -> Result<()> {
+            async fn run_script(&self, sql: &str) -> Result<()> {
                 <$ty>::batch_execute(self, sql)
                     .await
                     .map_err(|e| db_error(sql, e))
@@ -51,7 +51,7 @@ pub(crate) async fn run_and_commit(
 ) -> Result<Vec<u64>> {
     let mut counts = Vec::with_capacity(queries.len());
     for q in queries {
-        counts.push(Executor::execute(&tx, q).await?);
+        counts.push(tx.run(q).await?);
     }
     tx.commit().await.map_err(|e| db_error("COMMIT", e))?;
     Ok(counts)
@@ -59,25 +59,25 @@ pub(crate) async fn run_and_commit(
 
 /// Runs `q` on an open transaction, then rolls it back.
 pub(crate) async fn run_and_roll_back(tx: Transaction<'_>, q: &BuiltQuery) -> Result<Vec<Row>> {
-    let rows = Executor::query(&tx, q).await;
+    let rows = tx.rows(q).await;
     tx.rollback().await.map_err(|e| db_error("ROLLBACK", e))?;
     rows
 }
 
 impl Transactional for Client {
-    async fn execute_in_transaction(&mut self, queries: &[BuiltQuery]) -> Result<Vec<u64>> {
+    async fn run_in_transaction(&mut self, queries: &[BuiltQuery]) -> Result<Vec<u64>> {
         let tx = self.transaction().await.map_err(|e| db_error("BEGIN", e))?;
         run_and_commit(tx, queries).await
     }
 
-    async fn query_rolled_back(&mut self, q: &BuiltQuery) -> Result<Vec<Row>> {
+    async fn rows_rolled_back(&mut self, q: &BuiltQuery) -> Result<Vec<Row>> {
         let tx = self.transaction().await.map_err(|e| db_error("BEGIN", e))?;
         run_and_roll_back(tx, q).await
     }
 }
 
 impl Transactional for Transaction<'_> {
-    async fn execute_in_transaction(&mut self, queries: &[BuiltQuery]) -> Result<Vec<u64>> {
+    async fn run_in_transaction(&mut self, queries: &[BuiltQuery]) -> Result<Vec<u64>> {
         let sp = self
             .transaction()
             .await
@@ -85,7 +85,7 @@ impl Transactional for Transaction<'_> {
         run_and_commit(sp, queries).await
     }
 
-    async fn query_rolled_back(&mut self, q: &BuiltQuery) -> Result<Vec<Row>> {
+    async fn rows_rolled_back(&mut self, q: &BuiltQuery) -> Result<Vec<Row>> {
         let sp = self
             .transaction()
             .await

@@ -9,6 +9,7 @@ use crate::choice::{
     StrategyCache, TableStats,
 };
 use crate::ddl::quote_table;
+use crate::exec::{run_blocking, BlockingExecutor};
 use crate::types::SqlType;
 use crate::{BuiltQuery, Executor, Result, RowRead};
 
@@ -155,7 +156,7 @@ impl<S: SqlType> LatestStatus<S> {
     async fn catalog<E: Executor>(&self, db: &E) -> Result<LatestCatalog> {
         let mut q = Query::select();
         q.exprs(self.catalog_exprs());
-        let row = db.query_one(&BuiltQuery::new(&q)).await?;
+        let row = db.one_row(&BuiltQuery::new(&q)).await?;
         self.read_catalog(&row, 0)
     }
 
@@ -192,7 +193,7 @@ impl<S: SqlType> LatestStatus<S> {
                 .exprs(self.catalog_exprs())
                 .to_owned(),
         );
-        let row = db.query_one(&q).await?;
+        let row = db.one_row(&q).await?;
         let oid: i64 = row.try_get(0usize.into())?;
         let f: Option<f64> = row.try_get(1usize.into())?;
         let catalog = self.read_catalog(&row, 2)?;
@@ -224,6 +225,23 @@ impl<S: SqlType> LatestStatus<S> {
     ) -> Result<Choice<LatestStrategy>> {
         self.explain_choice_with(StrategyCache::global(), db, shape)
             .await
+    }
+
+    /// [`explain_choice`](Self::explain_choice) on a blocking client (`postgres::Client`,
+    /// `postgres::Transaction`), from the same code.
+    ///
+    /// # Errors
+    /// As [`explain_choice`](Self::explain_choice).
+    pub fn explain_choice_blocking<C>(
+        &self,
+        db: &mut C,
+        shape: Shape,
+    ) -> Result<Choice<LatestStrategy>>
+    where
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking(db, async |db| self.explain_choice(db, shape).await)
     }
 
     /// [`explain_choice`](Self::explain_choice) with your own cache.
@@ -297,6 +315,26 @@ impl<S: SqlType> LatestStatus<S> {
             .await
     }
 
+    /// [`explain_choice_with`](Self::explain_choice_with) on a blocking client (`postgres::Client`,
+    /// `postgres::Transaction`), from the same code.
+    ///
+    /// # Errors
+    /// As [`explain_choice_with`](Self::explain_choice_with).
+    pub fn explain_choice_with_blocking<C>(
+        &self,
+        cache: &StrategyCache,
+        db: &mut C,
+        shape: Shape,
+    ) -> Result<Choice<LatestStrategy>>
+    where
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking(db, async |db| {
+            self.explain_choice_with(cache, db, shape).await
+        })
+    }
+
     /// The decision when the maintained column answers.
     fn denormalized_choice(&self, shape: Shape) -> Choice<LatestStrategy> {
         let mut candidates = vec![Estimate::chosen(LatestStrategy::Denormalized)];
@@ -329,6 +367,19 @@ impl<S: SqlType> LatestStatus<S> {
         }
         let choice = self.explain_choice(db, shape).await?;
         Ok(self.with_strategy(choice.strategy))
+    }
+
+    /// [`resolve`](Self::resolve) on a blocking client (`postgres::Client`,
+    /// `postgres::Transaction`), from the same code.
+    ///
+    /// # Errors
+    /// As [`resolve`](Self::resolve).
+    pub fn resolve_blocking<C>(&self, db: &mut C, shape: Shape) -> Result<LatestStatus<S>>
+    where
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking(db, async |db| self.resolve(db, shape).await)
     }
 }
 

@@ -15,6 +15,7 @@ use super::{LatestStatus, LatestStrategy};
 use crate::ddl::{
     derived_name, dollar_quote, free_name, quote, quote_beside, quote_table, string_literal,
 };
+use crate::exec::{run_blocking, run_blocking_mut, BlockingExecutor};
 use crate::query::{batch_bounds, count_of, is_distinct_from, read_committed};
 use crate::schema::{AnyColumn, Ident, Table};
 use crate::types::SqlType;
@@ -37,7 +38,7 @@ pub const DRIFT_STORED: &str = "stored_status";
 impl<S: SqlType> LatestStatus<S> {
     /// The `CREATE INDEX IF NOT EXISTS` statements the chosen strategy needs
     /// (optionally `CONCURRENTLY`, which must run outside a transaction; see
-    /// [`Executor::execute_outside_transaction`]).
+    /// [`BuiltQuery::execute_outside_transaction`]).
     ///
     /// - history strategies: `history (fk, time DESC, id DESC) INCLUDE
     ///   (status)`, which serves `DISTINCT ON`, the `LATERAL … LIMIT 1`
@@ -560,7 +561,7 @@ END
                 Value::Array(ArrayType::String, Some(Box::new(names))),
             ],
         );
-        let row = db.query_one(&q).await?;
+        let row = db.one_row(&q).await?;
         let function: Option<String> = row.try_get(0usize.into())?;
         let comment: Option<String> = row.try_get(1usize.into())?;
         let foreign: Vec<String> = row.try_get(2usize.into())?;
@@ -600,9 +601,21 @@ END
     /// otherwise. Nothing is installed then.
     pub async fn install<E: Transactional>(&self, db: &mut E) -> Result<()> {
         self.check_names(&*db).await?;
-        db.execute_in_transaction(&self.install_statements())
-            .await?;
+        db.run_in_transaction(&self.install_statements()).await?;
         Ok(())
+    }
+
+    /// [`install`](Self::install) on a blocking client (`postgres::Client`,
+    /// `postgres::Transaction`), from the same code.
+    ///
+    /// # Errors
+    /// As [`install`](Self::install).
+    pub fn install_blocking<C>(&self, db: &mut C) -> Result<()>
+    where
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking_mut(db, async |db| self.install(db).await)
     }
 
     /// Checks the names like [`install`](Self::install), then runs
@@ -614,9 +627,21 @@ END
     /// this column's (nothing is dropped then); the database's error.
     pub async fn uninstall<E: Transactional>(&self, db: &mut E) -> Result<()> {
         self.check_names(&*db).await?;
-        db.execute_in_transaction(&self.uninstall_statements())
-            .await?;
+        db.run_in_transaction(&self.uninstall_statements()).await?;
         Ok(())
+    }
+
+    /// [`uninstall`](Self::uninstall) on a blocking client (`postgres::Client`,
+    /// `postgres::Transaction`), from the same code.
+    ///
+    /// # Errors
+    /// As [`uninstall`](Self::uninstall).
+    pub fn uninstall_blocking<C>(&self, db: &mut C) -> Result<()>
+    where
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking_mut(db, async |db| self.uninstall(db).await)
     }
 
     /// Entities whose column disagrees with their history (including those
@@ -656,9 +681,22 @@ END
     /// # Errors
     /// The database's error.
     pub async fn drift_count<E: Executor>(&self, db: &E) -> Result<i64> {
-        db.query_one(&count_of(self.drift_statement()))
+        db.one_row(&count_of(self.drift_statement()))
             .await?
             .try_get(0usize.into())
+    }
+
+    /// [`drift_count`](Self::drift_count) on a blocking client (`postgres::Client`,
+    /// `postgres::Transaction`), from the same code.
+    ///
+    /// # Errors
+    /// As [`drift_count`](Self::drift_count).
+    pub fn drift_count_blocking<C>(&self, db: &mut C) -> Result<i64>
+    where
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking(db, async |db| self.drift_count(db).await)
     }
 
     /// Recomputes the column for every entity, `batch_size` entities per
@@ -685,7 +723,7 @@ END
         self.key.check_type::<K>("backfill", "key type K")?;
         let started = Instant::now();
         let total: i64 = db
-            .query_one(&BuiltQuery::new(
+            .one_row(&BuiltQuery::new(
                 &Query::select()
                     .expr(Expr::cust("COUNT(*)"))
                     .from(self.entity.table_ref())
@@ -713,7 +751,7 @@ END
             if let Some(a) = &after {
                 bound.and_where(self.key.expr().gt(a.clone().param()));
             }
-            let row = db.query_one(&batch_bounds(bound, self.key.iden())).await?;
+            let row = db.one_row(&batch_bounds(bound, self.key.iden())).await?;
             let n: i64 = row.try_get(0usize.into())?;
             let upto: Option<K> = row.try_get(1usize.into())?;
             let Some(upto) = upto else { break };
@@ -748,7 +786,7 @@ END
             // READ COMMITTED whatever the session's default, so the refresh
             // sees what writers committed while the batch waited for locks.
             let done = db
-                .execute_in_transaction(&[
+                .run_in_transaction(&[
                     read_committed(),
                     BuiltQuery::new(&lock),
                     BuiltQuery::new(&refresh),
@@ -765,6 +803,27 @@ END
         }
         report.elapsed = started.elapsed();
         Ok(report)
+    }
+
+    /// [`backfill`](Self::backfill) on a blocking client (`postgres::Client`,
+    /// `postgres::Transaction`), from the same code.
+    ///
+    /// # Errors
+    /// As [`backfill`](Self::backfill).
+    pub fn backfill_blocking<K, C>(
+        &self,
+        db: &mut C,
+        batch_size: i64,
+        progress: impl FnMut(Progress) + Send,
+    ) -> Result<BackfillReport>
+    where
+        K: SqlType + FromSqlOwned + Send + Sync,
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking_mut(db, async |db| {
+            self.backfill::<K, _>(db, batch_size, progress).await
+        })
     }
 
     /// `SELECT DISTINCT fk FROM <transition tables>`.

@@ -4,6 +4,7 @@
 use postgres_types::FromSqlOwned;
 
 use super::LatestStatus;
+use crate::exec::{run_blocking, BlockingExecutor};
 use crate::types::SqlType;
 use crate::{Executor, Result, RowRead, Shape};
 
@@ -29,9 +30,22 @@ impl<S: SqlType> LatestStatus<S> {
     /// The database's error.
     pub async fn count<E: Executor>(&self, db: &E) -> Result<i64> {
         let spec = self.resolve(db, Shape::Count).await?;
-        db.query_one(&spec.count_query())
+        db.one_row(&spec.count_query())
             .await?
             .try_get(0usize.into())
+    }
+
+    /// [`count`](Self::count) on a blocking client (`postgres::Client`,
+    /// `postgres::Transaction`), from the same code.
+    ///
+    /// # Errors
+    /// As [`count`](Self::count).
+    pub fn count_blocking<C>(&self, db: &mut C) -> Result<i64>
+    where
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking(db, async |db| self.count(db).await)
     }
 
     /// Fetches up to `limit` matching entities with keys greater than
@@ -57,7 +71,7 @@ impl<S: SqlType> LatestStatus<S> {
         self.check_page::<K>(limit)?;
         let spec = self.resolve(db, Shape::Page { limit }).await?;
         let probe = spec.page_query::<K>(limit.saturating_add(1), after)?;
-        let mut rows = db.query(&probe).await?;
+        let mut rows = db.rows(&probe).await?;
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         let next = if rows.len() > limit {
             rows.truncate(limit);
@@ -69,5 +83,26 @@ impl<S: SqlType> LatestStatus<S> {
             None
         };
         Ok(LatestPage { rows, next })
+    }
+
+    /// [`fetch_page`](Self::fetch_page) on a blocking client (`postgres::Client`,
+    /// `postgres::Transaction`), from the same code.
+    ///
+    /// # Errors
+    /// As [`fetch_page`](Self::fetch_page).
+    pub fn fetch_page_blocking<K, C>(
+        &self,
+        db: &mut C,
+        limit: i64,
+        after: Option<K>,
+    ) -> Result<LatestPage<C::Row, K>>
+    where
+        K: SqlType + FromSqlOwned + Send,
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking(db, async |db| {
+            self.fetch_page::<K, _>(db, limit, after).await
+        })
     }
 }

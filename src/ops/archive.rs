@@ -30,6 +30,7 @@ use sea_query::{
 use super::batch::check_batch_size;
 use super::BatchReport;
 use crate::ddl::{derived_name, quote_table};
+use crate::exec::{run_blocking, BlockingExecutor};
 use crate::schema::{qualified, Column, Ident, Table};
 use crate::types::SqlType;
 use crate::{BuiltQuery, Error, Executor, Progress, Result, RowRead};
@@ -214,7 +215,7 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
 
     /// The index that lets each batch find its oldest rows without a scan:
     /// `live (time, key)`, optionally `CONCURRENTLY` (run it with
-    /// [`Executor::execute_outside_transaction`]).
+    /// [`BuiltQuery::execute_outside_transaction`]).
     pub fn index_advice(&self, concurrently: bool) -> BuiltQuery {
         let mut idx = Index::create();
         idx.name(
@@ -262,7 +263,7 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
                     format!("table {} does not exist", self.archive.display_name()),
                 ));
             }
-            db.execute(&self.create_statement()).await?;
+            db.run(&self.create_statement()).await?;
             archive = table_columns(db, &self.archive).await?;
         }
         let mut a = live.clone();
@@ -289,6 +290,19 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
             ));
         }
         live.into_iter().map(|(name, _)| Ident::new(name)).collect()
+    }
+
+    /// [`prepare`](Self::prepare) on a blocking client (`postgres::Client`,
+    /// `postgres::Transaction`), from the same code.
+    ///
+    /// # Errors
+    /// As [`prepare`](Self::prepare).
+    pub fn prepare_blocking<C>(&self, db: &mut C) -> Result<Vec<Ident>>
+    where
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking(db, async |db| self.prepare(db).await)
     }
 
     /// One batch (see the [module docs](self)) moving up to the batch size
@@ -498,7 +512,7 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
         let started = Instant::now();
         if !self.allow_future {
             let future: bool = db
-                .query_one(&self.future_check_statement(cutoff.clone()))
+                .one_row(&self.future_check_statement(cutoff.clone()))
                 .await?
                 .try_get(0usize.into())?;
             if future {
@@ -513,7 +527,10 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
         }
         let columns = self.prepare(db).await?;
         let mut report = BatchReport::default();
-        let Some(bound) = db.query_opt(&self.bound_statement(cutoff.clone())).await? else {
+        let Some(bound) = db
+            .optional_row(&self.bound_statement(cutoff.clone()))
+            .await?
+        else {
             progress(Progress::new("archive", 0, Some(0)));
             report.elapsed = started.elapsed();
             return Ok(report);
@@ -533,7 +550,7 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
                 after.clone(),
                 Some(upto.clone()),
             );
-            let row = db.query_opt(&q).await?;
+            let row = db.optional_row(&q).await?;
             report.batches += 1;
             match row {
                 Some(row) => {
@@ -554,6 +571,26 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
         report.elapsed = started.elapsed();
         Ok(report)
     }
+
+    /// [`run`](Self::run) on a blocking client (`postgres::Client`,
+    /// `postgres::Transaction`), from the same code.
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    pub fn run_blocking<C>(
+        &self,
+        db: &mut C,
+        cutoff: T,
+        progress: impl FnMut(Progress) + Send,
+    ) -> Result<BatchReport>
+    where
+        K: FromSqlOwned,
+        T: FromSqlOwned,
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking(db, async |db| self.run(db, cutoff, progress).await)
+    }
 }
 
 /// `(name, type)` of a table's columns in order, or none when the table
@@ -566,5 +603,5 @@ async fn table_columns<E: Executor>(db: &E, table: &Table) -> Result<Vec<(String
          ORDER BY a.attnum",
         [quote_table(table).into_value()],
     );
-    db.query_as::<(String, String)>(&q).await
+    db.rows_as::<(String, String)>(&q).await
 }

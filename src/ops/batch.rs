@@ -7,6 +7,7 @@ use std::time::Instant;
 use sea_query::{Condition, ExprTrait, IntoCondition, LockBehavior, LockType, Order, Query};
 
 use super::BatchReport;
+use crate::exec::{run_blocking, BlockingExecutor};
 use crate::schema::{Column, Table};
 use crate::types::SqlType;
 use crate::{BuiltQuery, Error, Executor, Progress, Result};
@@ -98,7 +99,7 @@ impl<K: SqlType> BatchDelete<K> {
         let mut report = BatchReport::default();
         progress(Progress::new("delete", 0, None));
         loop {
-            let n = db.execute(&q).await?;
+            let n = db.run(&q).await?;
             report.batches += 1;
             report.rows += n;
             progress(Progress::new("delete", report.rows, None));
@@ -108,6 +109,23 @@ impl<K: SqlType> BatchDelete<K> {
         }
         report.elapsed = started.elapsed();
         Ok(report)
+    }
+
+    /// [`run`](Self::run) on a blocking client (`postgres::Client`,
+    /// `postgres::Transaction`), from the same code.
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    pub fn run_blocking<C>(
+        &self,
+        db: &mut C,
+        progress: impl FnMut(Progress) + Send,
+    ) -> Result<BatchReport>
+    where
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking(db, async |db| self.run(db, progress).await)
     }
 }
 

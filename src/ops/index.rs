@@ -1,6 +1,6 @@
 //! Index operations that keep a table writable: `CREATE INDEX CONCURRENTLY`
 //! and `DROP INDEX CONCURRENTLY`, run outside any transaction block through
-//! [`Executor::execute_outside_transaction`].
+//! [`BuiltQuery::execute_outside_transaction`].
 //!
 //! A concurrent build that fails (a unique index over duplicate rows, a
 //! deadlock, a cancelled statement) leaves the index behind marked
@@ -16,6 +16,7 @@
 use sea_query::{Index, IndexOrder};
 
 use crate::ddl::{quote, quote_beside, quote_table};
+use crate::exec::{run_blocking, BlockingExecutor};
 use crate::schema::{AnyColumn, Ident, Table};
 use crate::types::SqlType;
 use crate::{BuiltQuery, ColumnIndex, Error, Executor, Result, RowRead};
@@ -192,7 +193,7 @@ impl ConcurrentIndex {
 
     /// Reads the catalog ([`state_query`](Self::state_query)).
     async fn inspect<E: Executor>(&self, db: &E) -> Result<Option<Found>> {
-        let Some(row) = db.query_opt(&self.state_query()).await? else {
+        let Some(row) = db.optional_row(&self.state_query()).await? else {
             return Ok(None);
         };
         let at = |i: usize| -> ColumnIndex<'static> { i.into() };
@@ -335,6 +336,19 @@ impl ConcurrentIndex {
         Ok(self.checked_state(db).await?.0)
     }
 
+    /// [`state`](Self::state) on a blocking client (`postgres::Client`,
+    /// `postgres::Transaction`), from the same code.
+    ///
+    /// # Errors
+    /// As [`state`](Self::state).
+    pub fn state_blocking<C>(&self, db: &mut C) -> Result<IndexState>
+    where
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking(db, async |db| self.state(db).await)
+    }
+
     /// Runs [`create_statement`](Self::create_statement) and returns the
     /// state afterwards: [`IndexState::Invalid`] when an INVALID index of
     /// that name already existed (`IF NOT EXISTS` skipped it; use
@@ -351,9 +365,21 @@ impl ConcurrentIndex {
             });
         }
         self.checked_state(db).await?;
-        db.execute_outside_transaction(&self.create_statement())
-            .await?;
+        db.run_outside_transaction(&self.create_statement()).await?;
         self.state(db).await
+    }
+
+    /// [`create`](Self::create) on a blocking client (`postgres::Client`,
+    /// `postgres::Transaction`), from the same code.
+    ///
+    /// # Errors
+    /// As [`create`](Self::create).
+    pub fn create_blocking<C>(&self, db: &mut C) -> Result<IndexState>
+    where
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking(db, async |db| self.create(db).await)
     }
 
     /// Drops the index, `CONCURRENTLY`; nothing when it does not exist.
@@ -370,10 +396,23 @@ impl ConcurrentIndex {
             });
         }
         if let (_, Some(found)) = self.checked_state(db).await? {
-            db.execute_outside_transaction(&self.drop_found(&found)?)
+            db.run_outside_transaction(&self.drop_found(&found)?)
                 .await?;
         }
         Ok(())
+    }
+
+    /// [`drop`](Self::drop) on a blocking client (`postgres::Client`,
+    /// `postgres::Transaction`), from the same code.
+    ///
+    /// # Errors
+    /// As [`drop`](Self::drop).
+    pub fn drop_blocking<C>(&self, db: &mut C) -> Result<()>
+    where
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking(db, async |db| self.drop(db).await)
     }
 
     /// Makes sure the index exists and is valid: creates it when missing,
@@ -397,15 +436,13 @@ impl ConcurrentIndex {
         let (before, found) = self.checked_state(db).await?;
         match (before, found) {
             (IndexState::Invalid, Some(found)) => {
-                db.execute_outside_transaction(&self.drop_found(&found)?)
+                db.run_outside_transaction(&self.drop_found(&found)?)
                     .await?;
-                db.execute_outside_transaction(&self.create_statement())
-                    .await?;
+                db.run_outside_transaction(&self.create_statement()).await?;
             }
             (IndexState::Valid, _) => {}
             _ => {
-                db.execute_outside_transaction(&self.create_statement())
-                    .await?;
+                db.run_outside_transaction(&self.create_statement()).await?;
             }
         }
         let after = self.state(db).await?;
@@ -419,6 +456,19 @@ impl ConcurrentIndex {
             ));
         }
         Ok(Ensured { before, after })
+    }
+
+    /// [`ensure`](Self::ensure) on a blocking client (`postgres::Client`,
+    /// `postgres::Transaction`), from the same code.
+    ///
+    /// # Errors
+    /// As [`ensure`](Self::ensure).
+    pub fn ensure_blocking<C>(&self, db: &mut C) -> Result<Ensured>
+    where
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking(db, async |db| self.ensure(db).await)
     }
 }
 

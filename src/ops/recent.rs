@@ -20,6 +20,7 @@ use sea_query::{
 
 use super::BatchReport;
 use crate::ddl::derived_name;
+use crate::exec::{run_blocking, run_blocking_mut, BlockingExecutor};
 use crate::query::read_committed;
 use crate::schema::{Column, Table};
 use crate::types::SqlType;
@@ -231,9 +232,22 @@ impl<O: SqlType, I: SqlType, T: SqlType> RecentHistory<O, I, T> {
     ) -> Result<u64> {
         let [upsert, trim] = self.record_statements(owner, item, at);
         let counts = db
-            .execute_in_transaction(&[read_committed(), upsert, trim])
+            .run_in_transaction(&[read_committed(), upsert, trim])
             .await?;
         Ok(counts.get(2).copied().unwrap_or(0))
+    }
+
+    /// [`record`](Self::record) on a blocking client (`postgres::Client`,
+    /// `postgres::Transaction`), from the same code.
+    ///
+    /// # Errors
+    /// As [`record`](Self::record).
+    pub fn record_blocking<C>(&self, db: &mut C, owner: O, item: I, at: T) -> Result<u64>
+    where
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking_mut(db, async |db| self.record(db, owner, item, at).await)
     }
 
     /// The owner's newest rows, newest first: `item, at` (then the item
@@ -281,12 +295,27 @@ impl<O: SqlType, I: SqlType, T: SqlType> RecentHistory<O, I, T> {
             ..self.clone()
         };
         let q = BuiltQuery::new(&plain.recent_query(owner, limit)?);
-        db.query_as(&q).await
+        db.rows_as(&q).await
+    }
+
+    /// [`recent`](Self::recent) on a blocking client (`postgres::Client`,
+    /// `postgres::Transaction`), from the same code.
+    ///
+    /// # Errors
+    /// As [`recent`](Self::recent).
+    pub fn recent_blocking<C>(&self, db: &mut C, owner: O, limit: i64) -> Result<Vec<(I, T)>>
+    where
+        I: FromSqlOwned,
+        T: FromSqlOwned,
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking(db, async |db| self.recent(db, owner, limit).await)
     }
 
     /// The index that serves [`recent_query`](Self::recent_query) and the
     /// trim: `(owner, at DESC, item DESC)`, optionally `CONCURRENTLY` (run
-    /// it with [`Executor::execute_outside_transaction`]).
+    /// it with [`BuiltQuery::execute_outside_transaction`]).
     pub fn index_advice(&self, concurrently: bool) -> BuiltQuery {
         let mut idx = Index::create();
         idx.name(
@@ -353,7 +382,7 @@ impl<O: SqlType, I: SqlType, T: SqlType> RecentHistory<O, I, T> {
                 next.and_where(self.owner.expr().gt(a.clone().param()));
             }
             let row = db
-                .query_one(&crate::query::batch_bounds(next, self.owner.iden()))
+                .one_row(&crate::query::batch_bounds(next, self.owner.iden()))
                 .await?;
             let n: i64 = row.try_get(0usize.into())?;
             let upto: Option<O> = row.try_get(1usize.into())?;
@@ -407,7 +436,7 @@ impl<O: SqlType, I: SqlType, T: SqlType> RecentHistory<O, I, T> {
                 .and_where(Expr::tuple([self.owner.expr(), self.item.expr()]).in_subquery(beyond))
                 .to_owned();
             let counts = db
-                .execute_in_transaction(&[BuiltQuery::new(&lock), BuiltQuery::new(&delete)])
+                .run_in_transaction(&[BuiltQuery::new(&lock), BuiltQuery::new(&delete)])
                 .await?;
             report.batches += 1;
             report.rows += counts.get(1).copied().unwrap_or(0);
@@ -420,6 +449,27 @@ impl<O: SqlType, I: SqlType, T: SqlType> RecentHistory<O, I, T> {
         }
         report.elapsed = started.elapsed();
         Ok(report)
+    }
+
+    /// [`trim_all`](Self::trim_all) on a blocking client (`postgres::Client`,
+    /// `postgres::Transaction`), from the same code.
+    ///
+    /// # Errors
+    /// As [`trim_all`](Self::trim_all).
+    pub fn trim_all_blocking<C>(
+        &self,
+        db: &mut C,
+        owners_per_batch: i64,
+        progress: impl FnMut(Progress) + Send,
+    ) -> Result<BatchReport>
+    where
+        O: FromSqlOwned,
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking_mut(db, async |db| {
+            self.trim_all(db, owners_per_batch, progress).await
+        })
     }
 }
 

@@ -16,6 +16,7 @@ use sea_query::{
     SelectStatement, Value, ValueType,
 };
 
+use crate::exec::{run_blocking, BlockingExecutor};
 use crate::exec::{ColumnIndex, Executor, RowRead};
 use crate::rollup::{decode_value, Agg, Rollup, Summable};
 use crate::schema::{AnyColumn, Column, Ident, Table};
@@ -276,7 +277,7 @@ impl<K: SqlType, A: Summable> TopN<K, A> {
     /// column, `INCLUDE (fk, amount)` so the aggregate reads only the index
     /// (`(status, created_at) INCLUDE (user_id, total_amount)` for seed
     /// 002). Built `CONCURRENTLY IF NOT EXISTS`: run it with
-    /// [`Executor::execute_outside_transaction`].
+    /// [`BuiltQuery::execute_outside_transaction`].
     ///
     /// # Errors
     /// [`Error::InvalidIdentifier`] for an invalid index name.
@@ -347,8 +348,23 @@ impl<K: SqlType, A: Summable> TopN<K, A> {
         K: FromSqlOwned,
         A::Sum: FromSqlOwned,
     {
-        let rows = e.query(&self.build()).await?;
+        let rows = e.rows(&self.build()).await?;
         rows.iter().map(|r| self.decode(r)).collect()
+    }
+
+    /// [`fetch`](Self::fetch) on a blocking client (`postgres::Client`,
+    /// `postgres::Transaction`), from the same code.
+    ///
+    /// # Errors
+    /// As [`fetch`](Self::fetch).
+    pub fn fetch_blocking<C>(&self, e: &mut C) -> Result<Vec<TopRow<K, A::Sum>>>
+    where
+        K: FromSqlOwned,
+        A::Sum: FromSqlOwned,
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking(e, async |e| self.fetch(e).await)
     }
 }
 

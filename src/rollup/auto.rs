@@ -22,8 +22,8 @@ use sea_query::{Alias, Expr, Query};
 use super::{Base, Rollup, RollupStrategy};
 use crate::choice::{catalog_state, Catalog, Choice, Estimate, Shape, Statistic, StrategyCache};
 use crate::ddl::quote_table;
-use crate::exec::{BlockingExecutor, Executor, RowRead};
-use crate::explain::{explain, explain_statement, parse_rows, Plan};
+use crate::exec::{run_blocking, BlockingExecutor, Executor, RowRead};
+use crate::explain::{explain, Plan};
 use crate::types::SqlType;
 use crate::{BuiltQuery, Error, Result};
 
@@ -289,6 +289,19 @@ impl Rollup {
         self.explain_choice_with(StrategyCache::global(), db).await
     }
 
+    /// [`explain_choice`](Self::explain_choice) on a blocking client (`postgres::Client`,
+    /// `postgres::Transaction`), from the same code.
+    ///
+    /// # Errors
+    /// As [`explain_choice`](Self::explain_choice).
+    pub fn explain_choice_blocking<C>(&self, db: &mut C) -> Result<Choice<RollupStrategy>>
+    where
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking(db, async |db| self.explain_choice(db).await)
+    }
+
     /// [`explain_choice`](Self::explain_choice) with your own cache.
     ///
     /// # Errors
@@ -303,7 +316,7 @@ impl Rollup {
         }
         let recall = cache.recall("rollup", Shape::All, &self.reference());
         let row = match self.state_query() {
-            Some(q) => Some(db.query_one(&q).await?),
+            Some(q) => Some(db.one_row(&q).await?),
             None => None,
         };
         let (oid, catalog) = Self::read_state(row)?;
@@ -322,48 +335,21 @@ impl Rollup {
             .await
     }
 
-    /// [`explain_choice`](Self::explain_choice) on a blocking client.
+    /// [`explain_choice_with`](Self::explain_choice_with) on a blocking client (`postgres::Client`,
+    /// `postgres::Transaction`), from the same code.
     ///
     /// # Errors
-    /// As [`explain_choice`](Self::explain_choice).
-    pub fn explain_choice_blocking<E: BlockingExecutor>(
-        &self,
-        db: &mut E,
-    ) -> Result<Choice<RollupStrategy>> {
-        self.explain_choice_blocking_with(StrategyCache::global(), db)
-    }
-
-    /// [`explain_choice_blocking`](Self::explain_choice_blocking) with your
-    /// own cache.
-    ///
-    /// # Errors
-    /// As [`explain_choice`](Self::explain_choice).
-    pub fn explain_choice_blocking_with<E: BlockingExecutor>(
+    /// As [`explain_choice_with`](Self::explain_choice_with).
+    pub fn explain_choice_with_blocking<C>(
         &self,
         cache: &StrategyCache,
-        db: &mut E,
-    ) -> Result<Choice<RollupStrategy>> {
-        if let Some(why) = self.fixed_reason() {
-            return Ok(self.fixed_choice(why));
-        }
-        let recall = cache.recall("rollup", Shape::All, &self.reference());
-        let row = match self.state_query() {
-            Some(q) => Some(db.query_one(&q)?),
-            None => None,
-        };
-        let (oid, catalog) = Self::read_state(row)?;
-        if let Some(hit) = cache.remembered(&recall, &catalog) {
-            return Ok(hit);
-        }
-        let key = cache.key_for(recall, oid, None, catalog);
-        cache.get_or_decide_blocking(key, || {
-            let mut plans = Vec::new();
-            for q in self.probes() {
-                let rows = db.query(&explain_statement(&q, false, false)?)?;
-                plans.push(parse_rows(&rows)?);
-            }
-            Ok(self.decide(self.evidence(&plans)?))
-        })
+        db: &mut C,
+    ) -> Result<Choice<RollupStrategy>>
+    where
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking(db, async |db| self.explain_choice_with(cache, db).await)
     }
 
     /// This report with `Auto` replaced by the strategy it chooses (other
@@ -377,6 +363,19 @@ impl Rollup {
         }
         let choice = self.explain_choice(db).await?;
         Ok(self.with_strategy(choice.strategy))
+    }
+
+    /// [`resolve`](Self::resolve) on a blocking client (`postgres::Client`,
+    /// `postgres::Transaction`), from the same code.
+    ///
+    /// # Errors
+    /// As [`resolve`](Self::resolve).
+    pub fn resolve_blocking<C>(&self, db: &mut C) -> Result<Rollup>
+    where
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking(db, async |db| self.resolve(db).await)
     }
 }
 

@@ -35,7 +35,7 @@ use grouping::{all_dims, expand, Element};
 use metric::AggKind;
 pub(crate) use row::decode_value;
 
-use crate::exec::{BlockingExecutor, Executor, RowRead};
+use crate::exec::{run_blocking, BlockingExecutor, Executor, RowRead};
 use crate::schema::{AnyColumn, Ident, Table};
 use crate::types::SqlType;
 use crate::{BuiltQuery, Error, Result};
@@ -796,25 +796,21 @@ impl Rollup {
     /// # Errors
     /// The executor's errors, and [`Error::Decode`].
     pub async fn fetch<E: Executor>(&self, e: &E) -> Result<Vec<RollupRow>> {
-        let rows = e.query(&self.resolve(e).await?.build()).await?;
+        let rows = e.rows(&self.resolve(e).await?.build()).await?;
         rows.iter().map(|r| self.decode(r)).collect()
     }
 
-    /// [`fetch`](Self::fetch) on a blocking client (`Auto` decides from
-    /// the database as well, see
-    /// [`explain_choice_blocking`](Self::explain_choice_blocking)).
+    /// [`fetch`](Self::fetch) on a blocking client (`postgres::Client`,
+    /// `postgres::Transaction`), from the same code.
     ///
     /// # Errors
     /// As [`fetch`](Self::fetch).
-    pub fn fetch_blocking<E: BlockingExecutor>(&self, e: &mut E) -> Result<Vec<RollupRow>> {
-        let q = if self.strategy == RollupStrategy::Auto {
-            let choice = self.explain_choice_blocking(e)?;
-            self.with_strategy(choice.strategy).build()
-        } else {
-            self.build()
-        };
-        let rows = e.query(&q)?;
-        rows.iter().map(|r| self.decode(r)).collect()
+    pub fn fetch_blocking<C>(&self, e: &mut C) -> Result<Vec<RollupRow>>
+    where
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking(e, async |e| self.fetch(e).await)
     }
 }
 

@@ -22,6 +22,7 @@
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 
+use crate::exec::{run_blocking, BlockingExecutor};
 use crate::schema::{Column, Relation, Table};
 use crate::types::SqlType;
 use crate::{BuiltQuery, Error, Executor, Progress, Result, SinceGraph};
@@ -180,9 +181,9 @@ pub async fn seed<E: Executor>(
         ));
     }
     let now = cfg.now.unwrap_or_else(Utc::now);
-    e.batch_execute(CREATE).await?;
+    e.run_script(CREATE).await?;
     if cfg.unlogged {
-        e.batch_execute(UNLOGGED).await?;
+        e.run_script(UNLOGGED).await?;
     }
     let total = Some(cfg.moves as u64);
     progress(Progress::new("moves", 0, total));
@@ -198,15 +199,32 @@ pub async fn seed<E: Executor>(
                 sql,
                 [first.into_value(), last.into_value(), now.into_value()],
             );
-            e.execute(&q).await?;
+            e.run(&q).await?;
         }
         progress(Progress::new("moves", last as u64, total));
     }
-    e.batch_execute(PRIMARY_KEYS).await?;
+    e.run_script(PRIMARY_KEYS).await?;
     progress(Progress::new("keys", 1, Some(1)));
-    e.batch_execute(ANALYZE).await?;
+    e.run_script(ANALYZE).await?;
     progress(Progress::new("analyze", 1, Some(1)));
     Ok(now)
+}
+
+/// [`seed`](seed) on a blocking client (`postgres::Client`,
+/// `postgres::Transaction`), from the same code.
+///
+/// # Errors
+/// As [`seed`](seed).
+pub fn seed_blocking<C>(
+    e: &mut C,
+    seed: impl Into<MovesSeed>,
+    progress: impl FnMut(Progress) + Send,
+) -> Result<DateTime<Utc>>
+where
+    C: BlockingExecutor + Send,
+    C::Row: Send,
+{
+    run_blocking(e, async |e| self::seed(e, seed, progress).await)
 }
 
 /// Typed handles of the seed-001 tables (unqualified names, resolved through

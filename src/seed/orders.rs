@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use crate::exec::{run_blocking, BlockingExecutor};
 use crate::schema::{Column, Table};
 use crate::types::SqlType;
 use crate::{BuiltQuery, Error, Executor, LatestStatus, Progress, Result, RowRead};
@@ -243,9 +244,9 @@ impl OrdersSeed {
         let now = self.now.unwrap_or_else(Utc::now);
         let started = Instant::now();
         if self.replace {
-            db.batch_execute(DROP).await?;
+            db.run_script(DROP).await?;
         }
-        db.batch_execute(if self.logged {
+        db.run_script(if self.logged {
             CREATE_LOGGED
         } else {
             CREATE_UNLOGGED
@@ -263,18 +264,16 @@ impl OrdersSeed {
                     now.into_value(),
                 ]
             };
-            db.execute(&BuiltQuery::fixed_with(INSERT_ORDERS, values()))
+            db.run(&BuiltQuery::fixed_with(INSERT_ORDERS, values()))
                 .await?;
             for step in INSERT_STATUSES {
-                statuses += db.execute(&BuiltQuery::fixed_with(step, values())).await?;
+                statuses += db.run(&BuiltQuery::fixed_with(step, values())).await?;
             }
             if self.drafts > 0 {
                 let mut v = values().to_vec();
                 v.push(self.orders.into_value());
                 v.push(self.drafts.into_value());
-                statuses += db
-                    .execute(&BuiltQuery::fixed_with(INSERT_DRAFTS, v))
-                    .await?;
+                statuses += db.run(&BuiltQuery::fixed_with(INSERT_DRAFTS, v)).await?;
             }
             progress(Progress::new("orders", last as u64, Some(total)));
         }
@@ -283,10 +282,10 @@ impl OrdersSeed {
         // Sorts for keys and the index fit in memory: several times faster
         // than the 64 MB default's external merges. Restored afterwards.
         let saved: String = db
-            .query_one(&BuiltQuery::fixed(SHOW_MEMORY))
+            .one_row(&BuiltQuery::fixed(SHOW_MEMORY))
             .await?
             .try_get(0usize.into())?;
-        db.execute(&BuiltQuery::fixed_with(
+        db.run(&BuiltQuery::fixed_with(
             SET_MEMORY,
             [String::from(FINISH_MEMORY).into_value()],
         ))
@@ -299,10 +298,10 @@ impl OrdersSeed {
         let n = steps.len() as u64;
         progress(Progress::new("finish", 0, Some(n)));
         for (i, step) in steps.into_iter().enumerate() {
-            db.batch_execute(step).await?;
+            db.run_script(step).await?;
             progress(Progress::new("finish", i as u64 + 1, Some(n)));
         }
-        db.execute(&BuiltQuery::fixed_with(SET_MEMORY, [saved.into_value()]))
+        db.run(&BuiltQuery::fixed_with(SET_MEMORY, [saved.into_value()]))
             .await?;
         Ok(OrdersReport {
             orders: total,
@@ -310,6 +309,23 @@ impl OrdersSeed {
             load,
             finish: finishing.elapsed(),
         })
+    }
+
+    /// [`run`](Self::run) on a blocking client (`postgres::Client`,
+    /// `postgres::Transaction`), from the same code.
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    pub fn run_blocking<C>(
+        &self,
+        db: &mut C,
+        progress: impl FnMut(Progress) + Send,
+    ) -> Result<OrdersReport>
+    where
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking(db, async |db| self.run(db, progress).await)
     }
 }
 

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 
+use crate::exec::{run_blocking, BlockingExecutor};
 use crate::rollup::{Agg, Rollup};
 use crate::{BuiltQuery, Column, Executor, Progress, Result, SqlType, Table};
 
@@ -47,7 +48,20 @@ INSERT INTO sale (id, merchant, device, user_id, charged_amount, sold_at) VALUES
 /// # Errors
 /// The executor's errors (e.g. the table exists).
 pub async fn sample<E: Executor>(e: &E) -> Result<()> {
-    e.batch_execute(SAMPLE).await
+    e.run_script(SAMPLE).await
+}
+
+/// [`sample`](sample) on a blocking client (`postgres::Client`,
+/// `postgres::Transaction`), from the same code.
+///
+/// # Errors
+/// As [`sample`](sample).
+pub fn sample_blocking<C>(e: &mut C) -> Result<()>
+where
+    C: BlockingExecutor + Send,
+    C::Row: Send,
+{
+    run_blocking(e, async |e| sample(e).await)
 }
 
 const LARGE: &str = "
@@ -90,7 +104,7 @@ pub async fn generate<E: Executor>(
 ) -> Result<()> {
     super::check_rows("rows", rows, 1)?;
     crate::Error::at_least("batch", batch, 1)?;
-    e.batch_execute(LARGE).await?;
+    e.run_script(LARGE).await?;
     progress(Progress::new("sales", 0, Some(rows as u64)));
     for (first, last) in super::ranges(rows, batch) {
         let q = BuiltQuery::fixed_with(
@@ -104,10 +118,29 @@ pub async fn generate<E: Executor>(
                 now.into_value(),
             ],
         );
-        e.execute(&q).await?;
+        e.run(&q).await?;
         progress(Progress::new("sales", last as u64, Some(rows as u64)));
     }
-    e.batch_execute("ANALYZE sale_large").await
+    e.run_script("ANALYZE sale_large").await
+}
+
+/// [`generate`](generate) on a blocking client (`postgres::Client`,
+/// `postgres::Transaction`), from the same code.
+///
+/// # Errors
+/// As [`generate`](generate).
+pub fn generate_blocking<C>(
+    e: &mut C,
+    rows: i64,
+    batch: i64,
+    now: DateTime<Utc>,
+    progress: impl FnMut(Progress),
+) -> Result<()>
+where
+    C: BlockingExecutor + Send,
+    C::Row: Send,
+{
+    run_blocking(e, async |e| generate(e, rows, batch, now, progress).await)
 }
 
 /// Typed handles on a seeded sale table ([`SAMPLE_TABLE`] or

@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::exec::{run_blocking, BlockingExecutor};
 use crate::{BuiltQuery, Error, Executor, Progress, Result, SqlType};
 
 /// Order statuses, with their share of orders: completed 60 %, pending 15 %,
@@ -96,7 +97,7 @@ pub async fn generate<E: Executor>(
     }
     super::check_rows("users", size.users, 1)?;
     super::check_rows("orders", size.orders, 0)?;
-    e.batch_execute(TABLES).await?;
+    e.run_script(TABLES).await?;
     for (stage, total, sql) in [
         ("users", size.users, USERS),
         ("orders", size.orders, ORDERS),
@@ -108,14 +109,32 @@ pub async fn generate<E: Executor>(
                 values.push(size.users.into_value());
                 values.push(size.days.into_value());
             }
-            e.execute(&BuiltQuery::fixed_with(sql, values)).await?;
+            e.run(&BuiltQuery::fixed_with(sql, values)).await?;
             progress(Progress::new(stage, last as u64, Some(total as u64)));
         }
     }
-    e.batch_execute(KEYS).await?;
+    e.run_script(KEYS).await?;
     // VACUUM (one statement per call: it cannot run in the implicit
     // transaction of a multi-statement batch) sets the visibility map, so
     // index-only scans can skip the heap; ANALYZE gives the planner stats.
-    e.batch_execute("VACUUM ANALYZE users").await?;
-    e.batch_execute("VACUUM ANALYZE orders").await
+    e.run_script("VACUUM ANALYZE users").await?;
+    e.run_script("VACUUM ANALYZE orders").await
+}
+
+/// [`generate`](generate) on a blocking client (`postgres::Client`,
+/// `postgres::Transaction`), from the same code.
+///
+/// # Errors
+/// As [`generate`](generate).
+pub fn generate_blocking<C>(
+    e: &mut C,
+    size: ShopSize,
+    now: DateTime<Utc>,
+    progress: impl FnMut(Progress),
+) -> Result<()>
+where
+    C: BlockingExecutor + Send,
+    C::Row: Send,
+{
+    run_blocking(e, async |e| generate(e, size, now, progress).await)
 }

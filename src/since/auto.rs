@@ -11,6 +11,7 @@ use crate::choice::{
     Estimate, Shape, Statistic, StrategyCache,
 };
 use crate::ddl::quote_table;
+use crate::exec::{run_blocking, BlockingExecutor};
 use crate::explain::{explain, Plan};
 use crate::types::SqlType;
 use crate::{BuiltQuery, CursorKey, Executor, PageRequest, Result, RowRead};
@@ -222,7 +223,7 @@ impl<K: SqlType> SinceQuery<K> {
     /// The catalog state of [`tables`](Self::tables).
     async fn catalog<E: Executor>(&self, db: &E) -> Result<Catalog> {
         let q = BuiltQuery::fixed_with(CATALOG_STATE, [self.tables()]);
-        let md5: Option<String> = db.query_one(&q).await?.try_get(0usize.into())?;
+        let md5: Option<String> = db.one_row(&q).await?.try_get(0usize.into())?;
         Ok(Catalog::new(md5.as_deref(), ""))
     }
 
@@ -255,7 +256,7 @@ impl<K: SqlType> SinceQuery<K> {
                 self.tables(),
             ],
         );
-        let rows = db.query(&q).await?;
+        let rows = db.rows(&q).await?;
         let mut w = Window {
             fraction: Some(0.0),
             changed_rows: 0.0,
@@ -325,6 +326,24 @@ impl<K: SqlType> SinceQuery<K> {
             .await
     }
 
+    /// [`explain_choice`](Self::explain_choice) on a blocking client (`postgres::Client`,
+    /// `postgres::Transaction`), from the same code.
+    ///
+    /// # Errors
+    /// As [`explain_choice`](Self::explain_choice).
+    pub fn explain_choice_blocking<C>(
+        &self,
+        db: &mut C,
+        shape: Shape,
+    ) -> Result<Choice<SinceStrategy>>
+    where
+        K: CursorKey,
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking(db, async |db| self.explain_choice(db, shape).await)
+    }
+
     /// [`explain_choice`](Self::explain_choice) with your own cache.
     ///
     /// # Errors
@@ -342,6 +361,27 @@ impl<K: SqlType> SinceQuery<K> {
         let reference = self.shape_query(SinceStrategy::UnionIn, shape)?;
         self.choose(cache, db, shape, &reference, |s| self.shape_query(s, shape))
             .await
+    }
+
+    /// [`explain_choice_with`](Self::explain_choice_with) on a blocking client (`postgres::Client`,
+    /// `postgres::Transaction`), from the same code.
+    ///
+    /// # Errors
+    /// As [`explain_choice_with`](Self::explain_choice_with).
+    pub fn explain_choice_with_blocking<C>(
+        &self,
+        cache: &StrategyCache,
+        db: &mut C,
+        shape: Shape,
+    ) -> Result<Choice<SinceStrategy>>
+    where
+        K: CursorKey,
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking(db, async |db| {
+            self.explain_choice_with(cache, db, shape).await
+        })
     }
 
     /// The decision for a query whose candidates `build` makes (spelled out
@@ -431,6 +471,20 @@ impl<K: SqlType> SinceQuery<K> {
         Ok(self.clone().strategy(choice.strategy))
     }
 
+    /// [`resolve`](Self::resolve) on a blocking client (`postgres::Client`,
+    /// `postgres::Transaction`), from the same code.
+    ///
+    /// # Errors
+    /// As [`resolve`](Self::resolve).
+    pub fn resolve_blocking<C>(&self, db: &mut C, shape: Shape) -> Result<SinceQuery<K>>
+    where
+        K: CursorKey,
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking(db, async |db| self.resolve(db, shape).await)
+    }
+
     /// The concrete query for one page request: `Auto` resolved for this
     /// request's order and cursor.
     pub(crate) async fn resolve_page<E: Executor>(
@@ -467,7 +521,21 @@ impl<K: SqlType> SinceQuery<K> {
         K: CursorKey,
     {
         let q = self.resolve(db, Shape::Count).await?;
-        db.query_one(&q.count_query()).await?.try_get(0usize.into())
+        db.one_row(&q.count_query()).await?.try_get(0usize.into())
+    }
+
+    /// [`count`](Self::count) on a blocking client (`postgres::Client`,
+    /// `postgres::Transaction`), from the same code.
+    ///
+    /// # Errors
+    /// As [`count`](Self::count).
+    pub fn count_blocking<C>(&self, db: &mut C) -> Result<i64>
+    where
+        K: CursorKey,
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking(db, async |db| self.count(db).await)
     }
 }
 

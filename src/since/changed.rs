@@ -9,6 +9,7 @@ use sea_query::{Alias, Expr, ExprTrait, Func, JoinType, Query, SelectStatement, 
 
 use super::page::CursorKey;
 use super::{on_expr, SinceQuery};
+use crate::exec::{run_blocking, BlockingExecutor};
 use crate::exec::{ColumnIndex, Executor, RowRead};
 use crate::types::SqlType;
 use crate::{BuiltQuery, Error, Result};
@@ -111,7 +112,7 @@ impl<K: SqlType> SinceQuery<K> {
         let q = self.changes_query(keys)?;
         let labels = self.graph().labels();
         let mut out: Vec<(usize, usize, Change<K>)> = Vec::new();
-        for row in e.query(&q).await? {
+        for row in e.rows(&q).await? {
             let key: K = row.try_get(ColumnIndex::Name(KEY))?;
             let rel: i32 = row.try_get(ColumnIndex::Name(REL))?;
             let newest: DateTime<Utc> = row.try_get(ColumnIndex::Name(NEWEST))?;
@@ -132,5 +133,19 @@ impl<K: SqlType> SinceQuery<K> {
         }
         out.sort_by_key(|(pos, rel, _)| (*pos, *rel));
         Ok(out.into_iter().map(|(_, _, c)| c).collect())
+    }
+
+    /// [`fetch_changes`](Self::fetch_changes) on a blocking client (`postgres::Client`,
+    /// `postgres::Transaction`), from the same code.
+    ///
+    /// # Errors
+    /// As [`fetch_changes`](Self::fetch_changes).
+    pub fn fetch_changes_blocking<C>(&self, e: &mut C, keys: &[K]) -> Result<Vec<Change<K>>>
+    where
+        K: CursorKey + PartialEq,
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking(e, async |e| self.fetch_changes(e, keys).await)
     }
 }

@@ -28,7 +28,7 @@ impl IndexOptions {
 
     /// `CREATE INDEX CONCURRENTLY`: builds without blocking writes, but
     /// cannot run inside a transaction (run each statement with
-    /// [`Executor::execute_outside_transaction`](crate::Executor::execute_outside_transaction)).
+    /// [`BuiltQuery::execute_outside_transaction`](crate::BuiltQuery::execute_outside_transaction)).
     pub fn concurrently(mut self, yes: bool) -> IndexOptions {
         self.concurrently = yes;
         self

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::change::{in_pg_range, ChangeColumn};
 use super::{SinceQuery, SinceStrategy, SINCE_AT, SINCE_KEY};
+use crate::exec::{run_blocking, BlockingExecutor};
 use crate::exec::{ColumnIndex, Executor, FromRow, RowRead};
 use crate::types::SqlType;
 use crate::{BuiltQuery, Error, Result};
@@ -530,7 +531,7 @@ impl<K: SqlType> SinceQuery<K> {
         // Checks the request before `Auto` reads any statistics.
         self.page_query(req)?;
         let q = self.resolve_page(e, req).await?.page_query(req)?;
-        let rows = e.query(&q).await?;
+        let rows = e.rows(&q).await?;
         let mut page = SincePage {
             rows: Vec::with_capacity(rows.len()),
             keys: Vec::with_capacity(rows.len()),
@@ -571,6 +572,21 @@ impl<K: SqlType> SinceQuery<K> {
             }
         }
         Ok(page)
+    }
+
+    /// [`fetch_page`](Self::fetch_page) on a blocking client (`postgres::Client`,
+    /// `postgres::Transaction`), from the same code.
+    ///
+    /// # Errors
+    /// As [`fetch_page`](Self::fetch_page).
+    pub fn fetch_page_blocking<T, C>(&self, e: &mut C, req: &PageRequest) -> Result<SincePage<T, K>>
+    where
+        K: CursorKey,
+        T: FromRow + Send,
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking(e, async |e| self.fetch_page::<T, _>(e, req).await)
     }
 }
 

@@ -54,7 +54,7 @@ async fn latest_aliases_avoid_user_names() {
         for strategy in LatestStrategy::FROM_HISTORY {
             let q = s.clone().strategy(strategy).unwrap().count_query();
             let got: Vec<(i64,)> = c
-                .query_as(&q)
+                .rows_as(&q)
                 .await
                 .unwrap_or_else(|e| panic!("{strategy:?}: {e}\n{}", q.sql()));
             assert_eq!(got, vec![(want,)], "{strategy:?}\n{}", q.sql());
@@ -113,7 +113,7 @@ async fn since_root_alias_avoids_user_names() {
     ] {
         let count: BuiltQuery = q.clone().strategy(strategy).count_query();
         let got: Vec<(i64,)> = c
-            .query_as(&count)
+            .rows_as(&count)
             .await
             .unwrap_or_else(|e| panic!("{strategy:?}: {e}\n{}", count.sql()));
         assert_eq!(got, vec![(3,)], "{strategy:?}\n{}", count.sql());

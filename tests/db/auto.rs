@@ -129,7 +129,7 @@ async fn since_auto_follows_the_window() {
         .unwrap();
     let graph = MovesSchema::new().unwrap().seed_graph().unwrap();
     for q in graph.index_advice(IndexOptions::new(SinceStrategy::Auto)) {
-        Executor::execute(&client, &q).await.unwrap();
+        q.execute(&client).await.unwrap();
     }
     client.batch_execute("ANALYZE").await.unwrap();
 
@@ -293,7 +293,7 @@ async fn auto_refuses_bad_shapes_before_sending() {
     OrdersSeed::new(100).run(&client, |_| {}).await.unwrap();
     assert_eq!(hostile.count(&client).await.unwrap(), 0);
     let n: Vec<(i64,)> = client
-        .query_as(&BuiltQuery::fixed("SELECT count(*) FROM orders"))
+        .rows_as(&BuiltQuery::fixed("SELECT count(*) FROM orders"))
         .await
         .unwrap();
     assert_eq!(n[0].0, 100);

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use pgpatterns::seed::moves::{seed as seed_moves, MovesSchema, MovesSeed};
 use pgpatterns::seed::orders::OrdersSeed;
 use pgpatterns::{
-    Agg, Choice, Executor, IndexOptions, LatestStatus, LatestStrategy, Rollup, RollupStrategy,
-    Shape, SinceStrategy, StrategyCache, Table,
+    Agg, Choice, IndexOptions, LatestStatus, LatestStrategy, Rollup, RollupStrategy, Shape,
+    SinceStrategy, StrategyCache, Table,
 };
 
 use crate::support::{client, schema, with_sync_client};
@@ -255,7 +255,7 @@ async fn latest_auto_sees_the_advised_index_come_and_go() {
 
     // The advised index: the very next call decides with it.
     for q in spec.index_advice(false) {
-        Executor::execute(&client, &q).await.unwrap();
+        q.execute(&client).await.unwrap();
     }
     let d2 = spec
         .explain_choice_with(&cache, &client, count)
@@ -360,7 +360,7 @@ async fn since_auto_sees_the_advised_indexes_come_and_go() {
     let advice = graph.index_advice(IndexOptions::new(SinceStrategy::Auto));
     assert!(!advice.is_empty());
     for i in &advice {
-        Executor::execute(&client, i).await.unwrap();
+        i.execute(&client).await.unwrap();
     }
     // Decided again, from plans that use the new indexes.
     let d2 = q.explain_choice_with(&cache, &client, shape).await.unwrap();
@@ -437,9 +437,9 @@ async fn rollup_auto_decides_again_when_an_index_changes() {
     let blocking_cache = std::sync::Arc::new(fresh());
     let (r2, bc) = (r.clone(), blocking_cache.clone());
     let b1 = with_sync_client(&schema, move |c| {
-        let first = r2.explain_choice_blocking_with(&bc, c).unwrap();
+        let first = r2.explain_choice_with_blocking(&bc, c).unwrap();
         c.batch_execute("DROP INDEX facts_a_b").unwrap();
-        let second = r2.explain_choice_blocking_with(&bc, c).unwrap();
+        let second = r2.explain_choice_with_blocking(&bc, c).unwrap();
         (first.cached, second.cached)
     })
     .await;

@@ -37,22 +37,22 @@ impl<'a> Recording<'a> {
 impl Executor for Recording<'_> {
     type Row = tokio_postgres::Row;
 
-    fn query(
+    fn rows(
         &self,
         q: &BuiltQuery,
     ) -> impl Future<Output = pgpatterns::Result<Vec<Self::Row>>> + Send {
         self.record(q.sql());
-        Executor::query(self.inner, q)
+        self.inner.rows(q)
     }
 
-    fn execute(&self, q: &BuiltQuery) -> impl Future<Output = pgpatterns::Result<u64>> + Send {
+    fn run(&self, q: &BuiltQuery) -> impl Future<Output = pgpatterns::Result<u64>> + Send {
         self.record(q.sql());
-        Executor::execute(self.inner, q)
+        self.inner.run(q)
     }
 
-    fn batch_execute(&self, sql: &str) -> impl Future<Output = pgpatterns::Result<()>> + Send {
+    fn run_script(&self, sql: &str) -> impl Future<Output = pgpatterns::Result<()>> + Send {
         self.record(sql);
-        Executor::batch_execute(self.inner, sql)
+        self.inner.run_script(sql)
     }
 }
 
@@ -67,7 +67,7 @@ async fn agreeing_strategies_are_timed_interleaved() {
     OrdersSeed::new(2000).run(&c, |_| {}).await.unwrap();
     let spec = OrdersSeed::tables().latest().unwrap().status_eq("Complete");
     let direct: Vec<(i64,)> = c
-        .query_as(
+        .rows_as(
             &spec
                 .clone()
                 .strategy(LatestStrategy::DistinctOn)

@@ -45,7 +45,7 @@ async fn both_ways(
             )
             .order_by(Alias::new("id"), Order::Asc)
             .to_owned();
-        out.push(client.query_as(&BuiltQuery::from(&q)).await.unwrap());
+        out.push(client.rows_as(&BuiltQuery::from(&q)).await.unwrap());
     }
     let b = out.pop().unwrap();
     (out.pop().unwrap(), b)
@@ -209,12 +209,12 @@ async fn concurrent_writers(isolation: &'static str) {
         retries += t.await.unwrap();
     }
     let rows: Vec<(i64,)> = c
-        .query_as(&BuiltQuery::fixed("SELECT count(*) FROM order_status"))
+        .rows_as(&BuiltQuery::fixed("SELECT count(*) FROM order_status"))
         .await
         .unwrap();
     assert!(rows[0].0 > 0, "the writers left some history");
     let drift: Vec<(i64, Option<String>, Option<String>)> =
-        c.query_as(&d.drift_query()).await.unwrap();
+        c.rows_as(&d.drift_query()).await.unwrap();
     assert_eq!(
         drift,
         vec![],
@@ -241,7 +241,7 @@ async fn concurrent_writers(isolation: &'static str) {
     c.batch_execute("TRUNCATE order_status").await.unwrap();
     assert_eq!(d.drift_count(&c).await.unwrap(), 0);
     let set: Vec<(i64,)> = c
-        .query_as(&BuiltQuery::fixed(
+        .rows_as(&BuiltQuery::fixed(
             "SELECT count(*) FROM orders WHERE status IS NOT NULL",
         ))
         .await
@@ -301,7 +301,7 @@ async fn a_trigger_waits_for_an_open_transaction_on_the_same_entity() {
         tx.commit().await.unwrap();
         second.await.unwrap();
         let stored: Vec<(Option<String>,)> = c1
-            .query_as(&BuiltQuery::fixed_with(
+            .rows_as(&BuiltQuery::fixed_with(
                 "SELECT status FROM orders WHERE id = $1",
                 [pgpatterns::SqlType::into_value(order)],
             ))
@@ -328,8 +328,8 @@ async fn backfill_fixes_every_entity_in_batches_and_reports_progress() {
     .unwrap();
     let d = spec().denormalize().unwrap();
     // The column exists before the trigger: history written earlier drifts.
-    Executor::execute(&c, &d.add_column()).await.unwrap();
-    Executor::execute(&c, &d.add_column()).await.unwrap();
+    d.add_column().execute(&c).await.unwrap();
+    d.add_column().execute(&c).await.unwrap();
     assert_eq!(d.drift_count(&c).await.unwrap(), 900);
     // A stale value on an entity without history is drift too.
     c.batch_execute("UPDATE orders SET status = 'stale' WHERE id = 1000")
@@ -399,12 +399,12 @@ async fn ddl_is_idempotent_and_safe_with_hostile_names() {
         d.install(&mut c).await.unwrap();
     }
     for q in spec.index_advice(false) {
-        Executor::execute(&c, &q).await.unwrap();
-        Executor::execute(&c, &q).await.unwrap(); // IF NOT EXISTS
+        q.execute(&c).await.unwrap();
+        q.execute(&c).await.unwrap(); // IF NOT EXISTS
     }
     let d_spec = spec.clone().strategy(LatestStrategy::Denormalized).unwrap();
     for q in d_spec.index_advice(true) {
-        c.execute_outside_transaction(&q).await.unwrap();
+        c.run_outside_transaction(&q).await.unwrap();
     }
     c.batch_execute(
         "INSERT INTO \"hist $pgp$ ory\" (\"ent'ity\", \"st$pgp$atus\", at)
@@ -414,7 +414,7 @@ async fn ddl_is_idempotent_and_safe_with_hostile_names() {
     .unwrap();
     assert_eq!(d.drift_count(&c).await.unwrap(), 0);
     let got: Vec<(i64,)> = c
-        .query_as(&d_spec.clone().status_eq("a").count_query())
+        .rows_as(&d_spec.clone().status_eq("a").count_query())
         .await
         .unwrap();
     assert_eq!(got, vec![(1,)]);
@@ -429,7 +429,7 @@ async fn ddl_is_idempotent_and_safe_with_hostile_names() {
     assert_eq!(d.drift_count(&c).await.unwrap(), 1);
     // The tables the names mimic were never touched.
     let tables: Vec<(i64,)> = c
-        .query_as(&BuiltQuery::fixed(
+        .rows_as(&BuiltQuery::fixed(
             "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()",
         ))
         .await
@@ -465,7 +465,7 @@ async fn denormalize_refuses_what_it_cannot_maintain() {
     let tx = c.transaction().await.unwrap();
     let q = &spec().index_advice(true)[0];
     assert!(matches!(
-        tx.execute_outside_transaction(q).await,
+        q.execute_outside_transaction(&tx).await,
         Err(pgpatterns::Error::InTransaction { .. })
     ));
 }

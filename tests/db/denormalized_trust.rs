@@ -64,7 +64,7 @@ async fn rows(
         )
         .order_by(Alias::new(key), Order::Asc)
         .to_owned();
-    c.query_as(&BuiltQuery::from(&q))
+    c.rows_as(&BuiltQuery::from(&q))
         .await
         .unwrap_or_else(|e| panic!("{strategy:?}: {e}"))
 }
@@ -86,7 +86,7 @@ async fn assert_same_rows(c: &tokio_postgres::Client, spec: &LatestStatus<String
             );
         }
         let (n,): (i64,) = c
-            .query_as(
+            .rows_as(
                 &s.clone()
                     .strategy(LatestStrategy::Auto)
                     .unwrap()
@@ -96,7 +96,7 @@ async fn assert_same_rows(c: &tokio_postgres::Client, spec: &LatestStatus<String
             .unwrap()[0];
         assert_eq!(n as usize, want.len(), "{name} Auto count");
         let (n,): (i64,) = c
-            .query_as(
+            .rows_as(
                 &s.clone()
                     .strategy(LatestStrategy::Denormalized)
                     .unwrap()
@@ -143,7 +143,7 @@ async fn denormalized_returns_no_entity_without_history() {
     // `is_null` is the ten orders whose latest status is NULL, not the
     // twenty with a NULL column.
     let (n,): (i64,) = c
-        .query_as(
+        .rows_as(
             &spec
                 .clone()
                 .status_is_null()
@@ -197,12 +197,12 @@ async fn colliding_looking_names_get_their_own_objects() {
     let mut index_names = Vec::new();
     for s in [&a, &b] {
         for q in s.index_advice(false) {
-            Executor::execute(&c, &q).await.unwrap();
+            q.execute(&c).await.unwrap();
             index_names.push(q.sql().split('"').nth(1).unwrap().to_owned());
         }
     }
     let (n,): (i64,) = c
-        .query_as(&BuiltQuery::fixed(
+        .rows_as(&BuiltQuery::fixed(
             "SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema() AND indexname LIKE '%latest%'",
         ))
         .await
@@ -277,12 +277,12 @@ async fn installers_refuse_objects_they_did_not_create() {
     // The guard in the statements refuses too (for callers who run them
     // themselves), and nothing was replaced.
     let err = c
-        .execute_in_transaction(&d.install_statements())
+        .run_in_transaction(&d.install_statements())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some("42710"), "{err}");
     let src: Vec<(String,)> = c
-        .query_as(&BuiltQuery::fixed(
+        .rows_as(&BuiltQuery::fixed(
             "SELECT prosrc FROM pg_proc WHERE proname LIKE 'pgp_latest%' AND pronamespace = current_schema()::regnamespace",
         ))
         .await
@@ -314,7 +314,7 @@ async fn installers_refuse_objects_they_did_not_create() {
     let err = d.uninstall(&mut c).await.unwrap_err();
     assert!(matches!(err, Error::ObjectConflict { .. }), "{err}");
     let (n,): (i64,) = c
-        .query_as(&BuiltQuery::fixed(
+        .rows_as(&BuiltQuery::fixed(
             "SELECT count(*) FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid WHERE p.proname = 'mine'",
         ))
         .await
@@ -476,7 +476,7 @@ async fn stale_snapshot_writer_gets_a_serialization_error() {
         );
         assert_eq!(d.drift_count(&c1).await.unwrap(), 0, "{isolation}");
         let stored: Vec<(Option<String>,)> = c1
-            .query_as(&BuiltQuery::fixed("SELECT status FROM orders WHERE id = 1"))
+            .rows_as(&BuiltQuery::fixed("SELECT status FROM orders WHERE id = 1"))
             .await
             .unwrap();
         assert_eq!(stored, vec![(Some("Complete".to_owned()),)], "{isolation}");

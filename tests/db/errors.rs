@@ -49,21 +49,18 @@ async fn missing_table_is_42p01_with_the_sql_from_every_client() {
     let schema = schema().await;
     let q = missing_table();
     let client = client(&schema).await;
-    let err = Executor::query(&client, &q).await.unwrap_err();
+    let err = client.rows(&q).await.unwrap_err();
     assert_db_error(&err, "42P01", q.sql());
     assert!(err.to_string().contains("no_such_table"), "{err}");
 
     assert_db_error(
-        &pool(&schema).query(&q).await.unwrap_err(),
+        &q.fetch_rows(&pool(&schema)).await.unwrap_err(),
         "42P01",
         q.sql(),
     );
 
     let q2 = q.clone();
-    let err = with_sync_client(&schema, move |c| {
-        BlockingExecutor::query(c, &q2).unwrap_err()
-    })
-    .await;
+    let err = with_sync_client(&schema, move |c| c.rows(&q2).unwrap_err()).await;
     assert_db_error(&err, "42P01", q.sql());
 }
 
@@ -75,9 +72,7 @@ async fn division_by_zero_is_22012() {
             .expr(1i32.param().div(0i32.param()))
             .to_owned(),
     );
-    let err = Executor::query(&client(&schema).await, &q)
-        .await
-        .unwrap_err();
+    let err = (client(&schema).await).rows(&q).await.unwrap_err();
     assert_db_error(&err, "22012", q.sql());
     assert!(err.to_string().contains("division by zero"), "{err}");
 }
@@ -93,8 +88,8 @@ async fn unique_violation_is_recognised_with_its_detail() {
 
     let again = ledger.insert(&[(1, 20)]);
     for err in [
-        Executor::execute(&client, &again).await.unwrap_err(),
-        pool.execute(&again).await.unwrap_err(),
+        again.execute(&client).await.unwrap_err(),
+        again.execute(&pool).await.unwrap_err(),
     ] {
         assert!(err.is_unique_violation(), "{err:?}");
         assert_db_error(&err, "23505", again.sql());
@@ -146,22 +141,22 @@ async fn decode_errors_name_the_column_and_the_type() {
         assert!(std::error::Error::source(&err).is_some(), "{err:?}");
     };
     // An int8 read as a String.
-    let err = client.query_as::<(String, Option<String>)>(&select).await;
+    let err = client.rows_as::<(String, Option<String>)>(&select).await;
     assert_decode(err.unwrap_err(), "amount", "String");
     // A NULL read as a non-optional String.
-    let err = client.query_as::<(i64, String)>(&select).await;
+    let err = client.rows_as::<(i64, String)>(&select).await;
     assert_decode(err.unwrap_err(), "note", "String");
     // A column past the end, and a column name that is not there.
-    let err = client.query_as::<(i64, Option<String>, i64)>(&select).await;
+    let err = client.rows_as::<(i64, Option<String>, i64)>(&select).await;
     assert_decode(err.unwrap_err(), "#2", "i64");
-    let rows = Executor::query(&client, &select).await.expect("select");
+    let rows = client.rows(&select).await.expect("select");
     assert_decode(
         RowRead::try_get::<i64>(&rows[0], "missing".into()).unwrap_err(),
         "missing",
         "i64",
     );
     // The right types decode.
-    let good = client.query_as::<(i64, Option<String>)>(&select).await;
+    let good = client.rows_as::<(i64, Option<String>)>(&select).await;
     assert_eq!(good.expect("decode"), [(5, None)]);
 }
 
@@ -180,36 +175,24 @@ async fn query_one_and_query_opt_check_the_row_count() {
         Err(Error::RowCount { got, .. }) => got,
         other => panic!("expected a row-count error, got {other:?}"),
     };
-    assert_eq!(
-        count(Executor::query_one(&client, &none).await.map(drop)),
-        0
-    );
-    assert_eq!(
-        count(Executor::query_one(&client, &many).await.map(drop)),
-        2
-    );
-    assert_eq!(
-        count(Executor::query_opt(&client, &many).await.map(drop)),
-        2
-    );
-    let opt_err = Executor::query_opt(&client, &many)
-        .await
-        .map(drop)
-        .unwrap_err();
+    assert_eq!(count(client.one_row(&none).await.map(drop)), 0);
+    assert_eq!(count(client.one_row(&many).await.map(drop)), 2);
+    assert_eq!(count(client.optional_row(&many).await.map(drop)), 2);
+    let opt_err = client.optional_row(&many).await.map(drop).unwrap_err();
     assert_eq!(opt_err.to_string(), "expected at most one row, got 2");
-    let row = Executor::query_one(&client, &one).await.expect("one row");
+    let row = client.one_row(&one).await.expect("one row");
     assert_eq!(
         RowRead::try_get::<i64>(&row, "amount".into()).expect("amount"),
         20
     );
-    let err = Executor::query_one(&client, &none).await.unwrap_err();
+    let err = client.one_row(&none).await.unwrap_err();
     assert_eq!(err.to_string(), "expected exactly one row, got 0");
 
     let got = with_sync_client(&schema, move |c| {
         (
-            count(BlockingExecutor::query_one(c, &none).map(drop)),
-            count(BlockingExecutor::query_one(c, &many).map(drop)),
-            count(BlockingExecutor::query_opt(c, &many).map(drop)),
+            count(c.one_row(&none).map(drop)),
+            count(c.one_row(&many).map(drop)),
+            count(c.optional_row(&many).map(drop)),
         )
     })
     .await;
@@ -246,7 +229,7 @@ async fn invalid_input_never_reaches_the_server() {
 
     let tx = client.transaction().await.expect("begin");
     exec(&tx, &ledger.insert(&[(1, 10)])).await;
-    let err = Executor::query(&tx, &nul).await.unwrap_err();
+    let err = tx.rows(&nul).await.unwrap_err();
     assert!(
         matches!(err, Error::InvalidSpec { field: "value", .. }),
         "{err:?}"
@@ -259,22 +242,18 @@ async fn invalid_input_never_reaches_the_server() {
     let tx = client.transaction().await.expect("begin");
     let missing = missing_table();
     assert_db_error(
-        &Executor::query(&tx, &missing).await.unwrap_err(),
+        &tx.rows(&missing).await.unwrap_err(),
         "42P01",
         missing.sql(),
     );
     let next = ledger.insert(&[(3, 30)]);
-    assert_db_error(
-        &Executor::execute(&tx, &next).await.unwrap_err(),
-        "25P02",
-        next.sql(),
-    );
+    assert_db_error(&next.execute(&tx).await.unwrap_err(), "25P02", next.sql());
     drop(tx);
     assert_eq!(count_rows(&client, &ledger.table).await, 2);
 
     // Transactional runs check every statement too; nothing of the batch is kept.
     let batch = [ledger.insert(&[(4, 40)]), nul];
-    let err = client.execute_in_transaction(&batch).await.unwrap_err();
+    let err = client.run_in_transaction(&batch).await.unwrap_err();
     assert!(err.is_invalid_input(), "{err:?}");
     assert_eq!(ledger.rows(&client).await, [(1, 10), (2, 20)]);
 }
@@ -298,7 +277,7 @@ async fn unreachable_server_is_a_database_error_without_sqlstate() {
         .expect("build the pool");
 
     let q = missing_table();
-    let err = pool.query(&q).await.unwrap_err();
+    let err = q.fetch_rows(&pool).await.unwrap_err();
     assert!(err.is_database(), "{err:?}");
     assert_eq!(err.code(), None, "{err}");
     assert_eq!(err.sql(), Some(q.sql()));

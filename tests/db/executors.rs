@@ -34,11 +34,11 @@ async fn futures_are_send_and_run_on_spawned_tasks() {
     for n in 0..8 {
         let (client, q) = (Arc::clone(&shared), doubled(n));
         tasks.push(tokio::spawn(
-            async move { client.query_as::<(i64,)>(&q).await },
+            async move { client.rows_as::<(i64,)>(&q).await },
         ));
         let (pool, q) = (pool.clone(), doubled(n));
         tasks.push(tokio::spawn(
-            async move { pool.query_as::<(i64,)>(&q).await },
+            async move { pool.rows_as::<(i64,)>(&q).await },
         ));
     }
     let mut answers = Vec::new();
@@ -64,15 +64,15 @@ async fn references_and_smart_pointers_forward() {
     assert_eq!(double_through(Box::new(pool.clone()), 7).await, 14);
     let pooled = pool.get().await.expect("pooled connection");
     assert_eq!(double_through(&pooled, 8).await, 16);
-    assert!(!Executor::is_transaction(&Arc::new(pool.clone())));
+    assert!(!(Arc::new(pool.clone())).is_transaction());
 
     let tx = client.transaction().await.expect("begin");
     assert_eq!(double_through(&tx, 9).await, 18);
     // Whether it is a transaction survives forwarding.
-    assert!(Executor::is_transaction(&tx));
-    assert!(Executor::is_transaction(&&tx));
-    assert!(Executor::is_transaction(&Box::new(&tx)));
-    assert!(Executor::is_transaction(&Arc::new(&tx)));
+    assert!(tx.is_transaction());
+    assert!(tx.is_transaction());
+    assert!((Box::new(&tx)).is_transaction());
+    assert!((Arc::new(&tx)).is_transaction());
 }
 
 /// Three statements in one transaction, then checks through `observer` (another
@@ -80,7 +80,7 @@ async fn references_and_smart_pointers_forward() {
 async fn commits_all<T: Transactional, O: Executor>(mut e: T, ledger: &Ledger, observer: &O) {
     exec(observer, &ledger.create()).await;
     let counts = e
-        .execute_in_transaction(&[
+        .run_in_transaction(&[
             ledger.insert(&[(1, 10)]),
             ledger.insert(&[(2, 20), (3, 30)]),
             ledger.add(5),
@@ -100,7 +100,7 @@ async fn rolls_back_all<T: Transactional, O: Executor>(mut e: T, ledger: &Ledger
     let failing = [ledger.insert(&[(1, 99)]), nul];
     for last in failing {
         let err = e
-            .execute_in_transaction(&[ledger.insert(&[(2, 20)]), ledger.add(5), last])
+            .run_in_transaction(&[ledger.insert(&[(2, 20)]), ledger.add(5), last])
             .await
             .unwrap_err();
         assert!(
@@ -109,7 +109,7 @@ async fn rolls_back_all<T: Transactional, O: Executor>(mut e: T, ledger: &Ledger
         );
         assert_eq!(ledger.rows(observer).await, [(1, 10)]);
     }
-    let counts = e.execute_in_transaction(&[ledger.add(1)]).await;
+    let counts = e.run_in_transaction(&[ledger.add(1)]).await;
     assert_eq!(counts.expect("usable after a rollback"), [1]);
     assert_eq!(ledger.rows(observer).await, [(1, 11)]);
 }
@@ -131,7 +131,7 @@ async fn execute_in_transaction_commits_every_statement() {
     exec(&client, &ledger.create()).await;
     let mut tx = client.transaction().await.expect("begin");
     let counts = tx
-        .execute_in_transaction(&[ledger.insert(&[(1, 10), (2, 20)]), ledger.add(1)])
+        .run_in_transaction(&[ledger.insert(&[(1, 10), (2, 20)]), ledger.add(1)])
         .await;
     assert_eq!(counts.expect("savepoint"), [2, 2]);
     assert_eq!(ledger.rows(&tx).await, [(1, 11), (2, 21)]);
@@ -158,7 +158,7 @@ async fn execute_in_transaction_rolls_back_every_statement() {
     let mut tx = client.transaction().await.expect("begin");
     exec(&tx, &ledger.insert(&[(1, 10)])).await;
     let err = tx
-        .execute_in_transaction(&[ledger.insert(&[(2, 20)]), ledger.insert(&[(1, 99)])])
+        .run_in_transaction(&[ledger.insert(&[(2, 20)]), ledger.insert(&[(1, 99)])])
         .await
         .unwrap_err();
     assert!(err.is_unique_violation(), "{err:?}");
@@ -173,12 +173,15 @@ async fn blocking_execute_in_transaction_commits_or_rolls_back() {
     with_sync_client(&schema, |client| {
         let ledger = Ledger::new("ledger");
         let rows = |c: &mut postgres::Client| {
-            BlockingExecutor::query_as::<(i32, i64)>(c, &ledger.select()).expect("select")
+            ledger
+                .select()
+                .fetch_all_blocking::<(i32, i64)>(c)
+                .expect("select")
         };
-        BlockingExecutor::execute(client, &ledger.create()).expect("create");
+        ledger.create().execute_blocking(client).expect("create");
 
         let all = [ledger.insert(&[(1, 10), (2, 20)]), ledger.add(1)];
-        let counts = BlockingExecutor::execute_in_transaction(client, &all).expect("commit");
+        let counts = client.run_in_transaction(&all).expect("commit");
         assert_eq!(counts, [2, 2]);
 
         let failing = [
@@ -186,15 +189,15 @@ async fn blocking_execute_in_transaction_commits_or_rolls_back() {
             ledger.add(1),
             ledger.insert(&[(1, 0)]),
         ];
-        let err = BlockingExecutor::execute_in_transaction(client, &failing).unwrap_err();
+        let err = client.run_in_transaction(&failing).unwrap_err();
         assert!(err.is_unique_violation(), "{err:?}");
         assert_eq!(rows(client), [(1, 11), (2, 21)]);
 
         // Inside a transaction: back to the savepoint; the outer transaction goes on.
         let mut tx = client.transaction().expect("begin");
-        let err = BlockingExecutor::execute_in_transaction(&mut tx, &failing).unwrap_err();
+        let err = tx.run_in_transaction(&failing).unwrap_err();
         assert!(err.is_unique_violation(), "{err:?}");
-        let counts = BlockingExecutor::execute_in_transaction(&mut tx, &[ledger.add(100)]);
+        let counts = tx.run_in_transaction(&[ledger.add(100)]);
         assert_eq!(counts.expect("savepoint"), [2]);
         tx.commit().expect("commit");
         assert_eq!(rows(client), [(1, 111), (2, 121)]);
@@ -221,18 +224,22 @@ async fn concurrent_index_builds_run_only_outside_transactions() {
     assert!(index("x").sql().starts_with("CREATE INDEX CONCURRENTLY "));
 
     // On a plain connection, a pool and a sync client: built.
-    Executor::execute_outside_transaction(&client, &index("by_client"))
+    index("by_client")
+        .execute_outside_transaction(&client)
         .await
         .expect("CREATE INDEX CONCURRENTLY on a client");
-    pool.execute_outside_transaction(&index("by_pool"))
+    pool.run_outside_transaction(&index("by_pool"))
         .await
         .expect("CREATE INDEX CONCURRENTLY on a pool");
     let (sync_index, refused) = (index("by_sync"), index("refused_sync"));
     let err = with_sync_client(&schema, move |c| {
-        BlockingExecutor::execute_outside_transaction(c, &sync_index)
+        sync_index
+            .execute_outside_transaction_blocking(c)
             .expect("CREATE INDEX CONCURRENTLY on a sync client");
         let mut tx = c.transaction().expect("begin");
-        BlockingExecutor::execute_outside_transaction(&mut tx, &refused).unwrap_err()
+        refused
+            .execute_outside_transaction_blocking(&mut tx)
+            .unwrap_err()
     })
     .await;
     assert!(
@@ -245,12 +252,8 @@ async fn concurrent_index_builds_run_only_outside_transactions() {
     let tx = client.transaction().await.expect("begin");
     let refused = index("refused_tx");
     for err in [
-        Executor::execute_outside_transaction(&tx, &refused)
-            .await
-            .unwrap_err(),
-        Executor::execute_outside_transaction(&&tx, &refused)
-            .await
-            .unwrap_err(),
+        refused.execute_outside_transaction(&tx).await.unwrap_err(),
+        refused.execute_outside_transaction(&&tx).await.unwrap_err(),
     ] {
         assert!(
             matches!(&err, Error::InTransaction { sql } if sql == refused.sql()),
@@ -260,7 +263,7 @@ async fn concurrent_index_builds_run_only_outside_transactions() {
     }
     assert!(ledger.rows(&tx).await.is_empty());
     // What the check prevents: the server refuses it inside a transaction block.
-    let err = Executor::execute(&tx, &refused).await.unwrap_err();
+    let err = refused.execute(&tx).await.unwrap_err();
     assert_eq!(err.code(), Some("25001"), "{err}");
     drop(tx);
 
@@ -294,15 +297,13 @@ async fn batch_execute_runs_a_script_as_one_unit() {
                   INSERT INTO scripted VALUES (1, 10);\n\
                   INSERT INTO scripted VALUES (2, 20), (3, 30);\n\
                   UPDATE scripted SET amount = amount * 2 WHERE id > 1;";
-    Executor::batch_execute(&client, script)
-        .await
-        .expect("script");
+    client.run_script(script).await.expect("script");
     assert_eq!(ledger.rows(&pool).await, [(1, 10), (2, 40), (3, 60)]);
 
     // The statements of a script share one implicit transaction: a failure
     // late in it undoes the earlier ones.
     let failing = "INSERT INTO scripted VALUES (4, 40); INSERT INTO scripted VALUES (1, 0);";
-    let err = pool.batch_execute(failing).await.unwrap_err();
+    let err = pool.run_script(failing).await.unwrap_err();
     assert!(err.is_unique_violation(), "{err:?}");
     assert_eq!(err.sql(), Some(failing));
     assert_eq!(ledger.rows(&client).await, [(1, 10), (2, 40), (3, 60)]);
@@ -311,9 +312,9 @@ async fn batch_execute_runs_a_script_as_one_unit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_opt_returns_none_or_the_row() {
     async fn check<E: Executor<Row = Row>>(e: &E, ledger: &Ledger) {
-        let absent = e.query_opt(&ledger.select_where(ledger.id.eq(2))).await;
+        let absent = e.optional_row(&ledger.select_where(ledger.id.eq(2))).await;
         assert!(absent.expect("query_opt").is_none());
-        let present = e.query_opt(&ledger.select_where(ledger.id.eq(1))).await;
+        let present = e.optional_row(&ledger.select_where(ledger.id.eq(1))).await;
         let row = present.expect("query_opt").expect("a row");
         assert_eq!(
             RowRead::try_get::<i64>(&row, "amount".into()).expect("amount"),
@@ -329,8 +330,8 @@ async fn query_opt_returns_none_or_the_row() {
     check(&client, &ledger).await;
     check(&pool(&schema), &ledger).await;
     let got = with_sync_client(&schema, move |c| {
-        let absent = BlockingExecutor::query_opt(c, &ledger.select_where(ledger.id.eq(2)));
-        let present = BlockingExecutor::query_opt(c, &ledger.select_where(ledger.id.eq(1)));
+        let absent = c.optional_row(&ledger.select_where(ledger.id.eq(2)));
+        let present = c.optional_row(&ledger.select_where(ledger.id.eq(1)));
         let amount = |row: Row| RowRead::try_get::<i64>(&row, "amount".into()).expect("amount");
         (
             absent.expect("query_opt").map(amount),

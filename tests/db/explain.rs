@@ -8,7 +8,7 @@ use pgpatterns::{BuiltQuery, Executor, LatestStrategy, SqlType};
 use crate::support::{client, pool, schema};
 
 async fn count(c: &impl Executor, sql: &'static str) -> i64 {
-    let rows: Vec<(i64,)> = c.query_as(&BuiltQuery::fixed(sql)).await.unwrap();
+    let rows: Vec<(i64,)> = c.rows_as(&BuiltQuery::fixed(sql)).await.unwrap();
     rows[0].0
 }
 
@@ -104,9 +104,9 @@ async fn query_rolled_back_returns_rows_and_undoes_them_on_the_sync_client() {
     let returned = crate::support::with_sync_client(&schema, |s| {
         use pgpatterns::BlockingExecutor;
         let q = BuiltQuery::fixed("DELETE FROM t RETURNING id");
-        let rows = s.query_rolled_back(&q).unwrap();
+        let rows = s.rows_rolled_back(&q).unwrap();
         let mut tx = s.transaction().unwrap();
-        let inner = tx.query_rolled_back(&q).unwrap().len();
+        let inner = tx.rows_rolled_back(&q).unwrap().len();
         tx.commit().unwrap();
         (rows.len(), inner)
     })
@@ -147,11 +147,11 @@ async fn analyze_of_writes_is_rolled_back_on_the_sync_client_and_a_pooled_connec
         let mut out = Vec::new();
         for q in &sent {
             let e = pgpatterns::explain::explain_statement(q, true, false).unwrap();
-            let rows = s.query_rolled_back(&e).unwrap();
+            let rows = s.rows_rolled_back(&e).unwrap();
             let json: serde_json::Value = rows[0].get(0);
             out.push(pgpatterns::explain::parse(json).unwrap().root.node_type);
             let mut tx = s.transaction().unwrap();
-            tx.query_rolled_back(&e).unwrap();
+            tx.rows_rolled_back(&e).unwrap();
             tx.commit().unwrap();
         }
         out
@@ -182,7 +182,7 @@ async fn analyze_of_writes_is_rolled_back_on_the_sync_client_and_a_pooled_connec
             .get()
             .await
             .unwrap()
-            .query_as(&BuiltQuery::fixed(
+            .rows_as(&BuiltQuery::fixed(
                 "SELECT txid_current_if_assigned() IS NOT NULL",
             ))
             .await

@@ -106,7 +106,8 @@ async fn hostile_identifiers_name_exactly_their_objects() {
     // A schema of its own, with a hostile name too.
     let space = format!("{} \"; DROP TABLE victims; -- 'Ü'", schema.name());
     let quoted_space = server_quoted(&client, &space).await;
-    Executor::batch_execute(&client, &format!("CREATE SCHEMA {quoted_space}"))
+    client
+        .run_script(&format!("CREATE SCHEMA {quoted_space}"))
         .await
         .expect("create the hostile schema");
     let _drop_space = DropOnExit {
@@ -277,12 +278,9 @@ async fn bobby_tables_is_stored_verbatim() {
         let students = Table::new("students").expect("valid name");
         let name = students.column::<String>("name").expect("valid name");
         let create = BuiltQuery::schema(&create_table(&students, &[name.erase()]));
-        BlockingExecutor::execute(client, &create).expect("create students");
+        create.execute_blocking(client).expect("create students");
         let add = insert(&students, &[name.erase()], [vec![BOBBY.to_owned().param()]]);
-        assert_eq!(
-            BlockingExecutor::execute(client, &add).expect("insert Bobby"),
-            1
-        );
+        assert_eq!(add.execute_blocking(client).expect("insert Bobby"), 1);
 
         let q = BuiltQuery::from(
             &Query::select()
@@ -292,7 +290,9 @@ async fn bobby_tables_is_stored_verbatim() {
                 .to_owned(),
         );
         // The table still exists, and holds the name exactly as given.
-        let got = BlockingExecutor::query_as::<(String,)>(client, &q).expect("select Bobby");
+        let got = q
+            .fetch_all_blocking::<(String,)>(client)
+            .expect("select Bobby");
         assert_eq!(got, [(BOBBY.to_owned(),)]);
     })
     .await;
@@ -329,19 +329,19 @@ async fn nul_in_a_value_is_refused_by_every_client() {
     create(&client, &table, &[body.erase()]).await;
     let [add, filter] = nul_statements(&table, &body);
 
-    let err = Executor::execute(&client, &add).await.unwrap_err();
+    let err = add.execute(&client).await.unwrap_err();
     assert_nul_refused(&err, "$2");
-    assert_nul_refused(&Executor::query(&client, &filter).await.unwrap_err(), "$1");
+    assert_nul_refused(&client.rows(&filter).await.unwrap_err(), "$1");
 
     let pool = pool(&schema);
-    assert_nul_refused(&pool.execute(&add).await.unwrap_err(), "$2");
-    assert_nul_refused(&pool.query(&filter).await.unwrap_err(), "$1");
+    assert_nul_refused(&add.execute(&pool).await.unwrap_err(), "$2");
+    assert_nul_refused(&filter.fetch_rows(&pool).await.unwrap_err(), "$1");
 
     let (add2, filter2) = (add.clone(), filter.clone());
     let (add_err, filter_err) = with_sync_client(&schema, move |c| {
         (
-            BlockingExecutor::execute(c, &add2).unwrap_err(),
-            BlockingExecutor::query(c, &filter2).unwrap_err(),
+            add2.execute_blocking(c).unwrap_err(),
+            c.rows(&filter2).unwrap_err(),
         )
     })
     .await;

@@ -162,7 +162,7 @@ async fn every_strategy_matches_the_reference() {
             .unwrap();
         for e in &entities {
             let q = BuiltQuery::fixed_with("INSERT INTO orders (id) VALUES ($1)", [e.into_value()]);
-            Executor::execute(&client, &q).await.unwrap();
+            q.execute(&client).await.unwrap();
         }
         for r in &rows {
             let q = BuiltQuery::fixed_with(
@@ -174,7 +174,7 @@ async fn every_strategy_matches_the_reference() {
                     r.at.into_value(),
                 ],
             );
-            Executor::execute(&client, &q).await.unwrap();
+            q.execute(&client).await.unwrap();
         }
         for p in preds {
             for missing in [None, Some("Pending")] {
@@ -207,13 +207,13 @@ async fn every_strategy_matches_the_reference() {
                             .order_by(Alias::new("id"), Order::Asc)
                             .to_owned();
                         let got: Vec<(i64, Option<String>)> =
-                            client.query_as(&BuiltQuery::from(&q)).await.unwrap();
+                            client.rows_as(&BuiltQuery::from(&q)).await.unwrap();
                         let ctx = format!(
                             "seed {seed} {p:?} missing={missing:?} as_of={as_of:?} {strategy:?}\n{}",
                             s.build()
                         );
                         assert_eq!(got, want, "{ctx}");
-                        let counted: Vec<(i64,)> = client.query_as(&s.count_query()).await.unwrap();
+                        let counted: Vec<(i64,)> = client.rows_as(&s.count_query()).await.unwrap();
                         assert_eq!(counted, vec![(want.len() as i64,)], "count: {ctx}");
                         if strategy == LatestStrategy::Auto {
                             let auto = s.clone().strategy(LatestStrategy::Auto).unwrap();
@@ -269,7 +269,7 @@ async fn composed_filters_apply_outside(
         .from_subquery(stmt, Alias::new("m"))
         .order_by(Alias::new("id"), Order::Asc)
         .to_owned();
-    let got: Vec<(i64, Option<String>)> = client.query_as(&BuiltQuery::from(&q)).await.unwrap();
+    let got: Vec<(i64, Option<String>)> = client.rows_as(&BuiltQuery::from(&q)).await.unwrap();
     let latest_at = |e: i64| {
         rows.iter()
             .filter(|r| r.order_id == e)
@@ -311,7 +311,7 @@ async fn keyset_pages_walk_every_match_once() {
         let mut after = None;
         loop {
             let page = s.page_query::<i64>(37, after).unwrap();
-            let rows = Executor::query(&client, &page).await.unwrap();
+            let rows = client.rows(&page).await.unwrap();
             if rows.is_empty() {
                 break;
             }

@@ -7,6 +7,7 @@
 mod aliases;
 mod auto;
 mod auto_state;
+mod blocking;
 mod compare;
 mod denormalized;
 mod denormalized_trust;

@@ -46,7 +46,7 @@ impl Views {
         stmt.primary_key(Index::create().col(self.owner.iden()).col(self.item.iden()));
         exec(e, &BuiltQuery::schema(&stmt)).await;
         let spec = self.spec(keep);
-        e.execute_outside_transaction(&spec.index_advice(true))
+        e.run_outside_transaction(&spec.index_advice(true))
             .await
             .unwrap();
         spec

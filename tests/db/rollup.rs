@@ -378,7 +378,7 @@ async fn load(client: &tokio_postgres::Client, rows: &[Fact]) {
                 f.flag.into_value(),
             ],
         );
-        Executor::execute(client, &q).await.unwrap();
+        q.execute(client).await.unwrap();
     }
 }
 
@@ -840,7 +840,7 @@ async fn hostile_names_and_values_stay_names_and_values() {
         ]
     );
     // The hostile names came back as column names, exactly.
-    let raw = Executor::query(&client, &q).await.unwrap();
+    let raw = client.rows(&q).await.unwrap();
     assert_eq!(raw[0].columns()[0].name(), r#"m"); DROP TABLE "Sale"; --"#);
     assert_eq!(raw[0].columns()[1].name(), r#"s" FROM x; --"#);
     // A wrapped query with a hostile alias too.

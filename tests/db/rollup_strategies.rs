@@ -73,7 +73,7 @@ async fn load(client: &tokio_postgres::Client, rows: &[Fact]) {
                 f.flag.into_value(),
             ],
         );
-        Executor::execute(client, &q).await.unwrap();
+        q.execute(client).await.unwrap();
     }
     client.batch_execute("ANALYZE facts").await.unwrap();
 }
@@ -291,7 +291,7 @@ fn check_reference(rows: &[RollupRow], h: &Handles, want: &BTreeMap<(u32, Key), 
 }
 
 async fn run(client: &tokio_postgres::Client, spec: &Rollup, q: &BuiltQuery) -> Vec<RollupRow> {
-    let rows = Executor::query(client, q).await.unwrap();
+    let rows = client.rows(q).await.unwrap();
     rows.iter().map(|r| spec.decode(r).unwrap()).collect()
 }
 
@@ -385,8 +385,8 @@ async fn every_strategy_returns_grouping_sets_rows_exactly() {
                             .map(|c| format!("{} {}", c.name(), c.type_()))
                             .collect()
                     };
-                    let a = types(Executor::query(&client, &r.build()).await.unwrap());
-                    let b = types(Executor::query(&client, &pre.build()).await.unwrap());
+                    let a = types(client.rows(&r.build()).await.unwrap());
+                    let b = types(client.rows(&pre.build()).await.unwrap());
                     assert_eq!(a, b, "{ctx}");
                     assert!(a.contains(&"sum4 int8".to_owned()), "{a:?}");
                     assert!(a.contains(&"sum8 numeric".to_owned()), "{a:?}");
@@ -584,8 +584,8 @@ async fn auto_pre_aggregates_when_the_detail_groups_are_few() {
     many.strategy(RollupStrategy::Auto).unwrap();
     let (blocking_choice, rows) = with_sync_client(&schema, move |c| {
         let cache = StrategyCache::new(Duration::from_secs(60));
-        let choice = many.explain_choice_blocking_with(&cache, c).unwrap();
-        let again = many.explain_choice_blocking_with(&cache, c).unwrap();
+        let choice = many.explain_choice_with_blocking(&cache, c).unwrap();
+        let again = many.explain_choice_with_blocking(&cache, c).unwrap();
         assert!(again.cached);
         let rows: Vec<String> = many.fetch_blocking(c).unwrap().iter().map(render).collect();
         (choice, rows)

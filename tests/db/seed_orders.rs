@@ -7,7 +7,7 @@ use pgpatterns::{BuiltQuery, Executor, Progress};
 use crate::support::{client, schema};
 
 async fn one(c: &tokio_postgres::Client, sql: &'static str) -> i64 {
-    let rows: Vec<(i64,)> = c.query_as(&BuiltQuery::fixed(sql)).await.unwrap();
+    let rows: Vec<(i64,)> = c.rows_as(&BuiltQuery::fixed(sql)).await.unwrap();
     rows[0].0
 }
 
@@ -41,7 +41,7 @@ async fn seeds_the_three_paths_reproducibly() {
     // Every order starts Pending; the paths are the seed's three, about a
     // third each; later statuses are later in time.
     let paths: Vec<(String, i64)> = c
-        .query_as(&BuiltQuery::fixed(
+        .rows_as(&BuiltQuery::fixed(
             "SELECT path, count(*) FROM (
                  SELECT string_agg(status, '>' ORDER BY created_at, id) AS path
                  FROM order_status GROUP BY order_id) p
@@ -157,7 +157,7 @@ async fn bad_sizes_are_refused_before_anything_is_sent() {
         assert!(e.is_invalid_input(), "{e}");
     }
     let tables: Vec<(i64,)> = c
-        .query_as(&BuiltQuery::fixed(
+        .rows_as(&BuiltQuery::fixed(
             "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()",
         ))
         .await

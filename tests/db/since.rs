@@ -838,9 +838,9 @@ async fn index_advice_runs_concurrently_and_is_idempotent() {
             assert!(ddl
                 .sql()
                 .starts_with("CREATE INDEX CONCURRENTLY IF NOT EXISTS"));
-            client.execute_outside_transaction(&ddl).await.unwrap();
+            client.run_outside_transaction(&ddl).await.unwrap();
             // twice: IF NOT EXISTS
-            client.execute_outside_transaction(&ddl).await.unwrap();
+            client.run_outside_transaction(&ddl).await.unwrap();
             names.insert(ddl.sql().split('"').nth(1).unwrap().to_owned());
         }
     }

@@ -102,14 +102,14 @@ pub async fn count_rows<E: Executor>(e: &E, table: &Table) -> i64 {
 
 /// Executes `q`, panicking with the statement and its values on error.
 pub async fn exec<E: Executor>(e: &E, q: &BuiltQuery) -> u64 {
-    e.execute(q)
+    e.run(q)
         .await
         .unwrap_or_else(|err| panic!("{q}\nfailed: {err}"))
 }
 
 /// Runs `q` and decodes its rows as `T`, panicking with the statement on error.
 pub async fn fetch<T: FromRow + Send, E: Executor>(e: &E, q: &BuiltQuery) -> Vec<T> {
-    e.query_as::<T>(q)
+    e.rows_as::<T>(q)
         .await
         .unwrap_or_else(|err| panic!("{q}\nfailed: {err}"))
 }

@@ -29,7 +29,7 @@ async fn top_spenders_match_the_reference_and_use_the_index() {
     assert_eq!(stages.last(), Some(&("orders", 20_000)));
 
     let rows: Vec<(i64, i64, String, Decimal, chrono::DateTime<Utc>)> = client
-        .query_as(&pgpatterns::BuiltQuery::fixed(
+        .rows_as(&pgpatterns::BuiltQuery::fixed(
             "SELECT id, user_id, status, total_amount, created_at FROM orders",
         ))
         .await
@@ -94,9 +94,7 @@ async fn top_spenders_match_the_reference_and_use_the_index() {
     .where_eq(&orders.column::<String>("status").unwrap(), "completed")
     .unwrap();
     let ddl = report.index("orders_top_n").unwrap();
-    Executor::execute_outside_transaction(&client, &ddl)
-        .await
-        .unwrap();
+    ddl.execute_outside_transaction(&client).await.unwrap();
     client
         .batch_execute("ANALYZE orders; SET enable_seqscan = off")
         .await

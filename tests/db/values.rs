@@ -317,8 +317,8 @@ enum Got {
 async fn run<E: Executor<Row = Row>>(e: &E, plan: &[Step]) {
     for step in plan {
         let got = match step.expect {
-            Expect::Affected(_) => e.execute(&step.query).await.map(Got::Affected),
-            Expect::Rows(_) => e.query(&step.query).await.map(Got::Rows),
+            Expect::Affected(_) => e.run(&step.query).await.map(Got::Affected),
+            Expect::Rows(_) => e.rows(&step.query).await.map(Got::Rows),
         };
         step.judge(got);
     }
@@ -327,8 +327,8 @@ async fn run<E: Executor<Row = Row>>(e: &E, plan: &[Step]) {
 fn run_blocking<E: BlockingExecutor<Row = Row>>(e: &mut E, plan: &[Step]) {
     for step in plan {
         let got = match step.expect {
-            Expect::Affected(_) => e.execute(&step.query).map(Got::Affected),
-            Expect::Rows(_) => e.query(&step.query).map(Got::Rows),
+            Expect::Affected(_) => e.run(&step.query).map(Got::Affected),
+            Expect::Rows(_) => e.rows(&step.query).map(Got::Rows),
         };
         step.judge(got);
     }

@@ -186,7 +186,7 @@ async fn catalog(
     client: &tokio_postgres::Client,
 ) -> Result<(Vec<String>, Vec<(String, String)>), String> {
     let idx: Vec<(String,)> = client
-        .query_as(&BuiltQuery::fixed(
+        .rows_as(&BuiltQuery::fixed(
             "SELECT ic.relname::text FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
              JOIN pg_namespace n ON n.oid = ic.relnamespace
              WHERE n.nspname = current_schema() AND NOT i.indisprimary ORDER BY 1",
@@ -194,7 +194,7 @@ async fn catalog(
         .await
         .map_err(|e| e.to_string())?;
     let trg: Vec<(String, String)> = client
-        .query_as(&BuiltQuery::fixed(
+        .rows_as(&BuiltQuery::fixed(
             "SELECT c.relname::text, t.tgname::text FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
              JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE n.nspname = current_schema() AND NOT t.tgisinternal ORDER BY 1, 2",
@@ -233,7 +233,7 @@ async fn verify(
                 .order_by(h[i].key.col_ref(), pgpatterns::sea_query::Order::Asc)
                 .to_owned(),
         );
-        let got: Result<Vec<(i64, Option<String>)>, _> = client.query_as(&q).await;
+        let got: Result<Vec<(i64, Option<String>)>, _> = client.rows_as(&q).await;
         if let Some(got) = p.ok(|| format!("spec {i} {stage}: read column\n{q}"), got) {
             p.same(
                 || format!("spec {i} {stage}: stored statuses"),
@@ -272,7 +272,7 @@ fn run_case(c: &Case) -> Problems {
             for q in qs {
                 if p.ok(
                     || format!("spec {i}: create/load\n{q}"),
-                    Executor::execute(&client, &q).await,
+                    q.execute(&client).await,
                 )
                 .is_none()
                 {
@@ -327,7 +327,7 @@ fn run_case(c: &Case) -> Problems {
             }
             model.extend(rows.iter().cloned());
             for q in qs {
-                let r = Executor::execute(client, &q).await;
+                let r = q.execute(client).await;
                 p.ok(|| format!("{what}: write\n{q}"), r);
             }
         }
@@ -359,7 +359,7 @@ fn run_case(c: &Case) -> Problems {
             ] {
                 for q in s.index_advice(false) {
                     advised.insert(q.sql().to_owned());
-                    let r = Executor::execute(&client, &q).await;
+                    let r = q.execute(&client).await;
                     p.ok(|| format!("spec {i}: index advice\n{q}"), r);
                 }
             }

@@ -435,9 +435,7 @@ async fn read(
     key_at: usize,
     status_at: usize,
 ) -> Result<Vec<(i64, Option<String>)>, String> {
-    let rows = Executor::query(client, q)
-        .await
-        .map_err(|e| e.to_string())?;
+    let rows = client.rows(q).await.map_err(|e| e.to_string())?;
     let mut out = Vec::with_capacity(rows.len());
     for r in &rows {
         let k: i64 = r.try_get(key_at).map_err(|e| e.to_string())?;
@@ -462,11 +460,8 @@ fn run_case(c: &Case) -> Problems {
             c.timestamptz,
         );
         for q in h.create(c.extra_first) {
-            if p.ok(
-                || format!("create table\n{q}"),
-                Executor::execute(&client, &q).await,
-            )
-            .is_none()
+            if p.ok(|| format!("create table\n{q}"), q.execute(&client).await)
+                .is_none()
             {
                 return p;
             }
@@ -479,11 +474,8 @@ fn run_case(c: &Case) -> Problems {
         .into_iter()
         .flatten()
         {
-            if p.ok(
-                || format!("load\n{q}"),
-                Executor::execute(&client, &q).await,
-            )
-            .is_none()
+            if p.ok(|| format!("load\n{q}"), q.execute(&client).await)
+                .is_none()
             {
                 return p;
             }
@@ -535,7 +527,7 @@ fn run_case(c: &Case) -> Problems {
         writes.extend(h.insert_rows(&c.after, status));
         let mut trigger_ok = true;
         for q in &writes {
-            let r = Executor::execute(&client, q).await;
+            let r = q.execute(&client).await;
             if p.ok(|| format!("write with the trigger installed\n{q}"), r)
                 .is_none()
             {
@@ -544,7 +536,7 @@ fn run_case(c: &Case) -> Problems {
                 trigger_ok = false;
                 let r = d.uninstall(&mut client).await;
                 p.ok(|| "uninstall after a failed write".into(), r);
-                let r = Executor::execute(&client, q).await;
+                let r = q.execute(&client).await;
                 p.ok(|| format!("write without the trigger\n{q}"), r);
             }
         }
@@ -555,7 +547,7 @@ fn run_case(c: &Case) -> Problems {
         if let Some(drift) = p.ok(
             || format!("drift query\n{}", d.drift_query()),
             client
-                .query_as::<(i64, Option<String>, Option<String>)>(&d.drift_query())
+                .rows_as::<(i64, Option<String>, Option<String>)>(&d.drift_query())
                 .await,
         ) {
             p.same(
@@ -678,7 +670,7 @@ fn run_case(c: &Case) -> Problems {
         for strategy in [LatestStrategy::DistinctOn, LatestStrategy::Denormalized] {
             let s = spec.clone().strategy(strategy).unwrap();
             for q in s.index_advice(false).iter().chain(&s.index_advice(false)) {
-                let r = Executor::execute(&client, q).await;
+                let r = q.execute(&client).await;
                 p.ok(|| format!("index advice {strategy:?}\n{q}"), r);
             }
         }

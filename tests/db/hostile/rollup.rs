@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use pgpatterns::sea_query::{Alias, ColumnDef, Order, Table as Ddl};
-use pgpatterns::{Agg, BuiltQuery, Executor, Rollup, RollupRow, RollupStrategy, SqlType, Table};
+use pgpatterns::{Agg, BuiltQuery, Rollup, RollupRow, RollupStrategy, SqlType, Table};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 
@@ -211,11 +211,8 @@ fn run_case(c: &Case) -> Problems {
             ));
         }
         for q in qs {
-            if p.ok(
-                || format!("create/load\n{q}"),
-                Executor::execute(&client, &q).await,
-            )
-            .is_none()
+            if p.ok(|| format!("create/load\n{q}"), q.execute(&client).await)
+                .is_none()
             {
                 return p;
             }

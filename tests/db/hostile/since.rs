@@ -225,7 +225,7 @@ async fn db_order<K: Key>(client: &tokio_postgres::Client, keys: &[K]) -> Result
             ))
             .to_owned(),
     );
-    let rows: Vec<(K,)> = client.query_as(&q).await.map_err(|e| e.to_string())?;
+    let rows: Vec<(K,)> = client.rows_as(&q).await.map_err(|e| e.to_string())?;
     Ok(rows.into_iter().map(|r| r.0).collect())
 }
 
@@ -336,17 +336,14 @@ async fn run<K: Key>(c: &Case, client: &tokio_postgres::Client, schema: &str, p:
     ];
     for (table, cols, rows) in tables {
         let q = create(table, &cols);
-        if p.ok(
-            || format!("create\n{q}"),
-            Executor::execute(client, &q).await,
-        )
-        .is_none()
+        if p.ok(|| format!("create\n{q}"), q.execute(client).await)
+            .is_none()
         {
             return;
         }
         if !rows.is_empty() {
             let q = insert(table, &cols, rows);
-            if p.ok(|| format!("load\n{q}"), Executor::execute(client, &q).await)
+            if p.ok(|| format!("load\n{q}"), q.execute(client).await)
                 .is_none()
             {
                 return;
@@ -423,7 +420,7 @@ async fn run<K: Key>(c: &Case, client: &tokio_postgres::Client, schema: &str, p:
                 continue;
             };
             let built = resolved.build();
-            let rows: Result<Vec<(K,)>, _> = client.query_as(&built).await;
+            let rows: Result<Vec<(K,)>, _> = client.rows_as(&built).await;
             if let Some(rows) = p.ok(|| format!("{} rows\n{built}", ctx()), rows) {
                 let mut got: Vec<K> = rows.into_iter().map(|r| r.0).collect();
                 got.sort();
@@ -507,7 +504,7 @@ async fn run<K: Key>(c: &Case, client: &tokio_postgres::Client, schema: &str, p:
     for strategy in SinceStrategy::ALL {
         for q in graph.index_advice(strategy) {
             for _ in 0..2 {
-                let r = Executor::execute(client, &q).await;
+                let r = q.execute(client).await;
                 p.ok(|| format!("index advice {strategy:?}\n{q}"), r);
             }
         }
