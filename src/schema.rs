@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use sea_query::extension::postgres::PgFunc;
 use sea_query::{
-    ColumnName, ColumnRef, Condition, DynIden, Expr, ExprTrait, Iden, IntoIden, SchemaName,
-    TableName, TableRef, is_static_iden,
+    is_static_iden, ColumnName, ColumnRef, Condition, DynIden, Expr, ExprTrait, Iden, IntoIden,
+    SchemaName, TableName, TableRef,
 };
 
 use crate::types::SqlType;
@@ -1030,7 +1030,10 @@ mod tests {
         assert_eq!(literal, runtime);
         assert_eq!(hash_of(&literal), hash_of(&runtime));
         assert_eq!(hash_of(&literal), hash_of(&"status"));
-        assert_eq!(format!("{literal:?} {literal}"), format!("{runtime:?} {runtime}"));
+        assert_eq!(
+            format!("{literal:?} {literal}"),
+            format!("{runtime:?} {runtime}")
+        );
         // Ordered by text, whatever the representation.
         let mut names = [
             Ident::new("b").unwrap(),
@@ -1091,7 +1094,8 @@ mod tests {
         assert_eq!(LONG_UTF8.as_str().len(), MAX_IDENT_BYTES);
         assert!(Ident::new(LONG.as_str()).is_ok());
         // Called at run time, an invalid name panics rather than pass.
-        for bad in ["", "a\0b", "ééééééééééééééééééééééééééééééé__"] {
+        for bad in ["", "a\0b", "ééééééééééééééééééééééééééééééé__"]
+        {
             let name = std::hint::black_box(bad);
             assert!(Ident::new(name).is_err());
             assert!(std::panic::catch_unwind(|| Ident::from_static(name)).is_err());
@@ -1102,7 +1106,10 @@ mod tests {
 
     #[test]
     fn static_names_take_the_borrowed_path_only_when_plain() {
-        assert!(matches!(crate::ident!("order_status").quoted(), Cow::Borrowed(_)));
+        assert!(matches!(
+            crate::ident!("order_status").quoted(),
+            Cow::Borrowed(_)
+        ));
         assert!(matches!(crate::ident!("_x9").quoted(), Cow::Borrowed(_)));
         for awkward in [
             crate::ident!("Order \"Items\""),
