@@ -2,8 +2,10 @@
 //!
 //! Nothing here talks to the database: handles are declared in Rust and checked
 //! when they are made (an empty name, a name over 63 bytes or one with a NUL is
-//! an [`Error`]). Every name reaches SQL through sea-query's identifier quoting,
-//! so names with quotes, spaces, upper case or unicode are safe.
+//! refused). Literal names are checked at compile time (`table!`, `column!`,
+//! `ident!`); names known only at run time return an [`Error`]. Every name
+//! reaches SQL through sea-query's identifier quoting, so names with quotes,
+//! spaces, upper case or unicode are safe.
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
