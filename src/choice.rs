@@ -179,20 +179,167 @@ pub(crate) fn describe(node: &PlanNode) -> String {
     s
 }
 
+/// What kind of number a [`Statistic`] is, which says how it prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StatKind {
+    /// A count of rows, groups or values: printed as a whole number.
+    Count,
+    /// A ratio (rows per entity, …): three significant digits.
+    Ratio,
+    /// A fraction of rows (`0.04`): printed as a percentage (`4 %`).
+    Fraction,
+    /// Yes or no, stored as `1.0` or `0.0`.
+    Flag,
+    /// A number of bytes: printed as `8 MiB`.
+    Bytes,
+}
+
 /// One number the decision looked at (`history_rows`, `window_fraction`, …).
+///
+/// `Display` prints it as `name = value` with its [`StatKind`]'s rounding:
+///
+/// ```
+/// # use pgpatterns::{Statistic, StatKind};
+/// let s = Statistic::new("entities_with_history", 19738.000143170357, StatKind::Count);
+/// assert_eq!(s.to_string(), "entities_with_history = 19738");
+/// assert_eq!(Statistic::new("fk_index", 1.0, StatKind::Flag).to_string(), "fk_index = yes");
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Statistic {
     /// What it is.
     pub name: &'static str,
     /// Its value (`NaN` when the statistic is missing: a table never
-    /// analysed).
+    /// analysed); flags are `1.0` (yes) or `0.0` (no).
     pub value: f64,
+    /// What kind of number it is.
+    pub kind: StatKind,
 }
 
 impl Statistic {
-    pub(crate) fn new(name: &'static str, value: f64) -> Statistic {
-        Statistic { name, value }
+    /// A statistic of `kind`.
+    pub fn new(name: &'static str, value: f64, kind: StatKind) -> Statistic {
+        Statistic { name, value, kind }
+    }
+
+    /// A [`StatKind::Count`].
+    pub(crate) fn count(name: &'static str, value: f64) -> Statistic {
+        Statistic::new(name, value, StatKind::Count)
+    }
+
+    /// A [`StatKind::Ratio`].
+    pub(crate) fn ratio(name: &'static str, value: f64) -> Statistic {
+        Statistic::new(name, value, StatKind::Ratio)
+    }
+
+    /// A [`StatKind::Fraction`].
+    pub(crate) fn fraction(name: &'static str, value: f64) -> Statistic {
+        Statistic::new(name, value, StatKind::Fraction)
+    }
+
+    /// A [`StatKind::Flag`].
+    pub(crate) fn flag(name: &'static str, value: bool) -> Statistic {
+        Statistic::new(name, if value { 1.0 } else { 0.0 }, StatKind::Flag)
+    }
+
+    /// A [`StatKind::Bytes`].
+    pub(crate) fn bytes(name: &'static str, value: f64) -> Statistic {
+        Statistic::new(name, value, StatKind::Bytes)
+    }
+}
+
+impl fmt::Display for Statistic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} = ", self.name)?;
+        let v = self.value;
+        if !v.is_finite() {
+            return f.write_str(if v.is_nan() {
+                "unknown (no statistics)"
+            } else {
+                "unbounded"
+            });
+        }
+        match self.kind {
+            StatKind::Count => write!(f, "{v:.0}"),
+            StatKind::Ratio => f.write_str(&significant(v, 3)),
+            StatKind::Fraction => write!(f, "{} %", significant(v * 100.0, 3)),
+            StatKind::Flag => f.write_str(if v != 0.0 { "yes" } else { "no" }),
+            StatKind::Bytes => f.write_str(&human_bytes(v)),
+        }
+    }
+}
+
+/// `v` to `digits` significant digits, without trailing zeros (whole
+/// numbers of more digits are not rounded: `19738`, `2.33`, `0.0413`).
+fn significant(v: f64, digits: i32) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    let magnitude = v.abs().log10().floor() as i32;
+    let decimals = (digits - 1 - magnitude).clamp(0, 17);
+    // Halves round away from zero (6.25 → 6.3), as people round.
+    let scale = 10f64.powi(decimals);
+    let v = (v * scale).round() / scale;
+    let decimals = decimals as usize;
+    let mut s = format!("{v:.decimals$}");
+    if s.contains('.') {
+        s.truncate(s.trim_end_matches('0').trim_end_matches('.').len());
+    }
+    s
+}
+
+/// `8 MiB`, `1.5 GiB`, `512 bytes`.
+fn human_bytes(v: f64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if v.abs() < 1024.0 {
+        return format!("{v:.0} bytes");
+    }
+    let mut x = v / 1024.0;
+    let mut unit = 0;
+    while x.abs() >= 1024.0 && unit + 1 < UNITS.len() {
+        x /= 1024.0;
+        unit += 1;
+    }
+    format!("{} {}", significant(x, 3), UNITS[unit])
+}
+
+/// A percentage for people: `6.3`, `25`, `0.39` (two significant digits).
+fn percent(p: f64) -> String {
+    significant(p, 2)
+}
+
+/// The selectivity bucket in words: `3.1–6.3 % of rows match`.
+fn bucket_words(b: i32) -> String {
+    if b >= 0 {
+        return "all rows match".to_owned();
+    }
+    if b <= -27 {
+        return "almost no rows match".to_owned();
+    }
+    let low = 2f64.powi(b) * 100.0;
+    let high = 2f64.powi(b + 1) * 100.0;
+    format!("{}–{} % of rows match", percent(low), percent(high))
+}
+
+/// `0.0234 ms`, `12.3 ms`, `1.5 s` (three significant digits).
+fn human_duration(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1e3;
+    if ms < 1000.0 {
+        format!("{} ms", significant(ms, 3))
+    } else {
+        format!("{} s", significant(ms / 1e3, 3))
+    }
+}
+
+/// How long ago: `41 s`, `3 min`, `2 h`.
+fn human_age(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => format!("{} ms", d.as_millis()),
+        1..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        _ => format!("{} h", s / 3600),
     }
 }
 
@@ -207,7 +354,8 @@ pub struct Choice<S> {
     pub shape: Shape,
     /// The selectivity bucket: `floor(log2(estimated fraction of matching
     /// rows))` (`0` = most rows, `-8` ≈ 1/256), or `None` when the family
-    /// has no selectivity input or statistics are missing.
+    /// has no selectivity input or statistics are missing. `Display` says
+    /// it in percent ("3.1–6.3 % of rows match").
     pub bucket: Option<i32>,
     /// Why, in one sentence.
     pub reason: String,
@@ -219,6 +367,13 @@ pub struct Choice<S> {
     pub cached: bool,
     /// How long the decision took when it was made (the cost of a cache miss).
     pub decided_in: Duration,
+    /// For a cached decision, how long this call took to find it: the
+    /// catalog query that checks the decision still holds, and the lookup.
+    /// Zero when the decision was made by this call.
+    pub looked_up_in: Duration,
+    /// For a cached decision, how old it was when this call found it. Zero
+    /// when the decision was made by this call.
+    pub age: Duration,
 }
 
 impl<S: fmt::Debug> fmt::Display for Choice<S> {
@@ -230,11 +385,11 @@ impl<S: fmt::Debug> fmt::Display for Choice<S> {
             self.strategy, self.shape
         )?;
         if let Some(b) = self.bucket {
-            write!(f, " (selectivity ~2^{b})")?;
+            write!(f, " ({})", bucket_words(b))?;
         }
         writeln!(f, ": {}", self.reason)?;
         for s in &self.statistics {
-            writeln!(f, "  {} = {}", s.name, s.value)?;
+            writeln!(f, "  {s}")?;
         }
         for c in &self.candidates {
             match (&c.rejected, c.cost) {
@@ -249,12 +404,17 @@ impl<S: fmt::Debug> fmt::Display for Choice<S> {
                 (None, None) => writeln!(f, "  {:?}: chosen", c.strategy)?,
             }
         }
-        write!(
-            f,
-            "  decided in {:.2} ms{}",
-            self.decided_in.as_secs_f64() * 1e3,
-            if self.cached { " (cached)" } else { "" }
-        )
+        if self.cached {
+            write!(
+                f,
+                "  cached (looked up in {}; decided {} ago in {})",
+                human_duration(self.looked_up_in),
+                human_age(self.age),
+                human_duration(self.decided_in)
+            )
+        } else {
+            write!(f, "  decided in {}", human_duration(self.decided_in))
+        }
     }
 }
 
@@ -630,10 +790,14 @@ impl StrategyCache {
     fn lookup<S: Clone + Send + Sync + 'static>(&self, key: &Digest) -> Option<Choice<S>> {
         let inner = self.lock();
         let d = inner.decisions.get(key)?;
-        if d.at.elapsed() > self.ttl {
+        let age = d.at.elapsed();
+        if age > self.ttl {
             return None;
         }
-        d.choice.downcast_ref::<Choice<S>>().cloned()
+        let mut hit = d.choice.downcast_ref::<Choice<S>>().cloned()?;
+        hit.cached = true;
+        hit.age = age;
+        Some(hit)
     }
 
     fn store<S: Clone + Send + Sync + 'static>(&self, key: Digest, choice: &Choice<S>) {
@@ -664,6 +828,7 @@ impl StrategyCache {
             }
         };
         Recall {
+            started: Instant::now(),
             exact,
             family,
             shape,
@@ -684,7 +849,7 @@ impl StrategyCache {
             return None;
         }
         let mut hit = self.lookup::<S>(key)?;
-        hit.cached = true;
+        hit.looked_up_in = recall.started.elapsed();
         Some(hit)
     }
 
@@ -713,20 +878,29 @@ impl StrategyCache {
         key
     }
 
-    /// The cached choice for `key`, or `decide()`'s, stored.
-    pub(crate) async fn get_or_decide<S, F>(&self, key: Digest, decide: F) -> Result<Choice<S>>
+    /// The cached choice for `key`, or `decide()`'s, stored. `started` is
+    /// when the call began ([`Recall::started`]): a cached choice reports
+    /// the time since as its lookup time.
+    pub(crate) async fn get_or_decide<S, F>(
+        &self,
+        key: Digest,
+        started: Instant,
+        decide: F,
+    ) -> Result<Choice<S>>
     where
         S: Clone + Send + Sync + 'static,
         F: std::future::Future<Output = Result<Choice<S>>>,
     {
         if let Some(mut hit) = self.lookup::<S>(&key) {
-            hit.cached = true;
+            hit.looked_up_in = started.elapsed();
             return Ok(hit);
         }
-        let started = Instant::now();
+        let deciding = Instant::now();
         let mut choice = decide.await?;
-        choice.decided_in = started.elapsed();
+        choice.decided_in = deciding.elapsed();
         choice.cached = false;
+        choice.looked_up_in = Duration::ZERO;
+        choice.age = Duration::ZERO;
         self.store(key, &choice);
         Ok(choice)
     }
@@ -753,6 +927,9 @@ impl<S> Choice<S> {
 
 /// A query's standing in the cache ([`StrategyCache::recall`]).
 pub(crate) struct Recall {
+    /// When the call began (the lookup time of a cached decision counts
+    /// from here).
+    started: Instant,
     /// family, shape, SQL text and bound values
     exact: Digest,
     family: &'static str,
@@ -765,6 +942,11 @@ pub(crate) struct Recall {
 }
 
 impl Recall {
+    /// When the call began: [`StrategyCache::recall`] is its first step.
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
     /// Whether exactly this query was decided before (read the catalog
     /// state and try [`StrategyCache::remembered`]).
     pub(crate) fn is_remembered(&self) -> bool {
@@ -910,7 +1092,127 @@ mod tests {
             statistics: vec![],
             cached: false,
             decided_in: Duration::ZERO,
+            looked_up_in: Duration::ZERO,
+            age: Duration::ZERO,
         }
+    }
+
+    #[test]
+    fn statistics_print_by_kind() {
+        let shown = |s: Statistic| s.to_string();
+        assert_eq!(
+            shown(Statistic::count(
+                "entities_with_history",
+                19738.000143170357
+            )),
+            "entities_with_history = 19738"
+        );
+        assert_eq!(
+            shown(Statistic::ratio("history_per_entity", 2.333_333)),
+            "history_per_entity = 2.33"
+        );
+        assert_eq!(shown(Statistic::ratio("r", 42.0)), "r = 42");
+        assert_eq!(shown(Statistic::ratio("r", 0.5)), "r = 0.5");
+        assert_eq!(shown(Statistic::ratio("r", 1234.56)), "r = 1235");
+        assert_eq!(
+            shown(Statistic::fraction("window_fraction", 0.041345499628460215)),
+            "window_fraction = 4.13 %"
+        );
+        assert_eq!(
+            shown(Statistic::fraction("groups_per_row", 0.0005)),
+            "groups_per_row = 0.05 %"
+        );
+        assert_eq!(shown(Statistic::flag("fk_index", true)), "fk_index = yes");
+        assert_eq!(
+            shown(Statistic::flag("key_is_primary_key", false)),
+            "key_is_primary_key = no"
+        );
+        assert_eq!(
+            shown(Statistic::bytes("hash_memory", 8.0 * 1024.0 * 1024.0)),
+            "hash_memory = 8 MiB"
+        );
+        assert_eq!(shown(Statistic::bytes("b", 1536.0)), "b = 1.5 KiB");
+        assert_eq!(shown(Statistic::bytes("b", 100.0)), "b = 100 bytes");
+        assert_eq!(
+            shown(Statistic::count("history_rows", f64::NAN)),
+            "history_rows = unknown (no statistics)"
+        );
+    }
+
+    #[test]
+    fn selectivity_reads_as_a_percentage() {
+        assert_eq!(bucket_words(0), "all rows match");
+        assert_eq!(bucket_words(-1), "50–100 % of rows match");
+        assert_eq!(bucket_words(-5), "3.1–6.3 % of rows match");
+        assert_eq!(bucket_words(-9), "0.2–0.39 % of rows match");
+        assert_eq!(bucket_words(-40), "almost no rows match");
+    }
+
+    #[test]
+    fn choice_report_reads_plainly() {
+        let mut c = choice(3);
+        c.shape = Shape::Page { limit: 50 };
+        c.bucket = Some(-5);
+        c.statistics = vec![
+            Statistic::count("history_rows", 59214.99),
+            Statistic::flag("fk_index", true),
+        ];
+        c.candidates = vec![Estimate::chosen(3), Estimate::rejected(4, "slower")];
+        c.decided_in = Duration::from_micros(12_340);
+        assert_eq!(
+            c.to_string(),
+            "Auto chose 3 for a page of 50 (3.1–6.3 % of rows match): test\n  \
+             history_rows = 59215\n  fk_index = yes\n  3: chosen\n  4: ruled out, slower\n  \
+             decided in 12.3 ms"
+        );
+        c.cached = true;
+        c.looked_up_in = Duration::from_micros(23);
+        c.age = Duration::from_secs(41);
+        assert!(
+            c.to_string()
+                .ends_with("\n  cached (looked up in 0.023 ms; decided 41 s ago in 12.3 ms)"),
+            "{c}"
+        );
+        assert!(!c.to_string().contains("~2^"));
+    }
+
+    /// A cached decision carries this lookup's time and its age, not the
+    /// time it took to decide.
+    #[test]
+    fn cached_choices_report_their_lookup() {
+        use crate::exec::block_on;
+        let cache = StrategyCache::new(Duration::from_secs(60));
+        let q = BuiltQuery::fixed("SELECT 1");
+        let recall = cache.recall("f", Shape::Count, &q);
+        let started = recall.started();
+        let key = cache.key_for(recall, 1, None, state("a"));
+        let decide = || {
+            std::thread::sleep(Duration::from_millis(20));
+            Ok(choice(1))
+        };
+        let first = block_on(cache.get_or_decide(key, started, async { decide() })).unwrap();
+        assert!(!first.cached);
+        assert!(first.decided_in >= Duration::from_millis(20));
+        assert_eq!(
+            (first.looked_up_in, first.age),
+            (Duration::ZERO, Duration::ZERO)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+
+        let recall = cache.recall("f", Shape::Count, &q);
+        let hit = cache.remembered::<u8>(&recall, &state("a")).expect("seen");
+        assert!(hit.cached);
+        assert_eq!(hit.decided_in, first.decided_in);
+        assert!(hit.looked_up_in < Duration::from_millis(20), "{hit:?}");
+        assert!(hit.age >= Duration::from_millis(5), "{hit:?}");
+        let again =
+            block_on(cache.get_or_decide::<u8, _>(key, Instant::now(), async { unreachable!() }))
+                .unwrap();
+        assert!(again.cached && again.looked_up_in < Duration::from_millis(20));
+        assert!(
+            again.to_string().contains("cached (looked up in "),
+            "{again}"
+        );
     }
 
     fn state(s: &str) -> Catalog {

@@ -2,6 +2,11 @@
 
 use std::fmt;
 
+#[cfg(all(feature = "postgres", not(feature = "tokio-postgres")))]
+use postgres::error::{DbError, Error as ClientError};
+#[cfg(feature = "tokio-postgres")]
+use tokio_postgres::error::{DbError, Error as ClientError};
+
 /// A `Result` whose error defaults to [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -34,25 +39,52 @@ pub enum Error {
     },
 
     /// The server (or the connection to it) reported an error for a statement.
+    ///
+    /// Its `Display` says everything once: the SQLSTATE, the server's message
+    /// with its detail and hint (or, without a server error, what went wrong
+    /// with the connection, down to its cause), and the SQL. So
+    /// [`source()`](std::error::Error::source) is `None`: the client
+    /// library's error would only repeat the message (the convention of
+    /// tokio-postgres, whose errors show a message or return it as their
+    /// source, never both). The client's error is kept for inspection:
+    /// [`client_error`](Error::client_error), and
+    /// [`as_db_error`](Error::as_db_error) for the server's fields
+    /// (constraint, table, position, …).
     #[error("{}", DbDisplay(self))]
     Database {
         /// The SQL text that failed (values are not included: they are bound).
         sql: String,
         /// The five-character SQLSTATE, when the server sent one (e.g. `42P01`).
         code: Option<String>,
-        /// The server's message, or the client's when there was no server error.
+        /// The server's message with its detail and hint, or what went wrong
+        /// with the connection when there was no server error.
         message: String,
-        /// The client library's error.
-        #[source]
-        source: BoxError,
+        /// The client library's error (`tokio_postgres::Error`,
+        /// `deadpool_postgres::PoolError`), for downcasting. Not the
+        /// [`source`](std::error::Error::source): `message` already says
+        /// what it says.
+        client: BoxError,
     },
 
     /// A column of a returned row could not be decoded into the requested Rust type.
-    #[error("cannot decode column {column} as {expected}: {source}")]
+    ///
+    /// `Display` ends with the innermost cause in plain words (the column's
+    /// Postgres type when the types differ, a `NULL` read into a type that
+    /// cannot hold it, a column the row does not have), so it reads on its
+    /// own; [`source()`](std::error::Error::source) is still the client
+    /// library's error, for downcasting.
+    #[error(
+        "cannot decode column {column} as {}: {}",
+        short_type_name(expected),
+        RootCause(&**source)
+    )]
     Decode {
-        /// The column name or index.
+        /// The column name and position (`"amount" (#0)`), the position alone
+        /// when the row has no such column (`#2`), or the name alone when it
+        /// has no column of that name.
         column: String,
-        /// The Rust type that was requested.
+        /// The Rust type that was requested (as [`std::any::type_name`]
+        /// spells it; `Display` drops the module paths).
         expected: &'static str,
         /// The client library's error.
         #[source]
@@ -61,11 +93,13 @@ pub enum Error {
 
     /// A query returned more rows than allowed (`fetch_optional`: at most one;
     /// `fetch_one`: exactly one) or none where one was required.
-    #[error("expected {expected} row, got {got}")]
+    #[error("expected {}, got {}", Counted(expected), CountGot(expected, *got))]
     RowCount {
-        /// What was allowed: `"exactly one"` or `"at most one"`.
+        /// What was allowed: `"exactly one"` or `"at most one"` (rows), or
+        /// a phrase naming what was counted (`"one EXPLAIN row"`).
         expected: &'static str,
-        /// How many rows came back (`0` or `2`, meaning "more than one").
+        /// How many came back; for `"exactly one"` and `"at most one"`,
+        /// `0` or `2`, meaning "more than one".
         got: usize,
     },
 
@@ -80,7 +114,7 @@ pub enum Error {
     /// Two queries compared as equivalent ([`compare`](crate::compare))
     /// returned different rows: another count, or the same count with other
     /// values (an order-insensitive hash of the rows differs).
-    #[error("strategies disagree: {other:?} returns other rows than {first:?}: {detail}")]
+    #[error("strategies disagree: {other:?} returns different rows from {first:?}: {detail}")]
     StrategiesDisagree {
         /// The label of the first query, the reference.
         first: String,
@@ -136,6 +170,81 @@ impl fmt::Display for DbDisplay<'_> {
     }
 }
 
+/// [`Error::RowCount`]'s `expected`: a bare count (`"exactly one"`) is of rows.
+struct Counted(&'static str);
+
+impl fmt::Display for Counted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)?;
+        if self.0.ends_with(" one") {
+            f.write_str(" row")?;
+        }
+        Ok(())
+    }
+}
+
+/// [`Error::RowCount`]'s `got`: `none`, or `more than one` where `2` means it.
+struct CountGot(&'static str, usize);
+
+impl fmt::Display for CountGot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.0, self.1) {
+            (_, 0) => f.write_str("none"),
+            ("exactly one" | "at most one", n) if n >= 2 => f.write_str("more than one"),
+            (_, n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// A Rust type name without module paths:
+/// `core::option::Option<alloc::string::String>` → `Option<String>`.
+pub(crate) fn short_type_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut word = String::new();
+    let mut chars = name.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_alphanumeric() || c == '_' {
+            word.push(c);
+        } else if c == ':' && chars.peek() == Some(&':') {
+            // `path::` — drop the path segment and the separator.
+            chars.next();
+            word.clear();
+        } else {
+            out.push_str(&word);
+            word.clear();
+            out.push(c);
+        }
+    }
+    out.push_str(&word);
+    out
+}
+
+/// The innermost cause of a decode error, in plain words: the error at the
+/// end of the source chain, with the common ones of `postgres-types`
+/// reworded.
+struct RootCause<'a>(&'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for RootCause<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut root = self.0;
+        while let Some(next) = root.source() {
+            root = next;
+        }
+        if root.is::<postgres_types::WasNull>() {
+            return f.write_str("the value is NULL; decode into an `Option` to accept NULL");
+        }
+        let text = root.to_string();
+        if root.is::<postgres_types::WrongType>() {
+            // "cannot convert between the Rust type `R` and the Postgres type `P`"
+            let mut ticks = text.rsplit('`');
+            if let (Some(_), Some(pg)) = (ticks.next(), ticks.next()) {
+                return write!(f, "the column's Postgres type is `{pg}`");
+            }
+        }
+        f.write_str(&text)
+    }
+}
+
 impl Error {
     /// Shorthand for [`Error::InvalidSpec`].
     pub(crate) fn spec(field: &'static str, reason: impl Into<String>) -> Self {
@@ -170,6 +279,48 @@ impl Error {
             Error::Database { code, .. } => code.as_deref(),
             _ => None,
         }
+    }
+
+    /// The message of a [`Error::Database`] error: the server's message
+    /// with its detail and hint, or what went wrong with the connection.
+    ///
+    /// ```
+    /// # use pgpatterns::Error;
+    /// let e = Error::InvalidSpec { field: "limit", reason: "must be positive".into() };
+    /// assert_eq!(e.message(), None);
+    /// ```
+    pub fn message(&self) -> Option<&str> {
+        match self {
+            Error::Database { message, .. } => Some(message),
+            _ => None,
+        }
+    }
+
+    /// The client library's error behind a [`Error::Database`] error
+    /// (`tokio_postgres::Error`, `deadpool_postgres::PoolError`), to
+    /// downcast. It is not the [`source`](std::error::Error::source), whose
+    /// text the message already includes.
+    pub fn client_error(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        match self {
+            Error::Database { client, .. } => Some(&**client),
+            _ => None,
+        }
+    }
+
+    /// The server's error behind a [`Error::Database`] error, with all its
+    /// fields (severity, detail, hint, constraint, table, column, position,
+    /// …); `None` for other errors and for connection failures.
+    #[cfg(any(feature = "tokio-postgres", feature = "postgres"))]
+    #[cfg_attr(
+        docsrs,
+        doc(cfg(any(feature = "tokio-postgres", feature = "postgres")))
+    )]
+    pub fn as_db_error(&self) -> Option<&DbError> {
+        let client = self.client_error()?;
+        if let Some(e) = client.downcast_ref::<ClientError>() {
+            return e.as_db_error();
+        }
+        client.downcast_ref::<DbError>()
     }
 
     /// The SQL text of a [`Error::Database`] error.
@@ -212,13 +363,24 @@ impl Error {
 mod tests {
     use super::*;
 
+    /// `{e}` and every `source()` below it, as `anyhow`'s `{:#}` prints them.
+    fn chain(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+        let mut out = vec![e.to_string()];
+        let mut next = e.source();
+        while let Some(cause) = next {
+            out.push(cause.to_string());
+            next = cause.source();
+        }
+        out
+    }
+
     #[test]
     fn database_error_displays_code_and_sql() {
         let e = Error::Database {
             sql: "SELECT 1/0".into(),
             code: Some("22012".into()),
             message: "division by zero".into(),
-            source: "division by zero".into(),
+            client: "db error: division by zero".into(),
         };
         assert_eq!(
             e.to_string(),
@@ -226,8 +388,112 @@ mod tests {
         );
         assert_eq!(e.code(), Some("22012"));
         assert_eq!(e.sql(), Some("SELECT 1/0"));
+        assert_eq!(e.message(), Some("division by zero"));
+        assert!(e.client_error().is_some());
         assert!(e.is_database());
         assert!(!e.is_invalid_input());
+    }
+
+    #[test]
+    fn database_error_chain_says_the_message_once() {
+        let e = Error::Database {
+            sql: "SELECT 1/0".into(),
+            code: Some("22012".into()),
+            message: "division by zero".into(),
+            client: "division by zero".into(),
+        };
+        let all = chain(&e).join("\n");
+        assert_eq!(all.matches("division by zero").count(), 1, "{all}");
+        assert!(std::error::Error::source(&e).is_none());
+    }
+
+    #[test]
+    fn decode_error_ends_with_the_root_cause() {
+        #[derive(Debug)]
+        struct Outer(BoxError);
+        impl fmt::Display for Outer {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("error deserializing column 0")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&*self.0)
+            }
+        }
+        let decode = |root: BoxError| Error::Decode {
+            column: "\"id\" (#0)".into(),
+            expected: std::any::type_name::<Option<String>>(),
+            source: Box::new(Outer(root)),
+        };
+        let wrong = decode(Box::new(postgres_types::WrongType::new::<String>(
+            postgres_types::Type::INT8,
+        )));
+        assert_eq!(
+            wrong.to_string(),
+            "cannot decode column \"id\" (#0) as Option<String>: the column's Postgres type is `int8`"
+        );
+        // source() is still the client's error.
+        let source = std::error::Error::source(&wrong).expect("a source");
+        assert_eq!(source.to_string(), "error deserializing column 0");
+        assert!(source.downcast_ref::<Outer>().is_some());
+
+        let null = decode(Box::new(postgres_types::WasNull));
+        assert_eq!(
+            null.to_string(),
+            "cannot decode column \"id\" (#0) as Option<String>: the value is NULL; decode into \
+             an `Option` to accept NULL"
+        );
+        let other = decode("invalid UTF-8 in the value".into());
+        assert!(
+            other.to_string().ends_with(": invalid UTF-8 in the value"),
+            "{other}"
+        );
+    }
+
+    #[test]
+    fn type_names_lose_their_paths() {
+        for (full, short) in [
+            ("i32", "i32"),
+            ("alloc::string::String", "String"),
+            (
+                "core::option::Option<alloc::string::String>",
+                "Option<String>",
+            ),
+            (
+                "(i64, core::option::Option<chrono::DateTime<chrono::offset::utc::Utc>>)",
+                "(i64, Option<DateTime<Utc>>)",
+            ),
+            ("alloc::vec::Vec<u8>", "Vec<u8>"),
+            (
+                "EXPLAIN (FORMAT JSON) output",
+                "EXPLAIN (FORMAT JSON) output",
+            ),
+        ] {
+            assert_eq!(short_type_name(full), short, "{full}");
+        }
+    }
+
+    #[test]
+    fn row_counts_read_as_sentences() {
+        let e = |expected, got| Error::RowCount { expected, got }.to_string();
+        assert_eq!(e("exactly one", 0), "expected exactly one row, got none");
+        assert_eq!(
+            e("exactly one", 2),
+            "expected exactly one row, got more than one"
+        );
+        assert_eq!(
+            e("at most one", 2),
+            "expected at most one row, got more than one"
+        );
+        assert_eq!(
+            e("one EXPLAIN row", 0),
+            "expected one EXPLAIN row, got none"
+        );
+        assert_eq!(
+            e("one plan per probe", 5),
+            "expected one plan per probe, got 5"
+        );
     }
 
     #[test]

@@ -208,7 +208,7 @@ mod since;
 pub mod testdb;
 mod types;
 
-pub use choice::{Choice, Estimate, Shape, Statistic, StrategyCache};
+pub use choice::{Choice, Estimate, Shape, StatKind, Statistic, StrategyCache};
 pub use compare::{Compare, Comparison, Contender};
 pub use error::{BoxError, Error, Result};
 pub use exec::{BlockingExecutor, ColumnIndex, Executor, FromRow, RowRead, Transactional};

@@ -13,8 +13,11 @@ fn pool_error(sql: &str, e: PoolError) -> Error {
         other => Error::Database {
             sql: sql.to_owned(),
             code: None,
-            message: format!("could not get a pooled connection: {other}"),
-            source: Box::new(other),
+            message: format!(
+                "could not get a pooled connection: {}",
+                super::row::chain_text(&other)
+            ),
+            client: Box::new(other),
         },
     }
 }

@@ -21,6 +21,8 @@ use std::sync::Arc;
 
 use postgres_types::FromSqlOwned;
 
+#[cfg(test)]
+pub(crate) use blocking::block_on;
 pub(crate) use blocking::{run_blocking, run_blocking_mut};
 
 use crate::{BuiltQuery, Error, Result};

@@ -9,25 +9,42 @@ use postgres::{Error as PgError, Row as PgRow};
 use tokio_postgres::{Error as PgError, Row as PgRow};
 
 use super::{ColumnIndex, RowRead};
+use crate::error::BoxError;
 use crate::{Error, Result};
 
 impl RowRead for PgRow {
     fn try_get<T: FromSqlOwned>(&self, idx: ColumnIndex<'_>) -> Result<T> {
-        let got = match idx {
-            ColumnIndex::Position(i) => PgRow::try_get::<_, T>(self, i),
-            ColumnIndex::Name(n) => PgRow::try_get::<_, T>(self, n),
+        let columns = self.columns();
+        let position = match idx {
+            ColumnIndex::Position(i) => Some(i).filter(|&i| i < columns.len()),
+            ColumnIndex::Name(n) => columns.iter().position(|c| c.name() == n),
         };
-        got.map_err(|e| Error::Decode {
-            column: match idx {
-                ColumnIndex::Position(i) => self
-                    .columns()
-                    .get(i)
-                    .map_or_else(|| format!("#{i}"), |c| format!("{:?} (#{i})", c.name())),
-                ColumnIndex::Name(n) => format!("{n:?}"),
-            },
+        let column = match (idx, position) {
+            (_, Some(i)) => format!("{:?} (#{i})", columns[i].name()),
+            (ColumnIndex::Position(i), None) => format!("#{i}"),
+            (ColumnIndex::Name(n), None) => format!("{n:?}"),
+        };
+        let decode = |source: BoxError| Error::Decode {
+            column: column.clone(),
             expected: std::any::type_name::<T>(),
-            source: Box::new(e),
-        })
+            source,
+        };
+        let Some(i) = position else {
+            // Said in plain words here: the client's error would be
+            // "invalid column `2`".
+            let names: Vec<String> = columns.iter().map(|c| format!("{:?}", c.name())).collect();
+            let has = match names.len() {
+                0 => "no columns".to_owned(),
+                1 => format!("one column, {}", names[0]),
+                n => format!("{n} columns: {}", names.join(", ")),
+            };
+            let why = match idx {
+                ColumnIndex::Position(_) => format!("the row has {has}"),
+                ColumnIndex::Name(_) => format!("the row has no column of that name; it has {has}"),
+            };
+            return Err(decode(why.into()));
+        };
+        PgRow::try_get::<_, T>(self, i).map_err(|e| decode(Box::new(e)))
     }
 
     fn len(&self) -> usize {
@@ -39,8 +56,10 @@ impl RowRead for PgRow {
     }
 }
 
-/// Maps a client error for `sql` to [`Error::Database`], keeping the SQLSTATE
-/// and the server's message, detail and hint.
+/// Maps a client error for `sql` to [`Error::Database`]: the SQLSTATE, and
+/// the server's message, detail and hint, or (without a server error) the
+/// client's message followed by its causes, so the message says everything
+/// once and the client's error is kept only for downcasting.
 pub(crate) fn db_error(sql: &str, e: PgError) -> Error {
     let (code, message) = match e.as_db_error() {
         Some(db) => {
@@ -55,12 +74,28 @@ pub(crate) fn db_error(sql: &str, e: PgError) -> Error {
             }
             (Some(db.code().code().to_owned()), message)
         }
-        None => (e.code().map(|c| c.code().to_owned()), e.to_string()),
+        None => (e.code().map(|c| c.code().to_owned()), chain_text(&e)),
     };
     Error::Database {
         sql: sql.to_owned(),
         code,
         message,
-        source: Box::new(e),
+        client: Box::new(e),
     }
+}
+
+/// An error's message and its causes', `: `-separated, each cause once
+/// (skipped when the text so far already includes it).
+pub(crate) fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let more = cause.to_string();
+        if !more.is_empty() && !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        next = cause.source();
+    }
+    text
 }

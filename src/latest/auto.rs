@@ -267,9 +267,10 @@ impl<S: SqlType> LatestStatus<S> {
         let bucket = fraction_bucket(fraction);
         let maintained = catalog.maintained();
         let denormalized = catalog.denormalized;
+        let started = recall.started();
         let key = cache.key_for(recall, oid, bucket, catalog.state);
         cache
-            .get_or_decide(key, async {
+            .get_or_decide(key, started, async {
                 if maintained {
                     return Ok(self.denormalized_choice(shape));
                 }
@@ -284,11 +285,11 @@ impl<S: SqlType> LatestStatus<S> {
                 };
                 let (strategy, mut reason, mut candidates) = decide(&stats, shape);
                 let mut statistics = vec![
-                    Statistic::new("entity_rows", stats.entity_rows),
-                    Statistic::new("history_rows", stats.history_rows),
-                    Statistic::new("entities_with_history", stats.with_history),
-                    Statistic::new("history_per_entity", stats.per_entity()),
-                    Statistic::new("fk_index", f64::from(u8::from(stats.fk_index))),
+                    Statistic::count("entity_rows", stats.entity_rows),
+                    Statistic::count("history_rows", stats.history_rows),
+                    Statistic::count("entities_with_history", stats.with_history),
+                    Statistic::ratio("history_per_entity", stats.per_entity()),
+                    Statistic::flag("fk_index", stats.fk_index),
                 ];
                 if let Some((column, triggers)) = denormalized {
                     let why = if column {
@@ -299,7 +300,7 @@ impl<S: SqlType> LatestStatus<S> {
                     debug_assert!(!(column && triggers));
                     reason = format!("{why}; {reason}");
                     candidates.push(Estimate::rejected(LatestStrategy::Denormalized, why));
-                    statistics.push(Statistic::new("denormalized_maintained", 0.0));
+                    statistics.push(Statistic::flag("denormalized_maintained", false));
                 }
                 Ok(Choice {
                     strategy,
@@ -310,6 +311,8 @@ impl<S: SqlType> LatestStatus<S> {
                     statistics,
                     cached: false,
                     decided_in: Default::default(),
+                    looked_up_in: Default::default(),
+                    age: Default::default(),
                 })
             })
             .await
@@ -350,9 +353,11 @@ impl<S: SqlType> LatestStatus<S> {
                      history (the column exists and its triggers are installed and enabled)"
                 .into(),
             candidates,
-            statistics: vec![Statistic::new("denormalized_maintained", 1.0)],
+            statistics: vec![Statistic::flag("denormalized_maintained", true)],
             cached: false,
             decided_in: Default::default(),
+            looked_up_in: Default::default(),
+            age: Default::default(),
         }
     }
 

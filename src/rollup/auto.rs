@@ -33,6 +33,15 @@ const TABLE_STATE: &str = concat!(
     catalog_state!("ARRAY[$1]")
 );
 
+/// Whether the table `$1` was never analyzed: no row count yet
+/// (`reltuples < 0`) or no column statistics (`pg_stats`). The planner then
+/// estimates from its defaults. `false` for a table the catalog does not know.
+const NEVER_ANALYZED: &str = "SELECT coalesce((
+  SELECT c.reltuples < 0 OR NOT EXISTS (
+           SELECT 1 FROM pg_stats s WHERE s.schemaname = n.nspname AND s.tablename = c.relname)
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.oid = to_regclass($1)), false)";
+
 /// `Auto` picks [`PreAggregate`](RollupStrategy::PreAggregate) when the
 /// estimated detail groups are at most this fraction of the input rows.
 /// Measured at 2 M rows (PostgreSQL 15, 2 cores): `PreAggregate` took
@@ -118,6 +127,8 @@ impl Rollup {
             statistics: Vec::new(),
             cached: false,
             decided_in: Default::default(),
+            looked_up_in: Default::default(),
+            age: Default::default(),
         }
     }
 
@@ -170,8 +181,22 @@ impl Rollup {
         })
     }
 
-    /// The statistics rule over the planner's estimates.
-    fn decide(&self, e: Evidence) -> Choice<RollupStrategy> {
+    /// The query for whether the base table was never analyzed; `None`
+    /// over a caller's query, whose tables are not known.
+    fn analyzed_query(&self) -> Option<BuiltQuery> {
+        match &self.base {
+            Base::Table(t) => Some(BuiltQuery::fixed_with(
+                NEVER_ANALYZED,
+                [quote_table(t).into_value()],
+            )),
+            Base::Query { .. } => None,
+        }
+    }
+
+    /// The statistics rule over the planner's estimates. `never_analyzed`:
+    /// the base table has no statistics (`None`: not known, over a caller's
+    /// query), so the estimates are the planner's defaults.
+    fn decide(&self, e: Evidence, never_analyzed: Option<bool>) -> Choice<RollupStrategy> {
         let combinations: f64 = e.distinct.iter().product();
         let groups = expected_groups(combinations, e.input_rows);
         let per_row = groups / e.input_rows.max(1.0);
@@ -198,8 +223,13 @@ impl Rollup {
                  than its parallel scan saves",
             )
         };
+        let note = if never_analyzed == Some(true) {
+            "no statistics (run ANALYZE): the estimates below are the planner's defaults; "
+        } else {
+            ""
+        };
         let reason = format!(
-            "~{groups:.0} detail groups from ~{:.0} input rows ({:.2}% per row, {} {:.0}%): {why} \
+            "{note}~{groups:.0} detail groups from ~{:.0} input rows ({:.2}% per row, {} {:.0}%): {why} \
              (planner costs, not used to decide: GroupingSets {gs:.0}, PreAggregate {pre:.0})",
             e.input_rows,
             per_row * 100.0,
@@ -211,16 +241,19 @@ impl Rollup {
             PRE_AGGREGATE_MAX_GROUPS_PER_ROW * 100.0,
         );
         let mut statistics = vec![
-            Statistic::new("input_rows", e.input_rows),
-            Statistic::new("detail_groups", groups.round()),
-            Statistic::new("groups_per_row", per_row),
-            Statistic::new("grouping_sets", self.sets().len() as f64),
+            Statistic::count("input_rows", e.input_rows),
+            Statistic::count("detail_groups", groups),
+            Statistic::fraction("groups_per_row", per_row),
+            Statistic::count("grouping_sets", self.sets().len() as f64),
         ];
         statistics.extend(
             e.distinct
                 .iter()
-                .map(|&d| Statistic::new("dimension_distinct", d)),
+                .map(|&d| Statistic::count("dimension_distinct", d)),
         );
+        if let Some(never) = never_analyzed {
+            statistics.push(Statistic::flag("table_analyzed", !never));
+        }
         Choice {
             strategy,
             shape: Shape::All,
@@ -230,6 +263,8 @@ impl Rollup {
             statistics,
             cached: false,
             decided_in: Default::default(),
+            looked_up_in: Default::default(),
+            age: Default::default(),
         }
     }
 
@@ -323,14 +358,19 @@ impl Rollup {
         if let Some(hit) = cache.remembered(&recall, &catalog) {
             return Ok(hit);
         }
+        let started = recall.started();
         let key = cache.key_for(recall, oid, None, catalog);
         cache
-            .get_or_decide(key, async {
+            .get_or_decide(key, started, async {
                 let mut plans = Vec::new();
                 for q in self.probes() {
                     plans.push(explain(db, &q).await?);
                 }
-                Ok(self.decide(self.evidence(&plans)?))
+                let never_analyzed = match self.analyzed_query() {
+                    Some(q) => Some(db.one_row(&q).await?.try_get(0usize.into())?),
+                    None => None,
+                };
+                Ok(self.decide(self.evidence(&plans)?, never_analyzed))
             })
             .await
     }

@@ -413,9 +413,10 @@ impl<K: SqlType> SinceQuery<K> {
                 Some(c) => c.clone(),
                 None => self.catalog(db).await?,
             };
+            let started = recall.started();
             let key = cache.key_for(recall, window.root_oid, bucket, catalog);
             cache
-                .get_or_decide(key, async {
+                .get_or_decide(key, started, async {
                     let mut candidates = Vec::new();
                     let mut exists_streams = false;
                     for s in SinceStrategy::ALL {
@@ -433,21 +434,21 @@ impl<K: SqlType> SinceQuery<K> {
                         reason,
                         candidates,
                         statistics: vec![
-                            Statistic::new("root_rows", window.root_rows),
-                            Statistic::new("window_fraction", window.fraction.unwrap_or(f64::NAN)),
-                            Statistic::new("changed_rows", window.changed_rows),
-                            Statistic::new("hashable_rows", window.hashable_rows()),
-                            Statistic::new(
-                                "key_is_primary_key",
-                                f64::from(u8::from(window.key_is_pk)),
+                            Statistic::count("root_rows", window.root_rows),
+                            Statistic::fraction(
+                                "window_fraction",
+                                window.fraction.unwrap_or(f64::NAN),
                             ),
-                            Statistic::new(
-                                "exists_probes_row_by_row",
-                                f64::from(u8::from(exists_streams)),
-                            ),
+                            Statistic::count("changed_rows", window.changed_rows),
+                            Statistic::bytes("hash_memory", window.hash_bytes),
+                            Statistic::count("hashable_rows", window.hashable_rows()),
+                            Statistic::flag("key_is_primary_key", window.key_is_pk),
+                            Statistic::flag("exists_probes_row_by_row", exists_streams),
                         ],
                         cached: false,
                         decided_in: Default::default(),
+                        looked_up_in: Default::default(),
+                        age: Default::default(),
                     })
                 })
                 .await

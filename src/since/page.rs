@@ -251,23 +251,22 @@ fn payload(fingerprint: u64, order: PageOrder, at: Option<i64>, key: &str) -> Ve
     p
 }
 
+/// A damaged cursor: `invalid cursor: {detail}; pass …`.
 fn corrupted(detail: &str) -> Error {
     Error::spec(
         "cursor",
         format!(
-            "this cursor is corrupted ({detail}); pass a page's `next` unchanged, \
-             or start again from the first page"
+            "{detail}; pass a page's `next` unchanged, or start again from the \
+             first page"
         ),
     )
 }
 
+/// A cursor of another walk: `invalid cursor: made for another {what}; …`.
 fn foreign(what: &str) -> Error {
     Error::spec(
         "cursor",
-        format!(
-            "this cursor was made for another {what}; a cursor continues only the \
-             walk it came from"
-        ),
+        format!("made for another {what}; it continues only the walk it came from"),
     )
 }
 
@@ -342,9 +341,8 @@ impl<K: SqlType> SinceQuery<K> {
             return Err(Error::spec(
                 "cursor",
                 format!(
-                    "the key of the page's last row is too long for a cursor ({} bytes as \
-                     cursor text; at most {} fit in {SINCE_MAX_CURSOR_LEN} characters): page \
-                     by a shorter key",
+                    "the last row's key is too long ({} bytes as text; at most {} fit in \
+                     {SINCE_MAX_CURSOR_LEN} characters): page by a shorter key",
                     text.len(),
                     MAX_PAYLOAD - (len - text.len()),
                 ),
@@ -353,7 +351,7 @@ impl<K: SqlType> SinceQuery<K> {
         if K::from_cursor(&text).is_none() {
             return Err(Error::spec(
                 "cursor",
-                format!("the key {text:?} does not read back from cursor text"),
+                format!("the last row's key {text:?} does not read back from its text"),
             ));
         }
         if at.is_some_and(|m| !in_pg_range(m)) {
@@ -372,15 +370,14 @@ impl<K: SqlType> SinceQuery<K> {
     {
         if cursor.len() > SINCE_MAX_CURSOR_LEN {
             return Err(corrupted(&format!(
-                "too long: {} characters, at most {SINCE_MAX_CURSOR_LEN}",
+                "too long ({} characters, at most {SINCE_MAX_CURSOR_LEN})",
                 cursor.len()
             )));
         }
         if cursor.starts_with("736331") && cursor.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::spec(
                 "cursor",
-                "this cursor was made by an older version of pgpatterns; start again \
-                 from the first page",
+                "made by an older version of pgpatterns; start again from the first page",
             ));
         }
         let bytes = URL_SAFE_NO_PAD
@@ -390,7 +387,7 @@ impl<K: SqlType> SinceQuery<K> {
             return Err(corrupted("cut short"));
         };
         if Hash64::new(CHECKSUM_SEED).bytes(body).finish() != u64::from_be_bytes(*sum) {
-            return Err(corrupted("checksum mismatch: damaged or cut short"));
+            return Err(corrupted("damaged or cut short (checksum mismatch)"));
         }
         let mut p = body;
         let Some(&[version, tag, has_time]) = take(&mut p, HEADER) else {
@@ -429,7 +426,7 @@ impl<K: SqlType> SinceQuery<K> {
                  offset or the key type differ",
             ));
         }
-        let text = std::str::from_utf8(p).map_err(|_| corrupted("key is not UTF-8"))?;
+        let text = std::str::from_utf8(p).map_err(|_| corrupted("its key is not UTF-8"))?;
         let key = K::from_cursor(text).ok_or_else(|| corrupted("not a valid key"))?;
         Ok(Cursor { at, key })
     }

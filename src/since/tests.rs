@@ -309,6 +309,46 @@ fn cursors_continue_and_are_checked() {
 }
 
 /// The same graph keyed by another integer type.
+/// Cursor errors read "invalid cursor: <reason>", never "cursor" twice.
+#[test]
+fn cursor_errors_say_cursor_once() {
+    let q = graph().since(at()).unwrap();
+    let shown = |req: PageRequest| q.page_query(&req).unwrap_err().to_string();
+    assert_eq!(
+        shown(PageRequest::new(10).after("zz!")),
+        "invalid cursor: not base64url; pass a page's `next` unchanged, or start again from \
+         the first page"
+    );
+    let time = q
+        .encode_cursor(PageOrder::ChangeTime, Some(1_000_000), &41)
+        .unwrap();
+    assert_eq!(
+        shown(PageRequest::new(10).after(&time)),
+        "invalid cursor: made for another page order (ChangeTime, not Key); it continues \
+         only the walk it came from"
+    );
+    let mut cut = time.clone();
+    cut.truncate(cut.len() - 3);
+    let old = "736331".to_owned() + &"7c6b".repeat(10);
+    for req in [
+        PageRequest::new(10).after(""),
+        PageRequest::new(10).order(PageOrder::ChangeTime).after(cut),
+        PageRequest::new(10).after(old),
+        PageRequest::new(10).after("A".repeat(SINCE_MAX_CURSOR_LEN + 4)),
+        PageRequest::new(10).after(
+            graph_with_key::<i32>()
+                .since(at())
+                .unwrap()
+                .encode_cursor(PageOrder::Key, None, &41)
+                .unwrap(),
+        ),
+    ] {
+        let text = shown(req);
+        assert!(text.starts_with("invalid cursor: "), "{text}");
+        assert_eq!(text.matches("cursor").count(), 1, "{text}");
+    }
+}
+
 fn graph_with_key<K: crate::types::SqlType>() -> SinceGraph<K> {
     let moves = Table::new("moves").unwrap();
     SinceGraph::new(

@@ -7,11 +7,11 @@ use chrono::Utc;
 use pgpatterns::seed::moves::{seed as seed_moves, MovesSchema, MovesSeed};
 use pgpatterns::seed::orders::OrdersSeed;
 use pgpatterns::{
-    BuiltQuery, Error, Executor, IndexOptions, LatestStatus, LatestStrategy, PageRequest, Shape,
-    SinceStrategy, StrategyCache,
+    Agg, BuiltQuery, Choice, Error, Executor, IndexOptions, LatestStatus, LatestStrategy,
+    PageRequest, Rollup, RollupStrategy, Shape, SinceStrategy, StrategyCache, Table,
 };
 
-use crate::support::{client, schema};
+use crate::support::{client, schema, with_sync_client};
 
 fn fresh() -> StrategyCache {
     StrategyCache::new(Duration::from_secs(60))
@@ -297,4 +297,107 @@ async fn auto_refuses_bad_shapes_before_sending() {
         .await
         .unwrap();
     assert_eq!(n[0].0, 100);
+}
+
+/// A never-analyzed table: the rollup's `Auto` says its estimates are the
+/// planner's defaults and to run ANALYZE, as the other families do; after
+/// ANALYZE it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollup_auto_says_run_analyze_on_a_never_analyzed_table() {
+    let schema = schema().await;
+    let client = client(&schema).await;
+    // No autovacuum: it must not analyze the table behind the test's back.
+    client
+        .batch_execute(
+            "CREATE TABLE raw_facts (id int, a text, b text) WITH (autovacuum_enabled = false);
+             INSERT INTO raw_facts SELECT g, 'a' || (g % 10), 'b' || (g % 5)
+             FROM generate_series(1, 5000) g;",
+        )
+        .await
+        .unwrap();
+    let t = Table::new("raw_facts").unwrap();
+    let mut r = Rollup::new(&t);
+    r.dimension(&t.column::<String>("a").unwrap()).unwrap();
+    r.dimension(&t.column::<String>("b").unwrap()).unwrap();
+    r.metric("total", Agg::count_all()).unwrap();
+    r.with_total()
+        .unwrap()
+        .strategy(RollupStrategy::Auto)
+        .unwrap();
+    let analyzed = |c: &Choice<RollupStrategy>| {
+        c.statistics
+            .iter()
+            .find(|s| s.name == "table_analyzed")
+            .map(|s| s.value)
+    };
+
+    let raw = r.explain_choice_with(&fresh(), &client).await.unwrap();
+    assert!(
+        raw.reason.starts_with("no statistics (run ANALYZE)"),
+        "{raw}"
+    );
+    assert_eq!(analyzed(&raw), Some(0.0), "{raw}");
+    assert!(raw.to_string().contains("table_analyzed = no"), "{raw}");
+    // The blocking path says the same.
+    let r2 = r.clone();
+    let blocking = with_sync_client(&schema, move |c| {
+        r2.explain_choice_with_blocking(&fresh(), c).unwrap()
+    })
+    .await;
+    assert!(blocking.reason.contains("run ANALYZE"), "{blocking}");
+
+    client.batch_execute("ANALYZE raw_facts").await.unwrap();
+    let done = r.explain_choice_with(&fresh(), &client).await.unwrap();
+    assert!(!done.reason.contains("ANALYZE"), "{done}");
+    assert_eq!(analyzed(&done), Some(1.0), "{done}");
+    assert!(done.to_string().contains("table_analyzed = yes"), "{done}");
+}
+
+/// What `explain_choice` prints: whole numbers, yes/no, percentages, and a
+/// cached decision's own lookup time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_reports_read_plainly() {
+    let schema = schema().await;
+    let client = client(&schema).await;
+    OrdersSeed::new(1000)
+        .drafts(3)
+        .with_index(true)
+        .run(&client, |_| {})
+        .await
+        .unwrap();
+    let spec = OrdersSeed::tables()
+        .latest()
+        .unwrap()
+        .status_eq("Complete")
+        .strategy(LatestStrategy::Auto)
+        .unwrap();
+    let cache = fresh();
+    let first = spec
+        .explain_choice_with(&cache, &client, Shape::Count)
+        .await
+        .unwrap();
+    let text = first.to_string();
+    assert!(text.contains("\n  fk_index = yes\n"), "{text}");
+    assert!(!text.contains("~2^"), "{text}");
+    assert!(
+        text.contains("% of rows match") || first.bucket.is_none(),
+        "{text}"
+    );
+    for line in text.lines().filter(|l| l.contains("_rows = ")) {
+        let value = line.rsplit(" = ").next().unwrap();
+        assert!(value.bytes().all(|b| b.is_ascii_digit()), "{line}");
+    }
+    assert!(text.ends_with(" ms"), "{text}");
+    assert!(text.contains("\n  decided in "), "{text}");
+
+    let hit = spec
+        .explain_choice_with(&cache, &client, Shape::Count)
+        .await
+        .unwrap();
+    assert!(hit.cached);
+    assert_eq!(hit.decided_in, first.decided_in);
+    assert!(hit.looked_up_in > Duration::ZERO, "{hit}");
+    let text = hit.to_string();
+    assert!(text.contains("\n  cached (looked up in "), "{text}");
+    assert!(text.contains(" ago in "), "{text}");
 }

@@ -25,10 +25,33 @@ fn assert_db_error(err: &Error, code: &str, sql: &str) {
         "{shown}"
     );
     assert!(shown.ends_with(&format!(" (in SQL: {sql})")), "{shown}");
-    let source = std::error::Error::source(err)
+    let client = err
+        .client_error()
         .and_then(|s| s.downcast_ref::<tokio_postgres::Error>())
-        .expect("the client's error is the source");
-    assert_eq!(source.code().map(|c| c.code()), Some(code));
+        .expect("the client's error is kept");
+    assert_eq!(client.code().map(|c| c.code()), Some(code));
+    let db = err.as_db_error().expect("the server's error");
+    assert_eq!(db.code().code(), code);
+    assert!(err.message().unwrap().starts_with(db.message()), "{err}");
+    assert_says_once(err, db.message());
+}
+
+/// `{err}` and each `source()` below it, as `anyhow`/`eyre` print a chain.
+fn chain(err: &Error) -> String {
+    let mut out = err.to_string();
+    let mut next = std::error::Error::source(err);
+    while let Some(cause) = next {
+        out.push_str("\ncaused by: ");
+        out.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    out
+}
+
+/// The whole chain says `text` exactly once.
+fn assert_says_once(err: &Error, text: &str) {
+    let all = chain(err);
+    assert_eq!(all.matches(text).count(), 1, "{text:?} in:\n{all}");
 }
 
 /// `SELECT … FROM "no_such_table" WHERE … = $1`.
@@ -121,7 +144,7 @@ async fn decode_errors_name_the_column_and_the_type() {
             .to_owned(),
     );
 
-    let assert_decode = |err: Error, column: &str, expected: &str| {
+    let assert_decode = |err: Error, column: &str, expected: &str, cause: &str| {
         let shown = err.to_string();
         match &err {
             Error::Decode {
@@ -138,22 +161,56 @@ async fn decode_errors_name_the_column_and_the_type() {
             shown.contains(column) && shown.contains(expected),
             "{shown}"
         );
+        // The root cause is on the first line, in plain words.
+        assert!(shown.ends_with(cause), "{shown}");
         assert!(std::error::Error::source(&err).is_some(), "{err:?}");
     };
-    // An int8 read as a String.
+    // An int8 read as a String, and as an i32.
     let err = client.rows_as::<(String, Option<String>)>(&select).await;
-    assert_decode(err.unwrap_err(), "amount", "String");
+    assert_decode(
+        err.unwrap_err(),
+        "amount",
+        "String",
+        "the column's Postgres type is `int8`",
+    );
+    let err = client
+        .rows_as::<(i32, Option<String>)>(&select)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cannot decode column \"amount\" (#0) as i32: the column's Postgres type is `int8`"
+    );
+    // The client's error is still the source, down to postgres-types' own.
+    let source = std::error::Error::source(&err).expect("a source");
+    assert!(source.downcast_ref::<tokio_postgres::Error>().is_some());
+    assert!(
+        chain(&err).contains("cannot convert between the Rust type `i32`"),
+        "{}",
+        chain(&err)
+    );
     // A NULL read as a non-optional String.
     let err = client.rows_as::<(i64, String)>(&select).await;
-    assert_decode(err.unwrap_err(), "note", "String");
+    assert_decode(
+        err.unwrap_err(),
+        "note",
+        "String",
+        "the value is NULL; decode into an `Option` to accept NULL",
+    );
     // A column past the end, and a column name that is not there.
     let err = client.rows_as::<(i64, Option<String>, i64)>(&select).await;
-    assert_decode(err.unwrap_err(), "#2", "i64");
+    assert_decode(
+        err.unwrap_err(),
+        "#2",
+        "i64",
+        "the row has 2 columns: \"amount\", \"note\"",
+    );
     let rows = client.rows(&select).await.expect("select");
     assert_decode(
         RowRead::try_get::<i64>(&rows[0], "missing".into()).unwrap_err(),
         "missing",
         "i64",
+        "the row has no column of that name; it has 2 columns: \"amount\", \"note\"",
     );
     // The right types decode.
     let good = client.rows_as::<(i64, Option<String>)>(&select).await;
@@ -179,14 +236,17 @@ async fn query_one_and_query_opt_check_the_row_count() {
     assert_eq!(count(client.one_row(&many).await.map(drop)), 2);
     assert_eq!(count(client.optional_row(&many).await.map(drop)), 2);
     let opt_err = client.optional_row(&many).await.map(drop).unwrap_err();
-    assert_eq!(opt_err.to_string(), "expected at most one row, got 2");
+    assert_eq!(
+        opt_err.to_string(),
+        "expected at most one row, got more than one"
+    );
     let row = client.one_row(&one).await.expect("one row");
     assert_eq!(
         RowRead::try_get::<i64>(&row, "amount".into()).expect("amount"),
         20
     );
     let err = client.one_row(&none).await.unwrap_err();
-    assert_eq!(err.to_string(), "expected exactly one row, got 0");
+    assert_eq!(err.to_string(), "expected exactly one row, got none");
 
     let got = with_sync_client(&schema, move |c| {
         (
@@ -287,4 +347,10 @@ async fn unreachable_server_is_a_database_error_without_sqlstate() {
         shown.ends_with(&format!(" (in SQL: {})", q.sql())),
         "{shown}"
     );
+    // The message goes down to the cause (the refused connection), and
+    // nothing in the chain repeats it.
+    assert!(shown.contains("connect"), "{shown}");
+    assert!(err.as_db_error().is_none());
+    assert!(err.client_error().is_some());
+    assert_says_once(&err, err.message().unwrap());
 }
