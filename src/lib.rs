@@ -178,7 +178,7 @@
 //! | `postgres` | [`BlockingExecutor`] for `postgres::Client` and `Transaction` | `postgres` | no |
 //! | `deadpool-postgres` | [`Executor`] for `deadpool_postgres::Pool` and `Client` | `deadpool-postgres`, `tokio-postgres` | no |
 //! | `seed` | [`seed`]: server-side generators of realistic demo data (the examples' datasets) | none | no |
-//! | `testdb` | [`testdb::TestDb`]: a throwaway PostgreSQL cluster for tests and examples | `tokio-postgres`, `tokio` | no |
+//! | `testdb` | [`testdb::TestDb`]: a throwaway PostgreSQL cluster for tests and examples (Unix only) | `tokio-postgres`, `tokio` | no |
 //!
 //! With no feature the crate still builds every query; you run the SQL and
 //! values ([`BuiltQuery::sql`], [`BuiltQuery::params`]) with your own client.
@@ -203,9 +203,14 @@ mod schema;
 #[cfg_attr(docsrs, doc(cfg(feature = "seed")))]
 pub mod seed;
 mod since;
-#[cfg(feature = "testdb")]
-#[cfg_attr(docsrs, doc(cfg(feature = "testdb")))]
+#[cfg(all(feature = "testdb", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "testdb", unix))))]
 pub mod testdb;
+#[cfg(all(feature = "testdb", not(unix)))]
+compile_error!(
+    "the `testdb` feature is Unix-only: it starts PostgreSQL on a unix socket and, as root, \
+     runs it as the `postgres` user; on other platforms set DATABASE_URL and connect directly"
+);
 mod types;
 
 pub use choice::{Choice, Estimate, Shape, StatKind, Statistic, StrategyCache};

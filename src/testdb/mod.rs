@@ -1,4 +1,8 @@
-//! A throwaway PostgreSQL for tests and examples (feature `testdb`).
+//! A throwaway PostgreSQL for tests and examples (feature `testdb`, Unix only).
+//!
+//! The module exists on Unix only (the private server listens on a unix socket, and
+//! as root it is started under the `postgres` user's uid/gid); enabling `testdb` on
+//! another platform is a compile error.
 //!
 //! [`TestDb::start`] uses `DATABASE_URL` when it is set; otherwise it starts a private
 //! cluster from the local PostgreSQL binaries (`initdb` + `postgres`, found through
