@@ -137,7 +137,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         counts.push(Contender::new(format!("{s:?}"), q.count_query()));
         pages.push(Contender::new(
             format!("{s:?}"),
-            q.page_query::<i64>(50, None)?,
+            q.page_query::<i64>(&PageRequest::new(50))?,
         ));
     }
     // Auto: decided from statistics (untimed here), then timed as the
@@ -160,7 +160,7 @@ latest, Auto for a page: {page}"
         format!("Auto → {:?}", page.strategy),
         spec.clone()
             .strategy(page.strategy)?
-            .page_query::<i64>(50, None)?,
+            .page_query::<i64>(&PageRequest::new(50))?,
     ));
     let cases = vec![
         Case {

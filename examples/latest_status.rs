@@ -16,7 +16,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use pgpatterns::seed::orders::OrdersSeed;
 use pgpatterns::testdb::TestDb;
-use pgpatterns::{BuiltQuery, Executor, LatestStrategy, SqlType};
+use pgpatterns::{BuiltQuery, Executor, LatestStrategy, PageRequest, SqlType};
 
 #[derive(Parser, Debug)]
 #[command(about = "Latest-status filters on seed 000's shop: every strategy, timed")]
@@ -155,7 +155,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         lines.push(Line::new(
             &format!("{strategy:?}"),
             s.count_query(),
-            Some(s.page_query::<i64>(50, None)?),
+            Some(s.page_query::<i64>(&PageRequest::new(50))?),
         ));
     }
     lines.push(Line::new(

@@ -102,7 +102,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .strategy(strategy);
             let (n, count_took) = timed(q.count_query().fetch_all::<(i64,)>(&client)).await?;
             let (page, page_took) =
-                timed(q.fetch_page::<(i64,), _>(&client, &PageRequest::new(args.page))).await?;
+                timed(q.fetch_page::<(i64,)>(&client, &PageRequest::new(args.page))).await?;
             assert!(page.rows.len() as i64 <= args.page);
             println!(
                 "{:<16} {:>8} {:>10} {:>10.1} {:>11.2}",
@@ -120,7 +120,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .since(now - chrono::Duration::days(30))?
         .strategy(SinceStrategy::Exists);
     let req = PageRequest::new(args.page).order(PageOrder::ChangeTime);
-    let (page, took) = timed(q.fetch_page::<(i64, i64, String), _>(&client, &req)).await?;
+    let (page, took) = timed(q.fetch_page::<(i64, i64, String)>(&client, &req)).await?;
     println!(
         "{} rows in {:.2?}; next cursor {:?}",
         page.rows.len(),
@@ -142,7 +142,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("(what changed: one query, {:.2?})", took);
     if let Some(next) = page.next {
         let second = q
-            .fetch_page::<(i64,), _>(&client, &req.clone().after(next))
+            .fetch_page::<(i64,)>(&client, &req.clone().after(next))
             .await?;
         println!(
             "second page: {:?}",

@@ -267,12 +267,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                                 Box::pin(async move {
                                     match shape {
                                         Shape::Page { limit } => Ok(spec
-                                            .fetch_page::<i64, _>(client, limit, None)
+                                            .fetch_page::<(), i64>(client, &PageRequest::new(limit))
                                             .await?
-                                            .rows
-                                            .iter()
-                                            .map(|r| r.get::<_, i64>(0))
-                                            .collect()),
+                                            .keys),
                                         _ => Ok(vec![spec.count(client).await?]),
                                     }
                                 })
@@ -339,7 +336,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                             Box::pin(async move {
                                 match shape {
                                     Shape::Page { limit } => Ok(q
-                                        .fetch_page::<(i64,), _>(client, &PageRequest::new(limit))
+                                        .fetch_page::<(i64,)>(client, &PageRequest::new(limit))
                                         .await?
                                         .keys),
                                     _ => Ok(vec![q.count(client).await?]),

@@ -194,7 +194,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             line += &format!(" {:>10}", n[0].0);
         }
         let spec = latest.clone().status_eq("Complete").strategy(strategy)?;
-        let page = spec.page_query::<i64>(50, None)?;
+        let page = spec.page_query::<i64>(&PageRequest::new(50))?;
         let (rows, page_took) = timed(page.fetch_rows(&client)).await?;
         println!(
             "{line}   {:>3} rows in {page_took:>8.2?}   (counts took {total:.2?})",
@@ -207,7 +207,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .status_eq("Complete")
         .strategy(LatestStrategy::Auto)?;
     let (n, count_took) = timed(auto.count(&client)).await?;
-    let (page, page_took) = timed(auto.fetch_page::<i64, _>(&client, 50, None)).await?;
+    let (page, page_took) =
+        timed(auto.fetch_page::<(), i64>(&client, &PageRequest::new(50))).await?;
     let count_choice = auto.explain_choice(&client, Shape::Count).await?;
     let page_choice = auto
         .explain_choice(&client, Shape::Page { limit: 50 })
@@ -228,8 +229,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .clone()
         .status_eq("Complete")
         .strategy(LatestStrategy::Lateral)?
-        .page_query::<i64>(50, Some(1000))?;
-    println!("\nthe Lateral first page after order 1000:\n{example}");
+        .page_query::<i64>(&PageRequest::new(50))?;
+    println!("\nthe Lateral first page:\n{example}");
 
     // ---- since --------------------------------------------------------------
     println!(
@@ -270,7 +271,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // `count` and `fetch_page` resolve Auto from the database.
         let (n, count_took) = timed(q.count(&client)).await?;
         let (page, page_took) =
-            timed(q.fetch_page::<(i64,), _>(&client, &PageRequest::new(5))).await?;
+            timed(q.fetch_page::<(i64,)>(&client, &PageRequest::new(5))).await?;
         println!(
             "  {:<16} {:>8} {:>10.1} {:>11.2}   first page: {:?}",
             format!("{strategy:?}"),
@@ -297,7 +298,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let q = graph.since(since)?.strategy(SinceStrategy::Exists);
     let page = q
-        .fetch_page::<(i64,), _>(&client, &PageRequest::new(3))
+        .fetch_page::<(i64,)>(&client, &PageRequest::new(3))
         .await?;
     for change in q.fetch_changes(&client, &page.keys).await? {
         println!(

@@ -130,11 +130,11 @@ pub async fn explain<E: Executor>(db: &E, q: &BuiltQuery) -> Result<Plan> {
     parse_rows(&rows)
 }
 
-/// [`explain`](explain) on a blocking client (`postgres::Client`,
+/// [`explain`] on a blocking client (`postgres::Client`,
 /// `postgres::Transaction`), from the same code.
 ///
 /// # Errors
-/// As [`explain`](explain).
+/// As [`explain`].
 pub fn explain_blocking<C>(db: &mut C, q: &BuiltQuery) -> Result<Plan>
 where
     C: BlockingExecutor + Send,
@@ -160,11 +160,11 @@ pub async fn explain_analyze<E: Transactional>(
     parse_rows(&rows)
 }
 
-/// [`explain_analyze`](explain_analyze) on a blocking client (`postgres::Client`,
+/// [`explain_analyze`] on a blocking client (`postgres::Client`,
 /// `postgres::Transaction`), from the same code.
 ///
 /// # Errors
-/// As [`explain_analyze`](explain_analyze).
+/// As [`explain_analyze`].
 pub fn explain_analyze_blocking<C>(db: &mut C, q: &BuiltQuery, buffers: bool) -> Result<Plan>
 where
     C: BlockingExecutor + Send,

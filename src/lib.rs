@@ -195,6 +195,7 @@ mod exec;
 pub mod explain;
 mod latest;
 pub mod ops;
+mod page;
 mod progress;
 mod query;
 mod rollup;
@@ -218,9 +219,10 @@ pub use compare::{Compare, Comparison, Contender};
 pub use error::{BoxError, Error, Result};
 pub use exec::{BlockingExecutor, ColumnIndex, Executor, FromRow, RowRead, Transactional};
 pub use latest::{
-    BackfillReport, Denormalize, LatestPage, LatestStatus, LatestStrategy, DRIFT_STORED,
-    LATEST_ALIAS, LATEST_AT, LATEST_STATUS,
+    BackfillReport, Denormalize, LatestStatus, LatestStrategy, DRIFT_STORED, LATEST_ALIAS,
+    LATEST_AT, LATEST_STATUS,
 };
+pub use page::{CursorKey, Page, PageOrder, PageRequest, MAX_CURSOR_LEN};
 pub use progress::Progress;
 pub use query::BuiltQuery;
 pub use rollup::{
@@ -230,9 +232,8 @@ pub use rollup::{
 };
 pub use schema::{AnyColumn, Column, Ident, Relation, Table, MAX_IDENT_BYTES};
 pub use since::{
-    Change, ChangeColumn, CursorKey, IndexOptions, IntoChangeColumn, PageOrder, PageRequest,
-    SinceGraph, SincePage, SinceQuery, SinceStrategy, SINCE_AT, SINCE_DEFAULT_MAX_LIMIT, SINCE_KEY,
-    SINCE_MAX_CURSOR_LEN,
+    Change, ChangeColumn, IndexOptions, IntoChangeColumn, SinceGraph, SinceQuery, SinceStrategy,
+    SINCE_AT, SINCE_DEFAULT_MAX_LIMIT, SINCE_KEY,
 };
 pub use types::SqlType;
 

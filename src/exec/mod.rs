@@ -118,6 +118,13 @@ macro_rules! tuple_from_row {
     };
 }
 
+/// Nothing: for pages of keys only (`fetch_page::<(), K>`).
+impl FromRow for () {
+    fn from_row<R: RowRead>(_row: &R) -> Result<Self> {
+        Ok(())
+    }
+}
+
 tuple_from_row!(A 0);
 tuple_from_row!(A 0, B 1);
 tuple_from_row!(A 0, B 1, C 2);

@@ -723,20 +723,16 @@ impl<S: SqlType> LatestStatus<S> {
         count_of(self.to_statement())
     }
 
-    fn check_page<K: SqlType>(&self, limit: i64) -> Result<()> {
-        Error::at_least("limit", limit, 1)?;
-        self.key.check_type::<K>("after", "cursor")
-    }
-
-    /// One page of matching entities in key order, after `after` (keyset
-    /// pagination: pass the last key of the previous page).
+    /// The first page, or the page after the request's cursor, as one
+    /// statement: [`to_statement`](Self::to_statement) in key order with a
+    /// limit (see [`fetch_page`](Self::fetch_page), which also reads the
+    /// next page's cursor).
     ///
     /// # Errors
-    /// [`Error::InvalidSpec`] for `limit < 1` or a cursor of another type
-    /// than the key.
-    pub fn page_query<K: SqlType>(&self, limit: i64, after: Option<K>) -> Result<BuiltQuery> {
-        self.check_page::<K>(limit)?;
-        Ok(self.page_built(limit, after.map(SqlType::param)))
+    /// As [`fetch_page`](Self::fetch_page), before anything is sent.
+    pub fn page_query<K: crate::CursorKey>(&self, req: &crate::PageRequest) -> Result<BuiltQuery> {
+        let after = self.decode_after::<K>(req)?;
+        Ok(self.page_built(req.limit, after.map(SqlType::param)))
     }
 
     /// The page query of a checked `limit`, after a key given as a typed
@@ -772,7 +768,6 @@ mod ddl;
 mod run;
 
 pub use ddl::{BackfillReport, Denormalize, DRIFT_STORED};
-pub use run::LatestPage;
 
 #[cfg(test)]
 mod tests;

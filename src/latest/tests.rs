@@ -92,8 +92,18 @@ fn bad_specs_are_refused() {
     assert!(spec().then_by(&h.column::<i64>("id").unwrap()).is_err());
     assert!(spec().status_in(Vec::<String>::new()).is_err());
     assert!(spec().as_of::<i64>(5).is_err());
-    assert!(spec().page_query::<i64>(0, None).is_err());
-    assert!(spec().page_query::<i32>(10, Some(3)).is_err());
+    assert!(spec()
+        .page_query::<i64>(&crate::PageRequest::new(0))
+        .is_err());
+    assert!(spec()
+        .page_query::<i32>(&crate::PageRequest::new(10))
+        .is_err());
+    assert!(spec()
+        .page_query::<i64>(&crate::PageRequest::new(10).order(crate::PageOrder::ChangeTime))
+        .is_err());
+    assert!(spec()
+        .page_query::<i64>(&crate::PageRequest::new(10).after("not a cursor"))
+        .is_err());
 }
 
 #[test]
@@ -102,7 +112,7 @@ fn page_and_count() {
         .status_eq("Complete")
         .strategy(LatestStrategy::Lateral)
         .unwrap();
-    let page = s.page_query::<i64>(50, Some(1000)).unwrap();
+    let page = s.page_built(50, Some(1000i64.param()));
     assert!(page.sql().ends_with(
         r#"WHERE "latest"."status" = CAST($2 AS text) AND "orders"."id" > CAST($3 AS int8) ORDER BY "orders"."id" ASC LIMIT $4"#
     ), "{}", page.sql());

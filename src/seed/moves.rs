@@ -210,11 +210,11 @@ pub async fn seed<E: Executor>(
     Ok(now)
 }
 
-/// [`seed`](seed) on a blocking client (`postgres::Client`,
+/// [`seed`] on a blocking client (`postgres::Client`,
 /// `postgres::Transaction`), from the same code.
 ///
 /// # Errors
-/// As [`seed`](seed).
+/// As [`seed`].
 pub fn seed_blocking<C>(
     e: &mut C,
     seed: impl Into<MovesSeed>,

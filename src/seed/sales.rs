@@ -51,11 +51,11 @@ pub async fn sample<E: Executor>(e: &E) -> Result<()> {
     e.run_script(SAMPLE).await
 }
 
-/// [`sample`](sample) on a blocking client (`postgres::Client`,
+/// [`sample`] on a blocking client (`postgres::Client`,
 /// `postgres::Transaction`), from the same code.
 ///
 /// # Errors
-/// As [`sample`](sample).
+/// As [`sample`].
 pub fn sample_blocking<C>(e: &mut C) -> Result<()>
 where
     C: BlockingExecutor + Send,
@@ -124,11 +124,11 @@ pub async fn generate<E: Executor>(
     e.run_script("ANALYZE sale_large").await
 }
 
-/// [`generate`](generate) on a blocking client (`postgres::Client`,
+/// [`generate`] on a blocking client (`postgres::Client`,
 /// `postgres::Transaction`), from the same code.
 ///
 /// # Errors
-/// As [`generate`](generate).
+/// As [`generate`].
 pub fn generate_blocking<C>(
     e: &mut C,
     rows: i64,

@@ -121,11 +121,11 @@ pub async fn generate<E: Executor>(
     e.run_script("VACUUM ANALYZE orders").await
 }
 
-/// [`generate`](generate) on a blocking client (`postgres::Client`,
+/// [`generate`] on a blocking client (`postgres::Client`,
 /// `postgres::Transaction`), from the same code.
 ///
 /// # Errors
-/// As [`generate`](generate).
+/// As [`generate`].
 pub fn generate_blocking<C>(
     e: &mut C,
     size: ShopSize,

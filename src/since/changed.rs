@@ -7,11 +7,11 @@ use chrono::{DateTime, Utc};
 use sea_query::extension::postgres::PgFunc;
 use sea_query::{Alias, Expr, ExprTrait, Func, JoinType, Query, SelectStatement, UnionType};
 
-use super::page::CursorKey;
 use super::{on_expr, SinceQuery};
 use crate::exec::{run_blocking, BlockingExecutor};
 use crate::exec::{ColumnIndex, Executor, RowRead};
 use crate::types::SqlType;
+use crate::CursorKey;
 use crate::{BuiltQuery, Error, Result};
 
 /// One relation of one root that changed since `since`.
@@ -33,7 +33,7 @@ const NEWEST: &str = "newest";
 
 impl<K: SqlType> SinceQuery<K> {
     /// One query listing, for the given root keys (a page's
-    /// [`keys`](super::SincePage::keys)), each relation that changed at or
+    /// [`keys`](crate::Page::keys)), each relation that changed at or
     /// after `since` and its newest change time: columns `key`, `rel` (0 for
     /// the root row itself, then 1, 2, … for the paths in the order they
     /// were added) and `newest` (`timestamptz`).

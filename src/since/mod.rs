@@ -8,7 +8,7 @@
 //! predicates and labelled relation paths of any depth; [`SinceGraph::since`]
 //! makes a [`SinceQuery`] that builds the root rows in one of five
 //! equivalent strategies ([`SinceStrategy`]), counts them, pages through
-//! them with an opaque keyset cursor ([`PageRequest`], [`SincePage`]) and
+//! them with an opaque keyset cursor ([`PageRequest`], [`Page`](crate::Page)) and
 //! tells, for one page, what changed ([`Change`]).
 //!
 //! A root row matches when its own change column, or the change column of
@@ -30,11 +30,11 @@ use crate::schema::{AnyColumn, Ident, Relation};
 use crate::types::SqlType;
 use crate::BuiltQuery;
 
+pub(crate) use change::in_pg_range;
 pub use change::{ChangeColumn, IntoChangeColumn};
 pub use changed::Change;
 pub use graph::SinceGraph;
 pub use index::IndexOptions;
-pub use page::{CursorKey, PageOrder, PageRequest, SincePage, SINCE_MAX_CURSOR_LEN};
 
 use change::Since;
 

@@ -4,7 +4,7 @@ use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use pretty_assertions::assert_eq;
 
 use super::*;
-use crate::{Relation, Table};
+use crate::{PageOrder, PageRequest, Relation, Table, MAX_CURSOR_LEN};
 
 fn at() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2021, 7, 16, 0, 0, 0).unwrap()
@@ -200,7 +200,7 @@ fn cursors_continue_and_are_checked() {
     cursor_err(PageRequest::new(10).after(c.to_uppercase()));
     // a ChangeTime cursor for a Key page
     assert!(cursor_err(PageRequest::new(10).after(&c)).contains("another page order"));
-    cursor_err(PageRequest::new(10).after("A".repeat(SINCE_MAX_CURSOR_LEN + 4)));
+    cursor_err(PageRequest::new(10).after("A".repeat(MAX_CURSOR_LEN + 4)));
     // an old hex cursor: told to start again
     let old = "736331".to_owned() + &"7c6b".repeat(10);
     assert!(cursor_err(PageRequest::new(10).after(old)).contains("older version"));
@@ -334,7 +334,7 @@ fn cursor_errors_say_cursor_once() {
         PageRequest::new(10).after(""),
         PageRequest::new(10).order(PageOrder::ChangeTime).after(cut),
         PageRequest::new(10).after(old),
-        PageRequest::new(10).after("A".repeat(SINCE_MAX_CURSOR_LEN + 4)),
+        PageRequest::new(10).after("A".repeat(MAX_CURSOR_LEN + 4)),
         PageRequest::new(10).after(
             graph_with_key::<i32>()
                 .since(at())
@@ -384,7 +384,7 @@ fn cursors_hold_long_keys_or_refuse_them_when_made() {
             (PageOrder::ChangeTime, Some(at().timestamp_micros())),
         ] {
             let c = q.encode_cursor(order, t, &key).unwrap();
-            assert!(c.len() <= SINCE_MAX_CURSOR_LEN, "{len}: {}", c.len());
+            assert!(c.len() <= MAX_CURSOR_LEN, "{len}: {}", c.len());
             let page = q
                 .page_query(&PageRequest::new(10).order(order).after(&c))
                 .unwrap();
@@ -398,7 +398,7 @@ fn cursors_hold_long_keys_or_refuse_them_when_made() {
         }
     }
     // too long for any cursor: refused when made
-    let key = "k".repeat(SINCE_MAX_CURSOR_LEN / 4 * 3);
+    let key = "k".repeat(MAX_CURSOR_LEN / 4 * 3);
     match q.encode_cursor(PageOrder::Key, None, &key) {
         Err(crate::Error::InvalidSpec {
             field: "cursor",
@@ -407,13 +407,13 @@ fn cursors_hold_long_keys_or_refuse_them_when_made() {
         other => panic!("expected an error, got {other:?}"),
     }
     // the longest key that fits, and one byte more
-    let fits = SINCE_MAX_CURSOR_LEN / 4 * 3 - 3 - 8 - 8 - 8;
+    let fits = MAX_CURSOR_LEN / 4 * 3 - 3 - 8 - 8 - 8;
     for (order, t, fits) in [
         (PageOrder::Key, None, fits + 8),
         (PageOrder::ChangeTime, Some(0), fits),
     ] {
         let c = q.encode_cursor(order, t, &"k".repeat(fits)).unwrap();
-        assert_eq!(c.len(), SINCE_MAX_CURSOR_LEN);
+        assert_eq!(c.len(), MAX_CURSOR_LEN);
         assert!(q
             .page_query(&PageRequest::new(1).order(order).after(c))
             .is_ok());

@@ -20,13 +20,10 @@ fn fresh() -> StrategyCache {
 /// The ids of the first page of 40, fetched as a caller would (`Auto`
 /// resolved against the database).
 async fn first_page_ids(spec: &LatestStatus<String>, client: &tokio_postgres::Client) -> Vec<i64> {
-    spec.fetch_page::<i64, _>(client, 40, None)
+    spec.fetch_page::<(), i64>(client, &pgpatterns::PageRequest::new(40))
         .await
         .unwrap()
-        .rows
-        .iter()
-        .map(|r| r.get::<_, i64>(0))
-        .collect()
+        .keys
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,7 +215,7 @@ async fn since_auto_follows_the_window() {
         let auto = graph.since(at).unwrap().strategy(SinceStrategy::Auto);
         let want = auto.count(&client).await.unwrap();
         let page = auto
-            .fetch_page::<(i64,), _>(&client, &PageRequest::new(30))
+            .fetch_page::<(i64,)>(&client, &PageRequest::new(30))
             .await
             .unwrap()
             .keys;
@@ -226,7 +223,7 @@ async fn since_auto_follows_the_window() {
             let q = graph.since(at).unwrap().strategy(s);
             assert_eq!(q.count(&client).await.unwrap(), want, "{s:?}");
             let p = q
-                .fetch_page::<(i64,), _>(&client, &PageRequest::new(30))
+                .fetch_page::<(i64,)>(&client, &PageRequest::new(30))
                 .await
                 .unwrap()
                 .keys;
@@ -276,11 +273,12 @@ async fn auto_refuses_bad_shapes_before_sending() {
             .build()
     );
     assert_eq!(
-        spec.page_query::<i64>(10, None).unwrap(),
+        spec.page_query::<i64>(&pgpatterns::PageRequest::new(10))
+            .unwrap(),
         spec.clone()
             .strategy(LatestStrategy::Lateral)
             .unwrap()
-            .page_query::<i64>(10, None)
+            .page_query::<i64>(&pgpatterns::PageRequest::new(10))
             .unwrap()
     );
     // A value with quotes is a bound parameter in the statistics query too.

@@ -69,13 +69,10 @@ fn quote(ident: &str) -> String {
 
 /// The entity ids of the first page of 40, fetched as a caller would.
 async fn page_ids(spec: &LatestStatus<String>, client: &tokio_postgres::Client) -> Vec<i64> {
-    spec.fetch_page::<i64, _>(client, 40, None)
+    spec.fetch_page::<(), i64>(client, &pgpatterns::PageRequest::new(40))
         .await
         .unwrap()
-        .rows
-        .iter()
-        .map(|r| r.get::<_, i64>(0))
-        .collect()
+        .keys
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

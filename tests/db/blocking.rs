@@ -7,8 +7,7 @@ use pgpatterns::seed::moves::{self, MovesSchema, MovesSeed};
 use pgpatterns::seed::orders::OrdersSeed;
 use pgpatterns::seed::sales::{self, SalesTables};
 use pgpatterns::{
-    BuiltQuery, Compare, Contender, LatestStrategy, PageRequest, RollupRow, RowRead, SinceStrategy,
-    SqlType,
+    BuiltQuery, Compare, Contender, LatestStrategy, PageRequest, RollupRow, SinceStrategy, SqlType,
 };
 
 use crate::support::{client, pool, schema, with_sync_client};
@@ -64,10 +63,6 @@ fn rows_text(rows: Vec<RollupRow>) -> Vec<String> {
         .collect()
 }
 
-fn id_of<R: RowRead>(r: &R) -> i64 {
-    r.try_get::<i64>("id".into()).unwrap()
-}
-
 /// `$a` awaited (async clients) or `$b` (the blocking client).
 macro_rules! v {
     (async; $a:expr; $b:expr) => {
@@ -85,11 +80,12 @@ macro_rules! latest_answers {
         let latest = OrdersSeed::tables().latest().unwrap().status_eq("Complete");
         let auto = latest.clone().strategy(LatestStrategy::Auto).unwrap();
         let rollup = SalesTables::sample().dashboard(false).unwrap();
-        let page = v!($m; latest.fetch_page::<i64, _>($db, 10, None);
-                          latest.fetch_page_blocking::<i64, _>($db, 10, None));
+        let req = PageRequest::new(10);
+        let page = v!($m; latest.fetch_page::<(), i64>($db, &req);
+                          latest.fetch_page_blocking::<(), i64, _>($db, &req));
         Answers::Latest {
             count: v!($m; latest.count($db); latest.count_blocking($db)),
-            page: page.rows.iter().map(id_of).collect(),
+            page: page.keys,
             auto: v!($m; auto.count($db); auto.count_blocking($db)),
             rollup: rows_text(v!($m; rollup.fetch($db); rollup.fetch_blocking($db))),
             plain: v!($m; plain().fetch_all($db); plain().fetch_all_blocking($db)),
@@ -109,7 +105,7 @@ macro_rules! since_answers {
             .unwrap()
             .strategy(SinceStrategy::Exists);
         let req = PageRequest::new(10);
-        let page = v!($m; since.fetch_page::<(i64,), _>($db, &req);
+        let page = v!($m; since.fetch_page::<(i64,)>($db, &req);
                           since.fetch_page_blocking::<(i64,), _>($db, &req));
         Answers::Since {
             count: v!($m; since.count($db); since.count_blocking($db)),

@@ -87,7 +87,8 @@ async fn agreeing_strategies_are_timed_interleaved() {
         rows.push(Contender::new(format!("{s:?}"), q.build()));
         pages.push(Contender::new(
             format!("{s:?}"),
-            q.page_query::<i64>(50, Some(100)).unwrap(),
+            q.page_query::<i64>(&pgpatterns::PageRequest::new(50))
+                .unwrap(),
         ));
     }
     let db = Recording::new(&c);

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use pgpatterns::sea_query::{Alias, Expr, ExprTrait, Order, Query};
-use pgpatterns::{BuiltQuery, Executor, LatestStatus, LatestStrategy, SqlType};
+use pgpatterns::{
+    BuiltQuery, Executor, FromRow, LatestStatus, LatestStrategy, PageRequest, RowRead, SqlType,
+};
 
 use crate::support::{client, schema, Rng};
 use pgpatterns::seed::orders::OrdersSeed;
@@ -307,39 +309,31 @@ async fn keyset_pages_walk_every_match_once() {
     let want: Vec<i64> = (1..=500).filter(|g| g % 3 == 0 && g % 5 != 1).collect();
     for strategy in LatestStrategy::FROM_HISTORY {
         let s = spec.clone().strategy(strategy).unwrap();
-        let mut seen = Vec::new();
-        let mut after = None;
-        loop {
-            let page = s.page_query::<i64>(37, after).unwrap();
-            let rows = client.rows(&page).await.unwrap();
-            if rows.is_empty() {
-                break;
-            }
-            for r in &rows {
-                seen.push(r.get::<_, i64>("id"));
-            }
-            after = seen.last().copied();
-        }
-        assert_eq!(seen, want, "{strategy:?}");
+        // The statement alone (the first page of 37), as a caller composing
+        // it would run it.
+        let first = s.page_query::<i64>(&PageRequest::new(37)).unwrap();
+        let rows = first.fetch_rows(&client).await.unwrap();
+        let firsts: Vec<i64> = rows.iter().map(|r| r.get::<_, i64>("id")).collect();
+        assert_eq!(firsts, want[..Ord::min(37, want.len())], "{strategy:?}");
 
-        // The executor API: count() and fetch_page(), whose `next` is None
-        // exactly on the last page.
+        // count() and fetch_page(), whose `next` is None exactly on the
+        // last page; rows decoded by column name.
         assert_eq!(s.count(&client).await.unwrap(), want.len() as i64);
         let mut walked = Vec::new();
-        let mut after: Option<i64> = None;
+        let mut req = PageRequest::new(40);
         let mut pages = 0;
         loop {
-            let page = s.fetch_page(&client, 40, after).await.unwrap();
+            let page = s
+                .fetch_page::<LatestOnly, i64>(&client, &req)
+                .await
+                .unwrap();
             pages += 1;
-            walked.extend(page.rows.iter().map(|r| r.get::<_, i64>("id")));
-            assert!(page
-                .rows
-                .iter()
-                .all(|r| r.get::<_, String>(pgpatterns::LATEST_STATUS) == "Complete"));
+            walked.extend(page.keys.iter().copied());
+            assert!(page.rows.iter().all(|r| r.0 == "Complete"));
             match page.next {
                 Some(next) => {
                     assert_eq!(page.rows.len(), 40);
-                    after = Some(next);
+                    req = req.after(next);
                 }
                 None => break,
             }
@@ -349,13 +343,36 @@ async fn keyset_pages_walk_every_match_once() {
     }
     // Wrong cursor type and limit 0: refused before anything is sent.
     assert!(spec
-        .fetch_page::<i32, _>(&client, 10, None)
+        .fetch_page::<(), i32>(&client, &PageRequest::new(10))
         .await
         .unwrap_err()
         .is_invalid_input());
     assert!(spec
-        .fetch_page::<i64, _>(&client, 0, None)
+        .fetch_page::<(), i64>(&client, &PageRequest::new(0))
         .await
         .unwrap_err()
         .is_invalid_input());
+    // A cursor of another spec (another status value) is refused.
+    let other = spec
+        .clone()
+        .status_eq("Cancelled")
+        .fetch_page::<(), i64>(&client, &PageRequest::new(1))
+        .await
+        .unwrap()
+        .next
+        .expect("more than one cancelled order");
+    let err = spec
+        .fetch_page::<(), i64>(&client, &PageRequest::new(1).after(other))
+        .await
+        .unwrap_err();
+    assert!(err.is_invalid_input(), "{err}");
+}
+
+/// The latest status of a page row, read by column name.
+struct LatestOnly(String);
+
+impl FromRow for LatestOnly {
+    fn from_row<R: RowRead>(row: &R) -> pgpatterns::Result<Self> {
+        Ok(LatestOnly(row.try_get(pgpatterns::LATEST_STATUS.into())?))
+    }
 }

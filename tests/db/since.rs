@@ -439,7 +439,7 @@ async fn walk<E: Executor>(
     let mut changes = Vec::new();
     let mut req = PageRequest::new(limit).order(order);
     for _ in 0..10_000 {
-        let page = q.fetch_page::<(i64,), _>(e, &req).await.unwrap();
+        let page = q.fetch_page::<(i64,)>(e, &req).await.unwrap();
         assert_eq!(
             page.rows.iter().map(|r| r.0).collect::<Vec<_>>(),
             page.keys,
@@ -604,7 +604,7 @@ async fn keyset_walks_stay_exact_while_rows_change() {
             let mut req = PageRequest::new(5).order(order);
             let mut tick = 0i64;
             loop {
-                let page = q.fetch_page::<(i64,), _>(&client, &req).await.unwrap();
+                let page = q.fetch_page::<(i64,)>(&client, &req).await.unwrap();
                 seen.extend(&page.keys);
                 // Between pages: newer change times on random children and
                 // (when asked) random roots, seen or not yet seen.
@@ -759,7 +759,7 @@ async fn bad_input_is_refused_before_sending() {
     )
     .await;
     let page = q
-        .fetch_page::<(i64,), _>(&client, &PageRequest::new(1))
+        .fetch_page::<(i64,)>(&client, &PageRequest::new(1))
         .await
         .unwrap();
     let next = page.next.expect("dataset 3 has more than one match");
@@ -983,7 +983,7 @@ async fn seeded_moves_agree_with_the_seed_queries() {
         // a first page and what changed on it
         let q = full.since(at).unwrap().strategy(SinceStrategy::Exists);
         let page = q
-            .fetch_page::<(i64,), _>(&client, &PageRequest::new(20))
+            .fetch_page::<(i64,)>(&client, &PageRequest::new(20))
             .await
             .unwrap();
         assert_eq!(page.rows.len(), 20.min(full_count.unwrap() as usize));

@@ -113,7 +113,7 @@ async fn walk<E: Executor>(
     let mut req = PageRequest::new(limit).order(order);
     for pages in 1..1000 {
         let page = q
-            .fetch_page::<(String,), _>(e, &req)
+            .fetch_page::<(String,)>(e, &req)
             .await
             .unwrap_or_else(|err| panic!("page {pages} of a {order:?} walk: {err}"));
         assert_eq!(
@@ -124,7 +124,7 @@ async fn walk<E: Executor>(
         match page.next {
             Some(next) => {
                 assert!(
-                    next.len() <= pgpatterns::SINCE_MAX_CURSOR_LEN,
+                    next.len() <= pgpatterns::MAX_CURSOR_LEN,
                     "a cursor longer than the limit was handed out"
                 );
                 req = req.after(next);
@@ -222,11 +222,11 @@ async fn a_key_too_long_for_any_cursor_fails_when_the_page_is_built() {
     let client = client(&schema).await;
     let docs = Docs::new("");
     docs.create(&client).await;
-    let huge = long_key(pgpatterns::SINCE_MAX_CURSOR_LEN, 1);
+    let huge = long_key(pgpatterns::MAX_CURSOR_LEN, 1);
     docs.insert(&client, &huge, 1, Some(since()), None).await;
     docs.insert(
         &client,
-        &long_key(pgpatterns::SINCE_MAX_CURSOR_LEN, 2),
+        &long_key(pgpatterns::MAX_CURSOR_LEN, 2),
         1,
         Some(since()),
         None,
@@ -235,13 +235,13 @@ async fn a_key_too_long_for_any_cursor_fails_when_the_page_is_built() {
     let q = docs.graph(1).since(since()).unwrap();
     // the last row of a full page: no cursor could hold its key
     let reason = cursor_error(
-        q.fetch_page::<(String,), _>(&client, &PageRequest::new(1))
+        q.fetch_page::<(String,)>(&client, &PageRequest::new(1))
             .await,
     );
     assert!(reason.contains("too long"), "{reason}");
     // a page that is not full needs no cursor
     let page = q
-        .fetch_page::<(String,), _>(&client, &PageRequest::new(5))
+        .fetch_page::<(String,)>(&client, &PageRequest::new(5))
         .await
         .unwrap();
     assert_eq!(page.keys.len(), 2);
@@ -265,7 +265,7 @@ async fn damaged_or_foreign_cursors_are_refused() {
     let graph = docs.graph(1);
     let q = graph.since(since()).unwrap();
     let req = PageRequest::new(7);
-    let page = q.fetch_page::<(String,), _>(&client, &req).await.unwrap();
+    let page = q.fetch_page::<(String,)>(&client, &req).await.unwrap();
     assert_eq!(page.keys.last().map(String::as_str), Some("doc 10"));
     let next = page.next.expect("a full page");
     let rest = |cursor: &str| PageRequest::new(7).after(cursor);
@@ -273,7 +273,7 @@ async fn damaged_or_foreign_cursors_are_refused() {
     for strategy in SinceStrategy::ALL {
         let s = q.clone().strategy(strategy);
         let p = s
-            .fetch_page::<(String,), _>(&client, &rest(&next))
+            .fetch_page::<(String,)>(&client, &rest(&next))
             .await
             .unwrap();
         assert_eq!(p.keys, vec!["doc 2".to_owned()], "{strategy:?}");
@@ -282,10 +282,7 @@ async fn damaged_or_foreign_cursors_are_refused() {
     // cut short by any number of characters, or extended
     for n in 1..next.len() {
         cursor_error(q.page_query(&rest(&next[..n])));
-        cursor_error(
-            q.fetch_page::<(String,), _>(&client, &rest(&next[..n]))
-                .await,
-        );
+        cursor_error(q.fetch_page::<(String,)>(&client, &rest(&next[..n])).await);
     }
     for tail in ["A", "0", "AA", "AAAA", "=", "==", " ", "\n", "é"] {
         cursor_error(q.page_query(&rest(&format!("{next}{tail}"))));
@@ -321,7 +318,7 @@ async fn damaged_or_foreign_cursors_are_refused() {
             .graph(1)
             .since(since())
             .unwrap()
-            .fetch_page::<(String,), _>(&client, &rest(&next))
+            .fetch_page::<(String,)>(&client, &rest(&next))
             .await,
     );
     let fewer_paths = SinceGraph::new(
@@ -341,7 +338,7 @@ async fn damaged_or_foreign_cursors_are_refused() {
         docs.graph(2)
             .since(since())
             .unwrap()
-            .fetch_page::<(String,), _>(&client, &rest(&next))
+            .fetch_page::<(String,)>(&client, &rest(&next))
             .await,
     );
     foreign(
@@ -352,7 +349,7 @@ async fn damaged_or_foreign_cursors_are_refused() {
     );
     foreign(q.page_query(&rest(&next).order(PageOrder::ChangeTime)));
     let by_time = q
-        .fetch_page::<(String,), _>(&client, &PageRequest::new(2).order(PageOrder::ChangeTime))
+        .fetch_page::<(String,)>(&client, &PageRequest::new(2).order(PageOrder::ChangeTime))
         .await
         .unwrap()
         .next
@@ -401,7 +398,7 @@ async fn times_postgres_cannot_hold_are_typed_errors() {
     let mut keys = Vec::new();
     let mut req = PageRequest::new(1).order(PageOrder::ChangeTime);
     loop {
-        let page = q.fetch_page::<(String,), _>(&client, &req).await.unwrap();
+        let page = q.fetch_page::<(String,)>(&client, &req).await.unwrap();
         keys.extend(page.keys);
         match page.next {
             Some(next) => req = req.after(next),

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, NaiveDateTime, TimeZone, Utc};
 use pgpatterns::sea_query::{Alias, ColumnDef, Expr, Query, Table as Ddl};
 use pgpatterns::{
-    AnyColumn, BuiltQuery, Column, Executor, LatestStatus, LatestStrategy, Shape, SqlType, Table,
+    AnyColumn, BuiltQuery, Column, Executor, LatestStatus, LatestStrategy, PageRequest, Shape,
+    SqlType, Table,
 };
 use proptest::prelude::*;
 
@@ -631,26 +632,22 @@ fn run_case(c: &Case) -> Problems {
                 .strategy(strategy)
                 .unwrap();
             let mut seen: Vec<i64> = Vec::new();
-            let mut after: Option<i64> = None;
+            let mut req = PageRequest::new(c.page_limit);
             for _ in 0..100 {
-                let page = s.fetch_page::<i64, _>(&client, c.page_limit, after).await;
+                let page = s.fetch_page::<(), i64>(&client, &req).await;
                 let ctx = || {
                     format!(
-                        "{strategy:?} {:?} page after {after:?} (limit {})\n{:?}",
+                        "{strategy:?} {:?} page after {:?} (limit {})\n{:?}",
                         c.page_pred,
+                        req.clone(),
                         c.page_limit,
-                        s.page_query::<i64>(c.page_limit + 1, after)
-                            .map(|q| q.to_string())
+                        s.page_query::<i64>(&req).map(|q| q.to_string())
                     )
                 };
                 let Some(page) = p.ok(ctx, page) else { break };
-                for r in &page.rows {
-                    if let Some(k) = p.ok(ctx, r.try_get::<_, i64>(key_at)) {
-                        seen.push(k);
-                    }
-                }
+                seen.extend(page.keys.iter().copied());
                 match page.next {
-                    Some(n) => after = Some(n),
+                    Some(n) => req = req.after(n),
                     None => break,
                 }
             }

@@ -446,7 +446,7 @@ async fn run<K: Key>(c: &Case, client: &tokio_postgres::Client, schema: &str, p:
                 let mut seen: Vec<K> = Vec::new();
                 let mut changes: Vec<(K, String, DateTime<Utc>)> = Vec::new();
                 for _ in 0..100 {
-                    let page = q.fetch_page::<(K,), _>(client, &req).await;
+                    let page = q.fetch_page::<(K,)>(client, &req).await;
                     let pctx = || {
                         format!(
                             "{} {order:?} page of {}\n{:?}",
