@@ -244,3 +244,16 @@ struct ReadmeDoctests;
 /// Re-export of the sea-query version pgpatterns builds on, so callers can
 /// compose statements without a version mismatch.
 pub use sea_query;
+
+/// Re-export of the sea-query-postgres version behind
+/// [`BuiltQuery::params`] (its [`PostgresValues`](sea_query_postgres::PostgresValues)).
+pub use sea_query_postgres;
+
+/// Re-export of the postgres-types version rows are decoded with
+/// ([`RowRead::try_get`] takes any [`FromSqlOwned`](postgres_types::FromSqlOwned)
+/// type), for `FromSql`/`ToSql` implementations of your own.
+pub use postgres_types;
+
+/// Re-export of the decimal type that `numeric` values decode to (sums and
+/// averages in [`Rollup`] rows, [`ops::top_n`] totals).
+pub use rust_decimal::Decimal;
