@@ -219,6 +219,7 @@ pub struct Statistic {
 
 impl Statistic {
     /// A statistic of `kind`.
+    #[must_use]
     pub fn new(name: &'static str, value: f64, kind: StatKind) -> Statistic {
         Statistic { name, value, kind }
     }
@@ -697,6 +698,7 @@ static GLOBAL: LazyLock<StrategyCache> = LazyLock::new(|| StrategyCache::new(DEF
 impl StrategyCache {
     /// An empty cache whose decisions expire after `ttl`, holding at most
     /// [`DEFAULT_CACHE_BYTES`].
+    #[must_use]
     pub fn new(ttl: Duration) -> StrategyCache {
         StrategyCache {
             ttl,
@@ -725,6 +727,7 @@ impl StrategyCache {
 
     /// The process-wide cache ([`DEFAULT_CHOICE_TTL`],
     /// [`DEFAULT_CACHE_BYTES`]).
+    #[must_use]
     pub fn global() -> &'static StrategyCache {
         &GLOBAL
     }

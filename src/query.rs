@@ -58,6 +58,7 @@ impl BuiltQuery {
     /// SQL text written by pgpatterns itself (DDL bodies such as trigger
     /// functions), with no values. Only `'static` text is accepted, so user
     /// data cannot be formatted into it.
+    #[must_use]
     pub fn fixed(sql: &'static str) -> BuiltQuery {
         BuiltQuery {
             sql: sql.to_owned(),
@@ -124,16 +125,19 @@ impl BuiltQuery {
     }
 
     /// The SQL text, with `$n` placeholders.
+    #[must_use]
     pub fn sql(&self) -> &str {
         &self.sql
     }
 
     /// The bound values, in placeholder order.
+    #[must_use]
     pub fn values(&self) -> &Values {
         &self.values
     }
 
     /// Splits into SQL text and values.
+    #[must_use]
     pub fn into_parts(self) -> (String, Values) {
         (self.sql, self.values)
     }

@@ -296,6 +296,7 @@ impl<S: SqlType> LatestStatus<S> {
     }
 
     /// Keeps entities whose latest history row has a NULL status.
+    #[must_use]
     pub fn status_is_null(mut self) -> LatestStatus<S> {
         self.predicate = Predicate::IsNull;
         self
@@ -420,16 +421,19 @@ impl<S: SqlType> LatestStatus<S> {
     }
 
     /// The chosen strategy.
+    #[must_use]
     pub fn chosen_strategy(&self) -> LatestStrategy {
         self.strategy
     }
 
     /// The entity table.
+    #[must_use]
     pub fn entity(&self) -> &Table {
         &self.entity
     }
 
     /// The entity key column.
+    #[must_use]
     pub fn key(&self) -> &AnyColumn {
         &self.key
     }
@@ -439,6 +443,7 @@ impl<S: SqlType> LatestStatus<S> {
     /// NULL for entities counted through [`missing_as`](Self::missing_as)).
     /// Add your own joins, filters, ordering or limit, or use it as a
     /// subquery.
+    #[must_use]
     pub fn to_statement(&self) -> SelectStatement {
         if self.strategy == LatestStrategy::Auto {
             return self
@@ -709,11 +714,13 @@ impl<S: SqlType> LatestStatus<S> {
     }
 
     /// The statement rendered with its values.
+    #[must_use]
     pub fn build(&self) -> BuiltQuery {
         BuiltQuery::new(&self.to_statement())
     }
 
     /// `SELECT COUNT(*)` of the matching entities.
+    #[must_use]
     pub fn count_query(&self) -> BuiltQuery {
         if self.strategy == LatestStrategy::Auto {
             return self

@@ -186,17 +186,20 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
 
     /// Whether [`prepare`](Self::prepare) creates a missing archive table
     /// (default `true`); with `false` a missing archive is an error.
+    #[must_use]
     pub fn create_missing(mut self, create: bool) -> Self {
         self.create_missing = create;
         self
     }
 
     /// The live table.
+    #[must_use]
     pub fn live(&self) -> &Table {
         &self.live
     }
 
     /// The archive table.
+    #[must_use]
     pub fn archive(&self) -> &Table {
         &self.archive
     }
@@ -205,6 +208,7 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
     /// INCLUDING CONSTRAINTS INCLUDING INDEXES)`: the same columns, checks
     /// and keys (so a duplicate could never be inserted silently); identity
     /// and generated columns become plain columns holding the moved values.
+    #[must_use]
     pub fn create_statement(&self) -> BuiltQuery {
         BuiltQuery::generated(format!(
             "CREATE TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)",
@@ -216,6 +220,7 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
     /// The index that lets each batch find its oldest rows without a scan:
     /// `live (time, key)`, optionally `CONCURRENTLY` (run it with
     /// [`BuiltQuery::execute_outside_transaction`]).
+    #[must_use]
     pub fn index_advice(&self, concurrently: bool) -> BuiltQuery {
         let mut idx = Index::create();
         idx.name(
@@ -427,6 +432,7 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
     /// "Live + archive" as one relation: `SELECT c… FROM live UNION ALL
     /// SELECT c… FROM archive`. Use it as a subquery to filter, count or
     /// page over the full history.
+    #[must_use]
     pub fn union_all(&self, columns: &[Ident]) -> SelectStatement {
         let part = |t: &Table| {
             Query::select()

@@ -64,6 +64,7 @@ impl<K: SqlType> BatchDelete<K> {
 
     /// One batch: `DELETE FROM t WHERE key IN (SELECT key FROM t WHERE
     /// <condition> ORDER BY key LIMIT $n FOR UPDATE SKIP LOCKED)`.
+    #[must_use]
     pub fn batch_statement(&self) -> BuiltQuery {
         let pick = Query::select()
             .column(self.key.col_ref())

@@ -130,11 +130,13 @@ impl<O: SqlType, I: SqlType, T: SqlType> RecentHistory<O, I, T> {
     }
 
     /// How many rows each owner keeps.
+    #[must_use]
     pub fn keep(&self) -> i64 {
         self.keep
     }
 
     /// The history table.
+    #[must_use]
     pub fn table(&self) -> &Table {
         &self.table
     }
@@ -316,6 +318,7 @@ impl<O: SqlType, I: SqlType, T: SqlType> RecentHistory<O, I, T> {
     /// The index that serves [`recent_query`](Self::recent_query) and the
     /// trim: `(owner, at DESC, item DESC)`, optionally `CONCURRENTLY` (run
     /// it with [`BuiltQuery::execute_outside_transaction`]).
+    #[must_use]
     pub fn index_advice(&self, concurrently: bool) -> BuiltQuery {
         let mut idx = Index::create();
         idx.name(

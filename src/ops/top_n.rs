@@ -218,6 +218,7 @@ impl<K: SqlType, A: Summable> TopN<K, A> {
     }
 
     /// Any other condition on the facts (not covered by the advised index).
+    #[must_use]
     pub fn filter(mut self, condition: Expr) -> TopN<K, A> {
         self.filters.push(condition);
         self
@@ -240,6 +241,7 @@ impl<K: SqlType, A: Summable> TopN<K, A> {
     }
 
     /// The report: key, extra columns, count, sum; best first, ties by key.
+    #[must_use]
     pub fn to_statement(&self) -> SelectStatement {
         // `new` refused the only names that could clash, so this is Ok.
         let inner = self
@@ -269,6 +271,7 @@ impl<K: SqlType, A: Summable> TopN<K, A> {
     }
 
     /// The statement rendered with its values.
+    #[must_use]
     pub fn build(&self) -> BuiltQuery {
         BuiltQuery::new(&self.to_statement())
     }

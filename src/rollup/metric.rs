@@ -85,6 +85,7 @@ impl<T: SqlType> TypedExpr<T> {
     }
 
     /// The SQL expression.
+    #[must_use]
     pub fn expr(&self) -> Expr {
         self.expr.clone()
     }
@@ -258,6 +259,7 @@ impl<T> Agg<T> {
     /// Only rows matching `condition` are aggregated:
     /// `AGG(…) FILTER (WHERE condition)`. Calling it again replaces the
     /// condition.
+    #[must_use]
     pub fn filter(mut self, condition: Expr) -> Agg<T> {
         self.filter = Some(condition);
         self
@@ -288,6 +290,7 @@ impl<T> Agg<T> {
 
 impl Agg<i64> {
     /// `COUNT(*)`.
+    #[must_use]
     pub fn count_all() -> Agg<i64> {
         Agg::make(AggKind::CountAll, None)
     }
@@ -400,16 +403,19 @@ impl<T> Dim<T> {
     }
 
     /// The untyped id, for grouping lists mixing dimension types.
+    #[must_use]
     pub fn id(&self) -> DimId {
         self.id
     }
 
     /// The output column's name.
+    #[must_use]
     pub fn alias(&self) -> &Ident {
         &self.alias
     }
 
     /// The dimension's SQL expression (as grouped).
+    #[must_use]
     pub fn expr(&self) -> Expr {
         self.expr.clone()
     }
@@ -482,11 +488,13 @@ impl<T: SqlType> Metric<T> {
     }
 
     /// The output column's name.
+    #[must_use]
     pub fn alias(&self) -> &Ident {
         &self.alias
     }
 
     /// The aggregate expression (usable in `HAVING` and `ORDER BY`).
+    #[must_use]
     pub fn expr(&self) -> Expr {
         self.expr.clone()
     }

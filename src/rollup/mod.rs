@@ -208,6 +208,7 @@ impl Rollup {
 
     /// A report over a table; dimensions and metrics are its columns (or
     /// expressions over them).
+    #[must_use]
     pub fn new(table: &Table) -> Rollup {
         Rollup::with_base(Base::Table(table.clone()))
     }
@@ -580,6 +581,7 @@ impl Rollup {
 
     /// The chosen strategy ([`Auto`](RollupStrategy::Auto) stays `Auto`;
     /// see [`explain_choice`](Self::explain_choice) for its decision).
+    #[must_use]
     pub fn chosen_strategy(&self) -> RollupStrategy {
         self.strategy
     }
@@ -599,6 +601,7 @@ impl Rollup {
 
     /// The grouping sets this spec computes, each as the aliases of the
     /// dimensions it groups by (largest first within each entry).
+    #[must_use]
     pub fn grouping_sets_expanded(&self) -> Vec<Vec<Ident>> {
         self.sets()
             .into_iter()
@@ -675,6 +678,7 @@ impl Rollup {
     ///
     /// [`Auto`](RollupStrategy::Auto) is resolved without a database here
     /// (see its rule); [`resolve`](Self::resolve) decides from one.
+    #[must_use]
     pub fn to_statement(&self) -> SelectStatement {
         let grouped = match self.effective_strategy() {
             RollupStrategy::PreAggregate => self.pre_grouped(),
@@ -738,6 +742,7 @@ impl Rollup {
     }
 
     /// The statement rendered with its values.
+    #[must_use]
     pub fn build(&self) -> BuiltQuery {
         BuiltQuery::new(&self.to_statement())
     }

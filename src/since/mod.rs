@@ -157,28 +157,33 @@ fn row_of(cols: &[AnyColumn]) -> Expr {
 
 impl<K: SqlType> SinceQuery<K> {
     /// Chooses the strategy (default [`SinceStrategy::UnionIn`]).
+    #[must_use]
     pub fn strategy(mut self, strategy: SinceStrategy) -> SinceQuery<K> {
         self.strategy = strategy;
         self
     }
 
     /// The chosen strategy.
+    #[must_use]
     pub fn chosen_strategy(&self) -> SinceStrategy {
         self.strategy
     }
 
     /// The graph.
+    #[must_use]
     pub fn graph(&self) -> &SinceGraph<K> {
         &self.graph
     }
 
     /// The point in time (inclusive).
+    #[must_use]
     pub fn since(&self) -> chrono::DateTime<chrono::Utc> {
         self.since.utc
     }
 
     /// The matching root rows: `SELECT root.* FROM root …`. Add your own
     /// filters, joins, ordering or limit, or use it as a subquery.
+    #[must_use]
     pub fn to_statement(&self) -> SelectStatement {
         let g = &self.graph;
         let since = &self.since;
@@ -308,6 +313,7 @@ impl<K: SqlType> SinceQuery<K> {
     }
 
     /// The statement rendered with its values.
+    #[must_use]
     pub fn build(&self) -> BuiltQuery {
         BuiltQuery::new(&self.to_statement())
     }
@@ -332,6 +338,7 @@ impl<K: SqlType> SinceQuery<K> {
     /// );
     /// # Ok::<(), pgpatterns::Error>(())
     /// ```
+    #[must_use]
     pub fn count_query(&self) -> BuiltQuery {
         crate::query::count_of(self.to_statement())
     }

@@ -301,22 +301,26 @@ impl TestDb {
     /// The libpq key=value connection string
     /// (`host=<socket dir> port=<port> user=postgres dbname=postgres`),
     /// or `DATABASE_URL` as given.
+    #[must_use]
     pub fn connection_string(&self) -> &str {
         &self.connection_string
     }
 
     /// The parsed configuration for `tokio-postgres` (a synchronous
     /// `postgres::Config` can be made from it with `From`).
+    #[must_use]
     pub fn config(&self) -> tokio_postgres::Config {
         self.config.clone()
     }
 
     /// `true` for a private cluster, `false` for `DATABASE_URL`.
+    #[must_use]
     pub fn is_throwaway(&self) -> bool {
         self.cluster.is_some()
     }
 
     /// The data directory of the private cluster (`None` for `DATABASE_URL`).
+    #[must_use]
     pub fn data_dir(&self) -> Option<&Path> {
         self.cluster.as_ref().map(|c| c.data_dir.as_path())
     }
@@ -331,6 +335,7 @@ impl TestDb {
 
     /// How long start-up took (`initdb` until the server was ready);
     /// zero for `DATABASE_URL`.
+    #[must_use]
     pub fn startup_time(&self) -> Duration {
         self.startup_time
     }
@@ -383,11 +388,13 @@ pub struct TestSchema {
 impl TestSchema {
     /// The schema name (lowercase ASCII letters, digits and underscores only, so it
     /// needs no quoting).
+    #[must_use]
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// A configuration whose connections use `search_path = <schema>`.
+    #[must_use]
     pub fn config(&self) -> tokio_postgres::Config {
         self.config.clone()
     }
