@@ -370,6 +370,9 @@ mod tests {
         );
         assert!(parse(serde_json::json!({"nope": 1})).is_err());
         assert_eq!(Plan::from_json(&plan.json()).unwrap(), plan);
-        assert!(matches!(Plan::from_json("not json"), Err(Error::Decode { .. })));
+        assert!(matches!(
+            Plan::from_json("not json"),
+            Err(Error::Decode { .. })
+        ));
     }
 }
