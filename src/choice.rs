@@ -733,17 +733,20 @@ impl StrategyCache {
     }
 
     /// The time to live.
+    #[must_use]
     pub fn ttl(&self) -> Duration {
         self.ttl
     }
 
     /// The bound on [`bytes`](Self::bytes).
+    #[must_use]
     pub fn max_bytes(&self) -> usize {
         self.max_bytes
     }
 
     /// The bytes the entries take, by the cache's own accounting (keys,
     /// bookkeeping, and each decision's reason, candidates and statistics).
+    #[must_use]
     pub fn bytes(&self) -> usize {
         self.lock().bytes
     }
@@ -759,12 +762,14 @@ impl StrategyCache {
 
     /// How many entries are kept: decisions, and the queries remembered to
     /// point at them (expired ones included until replaced or evicted).
+    #[must_use]
     pub fn len(&self) -> usize {
         let inner = self.lock();
         inner.decisions.len() + inner.exact.len()
     }
 
     /// Whether no entry is kept.
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -85,6 +85,7 @@ pub struct Contender {
 
 impl Contender {
     /// A query under a label (unique within one comparison).
+    #[must_use]
     pub fn new(label: impl Into<String>, query: BuiltQuery) -> Contender {
         Contender {
             label: label.into(),
@@ -157,6 +158,7 @@ impl Compare {
     /// `Denormalized` latest strategy returns `latest_status` but no
     /// `latest_at`). The names are checked by [`run`](Self::run); an empty
     /// list means whole rows.
+    #[must_use]
     pub fn compare_columns<I>(mut self, columns: I) -> Compare
     where
         I: IntoIterator,

@@ -41,6 +41,7 @@ pub struct BuiltQuery {
 impl BuiltQuery {
     /// Renders any sea-query statement (`SELECT`, `INSERT`, `UPDATE`,
     /// `DELETE`, `WITH`) for PostgreSQL.
+    #[must_use]
     pub fn new(statement: &impl QueryStatementBuilder) -> BuiltQuery {
         let (sql, values) = statement.build_any(&PostgresQueryBuilder);
         BuiltQuery { sql, values }
@@ -48,6 +49,7 @@ impl BuiltQuery {
 
     /// Renders a sea-query schema statement (`CREATE TABLE`, `CREATE INDEX`, …).
     /// Schema statements carry no bound values.
+    #[must_use]
     pub fn schema(statement: &impl SchemaStatementBuilder) -> BuiltQuery {
         BuiltQuery {
             sql: statement.build(PostgresQueryBuilder),
@@ -117,6 +119,7 @@ impl BuiltQuery {
     /// );
     /// assert_eq!(q.values().0.len(), 2);
     /// ```
+    #[must_use]
     pub fn fixed_with(sql: &'static str, values: impl IntoIterator<Item = Value>) -> BuiltQuery {
         BuiltQuery {
             sql: sql.to_owned(),
@@ -144,6 +147,7 @@ impl BuiltQuery {
 
     /// The values as parameters for `tokio-postgres`/`postgres`
     /// (`client.query(q.sql(), &q.params().as_params())`).
+    #[must_use]
     pub fn params(&self) -> PostgresValues {
         PostgresValues(self.values.0.iter().cloned().map(PostgresValue).collect())
     }

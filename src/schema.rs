@@ -599,6 +599,28 @@ pub(crate) fn qualified(table: &Table, name: &Ident) -> ColumnRef {
 ///     r#"SELECT "orders"."id" FROM "orders" WHERE "orders"."status" = ANY(CAST($1 AS text[]))"#
 /// );
 /// ```
+///
+/// # `==` compares handles, `.eq(..)` builds SQL
+///
+/// As in sea-query, the comparison methods ([`eq`](Column::eq),
+/// [`ne`](Column::ne), [`lt`](Column::lt), …) are inherent methods that build
+/// an SQL expression with a bound value; they take precedence over
+/// [`PartialEq::eq`] in method-call syntax. The `==` operator
+/// ([`PartialEq`]) compares the handles themselves: two columns are equal
+/// when they name the same column of the same table handle (schema, name and
+/// alias), whether made at compile time ([`column!`](crate::column)) or at run
+/// time. To compare two columns *in SQL*, use [`equals`](Column::equals).
+///
+/// ```
+/// use pgpatterns::{column, table, BuiltQuery};
+/// use sea_query::Query;
+/// let orders = table!("orders");
+/// let status = column!(orders, "status": String);
+/// assert!(status == orders.column::<String>("status")?); // the same handle
+/// let q = BuiltQuery::from(&Query::select().expr(status.eq("Pending")).to_owned());
+/// assert_eq!(q.sql(), r#"SELECT "orders"."status" = CAST($1 AS text)"#); // SQL
+/// # Ok::<(), pgpatterns::Error>(())
+/// ```
 pub struct Column<T> {
     table: Table,
     name: Ident,
@@ -712,42 +734,50 @@ impl<T: SqlType> Column<T> {
     }
 
     /// `col = $n`.
+    #[must_use]
     pub fn eq(&self, value: impl Into<T>) -> Expr {
         self.expr().eq(value.into().param())
     }
 
     /// `col <> $n`. Like SQL, this is not true for a NULL column.
+    #[must_use]
     pub fn ne(&self, value: impl Into<T>) -> Expr {
         self.expr().ne(value.into().param())
     }
 
     /// `col IS DISTINCT FROM $n`: true for NULL columns too.
+    #[must_use]
     pub fn is_distinct_from(&self, value: impl Into<T>) -> Expr {
         crate::query::is_distinct_from(self.expr(), value.into().param())
     }
 
     /// `col < $n`.
+    #[must_use]
     pub fn lt(&self, value: impl Into<T>) -> Expr {
         self.expr().lt(value.into().param())
     }
 
     /// `col <= $n`.
+    #[must_use]
     pub fn lte(&self, value: impl Into<T>) -> Expr {
         self.expr().lte(value.into().param())
     }
 
     /// `col > $n`.
+    #[must_use]
     pub fn gt(&self, value: impl Into<T>) -> Expr {
         self.expr().gt(value.into().param())
     }
 
     /// `col >= $n`.
+    #[must_use]
     pub fn gte(&self, value: impl Into<T>) -> Expr {
         self.expr().gte(value.into().param())
     }
 
     /// `col = ANY($n::type[])`: one array parameter for the whole set. An
     /// empty set matches nothing.
+    #[must_use]
     pub fn is_in<I, V>(&self, values: I) -> Expr
     where
         I: IntoIterator<Item = V>,

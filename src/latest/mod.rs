@@ -257,6 +257,7 @@ impl<S: SqlType> LatestStatus<S> {
     }
 
     /// Keeps entities whose latest status equals `status`.
+    #[must_use]
     pub fn status_eq(mut self, status: impl Into<S>) -> LatestStatus<S> {
         self.predicate = Predicate::Eq(status.into().param());
         self
@@ -277,6 +278,7 @@ impl<S: SqlType> LatestStatus<S> {
 
     /// Keeps entities whose latest status is not `status` (a NULL status
     /// counts as "not `status`": `IS DISTINCT FROM`).
+    #[must_use]
     pub fn status_ne(mut self, status: impl Into<S>) -> LatestStatus<S> {
         self.predicate = Predicate::Ne(status.into().param());
         self

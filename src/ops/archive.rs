@@ -326,6 +326,7 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
     /// The cursor matters at scale: the entries of rows already moved stay
     /// in the `(time, key)` index until vacuum, and without it every batch
     /// would walk over all of them again.
+    #[must_use]
     pub fn move_statement(
         &self,
         columns: &[Ident],
@@ -357,6 +358,7 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
     /// ));
     /// # Ok::<(), pgpatterns::Error>(())
     /// ```
+    #[must_use]
     pub fn move_statement_upto(
         &self,
         columns: &[Ident],
@@ -450,6 +452,7 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
     /// the cutoff's own type, as the batches compare it with the column: a
     /// `timestamp` (or `date`) cutoff is read in the session's `TimeZone`,
     /// like `now()` stored into a `timestamp` column by this session.
+    #[must_use]
     pub fn future_check_statement(&self, cutoff: T) -> BuiltQuery {
         BuiltQuery::new(
             &Query::select()
@@ -466,6 +469,7 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
     /// SELECT time, key, COUNT(*) OVER () FROM live WHERE time < $1
     /// ORDER BY time DESC, key DESC LIMIT 1
     /// ```
+    #[must_use]
     pub fn bound_statement(&self, cutoff: T) -> BuiltQuery {
         BuiltQuery::new(
             &Query::select()

@@ -151,6 +151,7 @@ impl<O: SqlType, I: SqlType, T: SqlType> RecentHistory<O, I, T> {
     /// 2. the trim, `DELETE … WHERE owner = $1 AND item IN (SELECT item …
     ///    ORDER BY at DESC, item DESC OFFSET $keep)`, which runs with a
     ///    snapshot taken after the lock was granted.
+    #[must_use]
     pub fn record_statements(&self, owner: O, item: I, at: T) -> [BuiltQuery; 2] {
         let lock = Query::select()
             .expr(

@@ -386,6 +386,7 @@ pub struct TopRow<K, S> {
 
 impl<K, S> TopRow<K, S> {
     /// An extra column's value (`None` for NULL or a column not requested).
+    #[must_use]
     pub fn get<T: SqlType + ValueType>(&self, col: &Column<T>) -> Option<T> {
         let (_, v) = self.extras.iter().find(|(n, _)| n == col.name())?;
         if *v == T::null_value() {

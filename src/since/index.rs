@@ -93,6 +93,7 @@ impl<K: SqlType> SinceGraph<K> {
     /// ]);
     /// # Ok::<(), pgpatterns::Error>(())
     /// ```
+    #[must_use]
     pub fn index_advice(&self, options: impl Into<IndexOptions>) -> Vec<BuiltQuery> {
         let options = options.into();
         let mut wanted: Vec<(Table, Vec<AnyColumn>)> = Vec::new();

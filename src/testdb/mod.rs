@@ -340,6 +340,7 @@ impl TestDb {
     }
 
     /// The pid of the private cluster's postmaster (`None` for `DATABASE_URL`).
+    #[must_use]
     pub fn server_pid(&self) -> Option<u32> {
         self.cluster
             .as_ref()
