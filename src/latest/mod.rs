@@ -1,7 +1,7 @@
 //! Latest-status filters: entities whose *newest* history row matches.
 //!
-//! Seed 000: orders and their status history. "Orders whose status is
-//! Pending" means orders whose **latest** status row says Pending; the naive
+//! Take orders and their status history. "Orders whose status is Pending"
+//! means orders whose **latest** status row says Pending; the naive
 //! `JOIN order_status WHERE status = 'Pending'` returns every order that was
 //! *ever* Pending. [`LatestStatus`] builds the right query in several
 //! equivalent strategies ([`LatestStrategy`]). "Latest" is the history row

@@ -1,5 +1,5 @@
 //! Archive mover: move rows older than a cutoff from a live table to its
-//! archive twin in batches (seed 002, part C: a 10 M-row orders table).
+//! archive twin in batches (built for a 10 M-row orders table).
 //!
 //! Each batch is **one statement**,
 //!

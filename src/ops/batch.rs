@@ -1,5 +1,5 @@
 //! Batched delete: remove the rows matching a condition a bounded batch at a
-//! time (seed 002's retention job), so no statement holds locks for long and
+//! time (a retention job), so no statement holds locks for long and
 //! live writers are never blocked (`FOR UPDATE SKIP LOCKED`).
 
 use std::time::Instant;

@@ -1,5 +1,5 @@
 //! Bounded recent history: "the last N products each user viewed" kept in
-//! SQL (seed 002, part B).
+//! SQL.
 //!
 //! One row per `(owner, item)`; recording a view upserts that row and trims
 //! the owner's rows beyond the newest N, in one transaction. Concurrent
@@ -344,8 +344,8 @@ impl<O: SqlType, I: SqlType, T: SqlType> RecentHistory<O, I, T> {
         BuiltQuery::schema(&idx)
     }
 
-    /// Trims every owner to the newest [`keep`](Self::keep) rows (the
-    /// seed's scheduled job), `owners_per_batch` owners per transaction in
+    /// Trims every owner to the newest [`keep`](Self::keep) rows (a
+    /// scheduled cleanup job), `owners_per_batch` owners per transaction in
     /// owner order, reporting the owners done after each batch. Each batch
     /// takes the same per-owner locks as [`record`](Self::record) (in owner
     /// order), so it never races a recorder. Resumable: a rerun only

@@ -1,4 +1,4 @@
-//! The top-N report of seed 002 (A1–A2): top N entities (users) by the sum
+//! A top-N report: top N entities (users) by the sum
 //! of an amount over their facts (orders) in a time window, with equality
 //! filters (`status = 'completed'`), returning the entity key, extra entity
 //! columns, the fact count and the sum; plus the index that serves it.
@@ -278,8 +278,8 @@ impl<K: SqlType, A: Summable> TopN<K, A> {
 
     /// The index that serves the report: equality columns, then the time
     /// column, `INCLUDE (fk, amount)` so the aggregate reads only the index
-    /// (`(status, created_at) INCLUDE (user_id, total_amount)` for seed
-    /// 002). Built `CONCURRENTLY IF NOT EXISTS`: run it with
+    /// (`(status, created_at) INCLUDE (user_id, total_amount)` for "top
+    /// users by completed orders' total in a window"). Built `CONCURRENTLY IF NOT EXISTS`: run it with
     /// [`BuiltQuery::execute_outside_transaction`].
     ///
     /// # Errors

@@ -1,8 +1,8 @@
 //! Reports with subtotals: `GROUPING SETS`, `ROLLUP` and `CUBE` over a base
 //! query, each returned row knowing its level.
 //!
-//! Seed 003: a dashboard shows metrics per (merchant, device) plus a summary
-//! line. Two full scans (the detail query and the summary query) become one
+//! Take a sales dashboard that shows metrics per (merchant, device) plus a
+//! summary line. Two full scans (the detail query and the summary query) become one
 //! query with `GROUPING SETS ((merchant, device), ())`. `COUNT(DISTINCT …)`
 //! cannot be summed from the detail rows, so the summary has to come from the
 //! server; and the rows of several levels need a deterministic order.
@@ -61,8 +61,8 @@ static NEXT_SPEC: AtomicU64 = AtomicU64::new(1);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum TotalPosition {
-    /// Detail rows first, then subtotals, then the total (the seed's
-    /// dashboard: the summary line at the bottom).
+    /// Detail rows first, then subtotals, then the total (a dashboard with
+    /// its summary line at the bottom).
     #[default]
     Last,
     /// The total first, then subtotals (coarsest first), then detail rows.
@@ -473,7 +473,7 @@ impl Rollup {
     }
 
     /// Detail rows plus one summary line: `GROUPING SETS ((every
-    /// dimension), ())` — the seed's dashboard. Dimensions added later are
+    /// dimension), ())` — a dashboard with a summary line. Dimensions added later are
     /// included.
     ///
     /// # Errors
