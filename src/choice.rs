@@ -219,6 +219,7 @@ pub struct Statistic {
 
 impl Statistic {
     /// A statistic of `kind`.
+    #[must_use]
     pub fn new(name: &'static str, value: f64, kind: StatKind) -> Statistic {
         Statistic { name, value, kind }
     }
@@ -697,6 +698,7 @@ static GLOBAL: LazyLock<StrategyCache> = LazyLock::new(|| StrategyCache::new(DEF
 impl StrategyCache {
     /// An empty cache whose decisions expire after `ttl`, holding at most
     /// [`DEFAULT_CACHE_BYTES`].
+    #[must_use]
     pub fn new(ttl: Duration) -> StrategyCache {
         StrategyCache {
             ttl,
@@ -725,22 +727,26 @@ impl StrategyCache {
 
     /// The process-wide cache ([`DEFAULT_CHOICE_TTL`],
     /// [`DEFAULT_CACHE_BYTES`]).
+    #[must_use]
     pub fn global() -> &'static StrategyCache {
         &GLOBAL
     }
 
     /// The time to live.
+    #[must_use]
     pub fn ttl(&self) -> Duration {
         self.ttl
     }
 
     /// The bound on [`bytes`](Self::bytes).
+    #[must_use]
     pub fn max_bytes(&self) -> usize {
         self.max_bytes
     }
 
     /// The bytes the entries take, by the cache's own accounting (keys,
     /// bookkeeping, and each decision's reason, candidates and statistics).
+    #[must_use]
     pub fn bytes(&self) -> usize {
         self.lock().bytes
     }
@@ -756,12 +762,14 @@ impl StrategyCache {
 
     /// How many entries are kept: decisions, and the queries remembered to
     /// point at them (expired ones included until replaced or evicted).
+    #[must_use]
     pub fn len(&self) -> usize {
         let inner = self.lock();
         inner.decisions.len() + inner.exact.len()
     }
 
     /// Whether no entry is kept.
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

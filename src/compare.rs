@@ -85,6 +85,7 @@ pub struct Contender {
 
 impl Contender {
     /// A query under a label (unique within one comparison).
+    #[must_use]
     pub fn new(label: impl Into<String>, query: BuiltQuery) -> Contender {
         Contender {
             label: label.into(),
@@ -93,11 +94,13 @@ impl Contender {
     }
 
     /// The label.
+    #[must_use]
     pub fn label(&self) -> &str {
         &self.label
     }
 
     /// The query.
+    #[must_use]
     pub fn query(&self) -> &BuiltQuery {
         &self.query
     }
@@ -133,6 +136,7 @@ impl Compare {
     /// most [`MAX_ROUNDS`](Self::MAX_ROUNDS)),
     /// after [`DEFAULT_WARMUP`](Self::DEFAULT_WARMUP) untimed ones; whole
     /// rows must agree.
+    #[must_use]
     pub fn new(rounds: usize) -> Compare {
         Compare {
             rounds,
@@ -143,6 +147,7 @@ impl Compare {
 
     /// Untimed rounds before the timed ones (interleaved the same way), so
     /// the first timed round does not pay for a cold cache; `0` for none.
+    #[must_use]
     pub fn warmup(mut self, rounds: usize) -> Compare {
         self.warmup = rounds;
         self
@@ -153,6 +158,7 @@ impl Compare {
     /// `Denormalized` latest strategy returns `latest_status` but no
     /// `latest_at`). The names are checked by [`run`](Self::run); an empty
     /// list means whole rows.
+    #[must_use]
     pub fn compare_columns<I>(mut self, columns: I) -> Compare
     where
         I: IntoIterator,
@@ -163,6 +169,7 @@ impl Compare {
     }
 
     /// The number of timed rounds.
+    #[must_use]
     pub fn rounds(&self) -> usize {
         self.rounds
     }
@@ -484,31 +491,37 @@ impl Comparison {
     }
 
     /// Every contender's outcome, in the order the contenders were given.
+    #[must_use]
     pub fn outcomes(&self) -> &[Outcome] {
         &self.outcomes
     }
 
     /// The contender with the lowest median (the first of equals).
+    #[must_use]
     pub fn best(&self) -> &Outcome {
         &self.outcomes[self.best]
     }
 
     /// The outcome of the contender labelled `label`.
+    #[must_use]
     pub fn get(&self, label: &str) -> Option<&Outcome> {
         self.outcomes.iter().find(|o| o.label == label)
     }
 
     /// The rows every contender returns.
+    #[must_use]
     pub fn rows(&self) -> i64 {
         self.best().rows
     }
 
     /// Timed rounds.
+    #[must_use]
     pub fn rounds(&self) -> usize {
         self.rounds
     }
 
     /// Untimed warm-up rounds that preceded them.
+    #[must_use]
     pub fn warmup(&self) -> usize {
         self.warmup
     }
@@ -681,6 +694,7 @@ fn node_label(node: &Json) -> String {
 /// sorted.sort();
 /// assert_eq!(sorted, [0, 1, 2, 3]);
 /// ```
+#[must_use]
 pub fn round_order(round: usize, n: usize) -> Vec<usize> {
     let mut state = (round as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut next = || {

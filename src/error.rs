@@ -274,6 +274,7 @@ impl Error {
     /// let e = Error::InvalidSpec { field: "limit", reason: "must be positive".into() };
     /// assert_eq!(e.code(), None);
     /// ```
+    #[must_use]
     pub fn code(&self) -> Option<&str> {
         match self {
             Error::Database { code, .. } => code.as_deref(),
@@ -289,6 +290,7 @@ impl Error {
     /// let e = Error::InvalidSpec { field: "limit", reason: "must be positive".into() };
     /// assert_eq!(e.message(), None);
     /// ```
+    #[must_use]
     pub fn message(&self) -> Option<&str> {
         match self {
             Error::Database { message, .. } => Some(message),
@@ -300,6 +302,7 @@ impl Error {
     /// (`tokio_postgres::Error`, `deadpool_postgres::PoolError`), to
     /// downcast. It is not the [`source`](std::error::Error::source), whose
     /// text the message already includes.
+    #[must_use]
     pub fn client_error(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
         match self {
             Error::Database { client, .. } => Some(&**client),
@@ -315,6 +318,7 @@ impl Error {
         docsrs,
         doc(cfg(any(feature = "tokio-postgres", feature = "postgres")))
     )]
+    #[must_use]
     pub fn as_db_error(&self) -> Option<&DbError> {
         let client = self.client_error()?;
         if let Some(e) = client.downcast_ref::<ClientError>() {
@@ -324,6 +328,7 @@ impl Error {
     }
 
     /// The SQL text of a [`Error::Database`] error.
+    #[must_use]
     pub fn sql(&self) -> Option<&str> {
         match self {
             Error::Database { sql, .. } => Some(sql),
@@ -334,6 +339,7 @@ impl Error {
 
     /// `true` for errors raised before anything was sent to the server
     /// ([`Error::InvalidSpec`], [`Error::InvalidIdentifier`]).
+    #[must_use]
     pub fn is_invalid_input(&self) -> bool {
         matches!(
             self,
@@ -342,18 +348,21 @@ impl Error {
     }
 
     /// `true` for errors reported by the server or the connection.
+    #[must_use]
     pub fn is_database(&self) -> bool {
         matches!(self, Error::Database { .. })
     }
 
     /// `true` for [`Error::ObjectConflict`]: an existing object of the name
     /// is not the one described, and was left alone.
+    #[must_use]
     pub fn is_object_conflict(&self) -> bool {
         matches!(self, Error::ObjectConflict { .. })
     }
 
     /// `true` when the server rejected a statement for a unique-constraint
     /// violation (SQLSTATE `23505`).
+    #[must_use]
     pub fn is_unique_violation(&self) -> bool {
         self.code() == Some("23505")
     }

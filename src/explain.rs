@@ -72,12 +72,45 @@ pub struct Plan {
     pub planning_ms: Option<f64>,
     /// Execution time in milliseconds (`ANALYZE` only).
     pub execution_ms: Option<f64>,
-    /// The JSON PostgreSQL returned, for anything not modelled here.
-    pub raw: Json,
+    /// The JSON PostgreSQL returned ([`Plan::json`]).
+    pub(crate) raw: Json,
 }
 
 impl Plan {
+    /// Reads `EXPLAIN (FORMAT JSON)` output captured elsewhere (`psql`,
+    /// `auto_explain` with `log_format = json`, your own client).
+    ///
+    /// ```
+    /// use pgpatterns::explain::Plan;
+    /// let plan = Plan::from_json(
+    ///     r#"[{"Plan": {"Node Type": "Seq Scan", "Relation Name": "orders", "Alias": "orders",
+    ///         "Startup Cost": 0.0, "Total Cost": 35.5, "Plan Rows": 2550}}]"#,
+    /// )?;
+    /// assert_eq!(plan.root.node_type, "Seq Scan");
+    /// assert_eq!(plan.to_string(), "Seq Scan on orders  (cost=0.00..35.50 rows=2550)");
+    /// # Ok::<(), pgpatterns::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Decode`] when `text` is not JSON or has no `"Plan"` object.
+    pub fn from_json(text: &str) -> Result<Plan> {
+        let json: Json = serde_json::from_str(text).map_err(|e| Error::Decode {
+            column: "QUERY PLAN".to_owned(),
+            expected: "EXPLAIN (FORMAT JSON) output",
+            source: e.into(),
+        })?;
+        parse(json)
+    }
+
+    /// The JSON PostgreSQL returned, as text, for anything not modelled
+    /// here (parse it with the JSON library of your choice).
+    #[must_use]
+    pub fn json(&self) -> String {
+        self.raw.to_string()
+    }
+
     /// Every node, depth first from the root.
+    #[must_use]
     pub fn nodes(&self) -> Vec<&PlanNode> {
         let mut out = Vec::new();
         let mut stack = vec![&self.root];
@@ -89,6 +122,7 @@ impl Plan {
     }
 
     /// Whether any node scans with the index `name`.
+    #[must_use]
     pub fn uses_index(&self, name: &str) -> bool {
         self.nodes()
             .iter()
@@ -187,7 +221,7 @@ pub(crate) fn parse_rows<R: RowRead>(rows: &[R]) -> Result<Plan> {
 ///
 /// # Errors
 /// [`Error::Decode`] when the JSON lacks the `Plan` object.
-pub fn parse(json: Json) -> Result<Plan> {
+pub(crate) fn parse(json: Json) -> Result<Plan> {
     let top = json.get(0).unwrap_or(&json);
     let root = top
         .get("Plan")
@@ -335,5 +369,10 @@ mod tests {
              Planning Time: 0.050 ms\nExecution Time: 0.300 ms"
         );
         assert!(parse(serde_json::json!({"nope": 1})).is_err());
+        assert_eq!(Plan::from_json(&plan.json()).unwrap(), plan);
+        assert!(matches!(
+            Plan::from_json("not json"),
+            Err(Error::Decode { .. })
+        ));
     }
 }

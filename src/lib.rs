@@ -11,12 +11,63 @@
 //! - **rollup** — `GROUPING SETS` / `ROLLUP` / `CUBE` reports whose rows know
 //!   their grouping level ([`Rollup`]), computed as one `GROUPING SETS`
 //!   query or pre-aggregated in parallel first ([`RollupStrategy`]); the
-//!   seed-002 top-N report is built on it ([`ops::top_n`]).
+//!   top-N report ("top 10 users by total spent") is built on it
+//!   ([`ops::top_n`]).
 //!
-//! The foundation (validated schema handles, [`BuiltQuery`], the executor
-//! traits, the throwaway database used by tests and examples), the three
-//! families and the seed-002 operations ([`ops`]) are in place; each family
-//! has an `Auto` strategy that chooses from the live database ([`choice`]).
+//! Around them: [`ops`] (a top-N report, bounded recent history, archiving
+//! in batches, concurrent index builds, batched deletes), [`explain`] and
+//! [`compare`] to read and measure plans, and an `Auto` strategy per family
+//! that chooses from the live database ([`choice`]).
+//!
+//! ## How the API is shaped
+//!
+//! Every family goes the same way, **spec → statement → built query → run**:
+//!
+//! 1. A **spec** ([`LatestStatus`], [`SinceGraph`] and its [`SinceQuery`],
+//!    [`Rollup`], [`ops::TopN`]) is made from typed table and column handles.
+//!    Literal names are checked at compile time with [`table!`] and
+//!    [`column!`]; names known only at run time go through [`Table::new`] and
+//!    [`Table::column`], which return a [`Result`]. Everything a spec could
+//!    get wrong is a typed [`Error`] (mostly [`Error::InvalidSpec`] and
+//!    [`Error::InvalidIdentifier`]) when the spec or an option is made,
+//!    **before any SQL exists**.
+//! 2. `to_statement()` gives the spec as a sea-query
+//!    [`SelectStatement`](sea_query::SelectStatement): add your own joins,
+//!    filters, ordering or limit, or use it as a subquery.
+//! 3. `build()` renders it as a [`BuiltQuery`]: SQL text with `$1, $2, …`
+//!    placeholders plus the values bound to them. `to_statement()` and
+//!    `build()` never fail. Every value is a bind parameter cast to its exact
+//!    type; none is ever formatted into the SQL text.
+//! 4. **Run verbs** live on the specs and queries and take the client as an
+//!    argument: `spec.count(&client)`, `spec.fetch_page(&client, ..)`,
+//!    `report.fetch(&client)`, `q.fetch_all(&client)`, `q.execute(&client)`.
+//!    Each has a `_blocking` twin for synchronous clients
+//!    (`spec.count_blocking(&mut client)`) that drives the same async code,
+//!    so the two cannot disagree.
+//!
+//! ```
+//! use chrono::{DateTime, Utc};
+//! use pgpatterns::{column, table, BuiltQuery, LatestStatus};
+//!
+//! let orders = table!("orders");                      // checked at compile time
+//! let history = table!("order_status");
+//! let pending = LatestStatus::<String>::new(          // 1. a spec, checked here
+//!     &column!(orders, "id": i64),
+//!     &column!(history, "order_id": i64),
+//!     &column!(history, "status": String),
+//!     &column!(history, "created_at": DateTime<Utc>),
+//! )?
+//! .status_eq("Pending");
+//!
+//! let mut stmt = pending.to_statement();              // 2. compose with sea-query
+//! stmt.and_where(column!(orders, "customer": String).eq("O'Brien"));
+//! let q = BuiltQuery::from(&stmt);                    // 3. SQL + bound values
+//! assert!(!q.sql().contains("O'Brien") && !q.sql().contains("Pending"));
+//! assert_eq!(q.values().0.len(), 2);                  //    both values are bound
+//! assert_eq!(pending.build().values().0.len(), 1);    //    or the spec as it is
+//! // 4. `pending.count(&client).await?`, `q.fetch_all::<(i64,)>(&client).await?`
+//! # Ok::<(), pgpatterns::Error>(())
+//! ```
 //!
 //! ## latest: filter on the newest history row
 //!
@@ -182,6 +233,26 @@
 //!
 //! With no feature the crate still builds every query; you run the SQL and
 //! values ([`BuiltQuery::sql`], [`BuiltQuery::params`]) with your own client.
+//!
+//! ## Re-exports
+//!
+//! Types of these crates appear in pgpatterns' public API, so the versions it
+//! builds on are re-exported; use them to avoid a version mismatch:
+//!
+//! - [`sea_query`]: statements ([`SelectStatement`](sea_query::SelectStatement)),
+//!   expressions ([`Expr`](sea_query::Expr)) and values
+//!   ([`Values`](sea_query::Values)) that specs produce and accept;
+//! - [`sea_query_postgres`]: the [`PostgresValues`](sea_query_postgres::PostgresValues)
+//!   returned by [`BuiltQuery::params`];
+//! - [`postgres_types`]: the `FromSql`/`ToSql` traits rows are decoded and
+//!   values encoded with ([`RowRead::try_get`]), for implementations of
+//!   your own;
+//! - [`Decimal`] (from `rust_decimal`): what `numeric` values, such as sums
+//!   in [`Rollup`] rows and [`ops::TopN`] totals, decode to.
+//!
+//! [`SqlType`] is also implemented for `chrono` 0.4 (`DateTime<Utc>`,
+//! `NaiveDateTime`, `NaiveDate`, `NaiveTime`) and `uuid` 1 (`Uuid`); those
+//! crates are not re-exported: depend on the same major versions.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
@@ -245,3 +316,16 @@ struct ReadmeDoctests;
 /// Re-export of the sea-query version pgpatterns builds on, so callers can
 /// compose statements without a version mismatch.
 pub use sea_query;
+
+/// Re-export of the sea-query-postgres version behind
+/// [`BuiltQuery::params`] (its [`PostgresValues`](sea_query_postgres::PostgresValues)).
+pub use sea_query_postgres;
+
+/// Re-export of the postgres-types version rows are decoded with
+/// ([`RowRead::try_get`] takes any [`FromSqlOwned`](postgres_types::FromSqlOwned)
+/// type), for `FromSql`/`ToSql` implementations of your own.
+pub use postgres_types;
+
+/// Re-export of the decimal type that `numeric` values decode to (sums and
+/// averages in [`Rollup`] rows, [`ops::top_n`] totals).
+pub use rust_decimal::Decimal;

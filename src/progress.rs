@@ -20,11 +20,13 @@ pub struct Progress {
 
 impl Progress {
     /// A report for `stage` with `done` of `total` units finished.
+    #[must_use]
     pub fn new(stage: &'static str, done: u64, total: Option<u64>) -> Self {
         Self { stage, done, total }
     }
 
     /// `done / total` in `0.0..=1.0`, when the total is known and non-zero.
+    #[must_use]
     pub fn fraction(&self) -> Option<f64> {
         match self.total {
             Some(0) | None => None,

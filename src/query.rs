@@ -41,6 +41,7 @@ pub struct BuiltQuery {
 impl BuiltQuery {
     /// Renders any sea-query statement (`SELECT`, `INSERT`, `UPDATE`,
     /// `DELETE`, `WITH`) for PostgreSQL.
+    #[must_use]
     pub fn new(statement: &impl QueryStatementBuilder) -> BuiltQuery {
         let (sql, values) = statement.build_any(&PostgresQueryBuilder);
         BuiltQuery { sql, values }
@@ -48,6 +49,7 @@ impl BuiltQuery {
 
     /// Renders a sea-query schema statement (`CREATE TABLE`, `CREATE INDEX`, …).
     /// Schema statements carry no bound values.
+    #[must_use]
     pub fn schema(statement: &impl SchemaStatementBuilder) -> BuiltQuery {
         BuiltQuery {
             sql: statement.build(PostgresQueryBuilder),
@@ -58,6 +60,7 @@ impl BuiltQuery {
     /// SQL text written by pgpatterns itself (DDL bodies such as trigger
     /// functions), with no values. Only `'static` text is accepted, so user
     /// data cannot be formatted into it.
+    #[must_use]
     pub fn fixed(sql: &'static str) -> BuiltQuery {
         BuiltQuery {
             sql: sql.to_owned(),
@@ -116,6 +119,7 @@ impl BuiltQuery {
     /// );
     /// assert_eq!(q.values().0.len(), 2);
     /// ```
+    #[must_use]
     pub fn fixed_with(sql: &'static str, values: impl IntoIterator<Item = Value>) -> BuiltQuery {
         BuiltQuery {
             sql: sql.to_owned(),
@@ -124,22 +128,26 @@ impl BuiltQuery {
     }
 
     /// The SQL text, with `$n` placeholders.
+    #[must_use]
     pub fn sql(&self) -> &str {
         &self.sql
     }
 
     /// The bound values, in placeholder order.
+    #[must_use]
     pub fn values(&self) -> &Values {
         &self.values
     }
 
     /// Splits into SQL text and values.
+    #[must_use]
     pub fn into_parts(self) -> (String, Values) {
         (self.sql, self.values)
     }
 
     /// The values as parameters for `tokio-postgres`/`postgres`
     /// (`client.query(q.sql(), &q.params().as_params())`).
+    #[must_use]
     pub fn params(&self) -> PostgresValues {
         PostgresValues(self.values.0.iter().cloned().map(PostgresValue).collect())
     }

@@ -276,6 +276,7 @@ impl Ident {
     }
 
     /// The identifier as given (unquoted).
+    #[must_use]
     pub fn as_str(&self) -> &str {
         match &self.0 {
             Repr::Static(s) => s,
@@ -458,6 +459,7 @@ impl Table {
     }
 
     /// The same table under an already validated alias.
+    #[must_use]
     pub fn with_alias(&self, alias: Ident) -> Table {
         Table {
             alias: Some(alias),
@@ -466,16 +468,19 @@ impl Table {
     }
 
     /// The table's name.
+    #[must_use]
     pub fn name(&self) -> &Ident {
         &self.name
     }
 
     /// The schema, when qualified.
+    #[must_use]
     pub fn schema(&self) -> Option<&Ident> {
         self.schema.as_ref()
     }
 
     /// The alias, when aliased.
+    #[must_use]
     pub fn alias(&self) -> Option<&Ident> {
         self.alias.as_ref()
     }
@@ -512,6 +517,7 @@ impl Table {
 
     /// The qualified name, without alias: `"schema"."name"` (for `INSERT`,
     /// `UPDATE`, `DELETE` targets and DDL).
+    #[must_use]
     pub fn table_name(&self) -> TableName {
         TableName(
             self.schema
@@ -522,6 +528,7 @@ impl Table {
     }
 
     /// The reference for a `FROM`/`JOIN` clause, with the alias if any.
+    #[must_use]
     pub fn table_ref(&self) -> TableRef {
         TableRef::Table(
             self.table_name(),
@@ -538,11 +545,13 @@ impl Table {
     }
 
     /// `"table".*`.
+    #[must_use]
     pub fn all_columns(&self) -> ColumnRef {
         ColumnRef::Asterisk(Some(self.qualifier()))
     }
 
     /// `schema.name` as plain text for messages (unquoted).
+    #[must_use]
     pub fn display_name(&self) -> String {
         match &self.schema {
             Some(s) => format!("{s}.{}", self.name),
@@ -589,6 +598,28 @@ pub(crate) fn qualified(table: &Table, name: &Ident) -> ColumnRef {
 ///     q.sql(),
 ///     r#"SELECT "orders"."id" FROM "orders" WHERE "orders"."status" = ANY(CAST($1 AS text[]))"#
 /// );
+/// ```
+///
+/// # `==` compares handles, `.eq(..)` builds SQL
+///
+/// As in sea-query, the comparison methods ([`eq`](Column::eq),
+/// [`ne`](Column::ne), [`lt`](Column::lt), …) are inherent methods that build
+/// an SQL expression with a bound value; they take precedence over
+/// [`PartialEq::eq`] in method-call syntax. The `==` operator
+/// ([`PartialEq`]) compares the handles themselves: two columns are equal
+/// when they name the same column of the same table handle (schema, name and
+/// alias), whether made at compile time ([`column!`](crate::column)) or at run
+/// time. To compare two columns *in SQL*, use [`equals`](Column::equals).
+///
+/// ```
+/// use pgpatterns::{column, table, BuiltQuery};
+/// use sea_query::Query;
+/// let orders = table!("orders");
+/// let status = column!(orders, "status": String);
+/// assert!(status == orders.column::<String>("status")?); // the same handle
+/// let q = BuiltQuery::from(&Query::select().expr(status.eq("Pending")).to_owned());
+/// assert_eq!(q.sql(), r#"SELECT "orders"."status" = CAST($1 AS text)"#); // SQL
+/// # Ok::<(), pgpatterns::Error>(())
 /// ```
 pub struct Column<T> {
     table: Table,
@@ -656,21 +687,25 @@ impl<T: SqlType> Column<T> {
     }
 
     /// The column's name.
+    #[must_use]
     pub fn name(&self) -> &Ident {
         &self.name
     }
 
     /// The table the column belongs to.
+    #[must_use]
     pub fn table(&self) -> &Table {
         &self.table
     }
 
     /// The PostgreSQL type values are bound as (`T::SQL_TYPE`).
+    #[must_use]
     pub fn sql_type(&self) -> &'static str {
         T::SQL_TYPE
     }
 
     /// The same column on another handle of its table, e.g. an aliased one.
+    #[must_use]
     pub fn of(&self, table: &Table) -> Column<T> {
         Column {
             table: table.clone(),
@@ -680,58 +715,69 @@ impl<T: SqlType> Column<T> {
     }
 
     /// The qualified column reference (`"orders"."id"`).
+    #[must_use]
     pub fn col_ref(&self) -> ColumnRef {
         qualified(&self.table, &self.name)
     }
 
     /// The bare column name as an identifier (for `INSERT` column lists,
     /// `SET` targets and DDL).
+    #[must_use]
     pub fn iden(&self) -> DynIden {
         self.name.clone().into_iden()
     }
 
     /// The column as an expression.
+    #[must_use]
     pub fn expr(&self) -> Expr {
         Expr::col(self.col_ref())
     }
 
     /// `col = $n`.
+    #[must_use]
     pub fn eq(&self, value: impl Into<T>) -> Expr {
         self.expr().eq(value.into().param())
     }
 
     /// `col <> $n`. Like SQL, this is not true for a NULL column.
+    #[must_use]
     pub fn ne(&self, value: impl Into<T>) -> Expr {
         self.expr().ne(value.into().param())
     }
 
     /// `col IS DISTINCT FROM $n`: true for NULL columns too.
+    #[must_use]
     pub fn is_distinct_from(&self, value: impl Into<T>) -> Expr {
         crate::query::is_distinct_from(self.expr(), value.into().param())
     }
 
     /// `col < $n`.
+    #[must_use]
     pub fn lt(&self, value: impl Into<T>) -> Expr {
         self.expr().lt(value.into().param())
     }
 
     /// `col <= $n`.
+    #[must_use]
     pub fn lte(&self, value: impl Into<T>) -> Expr {
         self.expr().lte(value.into().param())
     }
 
     /// `col > $n`.
+    #[must_use]
     pub fn gt(&self, value: impl Into<T>) -> Expr {
         self.expr().gt(value.into().param())
     }
 
     /// `col >= $n`.
+    #[must_use]
     pub fn gte(&self, value: impl Into<T>) -> Expr {
         self.expr().gte(value.into().param())
     }
 
     /// `col = ANY($n::type[])`: one array parameter for the whole set. An
     /// empty set matches nothing.
+    #[must_use]
     pub fn is_in<I, V>(&self, values: I) -> Expr
     where
         I: IntoIterator<Item = V>,
@@ -743,21 +789,25 @@ impl<T: SqlType> Column<T> {
     }
 
     /// `col IS NULL`.
+    #[must_use]
     pub fn is_null(&self) -> Expr {
         self.expr().is_null()
     }
 
     /// `col IS NOT NULL`.
+    #[must_use]
     pub fn is_not_null(&self) -> Expr {
         self.expr().is_not_null()
     }
 
     /// `col = other` for two columns of the same type.
+    #[must_use]
     pub fn equals(&self, other: &Column<T>) -> Expr {
         self.expr().eq(other.expr())
     }
 
     /// The column with its type erased (for lists of mixed columns).
+    #[must_use]
     pub fn erase(&self) -> AnyColumn {
         AnyColumn {
             table: self.table.clone(),
@@ -812,21 +862,25 @@ impl AnyColumn {
     }
 
     /// The column's name.
+    #[must_use]
     pub fn name(&self) -> &Ident {
         &self.name
     }
 
     /// The table the column belongs to.
+    #[must_use]
     pub fn table(&self) -> &Table {
         &self.table
     }
 
     /// The PostgreSQL type of its values.
+    #[must_use]
     pub fn sql_type(&self) -> &'static str {
         self.sql_type
     }
 
     /// The same column on another handle of its table.
+    #[must_use]
     pub fn of(&self, table: &Table) -> AnyColumn {
         AnyColumn {
             table: table.clone(),
@@ -835,16 +889,19 @@ impl AnyColumn {
     }
 
     /// The qualified column reference.
+    #[must_use]
     pub fn col_ref(&self) -> ColumnRef {
         qualified(&self.table, &self.name)
     }
 
     /// The bare column name as an identifier.
+    #[must_use]
     pub fn iden(&self) -> DynIden {
         self.name.clone().into_iden()
     }
 
     /// The column as an expression.
+    #[must_use]
     pub fn expr(&self) -> Expr {
         Expr::col(self.col_ref())
     }
@@ -901,6 +958,7 @@ pub struct Relation {
 
 impl Relation {
     /// A single-column foreign key `from → to`. The types must agree.
+    #[must_use]
     pub fn new<T: SqlType>(from: &Column<T>, to: &Column<T>) -> Relation {
         Relation {
             from_table: from.table().clone(),
@@ -930,6 +988,7 @@ impl Relation {
     }
 
     /// The same relation read the other way (`to → from`).
+    #[must_use]
     pub fn reversed(&self) -> Relation {
         Relation {
             from_table: self.to_table.clone(),
@@ -943,21 +1002,25 @@ impl Relation {
     }
 
     /// The table the relation starts from.
+    #[must_use]
     pub fn from_table(&self) -> &Table {
         &self.from_table
     }
 
     /// The table the relation points at.
+    #[must_use]
     pub fn to_table(&self) -> &Table {
         &self.to_table
     }
 
     /// The `(from, to)` column pairs.
+    #[must_use]
     pub fn pairs(&self) -> &[(AnyColumn, AnyColumn)] {
         &self.pairs
     }
 
     /// The same relation between other handles of the two tables (e.g. aliases).
+    #[must_use]
     pub fn between(&self, from: &Table, to: &Table) -> Relation {
         Relation {
             from_table: from.clone(),
@@ -971,6 +1034,7 @@ impl Relation {
     }
 
     /// The join condition: `from.a = to.a AND …`.
+    #[must_use]
     pub fn on(&self) -> Condition {
         self.pairs
             .iter()

@@ -191,16 +191,30 @@ pub trait Executor: Send + Sync {
     type Row: RowRead + Send;
 
     /// Runs a statement and returns its rows. Like `tokio_postgres::Client::query`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] when a value cannot be sent
+    /// ([`BuiltQuery::check`]); [`Error::Database`] for the server's or the
+    /// connection's error.
     fn rows(&self, q: &BuiltQuery) -> impl Future<Output = Result<Vec<Self::Row>>> + Send;
 
     /// Runs a statement and returns the number of rows it affected. Like
     /// `tokio_postgres::Client::execute`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] when a value cannot be sent
+    /// ([`BuiltQuery::check`]); [`Error::Database`] for the server's or the
+    /// connection's error.
     fn run(&self, q: &BuiltQuery) -> impl Future<Output = Result<u64>> + Send;
 
     /// Runs SQL text with no parameters through the simple-query protocol:
     /// several `;`-separated statements (DDL scripts, function bodies) in one
     /// round trip. Like `tokio_postgres::Client::batch_execute`. The text must
     /// come from this crate's builders or your own code, never from user data.
+    ///
+    /// # Errors
+    /// [`Error::Database`] for the first statement that fails, or the
+    /// connection's error.
     fn run_script(&self, sql: &str) -> impl Future<Output = Result<()>> + Send;
 
     /// `true` when this executor is a transaction (statements such as
@@ -214,7 +228,8 @@ pub trait Executor: Send + Sync {
     /// `tokio_postgres::Client::query_one`.
     ///
     /// # Errors
-    /// [`Error::RowCount`] for zero rows or more than one.
+    /// [`Error::RowCount`] for zero rows or more than one; as
+    /// [`rows`](Self::rows).
     fn one_row(&self, q: &BuiltQuery) -> impl Future<Output = Result<Self::Row>> + Send {
         async move { exactly_one(self.rows(q).await?) }
     }
@@ -223,7 +238,7 @@ pub trait Executor: Send + Sync {
     /// `tokio_postgres::Client::query_opt`.
     ///
     /// # Errors
-    /// [`Error::RowCount`] for more than one row.
+    /// [`Error::RowCount`] for more than one row; as [`rows`](Self::rows).
     fn optional_row(
         &self,
         q: &BuiltQuery,
@@ -233,6 +248,9 @@ pub trait Executor: Send + Sync {
 
     /// Runs a statement and decodes each row as `T` (a tuple or a family's
     /// row type).
+    ///
+    /// # Errors
+    /// [`Error::Decode`] when a row is not a `T`; as [`rows`](Self::rows).
     fn rows_as<T: FromRow + Send>(
         &self,
         q: &BuiltQuery,
@@ -246,7 +264,8 @@ pub trait Executor: Send + Sync {
     /// these statements need.
     ///
     /// # Errors
-    /// [`Error::InTransaction`] when this executor is a transaction.
+    /// [`Error::InTransaction`] when this executor is a transaction; as
+    /// [`run`](Self::run).
     fn run_outside_transaction(&self, q: &BuiltQuery) -> impl Future<Output = Result<u64>> + Send {
         async move {
             outside_transaction_check(self.is_transaction(), q)?;
@@ -261,6 +280,10 @@ pub trait Transactional: Executor {
     /// `self` is already a transaction) and commits; on the first error
     /// everything is rolled back and the error returned. Returns the
     /// affected-row count of each statement.
+    ///
+    /// # Errors
+    /// As [`Executor::rows`], for the first statement that fails (or for
+    /// `BEGIN`/`COMMIT`); nothing is committed then.
     fn run_in_transaction(
         &mut self,
         queries: &[BuiltQuery],
@@ -270,6 +293,9 @@ pub trait Transactional: Executor {
     /// transaction) that is then **rolled back**, and returns its rows:
     /// whatever the statement changed is undone (`EXPLAIN ANALYZE` of an
     /// `UPDATE`, a dry run).
+    ///
+    /// # Errors
+    /// As [`Executor::rows`]; the transaction is rolled back either way.
     fn rows_rolled_back(
         &mut self,
         q: &BuiltQuery,
@@ -324,22 +350,37 @@ pub trait BlockingExecutor {
     type Row: RowRead;
 
     /// Runs a statement and returns its rows. Like `postgres::Client::query`.
+    ///
+    /// # Errors
+    /// As [`Executor::rows`].
     fn rows(&mut self, q: &BuiltQuery) -> Result<Vec<Self::Row>>;
 
     /// Runs a statement and returns the number of rows it affected.
+    ///
+    /// # Errors
+    /// As [`Executor::run`].
     fn run(&mut self, q: &BuiltQuery) -> Result<u64>;
 
     /// Runs parameterless SQL text through the simple-query protocol (see
     /// [`Executor::run_script`]).
+    ///
+    /// # Errors
+    /// As [`Executor::run_script`].
     fn run_script(&mut self, sql: &str) -> Result<()>;
 
     /// Runs `queries` in one transaction (a savepoint inside a transaction)
     /// and commits; rolls back on the first error.
+    ///
+    /// # Errors
+    /// As [`Transactional::run_in_transaction`].
     fn run_in_transaction(&mut self, queries: &[BuiltQuery]) -> Result<Vec<u64>>;
 
     /// Runs `q` in a transaction (a savepoint inside a transaction) that is
     /// then rolled back, and returns its rows (see
     /// [`Transactional::rows_rolled_back`]).
+    ///
+    /// # Errors
+    /// As [`Transactional::rows_rolled_back`].
     fn rows_rolled_back(&mut self, q: &BuiltQuery) -> Result<Vec<Self::Row>>;
 
     /// `true` when this executor is a transaction.
@@ -350,7 +391,8 @@ pub trait BlockingExecutor {
     /// Runs a statement that returns exactly one row.
     ///
     /// # Errors
-    /// [`Error::RowCount`] for zero rows or more than one.
+    /// [`Error::RowCount`] for zero rows or more than one; as
+    /// [`rows`](Self::rows).
     fn one_row(&mut self, q: &BuiltQuery) -> Result<Self::Row> {
         exactly_one(self.rows(q)?)
     }
@@ -358,12 +400,15 @@ pub trait BlockingExecutor {
     /// Runs a statement that returns at most one row.
     ///
     /// # Errors
-    /// [`Error::RowCount`] for more than one row.
+    /// [`Error::RowCount`] for more than one row; as [`rows`](Self::rows).
     fn optional_row(&mut self, q: &BuiltQuery) -> Result<Option<Self::Row>> {
         at_most_one(self.rows(q)?)
     }
 
     /// Runs a statement and decodes each row as `T`.
+    ///
+    /// # Errors
+    /// [`Error::Decode`] when a row is not a `T`; as [`rows`](Self::rows).
     fn rows_as<T: FromRow>(&mut self, q: &BuiltQuery) -> Result<Vec<T>> {
         decode_all(&self.rows(q)?)
     }
@@ -371,7 +416,8 @@ pub trait BlockingExecutor {
     /// Runs a statement that must not run inside a transaction block.
     ///
     /// # Errors
-    /// [`Error::InTransaction`] when this executor is a transaction.
+    /// [`Error::InTransaction`] when this executor is a transaction; as
+    /// [`run`](Self::run).
     fn run_outside_transaction(&mut self, q: &BuiltQuery) -> Result<u64> {
         outside_transaction_check(self.is_transaction(), q)?;
         self.run(q)

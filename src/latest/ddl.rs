@@ -70,6 +70,7 @@ impl<S: SqlType> LatestStatus<S> {
     /// );
     /// # Ok::<(), pgpatterns::Error>(())
     /// ```
+    #[must_use]
     pub fn index_advice(&self, concurrently: bool) -> Vec<BuiltQuery> {
         let mut indexes = vec![self.history_index()];
         if let (LatestStrategy::Denormalized, Some(col)) = (self.strategy, &self.denormalized) {
@@ -320,11 +321,13 @@ impl Denormalize {
 
     /// The trigger function's name (in the entity table's schema, or the
     /// first schema of `search_path`).
+    #[must_use]
     pub fn function_name(&self) -> &Ident {
         &self.name
     }
 
     /// `ALTER TABLE entity ADD COLUMN IF NOT EXISTS column <type>`.
+    #[must_use]
     pub fn add_column(&self) -> BuiltQuery {
         BuiltQuery::schema(
             Ddl::alter()
@@ -345,6 +348,7 @@ impl Denormalize {
     /// columns named like PL/pgSQL's own variables (`new`, `old`, `found`,
     /// `tg_op`, …) are read as columns, and every internal name (transition
     /// tables, aliases) is chosen to differ from the spec's identifiers.
+    #[must_use]
     pub fn function(&self) -> BuiltQuery {
         let truncate = Query::update()
             .table(self.entity.table_name())
@@ -400,6 +404,7 @@ END\n",
     /// The comment pgpatterns puts on its trigger function: which column it
     /// keeps, from which history. An existing function of the same name is
     /// replaced (or dropped) only when it carries exactly this comment.
+    #[must_use]
     pub fn marker(&self) -> String {
         format!(
             "pgpatterns: keeps {}.{} equal to the latest {} of {} by {}",
@@ -422,6 +427,7 @@ END\n",
     /// a trigger on the history table that runs another function. It runs
     /// first in the same transaction as the DDL, so nothing is replaced or
     /// dropped that pgpatterns did not create.
+    #[must_use]
     pub fn guard(&self) -> BuiltQuery {
         let triggers: Vec<String> = TRIGGER_SUFFIXES
             .iter()
@@ -455,6 +461,7 @@ END
     }
 
     /// The four `CREATE OR REPLACE TRIGGER` statements on the history table.
+    #[must_use]
     pub fn triggers(&self) -> Vec<BuiltQuery> {
         let n = &self.names;
         let (new_rows, old_rows) = (quote(&n.new_rows), quote(&n.old_rows));
@@ -492,6 +499,7 @@ END
 
     /// The trigger names, one per event (`INSERT`, `UPDATE`, `DELETE`,
     /// `TRUNCATE`), derived from the function's name.
+    #[must_use]
     pub fn trigger_names(&self) -> Vec<Ident> {
         TRIGGER_SUFFIXES
             .iter()
@@ -508,6 +516,7 @@ END
     /// then [`backfill`](Self::backfill). Because the [`guard`](Self::guard)
     /// runs first, the `CREATE OR REPLACE` statements only ever replace
     /// pgpatterns' own function and triggers for this column.
+    #[must_use]
     pub fn install_statements(&self) -> Vec<BuiltQuery> {
         let mut all = vec![
             self.guard(),
@@ -521,6 +530,7 @@ END
 
     /// The guard, then drops the triggers and the function (`IF EXISTS`);
     /// the column stays.
+    #[must_use]
     pub fn uninstall_statements(&self) -> Vec<BuiltQuery> {
         let mut all = vec![self.guard()];
         all.extend(TRIGGER_SUFFIXES.iter().map(|suffix| {
@@ -649,6 +659,7 @@ END
     /// ([`DRIFT_STORED`]) and the latest history status
     /// ([`LATEST_STATUS`](super::LATEST_STATUS)). Empty when the trigger has
     /// done its job. Compose it (order, limit, count) as you like.
+    #[must_use]
     pub fn drift_statement(&self) -> SelectStatement {
         // The lateral's alias avoids the spec's own names (a table called
         // `latest` must not be shadowed).
@@ -670,6 +681,7 @@ END
     }
 
     /// [`drift_statement`](Self::drift_statement) in key order.
+    #[must_use]
     pub fn drift_query(&self) -> BuiltQuery {
         let mut q = self.drift_statement();
         q.order_by(self.key.col_ref(), Order::Asc);

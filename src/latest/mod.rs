@@ -1,7 +1,7 @@
 //! Latest-status filters: entities whose *newest* history row matches.
 //!
-//! Seed 000: orders and their status history. "Orders whose status is
-//! Pending" means orders whose **latest** status row says Pending; the naive
+//! Take orders and their status history. "Orders whose status is Pending"
+//! means orders whose **latest** status row says Pending; the naive
 //! `JOIN order_status WHERE status = 'Pending'` returns every order that was
 //! *ever* Pending. [`LatestStatus`] builds the right query in several
 //! equivalent strategies ([`LatestStrategy`]). "Latest" is the history row
@@ -257,6 +257,7 @@ impl<S: SqlType> LatestStatus<S> {
     }
 
     /// Keeps entities whose latest status equals `status`.
+    #[must_use]
     pub fn status_eq(mut self, status: impl Into<S>) -> LatestStatus<S> {
         self.predicate = Predicate::Eq(status.into().param());
         self
@@ -277,6 +278,7 @@ impl<S: SqlType> LatestStatus<S> {
 
     /// Keeps entities whose latest status is not `status` (a NULL status
     /// counts as "not `status`": `IS DISTINCT FROM`).
+    #[must_use]
     pub fn status_ne(mut self, status: impl Into<S>) -> LatestStatus<S> {
         self.predicate = Predicate::Ne(status.into().param());
         self
@@ -296,6 +298,7 @@ impl<S: SqlType> LatestStatus<S> {
     }
 
     /// Keeps entities whose latest history row has a NULL status.
+    #[must_use]
     pub fn status_is_null(mut self) -> LatestStatus<S> {
         self.predicate = Predicate::IsNull;
         self
@@ -420,16 +423,19 @@ impl<S: SqlType> LatestStatus<S> {
     }
 
     /// The chosen strategy.
+    #[must_use]
     pub fn chosen_strategy(&self) -> LatestStrategy {
         self.strategy
     }
 
     /// The entity table.
+    #[must_use]
     pub fn entity(&self) -> &Table {
         &self.entity
     }
 
     /// The entity key column.
+    #[must_use]
     pub fn key(&self) -> &AnyColumn {
         &self.key
     }
@@ -439,6 +445,7 @@ impl<S: SqlType> LatestStatus<S> {
     /// NULL for entities counted through [`missing_as`](Self::missing_as)).
     /// Add your own joins, filters, ordering or limit, or use it as a
     /// subquery.
+    #[must_use]
     pub fn to_statement(&self) -> SelectStatement {
         if self.strategy == LatestStrategy::Auto {
             return self
@@ -709,11 +716,13 @@ impl<S: SqlType> LatestStatus<S> {
     }
 
     /// The statement rendered with its values.
+    #[must_use]
     pub fn build(&self) -> BuiltQuery {
         BuiltQuery::new(&self.to_statement())
     }
 
     /// `SELECT COUNT(*)` of the matching entities.
+    #[must_use]
     pub fn count_query(&self) -> BuiltQuery {
         if self.strategy == LatestStrategy::Auto {
             return self

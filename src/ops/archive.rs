@@ -1,5 +1,5 @@
 //! Archive mover: move rows older than a cutoff from a live table to its
-//! archive twin in batches (seed 002, part C: a 10 M-row orders table).
+//! archive twin in batches (built for a 10 M-row orders table).
 //!
 //! Each batch is **one statement**,
 //!
@@ -186,17 +186,20 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
 
     /// Whether [`prepare`](Self::prepare) creates a missing archive table
     /// (default `true`); with `false` a missing archive is an error.
+    #[must_use]
     pub fn create_missing(mut self, create: bool) -> Self {
         self.create_missing = create;
         self
     }
 
     /// The live table.
+    #[must_use]
     pub fn live(&self) -> &Table {
         &self.live
     }
 
     /// The archive table.
+    #[must_use]
     pub fn archive(&self) -> &Table {
         &self.archive
     }
@@ -205,6 +208,7 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
     /// INCLUDING CONSTRAINTS INCLUDING INDEXES)`: the same columns, checks
     /// and keys (so a duplicate could never be inserted silently); identity
     /// and generated columns become plain columns holding the moved values.
+    #[must_use]
     pub fn create_statement(&self) -> BuiltQuery {
         BuiltQuery::generated(format!(
             "CREATE TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)",
@@ -216,6 +220,7 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
     /// The index that lets each batch find its oldest rows without a scan:
     /// `live (time, key)`, optionally `CONCURRENTLY` (run it with
     /// [`BuiltQuery::execute_outside_transaction`]).
+    #[must_use]
     pub fn index_advice(&self, concurrently: bool) -> BuiltQuery {
         let mut idx = Index::create();
         idx.name(
@@ -321,6 +326,7 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
     /// The cursor matters at scale: the entries of rows already moved stay
     /// in the `(time, key)` index until vacuum, and without it every batch
     /// would walk over all of them again.
+    #[must_use]
     pub fn move_statement(
         &self,
         columns: &[Ident],
@@ -352,6 +358,7 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
     /// ));
     /// # Ok::<(), pgpatterns::Error>(())
     /// ```
+    #[must_use]
     pub fn move_statement_upto(
         &self,
         columns: &[Ident],
@@ -427,6 +434,7 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
     /// "Live + archive" as one relation: `SELECT c… FROM live UNION ALL
     /// SELECT c… FROM archive`. Use it as a subquery to filter, count or
     /// page over the full history.
+    #[must_use]
     pub fn union_all(&self, columns: &[Ident]) -> SelectStatement {
         let part = |t: &Table| {
             Query::select()
@@ -444,6 +452,7 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
     /// the cutoff's own type, as the batches compare it with the column: a
     /// `timestamp` (or `date`) cutoff is read in the session's `TimeZone`,
     /// like `now()` stored into a `timestamp` column by this session.
+    #[must_use]
     pub fn future_check_statement(&self, cutoff: T) -> BuiltQuery {
         BuiltQuery::new(
             &Query::select()
@@ -460,6 +469,7 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
     /// SELECT time, key, COUNT(*) OVER () FROM live WHERE time < $1
     /// ORDER BY time DESC, key DESC LIMIT 1
     /// ```
+    #[must_use]
     pub fn bound_statement(&self, cutoff: T) -> BuiltQuery {
         BuiltQuery::new(
             &Query::select()

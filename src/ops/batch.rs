@@ -1,5 +1,5 @@
 //! Batched delete: remove the rows matching a condition a bounded batch at a
-//! time (seed 002's retention job), so no statement holds locks for long and
+//! time (a retention job), so no statement holds locks for long and
 //! live writers are never blocked (`FOR UPDATE SKIP LOCKED`).
 
 use std::time::Instant;
@@ -64,6 +64,7 @@ impl<K: SqlType> BatchDelete<K> {
 
     /// One batch: `DELETE FROM t WHERE key IN (SELECT key FROM t WHERE
     /// <condition> ORDER BY key LIMIT $n FOR UPDATE SKIP LOCKED)`.
+    #[must_use]
     pub fn batch_statement(&self) -> BuiltQuery {
         let pick = Query::select()
             .column(self.key.col_ref())

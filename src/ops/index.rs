@@ -117,6 +117,7 @@ impl ConcurrentIndex {
     }
 
     /// Makes it a `UNIQUE` index.
+    #[must_use]
     pub fn unique(mut self) -> Self {
         self.unique = true;
         self
@@ -137,11 +138,13 @@ impl ConcurrentIndex {
     }
 
     /// The index name.
+    #[must_use]
     pub fn name(&self) -> &Ident {
         &self.name
     }
 
     /// `CREATE [UNIQUE] INDEX CONCURRENTLY IF NOT EXISTS name ON table (…)`.
+    #[must_use]
     pub fn create_statement(&self) -> BuiltQuery {
         let mut idx = Index::create();
         idx.name(self.name.as_str())
@@ -161,6 +164,7 @@ impl ConcurrentIndex {
     }
 
     /// `DROP INDEX CONCURRENTLY IF EXISTS "schema"."name"`.
+    #[must_use]
     pub fn drop_statement(&self) -> BuiltQuery {
         BuiltQuery::generated(format!(
             "DROP INDEX CONCURRENTLY IF EXISTS {}",
@@ -181,6 +185,7 @@ impl ConcurrentIndex {
     /// whether it has a predicate, the access method, whether every key
     /// uses its type's default operator class and the column's collation,
     /// `NULLS NOT DISTINCT`, and `pg_get_indexdef`.
+    #[must_use]
     pub fn state_query(&self) -> BuiltQuery {
         BuiltQuery::fixed_with(
             CATALOG_SQL,

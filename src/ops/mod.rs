@@ -1,5 +1,5 @@
-//! Operations from seed 002: reports and maintenance built on the same typed
-//! schema handles and executor as the query families.
+//! Reports and maintenance for a busy orders database, built on the same
+//! typed schema handles and executor as the query families.
 //!
 //! - [`top_n`]: top N entities by a metric over a time window with filters
 //!   ("top 10 users by total spent in the last 30 days, completed orders"),

@@ -1,5 +1,5 @@
 //! Bounded recent history: "the last N products each user viewed" kept in
-//! SQL (seed 002, part B).
+//! SQL.
 //!
 //! One row per `(owner, item)`; recording a view upserts that row and trims
 //! the owner's rows beyond the newest N, in one transaction. Concurrent
@@ -130,11 +130,13 @@ impl<O: SqlType, I: SqlType, T: SqlType> RecentHistory<O, I, T> {
     }
 
     /// How many rows each owner keeps.
+    #[must_use]
     pub fn keep(&self) -> i64 {
         self.keep
     }
 
     /// The history table.
+    #[must_use]
     pub fn table(&self) -> &Table {
         &self.table
     }
@@ -149,6 +151,7 @@ impl<O: SqlType, I: SqlType, T: SqlType> RecentHistory<O, I, T> {
     /// 2. the trim, `DELETE … WHERE owner = $1 AND item IN (SELECT item …
     ///    ORDER BY at DESC, item DESC OFFSET $keep)`, which runs with a
     ///    snapshot taken after the lock was granted.
+    #[must_use]
     pub fn record_statements(&self, owner: O, item: I, at: T) -> [BuiltQuery; 2] {
         let lock = Query::select()
             .expr(
@@ -316,6 +319,7 @@ impl<O: SqlType, I: SqlType, T: SqlType> RecentHistory<O, I, T> {
     /// The index that serves [`recent_query`](Self::recent_query) and the
     /// trim: `(owner, at DESC, item DESC)`, optionally `CONCURRENTLY` (run
     /// it with [`BuiltQuery::execute_outside_transaction`]).
+    #[must_use]
     pub fn index_advice(&self, concurrently: bool) -> BuiltQuery {
         let mut idx = Index::create();
         idx.name(
@@ -340,8 +344,8 @@ impl<O: SqlType, I: SqlType, T: SqlType> RecentHistory<O, I, T> {
         BuiltQuery::schema(&idx)
     }
 
-    /// Trims every owner to the newest [`keep`](Self::keep) rows (the
-    /// seed's scheduled job), `owners_per_batch` owners per transaction in
+    /// Trims every owner to the newest [`keep`](Self::keep) rows (a
+    /// scheduled cleanup job), `owners_per_batch` owners per transaction in
     /// owner order, reporting the owners done after each batch. Each batch
     /// takes the same per-owner locks as [`record`](Self::record) (in owner
     /// order), so it never races a recorder. Resumable: a rerun only

@@ -1,4 +1,4 @@
-//! The top-N report of seed 002 (A1–A2): top N entities (users) by the sum
+//! A top-N report: top N entities (users) by the sum
 //! of an amount over their facts (orders) in a time window, with equality
 //! filters (`status = 'completed'`), returning the entity key, extra entity
 //! columns, the fact count and the sum; plus the index that serves it.
@@ -218,6 +218,7 @@ impl<K: SqlType, A: Summable> TopN<K, A> {
     }
 
     /// Any other condition on the facts (not covered by the advised index).
+    #[must_use]
     pub fn filter(mut self, condition: Expr) -> TopN<K, A> {
         self.filters.push(condition);
         self
@@ -240,6 +241,7 @@ impl<K: SqlType, A: Summable> TopN<K, A> {
     }
 
     /// The report: key, extra columns, count, sum; best first, ties by key.
+    #[must_use]
     pub fn to_statement(&self) -> SelectStatement {
         // `new` refused the only names that could clash, so this is Ok.
         let inner = self
@@ -269,14 +271,15 @@ impl<K: SqlType, A: Summable> TopN<K, A> {
     }
 
     /// The statement rendered with its values.
+    #[must_use]
     pub fn build(&self) -> BuiltQuery {
         BuiltQuery::new(&self.to_statement())
     }
 
     /// The index that serves the report: equality columns, then the time
     /// column, `INCLUDE (fk, amount)` so the aggregate reads only the index
-    /// (`(status, created_at) INCLUDE (user_id, total_amount)` for seed
-    /// 002). Built `CONCURRENTLY IF NOT EXISTS`: run it with
+    /// (`(status, created_at) INCLUDE (user_id, total_amount)` for "top
+    /// users by completed orders' total in a window"). Built `CONCURRENTLY IF NOT EXISTS`: run it with
     /// [`BuiltQuery::execute_outside_transaction`].
     ///
     /// # Errors
@@ -383,6 +386,7 @@ pub struct TopRow<K, S> {
 
 impl<K, S> TopRow<K, S> {
     /// An extra column's value (`None` for NULL or a column not requested).
+    #[must_use]
     pub fn get<T: SqlType + ValueType>(&self, col: &Column<T>) -> Option<T> {
         let (_, v) = self.extras.iter().find(|(n, _)| n == col.name())?;
         if *v == T::null_value() {

@@ -53,6 +53,7 @@ impl<T: SqlType> fmt::Debug for TypedExpr<T> {
 impl<T: SqlType> TypedExpr<T> {
     /// An expression whose values are `T` (you vouch for the type: a wrong
     /// one fails when the rows are decoded, with [`Error::Decode`]).
+    #[must_use]
     pub fn new(expr: impl Into<Expr>) -> TypedExpr<T> {
         TypedExpr {
             expr: expr.into(),
@@ -85,6 +86,7 @@ impl<T: SqlType> TypedExpr<T> {
     }
 
     /// The SQL expression.
+    #[must_use]
     pub fn expr(&self) -> Expr {
         self.expr.clone()
     }
@@ -258,6 +260,7 @@ impl<T> Agg<T> {
     /// Only rows matching `condition` are aggregated:
     /// `AGG(…) FILTER (WHERE condition)`. Calling it again replaces the
     /// condition.
+    #[must_use]
     pub fn filter(mut self, condition: Expr) -> Agg<T> {
         self.filter = Some(condition);
         self
@@ -288,17 +291,20 @@ impl<T> Agg<T> {
 
 impl Agg<i64> {
     /// `COUNT(*)`.
+    #[must_use]
     pub fn count_all() -> Agg<i64> {
         Agg::make(AggKind::CountAll, None)
     }
 
     /// `COUNT(x)`: rows where `x` is not NULL.
+    #[must_use]
     pub fn count<A: SqlType>(x: impl Into<TypedExpr<A>>) -> Agg<i64> {
         Agg::make(AggKind::Count, arg(x.into()))
     }
 
     /// `COUNT(DISTINCT x)`: cannot be rolled up from finer rows, which is
     /// why whole levels are computed by the server.
+    #[must_use]
     pub fn count_distinct<A: SqlType>(x: impl Into<TypedExpr<A>>) -> Agg<i64> {
         Agg::make(AggKind::CountDistinct, arg(x.into()))
     }
@@ -306,11 +312,13 @@ impl Agg<i64> {
 
 impl<T: SqlType> Agg<T> {
     /// `SUM(x)`, typed as PostgreSQL returns it (`SUM(int4)` → `i64`).
+    #[must_use]
     pub fn sum<A: Summable<Sum = T>>(x: impl Into<TypedExpr<A>>) -> Agg<T> {
         Agg::make(AggKind::Sum, arg(x.into()))
     }
 
     /// `AVG(x)`, typed as PostgreSQL returns it (`AVG(int4)` → `Decimal`).
+    #[must_use]
     pub fn avg<A: Summable<Avg = T>>(x: impl Into<TypedExpr<A>>) -> Agg<T> {
         Agg::make(AggKind::Avg, arg(x.into()))
     }
@@ -369,11 +377,13 @@ impl<T: SqlType> Agg<T> {
 
 impl<T: Ordered> Agg<T> {
     /// `MIN(x)`.
+    #[must_use]
     pub fn min(x: impl Into<TypedExpr<T>>) -> Agg<T> {
         Agg::make(AggKind::Min, arg(x.into()))
     }
 
     /// `MAX(x)`.
+    #[must_use]
     pub fn max(x: impl Into<TypedExpr<T>>) -> Agg<T> {
         Agg::make(AggKind::Max, arg(x.into()))
     }
@@ -400,16 +410,19 @@ impl<T> Dim<T> {
     }
 
     /// The untyped id, for grouping lists mixing dimension types.
+    #[must_use]
     pub fn id(&self) -> DimId {
         self.id
     }
 
     /// The output column's name.
+    #[must_use]
     pub fn alias(&self) -> &Ident {
         &self.alias
     }
 
     /// The dimension's SQL expression (as grouped).
+    #[must_use]
     pub fn expr(&self) -> Expr {
         self.expr.clone()
     }
@@ -482,41 +495,49 @@ impl<T: SqlType> Metric<T> {
     }
 
     /// The output column's name.
+    #[must_use]
     pub fn alias(&self) -> &Ident {
         &self.alias
     }
 
     /// The aggregate expression (usable in `HAVING` and `ORDER BY`).
+    #[must_use]
     pub fn expr(&self) -> Expr {
         self.expr.clone()
     }
 
     /// `aggregate > $n`, for [`Rollup::having`](crate::Rollup::having).
+    #[must_use]
     pub fn gt(&self, v: impl Into<T>) -> Expr {
         self.expr().gt(v.into().param())
     }
 
     /// `aggregate >= $n`.
+    #[must_use]
     pub fn gte(&self, v: impl Into<T>) -> Expr {
         self.expr().gte(v.into().param())
     }
 
     /// `aggregate < $n`.
+    #[must_use]
     pub fn lt(&self, v: impl Into<T>) -> Expr {
         self.expr().lt(v.into().param())
     }
 
     /// `aggregate <= $n`.
+    #[must_use]
     pub fn lte(&self, v: impl Into<T>) -> Expr {
         self.expr().lte(v.into().param())
     }
 
     /// `aggregate = $n`.
+    #[must_use]
     pub fn eq(&self, v: impl Into<T>) -> Expr {
         self.expr().eq(v.into().param())
     }
 
     /// `aggregate <> $n`.
+    #[must_use]
     pub fn ne(&self, v: impl Into<T>) -> Expr {
         self.expr().ne(v.into().param())
     }

@@ -1,8 +1,8 @@
 //! Reports with subtotals: `GROUPING SETS`, `ROLLUP` and `CUBE` over a base
 //! query, each returned row knowing its level.
 //!
-//! Seed 003: a dashboard shows metrics per (merchant, device) plus a summary
-//! line. Two full scans (the detail query and the summary query) become one
+//! Take a sales dashboard that shows metrics per (merchant, device) plus a
+//! summary line. Two full scans (the detail query and the summary query) become one
 //! query with `GROUPING SETS ((merchant, device), ())`. `COUNT(DISTINCT …)`
 //! cannot be summed from the detail rows, so the summary has to come from the
 //! server; and the rows of several levels need a deterministic order.
@@ -61,8 +61,8 @@ static NEXT_SPEC: AtomicU64 = AtomicU64::new(1);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum TotalPosition {
-    /// Detail rows first, then subtotals, then the total (the seed's
-    /// dashboard: the summary line at the bottom).
+    /// Detail rows first, then subtotals, then the total (a dashboard with
+    /// its summary line at the bottom).
     #[default]
     Last,
     /// The total first, then subtotals (coarsest first), then detail rows.
@@ -208,6 +208,7 @@ impl Rollup {
 
     /// A report over a table; dimensions and metrics are its columns (or
     /// expressions over them).
+    #[must_use]
     pub fn new(table: &Table) -> Rollup {
         Rollup::with_base(Base::Table(table.clone()))
     }
@@ -472,7 +473,7 @@ impl Rollup {
     }
 
     /// Detail rows plus one summary line: `GROUPING SETS ((every
-    /// dimension), ())` — the seed's dashboard. Dimensions added later are
+    /// dimension), ())` — a dashboard with a summary line. Dimensions added later are
     /// included.
     ///
     /// # Errors
@@ -580,6 +581,7 @@ impl Rollup {
 
     /// The chosen strategy ([`Auto`](RollupStrategy::Auto) stays `Auto`;
     /// see [`explain_choice`](Self::explain_choice) for its decision).
+    #[must_use]
     pub fn chosen_strategy(&self) -> RollupStrategy {
         self.strategy
     }
@@ -599,6 +601,7 @@ impl Rollup {
 
     /// The grouping sets this spec computes, each as the aliases of the
     /// dimensions it groups by (largest first within each entry).
+    #[must_use]
     pub fn grouping_sets_expanded(&self) -> Vec<Vec<Ident>> {
         self.sets()
             .into_iter()
@@ -675,6 +678,7 @@ impl Rollup {
     ///
     /// [`Auto`](RollupStrategy::Auto) is resolved without a database here
     /// (see its rule); [`resolve`](Self::resolve) decides from one.
+    #[must_use]
     pub fn to_statement(&self) -> SelectStatement {
         let grouped = match self.effective_strategy() {
             RollupStrategy::PreAggregate => self.pre_grouped(),
@@ -738,6 +742,7 @@ impl Rollup {
     }
 
     /// The statement rendered with its values.
+    #[must_use]
     pub fn build(&self) -> BuiltQuery {
         BuiltQuery::new(&self.to_statement())
     }

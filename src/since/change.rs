@@ -51,6 +51,7 @@ impl std::fmt::Debug for ChangeColumn {
 
 impl ChangeColumn {
     /// The table the column belongs to.
+    #[must_use]
     pub fn table(&self) -> &Table {
         match self {
             ChangeColumn::Timestamptz(c) => c.table(),
@@ -59,6 +60,7 @@ impl ChangeColumn {
     }
 
     /// `"timestamptz"` or `"timestamp"`.
+    #[must_use]
     pub fn sql_type(&self) -> &'static str {
         match self {
             ChangeColumn::Timestamptz(c) => c.sql_type(),
@@ -67,6 +69,7 @@ impl ChangeColumn {
     }
 
     /// The column with its type erased.
+    #[must_use]
     pub fn erase(&self) -> AnyColumn {
         match self {
             ChangeColumn::Timestamptz(c) => c.erase(),

@@ -152,6 +152,7 @@ impl<K: SqlType> SinceGraph<K> {
     /// A base predicate on the root rows (`show = TRUE`), built from typed
     /// columns of the root table; every value in it is bound. Predicates are
     /// ANDed. Roots failing them never match, whatever changed.
+    #[must_use]
     pub fn filter(mut self, condition: Expr) -> SinceGraph<K> {
         self.filters.push(condition);
         self
@@ -256,6 +257,7 @@ impl<K: SqlType> SinceGraph<K> {
     /// stores no zone in a `timestamp`; pick the offset your application
     /// writes them in. Zones with daylight saving time cannot be expressed as
     /// one offset: store `timestamptz` for those.)
+    #[must_use]
     pub fn timestamp_offset(mut self, offset: FixedOffset) -> SinceGraph<K> {
         self.offset = offset;
         self
@@ -279,16 +281,19 @@ impl<K: SqlType> SinceGraph<K> {
     }
 
     /// The root table.
+    #[must_use]
     pub fn root(&self) -> &Table {
         &self.root
     }
 
     /// The root key column.
+    #[must_use]
     pub fn key(&self) -> &AnyColumn {
         &self.key
     }
 
     /// The labels of the root (first) and of each path, in the order added.
+    #[must_use]
     pub fn labels(&self) -> Vec<&str> {
         std::iter::once(&*self.root_label)
             .chain(self.paths.iter().map(|p| &*p.label))

@@ -19,6 +19,7 @@ pub struct IndexOptions {
 
 impl IndexOptions {
     /// Advice for `strategy`, built without `CONCURRENTLY`.
+    #[must_use]
     pub fn new(strategy: SinceStrategy) -> IndexOptions {
         IndexOptions {
             strategy,
@@ -29,6 +30,7 @@ impl IndexOptions {
     /// `CREATE INDEX CONCURRENTLY`: builds without blocking writes, but
     /// cannot run inside a transaction (run each statement with
     /// [`BuiltQuery::execute_outside_transaction`](crate::BuiltQuery::execute_outside_transaction)).
+    #[must_use]
     pub fn concurrently(mut self, yes: bool) -> IndexOptions {
         self.concurrently = yes;
         self
@@ -91,6 +93,7 @@ impl<K: SqlType> SinceGraph<K> {
     /// ]);
     /// # Ok::<(), pgpatterns::Error>(())
     /// ```
+    #[must_use]
     pub fn index_advice(&self, options: impl Into<IndexOptions>) -> Vec<BuiltQuery> {
         let options = options.into();
         let mut wanted: Vec<(Table, Vec<AnyColumn>)> = Vec::new();

@@ -1,15 +1,15 @@
 //! Since filters: root rows changed at or after a point in time, in
 //! themselves *or* in any related table.
 //!
-//! Seed 001: moves must be returned when the move, its orders, shipments,
-//! service items or payment requests changed since `T` — and, the team
-//! wished, deeper relations too (service members behind orders, addresses
-//! behind shipments). A [`SinceGraph`] declares the root, its base
-//! predicates and labelled relation paths of any depth; [`SinceGraph::since`]
-//! makes a [`SinceQuery`] that builds the root rows in one of five
-//! equivalent strategies ([`SinceStrategy`]), counts them, pages through
-//! them with an opaque keyset cursor ([`PageRequest`], [`Page`](crate::Page)) and
-//! tells, for one page, what changed ([`Change`]).
+//! Take moves changed across related tables: a move must be returned when
+//! the move, its orders, shipments, service items or payment requests
+//! changed since `T` — and deeper relations too (service members behind
+//! orders, addresses behind shipments). A [`SinceGraph`] declares the root,
+//! its base predicates and labelled relation paths of any depth;
+//! [`SinceGraph::since`] makes a [`SinceQuery`] that builds the root rows in
+//! one of five equivalent strategies ([`SinceStrategy`]), counts them, pages
+//! through them with an opaque keyset cursor ([`PageRequest`](crate::PageRequest), [`Page`](crate::Page))
+//! and tells, for one page, what changed ([`Change`]).
 //!
 //! A root row matches when its own change column, or the change column of
 //! any row reachable along a path, is `>= since`. NULL change times never
@@ -51,16 +51,16 @@ pub const SINCE_AT: &str = "since_at";
 
 /// How the matching root rows are found. Every strategy returns the same rows.
 ///
-/// Measured on the seed-001 shape (see the README): `UnionIn` and `SemiJoin`
-/// win counts of selective windows (a few changed rows), `Exists` wins pages
-/// and wide windows; the join strategies are the seed's slower options, kept
-/// for comparison.
+/// Measured on moves and their related tables (see the README): `UnionIn`
+/// and `SemiJoin` win counts of selective windows (a few changed rows),
+/// `Exists` wins pages and wide windows; the join strategies are the usual
+/// hand-written queries, slower, kept for comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SinceStrategy {
     /// `root.change >= $s OR root.col IN (SELECT … UNION SELECT …)`: one
     /// `IN` per distinct root-side column set, each a `UNION` of the paths
-    /// that start there (seed 001's winner, generalised to paths).
+    /// that start there (the fastest hand-written form, generalised to paths).
     UnionIn,
     /// `root.change >= $s OR EXISTS (…) OR …`: one correlated `EXISTS` per
     /// path.
@@ -76,15 +76,15 @@ pub enum SinceStrategy {
     SemiJoin,
     /// `SELECT root.* FROM root LEFT JOIN …` every path (shared prefixes
     /// joined once) `WHERE root.change >= $s OR t1.change >= $s …`, made
-    /// distinct with `GROUP BY root.key` (seed 001's option 2). Grouping by
-    /// the primary key rather than `SELECT DISTINCT root.*` keeps it as fast
-    /// as the seed's query (a first page streams in key order; `DISTINCT`
+    /// distinct with `GROUP BY root.key`. Grouping by the primary key rather
+    /// than `SELECT DISTINCT root.*` keeps it as fast as the hand-written
+    /// query (a first page streams in key order; `DISTINCT`
     /// over every column sorted all matches, up to 70× slower) and works with
     /// columns that have no equality (`json`); the key must be the root's
     /// primary key.
     OrJoins,
     /// `LEFT JOIN` every path, `GROUP BY root.key HAVING
-    /// MAX(GREATEST(change, …)) >= $s` (seed 001's option 1); the key must
+    /// MAX(GREATEST(change, …)) >= $s`; the key must
     /// be the root's primary key.
     GreatestGroupBy,
     /// Chosen per query shape and window from the live database
@@ -157,28 +157,33 @@ fn row_of(cols: &[AnyColumn]) -> Expr {
 
 impl<K: SqlType> SinceQuery<K> {
     /// Chooses the strategy (default [`SinceStrategy::UnionIn`]).
+    #[must_use]
     pub fn strategy(mut self, strategy: SinceStrategy) -> SinceQuery<K> {
         self.strategy = strategy;
         self
     }
 
     /// The chosen strategy.
+    #[must_use]
     pub fn chosen_strategy(&self) -> SinceStrategy {
         self.strategy
     }
 
     /// The graph.
+    #[must_use]
     pub fn graph(&self) -> &SinceGraph<K> {
         &self.graph
     }
 
     /// The point in time (inclusive).
+    #[must_use]
     pub fn since(&self) -> chrono::DateTime<chrono::Utc> {
         self.since.utc
     }
 
     /// The matching root rows: `SELECT root.* FROM root …`. Add your own
     /// filters, joins, ordering or limit, or use it as a subquery.
+    #[must_use]
     pub fn to_statement(&self) -> SelectStatement {
         let g = &self.graph;
         let since = &self.since;
@@ -308,6 +313,7 @@ impl<K: SqlType> SinceQuery<K> {
     }
 
     /// The statement rendered with its values.
+    #[must_use]
     pub fn build(&self) -> BuiltQuery {
         BuiltQuery::new(&self.to_statement())
     }
@@ -332,6 +338,7 @@ impl<K: SqlType> SinceQuery<K> {
     /// );
     /// # Ok::<(), pgpatterns::Error>(())
     /// ```
+    #[must_use]
     pub fn count_query(&self) -> BuiltQuery {
         crate::query::count_of(self.to_statement())
     }

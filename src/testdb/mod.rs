@@ -160,6 +160,10 @@ impl fmt::Debug for TestDb {
 impl TestDb {
     /// Uses `DATABASE_URL` if it is set (and not empty), else starts a private
     /// cluster with [`TestDb::start_cluster`].
+    ///
+    /// # Errors
+    /// [`Error::TestDb`] when `DATABASE_URL` is not valid UTF-8 or not a
+    /// connection string, or as [`TestDb::start_cluster`].
     pub fn start() -> Result<TestDb> {
         match std::env::var_os("DATABASE_URL") {
             Some(url) if !url.is_empty() => match url.to_str() {
@@ -173,6 +177,12 @@ impl TestDb {
     /// Always starts a private cluster in a fresh temp dir, ignoring `DATABASE_URL`.
     ///
     /// Blocks until the server accepts connections (typically 1–2 s, mostly `initdb`).
+    ///
+    /// # Errors
+    /// [`Error::TestDb`] naming the step that failed, with its output: no
+    /// PostgreSQL binaries found, the temp dir or the `postgres` user
+    /// unavailable, `initdb` or the server failing, or the server not ready
+    /// in time.
     pub fn start_cluster() -> Result<TestDb> {
         let started = Instant::now();
         let bindir = find_bindir()?;
@@ -284,6 +294,10 @@ impl TestDb {
     /// Statics are never dropped: the private cluster is stopped and removed by its
     /// watchdog when the process exits. If start-up failed, every call returns the
     /// same error again.
+    ///
+    /// # Errors
+    /// [`Error::TestDb`]: as [`TestDb::start`], on every call once start-up
+    /// failed.
     pub fn shared() -> Result<&'static TestDb> {
         static SHARED: OnceLock<std::result::Result<TestDb, (String, String)>> = OnceLock::new();
         let shared = SHARED.get_or_init(|| {
@@ -301,27 +315,32 @@ impl TestDb {
     /// The libpq key=value connection string
     /// (`host=<socket dir> port=<port> user=postgres dbname=postgres`),
     /// or `DATABASE_URL` as given.
+    #[must_use]
     pub fn connection_string(&self) -> &str {
         &self.connection_string
     }
 
     /// The parsed configuration for `tokio-postgres` (a synchronous
     /// `postgres::Config` can be made from it with `From`).
+    #[must_use]
     pub fn config(&self) -> tokio_postgres::Config {
         self.config.clone()
     }
 
     /// `true` for a private cluster, `false` for `DATABASE_URL`.
+    #[must_use]
     pub fn is_throwaway(&self) -> bool {
         self.cluster.is_some()
     }
 
     /// The data directory of the private cluster (`None` for `DATABASE_URL`).
+    #[must_use]
     pub fn data_dir(&self) -> Option<&Path> {
         self.cluster.as_ref().map(|c| c.data_dir.as_path())
     }
 
     /// The pid of the private cluster's postmaster (`None` for `DATABASE_URL`).
+    #[must_use]
     pub fn server_pid(&self) -> Option<u32> {
         self.cluster
             .as_ref()
@@ -331,12 +350,17 @@ impl TestDb {
 
     /// How long start-up took (`initdb` until the server was ready);
     /// zero for `DATABASE_URL`.
+    #[must_use]
     pub fn startup_time(&self) -> Duration {
         self.startup_time
     }
 
     /// Connects with `tokio-postgres` (no TLS) and spawns the connection task on the
     /// current tokio runtime.
+    ///
+    /// # Errors
+    /// [`Error::TestDb`] outside a tokio runtime, or when the connection
+    /// fails.
     pub async fn connect(&self) -> Result<tokio_postgres::Client> {
         connect_with(&self.config).await
     }
@@ -344,6 +368,10 @@ impl TestDb {
     /// Creates a fresh, uniquely named schema and returns a handle to it; connections
     /// made through the handle have `search_path` set to the schema. The schema is
     /// dropped (`CASCADE`) when the handle is dropped.
+    ///
+    /// # Errors
+    /// [`Error::TestDb`] as [`TestDb::connect`], or when `CREATE SCHEMA`
+    /// fails.
     pub async fn schema(&self) -> Result<TestSchema> {
         let name = unique_schema_name();
         let client = self.connect().await?;
@@ -383,17 +411,22 @@ pub struct TestSchema {
 impl TestSchema {
     /// The schema name (lowercase ASCII letters, digits and underscores only, so it
     /// needs no quoting).
+    #[must_use]
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// A configuration whose connections use `search_path = <schema>`.
+    #[must_use]
     pub fn config(&self) -> tokio_postgres::Config {
         self.config.clone()
     }
 
     /// Connects with `search_path` set to the schema (no TLS), spawning the
     /// connection task on the current tokio runtime.
+    ///
+    /// # Errors
+    /// As [`TestDb::connect`].
     pub async fn connect(&self) -> Result<tokio_postgres::Client> {
         connect_with(&self.config).await
     }

@@ -149,7 +149,8 @@ async fn analyze_of_writes_is_rolled_back_on_the_sync_client_and_a_pooled_connec
             let e = pgpatterns::explain::explain_statement(q, true, false).unwrap();
             let rows = s.rows_rolled_back(&e).unwrap();
             let json: serde_json::Value = rows[0].get(0);
-            out.push(pgpatterns::explain::parse(json).unwrap().root.node_type);
+            let plan = pgpatterns::explain::Plan::from_json(&json.to_string()).unwrap();
+            out.push(plan.root.node_type);
             let mut tx = s.transaction().unwrap();
             tx.rows_rolled_back(&e).unwrap();
             tx.commit().unwrap();
