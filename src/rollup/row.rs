@@ -548,3 +548,127 @@ pub(crate) fn decode_value<R: RowRead>(row: &R, i: usize, sql_type: &str) -> Res
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Agg, Table};
+
+    struct Spec {
+        r: Rollup,
+        k: Dim<String>,
+        n: Metric<i64>,
+    }
+
+    fn spec() -> Spec {
+        let t = Table::new("t").unwrap();
+        let mut r = Rollup::new(&t);
+        let k = r.dimension(&t.column::<String>("k").unwrap()).unwrap();
+        let n = r.metric("n", Agg::count_all()).unwrap();
+        r.with_total().unwrap();
+        Spec { r, k, n }
+    }
+
+    fn handle_error(e: Error) -> String {
+        match e {
+            Error::InvalidSpec { field, reason } => {
+                assert_eq!(field, "handle");
+                reason
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn handles_of_another_spec_are_errors_never_values() {
+        let a = spec();
+        let b = spec();
+        let row = a.r.row_builder().set(&a.k, "x").unwrap().build().unwrap();
+        assert_eq!(row.get(&a.k).as_deref(), Some("x"));
+        assert_eq!(row.try_dim(&a.k).unwrap(), DimValue::Value("x".into()));
+        // Same names, types and positions, but another spec.
+        let reason = handle_error(row.try_get(&b.k).unwrap_err());
+        assert!(reason.contains("another rollup spec"), "{reason}");
+        handle_error(row.try_get(&b.n).unwrap_err());
+        handle_error(row.try_dim(&b.k).unwrap_err());
+        handle_error(b.r.row_builder().set(&a.k, "x").unwrap_err());
+        let reads: [&dyn Fn(); 4] = [
+            &|| {
+                let _ = row.get(&b.k);
+            },
+            &|| {
+                let _ = row.get(&b.n);
+            },
+            &|| {
+                let _ = row.dim(&b.k);
+            },
+            &|| {
+                let _ = row.is_rolled_up(&b.k);
+            },
+        ];
+        for read in reads {
+            let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(read));
+            assert!(panic.is_err());
+        }
+    }
+
+    #[test]
+    fn clones_share_handles_until_they_differ() {
+        let mut a = spec();
+        let mut b = a.r.clone();
+        let row_b = b.row_builder().roll_up(&a.k).unwrap().build().unwrap();
+        assert!(row_b.is_rolled_up(&a.k));
+        assert_eq!(row_b.dim(&a.k), DimValue::All);
+        // Grown apart: a handle made on one is not read from the other's rows.
+        let t = Table::new("t").unwrap();
+        let x = a.r.dimension(&t.column::<String>("x").unwrap()).unwrap();
+        let y = b.dimension(&t.column::<i32>("x").unwrap()).unwrap();
+        let m = b.metric("m", Agg::count_all()).unwrap();
+        let row_a = a.r.row_builder().set(&x, "v").unwrap().build().unwrap();
+        let reason = handle_error(row_a.try_get(&y).unwrap_err());
+        assert!(reason.contains("is not int4"), "{reason}");
+        handle_error(row_a.try_get(&m).unwrap_err());
+        // A row fetched before the spec changed.
+        handle_error(row_b.try_get(&y).unwrap_err());
+        let reason = handle_error(row_b.try_dim(&x).unwrap_err());
+        assert!(reason.contains("no column \"x\""), "{reason}");
+    }
+
+    #[test]
+    fn dim_values_and_levels() {
+        let s = spec();
+        let null = s.r.row_builder().set_null(&s.k).unwrap().build().unwrap();
+        let total = s.r.row_builder().roll_up(&s.k).unwrap().build().unwrap();
+        assert_eq!(null.dim(&s.k), DimValue::Null);
+        assert!(null.dim(&s.k).is_null() && !null.is_rolled_up(&s.k));
+        assert_eq!(total.dim(&s.k), DimValue::All);
+        assert!(total.is_total() && !total.is_subtotal() && !total.is_detail());
+        assert_eq!(total.get(&s.k), None);
+        assert_eq!(total.get(&s.n), None); // not set: NULL
+        assert_eq!(DimValue::Value(3).as_ref().value(), Some(&3));
+        assert_eq!(DimValue::<i32>::All.value(), None);
+        // Set after rolling up: grouped again.
+        let mut b = s.r.row_builder();
+        b.roll_up(&s.k).unwrap().set(&s.k, "y").unwrap();
+        assert!(b.build().unwrap().is_detail());
+    }
+
+    #[test]
+    fn built_rows_must_belong_to_a_computed_grouping_set() {
+        let t = Table::new("t").unwrap();
+        let mut r = Rollup::new(&t);
+        let a = r.dimension(&t.column::<String>("a").unwrap()).unwrap();
+        let b = r.dimension(&t.column::<String>("b").unwrap()).unwrap();
+        r.rollup([a.id(), b.id()]).unwrap();
+        let sub = r.row_builder().roll_up(&b).unwrap().build().unwrap();
+        assert_eq!(
+            sub.level(),
+            &Level::Subtotal {
+                grouped_by: vec![a.alias().clone()]
+            }
+        );
+        assert_eq!(sub.grouping_mask(), 0b01);
+        let e = r.row_builder().roll_up(&a).unwrap().build().unwrap_err();
+        assert!(e.to_string().contains("no grouping set (b)"), "{e}");
+    }
+}

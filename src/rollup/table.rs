@@ -338,3 +338,181 @@ fn time_text(t: &NaiveTime) -> String {
 fn datetime_text(t: &NaiveDateTime) -> String {
     format!("{} {}", date_text(&t.date()), time_text(&t.time()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Agg, Rollup, Table};
+    use chrono::{DateTime, Utc};
+    use pretty_assertions::assert_eq;
+    use uuid::Uuid;
+
+    fn dec(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn null_and_rolled_up_read_differently_and_numbers_align_right() {
+        let t = Table::new("t").unwrap();
+        let mut r = Rollup::new(&t);
+        let city = r.dimension(&t.column::<String>("city").unwrap()).unwrap();
+        let year = r.dimension(&t.column::<i32>("year").unwrap()).unwrap();
+        let n = r.metric("n", Agg::count_all()).unwrap();
+        let sum = r
+            .metric("amount", Agg::sum(&t.column::<i64>("amount").unwrap()))
+            .unwrap();
+        r.cube([city.id(), year.id()]).unwrap();
+        let row = |city_v: Option<Option<&str>>, year_v: Option<Option<i32>>, n_v: i64, s: &str| {
+            let mut b = r.row_builder();
+            match city_v {
+                None => b.roll_up(&city),
+                Some(None) => b.set_null(&city),
+                Some(Some(c)) => b.set(&city, c),
+            }
+            .unwrap();
+            match year_v {
+                None => b.roll_up(&year),
+                Some(None) => b.set_null(&year),
+                Some(Some(y)) => b.set(&year, y),
+            }
+            .unwrap();
+            b.set(&n, n_v).unwrap();
+            if s == "NULL" {
+                b.set_null(&sum).unwrap();
+            } else {
+                b.set(&sum, dec(s)).unwrap();
+            }
+            b.build().unwrap()
+        };
+        let rows = [
+            row(Some(Some("Zürich")), Some(Some(2024)), 12, "1234.50"),
+            row(Some(Some("")), Some(Some(-7)), 1, "-0.5"),
+            row(Some(None), Some(None), 3, "NULL"),
+            row(Some(Some("Zürich")), None, 12, "1234.50"),
+            row(None, Some(None), 3, "NULL"),
+            row(None, None, 16, "1234.00"),
+        ];
+        assert_eq!(
+            RollupTable::new(&rows).to_string(),
+            [
+                "  city  | year  | n  | amount",
+                "--------+-------+----+---------",
+                " Zürich |  2024 | 12 | 1234.50",
+                "        |    -7 |  1 |    -0.5",
+                " NULL   |  NULL |  3 |    NULL",
+                " Zürich | (all) | 12 | 1234.50",
+                " (all)  |  NULL |  3 |    NULL",
+                " (all)  | (all) | 16 | 1234.00",
+                "(6 rows)",
+            ]
+            .join("\n")
+        );
+        assert_eq!(
+            rows[4].to_string(),
+            "city: (all), year: NULL, n: 3, amount: NULL"
+        );
+        assert!(rows[2].is_detail() && rows[4].is_subtotal() && rows[5].is_total());
+    }
+
+    #[test]
+    fn empty_one_row_and_rows_of_two_specs() {
+        assert_eq!(RollupTable::new(&[]).to_string(), "(0 rows)");
+        let t = Table::new("t").unwrap();
+        let mut a = Rollup::new(&t);
+        let long = a
+            .dimension_as("a long name", t.column::<String>("k").unwrap())
+            .unwrap();
+        let one = a.row_builder().set(&long, "x").unwrap().build().unwrap();
+        let mut b = Rollup::new(&t);
+        let n = b.metric("n", Agg::count_all()).unwrap();
+        let total = b.row_builder().set(&n, 5).unwrap().build().unwrap();
+        assert!(total.is_total());
+        assert_eq!(
+            RollupTable::new(std::slice::from_ref(&one)).to_string(),
+            " a long name\n-------------\n x\n(1 row)"
+        );
+        let rows = [one.clone(), one, total];
+        assert_eq!(
+            RollupTable::new(&rows).to_string(),
+            " a long name\n-------------\n x\n x\n(2 rows)\n\n n\n---\n 5\n(1 row)"
+        );
+    }
+
+    #[test]
+    fn control_characters_are_escaped_and_widths_count_chars() {
+        let t = Table::new("t").unwrap();
+        let mut r = Rollup::new(&t);
+        let k = r
+            .dimension_as("k\tey", t.column::<String>("k").unwrap())
+            .unwrap();
+        let rows = [
+            r.row_builder().set(&k, "a\nb").unwrap().build().unwrap(),
+            r.row_builder().set(&k, "ééé").unwrap().build().unwrap(),
+        ];
+        assert_eq!(
+            RollupTable::new(&rows).to_string(),
+            " k\\tey\n-------\n a\\nb\n ééé\n(2 rows)"
+        );
+    }
+
+    fn text(v: Value) -> String {
+        value_text(&v)
+    }
+
+    #[test]
+    fn floats_print_as_postgresql_prints_them() {
+        let f8 = |x: f64| text(Value::Double(Some(x)));
+        let f4 = |x: f32| text(Value::Float(Some(x)));
+        assert_eq!(f8(0.1), "0.1");
+        assert_eq!(f8(100.0), "100");
+        assert_eq!(f8(-0.0), "-0");
+        assert_eq!(f8(0.0001), "0.0001");
+        assert_eq!(f8(0.00001), "1e-05");
+        assert_eq!(f8(1.5e-7), "1.5e-07");
+        assert_eq!(f8(1e14), "100000000000000");
+        assert_eq!(f8(1e15), "1e+15");
+        assert_eq!(f8(123456789012345678.0), "1.2345678901234568e+17");
+        assert_eq!(f8(1.2345e100), "1.2345e+100");
+        assert_eq!(f8(f64::NAN), "NaN");
+        assert_eq!(f8(f64::INFINITY), "Infinity");
+        assert_eq!(f8(f64::NEG_INFINITY), "-Infinity");
+        assert_eq!(f4(123456.0), "123456");
+        assert_eq!(f4(1234567.0), "1.234567e+06");
+        assert_eq!(f4(0.1), "0.1");
+        assert_eq!(f4(3.4028235e38), "3.4028235e+38");
+    }
+
+    #[test]
+    fn other_types_print_as_postgresql_prints_them() {
+        assert_eq!(text(Value::Bool(Some(true))), "t");
+        assert_eq!(text(Value::Bool(Some(false))), "f");
+        assert_eq!(text(Value::Decimal(Some(dec("25.0000")))), "25.0000");
+        assert_eq!(text(Value::Decimal(Some(dec("-0.10")))), "-0.10");
+        let d = NaiveDate::from_ymd_opt(2024, 5, 1).unwrap();
+        assert_eq!(text(Value::ChronoDate(Some(d))), "2024-05-01");
+        let t = NaiveTime::from_hms_micro_opt(12, 30, 0, 250_000).unwrap();
+        assert_eq!(text(Value::ChronoTime(Some(t))), "12:30:00.25");
+        let t0 = NaiveTime::from_hms_opt(7, 0, 9).unwrap();
+        assert_eq!(text(Value::ChronoTime(Some(t0))), "07:00:09");
+        let ts = d.and_time(NaiveTime::from_hms_micro_opt(1, 2, 3, 4).unwrap());
+        assert_eq!(
+            text(Value::ChronoDateTime(Some(ts))),
+            "2024-05-01 01:02:03.000004"
+        );
+        let utc = DateTime::<Utc>::from_naive_utc_and_offset(d.and_time(t), Utc);
+        assert_eq!(
+            text(Value::ChronoDateTimeUtc(Some(utc))),
+            "2024-05-01 12:30:00.25+00"
+        );
+        assert_eq!(
+            text(Value::Bytes(Some(vec![0x0a, 0x1b, 0xff]))),
+            "\\x0a1bff"
+        );
+        assert_eq!(text(Value::Bytes(Some(vec![]))), "\\x");
+        assert_eq!(
+            text(Value::Uuid(Some(Uuid::from_u128(0xa1)))),
+            "00000000-0000-0000-0000-0000000000a1"
+        );
+        assert!(is_number(&Value::Double(None)) && !is_number(&Value::String(None)));
+    }
+}
