@@ -105,7 +105,7 @@ pub enum DimValue<T> {
     /// (a group of its own, not a subtotal).
     Null,
     /// The dimension is rolled up: the row is a subtotal or total over
-    /// all of its values. Printed `(all)` by [`RollupTable`].
+    /// all of its values. Printed `(all)` by [`RollupTable`](crate::RollupTable).
     All,
 }
 
@@ -144,15 +144,18 @@ impl<T> DimValue<T> {
 ///
 /// Values are read with the handles the spec returned
 /// ([`get`](Self::get), [`dim`](Self::dim)). The handle fixes the Rust type
-/// and the row was decoded by the same spec, so reading cannot fail; the
-/// one mistake left, a handle of another spec, panics in `get`/`dim`/
+/// and the row was decoded by the same spec, so decoding cannot fail. The
+/// one mistake left — a handle of another spec, or made on this spec after
+/// it changed since the row was fetched — panics in `get`/`dim`/
 /// [`is_rolled_up`](Self::is_rolled_up) (like `tokio_postgres::Row::get`
 /// with a wrong column) and is an [`Error::InvalidSpec`] (field `"handle"`)
-/// from [`try_get`](Self::try_get)/[`try_dim`](Self::try_dim) — never
-/// another column's value. Clones of a spec share its handles.
+/// from [`try_get`](Self::try_get)/[`try_dim`](Self::try_dim): never
+/// another column's value. Clones of a spec share its handles (a clone
+/// changed afterwards shares the columns it still has at the same
+/// position, with the same name and type).
 ///
 /// `Display` prints the row on one line for logs
-/// (`merchant: Costco, device: (all), total: 6`); [`RollupTable`] prints
+/// (`merchant: Costco, device: (all), total: 6`); [`RollupTable`](crate::RollupTable) prints
 /// many as a table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RollupRow {
