@@ -297,9 +297,10 @@ pub use page::{CursorKey, Page, PageOrder, PageRequest, MAX_CURSOR_LEN};
 pub use progress::Progress;
 pub use query::BuiltQuery;
 pub use rollup::{
-    Agg, Dim, DimId, Field, Level, Metric, Ordered, Rollup, RollupRow, RollupStrategy, Split,
-    Summable, TotalPosition, TypedExpr, GROUPING_ALIAS, MAX_CUBE_DIMENSIONS, MAX_DIMENSIONS,
-    MAX_GROUPING_SETS, PRE_AGGREGATE_MAX_GROUPS_PER_ROW, ROLLUP_RESERVED_ALIASES,
+    Agg, Dim, DimId, DimValue, Field, Level, Metric, Ordered, Rollup, RollupRow, RollupRowBuilder,
+    RollupStrategy, RollupTable, Split, Summable, TotalPosition, TypedExpr, GROUPING_ALIAS,
+    MAX_CUBE_DIMENSIONS, MAX_DIMENSIONS, MAX_GROUPING_SETS, PRE_AGGREGATE_MAX_GROUPS_PER_ROW,
+    ROLLUP_RESERVED_ALIASES,
 };
 pub use schema::{AnyColumn, Column, Ident, Relation, Table, MAX_IDENT_BYTES};
 pub use since::{

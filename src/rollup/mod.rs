@@ -18,6 +18,7 @@ mod grouping;
 mod metric;
 mod pre;
 mod row;
+mod table;
 
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
@@ -29,9 +30,10 @@ use sea_query::{
 pub use auto::PRE_AGGREGATE_MAX_GROUPS_PER_ROW;
 pub use grouping::{MAX_CUBE_DIMENSIONS, MAX_DIMENSIONS, MAX_GROUPING_SETS};
 pub use metric::{Agg, Dim, DimId, Metric, Ordered, Summable, TypedExpr};
-pub use row::{Field, Level, RollupRow, Split};
+pub use row::{DimValue, Field, Level, RollupRow, RollupRowBuilder, Split};
+pub use table::RollupTable;
 
-use grouping::{all_dims, expand, Element};
+use grouping::{expand, Element};
 use metric::AggKind;
 pub(crate) use row::decode_value;
 
@@ -764,18 +766,8 @@ impl Rollup {
         }
         let g: i32 = row.try_get(crate::ColumnIndex::Position(n + self.metrics.len()))?;
         let mask = g as u32;
-        let level = if mask == all_dims(n) {
-            Level::Total
-        } else if mask == 0 {
-            Level::Detail
-        } else {
-            Level::Subtotal {
-                grouped_by: (0..n)
-                    .filter(|i| mask & (1 << (n - 1 - i)) == 0)
-                    .map(|i| self.dims[i].alias.clone())
-                    .collect(),
-            }
-        };
+        let aliases: Vec<Ident> = self.dims.iter().map(|d| d.alias.clone()).collect();
+        let level = Level::from_mask(mask, &aliases);
         Ok(RollupRow {
             spec: self.id,
             names: self.names(),

@@ -1,4 +1,5 @@
-//! Typed result rows of a rollup: values, metrics and each row's level.
+//! Typed result rows of a rollup: values, metrics and each row's level,
+//! and rows built by hand for tests.
 
 use std::sync::Arc;
 
@@ -7,7 +8,9 @@ use rust_decimal::Decimal;
 use sea_query::{Value, ValueType};
 use uuid::Uuid;
 
+use super::grouping::all_dims;
 use super::metric::{Dim, Metric};
+use super::Rollup;
 use crate::exec::{ColumnIndex, RowRead};
 use crate::schema::Ident;
 use crate::types::SqlType;
@@ -36,34 +39,124 @@ impl Level {
         matches!(self, Level::Detail)
     }
 
+    /// `true` for [`Level::Subtotal`].
+    pub fn is_subtotal(&self) -> bool {
+        matches!(self, Level::Subtotal { .. })
+    }
+
     /// `true` for [`Level::Total`].
     pub fn is_total(&self) -> bool {
         matches!(self, Level::Total)
     }
+
+    /// The level of a row whose `GROUPING()` bitmask is `mask`, over
+    /// dimensions named `dims` (spec order).
+    pub(crate) fn from_mask(mask: u32, dims: &[Ident]) -> Level {
+        let n = dims.len();
+        if mask == all_dims(n) {
+            Level::Total
+        } else if mask == 0 {
+            Level::Detail
+        } else {
+            Level::Subtotal {
+                grouped_by: (0..n)
+                    .filter(|i| mask & (1 << (n - 1 - i)) == 0)
+                    .map(|i| dims[i].clone())
+                    .collect(),
+            }
+        }
+    }
 }
 
-/// A column of a rollup row: a [`Dim`] or a [`Metric`].
-pub trait Field<T> {
-    /// `true` for a metric, `false` for a dimension.
+mod sealed {
+    pub trait Sealed {}
+    impl<T> Sealed for super::Dim<T> {}
+    impl<T> Sealed for super::Metric<T> {}
+}
+
+/// A column of a rollup row, named by the handle the spec returned: a
+/// [`Dim`] or a [`Metric`]. Sealed: only those two implement it.
+pub trait Field<T>: sealed::Sealed {
+    /// (spec, is a metric, index among dimensions or metrics, alias).
     #[doc(hidden)]
-    fn slot(&self) -> (u64, bool, usize);
+    fn slot(&self) -> (u64, bool, usize, &Ident);
 }
 
 impl<T> Field<T> for Dim<T> {
-    fn slot(&self) -> (u64, bool, usize) {
-        (self.id.spec, false, self.id.index)
+    fn slot(&self) -> (u64, bool, usize, &Ident) {
+        (self.id.spec, false, self.id.index, &self.alias)
     }
 }
 
 impl<T: SqlType> Field<T> for Metric<T> {
-    fn slot(&self) -> (u64, bool, usize) {
-        (self.spec, true, self.index)
+    fn slot(&self) -> (u64, bool, usize, &Ident) {
+        (self.spec, true, self.index, &self.alias)
+    }
+}
+
+/// A dimension's value in one row, telling a real NULL from a rolled-up
+/// dimension (where the row stands for every value): see
+/// [`RollupRow::dim`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DimValue<T> {
+    /// The row is grouped by this dimension and its value is not NULL.
+    Value(T),
+    /// The row is grouped by this dimension and its value is a real NULL
+    /// (a group of its own, not a subtotal).
+    Null,
+    /// The dimension is rolled up: the row is a subtotal or total over
+    /// all of its values. Printed `(all)` by [`RollupTable`](crate::RollupTable).
+    All,
+}
+
+impl<T> DimValue<T> {
+    /// The value; `None` for [`Null`](Self::Null) and [`All`](Self::All).
+    pub fn value(self) -> Option<T> {
+        match self {
+            DimValue::Value(v) => Some(v),
+            DimValue::Null | DimValue::All => None,
+        }
+    }
+
+    /// A `DimValue` of a reference to the value.
+    pub fn as_ref(&self) -> DimValue<&T> {
+        match self {
+            DimValue::Value(v) => DimValue::Value(v),
+            DimValue::Null => DimValue::Null,
+            DimValue::All => DimValue::All,
+        }
+    }
+
+    /// `true` for [`All`](Self::All): the dimension is rolled up.
+    pub fn is_all(&self) -> bool {
+        matches!(self, DimValue::All)
+    }
+
+    /// `true` for [`Null`](Self::Null): a real NULL value.
+    pub fn is_null(&self) -> bool {
+        matches!(self, DimValue::Null)
     }
 }
 
 /// One row of a rollup, decoded: dimension values (`None` when NULL — a
-/// real NULL or a rolled-up dimension, which [`RollupRow::level`] tells
-/// apart), metric values, and the level.
+/// real NULL or a rolled-up dimension, which [`RollupRow::dim`] and
+/// [`RollupRow::level`] tell apart), metric values, and the level.
+///
+/// Values are read with the handles the spec returned
+/// ([`get`](Self::get), [`dim`](Self::dim)). The handle fixes the Rust type
+/// and the row was decoded by the same spec, so decoding cannot fail. The
+/// one mistake left — a handle of another spec, or made on this spec after
+/// it changed since the row was fetched — panics in `get`/`dim`/
+/// [`is_rolled_up`](Self::is_rolled_up) (like `tokio_postgres::Row::get`
+/// with a wrong column) and is an [`Error::InvalidSpec`] (field `"handle"`)
+/// from [`try_get`](Self::try_get)/[`try_dim`](Self::try_dim): never
+/// another column's value. Clones of a spec share its handles (a clone
+/// changed afterwards shares the columns it still has at the same
+/// position, with the same name and type).
+///
+/// `Display` prints the row on one line for logs
+/// (`merchant: Costco, device: (all), total: 6`); [`RollupTable`](crate::RollupTable) prints
+/// many as a table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RollupRow {
     pub(crate) spec: u64,
@@ -80,53 +173,158 @@ impl RollupRow {
         &self.level
     }
 
+    /// `true` for a detail row (grouped by every dimension).
+    pub fn is_detail(&self) -> bool {
+        self.level.is_detail()
+    }
+
+    /// `true` for a subtotal row (some dimensions rolled up, not all).
+    pub fn is_subtotal(&self) -> bool {
+        self.level.is_subtotal()
+    }
+
+    /// `true` for the grand total row (every dimension rolled up).
+    pub fn is_total(&self) -> bool {
+        self.level.is_total()
+    }
+
     /// The raw `GROUPING(dims…)` bitmask: bit `n-1-i` is set when dimension
     /// `i` (in spec order) is rolled up.
     pub fn grouping_mask(&self) -> u32 {
         self.mask
     }
 
-    /// `true` when `dim` is rolled up in this row (its NULL means "all").
-    pub fn is_rolled_up<T>(&self, dim: &Dim<T>) -> bool {
+    pub(crate) fn rolled_up_at(&self, index: usize) -> bool {
         let n = self.dims.len();
-        dim.id.index < n && self.mask & (1 << (n - 1 - dim.id.index)) != 0
+        index < n && self.mask & (1 << (n - 1 - index)) != 0
+    }
+
+    /// `true` when `dim` is rolled up in this row (its NULL means "all").
+    ///
+    /// # Panics
+    /// When `dim` belongs to another spec ([`try_dim`](Self::try_dim)
+    /// returns an error instead).
+    pub fn is_rolled_up<T>(&self, dim: &Dim<T>) -> bool {
+        match self.locate(dim) {
+            Ok((i, _)) => self.rolled_up_at(i),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// The column `field` names, checked: same spec, same name.
+    fn locate<T>(&self, field: &impl Field<T>) -> Result<(usize, &Value)> {
+        let (spec, metric, i, alias) = field.slot();
+        if spec != self.spec {
+            return Err(Error::spec(
+                "handle",
+                format!("{alias:?} belongs to another rollup spec than this row"),
+            ));
+        }
+        let (values, at) = if metric {
+            (&self.metrics, self.dims.len() + i)
+        } else {
+            (&self.dims, i)
+        };
+        match values.get(i) {
+            Some(v) if self.names.get(at) == Some(alias) => Ok((i, v)),
+            _ => Err(Error::spec(
+                "handle",
+                format!(
+                    "this row has no column {alias:?} (the handle was made after the row, on a \
+                     spec that has changed since)"
+                ),
+            )),
+        }
+    }
+
+    /// The column `field` names, checked: same spec, name and type.
+    fn slot_of<T: SqlType>(&self, field: &impl Field<T>) -> Result<(usize, &Value)> {
+        let (i, v) = self.locate(field)?;
+        if std::mem::discriminant(v) != std::mem::discriminant(&T::null_value()) {
+            return Err(Error::spec(
+                "handle",
+                format!(
+                    "column {:?} of this row is not {} (the handle was made after the row, on \
+                     a spec that has changed since)",
+                    field.slot().3,
+                    T::SQL_TYPE
+                ),
+            ));
+        }
+        Ok((i, v))
     }
 
     /// A dimension's or metric's value; `None` for NULL.
     ///
     /// # Errors
-    /// [`Error::InvalidSpec`] when the handle belongs to another spec.
+    /// [`Error::InvalidSpec`] (field `"handle"`) when the handle belongs to
+    /// another spec, or was made after the row on a spec that has changed.
     pub fn try_get<T: SqlType + ValueType>(&self, field: &impl Field<T>) -> Result<Option<T>> {
-        let (spec, metric, i) = field.slot();
-        let values = if metric { &self.metrics } else { &self.dims };
-        let v = match values.get(i) {
-            Some(v) if spec == self.spec => v,
-            _ => {
-                return Err(Error::spec(
-                    "field",
-                    "this handle belongs to another rollup spec",
-                ))
-            }
-        };
+        let (_, v) = self.slot_of(field)?;
         if *v == T::null_value() {
             return Ok(None);
         }
+        // The variant was checked: the conversion cannot fail.
         T::try_from(v.clone()).map(Some).map_err(|_| {
             Error::spec(
-                "field",
+                "handle",
                 format!("the value is not a {}", std::any::type_name::<T>()),
             )
         })
     }
 
-    /// A dimension's or metric's value; `None` for NULL (`COUNT` metrics
-    /// are never NULL; `SUM`, `AVG`, `MIN`, `MAX` are over no rows).
+    /// A dimension's or metric's value; `None` for NULL: a real NULL or a
+    /// rolled-up dimension ([`dim`](Self::dim) tells them apart), or a
+    /// `SUM`, `AVG`, `MIN`, `MAX` over no rows (with a `FILTER`). `COUNT`
+    /// metrics are never NULL (`0` over no rows).
     ///
     /// # Panics
     /// When the handle belongs to another spec (like `tokio_postgres::Row::get`);
     /// [`try_get`](Self::try_get) returns an error instead.
     pub fn get<T: SqlType + ValueType>(&self, field: &impl Field<T>) -> Option<T> {
         match self.try_get(field) {
+            Ok(v) => v,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// A dimension's value, or whether it is a real NULL or rolled up.
+    ///
+    /// # Errors
+    /// As [`try_get`](Self::try_get).
+    pub fn try_dim<T: SqlType + ValueType>(&self, dim: &Dim<T>) -> Result<DimValue<T>> {
+        let (i, _) = self.slot_of(dim)?;
+        if self.rolled_up_at(i) {
+            return Ok(DimValue::All);
+        }
+        Ok(match self.try_get(dim)? {
+            Some(v) => DimValue::Value(v),
+            None => DimValue::Null,
+        })
+    }
+
+    /// A dimension's value, or whether it is a real NULL or rolled up:
+    ///
+    /// ```
+    /// use pgpatterns::{Agg, DimValue, Rollup, Table};
+    /// let sale = Table::new("sale")?;
+    /// let mut report = Rollup::new(&sale);
+    /// let device = report.dimension(&sale.column::<String>("device")?)?;
+    /// report.with_total()?;
+    /// // Rows as `report.fetch(&client).await?` returns them:
+    /// let null_device = report.row_builder().set_null(&device)?.build()?;
+    /// let total = report.row_builder().roll_up(&device)?.build()?;
+    /// assert_eq!(null_device.dim(&device), DimValue::Null);
+    /// assert_eq!(total.dim(&device), DimValue::All);
+    /// assert_eq!(null_device.get(&device), total.get(&device)); // both None
+    /// # Ok::<(), pgpatterns::Error>(())
+    /// ```
+    ///
+    /// # Panics
+    /// When the handle belongs to another spec; [`try_dim`](Self::try_dim)
+    /// returns an error instead.
+    pub fn dim<T: SqlType + ValueType>(&self, dim: &Dim<T>) -> DimValue<T> {
+        match self.try_dim(dim) {
             Ok(v) => v,
             Err(e) => panic!("{e}"),
         }
@@ -176,6 +374,151 @@ impl Split {
     }
 }
 
+/// Builds a [`RollupRow`] of a spec by hand, without a database: to test
+/// code that reads or prints reports. Made by [`Rollup::row_builder`];
+/// columns not set are NULL.
+#[derive(Debug, Clone)]
+pub struct RollupRowBuilder<'a> {
+    spec: &'a Rollup,
+    dims: Vec<Value>,
+    metrics: Vec<Value>,
+    /// Bit `i`: dimension `i` is rolled up.
+    rolled_up: u32,
+}
+
+impl Rollup {
+    /// A row of this spec built by hand (for tests, see
+    /// [`RollupRowBuilder`]); [`fetch`](Self::fetch) returns the real ones.
+    ///
+    /// ```
+    /// use pgpatterns::{Agg, Level, Rollup, Table};
+    /// let sale = Table::new("sale")?;
+    /// let mut report = Rollup::new(&sale);
+    /// let merchant = report.dimension(&sale.column::<String>("merchant")?)?;
+    /// let total = report.metric("total", Agg::count_all())?;
+    /// report.with_total()?;
+    /// let row = report.row_builder().roll_up(&merchant)?.set(&total, 13)?.build()?;
+    /// assert_eq!(row.level(), &Level::Total);
+    /// assert_eq!(row.get(&total), Some(13));
+    /// # Ok::<(), pgpatterns::Error>(())
+    /// ```
+    pub fn row_builder(&self) -> RollupRowBuilder<'_> {
+        RollupRowBuilder {
+            spec: self,
+            dims: self.dims.iter().map(|d| null_of(d.sql_type)).collect(),
+            metrics: self.metrics.iter().map(|m| null_of(m.sql_type)).collect(),
+            rolled_up: 0,
+        }
+    }
+}
+
+impl RollupRowBuilder<'_> {
+    fn put<T: SqlType>(&mut self, field: &impl Field<T>, v: Value) -> Result<&mut Self> {
+        let (spec, metric, i, alias) = field.slot();
+        let values = if metric {
+            &mut self.metrics
+        } else {
+            &mut self.dims
+        };
+        match values.get_mut(i) {
+            Some(slot) if spec == self.spec.id => {
+                *slot = v;
+                if !metric {
+                    self.rolled_up &= !(1 << i);
+                }
+                Ok(self)
+            }
+            _ => Err(Error::spec(
+                "handle",
+                format!("{alias:?} is not a column of this rollup spec"),
+            )),
+        }
+    }
+
+    /// Sets a dimension's or metric's value (a dimension is then grouped).
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] (field `"handle"`) for a handle of another spec.
+    pub fn set<T: SqlType>(
+        &mut self,
+        field: &impl Field<T>,
+        value: impl Into<T>,
+    ) -> Result<&mut Self> {
+        self.put(field, value.into().into_value())
+    }
+
+    /// Sets a dimension's or metric's value to NULL (a dimension is then
+    /// grouped: a real NULL value).
+    ///
+    /// # Errors
+    /// As [`set`](Self::set).
+    pub fn set_null<T: SqlType>(&mut self, field: &impl Field<T>) -> Result<&mut Self> {
+        self.put(field, T::null_value())
+    }
+
+    /// Rolls a dimension up (its value is NULL, meaning "all").
+    ///
+    /// # Errors
+    /// As [`set`](Self::set).
+    pub fn roll_up<T: SqlType>(&mut self, dim: &Dim<T>) -> Result<&mut Self> {
+        self.put(dim, T::null_value())?;
+        self.rolled_up |= 1 << dim.id.index;
+        Ok(self)
+    }
+
+    /// The row.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] (field `"row_builder"`) when the spec
+    /// computes no grouping set with exactly these dimensions rolled up.
+    pub fn build(&self) -> Result<RollupRow> {
+        let n = self.dims.len();
+        let grouped = all_dims(n) & !self.rolled_up;
+        if n > 0 && !self.spec.sets().contains(&grouped) {
+            let names: Vec<&str> = (0..n)
+                .filter(|i| grouped & (1 << i) != 0)
+                .map(|i| self.spec.dims[i].alias.as_str())
+                .collect();
+            return Err(Error::spec(
+                "row_builder",
+                format!("the spec computes no grouping set ({})", names.join(", ")),
+            ));
+        }
+        let mask = (0..n)
+            .filter(|i| self.rolled_up & (1 << i) != 0)
+            .fold(0, |acc, i| acc | (1 << (n - 1 - i)));
+        let aliases: Vec<Ident> = self.spec.dims.iter().map(|d| d.alias.clone()).collect();
+        Ok(RollupRow {
+            spec: self.spec.id,
+            names: self.spec.names(),
+            dims: self.dims.clone(),
+            metrics: self.metrics.clone(),
+            mask,
+            level: Level::from_mask(mask, &aliases),
+        })
+    }
+}
+
+/// A NULL of the Rust type of `sql_type` (one of [`SqlType`]'s types).
+fn null_of(sql_type: &str) -> Value {
+    match sql_type {
+        "bool" => bool::null_value(),
+        "int2" => i16::null_value(),
+        "int4" => i32::null_value(),
+        "int8" => i64::null_value(),
+        "float4" => f32::null_value(),
+        "float8" => f64::null_value(),
+        "numeric" => Decimal::null_value(),
+        "timestamptz" => DateTime::<Utc>::null_value(),
+        "timestamp" => NaiveDateTime::null_value(),
+        "date" => NaiveDate::null_value(),
+        "time" => NaiveTime::null_value(),
+        "uuid" => Uuid::null_value(),
+        "bytea" => Vec::<u8>::null_value(),
+        _ => String::null_value(),
+    }
+}
+
 /// Reads column `i` as the Rust type of `sql_type` (one of [`SqlType`]'s
 /// types), into a [`Value`].
 pub(crate) fn decode_value<R: RowRead>(row: &R, i: usize, sql_type: &str) -> Result<Value> {
@@ -207,4 +550,128 @@ pub(crate) fn decode_value<R: RowRead>(row: &R, i: usize, sql_type: &str) -> Res
             ))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Agg, Table};
+
+    struct Spec {
+        r: Rollup,
+        k: Dim<String>,
+        n: Metric<i64>,
+    }
+
+    fn spec() -> Spec {
+        let t = Table::new("t").unwrap();
+        let mut r = Rollup::new(&t);
+        let k = r.dimension(&t.column::<String>("k").unwrap()).unwrap();
+        let n = r.metric("n", Agg::count_all()).unwrap();
+        r.with_total().unwrap();
+        Spec { r, k, n }
+    }
+
+    fn handle_error(e: Error) -> String {
+        match e {
+            Error::InvalidSpec { field, reason } => {
+                assert_eq!(field, "handle");
+                reason
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn handles_of_another_spec_are_errors_never_values() {
+        let a = spec();
+        let b = spec();
+        let row = a.r.row_builder().set(&a.k, "x").unwrap().build().unwrap();
+        assert_eq!(row.get(&a.k).as_deref(), Some("x"));
+        assert_eq!(row.try_dim(&a.k).unwrap(), DimValue::Value("x".into()));
+        // Same names, types and positions, but another spec.
+        let reason = handle_error(row.try_get(&b.k).unwrap_err());
+        assert!(reason.contains("another rollup spec"), "{reason}");
+        handle_error(row.try_get(&b.n).unwrap_err());
+        handle_error(row.try_dim(&b.k).unwrap_err());
+        handle_error(b.r.row_builder().set(&a.k, "x").unwrap_err());
+        let reads: [&dyn Fn(); 4] = [
+            &|| {
+                let _ = row.get(&b.k);
+            },
+            &|| {
+                let _ = row.get(&b.n);
+            },
+            &|| {
+                let _ = row.dim(&b.k);
+            },
+            &|| {
+                let _ = row.is_rolled_up(&b.k);
+            },
+        ];
+        for read in reads {
+            let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(read));
+            assert!(panic.is_err());
+        }
+    }
+
+    #[test]
+    fn clones_share_handles_until_they_differ() {
+        let mut a = spec();
+        let mut b = a.r.clone();
+        let row_b = b.row_builder().roll_up(&a.k).unwrap().build().unwrap();
+        assert!(row_b.is_rolled_up(&a.k));
+        assert_eq!(row_b.dim(&a.k), DimValue::All);
+        // Grown apart: a handle made on one is not read from the other's rows.
+        let t = Table::new("t").unwrap();
+        let x = a.r.dimension(&t.column::<String>("x").unwrap()).unwrap();
+        let y = b.dimension(&t.column::<i32>("x").unwrap()).unwrap();
+        let m = b.metric("m", Agg::count_all()).unwrap();
+        let row_a = a.r.row_builder().set(&x, "v").unwrap().build().unwrap();
+        let reason = handle_error(row_a.try_get(&y).unwrap_err());
+        assert!(reason.contains("is not int4"), "{reason}");
+        handle_error(row_a.try_get(&m).unwrap_err());
+        // A row fetched before the spec changed.
+        handle_error(row_b.try_get(&y).unwrap_err());
+        let reason = handle_error(row_b.try_dim(&x).unwrap_err());
+        assert!(reason.contains("no column \"x\""), "{reason}");
+    }
+
+    #[test]
+    fn dim_values_and_levels() {
+        let s = spec();
+        let null = s.r.row_builder().set_null(&s.k).unwrap().build().unwrap();
+        let total = s.r.row_builder().roll_up(&s.k).unwrap().build().unwrap();
+        assert_eq!(null.dim(&s.k), DimValue::Null);
+        assert!(null.dim(&s.k).is_null() && !null.is_rolled_up(&s.k));
+        assert_eq!(total.dim(&s.k), DimValue::All);
+        assert!(total.is_total() && !total.is_subtotal() && !total.is_detail());
+        assert_eq!(total.get(&s.k), None);
+        assert_eq!(total.get(&s.n), None); // not set: NULL
+        assert_eq!(DimValue::Value(3).as_ref().value(), Some(&3));
+        assert_eq!(DimValue::<i32>::All.value(), None);
+        // Set after rolling up: grouped again.
+        let mut b = s.r.row_builder();
+        b.roll_up(&s.k).unwrap().set(&s.k, "y").unwrap();
+        assert!(b.build().unwrap().is_detail());
+    }
+
+    #[test]
+    fn built_rows_must_belong_to_a_computed_grouping_set() {
+        let t = Table::new("t").unwrap();
+        let mut r = Rollup::new(&t);
+        let a = r.dimension(&t.column::<String>("a").unwrap()).unwrap();
+        let b = r.dimension(&t.column::<String>("b").unwrap()).unwrap();
+        r.rollup([a.id(), b.id()]).unwrap();
+        let sub = r.row_builder().roll_up(&b).unwrap().build().unwrap();
+        assert_eq!(
+            sub.level(),
+            &Level::Subtotal {
+                grouped_by: vec![a.alias().clone()]
+            }
+        );
+        assert_eq!(sub.grouping_mask(), 0b01);
+        let e = r.row_builder().roll_up(&a).unwrap().build().unwrap_err();
+        assert!(e.to_string().contains("no grouping set (b)"), "{e}");
+    }
 }

@@ -9,7 +9,8 @@ use std::str::FromStr;
 use pgpatterns::sea_query::{Alias, Expr, Order, Query};
 use pgpatterns::seed::sales;
 use pgpatterns::{
-    Agg, BuiltQuery, Dim, DimId, Executor, Level, Metric, Rollup, RollupRow, Split, SqlType, Table,
+    Agg, BuiltQuery, Dim, DimId, DimValue, Error, Executor, Level, Metric, Rollup, RollupRow,
+    RollupStrategy, RollupTable, Split, SqlType, Table,
 };
 use rust_decimal::Decimal;
 
@@ -106,6 +107,23 @@ async fn seed_003_dashboard_gives_the_articles_table_and_summary_line() {
     }
     assert!(rows[..6].iter().all(|r| r.level() == &Level::Detail));
     assert_eq!(rows[6].level(), &Level::Total);
+    // Printed as psql prints the article's output, the summary line marked.
+    assert_eq!(
+        RollupTable::new(&rows).to_string(),
+        [
+            " merchant | device | total |  avg_charged_amount  | unique_users",
+            "----------+--------+-------+----------------------+--------------",
+            " Costco   | D1     |     3 | 112.3333333333333333 |            3",
+            " Costco   | D4     |     1 |  25.0000000000000000 |            1",
+            " Costco   | D5     |     2 | 137.5000000000000000 |            2",
+            " Walmart  | D1     |     2 |  77.0000000000000000 |            1",
+            " Walmart  | D2     |     3 |  17.0000000000000000 |            3",
+            " Walmart  | D3     |     2 |  37.0000000000000000 |            1",
+            " (all)    | (all)  |    13 |  70.4615384615384615 |            5",
+            "(7 rows)",
+        ]
+        .join("\n")
+    );
 
     // The two queries the dashboard used to run give the same numbers.
     let split = Split::new(rows.clone());
@@ -1033,4 +1051,162 @@ async fn from_query_bases_with_hostile_aliases_return_the_right_rows() {
             );
         }
     }
+}
+
+/// A report over real rows with a real NULL dimension value and NULL
+/// metrics, read back through the handles at every level, and printed.
+struct Shops {
+    rollup: Rollup,
+    region: Dim<String>,
+    shop: Dim<String>,
+    n: Metric<i64>,
+    flagged: Metric<i64>,
+    top: Metric<i32>,
+    price: Metric<f64>,
+}
+
+fn shops() -> Shops {
+    let t = Table::new("shops").unwrap();
+    let mut rollup = Rollup::new(&t);
+    let region = rollup
+        .dimension(&t.column::<String>("region").unwrap())
+        .unwrap();
+    let shop = rollup
+        .dimension(&t.column::<String>("shop").unwrap())
+        .unwrap();
+    let amount = t.column::<i32>("amount").unwrap();
+    let flag = t.column::<bool>("flag").unwrap();
+    let n = rollup.metric("n", Agg::count_all()).unwrap();
+    let flagged = rollup
+        .metric("flagged", Agg::sum(&amount).filter(flag.eq(true)))
+        .unwrap();
+    let top = rollup
+        .metric("top", Agg::max(&amount).filter(flag.eq(true)))
+        .unwrap();
+    let price = rollup
+        .metric("price", Agg::avg(&t.column::<f64>("price").unwrap()))
+        .unwrap();
+    rollup.rollup([region.id(), shop.id()]).unwrap();
+    Shops {
+        rollup,
+        region,
+        shop,
+        n,
+        flagged,
+        top,
+        price,
+    }
+}
+
+async fn load_shops(client: &tokio_postgres::Client) {
+    client
+        .batch_execute(
+            "CREATE TABLE shops (region text, shop text, amount int4, price float8, flag bool);
+             INSERT INTO shops VALUES
+               ('north', 'a', 10, 0.1, true), ('north', 'a', 20, 0.2, false),
+               ('north', NULL, 5, 2.5, false), ('south', 'b', 7, 1e20, true);",
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handles_read_every_level_and_the_table_prints_it_like_psql() {
+    let schema = schema().await;
+    let client = client(&schema).await;
+    load_shops(&client).await;
+    let s = shops();
+    let rows = s.rollup.fetch(&client).await.unwrap();
+    let all = DimValue::All;
+    let v = |x: &str| DimValue::Value(x.to_owned());
+    type Want = (
+        DimValue<String>,
+        DimValue<String>,
+        i64,
+        Option<i64>,
+        Option<i32>,
+    );
+    let want: [Want; 6] = [
+        (v("north"), v("a"), 2, Some(10), Some(10)),
+        (v("north"), DimValue::Null, 1, None, None),
+        (v("south"), v("b"), 1, Some(7), Some(7)),
+        (v("north"), all.clone(), 3, Some(10), Some(10)),
+        (v("south"), all.clone(), 1, Some(7), Some(7)),
+        (all.clone(), all.clone(), 4, Some(17), Some(10)),
+    ];
+    assert_eq!(rows.len(), want.len());
+    for (row, (region, shop, n, flagged, top)) in rows.iter().zip(want) {
+        assert_eq!(row.dim(&s.region), region, "{row}");
+        assert_eq!(row.dim(&s.shop), shop, "{row}");
+        assert_eq!(row.get(&s.region), region.clone().value(), "{row}");
+        assert_eq!(row.is_rolled_up(&s.shop), shop.is_all(), "{row}");
+        assert_eq!(row.get(&s.n), Some(n), "{row}");
+        assert_eq!(row.get(&s.flagged), flagged, "{row}");
+        assert_eq!(row.try_get(&s.top).unwrap(), top, "{row}");
+        assert!(row.get(&s.price).is_some(), "{row}");
+    }
+    assert!(rows[..3].iter().all(RollupRow::is_detail));
+    assert!(rows[3..5].iter().all(RollupRow::is_subtotal));
+    assert!(rows[5].is_total());
+    assert_eq!(
+        rows[3].level(),
+        &Level::Subtotal {
+            grouped_by: vec![s.region.alias().clone()]
+        }
+    );
+
+    // The NULL shop is NULL, the rolled-up one (all); numbers as psql
+    // prints them (float8 in its shortest exact form).
+    assert_eq!(
+        RollupTable::new(&rows).to_string(),
+        [
+            " region | shop  | n | flagged | top  |        price",
+            "--------+-------+---+---------+------+---------------------",
+            " north  | a     | 2 |      10 |   10 | 0.15000000000000002",
+            " north  | NULL  | 1 |    NULL | NULL |                 2.5",
+            " south  | b     | 1 |       7 |    7 |               1e+20",
+            " north  | (all) | 3 |      10 |   10 |  0.9333333333333332",
+            " south  | (all) | 1 |       7 |    7 |               1e+20",
+            " (all)  | (all) | 4 |      17 |   10 |             2.5e+19",
+            "(6 rows)",
+        ]
+        .join("\n")
+    );
+    assert_eq!(
+        rows[1].to_string(),
+        "region: north, shop: NULL, n: 1, flagged: NULL, top: NULL, price: 2.5"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handle_of_another_spec_is_an_error_not_a_value() {
+    let schema = schema().await;
+    let client = client(&schema).await;
+    load_shops(&client).await;
+    let mine = shops();
+    // The same report built again: same names, types and positions.
+    let other = shops();
+    let rows = mine.rollup.fetch(&client).await.unwrap();
+    let row = &rows[0];
+    assert_eq!(row.get(&mine.region).as_deref(), Some("north"));
+    for e in [
+        row.try_get(&other.region).unwrap_err(),
+        row.try_get(&other.n).unwrap_err(),
+        row.try_dim(&other.shop).unwrap_err(),
+    ] {
+        assert!(
+            matches!(&e, Error::InvalidSpec { field: "handle", reason } if reason.contains("another rollup spec")),
+            "{e:?}"
+        );
+        assert!(e.is_invalid_input());
+    }
+    let panic = std::panic::catch_unwind(|| row.get(&other.n));
+    assert!(panic.is_err());
+
+    // A clone shares the handles: the same report run another way.
+    let mut pre = mine.rollup.clone();
+    pre.strategy(RollupStrategy::PreAggregate).unwrap();
+    let again = pre.fetch(&client).await.unwrap();
+    assert_eq!(again, rows);
+    assert_eq!(again[5].get(&mine.n), Some(4));
 }
