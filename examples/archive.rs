@@ -1,4 +1,4 @@
-//! Seed 002, part C: move old orders to `orders_archive` without downtime.
+//! The archive mover: move old orders to `orders_archive` without downtime.
 //!
 //! Loads an orders table (progress bar), builds the mover's supporting index
 //! `CONCURRENTLY`, measures the latency of single-row inserts into the live

@@ -5,12 +5,12 @@
 //! Uses `DATABASE_URL` (a private schema, dropped on exit) or a throwaway
 //! PostgreSQL, seeds the three datasets server-side and compares:
 //!
-//! - **latest** (seed 000 shop): orders whose latest status is `Complete`,
+//! - **latest** (orders and their status history): orders whose latest status is `Complete`,
 //!   count and first page, every history strategy plus `Denormalized` (the
 //!   column is installed and backfilled first; `--no-denormalized` skips it);
-//! - **since** (seed 001 moves): moves changed in the last `--days` days in
+//! - **since** (moves and everything related): moves changed in the last `--days` days in
 //!   themselves or anything related, count and first page, every strategy;
-//! - **rollup** (seed 003 sales): the dashboard (detail rows + summary line)
+//! - **rollup** (sales): the dashboard (detail rows + summary line)
 //!   with every [`RollupStrategy`] that applies, versus the same rows as a
 //!   `UNION ALL` of one `GROUP BY` per grouping set, with and without
 //!   `COUNT(DISTINCT ..)`.
@@ -58,7 +58,7 @@ struct Args {
     /// Moves of the since dataset.
     #[arg(long, default_value_t = 20_000)]
     moves: i64,
-    /// The since window, in days before the seed's "now".
+    /// The since window, in days before the generated data's "now".
     #[arg(long, default_value_t = 30)]
     days: i64,
     /// Rows of the generated sales table.
@@ -97,7 +97,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let compare = Compare::new(args.rounds).warmup(args.warmup);
     let mut done: Vec<(String, Comparison)> = Vec::new();
 
-    // ---- latest (seed 000) ------------------------------------------------------
+    // ---- latest -----------------------------------------------------------------
     let shop_schema = db.schema().await?;
     let mut shop = shop_schema.connect().await?;
     let t = Instant::now();
@@ -181,8 +181,8 @@ latest, Auto for a page: {page}"
     ];
     run_all(&shop, cases, &mut done).await?;
 
-    // ---- since (seed 001) -------------------------------------------------------
-    // Seed 001 has an `orders` table of its own: a schema of its own.
+    // ---- since ------------------------------------------------------------------
+    // The moves dataset has an `orders` table of its own: a schema of its own.
     let moves_schema = db.schema().await?;
     let client = moves_schema.connect().await?;
     let t = Instant::now();
@@ -258,7 +258,7 @@ since, Auto for a page: {page}"
     ];
     run_all(&client, cases, &mut done).await?;
 
-    // ---- rollup (seed 003) ------------------------------------------------------
+    // ---- rollup -----------------------------------------------------------------
     let t = Instant::now();
     sales::generate(&client, args.sales, 250_000, chrono::Utc::now(), |_| {}).await?;
     println!("\ngenerated {} sales in {:.1?}", args.sales, t.elapsed());

@@ -1,7 +1,7 @@
-//! Seed 003's dashboard: metrics per (merchant, device) plus a summary line,
+//! A sales dashboard: metrics per (merchant, device) plus a summary line,
 //! in one `GROUPING SETS` query instead of two.
 //!
-//! Loads the article's 13-row `sale` table and prints its tables — the
+//! Loads a 13-row sample `sale` table and prints its tables — the
 //! dashboard (detail + summary), `ROLLUP` both ways, `CUBE`, `GROUPING SETS`
 //! — each row with its level from `GROUPING()`. Then generates a large sale
 //! table (`--rows`, default 2 M) and times, interleaved, the two queries the
@@ -27,7 +27,9 @@ use pgpatterns::testdb::TestDb;
 use pgpatterns::{Agg, Dim, Level, Rollup, RollupRow, RollupStrategy, Split, StrategyCache};
 
 #[derive(Parser, Debug)]
-#[command(about = "Seed 003's dashboard with GROUPING SETS on a throwaway PostgreSQL")]
+#[command(
+    about = "A sales dashboard with a summary line (GROUPING SETS) on a throwaway PostgreSQL"
+)]
 struct Args {
     /// Rows of the generated sale table (0 skips the timing).
     #[arg(long, default_value_t = 2_000_000)]
@@ -204,7 +206,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let schema = db.schema().await?;
     let client = schema.connect().await?;
 
-    println!("== seed 003: the article's 13-row sale table");
+    println!("== a 13-row sample sale table");
     sales::sample(&client).await?;
     let s = Sale(SalesTables::sample());
 
@@ -223,7 +225,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         split.total.as_ref().map(|t| cell(&t.metric_values()[0]))
     );
 
-    // SELECT device, merchant, count(*) … as in the article.
+    // SELECT device, merchant, count(*) …: the dashboard's detail query.
     let shapes: [(&str, Shape); 4] = [
         ("GROUP BY ROLLUP(device, merchant)", |r, d, m| {
             r.rollup([d.id(), m.id()]).map(|_| ())

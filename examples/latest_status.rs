@@ -1,6 +1,6 @@
-//! Seed 000, end to end: "orders whose **latest** status is X".
+//! Latest status, end to end: "orders whose **latest** status is X".
 //!
-//! Seeds the shop (server-side, progress bar), shows the seed's naive join
+//! Seeds the shop (server-side, progress bar), shows the naive join
 //! and its wrong count next to the right one, installs the denormalized
 //! status column (trigger + batched backfill), then times every strategy —
 //! count and first page, medians of interleaved rounds — next to the same
@@ -19,7 +19,9 @@ use pgpatterns::testdb::TestDb;
 use pgpatterns::{BuiltQuery, Executor, LatestStrategy, PageRequest, SqlType};
 
 #[derive(Parser, Debug)]
-#[command(about = "Latest-status filters on seed 000's shop: every strategy, timed")]
+#[command(
+    about = "Orders whose latest status is X: every strategy, timed, on a throwaway PostgreSQL"
+)]
 struct Args {
     /// How many orders to generate (about 2.33 status rows each).
     #[arg(long, default_value_t = 200_000)]
@@ -35,7 +37,7 @@ struct Args {
     no_index: bool,
 }
 
-/// The seed's Django query: every order that EVER had the status.
+/// The naive ORM query: every order that EVER had the status.
 const NAIVE: &str = "SELECT count(*) FROM orders
     INNER JOIN order_status ON orders.id = order_status.order_id
     WHERE order_status.status = $1";

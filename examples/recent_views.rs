@@ -1,4 +1,4 @@
-//! Seed 002, part B: "the last 50 products each user viewed", kept in SQL.
+//! Recent history: "the last 50 products each user viewed", kept in SQL.
 //!
 //! Loads products and an *unbounded* view history (as an application that
 //! never trimmed would have left it, progress bar), runs the batched trim

@@ -1,4 +1,4 @@
-//! Seeds seed 000's shop — `orders` and their status history — server-side,
+//! Seeds a shop — `orders` and their status history — server-side,
 //! with a progress bar, and prints how long each part took.
 //!
 //! ```text
@@ -16,7 +16,7 @@ use pgpatterns::seed::orders::OrdersSeed;
 use pgpatterns::testdb::TestDb;
 
 #[derive(Parser, Debug)]
-#[command(about = "Seed 000's orders and status history, generated server-side")]
+#[command(about = "Orders and their status history, generated server-side")]
 struct Args {
     /// How many orders to generate (about 2.33 status rows each).
     #[arg(long, default_value_t = 1_000_000)]

@@ -1,4 +1,6 @@
-//! The `since` family on seed 001's schema: starts a throwaway PostgreSQL (or
+//! The `since` family on moves and everything related to them (orders,
+//! shipments, service items, payment requests, service members, addresses):
+//! starts a throwaway PostgreSQL (or
 //! uses `DATABASE_URL`), seeds moves and everything related to them with a
 //! progress bar, builds the indexes the strategies need, then runs every
 //! strategy at three windows (1 day, 30 days, 1 year) and prints the counts,
@@ -17,7 +19,9 @@ use pgpatterns::testdb::TestDb;
 use pgpatterns::{IndexOptions, PageOrder, PageRequest, SinceStrategy};
 
 #[derive(Parser, Debug)]
-#[command(about = "The since family on seed 001's moves, on a throwaway PostgreSQL")]
+#[command(
+    about = "Moves changed since T in themselves or anything related: every strategy, on a throwaway PostgreSQL"
+)]
 struct Args {
     /// How many moves to generate (with ~2 shipments, ~5 service items and
     /// ~1 payment request each).
@@ -37,7 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.moves < 1 || args.batch < 1 {
         return Err("--moves and --batch must be at least 1".into());
     }
-    println!("== pgpatterns: since (seed 001)");
+    println!("== pgpatterns: moves changed since T, in themselves or anything related");
     let db = TestDb::start()?;
     if db.is_throwaway() {
         println!(

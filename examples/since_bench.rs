@@ -1,10 +1,11 @@
-//! Benchmark of the `since` strategies against seed 001's hand-written SQL,
+//! Benchmark of the `since` strategies against the hand-written SQL they generalise,
 //! on the seeded moves schema (a table, not a timed test).
 //!
 //! For each window (1 day, 30 days, 1 year) it times `count` and the first
-//! page (50 moves by id) of every strategy *and* of the seed's hand-written
-//! equivalent (option 4 for UnionIn, option 2 for OrJoins, option 1 for
-//! GreatestGroupBy, a hand-written `EXISTS` for Exists), interleaved,
+//! page (50 moves by id) of every strategy *and* of its hand-written
+//! equivalent (`IN (… UNION …)` for UnionIn and SemiJoin, `LEFT JOIN`s with
+//! `OR` for OrJoins, `HAVING MAX(GREATEST(…))` for GreatestGroupBy, `OR EXISTS`
+//! for Exists), interleaved,
 //! `--reps` times, and prints medians in milliseconds as a Markdown table.
 //! Each pair's results are compared for equality first.
 //!
@@ -21,7 +22,9 @@ use pgpatterns::testdb::TestDb;
 use pgpatterns::{BuiltQuery, Executor, IndexOptions, PageRequest, SinceStrategy, SqlType};
 
 #[derive(Parser, Debug)]
-#[command(about = "since strategies vs seed 001's hand-written SQL")]
+#[command(
+    about = "since strategies vs the equivalent hand-written SQL, on moves and everything related"
+)]
 struct Args {
     /// How many moves to generate.
     #[arg(long, default_value_t = 1_000_000)]
@@ -29,8 +32,8 @@ struct Args {
     /// Timed repetitions of each query (the median is printed).
     #[arg(long, default_value_t = 3)]
     reps: usize,
-    /// The session's `work_mem`. At the server default (4MB) the seed's
-    /// option 4 (and UnionIn) cannot hash its subquery from the 30-day
+    /// The session's `work_mem`. At the server default (4MB) the hand-written
+    /// IN-UNION query (and UnionIn) cannot hash its subquery from the 30-day
     /// window on at 1 M moves and takes minutes; pass `default` to keep it.
     #[arg(long, default_value = "64MB")]
     work_mem: String,
@@ -42,8 +45,8 @@ struct Args {
     no_hand: bool,
 }
 
-// Seed 001's queries with `since` bound: $1 as timestamp (UTC), $2 as
-// timestamptz, exactly where the seed's literal met each column type. Macros,
+// The hand-written queries with `since` bound: $1 as timestamp (UTC), $2 as
+// timestamptz, matching each column's type. Macros,
 // so counts and pages are built with `concat!` as static text.
 macro_rules! option_4 {
     () => {
@@ -74,7 +77,7 @@ GROUP BY 1"
     };
 }
 
-// The seed's GREATEST mixes timestamp and timestamptz (implicit casts at the
+// GREATEST mixes timestamp and timestamptz (implicit casts at the
 // session's TimeZone, set to UTC below); $1 is unused but typed.
 macro_rules! option_1 {
     () => {
@@ -115,11 +118,11 @@ macro_rules! count_and_page {
 fn hand(which: SinceStrategy) -> (&'static str, &'static str, &'static str) {
     let (name, (count, page)) = match which {
         SinceStrategy::UnionIn | SinceStrategy::SemiJoin => {
-            ("seed option 4", count_and_page!(option_4))
+            ("hand IN-UNION", count_and_page!(option_4))
         }
         SinceStrategy::Exists => ("hand EXISTS", count_and_page!(hand_exists)),
-        SinceStrategy::OrJoins => ("seed option 2", count_and_page!(option_2)),
-        _ => ("seed option 1", count_and_page!(option_1)),
+        SinceStrategy::OrJoins => ("hand OR joins", count_and_page!(option_2)),
+        _ => ("hand GREATEST", count_and_page!(option_1)),
     };
     (name, count, page)
 }

@@ -1,4 +1,4 @@
-//! The strategy grid of issue 8: every strategy and `Auto`, side by side,
+//! The strategy grid: every strategy and `Auto`, side by side,
 //! in one run — a benchmark table, not a timed test.
 //!
 //! - **latest** (count, first page) × (with and without the advised index)

@@ -1,4 +1,4 @@
-//! Seed 002 (A1–A2): the top 10 users by total spent in the last 30 days
+//! A top-N report: the top 10 users by total spent in the last 30 days
 //! among completed orders, and the index that serves the report.
 //!
 //! Generates the shop (`--orders`, default 2 M) with a progress bar, runs
@@ -22,7 +22,9 @@ use pgpatterns::Table;
 use rust_decimal::Decimal;
 
 #[derive(Parser, Debug)]
-#[command(about = "Seed 002's top-spenders report on a throwaway PostgreSQL")]
+#[command(
+    about = "The top 10 spenders of the last 30 days, with and without the advised index, on a throwaway PostgreSQL"
+)]
 struct Args {
     /// Orders to generate.
     #[arg(long, default_value_t = 2_000_000)]

@@ -1,14 +1,15 @@
 //! The pgpatterns tour: starts a throwaway PostgreSQL (or uses `DATABASE_URL`),
-//! seeds the seed-000 shop (orders and their status history) with a progress
-//! bar, and runs parameterized queries through the executor, printing the SQL,
-//! the bound values, the rows and the time each took.
+//! seeds demo data server-side with progress bars, and runs parameterized
+//! queries, printing the SQL, the bound values, the rows and the time each took.
 //!
 //! ```text
 //! cargo run --release --example tour --features testdb,seed -- --orders 200000
 //! ```
 //!
-//! Every family, every strategy: `latest` (seed 000), `since` (seed 001) and
-//! `rollup` (seed 003).
+//! Every family, every strategy: latest status (orders and their status
+//! history), changed since (moves changed in themselves or in their orders,
+//! shipments, addresses, …) and a rollup report (a sales dashboard with a
+//! summary line), each with what `Auto` chose and why.
 
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,7 @@ struct Args {
     /// How many orders to generate.
     #[arg(long, default_value_t = 200_000)]
     orders: i64,
-    /// How many moves to generate for the since section (seed 001).
+    /// How many moves (with their orders, shipments, addresses, …) to generate for the since section.
     #[arg(long, default_value_t = 20_000)]
     moves: i64,
     /// Orders per INSERT batch.
@@ -60,7 +61,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // ---- seed -----------------------------------------------------------
     println!(
-        "\n== seeding {} orders (seed 000's three status paths), server-side",
+        "\n== seeding {} orders and their status history, server-side\n   \
+         (each starts Pending, then turns Complete, Cancelled, or Complete and later Cancelled)",
         args.orders
     );
     let bar = ProgressBar::new(args.orders as u64).with_style(ProgressStyle::with_template(
@@ -108,7 +110,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (status, n) in &rows {
         println!("  {status:<10} {n:>10}");
     }
-    println!("  ({} rows in {:.2?})", rows.len(), took);
+    println!("  ({} in {:.2?})", rows_text(rows.len()), took);
 
     println!("\n== a customer's first orders: every value is a bind parameter");
     for who in ["customer 42", "customer 42' OR '1'='1"] {
@@ -127,10 +129,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         for (id, c) in &rows {
             println!("  order {id:>8}  {c}");
         }
-        println!("  ({} rows in {:.2?})\n", rows.len(), took);
+        println!("  ({} in {:.2?})\n", rows_text(rows.len()), took);
     }
 
-    println!("== the naive join of seed 000 (counts every order that was EVER Pending)");
+    println!("== the naive join: counts every order that was EVER Pending");
     let naive = BuiltQuery::from(
         &Query::select()
             .expr(Func::count_distinct(Expr::col(order_id.col_ref())))
@@ -220,10 +222,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         n,
         page.rows.len()
     );
+    println!("  (Auto's times include deciding, once; later calls find it cached)");
     println!(
-        "  (Auto's times include deciding, once; later calls find it cached)\n  \
-         Auto chose {:?} for the count and {:?} for a page: {}",
-        count_choice.strategy, page_choice.strategy, count_choice.reason
+        "  Auto chose {:?} for the count: {}",
+        count_choice.strategy, count_choice.reason
+    );
+    println!(
+        "  Auto chose {:?} for a page: {}",
+        page_choice.strategy, page_choice.reason
     );
     let example = latest
         .clone()
@@ -234,13 +240,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // ---- since --------------------------------------------------------------
     println!(
-        "\n== since: moves changed in the last 30 days, in themselves or anything related ({} moves, seed 001)",
+        "\n== since: moves changed in the last 30 days, in themselves or anything related ({} moves)",
         args.moves
     );
     let moves_bar = ProgressBar::new(args.moves as u64).with_style(ProgressStyle::with_template(
         "{bar:40} {pos}/{len} moves  {msg}  {elapsed_precise}",
     )?);
-    // Seed 001 has an `orders` table of its own: a second schema keeps them apart.
+    // The moves dataset has an `orders` table of its own: a second schema keeps them apart.
     let moves_schema = db.schema().await?;
     let client = moves_schema.connect().await?;
     let now = moves::seed(
@@ -283,19 +289,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("  (Auto's times include deciding, once; later calls find it cached)");
     let auto = graph.since(since)?.strategy(SinceStrategy::Auto);
-    for shape in [Shape::Count, Shape::Page { limit: 5 }] {
-        let choice = auto.explain_choice(&client, shape).await?;
-        println!(
-            "  Auto chose {:?} for {}: {}",
-            choice.strategy,
-            if shape == Shape::Count {
-                "the count"
-            } else {
-                "a page"
-            },
-            choice.reason
-        );
+    // The whole report once: the decision, the statistics it read, why each
+    // other strategy lost, and where the decision came from.
+    let choice = auto.explain_choice(&client, Shape::Count).await?;
+    println!("\n  explain_choice for the count:");
+    for line in choice.to_string().lines() {
+        println!("    {line}");
     }
+    let choice = auto
+        .explain_choice(&client, Shape::Page { limit: 5 })
+        .await?;
+    println!(
+        "  Auto chose {:?} for a page: {}\n",
+        choice.strategy, choice.reason
+    );
     let q = graph.since(since)?.strategy(SinceStrategy::Exists);
     let page = q
         .fetch_page::<(i64,)>(&client, &PageRequest::new(3))
@@ -310,7 +317,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // ---- rollup -------------------------------------------------------------
-    println!("\n== rollup: seed 003's dashboard — detail rows + summary line, one query");
+    println!("\n== rollup: a sales dashboard — detail rows and a summary line in one query");
     pgpatterns::seed::sales::sample(&client).await?;
     let sale = Table::new(pgpatterns::seed::sales::SAMPLE_TABLE)?;
     let mut dashboard = Rollup::new(&sale);
@@ -344,11 +351,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             row.get(&users).unwrap_or_default(),
         );
     }
-    println!("  ({} rows in {:.2?})", rows.len(), took);
+    println!("  ({} in {:.2?})", rows_text(rows.len()), took);
     dashboard.strategy(RollupStrategy::Auto)?;
     let choice = dashboard.explain_choice(&client).await?;
     println!("  Auto chose {:?}: {}", choice.strategy, choice.reason);
     Ok(())
+}
+
+/// "1 row", "3 rows".
+fn rows_text(n: usize) -> String {
+    if n == 1 {
+        "1 row".to_owned()
+    } else {
+        format!("{n} rows")
+    }
 }
 
 async fn timed<T, F>(fut: F) -> pgpatterns::Result<(T, Duration)>
