@@ -1,7 +1,13 @@
-//! The seed-000 generator: shape, reproducibility, progress, bad input.
+//! The seeders: the orders generator's shape, reproducibility and
+//! progress; bad input refused by all four; all four in one schema;
+//! prefixed datasets side by side.
 
 use chrono::{TimeZone, Utc};
-use pgpatterns::seed::orders::OrdersSeed;
+use pgpatterns::seed::moves::MovesSeed;
+use pgpatterns::seed::orders::{OrdersSeed, OrdersTables};
+use pgpatterns::seed::sales::SalesSeed;
+use pgpatterns::seed::shop::ShopSeed;
+use pgpatterns::seed::MAX_SEED_ROWS;
 use pgpatterns::{BuiltQuery, Executor, Progress};
 
 use crate::support::{client, schema};
@@ -84,7 +90,7 @@ async fn seeds_the_three_paths_reproducibly() {
         1
     );
     // The latest-status spec of the seeded tables answers.
-    let shop = OrdersSeed::tables();
+    let shop = OrdersTables::default();
     let cancelled = shop
         .latest()
         .unwrap()
@@ -114,6 +120,7 @@ async fn seeds_the_three_paths_reproducibly() {
     let digest = "SELECT hashtext(string_agg(order_id || status || created_at::text, ',' ORDER BY id))::int8 FROM order_status";
     let before = one(&c, digest).await;
     OrdersSeed::new(3000)
+        .replace(true)
         .batch_size(1000)
         .now(now)
         .run(&c, |_| {})
@@ -121,6 +128,7 @@ async fn seeds_the_three_paths_reproducibly() {
         .unwrap();
     assert_eq!(one(&c, digest).await, before);
     OrdersSeed::new(3000)
+        .replace(true)
         .seed(7)
         .now(now)
         .run(&c, |_| {})
@@ -144,16 +152,38 @@ async fn bad_sizes_are_refused_before_anything_is_sent() {
     // Absurd sizes: refused (no overflow, no endless load).
     for seed in [
         OrdersSeed::new(i64::MAX).batch_size(i64::MAX),
-        OrdersSeed::new(pgpatterns::seed::MAX_SEED_ROWS + 1),
+        OrdersSeed::new(MAX_SEED_ROWS + 1),
         OrdersSeed::new(1_000_000).drafts(i64::MAX),
     ] {
         let e = seed.run(&c, |_| {}).await.unwrap_err();
         assert!(e.is_invalid_input(), "{e}");
     }
     for (rows, batch) in [(i64::MAX, i64::MAX), (10, 0)] {
-        let e = pgpatterns::seed::sales::generate(&c, rows, batch, Utc::now(), |_| {})
+        let e = SalesSeed::new(rows)
+            .batch_size(batch)
+            .run(&c, |_| {})
             .await
             .unwrap_err();
+        assert!(e.is_invalid_input(), "{e}");
+    }
+    for seed in [
+        MovesSeed::new(0),
+        MovesSeed::new(MAX_SEED_ROWS + 1),
+        MovesSeed::new(10).batch_size(0),
+    ] {
+        let e = seed.run(&c, |_| {}).await.unwrap_err();
+        assert!(e.is_invalid_input(), "{e}");
+    }
+    for seed in [
+        ShopSeed::new(-1),
+        ShopSeed::new(MAX_SEED_ROWS + 1),
+        ShopSeed::new(10).users(0),
+        ShopSeed::new(10).users(MAX_SEED_ROWS + 1),
+        ShopSeed::new(10).days(0),
+        ShopSeed::new(10).days(i64::MAX),
+        ShopSeed::new(10).batch_size(0),
+    ] {
+        let e = seed.run(&c, |_| {}).await.unwrap_err();
         assert!(e.is_invalid_input(), "{e}");
     }
     let tables: Vec<(i64,)> = c
@@ -165,10 +195,7 @@ async fn bad_sizes_are_refused_before_anything_is_sent() {
     assert_eq!(tables, vec![(0,)]);
     // Without `replace`, existing tables are an error, not a silent append.
     OrdersSeed::new(5).run(&c, |_| {}).await.unwrap();
-    let e = OrdersSeed::new(5)
-        .replace(false)
-        .run(&c, |_| {})
-        .await
-        .unwrap_err();
+    let e = OrdersSeed::new(5).run(&c, |_| {}).await.unwrap_err();
     assert_eq!(e.code(), Some("42P07"), "{e}");
+    OrdersSeed::new(5).replace(true).run(&c, |_| {}).await.unwrap();
 }
