@@ -107,7 +107,10 @@ impl BuiltQuery {
     /// `values` (the seeders' `INSERT … SELECT` into tables named at run
     /// time): identifiers are quoted into the text, values are bound.
     #[cfg_attr(not(feature = "seed"), allow(dead_code))]
-    pub(crate) fn generated_with(sql: String, values: impl IntoIterator<Item = Value>) -> BuiltQuery {
+    pub(crate) fn generated_with(
+        sql: String,
+        values: impl IntoIterator<Item = Value>,
+    ) -> BuiltQuery {
         BuiltQuery {
             sql,
             values: Values(values.into_iter().collect()),

@@ -243,12 +243,22 @@ mod tests {
     fn names_are_prefixed_qualified_and_quoted_in_one_pass() {
         let n = Names::new(BASES);
         assert_eq!(
-            n.create("CREATE TABLE {orders}; CREATE INDEX {@order_status_latest} ON {order_status}", true),
+            n.create(
+                "CREATE TABLE {orders}; CREATE INDEX {@order_status_latest} ON {order_status}",
+                true
+            ),
             r#"CREATE TABLE "orders"; CREATE INDEX "order_status_latest" ON "order_status""#
         );
-        let n = n.with_prefix("{orders}\"x").unwrap().with_schema("demo").unwrap();
+        let n = n
+            .with_prefix("{orders}\"x")
+            .unwrap()
+            .with_schema("demo")
+            .unwrap();
         assert_eq!(
-            n.create("CREATE TABLE {orders} (); CREATE INDEX {@order_status_latest} ON {order_status}", false),
+            n.create(
+                "CREATE TABLE {orders} (); CREATE INDEX {@order_status_latest} ON {order_status}",
+                false
+            ),
             r#"CREATE UNLOGGED TABLE "demo"."{orders}""xorders" (); CREATE INDEX "{orders}""xorder_status_latest" ON "demo"."{orders}""xorder_status""#
         );
         assert_eq!(n.table(0).display_name(), "demo.{orders}\"xorders");

@@ -375,7 +375,10 @@ pub struct MovesTables {
 }
 
 /// The old name of [`MovesTables`].
-#[deprecated(since = "0.2.0", note = "renamed `MovesTables`; get one from `MovesSeed::tables()`")]
+#[deprecated(
+    since = "0.2.0",
+    note = "renamed `MovesTables`; get one from `MovesSeed::tables()`"
+)]
 pub type MovesSchema = MovesTables;
 
 impl Default for MovesTables {

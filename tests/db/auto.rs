@@ -125,7 +125,11 @@ async fn since_auto_follows_the_window() {
     let schema = schema().await;
     let client = client(&schema).await;
     client.batch_execute("SET TimeZone = 'UTC'").await.unwrap();
-    let now = MovesSeed::new(40_000).run(&client, |_| {}).await.unwrap().now;
+    let now = MovesSeed::new(40_000)
+        .run(&client, |_| {})
+        .await
+        .unwrap()
+        .now;
     let graph = MovesTables::default().seed_graph().unwrap();
     for q in graph.index_advice(IndexOptions::new(SinceStrategy::Auto)) {
         q.execute(&client).await.unwrap();

@@ -320,7 +320,11 @@ async fn since_auto_sees_the_advised_indexes_come_and_go() {
     let schema = schema().await;
     let client = client(&schema).await;
     client.batch_execute("SET TimeZone = 'UTC'").await.unwrap();
-    let now = MovesSeed::new(5_000).run(&client, |_| {}).await.unwrap().now;
+    let now = MovesSeed::new(5_000)
+        .run(&client, |_| {})
+        .await
+        .unwrap()
+        .now;
     client.batch_execute("ANALYZE").await.unwrap();
     let graph = MovesTables::default().seed_graph().unwrap();
     let tables = [

@@ -133,7 +133,10 @@ async fn every_family_answers_the_same_through_all_three_clients() {
     })
     .await;
     with_sync_client(&b, |sc| {
-        MovesSeed::new(300).now(now()).run_blocking(sc, |_| {}).unwrap();
+        MovesSeed::new(300)
+            .now(now())
+            .run_blocking(sc, |_| {})
+            .unwrap();
         BuiltQuery::fixed("ANALYZE").execute_blocking(sc).unwrap();
     })
     .await;

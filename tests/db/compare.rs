@@ -65,7 +65,10 @@ async fn agreeing_strategies_are_timed_interleaved() {
     let schema = schema().await;
     let c = client(&schema).await;
     OrdersSeed::new(2000).run(&c, |_| {}).await.unwrap();
-    let spec = OrdersTables::default().latest().unwrap().status_eq("Complete");
+    let spec = OrdersTables::default()
+        .latest()
+        .unwrap()
+        .status_eq("Complete");
     let direct: Vec<(i64,)> = c
         .rows_as(
             &spec

@@ -197,5 +197,154 @@ async fn bad_sizes_are_refused_before_anything_is_sent() {
     OrdersSeed::new(5).run(&c, |_| {}).await.unwrap();
     let e = OrdersSeed::new(5).run(&c, |_| {}).await.unwrap_err();
     assert_eq!(e.code(), Some("42P07"), "{e}");
-    OrdersSeed::new(5).replace(true).run(&c, |_| {}).await.unwrap();
+    OrdersSeed::new(5)
+        .replace(true)
+        .run(&c, |_| {})
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_four_seeders_share_one_schema_with_their_default_names() {
+    let schema = schema().await;
+    let c = client(&schema).await;
+    let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+    let orders = OrdersSeed::new(600).now(now);
+    let moves = MovesSeed::new(400).now(now);
+    let sample = SalesSeed::sample();
+    let sales = SalesSeed::new(3000).batch_size(1000).now(now);
+    let shop = ShopSeed::new(3000).users(200).days(60).now(now);
+    assert_eq!(orders.run(&c, |_| {}).await.unwrap().orders, 600);
+    assert_eq!(moves.run(&c, |_| {}).await.unwrap().now, now);
+    assert_eq!(sample.run(&c, |_| {}).await.unwrap().rows, 13);
+    assert_eq!(sales.run(&c, |_| {}).await.unwrap().rows, 3000);
+    let seeded = shop.run(&c, |_| {}).await.unwrap();
+    assert_eq!((seeded.users, seeded.orders), (200, 3000));
+    // 2 + 7 + 1 + 1 + 2 tables, side by side.
+    assert_eq!(
+        one(
+            &c,
+            "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()"
+        )
+        .await,
+        13
+    );
+
+    // One query of each family, on the handles of the seeds.
+    let latest = orders.tables().latest().unwrap();
+    let complete = latest
+        .clone()
+        .status_eq("Complete")
+        .count(&c)
+        .await
+        .unwrap();
+    let cancelled = latest.status_eq("Cancelled").count(&c).await.unwrap();
+    assert_eq!(complete + cancelled, 600);
+
+    let since = moves
+        .tables()
+        .full_graph()
+        .unwrap()
+        .since(now - chrono::Duration::days(30))
+        .unwrap()
+        .count(&c)
+        .await
+        .unwrap();
+    assert!((1..=400).contains(&since), "{since}");
+
+    let detail_and_total = sample.tables().dashboard(true).unwrap().fetch(&c).await;
+    assert_eq!(detail_and_total.unwrap().len(), 6 + 1);
+    let big = sales.tables().dashboard(false).unwrap().fetch(&c).await;
+    let big = big.unwrap().len();
+    assert!((2..=1001).contains(&big), "{big}");
+
+    let t = shop.tables();
+    let top = pgpatterns::ops::TopN::<i64, rust_decimal::Decimal>::new(
+        &t.user_id,
+        &t.order_user_id,
+        &t.total_amount,
+        5,
+    )
+    .unwrap()
+    .window_since(&t.order_created_at, now - chrono::Duration::days(30))
+    .unwrap()
+    .where_eq(&t.status, "completed")
+    .unwrap()
+    .fetch(&c)
+    .await
+    .unwrap();
+    assert_eq!(top.len(), 5);
+    assert!(top.windows(2).all(|w| w[0].total >= w[1].total));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefixed_and_schema_qualified_orders_datasets_coexist() {
+    let schema = schema().await;
+    let c = client(&schema).await;
+    let plain = OrdersSeed::new(100);
+    let a = OrdersSeed::new(300).prefix("a_").unwrap();
+    // Any text is a name: quoted, never spliced.
+    let b = OrdersSeed::new(700).seed(3).prefix("B \"x\"; --").unwrap();
+    for seed in [&plain, &a, &b] {
+        seed.run(&c, |_| {}).await.unwrap();
+    }
+    assert_eq!(one(&c, "SELECT count(*) FROM a_orders").await, 300);
+    assert_eq!(
+        one(&c, r#"SELECT count(*) FROM "B ""x""; --orders""#).await,
+        700
+    );
+    assert_eq!(
+        one(&c, "SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema() AND indexname LIKE '%order_status_latest'").await,
+        3
+    );
+    for (seed, n) in [(&plain, 100), (&a, 300), (&b, 700)] {
+        let latest = seed.tables().latest().unwrap();
+        let done = latest
+            .clone()
+            .status_eq("Complete")
+            .count(&c)
+            .await
+            .unwrap();
+        let cancelled = latest.status_eq("Cancelled").count(&c).await.unwrap();
+        assert_eq!(done + cancelled, n);
+    }
+    // `replace` drops this dataset's tables only.
+    a.clone().replace(true).run(&c, |_| {}).await.unwrap();
+    assert_eq!(one(&c, "SELECT count(*) FROM orders").await, 100);
+
+    // Another schema, created on demand; the handles are qualified.
+    let current: Vec<(String,)> = c
+        .rows_as(&BuiltQuery::fixed("SELECT current_schema()::text"))
+        .await
+        .unwrap();
+    let other = format!("{}_other", current[0].0);
+    let elsewhere = OrdersSeed::new(50).in_schema(&other).unwrap();
+    elsewhere.run(&c, |_| {}).await.unwrap();
+    let t = elsewhere.tables();
+    assert_eq!(t.orders.display_name(), format!("{other}.orders"));
+    let n = t.latest().unwrap().status_eq("Complete").count(&c).await;
+    let m = t.latest().unwrap().status_eq("Cancelled").count(&c).await;
+    c.run_script(&format!("DROP SCHEMA \"{other}\" CASCADE"))
+        .await
+        .unwrap();
+    assert_eq!(n.unwrap() + m.unwrap(), 50);
+
+    // Bad names are refused when set, before any SQL.
+    let e = OrdersSeed::new(1).prefix("x".repeat(50)).unwrap_err();
+    assert!(
+        matches!(e, pgpatterns::Error::InvalidIdentifier { .. }),
+        "{e}"
+    );
+    assert!(ShopSeed::new(1)
+        .prefix("a\0")
+        .unwrap_err()
+        .is_invalid_input());
+    assert!(MovesSeed::new(1)
+        .in_schema("")
+        .unwrap_err()
+        .is_invalid_input());
+    assert!(SalesSeed::sample()
+        .in_schema("s".repeat(64))
+        .unwrap_err()
+        .is_invalid_input());
 }

@@ -917,7 +917,10 @@ async fn seeded_moves_agree_with_the_seed_queries() {
     assert_eq!(moves.last().unwrap().done, 3000);
     assert!(moves.windows(2).all(|w| w[0].done < w[1].done));
     assert_eq!(moves.len(), 1 + 5); // 0, then batches ending 700, 1400, 2100, 2800, 3000
-    assert_eq!(reports.last().map(|p| (p.stage, p.done)), Some(("finish", 2)));
+    assert_eq!(
+        reports.last().map(|p| (p.stage, p.done)),
+        Some(("finish", 2))
+    );
 
     // fan-out per move as documented
     let per_move = |table: &'static str| {

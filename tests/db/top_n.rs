@@ -26,7 +26,10 @@ async fn top_spenders_match_the_reference_and_use_the_index() {
         .run(&client, |p| stages.push((p.stage, p.done)))
         .await
         .unwrap();
-    assert_eq!((seeded.users, seeded.orders, seeded.now), (300, 20_000, now));
+    assert_eq!(
+        (seeded.users, seeded.orders, seeded.now),
+        (300, 20_000, now)
+    );
     assert!(stages.contains(&("orders", 20_000)));
     assert_eq!(stages.last(), Some(&("finish", 3)));
 
