@@ -375,10 +375,7 @@ pub struct MovesTables {
 }
 
 /// The old name of [`MovesTables`].
-#[deprecated(
-    since = "0.2.0",
-    note = "renamed `MovesTables`; get one from `MovesSeed::tables()`"
-)]
+#[deprecated(note = "renamed `MovesTables`; get one from `MovesSeed::tables()`")]
 pub type MovesSchema = MovesTables;
 
 impl Default for MovesTables {
