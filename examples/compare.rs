@@ -31,9 +31,9 @@ use std::time::Instant;
 use clap::Parser;
 use pgpatterns::compare::{Compare, Comparison, Contender};
 use pgpatterns::sea_query::{Expr, Func, Query, SelectStatement, UnionType};
-use pgpatterns::seed::moves::{self, MovesSchema, MovesSeed};
+use pgpatterns::seed::moves::MovesSeed;
 use pgpatterns::seed::orders::OrdersSeed;
-use pgpatterns::seed::sales::{self, SalesTables};
+use pgpatterns::seed::sales::{SalesSeed, SalesTables};
 use pgpatterns::testdb::TestDb;
 use pgpatterns::{
     BuiltQuery, Executor, IndexOptions, LatestStrategy, PageRequest, RollupStrategy, Shape,
@@ -101,8 +101,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let shop_schema = db.schema().await?;
     let mut shop = shop_schema.connect().await?;
     let t = Instant::now();
-    OrdersSeed::new(args.orders).run(&shop, |_| {}).await?;
-    let tables = OrdersSeed::tables();
+    let seed = OrdersSeed::new(args.orders);
+    seed.run(&shop, |_| {}).await?;
+    let tables = seed.tables();
     let mut spec = tables.latest()?.status_eq("Complete");
     let mut strategies = LatestStrategy::FROM_HISTORY.to_vec();
     if !args.no_denormalized {
@@ -186,8 +187,9 @@ latest, Auto for a page: {page}"
     let moves_schema = db.schema().await?;
     let client = moves_schema.connect().await?;
     let t = Instant::now();
-    let now = moves::seed(&client, MovesSeed::new(args.moves).unlogged(true), |_| {}).await?;
-    let graph = MovesSchema::new()?.full_graph()?;
+    let seed = MovesSeed::new(args.moves);
+    let now = seed.run(&client, |_| {}).await?.now;
+    let graph = seed.tables().full_graph()?;
     let mut ddl: Vec<BuiltQuery> = Vec::new();
     for s in SinceStrategy::ALL {
         for q in graph.index_advice(IndexOptions::new(s)) {
@@ -260,9 +262,10 @@ since, Auto for a page: {page}"
 
     // ---- rollup -----------------------------------------------------------------
     let t = Instant::now();
-    sales::generate(&client, args.sales, 250_000, chrono::Utc::now(), |_| {}).await?;
+    let seed = SalesSeed::new(args.sales);
+    seed.run(&client, |_| {}).await?;
     println!("\ngenerated {} sales in {:.1?}", args.sales, t.elapsed());
-    let sale = Sale(SalesTables::large());
+    let sale = Sale(seed.tables());
     let mut cases = Vec::new();
     for distinct in [true, false] {
         let dashboard = sale.0.dashboard(distinct)?;

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use pgpatterns::sea_query::Value;
-use pgpatterns::seed::sales::{self, SalesTables};
+use pgpatterns::seed::sales::{SalesSeed, SalesTables};
 use pgpatterns::testdb::TestDb;
 use pgpatterns::{Agg, Dim, Level, Rollup, RollupRow, RollupStrategy, Split, StrategyCache};
 
@@ -207,8 +207,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let client = schema.connect().await?;
 
     println!("== a 13-row sample sale table");
-    sales::sample(&client).await?;
-    let s = Sale(SalesTables::sample());
+    let sample = SalesSeed::sample();
+    sample.run(&client, |_| {}).await?;
+    let s = Sale(sample.tables());
 
     let mut dash = s.dashboard(true, true)?;
     dash.with_total()?;
@@ -268,14 +269,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "{bar:40} {pos}/{len} rows  {elapsed_precise}  eta {eta}",
     )?);
     let t0 = Instant::now();
-    sales::generate(&client, args.rows, 250_000, chrono::Utc::now(), |p| {
-        bar.set_position(p.done)
-    })
-    .await?;
+    let large = SalesSeed::new(args.rows);
+    large
+        .run(&client, |p| {
+            if p.stage == "sales" {
+                bar.set_position(p.done)
+            }
+        })
+        .await?;
     bar.finish();
     println!("generated and analyzed in {:.2?}", t0.elapsed());
 
-    let big = Sale(SalesTables::large());
+    let big = Sale(large.tables());
     let mut reports: Vec<(&str, Rollup, Rollup)> = vec![
         (
             "count, avg, count(distinct user)",

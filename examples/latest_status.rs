@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use pgpatterns::seed::orders::OrdersSeed;
+use pgpatterns::seed::orders::{OrdersSeed, OrdersTables};
 use pgpatterns::testdb::TestDb;
 use pgpatterns::{BuiltQuery, Executor, LatestStrategy, PageRequest, SqlType};
 
@@ -113,7 +113,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // ---- the denormalized column: trigger + backfill ---------------------------
-    let shop = OrdersSeed::tables();
+    let shop = OrdersTables::default();
     let status_col = shop.orders.column::<String>("status")?;
     let spec = shop.latest()?.denormalized(&status_col)?;
     let denorm = spec.denormalize()?;

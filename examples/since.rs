@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use pgpatterns::seed::moves::{seed, MovesSchema, MovesSeed};
+use pgpatterns::seed::moves::MovesSeed;
 use pgpatterns::testdb::TestDb;
 use pgpatterns::{IndexOptions, PageOrder, PageRequest, SinceStrategy};
 
@@ -59,17 +59,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "{bar:40} {pos}/{len} moves  {msg}  {elapsed_precise}  eta {eta}",
     )?);
     let t0 = Instant::now();
-    let now = seed(
-        &client,
-        MovesSeed::new(args.moves).batch(args.batch).unlogged(true),
-        |p| match p.stage {
+    let seed = MovesSeed::new(args.moves).batch_size(args.batch);
+    let now = seed
+        .run(&client, |p| match p.stage {
             "moves" => bar.set_position(p.done),
             stage => bar.set_message(stage),
-        },
-    )
-    .await?;
+        })
+        .await?
+        .now;
     bar.finish();
-    let s = MovesSchema::new()?;
+    let s = seed.tables();
     let graph = s.full_graph()?;
     let mut ddl = Vec::new();
     for strategy in SinceStrategy::ALL {

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use pgpatterns::seed::moves::{seed, MovesSchema, MovesSeed};
+use pgpatterns::seed::moves::MovesSeed;
 use pgpatterns::testdb::TestDb;
 use pgpatterns::{BuiltQuery, Executor, IndexOptions, PageRequest, SinceStrategy, SqlType};
 
@@ -59,14 +59,14 @@ WHERE moves.available_to_prime_at IS NOT NULL AND moves.show = TRUE
           SELECT mto_service_items.move_id FROM mto_service_items WHERE mto_service_items.updated_at >= $2
           UNION
           SELECT payment_requests.move_id FROM payment_requests WHERE payment_requests.updated_at >= $1)) OR
-       (moves.orders_id IN (SELECT orders.id FROM orders WHERE orders.updated_at >= $1)))"
+       (moves.orders_id IN (SELECT orders.id FROM move_orders AS orders WHERE orders.updated_at >= $1)))"
     };
 }
 
 macro_rules! option_2 {
     () => {
         "SELECT moves.* FROM moves
-  LEFT JOIN orders ON moves.orders_id = orders.id
+  LEFT JOIN move_orders AS orders ON moves.orders_id = orders.id
   LEFT JOIN mto_shipments ON moves.id = mto_shipments.move_id
   LEFT JOIN mto_service_items ON mto_service_items.move_id = moves.id
   LEFT JOIN payment_requests ON payment_requests.move_id = moves.id
@@ -82,7 +82,7 @@ GROUP BY 1"
 macro_rules! option_1 {
     () => {
         "SELECT moves.* FROM moves
-  LEFT JOIN orders ON moves.orders_id = orders.id
+  LEFT JOIN move_orders AS orders ON moves.orders_id = orders.id
   LEFT JOIN mto_shipments ON moves.id = mto_shipments.move_id
   LEFT JOIN mto_service_items ON mto_service_items.move_id = moves.id
   LEFT JOIN payment_requests ON payment_requests.move_id = moves.id
@@ -98,7 +98,7 @@ macro_rules! hand_exists {
         "SELECT moves.* FROM moves
 WHERE moves.available_to_prime_at IS NOT NULL AND moves.show = TRUE
   AND (moves.updated_at >= $1
-       OR EXISTS (SELECT 1 FROM orders WHERE orders.id = moves.orders_id AND orders.updated_at >= $1)
+       OR EXISTS (SELECT 1 FROM move_orders AS orders WHERE orders.id = moves.orders_id AND orders.updated_at >= $1)
        OR EXISTS (SELECT 1 FROM mto_shipments s WHERE s.move_id = moves.id AND s.updated_at >= $2)
        OR EXISTS (SELECT 1 FROM mto_service_items i WHERE i.move_id = moves.id AND i.updated_at >= $2)
        OR EXISTS (SELECT 1 FROM payment_requests p WHERE p.move_id = moves.id AND p.updated_at >= $1))"
@@ -150,18 +150,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "{bar:40} {pos}/{len} moves  {msg}  {elapsed_precise}  eta {eta}",
     )?);
     let t0 = Instant::now();
-    let now = seed(
-        &client,
-        MovesSeed::new(args.moves).unlogged(true),
-        |p| match p.stage {
+    let seed = MovesSeed::new(args.moves);
+    let now = seed
+        .run(&client, |p| match p.stage {
             "moves" => bar.set_position(p.done),
             stage => bar.set_message(stage),
-        },
-    )
-    .await?;
+        })
+        .await?
+        .now;
     bar.finish();
     let seeded = t0.elapsed();
-    let s = MovesSchema::new()?;
+    let s = seed.tables();
     let graph = s.seed_graph()?;
     let t1 = Instant::now();
     let mut ddl: Vec<BuiltQuery> = Vec::new();

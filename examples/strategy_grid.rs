@@ -29,9 +29,9 @@ use chrono::{DateTime, Utc};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use pgpatterns::compare::round_order;
-use pgpatterns::seed::moves::{seed as seed_moves, MovesSchema, MovesSeed};
-use pgpatterns::seed::orders::OrdersSeed;
-use pgpatterns::seed::sales::{self, SalesTables};
+use pgpatterns::seed::moves::MovesSeed;
+use pgpatterns::seed::orders::{OrdersSeed, OrdersTables};
+use pgpatterns::seed::sales::SalesSeed;
 use pgpatterns::testdb::{TestDb, TestSchema};
 use pgpatterns::{
     BuiltQuery, Choice, Error, Executor, IndexOptions, LatestStrategy, PageRequest, RollupRow,
@@ -240,7 +240,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     // Decisions are cached per table; after DDL, forget them.
                     StrategyCache::global().clear();
                 }
-                let shop = OrdersSeed::tables();
+                let shop = OrdersTables::default();
                 let spec = shop.latest()?.status_eq("Complete");
                 for shape in [Shape::Count, Shape::Page { limit: 50 }] {
                     let what = format!(
@@ -290,17 +290,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let client = connect(&schema, args.timeout_ms).await?;
         client.batch_execute("SET TimeZone = 'UTC'").await?;
         let b = bar(args.moves as u64, "moves")?;
-        let now = seed_moves(
-            &client,
-            MovesSeed::new(args.moves).unlogged(true),
-            |p| match p.stage {
+        let seed = MovesSeed::new(args.moves);
+        let now = seed
+            .run(&client, |p| match p.stage {
                 "moves" => b.set_position(p.done),
                 s => b.set_message(s),
-            },
-        )
-        .await?;
+            })
+            .await?
+            .now;
         b.finish_and_clear();
-        let graph = MovesSchema::new()?.seed_graph()?;
+        let graph = seed.tables().seed_graph()?;
         let mut ddl: Vec<BuiltQuery> = Vec::new();
         for s in SinceStrategy::ALL {
             for q in graph.index_advice(IndexOptions::new(s)) {
@@ -358,13 +357,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let client = connect(&schema, args.timeout_ms).await?;
         StrategyCache::global().clear();
         let b = bar(args.sales as u64, "sales")?;
-        sales::generate(&client, args.sales, 250_000, Utc::now(), |p| {
-            b.set_position(p.done)
+        let seed = SalesSeed::new(args.sales);
+        seed.run(&client, |p| {
+            if p.stage == "sales" {
+                b.set_position(p.done)
+            }
         })
         .await?;
         b.finish_and_clear();
         eprintln!("rollup: {} sales", args.sales);
-        let sale = SalesTables::large();
+        let sale = seed.tables();
         for distinct in [true, false] {
             let what = format!(
                 "dashboard + total · {}",

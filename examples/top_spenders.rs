@@ -12,13 +12,11 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use pgpatterns::ops::TopN;
-use pgpatterns::seed::shop::{self, ShopSize};
+use pgpatterns::seed::shop::ShopSeed;
 use pgpatterns::testdb::TestDb;
-use pgpatterns::Table;
 use rust_decimal::Decimal;
 
 #[derive(Parser, Debug)]
@@ -47,46 +45,41 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let schema = db.schema().await?;
     let client = schema.connect().await?;
 
-    let size = ShopSize {
-        users: args.users,
-        orders: args.orders,
-        ..ShopSize::default()
-    };
+    let seed = ShopSeed::new(args.orders).users(args.users);
     println!(
         "== generating {} users and {} orders over a year",
-        size.users, size.orders
+        args.users, args.orders
     );
-    let bar = ProgressBar::new((size.users + size.orders) as u64).with_style(
+    let bar = ProgressBar::new((args.users + args.orders) as u64).with_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} rows  {msg}  {elapsed_precise}")?,
     );
-    let now = Utc::now();
     let t0 = Instant::now();
-    shop::generate(&client, size, now, |p| {
-        bar.set_message(p.stage);
-        let offset = if p.stage == "orders" { size.users } else { 0 };
-        bar.set_position(offset as u64 + p.done);
-    })
-    .await?;
+    let now = seed
+        .run(&client, |p| {
+            bar.set_message(p.stage);
+            match p.stage {
+                "users" => bar.set_position(p.done),
+                "orders" => bar.set_position(args.users as u64 + p.done),
+                _ => {}
+            }
+        })
+        .await?
+        .now;
     bar.finish();
     println!("generated, keyed and analyzed in {:.2?}", t0.elapsed());
 
-    let users = Table::new("users")?;
-    let orders = Table::new("orders")?;
-    let username = users.column::<String>("username")?;
-    let email = users.column::<String>("email")?;
+    let shop = seed.tables();
+    let (username, email) = (shop.username.clone(), shop.email.clone());
     let report = TopN::<i64, Decimal>::new(
-        &users.column("id")?,
-        &orders.column("user_id")?,
-        &orders.column("total_amount")?,
+        &shop.user_id,
+        &shop.order_user_id,
+        &shop.total_amount,
         args.top,
     )?
     .extra(&username)?
     .extra(&email)?
-    .window_since(
-        &orders.column("created_at")?,
-        now - chrono::Duration::days(30),
-    )?
-    .where_eq(&orders.column::<String>("status")?, "completed")?;
+    .window_since(&shop.order_created_at, now - chrono::Duration::days(30))?
+    .where_eq(&shop.status, "completed")?;
     println!("\n{}", report.build());
 
     let without = time(&report, &client, args.runs).await?;
@@ -94,7 +87,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("\n{ddl}");
     let t = Instant::now();
     ddl.execute_outside_transaction(&client).await?;
-    client.batch_execute("ANALYZE orders").await?;
+    client.batch_execute("ANALYZE shop_orders").await?;
     println!("index built in {:.2?}", t.elapsed());
     let with = time(&report, &client, args.runs).await?;
 

@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use pgpatterns::sea_query::{Alias, Expr, ExprTrait, Func, Order, Query};
-use pgpatterns::seed::moves::{self, MovesSchema, MovesSeed};
-use pgpatterns::seed::orders::OrdersSeed;
+use pgpatterns::seed::moves::MovesSeed;
+use pgpatterns::seed::orders::{OrdersSeed, OrdersTables};
+use pgpatterns::seed::sales::SalesSeed;
 use pgpatterns::testdb::TestDb;
 use pgpatterns::{
     Agg, BuiltQuery, IndexOptions, LatestStrategy, Level, PageRequest, Rollup, RollupStrategy,
@@ -155,7 +156,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     println!("== latest: a denormalized status column kept by a trigger");
-    let latest = OrdersSeed::tables()
+    let latest = OrdersTables::default()
         .latest()?
         .denormalized(&orders.column::<String>("status")?)?;
     let denorm = latest.denormalize()?;
@@ -249,17 +250,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The moves dataset has an `orders` table of its own: a second schema keeps them apart.
     let moves_schema = db.schema().await?;
     let client = moves_schema.connect().await?;
-    let now = moves::seed(
-        &client,
-        MovesSeed::new(args.moves).unlogged(true),
-        |p| match p.stage {
+    let moves = MovesSeed::new(args.moves);
+    let now = moves
+        .run(&client, |p| match p.stage {
             "moves" => moves_bar.set_position(p.done),
             stage => moves_bar.set_message(stage),
-        },
-    )
-    .await?;
+        })
+        .await?
+        .now;
     moves_bar.finish();
-    let graph = MovesSchema::new()?.full_graph()?;
+    let graph = moves.tables().full_graph()?;
     for strategy in SinceStrategy::ALL {
         for q in graph.index_advice(IndexOptions::new(strategy)) {
             q.execute(&client).await?;
@@ -318,8 +318,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // ---- rollup -------------------------------------------------------------
     println!("\n== rollup: a sales dashboard — detail rows and a summary line in one query");
-    pgpatterns::seed::sales::sample(&client).await?;
-    let sale = Table::new(pgpatterns::seed::sales::SAMPLE_TABLE)?;
+    let sales = SalesSeed::sample();
+    sales.run(&client, |_| {}).await?;
+    let sale = sales.tables().table;
     let mut dashboard = Rollup::new(&sale);
     let merchant = dashboard.dimension(&sale.column::<String>("merchant")?)?;
     let device = dashboard.dimension(&sale.column::<String>("device")?)?;

@@ -32,10 +32,10 @@
 //! # #[cfg(all(feature = "tokio-postgres", feature = "seed"))]
 //! # async fn demo(client: tokio_postgres::Client) -> pgpatterns::Result<()> {
 //! use pgpatterns::compare::{Compare, Contender};
-//! use pgpatterns::seed::orders::OrdersSeed;
+//! use pgpatterns::seed::orders::OrdersTables;
 //! use pgpatterns::LatestStrategy;
 //!
-//! let spec = OrdersSeed::tables().latest()?.status_eq("Complete");
+//! let spec = OrdersTables::default().latest()?.status_eq("Complete");
 //! let contenders = LatestStrategy::FROM_HISTORY
 //!     .into_iter()
 //!     .map(|s| Ok(Contender::new(format!("{s:?}"), spec.clone().strategy(s)?.count_query())))

@@ -73,24 +73,26 @@
 //!
 //! ```
 //! use chrono::{DateTime, Utc};
-//! use pgpatterns::{LatestStatus, LatestStrategy, Table};
+//! use pgpatterns::{column, table, LatestStatus, LatestStrategy, PageRequest};
 //!
-//! let orders = Table::new("orders")?;
-//! let history = Table::new("order_status")?;
+//! let orders = table!("orders");
+//! let history = table!("order_status");
 //! let pending = LatestStatus::<String>::new(
-//!     &orders.column::<i64>("id")?,               // entity key
-//!     &history.column::<i64>("order_id")?,        // history → entity
-//!     &history.column::<String>("status")?,       // what is tested
-//!     &history.column::<DateTime<Utc>>("created_at")?, // newest wins …
+//!     &column!(orders, "id": i64),                // entity key
+//!     &column!(history, "order_id": i64),         // history → entity
+//!     &column!(history, "status": String),        // what is tested
+//!     &column!(history, "created_at": DateTime<Utc>), // newest wins …
 //! )?
-//! .then_by(&history.column::<i64>("id")?)?        // … ties broken by id
+//! .then_by(&column!(history, "id": i64))?         // … ties broken by id
 //! .status_eq("Pending")
 //! .strategy(LatestStrategy::DistinctOn)?;
 //!
 //! let count = pending.count_query();                 // SELECT COUNT(*) FROM (…)
-//! let page = pending.page_query::<i64>(50, Some(1000))?; // keyset page after id 1000
+//! let page = pending.page_query::<i64>(&PageRequest::new(50))?; // the first page
 //! assert!(count.sql().contains("DISTINCT ON"));
-//! assert_eq!(page.values().0.len(), 3); // status, cursor, limit: all bound
+//! assert_eq!(page.values().0.len(), 2); // status, limit: both bound
+//! // `pending.fetch_page::<T, i64>(&client, &req)` runs it and hands out the
+//! // next page's cursor.
 //! # Ok::<(), pgpatterns::Error>(())
 //! ```
 //!

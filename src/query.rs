@@ -106,6 +106,20 @@ impl BuiltQuery {
         }
     }
 
+    /// [`generated`](Self::generated) text with `$1, $2, …` placeholders for
+    /// `values` (the seeders' `INSERT … SELECT` into tables named at run
+    /// time): identifiers are quoted into the text, values are bound.
+    #[cfg_attr(not(feature = "seed"), allow(dead_code))]
+    pub(crate) fn generated_with(
+        sql: String,
+        values: impl IntoIterator<Item = Value>,
+    ) -> BuiltQuery {
+        BuiltQuery {
+            sql,
+            values: Values(values.into_iter().collect()),
+        }
+    }
+
     /// Fixed SQL text written by pgpatterns or the caller's own code (a
     /// seeder's `INSERT … SELECT generate_series(…)`, say) with `$1, $2, …`
     /// placeholders for `values`. Only `'static` text is accepted, so user data

@@ -1,8 +1,8 @@
-//! Seed 000's shop: `orders` and their status history `order_status`, each
-//! order following one of the seed's three paths — Pending → Complete,
-//! Pending → Cancelled, Pending → Complete → Cancelled — with realistic
-//! times (orders spread over the year before `now`, each next status 1 s to
-//! 2 h after the one before).
+//! Orders and their status history: `orders` and `order_status`, each order
+//! following one of three paths — Pending → Complete, Pending → Cancelled,
+//! Pending → Complete → Cancelled — with realistic times (orders spread over
+//! the year before `now`, each next status 1 s to 2 h after the one before).
+//! The data behind "orders whose *latest* status is X".
 //!
 //! Rows are generated server-side with `generate_series`, one statement per
 //! batch and table, into tables without indexes or constraints; primary
@@ -15,10 +15,11 @@
 //! # #[cfg(feature = "tokio-postgres")]
 //! # async fn demo(client: tokio_postgres::Client) -> pgpatterns::Result<()> {
 //! use pgpatterns::seed::orders::OrdersSeed;
-//! let report = OrdersSeed::new(100_000)
+//! let seed = OrdersSeed::new(100_000);
+//! let report = seed
 //!     .run(&client, |p| eprintln!("{} {}/{:?}", p.stage, p.done, p.total))
 //!     .await?;
-//! let shop = OrdersSeed::tables();
+//! let shop = seed.tables();
 //! let complete = shop.latest()?.status_eq("Complete").count(&client).await?;
 //! # Ok(()) }
 //! ```
@@ -27,36 +28,27 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use super::Names;
 use crate::exec::{run_blocking, BlockingExecutor};
 use crate::schema::{Column, Table};
 use crate::types::SqlType;
 use crate::{BuiltQuery, Error, Executor, LatestStatus, Progress, Result, RowRead};
 
-/// The statuses of seed 000.
+/// The statuses of the three paths.
 pub const STATUSES: [&str; 3] = ["Pending", "Complete", "Cancelled"];
 
-const DROP: &str = "DROP TABLE IF EXISTS order_status, orders";
+/// Default names: the tables, then the advised index.
+const NAMES: &[&str] = &["orders", "order_status", "order_status_latest"];
+const ORDERS: usize = 0;
+const ORDER_STATUS: usize = 1;
 
-const CREATE_UNLOGGED: &str = "
-CREATE UNLOGGED TABLE orders (
+const CREATE: &str = "
+CREATE TABLE {orders} (
     id          bigint NOT NULL,
     customer    text NOT NULL,
     created_at  timestamptz NOT NULL
 );
-CREATE UNLOGGED TABLE order_status (
-    id          bigint NOT NULL,
-    order_id    bigint NOT NULL,
-    status      text NOT NULL,
-    created_at  timestamptz NOT NULL
-)";
-
-const CREATE_LOGGED: &str = "
-CREATE TABLE orders (
-    id          bigint NOT NULL,
-    customer    text NOT NULL,
-    created_at  timestamptz NOT NULL
-);
-CREATE TABLE order_status (
+CREATE TABLE {order_status} (
     id          bigint NOT NULL,
     order_id    bigint NOT NULL,
     status      text NOT NULL,
@@ -66,7 +58,7 @@ CREATE TABLE order_status (
 /// Orders `$1..=$2`; `$3` seed, `$4` now. `#` is bigint XOR: each column
 /// hashes the id with its own salt.
 const INSERT_ORDERS: &str = "
-INSERT INTO orders (id, customer, created_at)
+INSERT INTO {orders} (id, customer, created_at)
 SELECT g,
        'customer ' || (abs(hashint8(g # $3::int8 # 1)) % 5000),
        $4::timestamptz - (abs(hashint8(g # $3::int8 # 3)) % 31536000) * interval '1 second'
@@ -79,19 +71,19 @@ FROM generate_series($1::int8, $2::int8) AS g";
 /// 2 → Complete → Cancelled; each next status 1 s to 2 h after the last.
 const INSERT_STATUSES: [&str; 3] = [
     "
-INSERT INTO order_status (id, order_id, status, created_at)
+INSERT INTO {order_status} (id, order_id, status, created_at)
 SELECT (g - 1) * 3 + 1, g, 'Pending',
        $4::timestamptz - (abs(hashint8(g # $3::int8 # 3)) % 31536000) * interval '1 second'
 FROM generate_series($1::int8, $2::int8) AS g",
     "
-INSERT INTO order_status (id, order_id, status, created_at)
+INSERT INTO {order_status} (id, order_id, status, created_at)
 SELECT (g - 1) * 3 + 2, g,
        CASE WHEN abs(hashint8(g # $3::int8 # 2)) % 3 = 1 THEN 'Cancelled' ELSE 'Complete' END,
        $4::timestamptz - (abs(hashint8(g # $3::int8 # 3)) % 31536000) * interval '1 second'
            + (1 + abs(hashint8(g # $3::int8 # 4)) % 7200) * interval '1 second'
 FROM generate_series($1::int8, $2::int8) AS g",
     "
-INSERT INTO order_status (id, order_id, status, created_at)
+INSERT INTO {order_status} (id, order_id, status, created_at)
 SELECT (g - 1) * 3 + 3, g, 'Cancelled',
        $4::timestamptz - (abs(hashint8(g # $3::int8 # 3)) % 31536000) * interval '1 second'
            + 2 * (1 + abs(hashint8(g # $3::int8 # 4)) % 7200) * interval '1 second'
@@ -102,28 +94,32 @@ WHERE abs(hashint8(g # $3::int8 # 2)) % 3 = 2",
 /// `$6` drafts per order `$1..=$2`, ids after the `3 * $5` of the paths
 /// (`$5` the total orders); `$3` seed, `$4` now.
 const INSERT_DRAFTS: &str = "
-INSERT INTO order_status (id, order_id, status, created_at)
+INSERT INTO {order_status} (id, order_id, status, created_at)
 SELECT 3 * $5::int8 + (g - 1) * $6::int8 + k, g, 'Draft',
        $4::timestamptz - (abs(hashint8(g # $3::int8 # 3)) % 31536000) * interval '1 second'
            - k * interval '1 minute'
 FROM generate_series($1::int8, $2::int8) AS g, generate_series(1, $6::int8) AS k";
 
 const CONSTRAINTS: &str = "
-ALTER TABLE orders ADD PRIMARY KEY (id);
-ALTER TABLE order_status ADD PRIMARY KEY (id);
-ALTER TABLE order_status ADD FOREIGN KEY (order_id) REFERENCES orders (id) ON DELETE CASCADE";
+ALTER TABLE {orders} ADD PRIMARY KEY (id);
+ALTER TABLE {order_status} ADD PRIMARY KEY (id);
+ALTER TABLE {order_status} ADD FOREIGN KEY (order_id) REFERENCES {orders} (id) ON DELETE CASCADE";
 
-const ADVISED_INDEX: &str = "CREATE INDEX order_status_latest \
-    ON order_status (order_id, created_at DESC, id DESC) INCLUDE (status)";
+const ADVISED_INDEX: &str = "CREATE INDEX {@order_status_latest} \
+    ON {order_status} (order_id, created_at DESC, id DESC) INCLUDE (status)";
 
 const SHOW_MEMORY: &str = "SELECT current_setting('maintenance_work_mem')";
 const SET_MEMORY: &str = "SELECT set_config('maintenance_work_mem', $1, false)";
 const FINISH_MEMORY: &str = "512MB";
 
-const ANALYZE: &str = "ANALYZE orders; ANALYZE order_status";
+const ANALYZE: &str = "ANALYZE {orders}; ANALYZE {order_status}";
 
-/// Generator of seed 000's orders and status history. See the
-/// [module docs](self).
+/// Generator of orders and their status history. See the [module
+/// docs](self) and, for what all seeders share, the [`seed`](super)
+/// module.
+///
+/// Tables (default names): `orders`, `order_status`, and the advised index
+/// `order_status_latest`.
 #[derive(Debug, Clone)]
 pub struct OrdersSeed {
     orders: i64,
@@ -134,6 +130,7 @@ pub struct OrdersSeed {
     logged: bool,
     replace: bool,
     drafts: i64,
+    names: Names,
 }
 
 /// What [`OrdersSeed::run`] did.
@@ -144,6 +141,9 @@ pub struct OrdersReport {
     pub orders: u64,
     /// Status rows inserted.
     pub statuses: u64,
+    /// The newest possible order time (the one given to
+    /// [`OrdersSeed::now`], or the client's clock at the start of the run).
+    pub now: DateTime<Utc>,
     /// Time spent inserting rows.
     pub load: Duration,
     /// Time spent on keys, the foreign key, the index and `ANALYZE`.
@@ -152,8 +152,9 @@ pub struct OrdersReport {
 
 impl OrdersSeed {
     /// `orders` orders (about 2.33 status rows each), in batches of 100 000,
-    /// with the advised index, into unlogged tables that replace existing
-    /// ones of the same names.
+    /// with the advised index, into new unlogged tables `orders` and
+    /// `order_status` of the current schema.
+    #[must_use]
     pub fn new(orders: i64) -> OrdersSeed {
         OrdersSeed {
             orders,
@@ -162,8 +163,9 @@ impl OrdersSeed {
             now: None,
             index: true,
             logged: false,
-            replace: true,
+            replace: false,
             drafts: 0,
+            names: Names::new(NAMES),
         }
     }
 
@@ -172,25 +174,29 @@ impl OrdersSeed {
     /// so every count is the same as without them; only the history grows
     /// (about `n + 2.33` rows per order), which is what the history
     /// strategies' speed depends on.
+    #[must_use]
     pub fn drafts(mut self, n: i64) -> OrdersSeed {
         self.drafts = n;
         self
     }
 
-    /// Orders per `INSERT` (and per progress report).
+    /// Orders per `INSERT` (and per progress report); default 100 000.
+    #[must_use]
     pub fn batch_size(mut self, orders: i64) -> OrdersSeed {
         self.batch = orders;
         self
     }
 
     /// Another seed gives other (equally reproducible) data.
+    #[must_use]
     pub fn seed(mut self, seed: i64) -> OrdersSeed {
         self.seed = seed;
         self
     }
 
-    /// The newest possible order time (default: the server's `now()` is
-    /// not used; the client's clock at [`run`](Self::run) is).
+    /// The newest possible order time (default: the client's clock at
+    /// [`run`](Self::run); the server's `now()` is not used).
+    #[must_use]
     pub fn now(mut self, now: DateTime<Utc>) -> OrdersSeed {
         self.now = Some(now);
         self
@@ -199,38 +205,83 @@ impl OrdersSeed {
     /// Whether to create the advised index
     /// `order_status (order_id, created_at DESC, id DESC) INCLUDE (status)`
     /// (default `true`).
+    #[must_use]
     pub fn with_index(mut self, index: bool) -> OrdersSeed {
         self.index = index;
         self
     }
 
-    /// Logged (crash-safe) tables instead of unlogged ones; slower to load.
+    /// Logged (crash-safe) tables instead of unlogged ones (default
+    /// `false`); slower to load.
+    #[must_use]
     pub fn logged(mut self, logged: bool) -> OrdersSeed {
         self.logged = logged;
         self
     }
 
-    /// Whether to drop existing `orders` / `order_status` tables first
-    /// (default `true`); with `false` the run fails if they exist.
+    /// Whether to drop this dataset's tables first if they exist (default
+    /// `false`: the run then fails with the database's "already exists").
+    #[must_use]
     pub fn replace(mut self, replace: bool) -> OrdersSeed {
         self.replace = replace;
         self
     }
 
-    /// Typed handles on the seeded tables.
-    pub fn tables() -> OrdersTables {
-        OrdersTables::new()
+    /// Prepends `prefix` to every table and index name (`"a_"`:
+    /// `a_orders`, `a_order_status`, `a_order_status_latest`), replacing an
+    /// earlier prefix, so several orders datasets can share a schema.
+    ///
+    /// ```
+    /// use pgpatterns::seed::orders::OrdersSeed;
+    /// let seed = OrdersSeed::new(1000).prefix("a_")?;
+    /// assert_eq!(seed.tables().order_status.display_name(), "a_order_status");
+    /// assert!(OrdersSeed::new(1000).prefix("x".repeat(50)).is_err());
+    /// # Ok::<(), pgpatterns::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidIdentifier`] when a name with the prefix is longer
+    /// than 63 bytes or the prefix contains a NUL character.
+    pub fn prefix(mut self, prefix: impl AsRef<str>) -> Result<OrdersSeed> {
+        self.names = self.names.with_prefix(prefix.as_ref())?;
+        Ok(self)
     }
 
-    /// Creates the tables in the current schema and fills them, reporting
-    /// progress per batch (stage `"orders"`, in orders) and per finishing
-    /// step (stage `"finish"`, in steps).
+    /// Creates the tables in `schema` (created if missing) instead of the
+    /// connection's current schema; the [`tables`](Self::tables) are then
+    /// schema-qualified.
+    ///
+    /// ```
+    /// use pgpatterns::seed::orders::OrdersSeed;
+    /// let seed = OrdersSeed::new(1000).in_schema("demo")?;
+    /// assert_eq!(seed.tables().orders.display_name(), "demo.orders");
+    /// # Ok::<(), pgpatterns::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidIdentifier`] for an invalid schema name.
+    pub fn in_schema(mut self, schema: impl AsRef<str>) -> Result<OrdersSeed> {
+        self.names = self.names.with_schema(schema.as_ref())?;
+        Ok(self)
+    }
+
+    /// Typed handles on the tables this seed creates (with its prefix and
+    /// schema).
+    #[must_use]
+    pub fn tables(&self) -> OrdersTables {
+        OrdersTables::new(&self.names)
+    }
+
+    /// Creates the tables and fills them, reporting progress per batch
+    /// (stage `"orders"`, in orders) and per finishing step (stage
+    /// `"finish"`, in steps).
     ///
     /// # Errors
     /// [`Error::InvalidSpec`] for `orders < 0`, a batch size below 1, or
     /// more than [`MAX_SEED_ROWS`](super::MAX_SEED_ROWS) orders (or orders
     /// times drafts),
-    /// before anything is sent; the database's error otherwise.
+    /// before anything is sent; the database's error otherwise (e.g. a
+    /// table exists and [`replace`](Self::replace) is off).
     pub async fn run<E: Executor>(
         &self,
         db: &E,
@@ -241,17 +292,20 @@ impl OrdersSeed {
         Error::at_least("drafts", self.drafts, 0)?;
         super::check_rows("orders", self.orders, 0)?;
         super::check_rows("drafts", self.orders.saturating_mul(self.drafts), 0)?;
+        let names = &self.names;
         let now = self.now.unwrap_or_else(Utc::now);
         let started = Instant::now();
-        if self.replace {
-            db.run_script(DROP).await?;
+        if let Some(sql) = names.create_schema() {
+            db.run_script(&sql).await?;
         }
-        db.run_script(if self.logged {
-            CREATE_LOGGED
-        } else {
-            CREATE_UNLOGGED
-        })
-        .await?;
+        if self.replace {
+            db.run_script(&names.drop_tables(&[ORDER_STATUS, ORDERS]))
+                .await?;
+        }
+        db.run_script(&names.create(CREATE, self.logged)).await?;
+        let insert_orders = names.render(INSERT_ORDERS);
+        let insert_statuses = INSERT_STATUSES.map(|sql| names.render(sql));
+        let insert_drafts = names.render(INSERT_DRAFTS);
         let total = self.orders as u64;
         progress(Progress::new("orders", 0, Some(total)));
         let mut statuses = 0;
@@ -264,16 +318,20 @@ impl OrdersSeed {
                     now.into_value(),
                 ]
             };
-            db.run(&BuiltQuery::fixed_with(INSERT_ORDERS, values()))
+            db.run(&BuiltQuery::generated_with(insert_orders.clone(), values()))
                 .await?;
-            for step in INSERT_STATUSES {
-                statuses += db.run(&BuiltQuery::fixed_with(step, values())).await?;
+            for step in &insert_statuses {
+                statuses += db
+                    .run(&BuiltQuery::generated_with(step.clone(), values()))
+                    .await?;
             }
             if self.drafts > 0 {
                 let mut v = values().to_vec();
                 v.push(self.orders.into_value());
                 v.push(self.drafts.into_value());
-                statuses += db.run(&BuiltQuery::fixed_with(INSERT_DRAFTS, v)).await?;
+                statuses += db
+                    .run(&BuiltQuery::generated_with(insert_drafts.clone(), v))
+                    .await?;
             }
             progress(Progress::new("orders", last as u64, Some(total)));
         }
@@ -298,7 +356,7 @@ impl OrdersSeed {
         let n = steps.len() as u64;
         progress(Progress::new("finish", 0, Some(n)));
         for (i, step) in steps.into_iter().enumerate() {
-            db.run_script(step).await?;
+            db.run_script(&names.render(step)).await?;
             progress(Progress::new("finish", i as u64 + 1, Some(n)));
         }
         db.run(&BuiltQuery::fixed_with(SET_MEMORY, [saved.into_value()]))
@@ -306,6 +364,7 @@ impl OrdersSeed {
         Ok(OrdersReport {
             orders: total,
             statuses,
+            now,
             load,
             finish: finishing.elapsed(),
         })
@@ -329,7 +388,8 @@ impl OrdersSeed {
     }
 }
 
-/// Typed handles on the seeded `orders` and `order_status` tables.
+/// Typed handles on the tables of an [`OrdersSeed`] (`orders` and
+/// `order_status` by default; [`Default`] gives those).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct OrdersTables {
@@ -353,10 +413,17 @@ pub struct OrdersTables {
     pub status_created_at: Column<DateTime<Utc>>,
 }
 
+impl Default for OrdersTables {
+    /// The handles of [`OrdersSeed::new`]'s default names.
+    fn default() -> OrdersTables {
+        OrdersTables::new(&Names::new(NAMES))
+    }
+}
+
 impl OrdersTables {
-    fn new() -> OrdersTables {
-        let orders = Table::fixed("orders");
-        let order_status = Table::fixed("order_status");
+    fn new(names: &Names) -> OrdersTables {
+        let orders = names.table(ORDERS);
+        let order_status = names.table(ORDER_STATUS);
         OrdersTables {
             order_id: orders.fixed_column("id"),
             customer: orders.fixed_column("customer"),
@@ -370,7 +437,7 @@ impl OrdersTables {
         }
     }
 
-    /// The latest-status spec of the shop: latest by `(created_at, id)`.
+    /// The latest-status spec of these tables: latest by `(created_at, id)`.
     ///
     /// # Errors
     /// None in practice (the handles are valid); kept fallible like

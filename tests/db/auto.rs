@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use pgpatterns::seed::moves::{seed as seed_moves, MovesSchema, MovesSeed};
-use pgpatterns::seed::orders::OrdersSeed;
+use pgpatterns::seed::moves::{MovesSeed, MovesTables};
+use pgpatterns::seed::orders::{OrdersSeed, OrdersTables};
 use pgpatterns::{
     Agg, BuiltQuery, Choice, Error, Executor, IndexOptions, LatestStatus, LatestStrategy,
     PageRequest, Rollup, RollupStrategy, Shape, SinceStrategy, StrategyCache, Table,
@@ -30,7 +30,7 @@ async fn first_page_ids(spec: &LatestStatus<String>, client: &tokio_postgres::Cl
 async fn latest_auto_follows_history_length_and_the_index() {
     let schema = schema().await;
     let client = client(&schema).await;
-    let shop = OrdersSeed::tables();
+    let shop = OrdersTables::default();
     // (drafts, index) → expected count and page strategies
     let cases = [
         (0, true, LatestStrategy::DistinctOn, LatestStrategy::Lateral),
@@ -42,6 +42,7 @@ async fn latest_auto_follows_history_length_and_the_index() {
         // Small: without the index, Lateral and SkipScan scan the history per
         // entity.
         OrdersSeed::new(1000)
+            .replace(true)
             .drafts(drafts)
             .with_index(index)
             .run(&client, |_| {})
@@ -121,10 +122,12 @@ async fn since_auto_follows_the_window() {
     let schema = schema().await;
     let client = client(&schema).await;
     client.batch_execute("SET TimeZone = 'UTC'").await.unwrap();
-    let now = seed_moves(&client, MovesSeed::new(40_000), |_| {})
+    let now = MovesSeed::new(40_000)
+        .run(&client, |_| {})
         .await
-        .unwrap();
-    let graph = MovesSchema::new().unwrap().seed_graph().unwrap();
+        .unwrap()
+        .now;
+    let graph = MovesTables::default().seed_graph().unwrap();
     for q in graph.index_advice(IndexOptions::new(SinceStrategy::Auto)) {
         q.execute(&client).await.unwrap();
     }
@@ -234,7 +237,7 @@ async fn since_auto_follows_the_window() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_refuses_bad_shapes_before_sending() {
-    let shop = OrdersSeed::tables();
+    let shop = OrdersTables::default();
     let spec = shop
         .latest()
         .unwrap()
@@ -251,7 +254,7 @@ async fn auto_refuses_bad_shapes_before_sending() {
         matches!(err, Error::InvalidSpec { field: "limit", .. }),
         "{err}"
     );
-    let graph = MovesSchema::new().unwrap().seed_graph().unwrap();
+    let graph = MovesTables::default().seed_graph().unwrap();
     let q = graph
         .since(Utc::now())
         .unwrap()
@@ -363,7 +366,7 @@ async fn auto_reports_read_plainly() {
         .run(&client, |_| {})
         .await
         .unwrap();
-    let spec = OrdersSeed::tables()
+    let spec = OrdersTables::default()
         .latest()
         .unwrap()
         .status_eq("Complete")

@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use pgpatterns::seed::moves::{seed as seed_moves, MovesSchema, MovesSeed};
-use pgpatterns::seed::orders::OrdersSeed;
+use pgpatterns::seed::moves::{MovesSeed, MovesTables};
+use pgpatterns::seed::orders::{OrdersSeed, OrdersTables};
 use pgpatterns::{
     Agg, Choice, IndexOptions, LatestStatus, LatestStrategy, Rollup, RollupStrategy, Shape,
     SinceStrategy, StrategyCache, Table,
@@ -80,7 +80,7 @@ async fn latest_auto_uses_the_denormalized_column_only_while_maintained() {
     let schema = schema().await;
     let mut client = client(&schema).await;
     OrdersSeed::new(2000).run(&client, |_| {}).await.unwrap();
-    let shop = OrdersSeed::tables();
+    let shop = OrdersTables::default();
     let column = shop.orders.column::<String>("status").unwrap();
     let spec = shop
         .latest()
@@ -218,7 +218,7 @@ async fn latest_auto_sees_the_advised_index_come_and_go() {
         .run(&client, |_| {})
         .await
         .unwrap();
-    let spec = OrdersSeed::tables()
+    let spec = OrdersTables::default()
         .latest()
         .unwrap()
         .status_eq("Complete")
@@ -317,11 +317,13 @@ async fn since_auto_sees_the_advised_indexes_come_and_go() {
     let schema = schema().await;
     let client = client(&schema).await;
     client.batch_execute("SET TimeZone = 'UTC'").await.unwrap();
-    let now = seed_moves(&client, MovesSeed::new(5_000), |_| {})
+    let now = MovesSeed::new(5_000)
+        .run(&client, |_| {})
         .await
-        .unwrap();
+        .unwrap()
+        .now;
     client.batch_execute("ANALYZE").await.unwrap();
-    let graph = MovesSchema::new().unwrap().seed_graph().unwrap();
+    let graph = MovesTables::default().seed_graph().unwrap();
     let tables = [
         "moves",
         "orders",

@@ -3,9 +3,9 @@
 //! `_blocking` verbs). The answers must be identical.
 
 use chrono::{DateTime, TimeZone, Utc};
-use pgpatterns::seed::moves::{self, MovesSchema, MovesSeed};
-use pgpatterns::seed::orders::OrdersSeed;
-use pgpatterns::seed::sales::{self, SalesTables};
+use pgpatterns::seed::moves::{MovesSeed, MovesTables};
+use pgpatterns::seed::orders::{OrdersSeed, OrdersTables};
+use pgpatterns::seed::sales::{SalesSeed, SalesTables};
 use pgpatterns::{
     BuiltQuery, Compare, Contender, LatestStrategy, PageRequest, RollupRow, SinceStrategy, SqlType,
 };
@@ -77,7 +77,7 @@ macro_rules! v {
 /// `&mut postgres::Client` (`blocking`).
 macro_rules! latest_answers {
     ($db:expr, $m:tt) => {{
-        let latest = OrdersSeed::tables().latest().unwrap().status_eq("Complete");
+        let latest = OrdersTables::default().latest().unwrap().status_eq("Complete");
         let auto = latest.clone().strategy(LatestStrategy::Auto).unwrap();
         let rollup = SalesTables::sample().dashboard(false).unwrap();
         let req = PageRequest::new(10);
@@ -97,8 +97,7 @@ macro_rules! latest_answers {
 
 macro_rules! since_answers {
     ($db:expr, $m:tt) => {{
-        let since = MovesSchema::new()
-            .unwrap()
+        let since = MovesTables::default()
             .seed_graph()
             .unwrap()
             .since(now() - chrono::Duration::days(2))
@@ -118,19 +117,22 @@ macro_rules! since_answers {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_family_answers_the_same_through_all_three_clients() {
-    // The orders and moves demo data both have an `orders` table: one
-    // schema each.
+    // One schema per client side: the orders and sales data in one, the
+    // moves in the other.
     let (a, b) = (schema().await, schema().await);
     // Seeded with the blocking verbs: the sync client writes, the async
     // clients read what it wrote.
     with_sync_client(&a, |sc| {
         OrdersSeed::new(400).run_blocking(sc, |_| {}).unwrap();
-        sales::sample_blocking(sc).unwrap();
+        SalesSeed::sample().run_blocking(sc, |_| {}).unwrap();
         BuiltQuery::fixed("ANALYZE").execute_blocking(sc).unwrap();
     })
     .await;
     with_sync_client(&b, |sc| {
-        moves::seed_blocking(sc, MovesSeed::new(300).now(now()), |_| {}).unwrap();
+        MovesSeed::new(300)
+            .now(now())
+            .run_blocking(sc, |_| {})
+            .unwrap();
         BuiltQuery::fixed("ANALYZE").execute_blocking(sc).unwrap();
     })
     .await;
@@ -192,7 +194,7 @@ async fn blocking_writes_and_maintenance() {
     c.batch_execute("ALTER TABLE orders ADD COLUMN status text")
         .await
         .unwrap();
-    let shop = OrdersSeed::tables();
+    let shop = OrdersTables::default();
     let spec = shop
         .latest()
         .unwrap()

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Mutex;
 
 use pgpatterns::compare::{Compare, Contender};
-use pgpatterns::seed::orders::OrdersSeed;
+use pgpatterns::seed::orders::{OrdersSeed, OrdersTables};
 use pgpatterns::{BuiltQuery, Error, Executor, LatestStrategy, SqlType, Table};
 
 use crate::support::{client, schema};
@@ -65,7 +65,10 @@ async fn agreeing_strategies_are_timed_interleaved() {
     let schema = schema().await;
     let c = client(&schema).await;
     OrdersSeed::new(2000).run(&c, |_| {}).await.unwrap();
-    let spec = OrdersSeed::tables().latest().unwrap().status_eq("Complete");
+    let spec = OrdersTables::default()
+        .latest()
+        .unwrap()
+        .status_eq("Complete");
     let direct: Vec<(i64,)> = c
         .rows_as(
             &spec
@@ -284,7 +287,7 @@ async fn compare_columns_let_denormalized_agree() {
     let schema = schema().await;
     let mut c = client(&schema).await;
     OrdersSeed::new(1500).run(&c, |_| {}).await.unwrap();
-    let shop = OrdersSeed::tables();
+    let shop = OrdersTables::default();
     let status = shop.orders.column::<String>("status").unwrap();
     let spec = shop
         .latest()

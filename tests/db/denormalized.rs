@@ -6,7 +6,7 @@ use pgpatterns::sea_query::{Alias, Order, Query};
 use pgpatterns::{BuiltQuery, Executor, LatestStatus, LatestStrategy, Progress, Table};
 
 use crate::support::{client, schema, Rng};
-use pgpatterns::seed::orders::OrdersSeed;
+use pgpatterns::seed::orders::OrdersTables;
 
 const SETUP: &str = "
 CREATE TABLE orders (id bigint PRIMARY KEY, note text);
@@ -17,7 +17,7 @@ CREATE TABLE order_status (
     created_at timestamptz NOT NULL);";
 
 fn spec() -> LatestStatus<String> {
-    let shop = OrdersSeed::tables();
+    let shop = OrdersTables::default();
     let column = shop.orders.column::<String>("status").unwrap();
     shop.latest().unwrap().denormalized(&column).unwrap()
 }

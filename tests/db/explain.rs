@@ -2,7 +2,7 @@
 //! statements leaves the data unchanged.
 
 use pgpatterns::explain::{explain, explain_analyze};
-use pgpatterns::seed::orders::OrdersSeed;
+use pgpatterns::seed::orders::{OrdersSeed, OrdersTables};
 use pgpatterns::{BuiltQuery, Executor, LatestStrategy, SqlType};
 
 use crate::support::{client, pool, schema};
@@ -19,7 +19,7 @@ async fn plans_are_typed_and_analyze_changes_nothing() {
     OrdersSeed::new(3000).run(&c, |_| {}).await.unwrap();
 
     // Estimates only, with bound values: the latest-status count.
-    let spec = OrdersSeed::tables()
+    let spec = OrdersTables::default()
         .latest()
         .unwrap()
         .status_eq("Complete")

@@ -12,7 +12,7 @@ use pgpatterns::{
 };
 
 use crate::support::{client, schema, Rng};
-use pgpatterns::seed::orders::OrdersSeed;
+use pgpatterns::seed::orders::OrdersTables;
 
 #[derive(Debug, Clone)]
 struct Row {
@@ -115,7 +115,7 @@ fn reference(
 /// `orders` / `order_status(order_id, status, created_at, id)`: latest by
 /// `(created_at, id)`.
 fn order_status_spec() -> LatestStatus<String> {
-    OrdersSeed::tables().latest().unwrap()
+    OrdersTables::default().latest().unwrap()
 }
 
 fn apply(spec: LatestStatus<String>, p: Pred) -> LatestStatus<String> {

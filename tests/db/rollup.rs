@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 
 use pgpatterns::sea_query::{Alias, Expr, Order, Query};
-use pgpatterns::seed::sales;
+use pgpatterns::seed::sales::{self, SalesSeed};
 use pgpatterns::{
     Agg, BuiltQuery, Dim, DimId, DimValue, Error, Executor, Level, Metric, Rollup, RollupRow,
     RollupStrategy, RollupTable, Split, SqlType, Table,
@@ -70,7 +70,7 @@ type Line = (
 async fn seed_003_dashboard_gives_the_articles_table_and_summary_line() {
     let schema = schema().await;
     let client = client(&schema).await;
-    sales::sample(&client).await.unwrap();
+    SalesSeed::sample().run(&client, |_| {}).await.unwrap();
     let s = sale(Table::new(sales::SAMPLE_TABLE).unwrap());
 
     let mut r = Rollup::new(&s.table);
@@ -199,7 +199,7 @@ enum Shape {
 async fn seed_003_rollup_cube_and_grouping_sets_give_the_articles_rows() {
     let schema = schema().await;
     let client = client(&schema).await;
-    sales::sample(&client).await.unwrap();
+    SalesSeed::sample().run(&client, |_| {}).await.unwrap();
     let s = sale(Table::new(sales::SAMPLE_TABLE).unwrap());
 
     for (shape, printed) in [
@@ -714,7 +714,7 @@ async fn having_and_limit_per_level_match_the_reference() {
 async fn a_callers_parameterized_base_query_keeps_its_parameters() {
     let schema = schema().await;
     let client = client(&schema).await;
-    sales::sample(&client).await.unwrap();
+    SalesSeed::sample().run(&client, |_| {}).await.unwrap();
     let s = sale(Table::new(sales::SAMPLE_TABLE).unwrap());
 
     // The admin's filters: their own query with their own bound values.

@@ -11,7 +11,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use pgpatterns::sea_query::{ExprTrait, Order, Value};
-use pgpatterns::seed::sales;
+use pgpatterns::seed::sales::{self, SalesSeed};
 use pgpatterns::{
     Agg, BuiltQuery, Dim, Error, Executor, Metric, Rollup, RollupRow, RollupStrategy, SqlType,
     StrategyCache, Table,
@@ -430,7 +430,7 @@ fn dashboard(table: &str, distinct: bool, dims: [&str; 2]) -> Rollup {
 async fn auto_uses_grouping_sets_for_count_distinct_and_says_why() {
     let schema = schema().await;
     let client = client(&schema).await;
-    sales::sample(&client).await.unwrap();
+    SalesSeed::sample().run(&client, |_| {}).await.unwrap();
     let mut r = dashboard(sales::SAMPLE_TABLE, true, ["merchant", "device"]);
 
     // PreAggregate cannot: a typed error naming the metric.
@@ -478,7 +478,9 @@ async fn auto_pre_aggregates_when_the_detail_groups_are_few() {
     let client = client(&schema).await;
     // 200 000 sales in 50 merchants × 20 devices (1 000 detail groups), and
     // 100 000 users: (user_id, device) has about as many groups as rows.
-    sales::generate(&client, 200_000, 100_000, chrono::Utc::now(), |_| {})
+    SalesSeed::new(200_000)
+        .batch_size(100_000)
+        .run(&client, |_| {})
         .await
         .unwrap();
     let cache = StrategyCache::new(Duration::from_secs(60));

@@ -884,14 +884,14 @@ WHERE moves.available_to_prime_at IS NOT NULL
           SELECT mto_service_items.move_id FROM mto_service_items WHERE mto_service_items.updated_at >= $2
           UNION
           SELECT payment_requests.move_id FROM payment_requests WHERE payment_requests.updated_at >= $1)) OR
-       (moves.orders_id IN (SELECT orders.id FROM orders WHERE orders.updated_at >= $1)))";
+       (moves.orders_id IN (SELECT orders.id FROM move_orders AS orders WHERE orders.updated_at >= $1)))";
 
 /// Seed 001's option 1 (`MAX(GREATEST(…))`), counted; `$1` is `since`
 /// (`timestamptz`).
 const SEED_OPTION_1_COUNT: &str = "
 SELECT count(*) FROM (
 SELECT moves.* FROM moves
-  LEFT JOIN orders ON moves.orders_id = orders.id
+  LEFT JOIN move_orders AS orders ON moves.orders_id = orders.id
   LEFT JOIN mto_shipments ON moves.id = mto_shipments.move_id
   LEFT JOIN mto_service_items ON mto_service_items.move_id = moves.id
   LEFT JOIN payment_requests ON payment_requests.move_id = moves.id
@@ -903,23 +903,24 @@ HAVING MAX(GREATEST(moves.updated_at AT TIME ZONE 'UTC', orders.updated_at AT TI
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seeded_moves_agree_with_the_seed_queries() {
-    use pgpatterns::seed::moves::{seed, MovesSchema, MovesSeed};
+    use pgpatterns::seed::moves::MovesSeed;
     let schema = schema().await;
     let client = client(&schema).await;
     let mut reports = Vec::new();
     let now = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
-    let got_now = seed(&client, MovesSeed::new(3000).batch(700).now(now), |p| {
-        reports.push(p)
-    })
-    .await
-    .unwrap();
-    assert_eq!(got_now, now);
+    let seed = MovesSeed::new(3000).batch_size(700).now(now);
+    let report = seed.run(&client, |p| reports.push(p)).await.unwrap();
+    assert_eq!(report.now, now);
+    assert_eq!(report.moves, 3000);
     let moves: Vec<_> = reports.iter().filter(|p| p.stage == "moves").collect();
     assert_eq!(moves.first().unwrap().done, 0);
     assert_eq!(moves.last().unwrap().done, 3000);
     assert!(moves.windows(2).all(|w| w[0].done < w[1].done));
     assert_eq!(moves.len(), 1 + 5); // 0, then batches ending 700, 1400, 2100, 2800, 3000
-    assert!(reports.iter().any(|p| p.stage == "analyze"));
+    assert_eq!(
+        reports.last().map(|p| (p.stage, p.done)),
+        Some(("finish", 2))
+    );
 
     // fan-out per move as documented
     let per_move = |table: &'static str| {
@@ -942,7 +943,7 @@ async fn seeded_moves_agree_with_the_seed_queries() {
     assert!((0.85..1.15).contains(&prs), "{prs}");
     assert_eq!(per_move("addresses").await, ships);
 
-    let s = MovesSchema::new().unwrap();
+    let s = seed.tables();
     let seed_graph = s.seed_graph().unwrap();
     let full = s.full_graph().unwrap();
     let mut previous = 0;

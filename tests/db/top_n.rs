@@ -1,11 +1,11 @@
-//! The top-N report against a plain-Rust reference on the seed-002 shop,
+//! The top-N report against a plain-Rust reference on the seeded shop,
 //! and its advised index.
 
 use std::collections::BTreeMap;
 
 use chrono::{Duration, TimeZone, Utc};
 use pgpatterns::ops::TopN;
-use pgpatterns::seed::shop::{self, ShopSize};
+use pgpatterns::seed::shop::ShopSeed;
 use pgpatterns::{Executor, Table};
 use rust_decimal::Decimal;
 
@@ -16,26 +16,31 @@ async fn top_spenders_match_the_reference_and_use_the_index() {
     let schema = schema().await;
     let client = client(&schema).await;
     let now = Utc.with_ymd_and_hms(2025, 6, 1, 0, 0, 0).unwrap();
-    let size = ShopSize {
-        users: 300,
-        orders: 20_000,
-        days: 90,
-        batch: 7_000,
-    };
+    let seed = ShopSeed::new(20_000)
+        .users(300)
+        .days(90)
+        .batch_size(7_000)
+        .now(now);
     let mut stages = Vec::new();
-    shop::generate(&client, size, now, |p| stages.push((p.stage, p.done)))
+    let seeded = seed
+        .run(&client, |p| stages.push((p.stage, p.done)))
         .await
         .unwrap();
-    assert_eq!(stages.last(), Some(&("orders", 20_000)));
+    assert_eq!(
+        (seeded.users, seeded.orders, seeded.now),
+        (300, 20_000, now)
+    );
+    assert!(stages.contains(&("orders", 20_000)));
+    assert_eq!(stages.last(), Some(&("finish", 3)));
 
     let rows: Vec<(i64, i64, String, Decimal, chrono::DateTime<Utc>)> = client
         .rows_as(&pgpatterns::BuiltQuery::fixed(
-            "SELECT id, user_id, status, total_amount, created_at FROM orders",
+            "SELECT id, user_id, status, total_amount, created_at FROM shop_orders",
         ))
         .await
         .unwrap();
-    let users = Table::new("users").unwrap();
-    let orders = Table::new("orders").unwrap();
+    let tables = seed.tables();
+    let (users, orders) = (tables.users, tables.orders);
     let since = now - Duration::days(30);
     for (n, status) in [(10i64, "completed"), (3, "refunded"), (1000, "completed")] {
         let report = TopN::<i64, Decimal>::new(
@@ -96,7 +101,7 @@ async fn top_spenders_match_the_reference_and_use_the_index() {
     let ddl = report.index("orders_top_n").unwrap();
     ddl.execute_outside_transaction(&client).await.unwrap();
     client
-        .batch_execute("ANALYZE orders; SET enable_seqscan = off")
+        .batch_execute("ANALYZE shop_orders; SET enable_seqscan = off")
         .await
         .unwrap();
     let q = report.build();
