@@ -21,8 +21,8 @@ use pgpatterns::seed::orders::{OrdersSeed, OrdersTables};
 use pgpatterns::seed::sales::SalesSeed;
 use pgpatterns::testdb::TestDb;
 use pgpatterns::{
-    Agg, BuiltQuery, IndexOptions, LatestStrategy, Level, PageRequest, Rollup, RollupStrategy,
-    Shape, SinceStrategy, Table,
+    column, Agg, BuiltQuery, IndexOptions, LatestStrategy, PageRequest, Rollup, RollupStrategy,
+    RollupTable, Shape, SinceStrategy, Table,
 };
 
 #[derive(Parser, Debug)]
@@ -322,36 +322,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     sales.run(&client, |_| {}).await?;
     let sale = sales.tables().table;
     let mut dashboard = Rollup::new(&sale);
-    let merchant = dashboard.dimension(&sale.column::<String>("merchant")?)?;
-    let device = dashboard.dimension(&sale.column::<String>("device")?)?;
-    let total = dashboard.metric("total", Agg::count(&sale.column::<i32>("id")?))?;
-    let users = dashboard.metric(
+    dashboard.dimension(&column!(sale, "merchant": String))?;
+    dashboard.dimension(&column!(sale, "device": String))?;
+    dashboard.metric("total", Agg::count(&column!(sale, "id": i32)))?;
+    dashboard.metric(
         "unique_users",
-        Agg::count_distinct(&sale.column::<i32>("user_id")?),
+        Agg::count_distinct(&column!(sale, "user_id": i32)),
     )?;
     dashboard.with_total()?;
     println!("{}", dashboard.build());
     let (rows, took) = timed(dashboard.fetch(&client)).await?;
-    println!(
-        "  {:<10} {:<10} {:<10} {:>6} {:>13}",
-        "level", "merchant", "device", "total", "unique_users"
-    );
-    for row in &rows {
-        let level = match row.level() {
-            Level::Detail => "detail",
-            Level::Subtotal { .. } => "subtotal",
-            Level::Total => "TOTAL",
-            _ => "other",
-        };
-        println!(
-            "  {:<10} {:<10} {:<10} {:>6} {:>13}",
-            level,
-            row.get(&merchant).unwrap_or_default(),
-            row.get(&device).unwrap_or_default(),
-            row.get(&total).unwrap_or_default(),
-            row.get(&users).unwrap_or_default(),
-        );
-    }
+    // `(all)` marks the summary line's rolled-up dimensions.
+    println!("{}", RollupTable::new(&rows));
     println!("  ({} in {:.2?})", rows_text(rows.len()), took);
     dashboard.strategy(RollupStrategy::Auto)?;
     let choice = dashboard.explain_choice(&client).await?;
