@@ -324,10 +324,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut dashboard = Rollup::new(&sale);
     dashboard.dimension(&column!(sale, "merchant": String))?;
     dashboard.dimension(&column!(sale, "device": String))?;
-    dashboard.metric("total", Agg::count(&column!(sale, "id": i32)))?;
+    dashboard.metric("total", Agg::count(column!(sale, "id": i32)))?;
     dashboard.metric(
         "unique_users",
-        Agg::count_distinct(&column!(sale, "user_id": i32)),
+        Agg::count_distinct(column!(sale, "user_id": i32)),
     )?;
     dashboard.with_total()?;
     println!("{}", dashboard.build());
