@@ -133,6 +133,8 @@ pub struct OrdersSeed {
     names: Names,
 }
 
+super::common_options!(OrdersSeed);
+
 /// What [`OrdersSeed::run`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -211,22 +213,6 @@ impl OrdersSeed {
         self
     }
 
-    /// Logged (crash-safe) tables instead of unlogged ones (default
-    /// `false`); slower to load.
-    #[must_use]
-    pub fn logged(mut self, logged: bool) -> OrdersSeed {
-        self.logged = logged;
-        self
-    }
-
-    /// Whether to drop this dataset's tables first if they exist (default
-    /// `false`: the run then fails with the database's "already exists").
-    #[must_use]
-    pub fn replace(mut self, replace: bool) -> OrdersSeed {
-        self.replace = replace;
-        self
-    }
-
     /// Prepends `prefix` to every table and index name (`"a_"`:
     /// `a_orders`, `a_order_status`, `a_order_status_latest`), replacing an
     /// earlier prefix, so several orders datasets can share a schema.
@@ -244,24 +230,6 @@ impl OrdersSeed {
     /// than 63 bytes or the prefix contains a NUL character.
     pub fn prefix(mut self, prefix: impl AsRef<str>) -> Result<OrdersSeed> {
         self.names = self.names.with_prefix(prefix.as_ref())?;
-        Ok(self)
-    }
-
-    /// Creates the tables in `schema` (created if missing) instead of the
-    /// connection's current schema; the [`tables`](Self::tables) are then
-    /// schema-qualified.
-    ///
-    /// ```
-    /// use pgpatterns::seed::orders::OrdersSeed;
-    /// let seed = OrdersSeed::new(1000).in_schema("demo")?;
-    /// assert_eq!(seed.tables().orders.display_name(), "demo.orders");
-    /// # Ok::<(), pgpatterns::Error>(())
-    /// ```
-    ///
-    /// # Errors
-    /// [`Error::InvalidIdentifier`] for an invalid schema name.
-    pub fn in_schema(mut self, schema: impl AsRef<str>) -> Result<OrdersSeed> {
-        self.names = self.names.with_schema(schema.as_ref())?;
         Ok(self)
     }
 

@@ -100,6 +100,8 @@ pub struct SalesSeed {
     names: Names,
 }
 
+super::common_options!(SalesSeed);
+
 /// What [`SalesSeed::run`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -159,22 +161,6 @@ impl SalesSeed {
         self
     }
 
-    /// A logged (crash-safe) table instead of an unlogged one (default
-    /// `false`); slower to load.
-    #[must_use]
-    pub fn logged(mut self, logged: bool) -> SalesSeed {
-        self.logged = logged;
-        self
-    }
-
-    /// Whether to drop the table first if it exists (default `false`: the
-    /// run then fails with the database's "already exists").
-    #[must_use]
-    pub fn replace(mut self, replace: bool) -> SalesSeed {
-        self.replace = replace;
-        self
-    }
-
     /// Prepends `prefix` to the table name (`"a_"`: `a_sale` or
     /// `a_sale_large`), replacing an earlier prefix.
     ///
@@ -190,17 +176,6 @@ impl SalesSeed {
     /// than 63 bytes or the prefix contains a NUL character.
     pub fn prefix(mut self, prefix: impl AsRef<str>) -> Result<SalesSeed> {
         self.names = self.names.with_prefix(prefix.as_ref())?;
-        Ok(self)
-    }
-
-    /// Creates the table in `schema` (created if missing) instead of the
-    /// connection's current schema; the [`tables`](Self::tables) are then
-    /// schema-qualified.
-    ///
-    /// # Errors
-    /// [`Error::InvalidIdentifier`] for an invalid schema name.
-    pub fn in_schema(mut self, schema: impl AsRef<str>) -> Result<SalesSeed> {
-        self.names = self.names.with_schema(schema.as_ref())?;
         Ok(self)
     }
 

@@ -97,6 +97,8 @@ pub struct ShopSeed {
     names: Names,
 }
 
+super::common_options!(ShopSeed);
+
 /// What [`ShopSeed::run`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -162,22 +164,6 @@ impl ShopSeed {
         self
     }
 
-    /// Logged (crash-safe) tables instead of unlogged ones (default
-    /// `false`); slower to load.
-    #[must_use]
-    pub fn logged(mut self, logged: bool) -> ShopSeed {
-        self.logged = logged;
-        self
-    }
-
-    /// Whether to drop this dataset's tables first if they exist (default
-    /// `false`: the run then fails with the database's "already exists").
-    #[must_use]
-    pub fn replace(mut self, replace: bool) -> ShopSeed {
-        self.replace = replace;
-        self
-    }
-
     /// Prepends `prefix` to every table name (`"a_"`: `a_shop_users`,
     /// `a_shop_orders`), replacing an earlier prefix.
     ///
@@ -193,17 +179,6 @@ impl ShopSeed {
     /// than 63 bytes or the prefix contains a NUL character.
     pub fn prefix(mut self, prefix: impl AsRef<str>) -> Result<ShopSeed> {
         self.names = self.names.with_prefix(prefix.as_ref())?;
-        Ok(self)
-    }
-
-    /// Creates the tables in `schema` (created if missing) instead of the
-    /// connection's current schema; the [`tables`](Self::tables) are then
-    /// schema-qualified.
-    ///
-    /// # Errors
-    /// [`Error::InvalidIdentifier`] for an invalid schema name.
-    pub fn in_schema(mut self, schema: impl AsRef<str>) -> Result<ShopSeed> {
-        self.names = self.names.with_schema(schema.as_ref())?;
         Ok(self)
     }
 
