@@ -215,6 +215,43 @@ pub(crate) fn ranges(total: i64, batch: i64) -> impl Iterator<Item = (i64, i64)>
     })
 }
 
+/// The options every seeder shares, with one body and one doc each.
+macro_rules! common_options {
+    ($seed:ident) => {
+        impl $seed {
+            /// Logged (crash-safe) tables instead of unlogged ones (default
+            /// `false`); slower to load.
+            #[must_use]
+            pub fn logged(mut self, logged: bool) -> $seed {
+                self.logged = logged;
+                self
+            }
+
+            /// Whether to drop this dataset's tables first if they exist
+            /// (default `false`: the run then fails with the database's
+            /// "already exists").
+            #[must_use]
+            pub fn replace(mut self, replace: bool) -> $seed {
+                self.replace = replace;
+                self
+            }
+
+            /// Creates the tables in `schema` (created if missing) instead of
+            /// the connection's current schema; the
+            /// [`tables`](Self::tables) are then schema-qualified.
+            ///
+            /// # Errors
+            /// [`Error::InvalidIdentifier`](crate::Error::InvalidIdentifier)
+            /// for an invalid schema name.
+            pub fn in_schema(mut self, schema: impl AsRef<str>) -> crate::Result<$seed> {
+                self.names = self.names.with_schema(schema.as_ref())?;
+                Ok(self)
+            }
+        }
+    };
+}
+pub(crate) use common_options;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,40 +324,3 @@ mod tests {
         assert!(n.with_schema(&"s".repeat(64)).is_err());
     }
 }
-
-/// The options every seeder shares, with one body and one doc each.
-macro_rules! common_options {
-    ($seed:ident) => {
-        impl $seed {
-            /// Logged (crash-safe) tables instead of unlogged ones (default
-            /// `false`); slower to load.
-            #[must_use]
-            pub fn logged(mut self, logged: bool) -> $seed {
-                self.logged = logged;
-                self
-            }
-
-            /// Whether to drop this dataset's tables first if they exist
-            /// (default `false`: the run then fails with the database's
-            /// "already exists").
-            #[must_use]
-            pub fn replace(mut self, replace: bool) -> $seed {
-                self.replace = replace;
-                self
-            }
-
-            /// Creates the tables in `schema` (created if missing) instead of
-            /// the connection's current schema; the
-            /// [`tables`](Self::tables) are then schema-qualified.
-            ///
-            /// # Errors
-            /// [`Error::InvalidIdentifier`](crate::Error::InvalidIdentifier)
-            /// for an invalid schema name.
-            pub fn in_schema(mut self, schema: impl AsRef<str>) -> crate::Result<$seed> {
-                self.names = self.names.with_schema(schema.as_ref())?;
-                Ok(self)
-            }
-        }
-    };
-}
-pub(crate) use common_options;
