@@ -318,16 +318,16 @@ impl<S: SqlType> LatestStatus<S> {
     }
 
     /// Time travel: the status each entity had at `at` — only history rows
-    /// whose first ordering column is `<= at` count. `T` is that column's
+    /// whose first ordering column is `<= at` count. `at` has that column's
     /// type (`DateTime<Utc>` for `timestamptz`, `NaiveDateTime` for
-    /// `timestamp`).
+    /// `timestamp`), inferred from the value: `spec.as_of(t)?`.
     ///
     /// # Errors
-    /// [`Error::InvalidSpec`] when `T` is not the type of the time column,
+    /// [`Error::InvalidSpec`] when `at` is not of the time column's type,
     /// or with the `Denormalized` strategy.
-    pub fn as_of<T: SqlType>(mut self, at: impl Into<T>) -> Result<LatestStatus<S>> {
+    pub fn as_of<T: SqlType>(mut self, at: T) -> Result<LatestStatus<S>> {
         self.order[0].check_type::<T>("as_of", "value")?;
-        self.as_of = Some(at.into().param());
+        self.as_of = Some(at.param());
         self.check_denormalized()?;
         Ok(self)
     }

@@ -41,7 +41,7 @@ fn window_snapshot() {
 fn not_exists_snapshot_with_as_of_and_missing() {
     let at = Utc.with_ymd_and_hms(2024, 1, 2, 3, 4, 5).unwrap();
     let s = spec()
-        .as_of::<DateTime<Utc>>(at)
+        .as_of(at)
         .unwrap()
         .missing_as("Pending")
         .unwrap()
