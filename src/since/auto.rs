@@ -172,7 +172,20 @@ ORDER BY col.ord"
 
 /// The catalog state alone (`$1` the tables): what a query seen before
 /// checks.
-const CATALOG_STATE: &str = concat!("SELECT ", catalog_state!("$1"));
+const CATALOG_STATE: &str = concat!(
+    "SELECT ",
+    catalog_state!("$1"),
+    ",
+       (SELECT setting::float8 * 1024 FROM pg_settings WHERE name = 'work_mem')
+         * current_setting('hash_mem_multiplier')::float8"
+);
+
+/// The session's hash memory is part of the state a decision depends on
+/// (whether the changed keys fit one hashed `IN`): a `SET work_mem` decides
+/// again.
+fn since_catalog(md5: Option<&str>, hash_bytes: f64) -> Catalog {
+    Catalog::new(md5, format_args!("hash_memory={hash_bytes:.0}"))
+}
 
 /// The window's statistics: per change column, its table's rows and the
 /// fraction inside the window.
@@ -223,8 +236,10 @@ impl<K: SqlType> SinceQuery<K> {
     /// The catalog state of [`tables`](Self::tables).
     async fn catalog<E: Executor>(&self, db: &E) -> Result<Catalog> {
         let q = BuiltQuery::fixed_with(CATALOG_STATE, [self.tables()]);
-        let md5: Option<String> = db.one_row(&q).await?.try_get(0usize.into())?;
-        Ok(Catalog::new(md5.as_deref(), ""))
+        let row = db.one_row(&q).await?;
+        let md5: Option<String> = row.try_get(0usize.into())?;
+        let hash_bytes: f64 = row.try_get(1usize.into())?;
+        Ok(since_catalog(md5.as_deref(), hash_bytes))
     }
 
     async fn window<E: Executor>(&self, db: &E) -> Result<Window> {
@@ -274,7 +289,7 @@ impl<K: SqlType> SinceQuery<K> {
             let rows: f64 = row.try_get(4usize.into())?;
             let fraction: f64 = row.try_get(5usize.into())?;
             let md5: Option<String> = row.try_get(6usize.into())?;
-            w.catalog = Some(Catalog::new(md5.as_deref(), ""));
+            w.catalog = Some(since_catalog(md5.as_deref(), w.hash_bytes));
             if ord == 1 {
                 w.root_rows = rows;
                 w.root_oid = oid;

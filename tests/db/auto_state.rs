@@ -355,6 +355,14 @@ async fn since_auto_sees_the_advised_indexes_come_and_go() {
     );
     let g1 = q.explain_choice(&client, shape).await.unwrap();
     assert_eq!(g1.strategy, d1.strategy);
+    // The session's hash memory is part of the state: decided again under
+    // another `work_mem`, and the first decision found again after RESET.
+    client.batch_execute("SET work_mem = '64kB'").await.unwrap();
+    let small = q.explain_choice_with(&cache, &client, shape).await.unwrap();
+    assert!(!small.cached, "{small}");
+    client.batch_execute("RESET work_mem").await.unwrap();
+    let again = q.explain_choice_with(&cache, &client, shape).await.unwrap();
+    assert!(again.cached && again.strategy == d1.strategy, "{again}");
 
     let advice = graph.index_advice(IndexOptions::new(SinceStrategy::Auto));
     assert!(!advice.is_empty());
