@@ -495,7 +495,7 @@ pub(crate) use catalog_state;
 pub(crate) fn catalog_expr(tables: &[&Table]) -> Expr {
     Expr::cust_with_exprs(
         catalog_state!("$1"),
-        [Expr::val(text_array(tables_text(tables)))],
+        [Expr::val(String::array_value(tables_text(tables)))],
     )
 }
 
@@ -509,16 +509,6 @@ pub(crate) fn tables_text(tables: &[&Table]) -> Vec<String> {
         }
     }
     out
-}
-
-/// A `text[]` value.
-pub(crate) fn text_array(items: Vec<String>) -> Value {
-    Value::Array(
-        String::ARRAY_TYPE,
-        Some(Box::new(
-            items.into_iter().map(String::into_value).collect(),
-        )),
-    )
 }
 
 /// A decision, type-erased (`Choice<S>`), with when it was made.

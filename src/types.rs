@@ -56,9 +56,14 @@ pub trait SqlType: Clone + Send + Sync + std::fmt::Debug + 'static {
     /// `col = ANY($n)`: one placeholder whatever the list length, so the
     /// server can reuse one plan.
     fn array_param<I: IntoIterator<Item = Self>>(values: I) -> Expr {
+        Expr::val(Self::array_value(values)).cast_as(Self::SQL_ARRAY_TYPE)
+    }
+
+    /// A list of values as one array value (uncast: for SQL text that casts
+    /// its placeholder itself, `$1::text[]`).
+    fn array_value<I: IntoIterator<Item = Self>>(values: I) -> Value {
         let items: Vec<Value> = values.into_iter().map(Self::into_value).collect();
-        Expr::val(Value::Array(Self::ARRAY_TYPE, Some(Box::new(items))))
-            .cast_as(Self::SQL_ARRAY_TYPE)
+        Value::Array(Self::ARRAY_TYPE, Some(Box::new(items)))
     }
 }
 

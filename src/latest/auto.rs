@@ -37,18 +37,19 @@ const STATUS_NULLS: &str = "(SELECT coalesce(s.null_frac::float8, 'NaN'::float8)
   WHERE c.oid = to_regclass($1))";
 
 /// Whether the denormalized column is maintained: `(column exists,
-/// triggers installed)`. `$1` the quoted history table, `$2` the quoted
-/// entity table, `$3` the column, `$4` the function's schema (NULL: found
-/// on `search_path`), `$5` the function's name. The triggers count when
-/// enabled (`tgenabled <> 'D'`), on the history table, executing the
-/// function, and together cover INSERT (`tgtype` bit 4), DELETE (8), UPDATE
-/// (16) and TRUNCATE (32).
+/// triggers installed)`. The column: `$1` the quoted entity table, `$2` the
+/// column. The triggers: `$1` the quoted history table, `$2` the trigger
+/// function's signature as [`Denormalize`](super::Denormalize) writes it
+/// (schema-qualified, or found on `search_path`). They count when enabled
+/// (`tgenabled <> 'D'`), on the history table, executing the function, and
+/// together cover INSERT (`tgtype` bit 4), DELETE (8), UPDATE (16) and
+/// TRUNCATE (32).
 const DENORMALIZED_COLUMN: &str = "EXISTS (SELECT 1 FROM pg_attribute a
   WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped)";
 const DENORMALIZED_TRIGGERS: &str =
     "coalesce((SELECT bit_or(g.tgtype::int4) & 60 = 60 FROM pg_trigger g
   WHERE g.tgrelid = to_regclass($1) AND NOT g.tgisinternal AND g.tgenabled <> 'D'
-    AND g.tgfoid = to_regprocedure(concat(quote_ident($2) || '.', quote_ident($3), '()'))), false)";
+    AND g.tgfoid = to_regprocedure($2)), false)";
 
 /// What the catalog says about a spec's tables (one round trip with the
 /// bucket's statistics, or alone for a query seen before).
@@ -110,12 +111,7 @@ impl<S: SqlType> LatestStatus<S> {
     /// and whether its triggers are installed.
     fn catalog_exprs(&self) -> Vec<Expr> {
         let mut out = vec![catalog_expr(&[&self.history, &self.entity])];
-        let denormalized = self
-            .denormalized
-            .as_ref()
-            .filter(|_| self.denormalizable())
-            .zip(self.denormalize().ok());
-        if let Some((column, d)) = denormalized {
+        if let Some((column, d)) = self.maintained_column() {
             let text = |v: Value| Expr::val(v).cast_as("text");
             out.push(Expr::cust_with_exprs(
                 DENORMALIZED_COLUMN,
@@ -128,20 +124,26 @@ impl<S: SqlType> LatestStatus<S> {
                 DENORMALIZED_TRIGGERS,
                 [
                     text(quote_table(&self.history).into_value()),
-                    text(Value::String(
-                        self.entity.schema().map(|s| s.as_str().to_owned()),
-                    )),
-                    text(d.function_name().as_str().to_owned().into_value()),
+                    text(d.signature().into_value()),
                 ],
             ));
         }
         out
     }
 
+    /// The denormalized column this spec could answer from, and its DDL:
+    /// `None` when the spec has none or cannot use it.
+    fn maintained_column(&self) -> Option<(&crate::AnyColumn, crate::Denormalize)> {
+        self.denormalized
+            .as_ref()
+            .filter(|_| self.denormalizable())
+            .zip(self.denormalize().ok())
+    }
+
     /// Reads [`catalog_exprs`](Self::catalog_exprs) from `row` at `at`.
     fn read_catalog<R: RowRead>(&self, row: &R, at: usize) -> Result<LatestCatalog> {
         let md5: Option<String> = row.try_get(at.into())?;
-        let denormalized = if self.catalog_exprs().len() > 1 {
+        let denormalized = if self.denormalized.is_some() && self.denormalizable() {
             Some((row.try_get((at + 1).into())?, row.try_get((at + 2).into())?))
         } else {
             None

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use postgres_types::FromSqlOwned;
 use sea_query::{
-    Alias, ArrayType, ColumnDef, Expr, ExprTrait, Index, IndexCreateStatement, IndexOrder,
-    IntoIden, JoinType, LockType, Order, PostgresQueryBuilder, Query, QueryStatementWriter,
-    SelectStatement, Table as Ddl, TableRef, UnionType, UpdateStatement, Value,
+    Alias, ColumnDef, Expr, ExprTrait, Index, IndexCreateStatement, IndexOrder, IntoIden, JoinType,
+    LockType, Order, PostgresQueryBuilder, Query, QueryStatementWriter, SelectStatement,
+    Table as Ddl, TableRef, UnionType, UpdateStatement,
 };
 
 use super::{LatestStatus, LatestStrategy};
@@ -417,7 +417,7 @@ END\n",
     }
 
     /// The function's signature as text for `to_regprocedure`.
-    fn signature(&self) -> String {
+    pub(crate) fn signature(&self) -> String {
         format!("{}()", quote_beside(&self.entity, &self.name))
     }
 
@@ -557,7 +557,6 @@ END
             .iter()
             .map(|s| self.trigger_name(s).as_str().to_owned())
             .collect();
-        let names = names.into_iter().map(|n| Value::String(Some(n))).collect();
         let q = BuiltQuery::fixed_with(
             "SELECT to_regprocedure($1::text)::text, \
                     obj_description(to_regprocedure($1::text), 'pg_proc'), \
@@ -568,7 +567,7 @@ END
             [
                 sig.clone().into_value(),
                 quote_table(&self.history).into_value(),
-                Value::Array(ArrayType::String, Some(Box::new(names))),
+                String::array_value(names),
             ],
         );
         let row = db.one_row(&q).await?;

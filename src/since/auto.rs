@@ -7,8 +7,8 @@ use sea_query::Value;
 
 use super::{ChangeColumn, SinceQuery, SinceStrategy};
 use crate::choice::{
-    catalog_state, check_shape, fraction_bucket, tables_text, text_array, Catalog, Choice,
-    Estimate, Shape, Statistic, StrategyCache,
+    catalog_state, check_shape, fraction_bucket, tables_text, Catalog, Choice, Estimate, Shape,
+    Statistic, StrategyCache,
 };
 use crate::ddl::quote_table;
 use crate::exec::{run_blocking, BlockingExecutor};
@@ -230,7 +230,7 @@ impl<K: SqlType> SinceQuery<K> {
             }
             tables.push(p.change.table());
         }
-        text_array(tables_text(&tables))
+        String::array_value(tables_text(&tables))
     }
 
     /// The catalog state of [`tables`](Self::tables).
@@ -252,21 +252,21 @@ impl<K: SqlType> SinceQuery<K> {
             rels.push(quote_table(c.table()));
             atts.push(c.erase().name().as_str().to_owned());
             let is_naive = matches!(c, ChangeColumn::Timestamp(_));
-            naive.push(Value::Bool(Some(is_naive)));
+            naive.push(is_naive);
             let t = if is_naive {
                 self.since.naive.and_utc().timestamp_micros()
             } else {
                 self.since.utc.timestamp_micros()
             };
-            at.push(Value::Double(Some(t as f64 / 1e6)));
+            at.push(t as f64 / 1e6);
         }
         let q = BuiltQuery::fixed_with(
             WINDOW_STATS,
             [
-                text_array(rels),
-                text_array(atts),
-                Value::Array(bool::ARRAY_TYPE, Some(Box::new(naive))),
-                Value::Array(f64::ARRAY_TYPE, Some(Box::new(at))),
+                String::array_value(rels),
+                String::array_value(atts),
+                bool::array_value(naive),
+                f64::array_value(at),
                 self.graph.key.name().as_str().to_owned().into_value(),
                 self.tables(),
             ],
