@@ -64,7 +64,7 @@ pub(crate) fn derived_name(parts: &[&str]) -> Ident {
         encoded.extend_from_slice(&u32::try_from(p.len()).unwrap_or(u32::MAX).to_le_bytes());
         encoded.extend_from_slice(p.as_bytes());
     }
-    let suffix = format!("_{:012x}", fnv1a(&encoded) & 0xffff_ffff_ffff);
+    let suffix = format!("_{:012x}", fnv1a(FNV_OFFSET, &encoded) & 0xffff_ffff_ffff);
     let readable: String = parts
         .iter()
         .filter(|p| !p.is_empty())
@@ -142,9 +142,14 @@ pub(crate) fn dollar_quote(body: &str) -> String {
     }
 }
 
-/// 64-bit FNV-1a: a tiny, stable hash for name suffixes.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+/// FNV-1a's 64-bit offset basis: the state before any byte.
+pub(crate) const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// 64-bit FNV-1a of `bytes`, continuing from `state` ([`FNV_OFFSET`] for a
+/// fresh hash): a tiny hash, fixed across platforms and releases, for name
+/// suffixes and cursor checksums.
+pub(crate) fn fnv1a(state: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(state, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }

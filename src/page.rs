@@ -9,6 +9,7 @@ use base64::Engine as _;
 use postgres_types::FromSqlOwned;
 use uuid::Uuid;
 
+use crate::ddl::{fnv1a, FNV_OFFSET};
 use crate::since::in_pg_range;
 use crate::types::SqlType;
 use crate::{Error, Result};
@@ -227,14 +228,11 @@ pub(crate) struct Hash64(u64);
 
 impl Hash64 {
     pub(crate) fn new(seed: u64) -> Hash64 {
-        Hash64(0xcbf2_9ce4_8422_2325 ^ seed)
+        Hash64(FNV_OFFSET ^ seed)
     }
 
-    pub(crate) fn bytes(mut self, bytes: &[u8]) -> Hash64 {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        self
+    pub(crate) fn bytes(self, bytes: &[u8]) -> Hash64 {
+        Hash64(fnv1a(self.0, bytes))
     }
 
     /// A length-prefixed part, so parts never run into each other.
