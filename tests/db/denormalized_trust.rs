@@ -5,7 +5,9 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use pgpatterns::sea_query::{Alias, Order, Query};
-use pgpatterns::{BuiltQuery, Error, Executor, LatestStatus, LatestStrategy, Table, Transactional};
+use pgpatterns::{
+    BuiltQuery, Denormalize, Error, Executor, LatestStatus, LatestStrategy, Table, Transactional,
+};
 
 use crate::support::{client, schema};
 
@@ -235,6 +237,18 @@ async fn colliding_looking_names_get_their_own_objects() {
     assert_same_rows(&c, &a, "id").await;
 }
 
+/// Install refuses with `ObjectConflict` naming `kind`, and uninstall
+/// refuses too.
+async fn assert_refused(d: &Denormalize, c: &mut tokio_postgres::Client, kind: &str) {
+    let err = d.install(c).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::ObjectConflict { kind: k, .. } if *k == kind),
+        "{err}"
+    );
+    let err = d.uninstall(c).await.unwrap_err();
+    assert!(matches!(err, Error::ObjectConflict { .. }), "{err}");
+}
+
 /// An object of a derived name that pgpatterns did not create for this
 /// column is never replaced or dropped: install and uninstall refuse with
 /// `ObjectConflict`, and the other object is intact.
@@ -261,19 +275,7 @@ async fn installers_refuse_objects_they_did_not_create() {
     ))
     .await
     .unwrap();
-    let err = d.install(&mut c).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::ObjectConflict {
-                kind: "function",
-                ..
-            }
-        ),
-        "{err}"
-    );
-    let err = d.uninstall(&mut c).await.unwrap_err();
-    assert!(matches!(err, Error::ObjectConflict { .. }), "{err}");
+    assert_refused(&d, &mut c, "function").await;
     // The guard in the statements refuses too (for callers who run them
     // themselves), and nothing was replaced.
     let err = c
@@ -300,19 +302,7 @@ async fn installers_refuse_objects_they_did_not_create() {
     ))
     .await
     .unwrap();
-    let err = d.install(&mut c).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::ObjectConflict {
-                kind: "trigger",
-                ..
-            }
-        ),
-        "{err}"
-    );
-    let err = d.uninstall(&mut c).await.unwrap_err();
-    assert!(matches!(err, Error::ObjectConflict { .. }), "{err}");
+    assert_refused(&d, &mut c, "trigger").await;
     let (n,): (i64,) = c
         .rows_as(&BuiltQuery::fixed(
             "SELECT count(*) FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid WHERE p.proname = 'mine'",
