@@ -132,12 +132,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let orders = Table::new("orders")?;
     let id = orders.column::<i64>("id")?;
     let created = orders.column::<DateTime<Utc>>("created_at")?;
-    let mover = Archiver::new(&id, &created, &Table::new("orders_archive")?)?
-        .batch_size(args.batch)?
+    let mover = Archiver::new(&id, &created, &Table::new("orders_archive")?)
+        .batch_size(args.batch)
         .forbid_future_cutoff();
 
     // ---- the mover's index, built CONCURRENTLY --------------------------------
-    let index = ConcurrentIndex::new("orders_created_at_id", &[created.erase(), id.erase()])?;
+    let index = ConcurrentIndex::new("orders_created_at_id", &[created.erase(), id.erase()]);
     let t = Instant::now();
     let done = index.ensure(&client).await?;
     println!(
@@ -167,7 +167,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let originals = BuiltQuery::from(
         &Query::select()
             .expr(Expr::cust("count(*)"))
-            .from_subquery(mover.union_all(&columns), Alias::new("u"))
+            .from_subquery(mover.union_all(&columns)?, Alias::new("u"))
             .and_where(Expr::col(Alias::new("id")).lte(args.rows.param()))
             .to_owned(),
     );

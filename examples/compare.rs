@@ -104,16 +104,16 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let seed = OrdersSeed::new(args.orders);
     seed.run(&shop, |_| {}).await?;
     let tables = seed.tables();
-    let mut spec = tables.latest()?.status_eq("Complete");
+    let mut spec = tables.latest().status_eq("Complete");
     let mut strategies = LatestStrategy::FROM_HISTORY.to_vec();
     if !args.no_denormalized {
-        spec = spec.denormalized(&tables.orders.column::<String>("status")?)?;
+        spec = spec.denormalized(&tables.orders.column::<String>("status")?);
         let denorm = spec.denormalize()?;
         denorm.install(&mut shop).await?;
         denorm.backfill::<i64, _>(&mut shop, 50_000, |_| {}).await?;
         for q in spec
             .clone()
-            .strategy(LatestStrategy::Denormalized)?
+            .strategy(LatestStrategy::Denormalized)
             .index_advice(false)
         {
             q.execute(&shop).await?;
@@ -134,8 +134,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let mut counts = Vec::new();
     let mut pages = Vec::new();
     for &s in &strategies {
-        let q = spec.clone().strategy(s)?;
-        counts.push(Contender::new(format!("{s:?}"), q.count_query()));
+        let q = spec.clone().strategy(s);
+        counts.push(Contender::new(format!("{s:?}"), q.count_query()?));
         pages.push(Contender::new(
             format!("{s:?}"),
             q.page_query::<i64>(&PageRequest::new(50))?,
@@ -143,7 +143,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     }
     // Auto: decided from statistics (untimed here), then timed as the
     // strategy it picked — which must return the same rows.
-    let auto = spec.clone().strategy(LatestStrategy::Auto)?;
+    let auto = spec.clone().strategy(LatestStrategy::Auto);
     let count = auto.explain_choice(&shop, Shape::Count).await?;
     let page = auto
         .explain_choice(&shop, Shape::Page { limit: 50 })
@@ -155,12 +155,12 @@ latest, Auto for a page: {page}"
     );
     counts.push(Contender::new(
         format!("Auto → {:?}", count.strategy),
-        spec.clone().strategy(count.strategy)?.count_query(),
+        spec.clone().strategy(count.strategy).count_query()?,
     ));
     pages.push(Contender::new(
         format!("Auto → {:?}", page.strategy),
         spec.clone()
-            .strategy(page.strategy)?
+            .strategy(page.strategy)
             .page_query::<i64>(&PageRequest::new(50))?,
     ));
     let cases = vec![
@@ -189,7 +189,7 @@ latest, Auto for a page: {page}"
     let t = Instant::now();
     let seed = MovesSeed::new(args.moves);
     let now = seed.run(&client, |_| {}).await?.now;
-    let graph = seed.tables().full_graph()?;
+    let graph = seed.tables().full_graph();
     let mut ddl: Vec<BuiltQuery> = Vec::new();
     for s in SinceStrategy::ALL {
         for q in graph.index_advice(IndexOptions::new(s)) {
@@ -212,14 +212,14 @@ latest, Auto for a page: {page}"
     let mut counts = Vec::new();
     let mut pages = Vec::new();
     for s in SinceStrategy::ALL {
-        let q = graph.since(since)?.strategy(s);
-        counts.push(Contender::new(format!("{s:?}"), q.count_query()));
+        let q = graph.since(since).strategy(s);
+        counts.push(Contender::new(format!("{s:?}"), q.count_query()?));
         pages.push(Contender::new(
             format!("{s:?}"),
             q.page_query(&PageRequest::new(50))?,
         ));
     }
-    let auto = graph.since(since)?.strategy(SinceStrategy::Auto);
+    let auto = graph.since(since).strategy(SinceStrategy::Auto);
     let count = auto.explain_choice(&client, Shape::Count).await?;
     let page = auto
         .explain_choice(&client, Shape::Page { limit: 50 })
@@ -231,12 +231,12 @@ since, Auto for a page: {page}"
     );
     counts.push(Contender::new(
         format!("Auto → {:?}", count.strategy),
-        graph.since(since)?.strategy(count.strategy).count_query(),
+        graph.since(since).strategy(count.strategy).count_query()?,
     ));
     pages.push(Contender::new(
         format!("Auto → {:?}", page.strategy),
         graph
-            .since(since)?
+            .since(since)
             .strategy(page.strategy)
             .page_query(&PageRequest::new(50))?,
     ));
@@ -268,31 +268,27 @@ since, Auto for a page: {page}"
     let sale = Sale(seed.tables());
     let mut cases = Vec::new();
     for distinct in [true, false] {
-        let dashboard = sale.0.dashboard(distinct)?;
+        let dashboard = sale.0.dashboard(distinct);
         let mut contenders = Vec::new();
         for s in RollupStrategy::ALL {
-            let mut r = dashboard.clone();
             // PreAggregate refuses COUNT(DISTINCT ..): not a contender then.
-            if r.strategy(s).is_ok() {
-                contenders.push(Contender::new(format!("{s:?}"), r.build()));
+            if let Ok(q) = dashboard.clone().strategy(s).build() {
+                contenders.push(Contender::new(format!("{s:?}"), q));
             }
         }
         contenders.push(Contender::new(
             "UNION ALL of GROUP BYs",
             sale.union_all(distinct),
         ));
-        let mut auto = dashboard.clone();
-        auto.strategy(RollupStrategy::Auto)?;
+        let auto = dashboard.clone().strategy(RollupStrategy::Auto);
         let choice = auto.explain_choice(&client).await?;
         println!(
             "
 rollup, Auto: {choice}"
         );
-        let mut picked = dashboard.clone();
-        picked.strategy(choice.strategy)?;
         contenders.push(Contender::new(
             format!("Auto → {:?}", choice.strategy),
-            picked.build(),
+            dashboard.clone().strategy(choice.strategy).build()?,
         ));
         cases.push(Case {
             title: format!(

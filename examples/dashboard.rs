@@ -24,7 +24,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pgpatterns::sea_query::Value;
 use pgpatterns::seed::sales::{SalesSeed, SalesTables};
 use pgpatterns::testdb::TestDb;
-use pgpatterns::{Agg, Dim, Level, Rollup, RollupRow, RollupStrategy, Split, StrategyCache};
+use pgpatterns::{
+    Agg, Dim, Level, Metric, Rollup, RollupRow, RollupStrategy, Split, StrategyCache,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -54,53 +56,59 @@ impl std::ops::Deref for Sale {
 
 impl Sale {
     /// The dashboard's metrics; `distinct` adds `unique_users`. With
-    /// `dims == false` the spec has no dimension: the summary query.
-    fn dashboard(&self, dims: bool, distinct: bool) -> pgpatterns::Result<Rollup> {
-        let mut r = Rollup::new(&self.table);
-        if dims {
-            r.dimension(&self.merchant)?;
-            r.dimension(&self.device)?;
-        }
-        self.metrics(&mut r, distinct)?;
-        Ok(r)
+    /// `dims == false` the report has no dimension: the summary query.
+    fn dashboard(&self, dims: bool, distinct: bool) -> Rollup {
+        let r = Rollup::new(&self.table);
+        let r = if dims {
+            r.dimension(&self.by_merchant).dimension(&self.by_device)
+        } else {
+            r
+        };
+        self.metrics(r, distinct)
     }
 
     /// The dashboard's metrics by (user, device): about one detail group
     /// per row.
-    fn wide(&self, dims: bool) -> pgpatterns::Result<Rollup> {
-        let mut r = Rollup::new(&self.table);
-        if dims {
-            r.dimension(&self.user_id)?;
-            r.dimension(&self.device)?;
-        }
-        self.metrics(&mut r, false)?;
-        Ok(r)
+    fn wide(&self, dims: bool) -> Rollup {
+        let r = Rollup::new(&self.table);
+        let r = if dims {
+            r.dimension(&Dim::new(&self.user_id))
+                .dimension(&self.by_device)
+        } else {
+            r
+        };
+        self.metrics(r, false)
     }
 
     /// The partial aggregates per (merchant, device) — what a rollup in
     /// Rust would fetch.
-    fn detail_partials(&self) -> pgpatterns::Result<Rollup> {
-        let mut r = Rollup::new(&self.table);
-        r.dimension(&self.merchant)?;
-        r.dimension(&self.device)?;
-        r.metric("total", Agg::count(&self.id))?;
-        r.metric("sum_charged_amount", Agg::sum(&self.charged_amount))?;
-        r.metric("n_charged_amount", Agg::count(&self.charged_amount))?;
-        Ok(r)
+    fn detail_partials(&self) -> Rollup {
+        Rollup::new(&self.table)
+            .dimension(&self.by_merchant)
+            .dimension(&self.by_device)
+            .metric(&self.total)
+            .metric(&Metric::new(
+                "sum_charged_amount",
+                Agg::sum(&self.charged_amount),
+            ))
+            .metric(&Metric::new(
+                "n_charged_amount",
+                Agg::count(&self.charged_amount),
+            ))
     }
 
-    fn metrics(&self, r: &mut Rollup, distinct: bool) -> pgpatterns::Result<()> {
-        r.metric("total", Agg::count(&self.id))?;
-        r.metric("avg_charged_amount", Agg::avg(&self.charged_amount))?;
+    fn metrics(&self, r: Rollup, distinct: bool) -> Rollup {
+        let r = r.metric(&self.total).metric(&self.avg_charged_amount);
         if distinct {
-            r.metric("unique_users", Agg::count_distinct(&self.user_id))?;
+            r.metric(&self.unique_users)
+        } else {
+            r
         }
-        Ok(())
     }
 }
 
-/// Adds a grouping to a `(device, merchant)` spec.
-type Shape = fn(&mut Rollup, &Dim<String>, &Dim<String>) -> pgpatterns::Result<()>;
+/// Adds a grouping to a `(device, merchant)` report.
+type Shape = fn(Rollup, &Dim<String>, &Dim<String>) -> Rollup;
 
 fn cell(v: &Value) -> String {
     match v {
@@ -194,7 +202,7 @@ async fn run(
     let t = Instant::now();
     let mut rows = 0;
     for r in specs {
-        rows += r.fetch(client).await?.len();
+        rows += r.fetch_all(client).await?.len();
     }
     Ok((t.elapsed(), rows))
 }
@@ -211,10 +219,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     sample.run(&client, |_| {}).await?;
     let s = Sale(sample.tables());
 
-    let mut dash = s.dashboard(true, true)?;
-    dash.with_total()?;
-    println!("\n{}", dash.build());
-    let rows = dash.fetch(&client).await?;
+    let dash = s.dashboard(true, true).with_total();
+    println!("\n{}", dash.build()?);
+    let rows = dash.fetch_all(&client).await?;
     print_table(
         "-- the dashboard: GROUPING SETS ((merchant, device), ())",
         &rows,
@@ -229,32 +236,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SELECT device, merchant, count(*) …: the dashboard's detail query.
     let shapes: [(&str, Shape); 4] = [
         ("GROUP BY ROLLUP(device, merchant)", |r, d, m| {
-            r.rollup([d.id(), m.id()]).map(|_| ())
+            r.rollup((d, m))
         }),
         ("GROUP BY ROLLUP(merchant, device)", |r, d, m| {
-            r.rollup([m.id(), d.id()]).map(|_| ())
+            r.rollup((m, d))
         }),
-        ("GROUP BY CUBE(merchant, device)", |r, d, m| {
-            r.cube([m.id(), d.id()]).map(|_| ())
-        }),
+        ("GROUP BY CUBE(merchant, device)", |r, d, m| r.cube((m, d))),
         (
             "GROUP BY GROUPING SETS ((merchant), (merchant, device), ())",
-            |r, d, m| {
-                r.grouping_sets([vec![m.id()], vec![m.id(), d.id()], vec![]])
-                    .map(|_| ())
-            },
+            |r, d, m| r.grouping_sets(((m,), (m, d), ())),
         ),
     ];
+    let count = Metric::new("count", Agg::count_all());
     for (title, apply) in shapes {
-        let mut r = Rollup::new(&s.table);
-        let device = r.dimension(&s.device)?;
-        let merchant = r.dimension(&s.merchant)?;
-        r.metric("count", Agg::count_all())?;
-        apply(&mut r, &device, &merchant)?;
-        r.total_first();
+        // Device first, so the columns read (device, merchant) in every shape.
+        let r = Rollup::new(&s.table)
+            .dimension(&s.by_device)
+            .dimension(&s.by_merchant)
+            .metric(&count);
+        let r = apply(r, &s.by_device, &s.by_merchant).total_first();
         print_table(
             &format!("-- {title}, total first"),
-            &r.fetch(&client).await?,
+            &r.fetch_all(&client).await?,
         );
     }
 
@@ -284,42 +287,40 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut reports: Vec<(&str, Rollup, Rollup)> = vec![
         (
             "count, avg, count(distinct user)",
-            big.dashboard(true, true)?,
-            big.dashboard(false, true)?,
+            big.dashboard(true, true),
+            big.dashboard(false, true),
         ),
         (
             "count, avg",
-            big.dashboard(true, false)?,
-            big.dashboard(false, false)?,
+            big.dashboard(true, false),
+            big.dashboard(false, false),
         ),
     ];
     if !args.no_wide {
         reports.push((
             "count, avg by (user, device)",
-            big.wide(true)?,
-            big.wide(false)?,
+            big.wide(true),
+            big.wide(false),
         ));
     }
     let mut summary = Vec::new();
     for (title, detail, total) in reports {
-        let mut one = detail.clone();
-        one.with_total()?;
+        let one = detail.clone().with_total();
         // Each variant: its label and the queries it runs.
         let mut variants: Vec<(String, Vec<Rollup>)> =
             vec![("two queries".into(), vec![detail, total])];
         for s in RollupStrategy::ALL {
-            let mut r = one.clone();
-            if r.strategy(s).is_ok() {
+            let r = one.clone().strategy(s);
+            if r.check().is_ok() {
                 variants.push((format!("{s:?}"), vec![r]));
             }
         }
-        let mut auto = one.clone();
-        auto.strategy(RollupStrategy::Auto)?;
+        let auto = one.clone().strategy(RollupStrategy::Auto);
         // Auto decides on its first run (cache miss), then finds it cached.
         StrategyCache::global().clear();
         variants.push(("Auto".into(), vec![auto.clone()]));
         if title == "count, avg" {
-            variants.push(("detail partials only".into(), vec![big.detail_partials()?]));
+            variants.push(("detail partials only".into(), vec![big.detail_partials()]));
         }
         let mut times: Vec<Vec<Duration>> = vec![Vec::new(); variants.len()];
         let mut rows = vec![0; variants.len()];

@@ -115,7 +115,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // ---- the denormalized column: trigger + backfill ---------------------------
     let shop = OrdersTables::default();
     let status_col = shop.orders.column::<String>("status")?;
-    let spec = shop.latest()?.denormalized(&status_col)?;
+    let spec = shop.latest().denormalized(&status_col);
     let denorm = spec.denormalize()?;
     denorm.install(&mut client).await?;
     let bar = ProgressBar::new(args.orders as u64).with_style(ProgressStyle::with_template(
@@ -127,7 +127,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     bar.finish();
     for q in spec
         .clone()
-        .strategy(LatestStrategy::Denormalized)?
+        .strategy(LatestStrategy::Denormalized)
         .index_advice(false)
     {
         q.execute(&client).await?;
@@ -153,10 +153,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .into_iter()
         .chain([LatestStrategy::Denormalized])
     {
-        let s = spec.clone().status_eq(status.clone()).strategy(strategy)?;
+        let s = spec.clone().status_eq(status.clone()).strategy(strategy);
         lines.push(Line::new(
             &format!("{strategy:?}"),
-            s.count_query(),
+            s.count_query()?,
             Some(s.page_query::<i64>(&PageRequest::new(50))?),
         ));
     }

@@ -94,8 +94,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         &views.column::<i64>("product_id")?,
         &views.column::<DateTime<Utc>>("viewed_at")?,
         args.keep,
-    )?;
-    spec.index_advice(false).execute(&client).await?;
+    );
+    spec.index_advice(false)?.execute(&client).await?;
 
     // ---- load an untrimmed history ------------------------------------------
     BuiltQuery::fixed_with(PRODUCTS, [args.products.into_value()])
@@ -208,7 +208,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // ---- the homepage query ---------------------------------------------------
     let products = Table::new("products")?;
-    let joined = (*spec).clone().with_items(&products.column::<i64>("id")?)?;
+    let joined = (*spec).clone().with_items(&products.column::<i64>("id")?);
     let q = BuiltQuery::from(&joined.recent_query(1, 5)?);
     let t = Instant::now();
     let rows = q.fetch_rows(&client).await?;

@@ -69,7 +69,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .now;
     bar.finish();
     let s = seed.tables();
-    let graph = s.full_graph()?;
+    let graph = s.full_graph();
     let mut ddl = Vec::new();
     for strategy in SinceStrategy::ALL {
         for q in graph.index_advice(IndexOptions::new(strategy)) {
@@ -101,9 +101,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for strategy in SinceStrategy::ALL {
         for (name, days) in windows {
             let q = graph
-                .since(now - chrono::Duration::days(days))?
+                .since(now - chrono::Duration::days(days))
                 .strategy(strategy);
-            let (n, count_took) = timed(q.count_query().fetch_all::<(i64,)>(&client)).await?;
+            let (n, count_took) = timed(q.count_query()?.fetch_all::<(i64,)>(&client)).await?;
             let (page, page_took) =
                 timed(q.fetch_page::<(i64,)>(&client, &PageRequest::new(args.page))).await?;
             assert!(page.rows.len() as i64 <= args.page);
@@ -120,7 +120,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("\n== a page by change time (Exists, since 30 days) and what changed on it");
     let q = graph
-        .since(now - chrono::Duration::days(30))?
+        .since(now - chrono::Duration::days(30))
         .strategy(SinceStrategy::Exists);
     let req = PageRequest::new(args.page).order(PageOrder::ChangeTime);
     let (page, took) = timed(q.fetch_page::<(i64, i64, String)>(&client, &req)).await?;
@@ -154,7 +154,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!(
         "\nthe UnionIn count query:\n{}",
-        graph.since(now - chrono::Duration::days(1))?.count_query()
+        graph.since(now - chrono::Duration::days(1)).count_query()?
     );
     Ok(())
 }

@@ -241,7 +241,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     StrategyCache::global().clear();
                 }
                 let shop = OrdersTables::default();
-                let spec = shop.latest()?.status_eq("Complete");
+                let spec = shop.latest().status_eq("Complete");
                 for shape in [Shape::Count, Shape::Page { limit: 50 }] {
                     let what = format!(
                         "{} · {label} · {}",
@@ -258,7 +258,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         .collect();
                     let mut runs: Vec<(String, Run<'_>)> = Vec::new();
                     for s in strategies {
-                        let spec = spec.clone().strategy(s)?;
+                        let spec = spec.clone().strategy(s);
                         let client = &client;
                         runs.push((
                             format!("{s:?}"),
@@ -276,7 +276,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                             }),
                         ));
                     }
-                    let auto = spec.clone().strategy(LatestStrategy::Auto)?;
+                    let auto = spec.clone().strategy(LatestStrategy::Auto);
                     measure(&mut grid, args.rounds, "latest", what, &runs, || {
                         auto.explain_choice(&client, shape)
                     })
@@ -299,7 +299,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .await?
             .now;
         b.finish_and_clear();
-        let graph = seed.tables().seed_graph()?;
+        let graph = seed.tables().seed_graph();
         let mut ddl: Vec<BuiltQuery> = Vec::new();
         for s in SinceStrategy::ALL {
             for q in graph.index_advice(IndexOptions::new(s)) {
@@ -326,7 +326,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 );
                 let mut runs: Vec<(String, Run<'_>)> = Vec::new();
                 for s in SinceStrategy::ALL.into_iter().chain([SinceStrategy::Auto]) {
-                    let q = graph.since(at)?.strategy(s);
+                    let q = graph.since(at).strategy(s);
                     let client = &client;
                     runs.push((
                         format!("{s:?}"),
@@ -344,7 +344,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         }),
                     ));
                 }
-                let auto = graph.since(at)?.strategy(SinceStrategy::Auto);
+                let auto = graph.since(at).strategy(SinceStrategy::Auto);
                 measure(&mut grid, args.rounds, "since", what, &runs, || {
                     auto.explain_choice(&client, shape)
                 })
@@ -376,14 +376,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     "count, avg"
                 }
             );
-            let dashboard = sale.dashboard(distinct)?;
+            let dashboard = sale.dashboard(distinct);
             let mut runs: Vec<(String, Run<'_>)> = Vec::new();
             for s in RollupStrategy::ALL
                 .into_iter()
                 .chain([RollupStrategy::Auto])
             {
-                let mut r = dashboard.clone();
-                if r.strategy(s).is_err() {
+                let r = dashboard.clone().strategy(s);
+                if r.check().is_err() {
                     // PreAggregate refuses COUNT(DISTINCT ..).
                     continue;
                 }
@@ -392,12 +392,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     format!("{s:?}"),
                     Box::new(move || {
                         let r = r.clone();
-                        Box::pin(async move { Ok(row_hashes(&r.fetch(client).await?)) })
+                        Box::pin(async move { Ok(row_hashes(&r.fetch_all(client).await?)) })
                     }),
                 ));
             }
-            let mut auto = dashboard.clone();
-            auto.strategy(RollupStrategy::Auto)?;
+            let auto = dashboard.clone().strategy(RollupStrategy::Auto);
             measure(&mut grid, args.rounds, "rollup", what, &runs, || {
                 auto.explain_choice(&client)
             })

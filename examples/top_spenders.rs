@@ -75,12 +75,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         &shop.order_user_id,
         &shop.total_amount,
         args.top,
-    )?
-    .extra(&username)?
-    .extra(&email)?
-    .window_since(&shop.order_created_at, now - chrono::Duration::days(30))?
-    .where_eq(&shop.status, "completed")?;
-    println!("\n{}", report.build());
+    )
+    .extra(&username)
+    .extra(&email)
+    .window_since(&shop.order_created_at, now - chrono::Duration::days(30))
+    .where_eq(&shop.status, "completed");
+    println!("\n{}", report.build()?);
 
     let without = time(&report, &client, args.runs).await?;
     let ddl = report.index("orders_status_created_at_top_n")?;
@@ -95,7 +95,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "\n{:>8}  {:<12} {:<24} {:>7} {:>12}",
         "id", "username", "email", "orders", "spent"
     );
-    for r in report.fetch(&client).await? {
+    for r in report.fetch_all(&client).await? {
         println!(
             "{:>8}  {:<12} {:<24} {:>7} {:>12}",
             r.key,
@@ -123,7 +123,7 @@ async fn time(
     let mut v = Vec::new();
     for _ in 0..runs.max(1) {
         let t = Instant::now();
-        report.fetch(client).await?;
+        report.fetch_all(client).await?;
         v.push(t.elapsed());
     }
     v.sort();

@@ -21,8 +21,8 @@ use pgpatterns::seed::orders::{OrdersSeed, OrdersTables};
 use pgpatterns::seed::sales::SalesSeed;
 use pgpatterns::testdb::TestDb;
 use pgpatterns::{
-    column, Agg, BuiltQuery, IndexOptions, LatestStrategy, PageRequest, Rollup, RollupStrategy,
-    RollupTable, Shape, SinceStrategy, Table,
+    column, Agg, BuiltQuery, Dim, IndexOptions, LatestStrategy, Metric, PageRequest, Rollup,
+    RollupStrategy, RollupTable, Shape, SinceStrategy, Table,
 };
 
 #[derive(Parser, Debug)]
@@ -157,8 +157,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("== latest: a denormalized status column kept by a trigger");
     let latest = OrdersTables::default()
-        .latest()?
-        .denormalized(&orders.column::<String>("status")?)?;
+        .latest()
+        .denormalized(&orders.column::<String>("status")?);
     let denorm = latest.denormalize()?;
     denorm.install(&mut client).await?;
     let filled = denorm
@@ -166,7 +166,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     for q in latest
         .clone()
-        .strategy(LatestStrategy::Denormalized)?
+        .strategy(LatestStrategy::Denormalized)
         .index_advice(false)
     {
         q.execute(&client).await?;
@@ -191,12 +191,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut line = format!("{:<12}", format!("{strategy:?}"));
         let mut total = Duration::ZERO;
         for status in ["Pending", "Complete", "Cancelled"] {
-            let spec = latest.clone().status_eq(status).strategy(strategy)?;
-            let (n, took) = timed(spec.count_query().fetch_all::<(i64,)>(&client)).await?;
+            let spec = latest.clone().status_eq(status).strategy(strategy);
+            let (n, took) = timed(spec.count_query()?.fetch_all::<(i64,)>(&client)).await?;
             total += took;
             line += &format!(" {:>10}", n[0].0);
         }
-        let spec = latest.clone().status_eq("Complete").strategy(strategy)?;
+        let spec = latest.clone().status_eq("Complete").strategy(strategy);
         let page = spec.page_query::<i64>(&PageRequest::new(50))?;
         let (rows, page_took) = timed(page.fetch_rows(&client)).await?;
         println!(
@@ -208,7 +208,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let auto = latest
         .clone()
         .status_eq("Complete")
-        .strategy(LatestStrategy::Auto)?;
+        .strategy(LatestStrategy::Auto);
     let (n, count_took) = timed(auto.count(&client)).await?;
     let (page, page_took) =
         timed(auto.fetch_page::<(), i64>(&client, &PageRequest::new(50))).await?;
@@ -235,7 +235,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let example = latest
         .clone()
         .status_eq("Complete")
-        .strategy(LatestStrategy::Lateral)?
+        .strategy(LatestStrategy::Lateral)
         .page_query::<i64>(&PageRequest::new(50))?;
     println!("\nthe Lateral first page:\n{example}");
 
@@ -259,7 +259,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?
         .now;
     moves_bar.finish();
-    let graph = moves.tables().full_graph()?;
+    let graph = moves.tables().full_graph();
     for strategy in SinceStrategy::ALL {
         for q in graph.index_advice(IndexOptions::new(strategy)) {
             q.execute(&client).await?;
@@ -273,7 +273,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let since = now - chrono::Duration::days(30);
     for strategy in SinceStrategy::ALL.into_iter().chain([SinceStrategy::Auto]) {
-        let q = graph.since(since)?.strategy(strategy);
+        let q = graph.since(since).strategy(strategy);
         // `count` and `fetch_page` resolve Auto from the database.
         let (n, count_took) = timed(q.count(&client)).await?;
         let (page, page_took) =
@@ -288,7 +288,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     println!("  (Auto's times include deciding, once; later calls find it cached)");
-    let auto = graph.since(since)?.strategy(SinceStrategy::Auto);
+    let auto = graph.since(since).strategy(SinceStrategy::Auto);
     // The whole report once: the decision, the statistics it read, why each
     // other strategy lost, and where the decision came from.
     let choice = auto.explain_choice(&client, Shape::Count).await?;
@@ -303,7 +303,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "  Auto chose {:?} for a page: {}\n",
         choice.strategy, choice.reason
     );
-    let q = graph.since(since)?.strategy(SinceStrategy::Exists);
+    let q = graph.since(since).strategy(SinceStrategy::Exists);
     let page = q
         .fetch_page::<(i64,)>(&client, &PageRequest::new(3))
         .await?;
@@ -321,21 +321,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sales = SalesSeed::sample();
     sales.run(&client, |_| {}).await?;
     let sale = sales.tables().table;
-    let mut dashboard = Rollup::new(&sale);
-    dashboard.dimension(&column!(sale, "merchant": String))?;
-    dashboard.dimension(&column!(sale, "device": String))?;
-    dashboard.metric("total", Agg::count(column!(sale, "id": i32)))?;
-    dashboard.metric(
+    let merchant = Dim::new(&column!(sale, "merchant": String));
+    let device = Dim::new(&column!(sale, "device": String));
+    let total = Metric::new("total", Agg::count(column!(sale, "id": i32)));
+    let users = Metric::new(
         "unique_users",
         Agg::count_distinct(column!(sale, "user_id": i32)),
-    )?;
-    dashboard.with_total()?;
-    println!("{}", dashboard.build());
-    let (rows, took) = timed(dashboard.fetch(&client)).await?;
+    );
+    let dashboard = Rollup::new(&sale)
+        .dimension(&merchant)
+        .dimension(&device)
+        .metric(&total)
+        .metric(&users)
+        .with_total();
+    println!("{}", dashboard.build()?);
+    let (rows, took) = timed(dashboard.fetch_all(&client)).await?;
     // `(all)` marks the summary line's rolled-up dimensions.
     println!("{}", RollupTable::new(&rows));
     println!("  ({} in {:.2?})", rows_text(rows.len()), took);
-    dashboard.strategy(RollupStrategy::Auto)?;
+    let dashboard = dashboard.strategy(RollupStrategy::Auto);
     let choice = dashboard.explain_choice(&client).await?;
     println!("  Auto chose {:?}: {}", choice.strategy, choice.reason);
     Ok(())

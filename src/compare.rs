@@ -35,10 +35,10 @@
 //! use pgpatterns::seed::orders::OrdersTables;
 //! use pgpatterns::LatestStrategy;
 //!
-//! let spec = OrdersTables::default().latest()?.status_eq("Complete");
+//! let spec = OrdersTables::default().latest().status_eq("Complete");
 //! let contenders = LatestStrategy::FROM_HISTORY
 //!     .into_iter()
-//!     .map(|s| Ok(Contender::new(format!("{s:?}"), spec.clone().strategy(s)?.count_query())))
+//!     .map(|s| Ok(Contender::new(format!("{s:?}"), spec.clone().strategy(s).count_query()?)))
 //!     .collect::<pgpatterns::Result<Vec<_>>>()?;
 //! let comparison = Compare::new(5).warmup(1).run(&client, &contenders).await?;
 //! println!("{comparison}");

@@ -24,26 +24,36 @@
 //! Every family goes the same way, **spec → statement → built query → run**:
 //!
 //! 1. A **spec** ([`LatestStatus`], [`SinceGraph`] and its [`SinceQuery`],
-//!    [`Rollup`], [`ops::TopN`]) is made from typed table and column handles.
-//!    Literal names are checked at compile time with [`table!`] and
+//!    [`Rollup`], [`ops::TopN`]) is made from typed table and column handles
+//!    (and, for reports, [`Dim`] and [`Metric`] handles), **passed as they
+//!    are**. Literal names are checked at compile time with [`table!`] and
 //!    [`column!`]; names known only at run time go through [`Table::new`] and
-//!    [`Table::column`], which return a [`Result`]. Everything a spec could
-//!    get wrong is a typed [`Error`] (mostly [`Error::InvalidSpec`] and
-//!    [`Error::InvalidIdentifier`]) when the spec or an option is made,
-//!    **before any SQL exists**.
-//! 2. `to_statement()` gives the spec as a sea-query
+//!    [`Table::column`], which return a [`Result`].
+//! 2. **Every builder step takes `self`, returns the spec and never
+//!    fails.** Options can be set in any order with the same result, and
+//!    `strategy(s)` is the same plain step in every family. A step given
+//!    something wrong (a column of another table, an empty status set, a
+//!    strategy that cannot compute the spec) records the problem.
+//! 3. **Errors surface in one place**: the spec is checked as a whole by
+//!    `check()`, `to_statement()`, `build()` and every run verb, which return
+//!    the first problem as a typed [`Error`] (mostly [`Error::InvalidSpec`]
+//!    naming the step, or [`Error::InvalidIdentifier`]) **before any SQL is
+//!    sent**. So a spec has `?` only where it is built or run, and where a
+//!    runtime name is parsed. (`http::request::Builder` and `reqwest` work the
+//!    same way.)
+//! 4. `to_statement()` gives the spec as a sea-query
 //!    [`SelectStatement`](sea_query::SelectStatement): add your own joins,
-//!    filters, ordering or limit, or use it as a subquery.
-//! 3. `build()` renders it as a [`BuiltQuery`]: SQL text with `$1, $2, …`
-//!    placeholders plus the values bound to them. `to_statement()` and
-//!    `build()` never fail. Every value is a bind parameter cast to its exact
+//!    filters, ordering or limit, or use it as a subquery. `build()` renders
+//!    it as a [`BuiltQuery`]: SQL text with `$1, $2, …` placeholders plus the
+//!    values bound to them. Every value is a bind parameter cast to its exact
 //!    type; none is ever formatted into the SQL text.
-//! 4. **Run verbs** live on the specs and queries and take the client as an
-//!    argument: `spec.count(&client)`, `spec.fetch_page(&client, ..)`,
-//!    `report.fetch(&client)`, `q.fetch_all(&client)`, `q.execute(&client)`.
-//!    Each has a `_blocking` twin for synchronous clients
-//!    (`spec.count_blocking(&mut client)`) that drives the same async code,
-//!    so the two cannot disagree.
+//! 5. **Run verbs** live on the specs and queries and take the client as an
+//!    argument, with the same names in every family: `count`, `fetch_page`
+//!    (a [`PageRequest`] in, a [`Page`] with typed rows and an opaque,
+//!    tamper-evident cursor out), `fetch_all`, and on a [`BuiltQuery`]
+//!    `fetch_one`, `fetch_optional`, `execute`. Each has a `_blocking` twin
+//!    for synchronous clients (`spec.count_blocking(&mut client)`) that
+//!    drives the same async code, so the two cannot disagree.
 //!
 //! ```
 //! use chrono::{DateTime, Utc};
@@ -51,21 +61,21 @@
 //!
 //! let orders = table!("orders");                      // checked at compile time
 //! let history = table!("order_status");
-//! let pending = LatestStatus::<String>::new(          // 1. a spec, checked here
+//! let pending = LatestStatus::<String>::new(          // 1. a spec from handles
 //!     &column!(orders, "id": i64),
 //!     &column!(history, "order_id": i64),
 //!     &column!(history, "status": String),
 //!     &column!(history, "created_at": DateTime<Utc>),
-//! )?
-//! .status_eq("Pending");
+//! )
+//! .status_eq("Pending");                              // 2. steps never fail
 //!
-//! let mut stmt = pending.to_statement();              // 2. compose with sea-query
+//! let mut stmt = pending.to_statement()?;             // 3. checked here, 4. composed
 //! stmt.and_where(column!(orders, "customer": String).eq("O'Brien"));
-//! let q = BuiltQuery::from(&stmt);                    // 3. SQL + bound values
+//! let q = BuiltQuery::from(&stmt);                    //    SQL + bound values
 //! assert!(!q.sql().contains("O'Brien") && !q.sql().contains("Pending"));
 //! assert_eq!(q.values().0.len(), 2);                  //    both values are bound
-//! assert_eq!(pending.build().values().0.len(), 1);    //    or the spec as it is
-//! // 4. `pending.count(&client).await?`, `q.fetch_all::<(i64,)>(&client).await?`
+//! assert_eq!(pending.build()?.values().0.len(), 1);   //    or the spec as it is
+//! // 5. `pending.count(&client).await?`, `q.fetch_all::<(i64,)>(&client).await?`
 //! # Ok::<(), pgpatterns::Error>(())
 //! ```
 //!
@@ -82,12 +92,12 @@
 //!     &column!(history, "order_id": i64),         // history → entity
 //!     &column!(history, "status": String),        // what is tested
 //!     &column!(history, "created_at": DateTime<Utc>), // newest wins …
-//! )?
-//! .then_by(&column!(history, "id": i64))?         // … ties broken by id
+//! )
+//! .then_by(&column!(history, "id": i64))          // … ties broken by id
 //! .status_eq("Pending")
-//! .strategy(LatestStrategy::DistinctOn)?;
+//! .strategy(LatestStrategy::DistinctOn);
 //!
-//! let count = pending.count_query();                 // SELECT COUNT(*) FROM (…)
+//! let count = pending.count_query()?;                // SELECT COUNT(*) FROM (…)
 //! let page = pending.page_query::<i64>(&PageRequest::new(50))?; // the first page
 //! assert!(count.sql().contains("DISTINCT ON"));
 //! assert_eq!(page.values().0.len(), 2); // status, limit: both bound
@@ -100,32 +110,32 @@
 //!
 //! ```
 //! use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
-//! use pgpatterns::{PageOrder, PageRequest, Relation, SinceGraph, SinceStrategy, Table};
+//! use pgpatterns::{column, table, PageOrder, PageRequest, Relation, SinceGraph, SinceStrategy};
 //!
-//! let moves = Table::new("moves")?;
-//! let orders = Table::new("orders")?;
-//! let members = Table::new("service_members")?;
-//! let shipments = Table::new("mto_shipments")?;
-//! let move_id = moves.column::<i64>("id")?;
-//! let to_orders = Relation::new(&moves.column::<i64>("orders_id")?, &orders.column::<i64>("id")?);
+//! let (moves, orders) = (table!("moves"), table!("orders"));
+//! let (members, shipments) = (table!("service_members"), table!("mto_shipments"));
+//! let move_id = column!(moves, "id": i64);
+//! let to_orders = Relation::new(&column!(moves, "orders_id": i64), &column!(orders, "id": i64));
+//! let to_members =
+//!     Relation::new(&column!(orders, "service_member_id": i64), &column!(members, "id": i64));
 //!
-//! let graph = SinceGraph::new(&move_id, &moves.column::<NaiveDateTime>("updated_at")?)? // timestamp: read as UTC
-//!     .filter(moves.column::<bool>("show")?.eq(true))
-//!     .related("orders", to_orders.clone(), &orders.column::<NaiveDateTime>("updated_at")?)?
+//! let graph = SinceGraph::new(&move_id, column!(moves, "updated_at": NaiveDateTime)) // read as UTC
+//!     .filter(column!(moves, "show": bool).eq(true))
+//!     .related("orders", to_orders.clone(), column!(orders, "updated_at": NaiveDateTime))
 //!     .path(                                          // two hops: moves → orders → service_members
 //!         "service_members",
-//!         [to_orders, Relation::new(&orders.column::<i64>("service_member_id")?, &members.column::<i64>("id")?)],
-//!         &members.column::<NaiveDateTime>("updated_at")?,
-//!     )?
+//!         [to_orders, to_members],
+//!         column!(members, "updated_at": NaiveDateTime),
+//!     )
 //!     .related(                                       // a child: mto_shipments.move_id → moves.id
 //!         "shipments",
-//!         Relation::new(&shipments.column::<i64>("move_id")?, &move_id),
-//!         &shipments.column::<DateTime<Utc>>("updated_at")?, // timestamptz
-//!     )?;
+//!         Relation::new(&column!(shipments, "move_id": i64), &move_id),
+//!         column!(shipments, "updated_at": DateTime<Utc>), // timestamptz
+//!     );
 //!
 //! let since = Utc.with_ymd_and_hms(2021, 7, 16, 0, 0, 0).unwrap();
-//! let q = graph.since(since)?.strategy(SinceStrategy::UnionIn);
-//! let count = q.count_query();                                  // SELECT COUNT(*) FROM (…)
+//! let q = graph.since(since).strategy(SinceStrategy::UnionIn);
+//! let count = q.count_query()?;                                 // SELECT COUNT(*) FROM (…)
 //! let page = q.page_query(&PageRequest::new(50).order(PageOrder::ChangeTime))?;
 //! let changed = q.changes_query(&[1, 2, 3])?;                   // what changed, for a page's keys
 //! assert!(count.sql().contains(r#""moves"."orders_id" IN (SELECT"#));
@@ -141,22 +151,28 @@
 //! ## rollup: detail rows and a summary line in one query
 //!
 //! ```
-//! use pgpatterns::{Agg, Level, Rollup, Table};
+//! use pgpatterns::{column, table, Agg, Dim, Level, Metric, Rollup};
 //!
-//! let sale = Table::new("sale")?;
-//! let mut dashboard = Rollup::new(&sale);
-//! let merchant = dashboard.dimension(&sale.column::<String>("merchant")?)?;
-//! let device = dashboard.dimension(&sale.column::<String>("device")?)?;
-//! let users = dashboard.metric(
+//! let sale = table!("sale");
+//! let merchant = Dim::new(&column!(sale, "merchant": String)); // handles, made on their own
+//! let device = Dim::new(&column!(sale, "device": String));
+//! let users = Metric::new(
 //!     "unique_users",                      // COUNT DISTINCT: not summable in memory
-//!     Agg::count_distinct(&sale.column::<i32>("user_id")?),
-//! )?;
-//! dashboard.with_total()?;                 // GROUPING SETS ((merchant, device), ())
-//! let q = dashboard.build();
+//!     Agg::count_distinct(&column!(sale, "user_id": i32)),
+//! );
+//! let dashboard = Rollup::new(&sale)
+//!     .dimension(&merchant)
+//!     .dimension(&device)
+//!     .metric(&users)
+//!     .with_total();                       // GROUPING SETS ((merchant, device), ())
+//! let q = dashboard.build()?;
 //! assert!(q.sql().contains("GROUPING SETS((\"sale\".\"merchant\", \"sale\".\"device\"), ())"));
-//! // Rows (`dashboard.fetch(&client).await?`) carry a `Level` from GROUPING():
-//! // Detail, Subtotal { grouped_by }, Total — never guessed from NULLs.
-//! # let _ = (merchant, device, users, Level::Total);
+//! // Rows (`dashboard.fetch_all(&client).await?`) carry a `Level` from
+//! // GROUPING(): Detail, Subtotal { grouped_by }, Total — never guessed from
+//! // NULLs; `row.get(&users)` reads a value by its handle. `.rollup((&merchant,
+//! // &device))`, `.cube(..)` and `.grouping_sets(((&merchant,), ()))` take
+//! // the handles as they are, of any types.
+//! # let _ = Level::Total;
 //! # Ok::<(), pgpatterns::Error>(())
 //! ```
 //!
@@ -207,7 +223,7 @@
 //! argument, so importing pgpatterns never changes what a client's own
 //! `query` or `execute` means: `q.fetch_all(&client)`, `q.fetch_one`,
 //! `q.fetch_optional`, `q.execute`; `spec.count(&client)`,
-//! `spec.fetch_page(..)`, `report.fetch(&client)`. Rows decode into tuples or
+//! `spec.fetch_page(..)`, `report.fetch_all(&client)`. Rows decode into tuples or
 //! typed structs ([`FromRow`]). Every verb has a `_blocking` form for the
 //! synchronous `postgres` client, built from the same code
 //! (`q.fetch_all_blocking(&mut client)`, `spec.count_blocking(&mut client)`).
@@ -277,6 +293,7 @@ mod schema;
 #[cfg_attr(docsrs, doc(cfg(feature = "seed")))]
 pub mod seed;
 mod since;
+mod spec;
 #[cfg(all(feature = "testdb", unix))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "testdb", unix))))]
 pub mod testdb;
@@ -299,10 +316,10 @@ pub use page::{CursorKey, Page, PageOrder, PageRequest, MAX_CURSOR_LEN};
 pub use progress::Progress;
 pub use query::BuiltQuery;
 pub use rollup::{
-    Agg, Dim, DimId, DimValue, Field, Level, Metric, Ordered, Rollup, RollupRow, RollupRowBuilder,
-    RollupStrategy, RollupTable, Split, Summable, TotalPosition, TypedExpr, GROUPING_ALIAS,
-    MAX_CUBE_DIMENSIONS, MAX_DIMENSIONS, MAX_GROUPING_SETS, PRE_AGGREGATE_MAX_GROUPS_PER_ROW,
-    ROLLUP_RESERVED_ALIASES,
+    Agg, AnyDim, Dim, DimValue, Dims, Field, GroupingSets, Level, Metric, Ordered, Rollup,
+    RollupRow, RollupRowBuilder, RollupStrategy, RollupTable, Split, Summable, TotalPosition,
+    TypedExpr, GROUPING_ALIAS, MAX_CUBE_DIMENSIONS, MAX_DIMENSIONS, MAX_GROUPING_SETS,
+    PRE_AGGREGATE_MAX_GROUPS_PER_ROW, ROLLUP_RESERVED_ALIASES,
 };
 pub use schema::{AnyColumn, Column, Ident, Relation, Table, MAX_IDENT_BYTES};
 pub use since::{

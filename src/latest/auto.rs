@@ -98,9 +98,9 @@ impl<S: SqlType> LatestStatus<S> {
     fn shape_query(&self, strategy: LatestStrategy, shape: Shape) -> BuiltQuery {
         let s = self.with_strategy(strategy);
         match shape {
-            Shape::Count => s.count_query(),
+            Shape::Count => s.count_built(),
             Shape::Page { limit } => s.page_built(limit, None),
-            Shape::All => s.build(),
+            Shape::All => s.built(),
         }
     }
 
@@ -218,6 +218,7 @@ impl<S: SqlType> LatestStatus<S> {
     /// maintained; otherwise the reason says why not.
     ///
     /// # Errors
+    /// As [`check`](Self::check), and
     /// [`Error::InvalidSpec`](crate::Error::InvalidSpec) for a page limit
     /// below 1; the database's error.
     pub async fn explain_choice<E: Executor>(
@@ -256,6 +257,7 @@ impl<S: SqlType> LatestStatus<S> {
         db: &E,
         shape: Shape,
     ) -> Result<Choice<LatestStrategy>> {
+        self.check()?;
         check_shape(shape)?;
         let reference = self.shape_query(LatestStrategy::DistinctOn, shape);
         let recall = cache.recall("latest", shape, &reference);
@@ -369,6 +371,7 @@ impl<S: SqlType> LatestStatus<S> {
     /// # Errors
     /// As [`explain_choice`](Self::explain_choice).
     pub async fn resolve<E: Executor>(&self, db: &E, shape: Shape) -> Result<LatestStatus<S>> {
+        self.check()?;
         if self.strategy != LatestStrategy::Auto {
             return Ok(self.clone());
         }

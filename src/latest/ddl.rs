@@ -62,8 +62,8 @@ impl<S: SqlType> LatestStatus<S> {
     ///     &h.column::<i64>("order_id")?,
     ///     &h.column::<String>("status")?,
     ///     &h.column::<chrono::DateTime<chrono::Utc>>("created_at")?,
-    /// )?
-    /// .then_by(&h.column::<i64>("id")?)?;
+    /// )
+    /// .then_by(&h.column::<i64>("id")?);
     /// assert_eq!(
     ///     spec.index_advice(true)[0].sql(),
     ///     r#"CREATE INDEX CONCURRENTLY IF NOT EXISTS "order_status_order_id_created_at_id_status_latest_1d0c21f2482a" ON "order_status" ("order_id", "created_at" DESC, "id" DESC) INCLUDE ("status")"#
@@ -133,10 +133,12 @@ impl<S: SqlType> LatestStatus<S> {
     /// status of the latest history row.
     ///
     /// # Errors
+    /// A problem recorded by a step (see [`check`](Self::check));
     /// [`Error::InvalidSpec`] without a denormalized column, or with a
     /// [`history_filter`](Self::history_filter) (the trigger follows every
     /// history row).
     pub fn denormalize(&self) -> Result<Denormalize> {
+        self.problems.check()?;
         let column = self.denormalized.clone().ok_or_else(|| {
             Error::spec(
                 "denormalized",

@@ -20,6 +20,7 @@ use sea_query::{
 
 use crate::query::{count_of, is_distinct_from};
 use crate::schema::{AnyColumn, Column, Ident, Table};
+use crate::spec::Problems;
 use crate::types::SqlType;
 use crate::{BuiltQuery, Error, Result, Shape};
 
@@ -124,25 +125,26 @@ enum Predicate {
 /// A latest-status filter over an entity table and its history table.
 ///
 /// ```
-/// use pgpatterns::{LatestStatus, LatestStrategy, Table};
-/// let orders = Table::new("orders")?;
-/// let history = Table::new("order_status")?;
+/// use chrono::{DateTime, Utc};
+/// use pgpatterns::{column, table, LatestStatus, LatestStrategy};
+/// let (orders, history) = (table!("orders"), table!("order_status"));
 /// let spec = LatestStatus::new(
-///     &orders.column::<i64>("id")?,
-///     &history.column::<i64>("order_id")?,
-///     &history.column::<String>("status")?,
-///     &history.column::<chrono::DateTime<chrono::Utc>>("created_at")?,
-/// )?
-/// .then_by(&history.column::<i64>("id")?)?
+///     &column!(orders, "id": i64),
+///     &column!(history, "order_id": i64),
+///     &column!(history, "status": String),
+///     &column!(history, "created_at": DateTime<Utc>),
+/// )
+/// .then_by(&column!(history, "id": i64))
 /// .status_eq("Complete")
-/// .strategy(LatestStrategy::Lateral)?;
+/// .strategy(LatestStrategy::Lateral);
 /// assert_eq!(
-///     spec.build().sql(),
+///     spec.build()?.sql(),
 ///     r#"SELECT "orders".*, "latest"."status" AS "latest_status", "latest"."created_at" AS "latest_at" FROM "orders" INNER JOIN LATERAL (SELECT "order_status"."status", "order_status"."created_at" FROM "order_status" WHERE "order_status"."order_id" = "orders"."id" ORDER BY "order_status"."created_at" DESC, "order_status"."id" DESC LIMIT $1) AS "latest" ON TRUE WHERE "latest"."status" = CAST($2 AS text)"#
 /// );
 /// # Ok::<(), pgpatterns::Error>(())
 /// ```
 #[derive(Debug)]
+#[must_use = "a spec does nothing until it is built or run"]
 pub struct LatestStatus<S> {
     entity: Table,
     key: AnyColumn,
@@ -156,6 +158,7 @@ pub struct LatestStatus<S> {
     history_filters: Vec<HistoryFilter>,
     denormalized: Option<AnyColumn>,
     strategy: LatestStrategy,
+    problems: Problems,
     _status: PhantomData<fn() -> S>,
 }
 
@@ -174,6 +177,7 @@ impl<S> Clone for LatestStatus<S> {
             history_filters: self.history_filters.clone(),
             denormalized: self.denormalized.clone(),
             strategy: self.strategy,
+            problems: self.problems.clone(),
             _status: PhantomData,
         }
     }
@@ -201,25 +205,27 @@ impl<S: SqlType> LatestStatus<S> {
     /// greatest `time` (add a unique tie-breaker with
     /// [`then_by`](Self::then_by)). Ordering columns must be `NOT NULL`.
     ///
-    /// # Errors
-    /// [`Error::InvalidSpec`] when `fk`, `status` and `time` are not columns
-    /// of one table, or that table is the entity table.
+    /// Like every step, this never fails: the spec is checked as a whole by
+    /// [`check`](Self::check), [`build`](Self::build) and every run verb,
+    /// which report [`Error::InvalidSpec`] when `fk`, `status` and `time`
+    /// are not columns of one table, or that table is the entity table.
     pub fn new<K: SqlType, T: SqlType>(
         key: &Column<K>,
         fk: &Column<K>,
         status: &Column<S>,
         time: &Column<T>,
-    ) -> Result<LatestStatus<S>> {
+    ) -> LatestStatus<S> {
         let history = fk.table().clone();
-        same_table(&status.erase(), &history, "status", "history")?;
-        same_table(&time.erase(), &history, "time", "history")?;
+        let mut problems = Problems::default();
+        problems.note(same_table(&status.erase(), &history, "status", "history"));
+        problems.note(same_table(&time.erase(), &history, "time", "history"));
         if key.table().name() == history.name() && key.table().schema() == history.schema() {
-            return Err(Error::spec(
+            problems.note::<()>(Err(Error::spec(
                 "history",
                 "the history table must differ from the entity table",
-            ));
+            )));
         }
-        Ok(LatestStatus {
+        LatestStatus {
             entity: key.table().clone(),
             key: key.erase(),
             history,
@@ -232,73 +238,73 @@ impl<S: SqlType> LatestStatus<S> {
             history_filters: Vec::new(),
             denormalized: None,
             strategy: LatestStrategy::DistinctOn,
+            problems,
             _status: PhantomData,
-        })
+        }
     }
 
     /// Adds a tie-breaking ordering column of the history table (compared
     /// after the ones before it). End with a unique column, such as the
     /// history id, so "latest" is one row even when times tie.
     ///
-    /// # Errors
-    /// [`Error::InvalidSpec`] when the column is not on the history table or
-    /// is already an ordering column.
-    pub fn then_by<T: SqlType>(mut self, col: &Column<T>) -> Result<LatestStatus<S>> {
+    /// The spec is refused (when checked) if the column is not on the
+    /// history table or is already an ordering column.
+    pub fn then_by<T: SqlType>(mut self, col: &Column<T>) -> LatestStatus<S> {
         let col = col.erase();
-        same_table(&col, &self.history, "then_by", "history")?;
-        if self.order.contains(&col) {
-            return Err(Error::spec(
+        let ok = self
+            .problems
+            .note(same_table(&col, &self.history, "then_by", "history"));
+        if ok.is_some() && self.order.contains(&col) {
+            self.problems.note::<()>(Err(Error::spec(
                 "then_by",
                 format!("column {} is already an ordering column", col.name()),
-            ));
+            )));
+        } else if ok.is_some() {
+            self.order.push(col);
         }
-        self.order.push(col);
-        Ok(self)
+        self
     }
 
     /// Keeps entities whose latest status equals `status`.
-    #[must_use]
     pub fn status_eq(mut self, status: impl Into<S>) -> LatestStatus<S> {
         self.predicate = Predicate::Eq(status.into().param());
         self
     }
 
     /// Keeps entities whose latest status is one of `statuses` (one array
-    /// parameter).
-    ///
-    /// # Errors
-    /// [`Error::InvalidSpec`] for an empty set (which would match nothing).
+    /// parameter). An empty set (which would match nothing) is refused
+    /// when the spec is checked.
     pub fn status_in<V: Into<S>>(
         mut self,
         statuses: impl IntoIterator<Item = V>,
-    ) -> Result<LatestStatus<S>> {
-        self.predicate = Predicate::In(status_set("status_in", statuses)?);
-        Ok(self)
+    ) -> LatestStatus<S> {
+        if let Some(set) = self.problems.note(status_set("status_in", statuses)) {
+            self.predicate = Predicate::In(set);
+        }
+        self
     }
 
     /// Keeps entities whose latest status is not `status` (a NULL status
     /// counts as "not `status`": `IS DISTINCT FROM`).
-    #[must_use]
     pub fn status_ne(mut self, status: impl Into<S>) -> LatestStatus<S> {
         self.predicate = Predicate::Ne(status.into().param());
         self
     }
 
     /// Keeps entities whose latest status is none of `statuses` (NULL
-    /// counts as "none of them").
-    ///
-    /// # Errors
-    /// [`Error::InvalidSpec`] for an empty set.
+    /// counts as "none of them"). An empty set is refused when the spec is
+    /// checked.
     pub fn status_not_in<V: Into<S>>(
         mut self,
         statuses: impl IntoIterator<Item = V>,
-    ) -> Result<LatestStatus<S>> {
-        self.predicate = Predicate::NotIn(status_set("status_not_in", statuses)?);
-        Ok(self)
+    ) -> LatestStatus<S> {
+        if let Some(set) = self.problems.note(status_set("status_not_in", statuses)) {
+            self.predicate = Predicate::NotIn(set);
+        }
+        self
     }
 
     /// Keeps entities whose latest history row has a NULL status.
-    #[must_use]
     pub fn status_is_null(mut self) -> LatestStatus<S> {
         self.predicate = Predicate::IsNull;
         self
@@ -306,30 +312,29 @@ impl<S: SqlType> LatestStatus<S> {
 
     /// Entities with no history row count as having `status` (by default
     /// they are excluded). With [`as_of`](Self::as_of), "no history" means
-    /// no row at or before that time.
-    ///
-    /// # Errors
-    /// [`Error::InvalidSpec`] with the `Denormalized` strategy, whose NULL
-    /// column cannot tell "no history" from a NULL latest status.
-    pub fn missing_as(mut self, status: impl Into<S>) -> Result<LatestStatus<S>> {
+    /// no row at or before that time. Not with the `Denormalized`
+    /// strategy, whose NULL column cannot tell "no history" from a NULL
+    /// latest status.
+    pub fn missing_as(mut self, status: impl Into<S>) -> LatestStatus<S> {
         self.missing = Some(status.into().param());
-        self.check_denormalized()?;
-        Ok(self)
+        self
     }
 
     /// Time travel: the status each entity had at `at` — only history rows
     /// whose first ordering column is `<= at` count. `at` has that column's
     /// type (`DateTime<Utc>` for `timestamptz`, `NaiveDateTime` for
-    /// `timestamp`), inferred from the value: `spec.as_of(t)?`.
-    ///
-    /// # Errors
-    /// [`Error::InvalidSpec`] when `at` is not of the time column's type,
-    /// or with the `Denormalized` strategy.
-    pub fn as_of<T: SqlType>(mut self, at: T) -> Result<LatestStatus<S>> {
-        self.order[0].check_type::<T>("as_of", "value")?;
-        self.as_of = Some(at.param());
-        self.check_denormalized()?;
-        Ok(self)
+    /// `timestamp`), inferred from the value: `spec.as_of(t)`. A value of
+    /// another type, or the `Denormalized` strategy, is refused when the
+    /// spec is checked.
+    pub fn as_of<T: SqlType>(mut self, at: T) -> LatestStatus<S> {
+        if self
+            .problems
+            .note(self.order[0].check_type::<T>("as_of", "value"))
+            .is_some()
+        {
+            self.as_of = Some(at.param());
+        }
+        self
     }
 
     /// Only history rows matching a condition count; the latest row is
@@ -338,68 +343,95 @@ impl<S: SqlType> LatestStatus<S> {
     /// condition from columns re-targeted with [`Column::of`]:
     ///
     /// ```
-    /// # use pgpatterns::{LatestStatus, Table};
-    /// # let orders = Table::new("orders")?;
-    /// # let history = Table::new("order_status")?;
-    /// let source = history.column::<String>("source")?;
+    /// # use pgpatterns::{column, table, LatestStatus};
+    /// # use chrono::{DateTime, Utc};
+    /// # let orders = table!("orders");
+    /// # let history = table!("order_status");
+    /// let source = column!(history, "source": String);
     /// let spec = LatestStatus::new(
-    ///     &orders.column::<i64>("id")?,
-    ///     &history.column::<i64>("order_id")?,
-    ///     &history.column::<String>("status")?,
-    ///     &history.column::<chrono::DateTime<chrono::Utc>>("created_at")?,
-    /// )?
-    /// .history_filter(move |h| source.of(h).ne("import"))?;
-    /// assert!(spec.build().sql().contains(r#""order_status"."source" <> CAST($1 AS text)"#));
+    ///     &column!(orders, "id": i64),
+    ///     &column!(history, "order_id": i64),
+    ///     &column!(history, "status": String),
+    ///     &column!(history, "created_at": DateTime<Utc>),
+    /// )
+    /// .history_filter(move |h| source.of(h).ne("import"));
+    /// assert!(spec.build()?.sql().contains(r#""order_status"."source" <> CAST($1 AS text)"#));
     /// # Ok::<(), pgpatterns::Error>(())
     /// ```
     ///
-    /// # Errors
-    /// [`Error::InvalidSpec`] with the `Denormalized` strategy, which does
-    /// not read the history (rather than ignoring the condition).
+    /// Not with the `Denormalized` strategy, which does not read the
+    /// history (the spec is refused rather than the condition ignored).
     pub fn history_filter(
         mut self,
         condition: impl Fn(&Table) -> Expr + Send + Sync + 'static,
-    ) -> Result<LatestStatus<S>> {
+    ) -> LatestStatus<S> {
         self.history_filters
             .push(HistoryFilter(Arc::new(condition)));
-        self.check_denormalized()?;
-        Ok(self)
+        self
     }
 
     /// The entity table's status column kept equal to the latest history
     /// status (by the trigger from this module's DDL helpers), used by
-    /// [`LatestStrategy::Denormalized`].
-    ///
-    /// # Errors
-    /// [`Error::InvalidSpec`] when the column is not on the entity table.
-    pub fn denormalized(mut self, col: &Column<S>) -> Result<LatestStatus<S>> {
+    /// [`LatestStrategy::Denormalized`] and considered by `Auto`. A column
+    /// not on the entity table is refused when the spec is checked.
+    pub fn denormalized(mut self, col: &Column<S>) -> LatestStatus<S> {
         let col = col.erase();
-        same_table(&col, &self.entity, "denormalized", "entity")?;
-        self.denormalized = Some(col);
-        Ok(self)
+        if self
+            .problems
+            .note(same_table(&col, &self.entity, "denormalized", "entity"))
+            .is_some()
+        {
+            self.denormalized = Some(col);
+        }
+        self
     }
 
-    /// Chooses the strategy (default [`LatestStrategy::DistinctOn`]).
+    /// Chooses the strategy (default [`LatestStrategy::DistinctOn`]). The
+    /// same rows whichever it is; `Denormalized` needs a
+    /// [`denormalized`](Self::denormalized) column and no `as_of`,
+    /// `missing_as` or history filter, which [`check`](Self::check) tells.
+    pub fn strategy(mut self, strategy: LatestStrategy) -> LatestStatus<S> {
+        self.strategy = strategy;
+        self
+    }
+
+    /// Checks the spec as a whole: the first problem any step recorded,
+    /// then whether the strategy can compute it. [`build`](Self::build),
+    /// [`to_statement`](Self::to_statement) and every run verb check first,
+    /// so calling this is only needed to fail early (at start-up, say).
+    ///
+    /// ```
+    /// use chrono::{DateTime, Utc};
+    /// use pgpatterns::{column, table, LatestStatus, LatestStrategy};
+    /// let (orders, history) = (table!("orders"), table!("order_status"));
+    /// let spec = LatestStatus::new(
+    ///     &column!(orders, "id": i64),
+    ///     &column!(history, "order_id": i64),
+    ///     &column!(history, "status": String),
+    ///     &column!(history, "created_at": DateTime<Utc>),
+    /// )
+    /// .strategy(LatestStrategy::Denormalized) // no denormalized column yet
+    /// .status_eq("Pending");
+    /// let err = spec.check().unwrap_err();
+    /// assert!(err.to_string().contains("Denormalized needs the entity's status column"));
+    /// // The same in any order: the column completes the spec.
+    /// spec.denormalized(&column!(orders, "status": String)).check()?;
+    /// # Ok::<(), pgpatterns::Error>(())
+    /// ```
     ///
     /// # Errors
-    /// [`Error::InvalidSpec`] for `Denormalized` without a
-    /// [`denormalized`](Self::denormalized) column, or with `as_of`,
-    /// `missing_as` or a history filter.
-    pub fn strategy(mut self, strategy: LatestStrategy) -> Result<LatestStatus<S>> {
-        self.strategy = strategy;
-        if strategy == LatestStrategy::Denormalized && self.denormalized.is_none() {
-            return Err(Error::spec(
-                "strategy",
-                "Denormalized needs the entity's status column: call .denormalized(&col) first",
-            ));
-        }
-        self.check_denormalized()?;
-        Ok(self)
-    }
-
-    fn check_denormalized(&self) -> Result<()> {
+    /// [`Error::InvalidSpec`] (or [`Error::InvalidIdentifier`]) for the
+    /// first problem: see each step.
+    pub fn check(&self) -> Result<()> {
+        self.problems.check()?;
         if self.strategy != LatestStrategy::Denormalized {
             return Ok(());
+        }
+        if self.denormalized.is_none() {
+            return Err(Error::spec(
+                "strategy",
+                "Denormalized needs the entity's status column: add .denormalized(&col)",
+            ));
         }
         if self.as_of.is_some() {
             return Err(Error::spec(
@@ -445,12 +477,20 @@ impl<S: SqlType> LatestStatus<S> {
     /// NULL for entities counted through [`missing_as`](Self::missing_as)).
     /// Add your own joins, filters, ordering or limit, or use it as a
     /// subquery.
-    #[must_use]
-    pub fn to_statement(&self) -> SelectStatement {
+    ///
+    /// # Errors
+    /// As [`check`](Self::check).
+    pub fn to_statement(&self) -> Result<SelectStatement> {
+        self.check()?;
+        Ok(self.statement())
+    }
+
+    /// [`to_statement`](Self::to_statement) of a checked spec.
+    pub(crate) fn statement(&self) -> SelectStatement {
         if self.strategy == LatestStrategy::Auto {
             return self
                 .with_strategy(self.static_choice(Shape::All))
-                .to_statement();
+                .statement();
         }
         let order = &self.order;
         let mut q = Query::select();
@@ -716,20 +756,36 @@ impl<S: SqlType> LatestStatus<S> {
     }
 
     /// The statement rendered with its values.
-    #[must_use]
-    pub fn build(&self) -> BuiltQuery {
-        BuiltQuery::new(&self.to_statement())
+    ///
+    /// # Errors
+    /// As [`check`](Self::check).
+    pub fn build(&self) -> Result<BuiltQuery> {
+        self.check()?;
+        Ok(self.built())
+    }
+
+    /// [`build`](Self::build) of a checked spec.
+    pub(crate) fn built(&self) -> BuiltQuery {
+        BuiltQuery::new(&self.statement())
     }
 
     /// `SELECT COUNT(*)` of the matching entities.
-    #[must_use]
-    pub fn count_query(&self) -> BuiltQuery {
+    ///
+    /// # Errors
+    /// As [`check`](Self::check).
+    pub fn count_query(&self) -> Result<BuiltQuery> {
+        self.check()?;
+        Ok(self.count_built())
+    }
+
+    /// [`count_query`](Self::count_query) of a checked spec.
+    pub(crate) fn count_built(&self) -> BuiltQuery {
         if self.strategy == LatestStrategy::Auto {
             return self
                 .with_strategy(self.static_choice(Shape::Count))
-                .count_query();
+                .count_built();
         }
-        count_of(self.to_statement())
+        count_of(self.statement())
     }
 
     /// The first page, or the page after the request's cursor, as one
@@ -740,6 +796,7 @@ impl<S: SqlType> LatestStatus<S> {
     /// # Errors
     /// As [`fetch_page`](Self::fetch_page), before anything is sent.
     pub fn page_query<K: crate::CursorKey>(&self, req: &crate::PageRequest) -> Result<BuiltQuery> {
+        self.check()?;
         let after = self.decode_after::<K>(req)?;
         Ok(self.page_built(req.limit, after.map(SqlType::param)))
     }
@@ -752,7 +809,7 @@ impl<S: SqlType> LatestStatus<S> {
                 .with_strategy(self.static_choice(Shape::Page { limit }))
                 .page_built(limit, after);
         }
-        let mut q = self.to_statement();
+        let mut q = self.statement();
         if let Some(after) = after {
             q.and_where(self.key.expr().gt(after));
         }

@@ -16,10 +16,11 @@ impl<S: SqlType> LatestStatus<S> {
     /// for a count).
     ///
     /// # Errors
-    /// The database's error.
+    /// As [`check`](Self::check), before anything is sent; the database's
+    /// error.
     pub async fn count<E: Executor>(&self, db: &E) -> Result<i64> {
         let spec = self.resolve(db, Shape::Count).await?;
-        db.one_row(&spec.count_query())
+        db.one_row(&spec.count_built())
             .await?
             .try_get(0usize.into())
     }
@@ -63,6 +64,7 @@ impl<S: SqlType> LatestStatus<S> {
     /// ```
     ///
     /// # Errors
+    /// As [`check`](Self::check), and
     /// [`Error::InvalidSpec`](crate::Error::InvalidSpec) before anything is
     /// sent for a limit below 1, [`PageOrder::ChangeTime`], a `K` that is not
     /// the key's type, or a cursor that is damaged or was made for another
@@ -124,6 +126,7 @@ impl<S: SqlType> LatestStatus<S> {
 
     /// The request's checks (limit, order, key type) and its cursor's key.
     pub(crate) fn decode_after<K: CursorKey>(&self, req: &PageRequest) -> Result<Option<K>> {
+        self.check()?;
         Error::at_least("limit", req.limit, 1)?;
         if req.order != PageOrder::Key {
             return Err(Error::spec(
@@ -153,7 +156,7 @@ impl<S: SqlType> LatestStatus<S> {
     fn fingerprint<K: SqlType>(&self) -> u64 {
         let shape = self
             .with_strategy(super::LatestStrategy::DistinctOn)
-            .to_statement()
+            .statement()
             .to_string(PostgresQueryBuilder);
         Hash64::new(FINGERPRINT_SEED)
             .part(b"latest")

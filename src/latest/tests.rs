@@ -4,21 +4,27 @@ use super::*;
 use chrono::{DateTime, TimeZone, Utc};
 
 fn spec() -> LatestStatus<String> {
-    let orders = Table::new("orders").unwrap();
-    let h = Table::new("order_status").unwrap();
+    let orders = crate::table!("orders");
+    let h = crate::table!("order_status");
     LatestStatus::new(
-        &orders.column::<i64>("id").unwrap(),
-        &h.column::<i64>("order_id").unwrap(),
-        &h.column::<String>("status").unwrap(),
-        &h.column::<DateTime<Utc>>("created_at").unwrap(),
+        &crate::column!(orders, "id": i64),
+        &crate::column!(h, "order_id": i64),
+        &crate::column!(h, "status": String),
+        &crate::column!(h, "created_at": DateTime<Utc>),
     )
-    .unwrap()
-    .then_by(&h.column::<i64>("id").unwrap())
-    .unwrap()
+    .then_by(&crate::column!(h, "id": i64))
 }
 
 fn sql(s: LatestStatus<String>, strategy: LatestStrategy) -> String {
-    s.strategy(strategy).unwrap().build().sql().to_owned()
+    s.strategy(strategy).build().unwrap().sql().to_owned()
+}
+
+/// The spec's refusal, as `InvalidSpec { field, reason }`.
+fn refused(s: &LatestStatus<String>) -> (&'static str, String) {
+    match s.check() {
+        Err(Error::InvalidSpec { field, reason }) => (field, reason),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
 }
 
 #[test]
@@ -42,11 +48,8 @@ fn not_exists_snapshot_with_as_of_and_missing() {
     let at = Utc.with_ymd_and_hms(2024, 1, 2, 3, 4, 5).unwrap();
     let s = spec()
         .as_of(at)
-        .unwrap()
         .missing_as("Pending")
-        .unwrap()
-        .status_in(["Pending", "Complete"])
-        .unwrap();
+        .status_in(["Pending", "Complete"]);
     assert_eq!(
         sql(s, LatestStrategy::NotExists),
         r#"SELECT "orders".*, "latest"."status" AS "latest_status", "latest"."created_at" AS "latest_at" FROM "orders" LEFT JOIN "order_status" AS "latest" ON "orders"."id" = "latest"."order_id" AND "latest"."created_at" <= CAST($1 AS timestamptz) AND (NOT EXISTS(SELECT 1 FROM "order_status" AS "newer" WHERE "newer"."order_id" = "latest"."order_id" AND ("newer"."created_at", "newer"."id") > ("latest"."created_at", "latest"."id") AND "newer"."created_at" <= CAST($2 AS timestamptz))) WHERE (CASE WHEN ("latest"."created_at" IS NOT NULL) THEN "latest"."status" ELSE CAST($3 AS text) END) = ANY(CAST($4 AS text[]))"#
@@ -57,16 +60,76 @@ fn not_exists_snapshot_with_as_of_and_missing() {
 fn denormalized_snapshot_and_refusals() {
     let orders = Table::new("orders").unwrap();
     let col = orders.column::<String>("status").unwrap();
-    let s = spec().denormalized(&col).unwrap().status_eq("Complete");
+    let s = spec().denormalized(&col).status_eq("Complete");
     assert_eq!(
         sql(s.clone(), LatestStrategy::Denormalized),
         r#"SELECT "orders".*, "orders"."status" AS "latest_status" FROM "orders" WHERE "orders"."status" = CAST($1 AS text)"#
     );
     let at = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
-    let d = s.strategy(LatestStrategy::Denormalized).unwrap();
-    assert!(d.clone().as_of::<DateTime<Utc>>(at).is_err());
-    assert!(d.missing_as("Pending").is_err());
-    assert!(spec().strategy(LatestStrategy::Denormalized).is_err());
+    let d = s.clone().strategy(LatestStrategy::Denormalized);
+    assert_eq!(refused(&d.clone().as_of(at)).0, "as_of");
+    assert_eq!(refused(&d.clone().missing_as("Pending")).0, "missing_as");
+    assert_eq!(
+        refused(&d.clone().history_filter(|_| Expr::cust("TRUE"))).0,
+        "history_filter"
+    );
+    assert_eq!(
+        refused(&spec().strategy(LatestStrategy::Denormalized)).0,
+        "strategy"
+    );
+    // The rule does not depend on the order of the steps: as_of first,
+    // then the strategy, is refused the same way, by build and every verb.
+    let late = s.as_of(at).strategy(LatestStrategy::Denormalized);
+    assert_eq!(refused(&late).0, "as_of");
+    assert!(late.build().is_err() && late.count_query().is_err());
+    assert!(late.page_query::<i64>(&crate::PageRequest::new(5)).is_err());
+    assert!(late.to_statement().is_err() && late.denormalize().is_ok());
+}
+
+#[test]
+fn steps_in_any_order_build_the_same_query() {
+    let orders = crate::table!("orders");
+    let h = crate::table!("order_status");
+    let at = Utc.with_ymd_and_hms(2024, 1, 2, 3, 4, 5).unwrap();
+    let a = spec()
+        .strategy(LatestStrategy::Lateral)
+        .as_of(at)
+        .status_ne("Done")
+        .denormalized(&crate::column!(orders, "status": String));
+    let b = LatestStatus::new(
+        &crate::column!(orders, "id": i64),
+        &crate::column!(h, "order_id": i64),
+        &crate::column!(h, "status": String),
+        &crate::column!(h, "created_at": DateTime<Utc>),
+    )
+    .denormalized(&crate::column!(orders, "status": String))
+    .status_ne("Done")
+    .as_of(at)
+    .then_by(&crate::column!(h, "id": i64))
+    .strategy(LatestStrategy::Lateral);
+    let (qa, qb) = (a.build().unwrap(), b.build().unwrap());
+    assert_eq!(qa.sql(), qb.sql());
+    assert_eq!(format!("{:?}", qa.values()), format!("{:?}", qb.values()));
+}
+
+#[test]
+fn the_first_problem_is_reported() {
+    let h = crate::table!("order_status");
+    let other = crate::table!("other");
+    let s = spec()
+        .status_in(Vec::<String>::new())
+        .then_by(&crate::column!(other, "x": i64));
+    let (field, reason) = refused(&s);
+    assert_eq!(field, "status_in", "{reason}");
+    assert!(reason.contains("at least one status"), "{reason}");
+    // A refused step leaves the spec as it was: the earlier predicate stays.
+    let kept = spec().status_eq("A").status_in(Vec::<String>::new());
+    assert!(kept.check().is_err());
+    assert!(kept
+        .statement()
+        .to_string(sea_query::PostgresQueryBuilder)
+        .contains("CAST('A' AS text)"));
+    let _ = h;
 }
 
 #[test]
@@ -78,7 +141,9 @@ fn bad_specs_are_refused() {
     let fk = h.column::<i64>("order_id").unwrap();
     let t = h.column::<DateTime<Utc>>("created_at").unwrap();
     // status on another table
-    let err = LatestStatus::new(&key, &fk, &other.column::<String>("s").unwrap(), &t).unwrap_err();
+    let err = LatestStatus::new(&key, &fk, &other.column::<String>("s").unwrap(), &t)
+        .check()
+        .unwrap_err();
     assert!(
         err.to_string().contains("not to the history table"),
         "{err}"
@@ -87,11 +152,23 @@ fn bad_specs_are_refused() {
     let self_fk = orders.column::<i64>("parent").unwrap();
     let self_st = orders.column::<String>("s").unwrap();
     let self_t = orders.column::<DateTime<Utc>>("t").unwrap();
-    assert!(LatestStatus::new(&key, &self_fk, &self_st, &self_t).is_err());
+    assert!(LatestStatus::new(&key, &self_fk, &self_st, &self_t)
+        .build()
+        .is_err());
     // duplicate ordering column, empty sets, wrong as_of type, limit 0
-    assert!(spec().then_by(&h.column::<i64>("id").unwrap()).is_err());
-    assert!(spec().status_in(Vec::<String>::new()).is_err());
-    assert!(spec().as_of::<i64>(5).is_err());
+    assert_eq!(
+        refused(&spec().then_by(&h.column::<i64>("id").unwrap())).0,
+        "then_by"
+    );
+    assert_eq!(
+        refused(&spec().status_in(Vec::<String>::new())).0,
+        "status_in"
+    );
+    assert_eq!(
+        refused(&spec().status_not_in(Vec::<String>::new())).0,
+        "status_not_in"
+    );
+    assert_eq!(refused(&spec().as_of(5i64)).0, "as_of");
     assert!(spec()
         .page_query::<i64>(&crate::PageRequest::new(0))
         .is_err());
@@ -110,14 +187,14 @@ fn bad_specs_are_refused() {
 fn page_and_count() {
     let s = spec()
         .status_eq("Complete")
-        .strategy(LatestStrategy::Lateral)
-        .unwrap();
+        .strategy(LatestStrategy::Lateral);
     let page = s.page_built(50, Some(1000i64.param()));
     assert!(page.sql().ends_with(
         r#"WHERE "latest"."status" = CAST($2 AS text) AND "orders"."id" > CAST($3 AS int8) ORDER BY "orders"."id" ASC LIMIT $4"#
     ), "{}", page.sql());
     assert!(s
         .count_query()
+        .unwrap()
         .sql()
         .starts_with("SELECT COUNT(*) FROM (SELECT "));
 }

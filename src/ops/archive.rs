@@ -32,6 +32,7 @@ use super::BatchReport;
 use crate::ddl::{derived_name, quote_table};
 use crate::exec::{run_blocking, BlockingExecutor};
 use crate::schema::{qualified, Column, Ident, Table};
+use crate::spec::Problems;
 use crate::types::SqlType;
 use crate::{BuiltQuery, Error, Executor, Progress, Result, RowRead};
 
@@ -80,25 +81,26 @@ impl CutoffTime for NaiveDate {
 ///     &orders.column::<i64>("id")?,
 ///     &orders.column::<DateTime<Utc>>("created_at")?,
 ///     &Table::new("orders_archive")?,
-/// )?
-/// .batch_size(10_000)?;
+/// )
+/// .batch_size(10_000);
 /// assert_eq!(
-///     mover.create_statement().sql(),
+///     mover.create_statement()?.sql(),
 ///     r#"CREATE TABLE IF NOT EXISTS "orders_archive" (LIKE "orders" INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)"#
 /// );
 /// let columns = [Ident::new("id")?, Ident::new("created_at")?];
 /// let cutoff = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
-/// let batch = mover.move_statement(&columns, cutoff, Some((cutoff, 42)));
+/// let batch = mover.move_statement(&columns, cutoff, Some((cutoff, 42)))?;
 /// assert_eq!(
 ///     batch.sql(),
 ///     r#"WITH "pgp_moved" AS (DELETE FROM "orders" WHERE "orders"."id" IN (SELECT "orders"."id" FROM "orders" WHERE "orders"."created_at" < CAST($1 AS timestamptz) AND ("orders"."created_at", "orders"."id") > (CAST($2 AS timestamptz), CAST($3 AS int8)) ORDER BY "orders"."created_at" ASC, "orders"."id" ASC LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING "id", "created_at") , "pgp_copied" AS (INSERT INTO "orders_archive" ("id", "created_at") SELECT "id", "created_at" FROM "pgp_moved") SELECT "pgp_moved"."created_at", "pgp_moved"."id", COUNT(*) OVER (  ) AS "pgp_count" FROM "pgp_moved" ORDER BY "pgp_moved"."created_at" DESC, "pgp_moved"."id" DESC LIMIT $5"#
 /// );
 /// assert_eq!(batch.values().0.len(), 5);
 /// // A batch size of zero is refused before anything is sent.
-/// assert!(mover.clone().batch_size(0).is_err());
+/// assert!(mover.clone().batch_size(0).check().is_err());
 /// # Ok::<(), pgpatterns::Error>(())
 /// ```
 #[derive(Debug, Clone)]
+#[must_use = "an archiver does nothing until it is run"]
 pub struct Archiver<K: SqlType, T: SqlType> {
     live: Table,
     archive: Table,
@@ -107,6 +109,7 @@ pub struct Archiver<K: SqlType, T: SqlType> {
     batch_size: i64,
     allow_future: bool,
     create_missing: bool,
+    problems: Problems,
 }
 
 impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
@@ -115,37 +118,39 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
     /// missing, cutoffs in the future refused (see
     /// [`allow_future_cutoff`](Self::allow_future_cutoff)).
     ///
-    /// # Errors
-    /// [`Error::InvalidSpec`] when `key` and `time` are not columns of one
-    /// table, a table is aliased, or `archive` is the live table itself.
-    pub fn new(key: &Column<K>, time: &Column<T>, archive: &Table) -> Result<Self> {
+    /// Like every step, this never fails: the archiver is checked by
+    /// [`check`](Self::check) and by every method that makes SQL or runs,
+    /// which refuse `key` and `time` that are not columns of one table, an
+    /// aliased table, or an `archive` that is the live table itself.
+    pub fn new(key: &Column<K>, time: &Column<T>, archive: &Table) -> Self {
         let live = key.table().clone();
+        let mut problems = Problems::default();
         if time.table() != &live {
-            return Err(Error::spec(
+            problems.note::<()>(Err(Error::spec(
                 "columns",
                 format!(
                     "key and time must be columns of one table, got {} and {}",
                     live.display_name(),
                     time.table().display_name()
                 ),
-            ));
+            )));
         }
         if live.alias().is_some() || archive.alias().is_some() {
-            return Err(Error::spec(
+            problems.note::<()>(Err(Error::spec(
                 "table",
                 "use the tables themselves, not aliases: rows are deleted and inserted",
-            ));
+            )));
         }
         if live.name() == archive.name() && live.schema() == archive.schema() {
-            return Err(Error::spec(
+            problems.note::<()>(Err(Error::spec(
                 "archive",
                 format!(
                     "the archive must be another table than {}",
                     live.display_name()
                 ),
-            ));
+            )));
         }
-        Ok(Self {
+        Self {
             live,
             archive: archive.clone(),
             key: key.clone(),
@@ -153,23 +158,32 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
             batch_size: 5_000,
             allow_future: false,
             create_missing: true,
-        })
+            problems,
+        }
     }
 
-    /// Rows per batch (one statement each).
+    /// Rows per batch (one statement each); below 1 is refused when the
+    /// archiver is checked.
+    pub fn batch_size(mut self, rows: i64) -> Self {
+        if self.problems.note(check_batch_size(rows)).is_some() {
+            self.batch_size = rows;
+        }
+        self
+    }
+
+    /// Checks the archiver: the first problem a step recorded. Every method
+    /// that makes SQL or runs checks first.
     ///
     /// # Errors
-    /// [`Error::InvalidSpec`] for `rows < 1`.
-    pub fn batch_size(mut self, rows: i64) -> Result<Self> {
-        check_batch_size(rows)?;
-        self.batch_size = rows;
-        Ok(self)
+    /// [`Error::InvalidSpec`] for the first problem: see
+    /// [`new`](Self::new) and [`batch_size`](Self::batch_size).
+    pub fn check(&self) -> Result<()> {
+        self.problems.check()
     }
 
     /// Refuse a cutoff in the future (which would archive rows written just
     /// now): [`run`](Self::run) then fails with [`Error::InvalidSpec`]
     /// before any row is moved. This is the default.
-    #[must_use]
     pub fn forbid_future_cutoff(mut self) -> Self {
         self.allow_future = false;
         self
@@ -178,7 +192,6 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
     /// Accept a cutoff in the future: rows written up to the start of the
     /// run are archived too. A run still ends: it only moves rows up to the
     /// last `(time, key)` before the cutoff that existed when it started.
-    #[must_use]
     pub fn allow_future_cutoff(mut self) -> Self {
         self.allow_future = true;
         self
@@ -186,7 +199,6 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
 
     /// Whether [`prepare`](Self::prepare) creates a missing archive table
     /// (default `true`); with `false` a missing archive is an error.
-    #[must_use]
     pub fn create_missing(mut self, create: bool) -> Self {
         self.create_missing = create;
         self
@@ -208,20 +220,26 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
     /// INCLUDING CONSTRAINTS INCLUDING INDEXES)`: the same columns, checks
     /// and keys (so a duplicate could never be inserted silently); identity
     /// and generated columns become plain columns holding the moved values.
-    #[must_use]
-    pub fn create_statement(&self) -> BuiltQuery {
-        BuiltQuery::generated(format!(
+    ///
+    /// # Errors
+    /// As [`check`](Self::check).
+    pub fn create_statement(&self) -> Result<BuiltQuery> {
+        self.check()?;
+        Ok(BuiltQuery::generated(format!(
             "CREATE TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)",
             quote_table(&self.archive),
             quote_table(&self.live)
-        ))
+        )))
     }
 
     /// The index that lets each batch find its oldest rows without a scan:
     /// `live (time, key)`, optionally `CONCURRENTLY` (run it with
     /// [`BuiltQuery::execute_outside_transaction`]).
-    #[must_use]
-    pub fn index_advice(&self, concurrently: bool) -> BuiltQuery {
+    ///
+    /// # Errors
+    /// As [`check`](Self::check).
+    pub fn index_advice(&self, concurrently: bool) -> Result<BuiltQuery> {
+        self.check()?;
         let mut idx = Index::create();
         idx.name(
             derived_name(&[
@@ -240,7 +258,7 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
         if concurrently {
             idx.concurrently();
         }
-        BuiltQuery::schema(&idx)
+        Ok(BuiltQuery::schema(&idx))
     }
 
     /// Creates the archive when missing (if allowed) and checks that both
@@ -253,6 +271,7 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
     /// archive is missing and may not be created, or the columns differ;
     /// the database's error otherwise.
     pub async fn prepare<E: Executor>(&self, db: &E) -> Result<Vec<Ident>> {
+        self.check()?;
         let live = table_columns(db, &self.live).await?;
         if live.is_empty() {
             return Err(Error::spec(
@@ -268,7 +287,7 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
                     format!("table {} does not exist", self.archive.display_name()),
                 ));
             }
-            db.run(&self.create_statement()).await?;
+            db.run(&self.create_statement()?).await?;
             archive = table_columns(db, &self.archive).await?;
         }
         let mut a = live.clone();
@@ -326,13 +345,15 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
     /// The cursor matters at scale: the entries of rows already moved stay
     /// in the `(time, key)` index until vacuum, and without it every batch
     /// would walk over all of them again.
-    #[must_use]
+    ///
+    /// # Errors
+    /// As [`check`](Self::check).
     pub fn move_statement(
         &self,
         columns: &[Ident],
         cutoff: T,
         after: Option<(T, K)>,
-    ) -> BuiltQuery {
+    ) -> Result<BuiltQuery> {
         self.move_statement_upto(columns, cutoff, after, None)
     }
 
@@ -350,22 +371,25 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
     /// #     &orders.column::<i64>("id")?,
     /// #     &orders.column::<DateTime<Utc>>("created_at")?,
     /// #     &Table::new("orders_archive")?,
-    /// # )?;
+    /// # );
     /// let cutoff = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
-    /// let batch = mover.move_statement_upto(&[Ident::new("id")?], cutoff, None, Some((cutoff, 7)));
+    /// let batch = mover.move_statement_upto(&[Ident::new("id")?], cutoff, None, Some((cutoff, 7)))?;
     /// assert!(batch.sql().contains(
     ///     r#"WHERE "orders"."created_at" < CAST($1 AS timestamptz) AND ("orders"."created_at", "orders"."id") <= (CAST($2 AS timestamptz), CAST($3 AS int8)) ORDER BY"#
     /// ));
     /// # Ok::<(), pgpatterns::Error>(())
     /// ```
-    #[must_use]
+    ///
+    /// # Errors
+    /// As [`check`](Self::check).
     pub fn move_statement_upto(
         &self,
         columns: &[Ident],
         cutoff: T,
         after: Option<(T, K)>,
         upto: Option<(T, K)>,
-    ) -> BuiltQuery {
+    ) -> Result<BuiltQuery> {
+        self.check()?;
         let mut pick = Query::select();
         pick.column(self.key.col_ref())
             .from(self.live.table_ref())
@@ -428,23 +452,26 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
                     .to_owned(),
             )
             .to_owned();
-        BuiltQuery::new(&with.query(last))
+        Ok(BuiltQuery::new(&with.query(last)))
     }
 
     /// "Live + archive" as one relation: `SELECT c… FROM live UNION ALL
     /// SELECT c… FROM archive`. Use it as a subquery to filter, count or
     /// page over the full history.
-    #[must_use]
-    pub fn union_all(&self, columns: &[Ident]) -> SelectStatement {
+    ///
+    /// # Errors
+    /// As [`check`](Self::check).
+    pub fn union_all(&self, columns: &[Ident]) -> Result<SelectStatement> {
+        self.check()?;
         let part = |t: &Table| {
             Query::select()
                 .columns(columns.iter().map(|c| qualified(t, c)))
                 .from(t.table_ref())
                 .to_owned()
         };
-        part(&self.live)
+        Ok(part(&self.live)
             .union(UnionType::All, part(&self.archive))
-            .to_owned()
+            .to_owned())
     }
 
     /// `SELECT CAST($1 AS type) > clock_timestamp()`: whether the cutoff
@@ -452,13 +479,16 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
     /// the cutoff's own type, as the batches compare it with the column: a
     /// `timestamp` (or `date`) cutoff is read in the session's `TimeZone`,
     /// like `now()` stored into a `timestamp` column by this session.
-    #[must_use]
-    pub fn future_check_statement(&self, cutoff: T) -> BuiltQuery {
-        BuiltQuery::new(
+    ///
+    /// # Errors
+    /// As [`check`](Self::check).
+    pub fn future_check_statement(&self, cutoff: T) -> Result<BuiltQuery> {
+        self.check()?;
+        Ok(BuiltQuery::new(
             &Query::select()
                 .expr(cutoff.param().gt(Expr::cust("clock_timestamp()")))
                 .to_owned(),
-        )
+        ))
     }
 
     /// The last `(time, key)` before the cutoff and how many rows lie
@@ -469,9 +499,12 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
     /// SELECT time, key, COUNT(*) OVER () FROM live WHERE time < $1
     /// ORDER BY time DESC, key DESC LIMIT 1
     /// ```
-    #[must_use]
-    pub fn bound_statement(&self, cutoff: T) -> BuiltQuery {
-        BuiltQuery::new(
+    ///
+    /// # Errors
+    /// As [`check`](Self::check).
+    pub fn bound_statement(&self, cutoff: T) -> Result<BuiltQuery> {
+        self.check()?;
+        Ok(BuiltQuery::new(
             &Query::select()
                 .expr(self.time.expr())
                 .expr(self.key.expr())
@@ -486,7 +519,7 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
                 .order_by(self.key.col_ref(), Order::Desc)
                 .limit(1)
                 .to_owned(),
-        )
+        ))
     }
 
     /// Moves every row with `time < cutoff` that existed when the run
@@ -503,7 +536,8 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
     /// interruption.
     ///
     /// # Errors
-    /// [`Error::InvalidSpec`] for a cutoff in the future by the server's
+    /// As [`check`](Self::check); [`Error::InvalidSpec`] for a cutoff in
+    /// the future by the server's
     /// clock ([`future_check_statement`](Self::future_check_statement))
     /// unless [allowed](Self::allow_future_cutoff), before any row is moved
     /// or the archive created; [`Error::InvalidSpec`] from
@@ -519,10 +553,11 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
         K: FromSqlOwned,
         T: FromSqlOwned,
     {
+        self.check()?;
         let started = Instant::now();
         if !self.allow_future {
             let future: bool = db
-                .one_row(&self.future_check_statement(cutoff.clone()))
+                .one_row(&self.future_check_statement(cutoff.clone())?)
                 .await?
                 .try_get(0usize.into())?;
             if future {
@@ -538,7 +573,7 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
         let columns = self.prepare(db).await?;
         let mut report = BatchReport::default();
         let Some(bound) = db
-            .optional_row(&self.bound_statement(cutoff.clone()))
+            .optional_row(&self.bound_statement(cutoff.clone())?)
             .await?
         else {
             progress(Progress::new("archive", 0, Some(0)));
@@ -559,7 +594,7 @@ impl<K: SqlType, T: CutoffTime> Archiver<K, T> {
                 cutoff.clone(),
                 after.clone(),
                 Some(upto.clone()),
-            );
+            )?;
             let row = db.optional_row(&q).await?;
             report.batches += 1;
             match row {

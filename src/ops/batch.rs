@@ -9,6 +9,7 @@ use sea_query::{Condition, ExprTrait, IntoCondition, LockBehavior, LockType, Ord
 use super::BatchReport;
 use crate::exec::{run_blocking, BlockingExecutor};
 use crate::schema::{Column, Table};
+use crate::spec::Problems;
 use crate::types::SqlType;
 use crate::{BuiltQuery, Error, Executor, Progress, Result};
 
@@ -23,49 +24,64 @@ use crate::{BuiltQuery, Error, Executor, Progress, Result};
 /// let events = Table::new("events")?;
 /// let id = events.column::<i64>("id")?;
 /// let at = events.column::<chrono::DateTime<Utc>>("at")?;
-/// let purge = BatchDelete::new(&id, at.lt(Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap()), 1000)?;
+/// let purge = BatchDelete::new(&id, at.lt(Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap()), 1000);
 /// assert_eq!(
-///     purge.batch_statement().sql(),
+///     purge.batch_statement()?.sql(),
 ///     r#"DELETE FROM "events" WHERE "events"."id" IN (SELECT "events"."id" FROM "events" WHERE "events"."at" < CAST($1 AS timestamptz) ORDER BY "events"."id" ASC LIMIT $2 FOR UPDATE SKIP LOCKED)"#
 /// );
-/// assert!(BatchDelete::new(&id, at.is_null(), 0).is_err());
+/// assert!(BatchDelete::new(&id, at.is_null(), 0).check().is_err());
 /// # Ok::<(), pgpatterns::Error>(())
 /// ```
 #[derive(Debug, Clone)]
+#[must_use = "a batched delete does nothing until it is run"]
 pub struct BatchDelete<K: SqlType> {
     table: Table,
     key: Column<K>,
     condition: Condition,
     batch_size: i64,
+    problems: Problems,
 }
 
 impl<K: SqlType> BatchDelete<K> {
     /// Deletes rows of `key`'s table matching `condition` (built from the
     /// table's typed columns, so its values are bound), `batch_size` rows
-    /// per statement. `key` must be unique (the primary key).
-    ///
-    /// # Errors
-    /// [`Error::InvalidSpec`] for `batch_size < 1` or an aliased table.
-    pub fn new(key: &Column<K>, condition: impl IntoCondition, batch_size: i64) -> Result<Self> {
-        check_batch_size(batch_size)?;
+    /// per statement. `key` must be unique (the primary key). Never fails:
+    /// `batch_size < 1` or an aliased table is refused by
+    /// [`check`](Self::check), [`batch_statement`](Self::batch_statement)
+    /// and [`run`](Self::run).
+    pub fn new(key: &Column<K>, condition: impl IntoCondition, batch_size: i64) -> Self {
+        let mut problems = Problems::default();
+        problems.note(check_batch_size(batch_size));
         if key.table().alias().is_some() {
-            return Err(Error::spec(
+            problems.note::<()>(Err(Error::spec(
                 "table",
                 "use the table itself, not an alias: rows are deleted",
-            ));
+            )));
         }
-        Ok(Self {
+        Self {
             table: key.table().clone(),
             key: key.clone(),
             condition: condition.into_condition(),
             batch_size,
-        })
+            problems,
+        }
+    }
+
+    /// Checks the delete: the first problem recorded when it was made.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`]: see [`new`](Self::new).
+    pub fn check(&self) -> Result<()> {
+        self.problems.check()
     }
 
     /// One batch: `DELETE FROM t WHERE key IN (SELECT key FROM t WHERE
     /// <condition> ORDER BY key LIMIT $n FOR UPDATE SKIP LOCKED)`.
-    #[must_use]
-    pub fn batch_statement(&self) -> BuiltQuery {
+    ///
+    /// # Errors
+    /// As [`check`](Self::check).
+    pub fn batch_statement(&self) -> Result<BuiltQuery> {
+        self.check()?;
         let pick = Query::select()
             .column(self.key.col_ref())
             .from(self.table.table_ref())
@@ -74,12 +90,12 @@ impl<K: SqlType> BatchDelete<K> {
             .limit(self.batch_size as u64)
             .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
             .to_owned();
-        BuiltQuery::new(
+        Ok(BuiltQuery::new(
             &Query::delete()
                 .from_table(self.table.table_name())
                 .and_where(self.key.expr().in_subquery(pick))
                 .to_owned(),
-        )
+        ))
     }
 
     /// Runs batches until one deletes nothing, reporting the rows deleted so
@@ -89,14 +105,15 @@ impl<K: SqlType> BatchDelete<K> {
     /// and picked up by a later one.
     ///
     /// # Errors
-    /// The database's error (finished batches stay committed).
+    /// As [`check`](Self::check), before anything is sent; the database's
+    /// error (finished batches stay committed).
     pub async fn run<E: Executor>(
         &self,
         db: &E,
         mut progress: impl FnMut(Progress) + Send,
     ) -> Result<BatchReport> {
         let started = Instant::now();
-        let q = self.batch_statement();
+        let q = self.batch_statement()?;
         let mut report = BatchReport::default();
         progress(Progress::new("delete", 0, None));
         loop {

@@ -18,6 +18,7 @@ use sea_query::{Index, IndexOrder};
 use crate::ddl::{quote, quote_beside, quote_table};
 use crate::exec::{run_blocking, BlockingExecutor};
 use crate::schema::{AnyColumn, Ident, Table};
+use crate::spec::Problems;
 use crate::types::SqlType;
 use crate::{BuiltQuery, ColumnIndex, Error, Executor, Result, RowRead};
 
@@ -54,87 +55,116 @@ pub struct Ensured {
 /// let idx = ConcurrentIndex::new(
 ///     "orders_user_created",
 ///     &[orders.column::<i64>("user_id")?.erase(), orders.column::<i64>("created_at")?.erase()],
-/// )?;
+/// );
 /// assert_eq!(
-///     idx.create_statement().sql(),
+///     idx.create_statement()?.sql(),
 ///     r#"CREATE INDEX CONCURRENTLY IF NOT EXISTS "orders_user_created" ON "shop"."orders" ("user_id", "created_at")"#
 /// );
 /// assert_eq!(
-///     idx.drop_statement().sql(),
+///     idx.drop_statement()?.sql(),
 ///     r#"DROP INDEX CONCURRENTLY IF EXISTS "shop"."orders_user_created""#
 /// );
 /// // sea-query writes index names unescaped: a `"` is refused.
-/// assert!(ConcurrentIndex::new("x\" ON y", &[orders.column::<i64>("id")?.erase()]).is_err());
+/// assert!(ConcurrentIndex::new("x\" ON y", &[orders.column::<i64>("id")?.erase()]).check().is_err());
 /// # Ok::<(), pgpatterns::Error>(())
 /// ```
 #[derive(Debug, Clone)]
+#[must_use = "an index does nothing until it is created"]
 pub struct ConcurrentIndex {
     table: Table,
     name: Ident,
     columns: Vec<(AnyColumn, Option<IndexOrder>)>,
     unique: bool,
+    problems: Problems,
 }
 
 impl ConcurrentIndex {
     /// An index named `name` on `columns` (in order, all of one table).
     ///
-    /// # Errors
-    /// [`Error::InvalidIdentifier`] for an invalid name;
-    /// [`Error::InvalidSpec`] for a name containing `"` (sea-query writes
-    /// index names between quotes without escaping), no columns, columns of
-    /// several tables, or an aliased table.
-    pub fn new(name: impl AsRef<str>, columns: &[AnyColumn]) -> Result<Self> {
-        let name = Ident::new(name)?;
+    /// Like every step, this never fails: [`check`](Self::check) and every
+    /// method that makes SQL or runs refuse an invalid name
+    /// ([`Error::InvalidIdentifier`]), a name containing `"` (sea-query
+    /// writes index names between quotes without escaping), no columns,
+    /// columns of several tables, or an aliased table.
+    pub fn new(name: impl AsRef<str>, columns: &[AnyColumn]) -> Self {
+        let mut problems = Problems::default();
+        let name = problems
+            .note(Ident::new(name))
+            .unwrap_or(Ident::fixed("invalid_index_name"));
         if name.as_str().contains('"') {
-            return Err(Error::spec(
+            problems.note::<()>(Err(Error::spec(
                 "index name",
                 format!("{name:?} contains a double quote, which cannot be written safely"),
-            ));
+            )));
         }
-        let Some(first) = columns.first() else {
-            return Err(Error::spec("columns", "an index needs at least one column"));
+        let table = match columns.first() {
+            Some(first) => first.table().clone(),
+            None => {
+                problems.note::<()>(Err(Error::spec(
+                    "columns",
+                    "an index needs at least one column",
+                )));
+                Table::fixed("invalid_index_table")
+            }
         };
-        let table = first.table().clone();
         if let Some(other) = columns.iter().find(|c| c.table() != &table) {
-            return Err(Error::spec(
+            problems.note::<()>(Err(Error::spec(
                 "columns",
                 format!(
                     "all columns must belong to {}, {} does not",
                     table.display_name(),
                     other.name()
                 ),
-            ));
+            )));
         }
         if table.alias().is_some() {
-            return Err(Error::spec("table", "use the table itself, not an alias"));
+            problems.note::<()>(Err(Error::spec(
+                "table",
+                "use the table itself, not an alias",
+            )));
         }
-        Ok(Self {
+        Self {
             table,
             name,
             columns: columns.iter().map(|c| (c.clone(), None)).collect(),
             unique: false,
-        })
+            problems,
+        }
     }
 
     /// Makes it a `UNIQUE` index.
-    #[must_use]
     pub fn unique(mut self) -> Self {
         self.unique = true;
         self
     }
 
-    /// Sorts the column named `column` descending.
-    ///
-    /// # Errors
-    /// [`Error::InvalidSpec`] when the index has no such column.
-    pub fn desc(mut self, column: &str) -> Result<Self> {
-        let entry = self
+    /// Sorts the column named `column` descending; a name that is not a
+    /// column of the index is refused when checked.
+    pub fn desc(mut self, column: &str) -> Self {
+        match self
             .columns
             .iter_mut()
             .find(|(c, _)| c.name().as_str() == column)
-            .ok_or_else(|| Error::spec("desc", format!("the index has no column {column:?}")))?;
-        entry.1 = Some(IndexOrder::Desc);
-        Ok(self)
+        {
+            Some(entry) => entry.1 = Some(IndexOrder::Desc),
+            None => {
+                self.problems.note::<()>(Err(Error::spec(
+                    "desc",
+                    format!("the index has no column {column:?}"),
+                )));
+            }
+        }
+        self
+    }
+
+    /// Checks the index: the first problem a step recorded. Every method
+    /// that makes SQL or runs checks first.
+    ///
+    /// # Errors
+    /// [`Error::InvalidIdentifier`] or [`Error::InvalidSpec`]: see
+    /// [`new`](Self::new) and [`desc`](Self::desc).
+    pub fn check(&self) -> Result<()> {
+        self.problems.check()
     }
 
     /// The index name.
@@ -144,8 +174,16 @@ impl ConcurrentIndex {
     }
 
     /// `CREATE [UNIQUE] INDEX CONCURRENTLY IF NOT EXISTS name ON table (…)`.
-    #[must_use]
-    pub fn create_statement(&self) -> BuiltQuery {
+    ///
+    /// # Errors
+    /// As [`check`](Self::check).
+    pub fn create_statement(&self) -> Result<BuiltQuery> {
+        self.check()?;
+        Ok(self.created())
+    }
+
+    /// [`create_statement`](Self::create_statement) of a checked index.
+    fn created(&self) -> BuiltQuery {
         let mut idx = Index::create();
         idx.name(self.name.as_str())
             .table(self.table.table_name())
@@ -164,12 +202,15 @@ impl ConcurrentIndex {
     }
 
     /// `DROP INDEX CONCURRENTLY IF EXISTS "schema"."name"`.
-    #[must_use]
-    pub fn drop_statement(&self) -> BuiltQuery {
-        BuiltQuery::generated(format!(
+    ///
+    /// # Errors
+    /// As [`check`](Self::check).
+    pub fn drop_statement(&self) -> Result<BuiltQuery> {
+        self.check()?;
+        Ok(BuiltQuery::generated(format!(
             "DROP INDEX CONCURRENTLY IF EXISTS {}",
             quote_beside(&self.table, &self.name)
-        ))
+        )))
     }
 
     /// The catalog query [`state`](Self::state) and
@@ -185,20 +226,23 @@ impl ConcurrentIndex {
     /// whether it has a predicate, the access method, whether every key
     /// uses its type's default operator class and the column's collation,
     /// `NULLS NOT DISTINCT`, and `pg_get_indexdef`.
-    #[must_use]
-    pub fn state_query(&self) -> BuiltQuery {
-        BuiltQuery::fixed_with(
+    ///
+    /// # Errors
+    /// As [`check`](Self::check).
+    pub fn state_query(&self) -> Result<BuiltQuery> {
+        self.check()?;
+        Ok(BuiltQuery::fixed_with(
             CATALOG_SQL,
             [
                 quote_table(&self.table).into_value(),
                 self.name.as_str().to_owned().into_value(),
             ],
-        )
+        ))
     }
 
     /// Reads the catalog ([`state_query`](Self::state_query)).
     async fn inspect<E: Executor>(&self, db: &E) -> Result<Option<Found>> {
-        let Some(row) = db.optional_row(&self.state_query()).await? else {
+        let Some(row) = db.optional_row(&self.state_query()?).await? else {
             return Ok(None);
         };
         let at = |i: usize| -> ColumnIndex<'static> { i.into() };
@@ -292,7 +336,7 @@ impl ConcurrentIndex {
                 "{} ({}); expected {}",
                 reasons.join(", "),
                 found.definition,
-                self.create_statement().sql()
+                self.created().sql()
             ))
         }
     }
@@ -366,11 +410,11 @@ impl ConcurrentIndex {
     pub async fn create<E: Executor>(&self, db: &E) -> Result<IndexState> {
         if db.is_transaction() {
             return Err(Error::InTransaction {
-                sql: self.create_statement().sql().to_owned(),
+                sql: self.created().sql().to_owned(),
             });
         }
         self.checked_state(db).await?;
-        db.run_outside_transaction(&self.create_statement()).await?;
+        db.run_outside_transaction(&self.created()).await?;
         self.state(db).await
     }
 
@@ -397,7 +441,7 @@ impl ConcurrentIndex {
     pub async fn drop<E: Executor>(&self, db: &E) -> Result<()> {
         if db.is_transaction() {
             return Err(Error::InTransaction {
-                sql: self.drop_statement().sql().to_owned(),
+                sql: self.drop_statement()?.sql().to_owned(),
             });
         }
         if let (_, Some(found)) = self.checked_state(db).await? {
@@ -435,7 +479,7 @@ impl ConcurrentIndex {
     pub async fn ensure<E: Executor>(&self, db: &E) -> Result<Ensured> {
         if db.is_transaction() {
             return Err(Error::InTransaction {
-                sql: self.create_statement().sql().to_owned(),
+                sql: self.created().sql().to_owned(),
             });
         }
         let (before, found) = self.checked_state(db).await?;
@@ -443,11 +487,11 @@ impl ConcurrentIndex {
             (IndexState::Invalid, Some(found)) => {
                 db.run_outside_transaction(&self.drop_found(&found)?)
                     .await?;
-                db.run_outside_transaction(&self.create_statement()).await?;
+                db.run_outside_transaction(&self.created()).await?;
             }
             (IndexState::Valid, _) => {}
             _ => {
-                db.run_outside_transaction(&self.create_statement()).await?;
+                db.run_outside_transaction(&self.created()).await?;
             }
         }
         let after = self.state(db).await?;

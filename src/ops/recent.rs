@@ -23,6 +23,7 @@ use crate::ddl::derived_name;
 use crate::exec::{run_blocking, run_blocking_mut, BlockingExecutor};
 use crate::query::read_committed;
 use crate::schema::{Column, Table};
+use crate::spec::Problems;
 use crate::types::SqlType;
 use crate::{BuiltQuery, Error, Executor, Progress, Result, RowRead, Transactional};
 
@@ -46,8 +47,8 @@ const BATCH: &str = "pgp_batch";
 ///     &views.column::<Uuid>("product_id")?,
 ///     &views.column::<DateTime<Utc>>("viewed_at")?,
 ///     50,
-/// )?;
-/// let [upsert, trim] = recent.record_statements(Uuid::nil(), Uuid::nil(), Utc::now());
+/// );
+/// let [upsert, trim] = recent.record_statements(Uuid::nil(), Uuid::nil(), Utc::now())?;
 /// assert!(upsert.sql().contains("pg_advisory_xact_lock"));
 /// assert!(upsert.sql().contains("ON CONFLICT"));
 /// assert_eq!(
@@ -57,6 +58,7 @@ const BATCH: &str = "pgp_batch";
 /// # Ok::<(), pgpatterns::Error>(())
 /// ```
 #[derive(Debug, Clone)]
+#[must_use = "a recent history does nothing until it is used"]
 pub struct RecentHistory<O: SqlType, I: SqlType, T: SqlType> {
     table: Table,
     owner: Column<O>,
@@ -64,6 +66,7 @@ pub struct RecentHistory<O: SqlType, I: SqlType, T: SqlType> {
     at: Column<T>,
     keep: i64,
     items: Option<(Table, Column<I>)>,
+    problems: Problems,
 }
 
 impl<O: SqlType, I: SqlType, T: SqlType> RecentHistory<O, I, T> {
@@ -71,13 +74,14 @@ impl<O: SqlType, I: SqlType, T: SqlType> RecentHistory<O, I, T> {
     /// `keep` rows per owner. The three columns must belong to one table
     /// (not aliased), which needs a unique constraint on `(owner, item)`.
     ///
-    /// # Errors
-    /// [`Error::InvalidSpec`] for `keep < 1`, columns of different tables,
-    /// an aliased table, or the same column twice.
-    pub fn new(owner: &Column<O>, item: &Column<I>, at: &Column<T>, keep: i64) -> Result<Self> {
+    /// Like every step, this never fails: [`check`](Self::check) and every
+    /// method that makes SQL or runs refuse `keep < 1`, columns of
+    /// different tables, an aliased table, or the same column twice.
+    pub fn new(owner: &Column<O>, item: &Column<I>, at: &Column<T>, keep: i64) -> Self {
         let table = owner.table().clone();
+        let mut problems = Problems::default();
         if item.table() != &table || at.table() != &table {
-            return Err(Error::spec(
+            problems.note::<()>(Err(Error::spec(
                 "columns",
                 format!(
                     "owner, item and time must be columns of one table, got {}, {} and {}",
@@ -85,48 +89,57 @@ impl<O: SqlType, I: SqlType, T: SqlType> RecentHistory<O, I, T> {
                     item.table().display_name(),
                     at.table().display_name()
                 ),
-            ));
+            )));
         }
         if table.alias().is_some() {
-            return Err(Error::spec(
+            problems.note::<()>(Err(Error::spec(
                 "table",
                 "use the table itself, not an alias: rows are upserted and deleted",
-            ));
+            )));
         }
         let names = [owner.name(), item.name(), at.name()];
         if names[0] == names[1] || names[0] == names[2] || names[1] == names[2] {
-            return Err(Error::spec(
+            problems.note::<()>(Err(Error::spec(
                 "columns",
                 "owner, item and time must be three different columns",
-            ));
+            )));
         }
-        check_keep(keep)?;
-        Ok(Self {
+        problems.note(check_keep(keep));
+        Self {
             table,
             owner: owner.clone(),
             item: item.clone(),
             at: at.clone(),
             keep,
             items: None,
-        })
+            problems,
+        }
     }
 
     /// Joins [`recent_query`](Self::recent_query) to the item table on
     /// `key = history.item`, adding the item's columns (`items.*`) after
     /// `item, at`: the homepage's "recently viewed products" with names and
-    /// prices.
-    ///
-    /// # Errors
-    /// [`Error::InvalidSpec`] when `key` is a column of the history table.
-    pub fn with_items(mut self, key: &Column<I>) -> Result<Self> {
+    /// prices. A `key` of the history table itself is refused when checked.
+    pub fn with_items(mut self, key: &Column<I>) -> Self {
         if key.table().name() == self.table.name() && key.table().schema() == self.table.schema() {
-            return Err(Error::spec(
+            self.problems.note::<()>(Err(Error::spec(
                 "items",
                 "the item key must be a column of the item table, not of the history",
-            ));
+            )));
+        } else {
+            self.items = Some((key.table().clone(), key.clone()));
         }
-        self.items = Some((key.table().clone(), key.clone()));
-        Ok(self)
+        self
+    }
+
+    /// Checks the history: the first problem a step recorded. Every method
+    /// that makes SQL or runs checks first.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`]: see [`new`](Self::new) and
+    /// [`with_items`](Self::with_items).
+    pub fn check(&self) -> Result<()> {
+        self.problems.check()
     }
 
     /// How many rows each owner keeps.
@@ -151,8 +164,11 @@ impl<O: SqlType, I: SqlType, T: SqlType> RecentHistory<O, I, T> {
     /// 2. the trim, `DELETE … WHERE owner = $1 AND item IN (SELECT item …
     ///    ORDER BY at DESC, item DESC OFFSET $keep)`, which runs with a
     ///    snapshot taken after the lock was granted.
-    #[must_use]
-    pub fn record_statements(&self, owner: O, item: I, at: T) -> [BuiltQuery; 2] {
+    ///
+    /// # Errors
+    /// As [`check`](Self::check).
+    pub fn record_statements(&self, owner: O, item: I, at: T) -> Result<[BuiltQuery; 2]> {
+        self.check()?;
         let lock = Query::select()
             .expr(
                 Func::cust("pg_advisory_xact_lock")
@@ -185,7 +201,7 @@ impl<O: SqlType, I: SqlType, T: SqlType> RecentHistory<O, I, T> {
                 )
                 .to_owned(),
         );
-        [BuiltQuery::new(&upsert), self.trim_statement(owner)]
+        Ok([BuiltQuery::new(&upsert), self.trim_statement(owner)])
     }
 
     /// The trim of one owner: `DELETE … WHERE owner = $1 AND item IN
@@ -225,7 +241,8 @@ impl<O: SqlType, I: SqlType, T: SqlType> RecentHistory<O, I, T> {
     /// from a stale snapshot.
     ///
     /// # Errors
-    /// The database's error (then nothing was changed).
+    /// As [`check`](Self::check), before anything is sent; the database's
+    /// error (then nothing was changed).
     pub async fn record<E: Transactional>(
         &self,
         db: &mut E,
@@ -233,7 +250,7 @@ impl<O: SqlType, I: SqlType, T: SqlType> RecentHistory<O, I, T> {
         item: I,
         at: T,
     ) -> Result<u64> {
-        let [upsert, trim] = self.record_statements(owner, item, at);
+        let [upsert, trim] = self.record_statements(owner, item, at)?;
         let counts = db
             .run_in_transaction(&[read_committed(), upsert, trim])
             .await?;
@@ -257,8 +274,10 @@ impl<O: SqlType, I: SqlType, T: SqlType> RecentHistory<O, I, T> {
     /// table's columns with [`with_items`](Self::with_items)).
     ///
     /// # Errors
-    /// [`Error::InvalidSpec`] for `limit < 1`.
+    /// As [`check`](Self::check), and [`Error::InvalidSpec`] for
+    /// `limit < 1`.
     pub fn recent_query(&self, owner: O, limit: i64) -> Result<SelectStatement> {
+        self.check()?;
         if limit < 1 {
             return Err(Error::spec(
                 "limit",
@@ -319,8 +338,11 @@ impl<O: SqlType, I: SqlType, T: SqlType> RecentHistory<O, I, T> {
     /// The index that serves [`recent_query`](Self::recent_query) and the
     /// trim: `(owner, at DESC, item DESC)`, optionally `CONCURRENTLY` (run
     /// it with [`BuiltQuery::execute_outside_transaction`]).
-    #[must_use]
-    pub fn index_advice(&self, concurrently: bool) -> BuiltQuery {
+    ///
+    /// # Errors
+    /// As [`check`](Self::check).
+    pub fn index_advice(&self, concurrently: bool) -> Result<BuiltQuery> {
+        self.check()?;
         let mut idx = Index::create();
         idx.name(
             derived_name(&[
@@ -341,7 +363,7 @@ impl<O: SqlType, I: SqlType, T: SqlType> RecentHistory<O, I, T> {
         if concurrently {
             idx.concurrently();
         }
-        BuiltQuery::schema(&idx)
+        Ok(BuiltQuery::schema(&idx))
     }
 
     /// Trims every owner to the newest [`keep`](Self::keep) rows (a
@@ -352,7 +374,8 @@ impl<O: SqlType, I: SqlType, T: SqlType> RecentHistory<O, I, T> {
     /// deletes what is still beyond the bound.
     ///
     /// # Errors
-    /// [`Error::InvalidSpec`] for `owners_per_batch < 1`; the database's
+    /// As [`check`](Self::check), and [`Error::InvalidSpec`] for
+    /// `owners_per_batch < 1`; the database's
     /// error (finished batches stay committed).
     pub async fn trim_all<E: Transactional>(
         &self,
@@ -363,6 +386,7 @@ impl<O: SqlType, I: SqlType, T: SqlType> RecentHistory<O, I, T> {
     where
         O: FromSqlOwned,
     {
+        self.check()?;
         if owners_per_batch < 1 {
             return Err(Error::spec(
                 "owners_per_batch",

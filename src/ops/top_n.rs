@@ -18,8 +18,9 @@ use sea_query::{
 
 use crate::exec::{run_blocking, BlockingExecutor};
 use crate::exec::{ColumnIndex, Executor, RowRead};
-use crate::rollup::{decode_value, Agg, Rollup, Summable};
+use crate::rollup::{decode_value, Agg, Dim, Metric, Rollup, Summable};
 use crate::schema::{AnyColumn, Column, Ident, Table};
+use crate::spec::Problems;
 use crate::types::SqlType;
 use crate::{BuiltQuery, Error, Result};
 
@@ -33,24 +34,22 @@ pub const SUM_ALIAS: &str = "fact_sum";
 /// Top N entities by the sum of an amount over their facts.
 ///
 /// ```
-/// use chrono::{TimeZone, Utc};
+/// use chrono::{DateTime, TimeZone, Utc};
 /// use pgpatterns::ops::TopN;
-/// use pgpatterns::Table;
-/// use rust_decimal::Decimal;
-/// let users = Table::new("users")?;
-/// let orders = Table::new("orders")?;
+/// use pgpatterns::{column, table, Decimal};
+/// let (users, orders) = (table!("users"), table!("orders"));
 /// let since = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
-/// let report = TopN::<i64, Decimal>::new(
-///     &users.column::<i64>("id")?,
-///     &orders.column::<i64>("user_id")?,
-///     &orders.column::<Decimal>("total_amount")?,
+/// let report = TopN::new(
+///     &column!(users, "id": i64),
+///     &column!(orders, "user_id": i64),
+///     &column!(orders, "total_amount": Decimal),
 ///     10,
-/// )?
-/// .extra(&users.column::<String>("username")?)?
-/// .window_since(&orders.column("created_at")?, since)?
-/// .where_eq(&orders.column::<String>("status")?, "completed")?;
+/// )
+/// .extra(&column!(users, "username": String))
+/// .window_since(&column!(orders, "created_at": DateTime<Utc>), since)
+/// .where_eq(&column!(orders, "status": String), "completed");
 /// assert_eq!(
-///     report.build().sql(),
+///     report.build()?.sql(),
 ///     r#"SELECT "users"."id", "users"."username", "top"."fact_count", "top"."fact_sum" FROM (SELECT "orders"."user_id" AS "user_id", COUNT(*) AS "fact_count", SUM("orders"."total_amount") AS "fact_sum", GROUPING("orders"."user_id") AS "rollup_grouping" FROM "orders" WHERE "orders"."status" = CAST($1 AS text) AND "orders"."created_at" >= CAST($2 AS timestamptz) GROUP BY "orders"."user_id" ORDER BY "rollup_grouping" ASC, "fact_sum" DESC NULLS LAST, "user_id" ASC NULLS LAST LIMIT $3) AS "top" INNER JOIN "users" ON "users"."id" = "top"."user_id" ORDER BY "top"."fact_sum" DESC NULLS LAST, "users"."id" ASC"#
 /// );
 /// assert_eq!(
@@ -59,6 +58,7 @@ pub const SUM_ALIAS: &str = "fact_sum";
 /// );
 /// # Ok::<(), pgpatterns::Error>(())
 /// ```
+#[must_use = "a report does nothing until it is built or run"]
 pub struct TopN<K, A: Summable> {
     key: Column<K>,
     fk: Column<K>,
@@ -70,6 +70,7 @@ pub struct TopN<K, A: Summable> {
     until: Option<Expr>,
     eq: Vec<(AnyColumn, Expr)>,
     filters: Vec<Expr>,
+    problems: Problems,
 }
 
 impl<K: SqlType, A: Summable> Clone for TopN<K, A> {
@@ -85,6 +86,7 @@ impl<K: SqlType, A: Summable> Clone for TopN<K, A> {
             until: self.until.clone(),
             eq: self.eq.clone(),
             filters: self.filters.clone(),
+            problems: self.problems.clone(),
         }
     }
 }
@@ -110,30 +112,30 @@ fn on_table(col: &AnyColumn, table: &Table, field: &'static str, what: &str) -> 
 
 impl<K: SqlType, A: Summable> TopN<K, A> {
     /// The top `n` entities (`key`) by `SUM(amount)` over their facts
-    /// (`fk → key`).
-    ///
-    /// # Errors
-    /// [`Error::InvalidSpec`] when `amount` is not on the facts table, the
-    /// facts table is the entity table, or `n < 1`.
-    pub fn new(key: &Column<K>, fk: &Column<K>, amount: &Column<A>, n: i64) -> Result<TopN<K, A>> {
-        on_table(&amount.erase(), fk.table(), "amount", "facts")?;
+    /// (`fk → key`). Like every step, this never fails; the report is
+    /// checked when built or run ([`check`](Self::check)), which refuses
+    /// an `amount` not on the facts table, a facts table that is the entity
+    /// table, `n < 1`, or a foreign key named like the report's own columns.
+    pub fn new(key: &Column<K>, fk: &Column<K>, amount: &Column<A>, n: i64) -> TopN<K, A> {
+        let mut problems = Problems::default();
+        problems.note(on_table(&amount.erase(), fk.table(), "amount", "facts"));
         if key.table() == fk.table() {
-            return Err(Error::spec(
+            problems.note::<()>(Err(Error::spec(
                 "fk",
                 "the facts table must differ from the entity table",
-            ));
+            )));
         }
-        Error::at_least("n", n, 1)?;
+        problems.note(Error::at_least("n", n, 1));
         if [COUNT_ALIAS, SUM_ALIAS, crate::GROUPING_ALIAS].contains(&fk.name().as_str()) {
-            return Err(Error::spec(
+            problems.note::<()>(Err(Error::spec(
                 "fk",
                 format!(
                     "the column name {} is used by the report's own columns",
                     fk.name()
                 ),
-            ));
+            )));
         }
-        Ok(TopN {
+        TopN {
             key: key.clone(),
             fk: fk.clone(),
             amount: amount.clone(),
@@ -144,26 +146,33 @@ impl<K: SqlType, A: Summable> TopN<K, A> {
             until: None,
             eq: Vec::new(),
             filters: Vec::new(),
-        })
+            problems,
+        }
+    }
+
+    /// Runs one step, recording its error for [`check`](Self::check).
+    fn step(mut self, f: impl FnOnce(&mut Self) -> Result<()>) -> Self {
+        let result = f(&mut self);
+        self.problems.note(result);
+        self
     }
 
     /// Returns an entity column too (`username`, `email`); read it from a
-    /// row with [`TopRow::get`].
-    ///
-    /// # Errors
-    /// [`Error::InvalidSpec`] when the column is not on the entity table or
-    /// is already returned.
-    pub fn extra<T: SqlType>(mut self, col: &Column<T>) -> Result<TopN<K, A>> {
+    /// row with [`TopRow::get`]. A column not on the entity table, or
+    /// already returned, is refused when the report is checked.
+    pub fn extra<T: SqlType>(self, col: &Column<T>) -> TopN<K, A> {
         let col = col.erase();
-        on_table(&col, self.key.table(), "extra", "entity")?;
-        if self.extras.contains(&col) || col == self.key.erase() {
-            return Err(Error::spec(
-                "extra",
-                format!("column {} is already returned", col.name()),
-            ));
-        }
-        self.extras.push(col);
-        Ok(self)
+        self.step(|t| {
+            on_table(&col, t.key.table(), "extra", "entity")?;
+            if t.extras.contains(&col) || col == t.key.erase() {
+                return Err(Error::spec(
+                    "extra",
+                    format!("column {} is already returned", col.name()),
+                ));
+            }
+            t.extras.push(col);
+            Ok(())
+        })
     }
 
     fn time_column<T: SqlType>(&mut self, time: &Column<T>) -> Result<()> {
@@ -181,72 +190,84 @@ impl<K: SqlType, A: Summable> TopN<K, A> {
         }
     }
 
-    /// Only facts with `time >= since` (e.g. now minus 30 days).
-    ///
-    /// # Errors
-    /// [`Error::InvalidSpec`] when `time` is not on the facts table or
-    /// differs from an earlier window column.
-    pub fn window_since<T: SqlType>(mut self, time: &Column<T>, since: T) -> Result<TopN<K, A>> {
-        self.time_column(time)?;
-        self.since = Some(time.gte(since));
-        Ok(self)
+    /// Only facts with `time >= since` (e.g. now minus 30 days). A `time`
+    /// column not on the facts table, or other than an earlier window
+    /// column, is refused when the report is checked.
+    pub fn window_since<T: SqlType>(self, time: &Column<T>, since: T) -> TopN<K, A> {
+        self.step(|t| {
+            t.time_column(time)?;
+            t.since = Some(time.gte(since));
+            Ok(())
+        })
     }
 
-    /// Only facts with `time < until`.
-    ///
-    /// # Errors
-    /// As [`window_since`](Self::window_since).
-    pub fn window_until<T: SqlType>(mut self, time: &Column<T>, until: T) -> Result<TopN<K, A>> {
-        self.time_column(time)?;
-        self.until = Some(time.lt(until));
-        Ok(self)
+    /// Only facts with `time < until` (refused as
+    /// [`window_since`](Self::window_since)).
+    pub fn window_until<T: SqlType>(self, time: &Column<T>, until: T) -> TopN<K, A> {
+        self.step(|t| {
+            t.time_column(time)?;
+            t.until = Some(time.lt(until));
+            Ok(())
+        })
     }
 
     /// Only facts with `col = value` (`status = 'completed'`); equality
-    /// columns lead the advised index.
-    ///
-    /// # Errors
-    /// [`Error::InvalidSpec`] when the column is not on the facts table.
-    pub fn where_eq<T: SqlType>(
-        mut self,
-        col: &Column<T>,
-        value: impl Into<T>,
-    ) -> Result<TopN<K, A>> {
-        on_table(&col.erase(), self.fk.table(), "where_eq", "facts")?;
-        self.eq.push((col.erase(), col.eq(value)));
-        Ok(self)
+    /// columns lead the advised index. A column not on the facts table is
+    /// refused when the report is checked.
+    pub fn where_eq<T: SqlType>(self, col: &Column<T>, value: impl Into<T>) -> TopN<K, A> {
+        let value = value.into();
+        self.step(|t| {
+            on_table(&col.erase(), t.fk.table(), "where_eq", "facts")?;
+            t.eq.push((col.erase(), col.eq(value)));
+            Ok(())
+        })
     }
 
     /// Any other condition on the facts (not covered by the advised index).
-    #[must_use]
     pub fn filter(mut self, condition: Expr) -> TopN<K, A> {
         self.filters.push(condition);
         self
     }
 
+    /// Checks the report as a whole: the first problem a step recorded.
+    /// [`build`](Self::build), [`to_statement`](Self::to_statement) and the
+    /// run verbs check first.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] for the first problem: see each step.
+    pub fn check(&self) -> Result<()> {
+        self.problems.check()?;
+        self.aggregate().check()
+    }
+
     /// The per-entity aggregate: a one-level [`Rollup`] ranked by the sum.
-    fn aggregate(&self) -> Result<Rollup> {
-        let mut r = Rollup::new(self.fk.table());
-        r.dimension(&self.fk)?;
-        r.metric(COUNT_ALIAS, Agg::count_all())?;
-        let sum = r.metric(SUM_ALIAS, Agg::<A::Sum>::sum(&self.amount))?;
+    fn aggregate(&self) -> Rollup {
+        let sum = Metric::new(SUM_ALIAS, Agg::<A::Sum>::sum(&self.amount));
+        let mut r = Rollup::new(self.fk.table())
+            .dimension(&Dim::new(&self.fk))
+            .metric(&Metric::new(COUNT_ALIAS, Agg::count_all()))
+            .metric(&sum);
         for (_, c) in &self.eq {
-            r.filter(c.clone());
+            r = r.filter(c.clone());
         }
         for c in self.since.iter().chain(&self.until).chain(&self.filters) {
-            r.filter(c.clone());
+            r = r.filter(c.clone());
         }
-        r.rank_by(&sum, Order::Desc)?.limit_per_level(self.n)?;
-        Ok(r)
+        r.rank_by(&sum, Order::Desc)
+            .limit_per_level(Ord::max(self.n, 1))
     }
 
     /// The report: key, extra columns, count, sum; best first, ties by key.
-    #[must_use]
-    pub fn to_statement(&self) -> SelectStatement {
-        // `new` refused the only names that could clash, so this is Ok.
-        let inner = self
-            .aggregate()
-            .map_or_else(|_| Query::select(), |r| r.to_statement());
+    ///
+    /// # Errors
+    /// As [`check`](Self::check).
+    pub fn to_statement(&self) -> Result<SelectStatement> {
+        self.check()?;
+        Ok(self.statement())
+    }
+
+    fn statement(&self) -> SelectStatement {
+        let inner = self.aggregate().statement();
         let top = Alias::new(TOP_ALIAS);
         let mut q = Query::select();
         q.column(self.key.col_ref());
@@ -271,9 +292,11 @@ impl<K: SqlType, A: Summable> TopN<K, A> {
     }
 
     /// The statement rendered with its values.
-    #[must_use]
-    pub fn build(&self) -> BuiltQuery {
-        BuiltQuery::new(&self.to_statement())
+    ///
+    /// # Errors
+    /// As [`check`](Self::check).
+    pub fn build(&self) -> Result<BuiltQuery> {
+        Ok(BuiltQuery::new(&self.to_statement()?))
     }
 
     /// The index that serves the report: equality columns, then the time
@@ -345,29 +368,30 @@ impl<K: SqlType, A: Summable> TopN<K, A> {
     /// Runs the report.
     ///
     /// # Errors
-    /// The executor's errors and [`Error::Decode`].
-    pub async fn fetch<E: Executor>(&self, e: &E) -> Result<Vec<TopRow<K, A::Sum>>>
+    /// As [`check`](Self::check), before anything is sent; the executor's
+    /// errors and [`Error::Decode`].
+    pub async fn fetch_all<E: Executor>(&self, e: &E) -> Result<Vec<TopRow<K, A::Sum>>>
     where
         K: FromSqlOwned,
         A::Sum: FromSqlOwned,
     {
-        let rows = e.rows(&self.build()).await?;
+        let rows = e.rows(&self.build()?).await?;
         rows.iter().map(|r| self.decode(r)).collect()
     }
 
-    /// [`fetch`](Self::fetch) on a blocking client (`postgres::Client`,
-    /// `postgres::Transaction`), from the same code.
+    /// [`fetch_all`](Self::fetch_all) on a blocking client
+    /// (`postgres::Client`, `postgres::Transaction`), from the same code.
     ///
     /// # Errors
-    /// As [`fetch`](Self::fetch).
-    pub fn fetch_blocking<C>(&self, e: &mut C) -> Result<Vec<TopRow<K, A::Sum>>>
+    /// As [`fetch_all`](Self::fetch_all).
+    pub fn fetch_all_blocking<C>(&self, e: &mut C) -> Result<Vec<TopRow<K, A::Sum>>>
     where
         K: FromSqlOwned,
         A::Sum: FromSqlOwned,
         C: BlockingExecutor + Send,
         C::Row: Send,
     {
-        run_blocking(e, async |e| self.fetch(e).await)
+        run_blocking(e, async |e| self.fetch_all(e).await)
     }
 }
 

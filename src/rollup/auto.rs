@@ -69,9 +69,8 @@ struct Evidence {
 }
 
 impl Rollup {
-    /// This spec in `strategy`, without [`strategy`](Self::strategy)'s
-    /// checks (callers pass only strategies valid for the spec; an invalid
-    /// `PreAggregate` builds as `GroupingSets`).
+    /// This report in `strategy` (callers pass only strategies valid for
+    /// the report).
     pub(super) fn with_strategy(&self, strategy: RollupStrategy) -> Rollup {
         let mut r = self.clone();
         r.strategy = strategy;
@@ -137,7 +136,7 @@ impl Rollup {
     fn probes(&self) -> Vec<BuiltQuery> {
         let mut out: Vec<BuiltQuery> = RollupStrategy::ALL
             .iter()
-            .map(|&s| self.with_strategy(s).build())
+            .map(|&s| self.with_strategy(s).built())
             .collect();
         let base = || {
             let mut q = Query::select();
@@ -271,7 +270,7 @@ impl Rollup {
     /// The reference query the decision is cached under: the spec's
     /// `GroupingSets` form.
     fn reference(&self) -> BuiltQuery {
-        self.with_strategy(RollupStrategy::GroupingSets).build()
+        self.with_strategy(RollupStrategy::GroupingSets).built()
     }
 
     /// The catalog query for the base table's OID (part of the cache key:
@@ -319,7 +318,8 @@ impl Rollup {
     /// and catalog changes wait for the time to live.
     ///
     /// # Errors
-    /// The database's error (e.g. a missing table).
+    /// As [`check`](Self::check), before anything is sent; the database's
+    /// error (e.g. a missing table).
     pub async fn explain_choice<E: Executor>(&self, db: &E) -> Result<Choice<RollupStrategy>> {
         self.explain_choice_with(StrategyCache::global(), db).await
     }
@@ -346,6 +346,7 @@ impl Rollup {
         cache: &StrategyCache,
         db: &E,
     ) -> Result<Choice<RollupStrategy>> {
+        self.check()?;
         if let Some(why) = self.fixed_reason() {
             return Ok(self.fixed_choice(why));
         }
@@ -398,6 +399,7 @@ impl Rollup {
     /// # Errors
     /// As [`explain_choice`](Self::explain_choice).
     pub async fn resolve<E: Executor>(&self, db: &E) -> Result<Rollup> {
+        self.check()?;
         if self.strategy != RollupStrategy::Auto {
             return Ok(self.clone());
         }

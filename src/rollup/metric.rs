@@ -3,6 +3,8 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use rust_decimal::Decimal;
@@ -10,6 +12,7 @@ use sea_query::{Expr, ExprTrait, Func, FunctionCall};
 use uuid::Uuid;
 
 use crate::schema::{AnyColumn, Column, Ident};
+use crate::spec::Problems;
 use crate::types::SqlType;
 use crate::{Error, Result};
 
@@ -389,89 +392,300 @@ impl<T: Ordered> Agg<T> {
     }
 }
 
-/// A dimension of a [`Rollup`](crate::Rollup): read its value from a row with
-/// [`RollupRow::get`](crate::RollupRow::get), name it in
-/// [`rollup`](crate::Rollup::rollup) and friends through [`Dim::id`].
-pub struct Dim<T> {
-    pub(crate) id: DimId,
+/// Every handle gets its own number; clones share it, so a handle names
+/// the same column in every report it is added to.
+static NEXT_HANDLE: AtomicU64 = AtomicU64::new(1);
+
+fn next_handle() -> u64 {
+    NEXT_HANDLE.fetch_add(1, AtomicOrdering::Relaxed)
+}
+
+/// An output name given at run time: checked now, its problem reported by
+/// the report the handle is added to (the handle itself never fails).
+fn output_name(alias: &str, problems: &mut Problems) -> Ident {
+    problems
+        .note(Ident::new(alias))
+        .unwrap_or(Ident::fixed("invalid_name"))
+}
+
+/// A dimension's definition, shared by its typed and erased handles.
+#[derive(Debug)]
+pub(crate) struct DimDef {
+    pub(crate) id: u64,
     pub(crate) alias: Ident,
     pub(crate) expr: Expr,
+    pub(crate) column: Option<AnyColumn>,
+    pub(crate) sql_type: &'static str,
+    pub(crate) problems: Problems,
+}
+
+/// A dimension of a report: a column or expression grouped on, with its
+/// output name. Made on its own ([`Dim::new`], [`Dim::named`]), added to a
+/// [`Rollup`](crate::Rollup) as it is
+/// ([`dimension`](crate::Rollup::dimension), or by naming it in
+/// [`rollup`](crate::Rollup::rollup), [`cube`](crate::Rollup::cube),
+/// [`grouping_sets`](crate::Rollup::grouping_sets),
+/// [`group_by`](crate::Rollup::group_by)), and used to read its value from
+/// the report's rows ([`RollupRow::get`](crate::RollupRow::get)). Clones
+/// are the same dimension.
+pub struct Dim<T> {
+    pub(crate) def: Arc<DimDef>,
     _type: PhantomData<fn() -> T>,
 }
 
-impl<T> Dim<T> {
-    pub(crate) fn new(id: DimId, alias: Ident, expr: Expr) -> Dim<T> {
+impl<T: SqlType> Dim<T> {
+    /// A column as a dimension, named after the column.
+    ///
+    /// ```
+    /// use pgpatterns::{column, table, Dim};
+    /// let sale = table!("sale");
+    /// let merchant = Dim::new(&column!(sale, "merchant": String));
+    /// assert_eq!(merchant.alias().as_str(), "merchant");
+    /// ```
+    pub fn new(col: &Column<T>) -> Dim<T> {
+        Dim::from_parts(col.name().clone(), col.into(), Problems::default())
+    }
+
+    /// A column or an expression as a dimension under an output name. A
+    /// name that is not a valid identifier, or an expression with bound
+    /// values (PostgreSQL matches grouped expressions by their parameters:
+    /// compute such a value in a [`from_query`](crate::Rollup::from_query)
+    /// base instead), makes the report it is added to refuse to build.
+    pub fn named(alias: impl AsRef<str>, x: impl Into<TypedExpr<T>>) -> Dim<T> {
+        let mut problems = Problems::default();
+        let alias = output_name(alias.as_ref(), &mut problems);
+        let x = x.into();
+        if !crate::BuiltQuery::new(&sea_query::Query::select().expr(x.expr.clone()).to_owned())
+            .values()
+            .0
+            .is_empty()
+        {
+            problems.note::<()>(Err(Error::spec(
+                "dimension",
+                format!(
+                    "the expression of {alias:?} has bound values; it is written three times \
+                     (SELECT, GROUP BY, GROUPING()) and PostgreSQL only matches identical \
+                     parameters, so compute it in a base query (Rollup::from_query)"
+                ),
+            )));
+        }
+        Dim::from_parts(alias, x, problems)
+    }
+
+    fn from_parts(alias: Ident, x: TypedExpr<T>, problems: Problems) -> Dim<T> {
         Dim {
-            id,
-            alias,
-            expr,
+            def: Arc::new(DimDef {
+                id: next_handle(),
+                alias,
+                expr: x.expr,
+                column: x.column,
+                sql_type: T::SQL_TYPE,
+                problems,
+            }),
             _type: PhantomData,
         }
     }
+}
 
-    /// The untyped id, for grouping lists mixing dimension types.
+impl<T> Dim<T> {
+    /// The dimension with its type erased, for lists built at run time
+    /// (`Vec<AnyDim>` is a [`Dims`]).
     #[must_use]
-    pub fn id(&self) -> DimId {
-        self.id
+    pub fn erase(&self) -> AnyDim {
+        AnyDim(self.def.clone())
     }
 
     /// The output column's name.
     #[must_use]
     pub fn alias(&self) -> &Ident {
-        &self.alias
+        &self.def.alias
     }
 
     /// The dimension's SQL expression (as grouped).
     #[must_use]
     pub fn expr(&self) -> Expr {
-        self.expr.clone()
+        self.def.expr.clone()
     }
 }
 
 impl<T> Clone for Dim<T> {
     fn clone(&self) -> Self {
-        Dim::new(self.id, self.alias.clone(), self.expr.clone())
+        Dim {
+            def: self.def.clone(),
+            _type: PhantomData,
+        }
     }
 }
 
 impl<T: SqlType> fmt::Debug for Dim<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Dim({}: {})", self.alias, T::SQL_TYPE)
+        write!(f, "Dim({}: {})", self.def.alias, T::SQL_TYPE)
     }
 }
 
-impl<T> From<&Dim<T>> for DimId {
-    fn from(d: &Dim<T>) -> DimId {
-        d.id
+/// A dimension with its type erased ([`Dim::erase`]).
+#[derive(Clone)]
+pub struct AnyDim(pub(crate) Arc<DimDef>);
+
+impl AnyDim {
+    /// The output column's name.
+    #[must_use]
+    pub fn alias(&self) -> &Ident {
+        &self.0.alias
     }
 }
 
-/// A dimension of one spec, type erased (see [`Dim::id`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct DimId {
-    pub(crate) spec: u64,
-    pub(crate) index: usize,
+impl fmt::Debug for AnyDim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AnyDim({}: {})", self.0.alias, self.0.sql_type)
+    }
 }
 
-/// A metric of a [`Rollup`](crate::Rollup), decoded as `T`: read it from a
-/// row with [`RollupRow::get`](crate::RollupRow::get), filter levels on it
-/// with `HAVING` ([`Metric::gt`] …), rank by it
-/// ([`Rollup::rank_by`](crate::Rollup::rank_by)).
-pub struct Metric<T> {
-    pub(crate) spec: u64,
-    pub(crate) index: usize,
+impl<T> From<&Dim<T>> for AnyDim {
+    fn from(d: &Dim<T>) -> AnyDim {
+        d.erase()
+    }
+}
+
+/// Dimensions named together — in [`rollup`](crate::Rollup::rollup),
+/// [`cube`](crate::Rollup::cube), one set of
+/// [`grouping_sets`](crate::Rollup::grouping_sets): one handle
+/// (`&merchant`), a tuple of handles of any types (`(&merchant, &year)`,
+/// `()` for the empty set), an array of handles of one type, or a
+/// `Vec<AnyDim>` built at run time.
+pub trait Dims {
+    /// The dimensions, in order.
+    #[doc(hidden)]
+    fn dims(self) -> Vec<AnyDim>;
+}
+
+impl<T> Dims for &Dim<T> {
+    fn dims(self) -> Vec<AnyDim> {
+        vec![self.erase()]
+    }
+}
+
+impl Dims for AnyDim {
+    fn dims(self) -> Vec<AnyDim> {
+        vec![self]
+    }
+}
+
+impl Dims for Vec<AnyDim> {
+    fn dims(self) -> Vec<AnyDim> {
+        self
+    }
+}
+
+impl Dims for &[AnyDim] {
+    fn dims(self) -> Vec<AnyDim> {
+        self.to_vec()
+    }
+}
+
+impl<T, const N: usize> Dims for [&Dim<T>; N] {
+    fn dims(self) -> Vec<AnyDim> {
+        self.iter().map(|d| d.erase()).collect()
+    }
+}
+
+impl Dims for () {
+    fn dims(self) -> Vec<AnyDim> {
+        Vec::new()
+    }
+}
+
+macro_rules! dims_tuple {
+    ($($t:ident $v:ident),+) => {
+        impl<$($t),+> Dims for ($(&Dim<$t>,)+) {
+            fn dims(self) -> Vec<AnyDim> {
+                let ($($v,)+) = self;
+                vec![$($v.erase()),+]
+            }
+        }
+    };
+}
+
+dims_tuple!(A a);
+dims_tuple!(A a, B b);
+dims_tuple!(A a, B b, C c);
+dims_tuple!(A a, B b, C c, D d);
+dims_tuple!(A a, B b, C c, D d, E e);
+dims_tuple!(A a, B b, C c, D d, E e, F f);
+dims_tuple!(A a, B b, C c, D d, E e, F f, G g);
+dims_tuple!(A a, B b, C c, D d, E e, F f, G g, H h);
+
+/// The sets of [`grouping_sets`](crate::Rollup::grouping_sets): a tuple of
+/// [`Dims`] (`((&merchant, &device), (&merchant,), ())`), an array of
+/// [`Dims`] of one kind, or a `Vec<Vec<AnyDim>>` built at run time.
+pub trait GroupingSets {
+    /// The sets, in order.
+    #[doc(hidden)]
+    fn sets(self) -> Vec<Vec<AnyDim>>;
+}
+
+impl<D: Dims, const N: usize> GroupingSets for [D; N] {
+    fn sets(self) -> Vec<Vec<AnyDim>> {
+        self.into_iter().map(Dims::dims).collect()
+    }
+}
+
+impl<D: Dims> GroupingSets for Vec<D> {
+    fn sets(self) -> Vec<Vec<AnyDim>> {
+        self.into_iter().map(Dims::dims).collect()
+    }
+}
+
+macro_rules! sets_tuple {
+    ($($t:ident $v:ident),+) => {
+        impl<$($t: Dims),+> GroupingSets for ($($t,)+) {
+            fn sets(self) -> Vec<Vec<AnyDim>> {
+                let ($($v,)+) = self;
+                vec![$($v.dims()),+]
+            }
+        }
+    };
+}
+
+sets_tuple!(A a);
+sets_tuple!(A a, B b);
+sets_tuple!(A a, B b, C c);
+sets_tuple!(A a, B b, C c, D d);
+sets_tuple!(A a, B b, C c, D d, E e);
+sets_tuple!(A a, B b, C c, D d, E e, F f);
+sets_tuple!(A a, B b, C c, D d, E e, F f, G g);
+sets_tuple!(A a, B b, C c, D d, E e, F f, G g, H h);
+
+/// A metric's definition, shared by its clones.
+#[derive(Debug)]
+pub(crate) struct MetricDef {
+    pub(crate) id: u64,
     pub(crate) alias: Ident,
     pub(crate) expr: Expr,
+    pub(crate) kind: AggKind,
+    pub(crate) arg: Option<TypedArg>,
+    pub(crate) filter: Option<Expr>,
+    pub(crate) sql_type: &'static str,
+    pub(crate) problems: Problems,
+}
+
+/// A metric of a report: an aggregate under an output name, decoded as
+/// `T`. Made on its own ([`Metric::new`]), added to a
+/// [`Rollup`](crate::Rollup) as it is ([`metric`](crate::Rollup::metric)),
+/// and used to read its value from the report's rows
+/// ([`RollupRow::get`](crate::RollupRow::get)), filter levels on it with
+/// `HAVING` ([`Metric::gt`] …) and rank by it
+/// ([`Rollup::rank_by`](crate::Rollup::rank_by)). Clones are the same
+/// metric.
+pub struct Metric<T> {
+    pub(crate) def: Arc<MetricDef>,
     _type: PhantomData<fn() -> T>,
 }
 
 impl<T> Clone for Metric<T> {
     fn clone(&self) -> Self {
         Metric {
-            spec: self.spec,
-            index: self.index,
-            alias: self.alias.clone(),
-            expr: self.expr.clone(),
+            def: self.def.clone(),
             _type: PhantomData,
         }
     }
@@ -479,17 +693,36 @@ impl<T> Clone for Metric<T> {
 
 impl<T: SqlType> fmt::Debug for Metric<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Metric({}: {})", self.alias, T::SQL_TYPE)
+        write!(f, "Metric({}: {})", self.def.alias, T::SQL_TYPE)
     }
 }
 
 impl<T: SqlType> Metric<T> {
-    pub(crate) fn new(spec: u64, index: usize, alias: Ident, expr: Expr) -> Metric<T> {
+    /// An aggregate under an output name. A name that is not a valid
+    /// identifier makes the report it is added to refuse to build.
+    ///
+    /// ```
+    /// use pgpatterns::{column, table, Agg, Metric};
+    /// let sale = table!("sale");
+    /// let sales = Metric::new("sales", Agg::count_all());
+    /// let users = Metric::new("users", Agg::count_distinct(&column!(sale, "user_id": i32)));
+    /// assert_eq!(users.alias().as_str(), "users");
+    /// ```
+    pub fn new(alias: impl AsRef<str>, agg: Agg<T>) -> Metric<T> {
+        let mut problems = Problems::default();
+        let alias = output_name(alias.as_ref(), &mut problems);
+        let expr = agg.to_expr();
         Metric {
-            spec,
-            index,
-            alias,
-            expr,
+            def: Arc::new(MetricDef {
+                id: next_handle(),
+                alias,
+                expr,
+                kind: agg.kind,
+                arg: agg.arg,
+                filter: agg.filter,
+                sql_type: T::SQL_TYPE,
+                problems,
+            }),
             _type: PhantomData,
         }
     }
@@ -497,13 +730,13 @@ impl<T: SqlType> Metric<T> {
     /// The output column's name.
     #[must_use]
     pub fn alias(&self) -> &Ident {
-        &self.alias
+        &self.def.alias
     }
 
     /// The aggregate expression (usable in `HAVING` and `ORDER BY`).
     #[must_use]
     pub fn expr(&self) -> Expr {
-        self.expr.clone()
+        self.def.expr.clone()
     }
 
     /// `aggregate > $n`, for [`Rollup::having`](crate::Rollup::having).

@@ -20,7 +20,6 @@ mod pre;
 mod row;
 mod table;
 
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
 use sea_query::{
@@ -29,7 +28,7 @@ use sea_query::{
 
 pub use auto::PRE_AGGREGATE_MAX_GROUPS_PER_ROW;
 pub use grouping::{MAX_CUBE_DIMENSIONS, MAX_DIMENSIONS, MAX_GROUPING_SETS};
-pub use metric::{Agg, Dim, DimId, Metric, Ordered, Summable, TypedExpr};
+pub use metric::{Agg, AnyDim, Dim, Dims, GroupingSets, Metric, Ordered, Summable, TypedExpr};
 pub use row::{DimValue, Field, Level, RollupRow, RollupRowBuilder, Split};
 pub use table::RollupTable;
 
@@ -39,6 +38,7 @@ pub(crate) use row::decode_value;
 
 use crate::exec::{run_blocking, BlockingExecutor, Executor, RowRead};
 use crate::schema::{AnyColumn, Ident, Table};
+use crate::spec::Problems;
 use crate::types::SqlType;
 use crate::{BuiltQuery, Error, Result};
 
@@ -56,8 +56,6 @@ const RANKED: &str = "rollup_ranked";
 /// alias may be none of them. Only the exact (case-sensitive) name is
 /// reserved: aliases are always quoted, so `"Rollup_Rank"` is another name.
 pub const ROLLUP_RESERVED_ALIASES: [&str; 5] = [GROUPING_ALIAS, RANK, GROUPED, RANKED, pre::PRE];
-
-static NEXT_SPEC: AtomicU64 = AtomicU64::new(1);
 
 /// Where the summary rows go in the result order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -82,6 +80,7 @@ enum Base {
 
 #[derive(Debug, Clone)]
 struct DimSpec {
+    id: u64,
     alias: Ident,
     expr: Expr,
     sql_type: &'static str,
@@ -89,6 +88,7 @@ struct DimSpec {
 
 #[derive(Debug, Clone)]
 struct MetricSpec {
+    id: u64,
     alias: Ident,
     expr: Expr,
     sql_type: &'static str,
@@ -143,7 +143,7 @@ pub enum RollupStrategy {
     /// ([`build`](Rollup::build), [`to_statement`](Rollup::to_statement))
     /// it is `PreAggregate` whenever that is allowed (reports usually
     /// group many rows into few groups), else `GroupingSets`;
-    /// [`fetch`](Rollup::fetch), [`fetch_blocking`](Rollup::fetch_blocking)
+    /// [`fetch_all`](Rollup::fetch_all), [`fetch_all_blocking`](Rollup::fetch_all_blocking)
     /// and [`resolve`](Rollup::resolve) decide from the database.
     Auto,
 }
@@ -157,28 +157,36 @@ impl RollupStrategy {
 /// A grouped report over a base query: dimensions, metrics, grouping sets,
 /// `HAVING`, deterministic order and an optional limit per level.
 ///
-/// Dimensions and metrics are added with `&mut self` methods that return
-/// typed handles; the handles read values back from the [`RollupRow`]s.
+/// Dimensions ([`Dim`]) and metrics ([`Metric`]) are handles made on their
+/// own and added as they are; the same handles read values back from the
+/// [`RollupRow`]s. Like every spec, the report is built by steps that take
+/// `self` and never fail, and is checked as a whole when it is built or
+/// run ([`check`](Self::check)), so steps can come in any order.
 ///
 /// ```
-/// use pgpatterns::{Agg, Rollup, Table};
-/// let sale = Table::new("sale")?;
-/// let mut report = Rollup::new(&sale);
-/// let merchant = report.dimension(&sale.column::<String>("merchant")?)?;
-/// let device = report.dimension(&sale.column::<String>("device")?)?;
-/// let total = report.metric("total", Agg::count(&sale.column::<i32>("id")?))?;
-/// let avg = report.metric("avg_charged_amount", Agg::avg(&sale.column::<i32>("charged_amount")?))?;
-/// let users = report.metric("unique_users", Agg::count_distinct(&sale.column::<i32>("user_id")?))?;
-/// report.with_total()?;
+/// use pgpatterns::{column, table, Agg, Dim, Metric, Rollup};
+/// let sale = table!("sale");
+/// let merchant = Dim::new(&column!(sale, "merchant": String));
+/// let device = Dim::new(&column!(sale, "device": String));
+/// let total = Metric::new("total", Agg::count(&column!(sale, "id": i32)));
+/// let avg = Metric::new("avg_charged_amount", Agg::avg(&column!(sale, "charged_amount": i32)));
+/// let users = Metric::new("unique_users", Agg::count_distinct(&column!(sale, "user_id": i32)));
+/// let report = Rollup::new(&sale)
+///     .dimension(&merchant)
+///     .dimension(&device)
+///     .metric(&total)
+///     .metric(&avg)
+///     .metric(&users)
+///     .with_total();
 /// assert_eq!(
-///     report.build().sql(),
+///     report.build()?.sql(),
 ///     r#"SELECT "sale"."merchant" AS "merchant", "sale"."device" AS "device", COUNT("sale"."id") AS "total", AVG("sale"."charged_amount") AS "avg_charged_amount", COUNT(DISTINCT "sale"."user_id") AS "unique_users", GROUPING("sale"."merchant", "sale"."device") AS "rollup_grouping" FROM "sale" GROUP BY GROUPING SETS(("sale"."merchant", "sale"."device"), ()) ORDER BY "rollup_grouping" ASC, "merchant" ASC NULLS LAST, "device" ASC NULLS LAST"#
 /// );
 /// # Ok::<(), pgpatterns::Error>(())
 /// ```
 #[derive(Debug, Clone)]
+#[must_use = "a report does nothing until it is built or run"]
 pub struct Rollup {
-    id: u64,
     base: Base,
     filters: Vec<Expr>,
     dims: Vec<DimSpec>,
@@ -186,15 +194,15 @@ pub struct Rollup {
     elements: Vec<Element>,
     having: Vec<Expr>,
     total: TotalPosition,
-    rank: Option<(Ident, Order)>,
+    rank: Option<(u64, Ident, Order)>,
     limit_per_level: Option<i64>,
     strategy: RollupStrategy,
+    problems: Problems,
 }
 
 impl Rollup {
     fn with_base(base: Base) -> Rollup {
         Rollup {
-            id: NEXT_SPEC.fetch_add(1, AtomicOrdering::Relaxed),
             base,
             filters: Vec::new(),
             dims: Vec::new(),
@@ -205,12 +213,12 @@ impl Rollup {
             rank: None,
             limit_per_level: None,
             strategy: RollupStrategy::GroupingSets,
+            problems: Problems::default(),
         }
     }
 
     /// A report over a table; dimensions and metrics are its columns (or
     /// expressions over them).
-    #[must_use]
     pub fn new(table: &Table) -> Rollup {
         Rollup::with_base(Base::Table(table.clone()))
     }
@@ -218,24 +226,23 @@ impl Rollup {
     /// A report over a caller's query — its own joins, filters and bound
     /// values (the dashboard's admin filters) — read as the derived table
     /// `alias`: `FROM (statement) AS "alias"`. Declare the dimensions and
-    /// metrics as columns of `alias` (`alias.column::<T>("merchant")`), i.e.
-    /// of the statement's output columns. The statement's values keep their
-    /// order, before the report's own (`HAVING`, filters, limit).
-    ///
-    /// # Errors
-    /// [`Error::InvalidSpec`] when `alias` is schema-qualified or aliased
-    /// (it must be a bare name).
-    pub fn from_query(statement: SelectStatement, alias: &Table) -> Result<Rollup> {
-        if alias.schema().is_some() || alias.alias().is_some() {
-            return Err(Error::spec(
-                "alias",
-                "the derived table's name must be a bare name (Table::new(\"base\"))",
-            ));
-        }
-        Ok(Rollup::with_base(Base::Query {
+    /// metrics as columns of `alias` (`column!(alias, "merchant": String)`),
+    /// i.e. of the statement's output columns. The statement's values keep
+    /// their order, before the report's own (`HAVING`, filters, limit).
+    /// `alias` must be a bare name (not schema-qualified or aliased), or the
+    /// report refuses to build.
+    pub fn from_query(statement: SelectStatement, alias: &Table) -> Rollup {
+        let mut r = Rollup::with_base(Base::Query {
             statement: Box::new(statement),
             alias: alias.clone(),
-        }))
+        });
+        if alias.schema().is_some() || alias.alias().is_some() {
+            r.problems.note::<()>(Err(Error::spec(
+                "alias",
+                "the derived table's name must be a bare name (table!(\"base\"))",
+            )));
+        }
+        r
     }
 
     fn base_table(&self) -> &Table {
@@ -282,122 +289,110 @@ impl Rollup {
         Ok(())
     }
 
+    /// Runs one step: its error, if any, is recorded for
+    /// [`check`](Self::check) (the first one wins), and a refused step
+    /// leaves the report as it was (no dimension half-added).
+    fn step(self, f: impl FnOnce(&mut Rollup) -> Result<()>) -> Rollup {
+        let mut next = self.clone();
+        match f(&mut next) {
+            Ok(()) => next,
+            Err(e) => {
+                let mut kept = self;
+                kept.problems.note::<()>(Err(e));
+                kept
+            }
+        }
+    }
+
     /// Only base rows matching `condition` are aggregated (`WHERE`).
-    pub fn filter(&mut self, condition: Expr) -> &mut Rollup {
+    pub fn filter(mut self, condition: Expr) -> Rollup {
         self.filters.push(condition);
         self
     }
 
-    /// Adds a column of the base as a dimension, named after the column.
+    /// Adds a dimension (once: adding it again does nothing). Dimensions
+    /// named in [`rollup`](Self::rollup), [`cube`](Self::cube),
+    /// [`grouping_sets`](Self::grouping_sets) or
+    /// [`group_by`](Self::group_by) are added there, in the order they are
+    /// first named; a dimension added but named by no grouping step is
+    /// grouped at every level.
     ///
-    /// # Errors
-    /// [`Error::InvalidSpec`] when the column is not on the base, its name is
-    /// already an output column or [reserved](ROLLUP_RESERVED_ALIASES), or there
-    /// are already
+    /// The report refuses to build when the dimension's column is not on
+    /// the base, its name is already an output column or
+    /// [reserved](ROLLUP_RESERVED_ALIASES), or there would be more than
     /// [`MAX_DIMENSIONS`] dimensions.
-    pub fn dimension<T: SqlType>(&mut self, col: &crate::Column<T>) -> Result<Dim<T>> {
-        self.dimension_as(col.name().as_str(), col)
+    pub fn dimension<T>(self, dim: &Dim<T>) -> Rollup {
+        let dim = dim.erase();
+        self.step(|r| r.add_dim(&dim).map(|_| ()))
     }
 
-    /// Adds a dimension (a column or an expression) under an output name.
-    ///
-    /// # Errors
-    /// As [`dimension`](Self::dimension), plus an invalid alias, and an
-    /// expression with bound values (PostgreSQL matches grouped expressions
-    /// by their parameters: compute such a value in a
-    /// [`from_query`](Self::from_query) base instead).
-    pub fn dimension_as<T: SqlType>(
-        &mut self,
-        alias: impl AsRef<str>,
-        x: impl Into<TypedExpr<T>>,
-    ) -> Result<Dim<T>> {
-        let alias = Ident::new(alias)?;
-        let x = x.into();
-        self.check_column(x.column.as_ref(), "dimension")?;
-        if !BuiltQuery::new(&Query::select().expr(x.expr.clone()).to_owned())
-            .values()
-            .0
-            .is_empty()
-        {
-            return Err(Error::spec(
-                "dimension",
-                format!(
-                    "the expression of {alias:?} has bound values; it is written three times \
-                     (SELECT, GROUP BY, GROUPING()) and PostgreSQL only matches identical \
-                     parameters, so compute it in a base query (Rollup::from_query)"
-                ),
-            ));
+    /// The dimension's index, adding it first if it is new.
+    fn add_dim(&mut self, dim: &AnyDim) -> Result<usize> {
+        let d = &dim.0;
+        if let Some(i) = self.dims.iter().position(|s| s.id == d.id) {
+            return Ok(i);
         }
-        self.check_alias(&alias)?;
+        d.problems.check()?;
+        self.check_column(d.column.as_ref(), "dimension")?;
+        self.check_alias(&d.alias)?;
         if self.dims.len() >= MAX_DIMENSIONS {
             return Err(Error::spec(
                 "dimension",
                 format!("at most {MAX_DIMENSIONS} dimensions (GROUPING() is an int4 bitmask)"),
             ));
         }
-        let id = DimId {
-            spec: self.id,
-            index: self.dims.len(),
-        };
         self.dims.push(DimSpec {
-            alias: alias.clone(),
-            expr: x.expr.clone(),
-            sql_type: T::SQL_TYPE,
+            id: d.id,
+            alias: d.alias.clone(),
+            expr: d.expr.clone(),
+            sql_type: d.sql_type,
         });
-        Ok(Dim::new(id, alias, x.expr))
+        Ok(self.dims.len() - 1)
     }
 
-    /// Adds a metric under an output name.
+    /// Adds a metric (once: adding it again does nothing).
     ///
-    /// # Errors
-    /// [`Error::InvalidSpec`] when the name is taken or
-    /// [reserved](ROLLUP_RESERVED_ALIASES), the aggregate's
-    /// column is not on the base, or the spec's strategy is
-    /// [`PreAggregate`](RollupStrategy::PreAggregate) and the aggregate is
-    /// `COUNT(DISTINCT …)`.
-    pub fn metric<T: SqlType>(&mut self, alias: impl AsRef<str>, agg: Agg<T>) -> Result<Metric<T>> {
-        let alias = Ident::new(alias)?;
-        self.check_column(agg.arg.as_ref().and_then(|a| a.column.as_ref()), "metric")?;
-        self.check_alias(&alias)?;
-        if self.strategy == RollupStrategy::PreAggregate && agg.kind == AggKind::CountDistinct {
-            return Err(Error::spec(
-                "metric",
-                format!(
-                    "{alias:?} is COUNT(DISTINCT …), which the PreAggregate strategy cannot \
-                     compute from partial counts; use GroupingSets or Auto"
-                ),
-            ));
-        }
-        let expr = agg.to_expr();
-        self.metrics.push(MetricSpec {
-            alias: alias.clone(),
-            expr: expr.clone(),
-            sql_type: T::SQL_TYPE,
-            kind: agg.kind,
-            arg: agg.arg.map(|a| a.expr),
-            filter: agg.filter,
-        });
-        Ok(Metric::new(self.id, self.metrics.len() - 1, alias, expr))
+    /// The report refuses to build when the name is taken or
+    /// [reserved](ROLLUP_RESERVED_ALIASES), or the aggregate's column is
+    /// not on the base.
+    pub fn metric<T: SqlType>(self, metric: &Metric<T>) -> Rollup {
+        let m = metric.def.clone();
+        self.step(|r| {
+            if r.metrics.iter().any(|s| s.id == m.id) {
+                return Ok(());
+            }
+            m.problems.check()?;
+            r.check_column(m.arg.as_ref().and_then(|a| a.column.as_ref()), "metric")?;
+            r.check_alias(&m.alias)?;
+            r.metrics.push(MetricSpec {
+                id: m.id,
+                alias: m.alias.clone(),
+                expr: m.expr.clone(),
+                sql_type: m.sql_type,
+                kind: m.kind,
+                arg: m.arg.as_ref().map(|a| a.expr.clone()),
+                filter: m.filter.clone(),
+            });
+            Ok(())
+        })
     }
 
     fn dim_indices(
-        &self,
+        &mut self,
         field: &'static str,
-        dims: impl IntoIterator<Item = DimId>,
+        dims: Vec<AnyDim>,
         allow_empty: bool,
     ) -> Result<Vec<usize>> {
         let mut out = Vec::new();
-        for d in dims {
-            if d.spec != self.id || d.index >= self.dims.len() {
-                return Err(Error::spec(field, "a dimension of another rollup spec"));
-            }
-            if out.contains(&d.index) {
+        for d in &dims {
+            let i = self.add_dim(d)?;
+            if out.contains(&i) {
                 return Err(Error::spec(
                     field,
-                    format!("dimension {:?} is named twice", self.dims[d.index].alias),
+                    format!("dimension {:?} is named twice", self.dims[i].alias),
                 ));
             }
-            out.push(d.index);
+            out.push(i);
         }
         if out.is_empty() && !allow_empty {
             return Err(Error::spec(field, "needs at least one dimension"));
@@ -405,12 +400,12 @@ impl Rollup {
         Ok(out)
     }
 
-    fn push(&mut self, e: Element) -> Result<&mut Rollup> {
+    fn push(&mut self, e: Element) -> Result<()> {
         let mut elements = self.elements.clone();
         elements.push(e);
         expand(&elements, self.dims.len())?;
         self.elements = elements;
-        Ok(self)
+        Ok(())
     }
 
     /// Adds `ROLLUP(a, b, …)` to the `GROUP BY` list: levels `(a, b, …)`,
@@ -418,71 +413,85 @@ impl Rollup {
     /// `GROUP BY` entries (every set of one with every set of the others);
     /// dimensions named by none are grouped at every level.
     ///
-    /// # Errors
-    /// [`Error::InvalidSpec`] for no dimensions, a dimension named twice or
-    /// of another spec, or a combination yielding a grouping set twice.
-    pub fn rollup(&mut self, dims: impl IntoIterator<Item = DimId>) -> Result<&mut Rollup> {
-        let dims = self.dim_indices("rollup", dims, false)?;
-        self.push(Element::Rollup(dims))
+    /// ```
+    /// use pgpatterns::{column, table, Agg, Dim, Metric, Rollup};
+    /// let sale = table!("sale");
+    /// let merchant = Dim::new(&column!(sale, "merchant": String));
+    /// let year = Dim::new(&column!(sale, "year": i32)); // another type: a tuple
+    /// let report = Rollup::new(&sale)
+    ///     .rollup((&merchant, &year))
+    ///     .metric(&Metric::new("sales", Agg::count_all()));
+    /// assert!(report.build()?.sql().contains("GROUP BY ROLLUP"));
+    /// # Ok::<(), pgpatterns::Error>(())
+    /// ```
+    ///
+    /// The report refuses to build for no dimensions, a dimension named
+    /// twice, or a combination yielding a grouping set twice.
+    pub fn rollup(self, dims: impl Dims) -> Rollup {
+        let dims = dims.dims();
+        self.step(|r| {
+            let dims = r.dim_indices("rollup", dims, false)?;
+            r.push(Element::Rollup(dims))
+        })
     }
 
-    /// Adds `CUBE(a, b, …)`: every subset of the dimensions.
-    ///
-    /// # Errors
-    /// As [`rollup`](Self::rollup), and more than [`MAX_CUBE_DIMENSIONS`]
-    /// dimensions (4096 sets).
-    pub fn cube(&mut self, dims: impl IntoIterator<Item = DimId>) -> Result<&mut Rollup> {
-        let dims = self.dim_indices("cube", dims, false)?;
-        if dims.len() > MAX_CUBE_DIMENSIONS {
-            return Err(Error::spec(
-                "cube",
-                format!(
-                    "{} dimensions would make {} grouping sets; CUBE takes at most {MAX_CUBE_DIMENSIONS}",
-                    dims.len(),
-                    1u64 << dims.len()
-                ),
-            ));
-        }
-        self.push(Element::Cube(dims))
+    /// Adds `CUBE(a, b, …)`: every subset of the dimensions. As
+    /// [`rollup`](Self::rollup), and the report refuses more than
+    /// [`MAX_CUBE_DIMENSIONS`] dimensions (4096 sets).
+    pub fn cube(self, dims: impl Dims) -> Rollup {
+        let dims = dims.dims();
+        self.step(|r| {
+            let dims = r.dim_indices("cube", dims, false)?;
+            if dims.len() > MAX_CUBE_DIMENSIONS {
+                return Err(Error::spec(
+                    "cube",
+                    format!(
+                        "{} dimensions would make {} grouping sets; CUBE takes at most {MAX_CUBE_DIMENSIONS}",
+                        dims.len(),
+                        1u64 << dims.len()
+                    ),
+                ));
+            }
+            r.push(Element::Cube(dims))
+        })
     }
 
-    /// Adds `GROUPING SETS ((…), (…), …)`; an empty set is the total.
+    /// Adds `GROUPING SETS ((…), (…), …)`; an empty set is the total:
+    /// `.grouping_sets(((&merchant, &device), (&merchant,), ()))`.
     ///
-    /// # Errors
-    /// [`Error::InvalidSpec`] for no sets, a set naming a dimension twice,
-    /// a set given twice, more than [`MAX_GROUPING_SETS`] sets.
-    pub fn grouping_sets<S>(&mut self, sets: impl IntoIterator<Item = S>) -> Result<&mut Rollup>
-    where
-        S: IntoIterator<Item = DimId>,
-    {
-        let sets = sets
-            .into_iter()
-            .map(|s| self.dim_indices("grouping_sets", s, true))
-            .collect::<Result<Vec<_>>>()?;
-        if sets.is_empty() {
-            return Err(Error::spec("grouping_sets", "needs at least one set"));
-        }
-        self.push(Element::Sets(sets))
+    /// The report refuses to build for no sets, a set naming a dimension
+    /// twice, a set given twice, or more than [`MAX_GROUPING_SETS`] sets.
+    pub fn grouping_sets(self, sets: impl GroupingSets) -> Rollup {
+        let sets = sets.sets();
+        self.step(|r| {
+            let sets = sets
+                .into_iter()
+                .map(|s| r.dim_indices("grouping_sets", s, true))
+                .collect::<Result<Vec<_>>>()?;
+            if sets.is_empty() {
+                return Err(Error::spec("grouping_sets", "needs at least one set"));
+            }
+            r.push(Element::Sets(sets))
+        })
     }
 
-    /// Adds a plain `GROUP BY` entry: the dimension is grouped at every level.
-    ///
-    /// # Errors
-    /// [`Error::InvalidSpec`] for a dimension of another spec.
-    pub fn group_by(&mut self, dim: impl Into<DimId>) -> Result<&mut Rollup> {
-        let d = self.dim_indices("group_by", [dim.into()], false)?;
-        self.push(Element::Plain(d[0]))
+    /// Adds a plain `GROUP BY` entry: the dimension is grouped at every
+    /// level.
+    pub fn group_by<T>(self, dim: &Dim<T>) -> Rollup {
+        let dim = dim.erase();
+        self.step(|r| {
+            let d = r.dim_indices("group_by", vec![dim], false)?;
+            r.push(Element::Plain(d[0]))
+        })
     }
 
     /// Detail rows plus one summary line: `GROUPING SETS ((every
-    /// dimension), ())` — a dashboard with a summary line. Dimensions added later are
-    /// included.
-    ///
-    /// # Errors
-    /// [`Error::InvalidSpec`] when combined with other grouping entries in a
-    /// way that repeats a grouping set.
-    pub fn with_total(&mut self) -> Result<&mut Rollup> {
-        self.push(Element::WithTotal)
+    /// dimension), ())` — a dashboard with a summary line. Dimensions added
+    /// later are included. The report refuses to build when this is
+    /// combined with other grouping entries in a way that repeats a
+    /// grouping set.
+    pub fn with_total(self) -> Rollup {
+        self.step(|r| r.push(Element::WithTotal))
     }
 
     /// Keeps only groups (at every level) matching a condition on metrics,
@@ -491,55 +500,50 @@ impl Rollup {
     /// [`PreAggregate`](RollupStrategy::PreAggregate) evaluates the
     /// condition on the combined partial aggregates, so it must be made of
     /// the report's metrics and dimensions, values, operators and a few
-    /// scalar functions (`COALESCE`, `ABS`, `CAST`, …). A condition with
-    /// anything else (custom SQL, a subquery, an aggregate that is not a
-    /// metric) is refused by [`strategy`](Self::strategy); added after
-    /// choosing `PreAggregate`, it makes the report run as `GroupingSets`
-    /// (same rows).
-    pub fn having(&mut self, condition: Expr) -> &mut Rollup {
+    /// scalar functions (`COALESCE`, `ABS`, `CAST`, …); with anything else
+    /// (custom SQL, a subquery, an aggregate that is not a metric) a report
+    /// set to `PreAggregate` refuses to build.
+    pub fn having(mut self, condition: Expr) -> Rollup {
         self.having.push(condition);
         self
     }
 
     /// Puts the total (and coarser subtotals) first instead of last.
-    pub fn total_first(&mut self) -> &mut Rollup {
-        self.total = TotalPosition::First;
-        self
+    pub fn total_first(self) -> Rollup {
+        self.total_position(TotalPosition::First)
     }
 
     /// Where the total goes (default [`TotalPosition::Last`]).
-    pub fn total_position(&mut self, at: TotalPosition) -> &mut Rollup {
+    pub fn total_position(mut self, at: TotalPosition) -> Rollup {
         self.total = at;
         self
     }
 
     /// Within each level, orders rows by a metric first (then by the
     /// dimensions); [`limit_per_level`](Self::limit_per_level) keeps the
-    /// first rows in this order ("top 3 devices per merchant level").
-    ///
-    /// # Errors
-    /// [`Error::InvalidSpec`] for a metric of another spec or
-    /// `Order::Field`.
-    pub fn rank_by<T: SqlType>(&mut self, metric: &Metric<T>, order: Order) -> Result<&mut Rollup> {
-        if metric.spec != self.id {
-            return Err(Error::spec("rank_by", "a metric of another rollup spec"));
-        }
-        if matches!(order, Order::Field(_)) {
-            return Err(Error::spec("rank_by", "use Order::Asc or Order::Desc"));
-        }
-        self.rank = Some((metric.alias.clone(), order));
-        Ok(self)
+    /// first rows in this order ("top 3 devices per merchant level"). The
+    /// report refuses to build when the metric is not one of its metrics,
+    /// or for `Order::Field`.
+    pub fn rank_by<T: SqlType>(self, metric: &Metric<T>, order: Order) -> Rollup {
+        let (id, alias) = (metric.def.id, metric.def.alias.clone());
+        self.step(|r| {
+            if matches!(order, Order::Field(_)) {
+                return Err(Error::spec("rank_by", "use Order::Asc or Order::Desc"));
+            }
+            r.rank = Some((id, alias, order));
+            Ok(())
+        })
     }
 
     /// At most `n` rows per level (per grouping set), the first ones in
-    /// result order (see [`rank_by`](Self::rank_by)).
-    ///
-    /// # Errors
-    /// [`Error::InvalidSpec`] for `n < 1`.
-    pub fn limit_per_level(&mut self, n: i64) -> Result<&mut Rollup> {
-        Error::at_least("limit_per_level", n, 1)?;
-        self.limit_per_level = Some(n);
-        Ok(self)
+    /// result order (see [`rank_by`](Self::rank_by)). The report refuses to
+    /// build for `n < 1`.
+    pub fn limit_per_level(self, n: i64) -> Rollup {
+        self.step(|r| {
+            Error::at_least("limit_per_level", n, 1)?;
+            r.limit_per_level = Some(n);
+            Ok(())
+        })
     }
 
     /// Chooses how the report is computed (default
@@ -547,29 +551,54 @@ impl Rollup {
     /// rows.
     ///
     /// ```
-    /// use pgpatterns::{Agg, Rollup, RollupStrategy, Table};
-    /// let sale = Table::new("sale")?;
-    /// let mut report = Rollup::new(&sale);
-    /// report.dimension(&sale.column::<String>("merchant")?)?;
-    /// report.metric("total", Agg::count_all())?;
-    /// report.with_total()?.strategy(RollupStrategy::PreAggregate)?;
+    /// use pgpatterns::{column, table, Agg, Dim, Metric, Rollup, RollupStrategy};
+    /// let sale = table!("sale");
+    /// let report = Rollup::new(&sale)
+    ///     .strategy(RollupStrategy::PreAggregate)
+    ///     .dimension(&Dim::new(&column!(sale, "merchant": String)))
+    ///     .metric(&Metric::new("total", Agg::count_all()))
+    ///     .with_total();
     /// assert_eq!(
-    ///     report.build().sql(),
+    ///     report.build()?.sql(),
     ///     r#"SELECT "rollup_pre"."d0" AS "merchant", CAST(COALESCE(SUM("rollup_pre"."m0"), 0) AS int8) AS "total", GROUPING("rollup_pre"."d0") AS "rollup_grouping" FROM (SELECT "sale"."merchant" AS "d0", COUNT(*) AS "m0" FROM "sale" GROUP BY "sale"."merchant") AS "rollup_pre" GROUP BY GROUPING SETS(("rollup_pre"."d0"), ()) ORDER BY "rollup_grouping" ASC, "merchant" ASC NULLS LAST"#
     /// );
-    /// // COUNT(DISTINCT) cannot be added up from finer groups.
-    /// report.metric("users", Agg::count_distinct(&sale.column::<i32>("user_id")?))
-    ///     .unwrap_err();
+    /// // COUNT(DISTINCT) cannot be added up from finer groups: refused,
+    /// // whichever step came first.
+    /// let users = Metric::new("users", Agg::count_distinct(&column!(sale, "user_id": i32)));
+    /// assert!(report.metric(&users).build().is_err());
     /// # Ok::<(), pgpatterns::Error>(())
     /// ```
     ///
+    /// A report set to [`PreAggregate`](RollupStrategy::PreAggregate)
+    /// refuses to build when a metric is `COUNT(DISTINCT …)` or a `HAVING`
+    /// condition is not made of the report's metrics, dimensions and
+    /// values.
+    pub fn strategy(mut self, strategy: RollupStrategy) -> Rollup {
+        self.strategy = strategy;
+        self
+    }
+
+    /// Checks the report as a whole: the first problem any step recorded,
+    /// then whether the chosen strategy can compute it.
+    /// [`build`](Self::build), [`to_statement`](Self::to_statement) and
+    /// every run verb check first, so calling this is only needed to fail
+    /// early.
+    ///
     /// # Errors
-    /// [`Error::InvalidSpec`] for [`PreAggregate`](RollupStrategy::PreAggregate)
-    /// when a metric is `COUNT(DISTINCT …)` or a `HAVING` condition is not
-    /// made of the report's metrics, dimensions and values (the strategy is
-    /// then left as it was).
-    pub fn strategy(&mut self, strategy: RollupStrategy) -> Result<&mut Rollup> {
-        if strategy == RollupStrategy::PreAggregate {
+    /// [`Error::InvalidSpec`] (or [`Error::InvalidIdentifier`]) for the
+    /// first problem: see each step.
+    pub fn check(&self) -> Result<()> {
+        self.problems.check()?;
+        expand(&self.elements, self.dims.len())?;
+        if let Some((id, alias, _)) = &self.rank {
+            if !self.metrics.iter().any(|m| m.id == *id) {
+                return Err(Error::spec(
+                    "rank_by",
+                    format!("{alias:?} is not a metric of this report: add it with .metric(&m)"),
+                ));
+            }
+        }
+        if self.strategy == RollupStrategy::PreAggregate {
             if let Some(why) = self.pre_aggregate_blocker() {
                 return Err(Error::spec(
                     "strategy",
@@ -577,8 +606,7 @@ impl Rollup {
                 ));
             }
         }
-        self.strategy = strategy;
-        Ok(self)
+        Ok(())
     }
 
     /// The chosen strategy ([`Auto`](RollupStrategy::Auto) stays `Auto`;
@@ -589,14 +617,11 @@ impl Rollup {
     }
 
     /// The strategy [`build`](Self::build) uses: `Auto` by its rule
-    /// without a database, and `PreAggregate` as `GroupingSets` when a
-    /// `HAVING` condition it cannot evaluate was added after choosing it.
+    /// without a database (a checked report never keeps `PreAggregate`
+    /// with a blocker).
     fn effective_strategy(&self) -> RollupStrategy {
         match self.strategy {
             RollupStrategy::Auto => self.static_choice(),
-            RollupStrategy::PreAggregate if self.pre_aggregate_blocker().is_some() => {
-                RollupStrategy::GroupingSets
-            }
             s => s,
         }
     }
@@ -680,8 +705,16 @@ impl Rollup {
     ///
     /// [`Auto`](RollupStrategy::Auto) is resolved without a database here
     /// (see its rule); [`resolve`](Self::resolve) decides from one.
-    #[must_use]
-    pub fn to_statement(&self) -> SelectStatement {
+    ///
+    /// # Errors
+    /// As [`check`](Self::check).
+    pub fn to_statement(&self) -> Result<SelectStatement> {
+        self.check()?;
+        Ok(self.statement())
+    }
+
+    /// [`to_statement`](Self::to_statement) of a checked report.
+    pub(crate) fn statement(&self) -> SelectStatement {
         let grouped = match self.effective_strategy() {
             RollupStrategy::PreAggregate => self.pre_grouped(),
             _ => None,
@@ -698,7 +731,7 @@ impl Rollup {
                 // Rank inside each level in an outer query, over output
                 // columns: GROUPING() stays in the grouped query.
                 let mut w = WindowStatement::partition_by(Alias::new(GROUPING_ALIAS));
-                if let Some((m, o)) = &self.rank {
+                if let Some((_, m, o)) = &self.rank {
                     w.order_by_expr_with_nulls(col(m), o.clone(), NullOrdering::Last);
                 }
                 for d in &self.dims {
@@ -735,7 +768,7 @@ impl Rollup {
             TotalPosition::First => Order::Desc,
         };
         q.order_by_expr(Expr::col(Alias::new(GROUPING_ALIAS)), order);
-        if let Some((m, o)) = &self.rank {
+        if let Some((_, m, o)) = &self.rank {
             q.order_by_expr_with_nulls(Expr::col(m.clone()), o.clone(), NullOrdering::Last);
         }
         for d in &self.dims {
@@ -744,9 +777,17 @@ impl Rollup {
     }
 
     /// The statement rendered with its values.
-    #[must_use]
-    pub fn build(&self) -> BuiltQuery {
-        BuiltQuery::new(&self.to_statement())
+    ///
+    /// # Errors
+    /// As [`check`](Self::check).
+    pub fn build(&self) -> Result<BuiltQuery> {
+        self.check()?;
+        Ok(self.built())
+    }
+
+    /// [`build`](Self::build) of a checked report.
+    pub(crate) fn built(&self) -> BuiltQuery {
+        BuiltQuery::new(&self.statement())
     }
 
     /// Decodes one returned row (for callers running
@@ -769,13 +810,22 @@ impl Rollup {
         let aliases: Vec<Ident> = self.dims.iter().map(|d| d.alias.clone()).collect();
         let level = Level::from_mask(mask, &aliases);
         Ok(RollupRow {
-            spec: self.id,
+            ids: self.ids(),
             names: self.names(),
             dims,
             metrics,
             mask,
             level,
         })
+    }
+
+    /// The handles of the output columns: dimensions, then metrics.
+    fn ids(&self) -> Arc<[u64]> {
+        self.dims
+            .iter()
+            .map(|d| d.id)
+            .chain(self.metrics.iter().map(|m| m.id))
+            .collect()
     }
 
     fn names(&self) -> Arc<[Ident]> {
@@ -791,23 +841,24 @@ impl Rollup {
     /// [`resolve`](Self::resolve)).
     ///
     /// # Errors
-    /// The executor's errors, and [`Error::Decode`].
-    pub async fn fetch<E: Executor>(&self, e: &E) -> Result<Vec<RollupRow>> {
-        let rows = e.rows(&self.resolve(e).await?.build()).await?;
+    /// As [`check`](Self::check), before anything is sent; the executor's
+    /// errors, and [`Error::Decode`].
+    pub async fn fetch_all<E: Executor>(&self, e: &E) -> Result<Vec<RollupRow>> {
+        let rows = e.rows(&self.resolve(e).await?.built()).await?;
         rows.iter().map(|r| self.decode(r)).collect()
     }
 
-    /// [`fetch`](Self::fetch) on a blocking client (`postgres::Client`,
-    /// `postgres::Transaction`), from the same code.
+    /// [`fetch_all`](Self::fetch_all) on a blocking client
+    /// (`postgres::Client`, `postgres::Transaction`), from the same code.
     ///
     /// # Errors
-    /// As [`fetch`](Self::fetch).
-    pub fn fetch_blocking<C>(&self, e: &mut C) -> Result<Vec<RollupRow>>
+    /// As [`fetch_all`](Self::fetch_all).
+    pub fn fetch_all_blocking<C>(&self, e: &mut C) -> Result<Vec<RollupRow>>
     where
         C: BlockingExecutor + Send,
         C::Row: Send,
     {
-        run_blocking(e, async |e| self.fetch(e).await)
+        run_blocking(e, async |e| self.fetch_all(e).await)
     }
 }
 

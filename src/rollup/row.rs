@@ -13,6 +13,7 @@ use super::metric::{Dim, Metric};
 use super::Rollup;
 use crate::exec::{ColumnIndex, RowRead};
 use crate::schema::Ident;
+use crate::spec::Problems;
 use crate::types::SqlType;
 use crate::{Error, Result};
 
@@ -74,23 +75,23 @@ mod sealed {
     impl<T> Sealed for super::Metric<T> {}
 }
 
-/// A column of a rollup row, named by the handle the spec returned: a
-/// [`Dim`] or a [`Metric`]. Sealed: only those two implement it.
+/// A column of a rollup row, named by its handle: a [`Dim`] or a
+/// [`Metric`] of the report. Sealed: only those two implement it.
 pub trait Field<T>: sealed::Sealed {
-    /// (spec, is a metric, index among dimensions or metrics, alias).
+    /// (handle, is a metric, alias).
     #[doc(hidden)]
-    fn slot(&self) -> (u64, bool, usize, &Ident);
+    fn slot(&self) -> (u64, bool, &Ident);
 }
 
 impl<T> Field<T> for Dim<T> {
-    fn slot(&self) -> (u64, bool, usize, &Ident) {
-        (self.id.spec, false, self.id.index, &self.alias)
+    fn slot(&self) -> (u64, bool, &Ident) {
+        (self.def.id, false, &self.def.alias)
     }
 }
 
 impl<T: SqlType> Field<T> for Metric<T> {
-    fn slot(&self) -> (u64, bool, usize, &Ident) {
-        (self.spec, true, self.index, &self.alias)
+    fn slot(&self) -> (u64, bool, &Ident) {
+        (self.def.id, true, &self.def.alias)
     }
 }
 
@@ -142,24 +143,26 @@ impl<T> DimValue<T> {
 /// real NULL or a rolled-up dimension, which [`RollupRow::dim`] and
 /// [`RollupRow::level`] tell apart), metric values, and the level.
 ///
-/// Values are read with the handles the spec returned
-/// ([`get`](Self::get), [`dim`](Self::dim)). The handle fixes the Rust type
-/// and the row was decoded by the same spec, so decoding cannot fail. The
-/// one mistake left — a handle of another spec, or made on this spec after
-/// it changed since the row was fetched — panics in `get`/`dim`/
-/// [`is_rolled_up`](Self::is_rolled_up) (like `tokio_postgres::Row::get`
-/// with a wrong column) and is an [`Error::InvalidSpec`] (field `"handle"`)
-/// from [`try_get`](Self::try_get)/[`try_dim`](Self::try_dim): never
-/// another column's value. Clones of a spec share its handles (a clone
-/// changed afterwards shares the columns it still has at the same
-/// position, with the same name and type).
+/// Values are read with the report's handles ([`get`](Self::get),
+/// [`dim`](Self::dim)). The handle fixes the Rust type and the row was
+/// decoded with the same handle's type, so decoding cannot fail. The one
+/// mistake left — a handle that is not a column of the report the row
+/// comes from — panics in `get`/`dim`/[`is_rolled_up`](Self::is_rolled_up)
+/// (like `tokio_postgres::Row::get` with a wrong column) and is an
+/// [`Error::InvalidSpec`] (field `"handle"`) from
+/// [`try_get`](Self::try_get)/[`try_dim`](Self::try_dim): never another
+/// column's value. A handle used in several reports reads its column in
+/// the rows of each. Rows compare equal (`PartialEq`) when they have the
+/// same columns — the same handles, in the same order — and values, so
+/// equal-looking rows of reports made of different handles differ.
 ///
 /// `Display` prints the row on one line for logs
 /// (`merchant: Costco, device: (all), total: 6`); [`RollupTable`](crate::RollupTable) prints
 /// many as a table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RollupRow {
-    pub(crate) spec: u64,
+    /// The handles of the columns: dimensions, then metrics.
+    pub(crate) ids: Arc<[u64]>,
     pub(crate) names: Arc<[Ident]>,
     pub(crate) dims: Vec<Value>,
     pub(crate) metrics: Vec<Value>,
@@ -202,7 +205,8 @@ impl RollupRow {
     /// `true` when `dim` is rolled up in this row (its NULL means "all").
     ///
     /// # Panics
-    /// When `dim` belongs to another spec ([`try_dim`](Self::try_dim)
+    /// When `dim` is not a dimension of the report this row comes from
+    /// ([`try_dim`](Self::try_dim)
     /// returns an error instead).
     pub fn is_rolled_up<T>(&self, dim: &Dim<T>) -> bool {
         match self.locate(dim) {
@@ -211,30 +215,29 @@ impl RollupRow {
         }
     }
 
-    /// The column `field` names, checked: same spec, same name.
+    /// The column `field` names: its index among the dimensions or the
+    /// metrics, and its value.
     fn locate<T>(&self, field: &impl Field<T>) -> Result<(usize, &Value)> {
-        let (spec, metric, i, alias) = field.slot();
-        if spec != self.spec {
-            return Err(Error::spec(
-                "handle",
-                format!("{alias:?} belongs to another rollup spec than this row"),
-            ));
-        }
-        let (values, at) = if metric {
-            (&self.metrics, self.dims.len() + i)
+        let (id, metric, alias) = field.slot();
+        let n = self.dims.len();
+        let (range, values) = if metric {
+            (n..self.ids.len(), &self.metrics)
         } else {
-            (&self.dims, i)
+            (0..n, &self.dims)
         };
-        match values.get(i) {
-            Some(v) if self.names.get(at) == Some(alias) => Ok((i, v)),
-            _ => Err(Error::spec(
-                "handle",
-                format!(
-                    "this row has no column {alias:?} (the handle was made after the row, on a \
-                     spec that has changed since)"
-                ),
-            )),
-        }
+        self.ids[range.clone()]
+            .iter()
+            .position(|&h| h == id)
+            .and_then(|i| values.get(i).map(|v| (i, v)))
+            .ok_or_else(|| {
+                Error::spec(
+                    "handle",
+                    format!(
+                        "{alias:?} is not a {} of the report this row comes from",
+                        if metric { "metric" } else { "dimension" }
+                    ),
+                )
+            })
     }
 
     /// The column `field` names, checked: same spec, name and type.
@@ -244,9 +247,8 @@ impl RollupRow {
             return Err(Error::spec(
                 "handle",
                 format!(
-                    "column {:?} of this row is not {} (the handle was made after the row, on \
-                     a spec that has changed since)",
-                    field.slot().3,
+                    "column {:?} of this row is not {}",
+                    field.slot().2,
                     T::SQL_TYPE
                 ),
             ));
@@ -257,8 +259,8 @@ impl RollupRow {
     /// A dimension's or metric's value; `None` for NULL.
     ///
     /// # Errors
-    /// [`Error::InvalidSpec`] (field `"handle"`) when the handle belongs to
-    /// another spec, or was made after the row on a spec that has changed.
+    /// [`Error::InvalidSpec`] (field `"handle"`) when the handle is not a
+    /// column of the report this row comes from.
     pub fn try_get<T: SqlType + ValueType>(&self, field: &impl Field<T>) -> Result<Option<T>> {
         let (_, v) = self.slot_of(field)?;
         if *v == T::null_value() {
@@ -279,7 +281,8 @@ impl RollupRow {
     /// metrics are never NULL (`0` over no rows).
     ///
     /// # Panics
-    /// When the handle belongs to another spec (like `tokio_postgres::Row::get`);
+    /// When the handle is not a column of the report this row comes from
+    /// (like `tokio_postgres::Row::get` with a wrong column);
     /// [`try_get`](Self::try_get) returns an error instead.
     pub fn get<T: SqlType + ValueType>(&self, field: &impl Field<T>) -> Option<T> {
         match self.try_get(field) {
@@ -306,14 +309,13 @@ impl RollupRow {
     /// A dimension's value, or whether it is a real NULL or rolled up:
     ///
     /// ```
-    /// use pgpatterns::{Agg, DimValue, Rollup, Table};
+    /// use pgpatterns::{Dim, DimValue, Rollup, Table};
     /// let sale = Table::new("sale")?;
-    /// let mut report = Rollup::new(&sale);
-    /// let device = report.dimension(&sale.column::<String>("device")?)?;
-    /// report.with_total()?;
-    /// // Rows as `report.fetch(&client).await?` returns them:
-    /// let null_device = report.row_builder().set_null(&device)?.build()?;
-    /// let total = report.row_builder().roll_up(&device)?.build()?;
+    /// let device = Dim::new(&sale.column::<String>("device")?);
+    /// let report = Rollup::new(&sale).dimension(&device).with_total();
+    /// // Rows as `report.fetch_all(&client).await?` returns them:
+    /// let null_device = report.row_builder().set_null(&device).build()?;
+    /// let total = report.row_builder().roll_up(&device).build()?;
     /// assert_eq!(null_device.dim(&device), DimValue::Null);
     /// assert_eq!(total.dim(&device), DimValue::All);
     /// assert_eq!(null_device.get(&device), total.get(&device)); // both None
@@ -321,7 +323,8 @@ impl RollupRow {
     /// ```
     ///
     /// # Panics
-    /// When the handle belongs to another spec; [`try_dim`](Self::try_dim)
+    /// When the handle is not a dimension of the report this row comes
+    /// from; [`try_dim`](Self::try_dim)
     /// returns an error instead.
     pub fn dim<T: SqlType + ValueType>(&self, dim: &Dim<T>) -> DimValue<T> {
         match self.try_dim(dim) {
@@ -374,30 +377,33 @@ impl Split {
     }
 }
 
-/// Builds a [`RollupRow`] of a spec by hand, without a database: to test
+/// Builds a [`RollupRow`] of a report by hand, without a database: to test
 /// code that reads or prints reports. Made by [`Rollup::row_builder`];
-/// columns not set are NULL.
+/// columns not set are NULL. Like the specs, its steps never fail and
+/// [`build`](Self::build) reports the first problem.
 #[derive(Debug, Clone)]
+#[must_use = "a row builder does nothing until it is built"]
 pub struct RollupRowBuilder<'a> {
     spec: &'a Rollup,
     dims: Vec<Value>,
     metrics: Vec<Value>,
     /// Bit `i`: dimension `i` is rolled up.
     rolled_up: u32,
+    problems: Problems,
 }
 
 impl Rollup {
-    /// A row of this spec built by hand (for tests, see
-    /// [`RollupRowBuilder`]); [`fetch`](Self::fetch) returns the real ones.
+    /// A row of this report built by hand (for tests, see
+    /// [`RollupRowBuilder`]); [`fetch_all`](Self::fetch_all) returns the
+    /// real ones.
     ///
     /// ```
-    /// use pgpatterns::{Agg, Level, Rollup, Table};
-    /// let sale = Table::new("sale")?;
-    /// let mut report = Rollup::new(&sale);
-    /// let merchant = report.dimension(&sale.column::<String>("merchant")?)?;
-    /// let total = report.metric("total", Agg::count_all())?;
-    /// report.with_total()?;
-    /// let row = report.row_builder().roll_up(&merchant)?.set(&total, 13)?.build()?;
+    /// use pgpatterns::{column, table, Agg, Dim, Level, Metric, Rollup};
+    /// let sale = table!("sale");
+    /// let merchant = Dim::new(&column!(sale, "merchant": String));
+    /// let total = Metric::new("total", Agg::count_all());
+    /// let report = Rollup::new(&sale).dimension(&merchant).metric(&total).with_total();
+    /// let row = report.row_builder().roll_up(&merchant).set(&total, 13).build()?;
     /// assert_eq!(row.level(), &Level::Total);
     /// assert_eq!(row.get(&total), Some(13));
     /// # Ok::<(), pgpatterns::Error>(())
@@ -408,70 +414,72 @@ impl Rollup {
             dims: self.dims.iter().map(|d| null_of(d.sql_type)).collect(),
             metrics: self.metrics.iter().map(|m| null_of(m.sql_type)).collect(),
             rolled_up: 0,
+            problems: Problems::default(),
         }
     }
 }
 
 impl RollupRowBuilder<'_> {
-    fn put<T: SqlType>(&mut self, field: &impl Field<T>, v: Value) -> Result<&mut Self> {
-        let (spec, metric, i, alias) = field.slot();
-        let values = if metric {
-            &mut self.metrics
+    fn put<T: SqlType>(mut self, field: &impl Field<T>, v: Value) -> Self {
+        let (id, metric, alias) = field.slot();
+        let found = if metric {
+            self.spec.metrics.iter().position(|m| m.id == id)
         } else {
-            &mut self.dims
+            self.spec.dims.iter().position(|d| d.id == id)
         };
-        match values.get_mut(i) {
-            Some(slot) if spec == self.spec.id => {
-                *slot = v;
-                if !metric {
+        match found {
+            Some(i) => {
+                if metric {
+                    self.metrics[i] = v;
+                } else {
+                    self.dims[i] = v;
                     self.rolled_up &= !(1 << i);
                 }
-                Ok(self)
             }
-            _ => Err(Error::spec(
-                "handle",
-                format!("{alias:?} is not a column of this rollup spec"),
-            )),
+            None => {
+                self.problems.note::<()>(Err(Error::spec(
+                    "handle",
+                    format!(
+                        "{alias:?} is not a {} of this report",
+                        if metric { "metric" } else { "dimension" }
+                    ),
+                )));
+            }
         }
+        self
     }
 
     /// Sets a dimension's or metric's value (a dimension is then grouped).
-    ///
-    /// # Errors
-    /// [`Error::InvalidSpec`] (field `"handle"`) for a handle of another spec.
-    pub fn set<T: SqlType>(
-        &mut self,
-        field: &impl Field<T>,
-        value: impl Into<T>,
-    ) -> Result<&mut Self> {
+    /// A handle of another report makes [`build`](Self::build) fail.
+    pub fn set<T: SqlType>(self, field: &impl Field<T>, value: impl Into<T>) -> Self {
         self.put(field, value.into().into_value())
     }
 
     /// Sets a dimension's or metric's value to NULL (a dimension is then
     /// grouped: a real NULL value).
-    ///
-    /// # Errors
-    /// As [`set`](Self::set).
-    pub fn set_null<T: SqlType>(&mut self, field: &impl Field<T>) -> Result<&mut Self> {
+    pub fn set_null<T: SqlType>(self, field: &impl Field<T>) -> Self {
         self.put(field, T::null_value())
     }
 
     /// Rolls a dimension up (its value is NULL, meaning "all").
-    ///
-    /// # Errors
-    /// As [`set`](Self::set).
-    pub fn roll_up<T: SqlType>(&mut self, dim: &Dim<T>) -> Result<&mut Self> {
-        self.put(dim, T::null_value())?;
-        self.rolled_up |= 1 << dim.id.index;
-        Ok(self)
+    pub fn roll_up<T: SqlType>(self, dim: &Dim<T>) -> Self {
+        let mut b = self.put(dim, T::null_value());
+        if let Some(i) = b.spec.dims.iter().position(|d| d.id == dim.def.id) {
+            b.rolled_up |= 1 << i;
+        }
+        b
     }
 
     /// The row.
     ///
     /// # Errors
-    /// [`Error::InvalidSpec`] (field `"row_builder"`) when the spec
-    /// computes no grouping set with exactly these dimensions rolled up.
+    /// [`Error::InvalidSpec`]: the report's own problem
+    /// ([`Rollup::check`]), a handle of another report (field
+    /// `"handle"`), or (field `"row_builder"`) when the report computes no
+    /// grouping set with exactly these dimensions rolled up.
     pub fn build(&self) -> Result<RollupRow> {
+        self.spec.check()?;
+        self.problems.check()?;
         let n = self.dims.len();
         let grouped = all_dims(n) & !self.rolled_up;
         if n > 0 && !self.spec.sets().contains(&grouped) {
@@ -481,7 +489,7 @@ impl RollupRowBuilder<'_> {
                 .collect();
             return Err(Error::spec(
                 "row_builder",
-                format!("the spec computes no grouping set ({})", names.join(", ")),
+                format!("the report computes no grouping set ({})", names.join(", ")),
             ));
         }
         let mask = (0..n)
@@ -489,7 +497,7 @@ impl RollupRowBuilder<'_> {
             .fold(0, |acc, i| acc | (1 << (n - 1 - i)));
         let aliases: Vec<Ident> = self.spec.dims.iter().map(|d| d.alias.clone()).collect();
         Ok(RollupRow {
-            spec: self.spec.id,
+            ids: self.spec.ids(),
             names: self.spec.names(),
             dims: self.dims.clone(),
             metrics: self.metrics.clone(),
@@ -565,10 +573,9 @@ mod tests {
 
     fn spec() -> Spec {
         let t = Table::new("t").unwrap();
-        let mut r = Rollup::new(&t);
-        let k = r.dimension(&t.column::<String>("k").unwrap()).unwrap();
-        let n = r.metric("n", Agg::count_all()).unwrap();
-        r.with_total().unwrap();
+        let k = Dim::new(&t.column::<String>("k").unwrap());
+        let n = Metric::new("n", Agg::count_all());
+        let r = Rollup::new(&t).dimension(&k).metric(&n).with_total();
         Spec { r, k, n }
     }
 
@@ -582,20 +589,41 @@ mod tests {
         }
     }
 
+    /// Every read panics (never another column's value).
+    fn reads_panic(reads: [&dyn Fn(); 4]) {
+        for read in reads {
+            let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(read));
+            assert!(panic.is_err());
+        }
+    }
+
     #[test]
-    fn handles_of_another_spec_are_errors_never_values() {
+    fn handles_not_in_the_report_are_errors_never_values() {
         let a = spec();
         let b = spec();
-        let row = a.r.row_builder().set(&a.k, "x").unwrap().build().unwrap();
+        let row = a.r.row_builder().set(&a.k, "x").build().unwrap();
         assert_eq!(row.get(&a.k).as_deref(), Some("x"));
         assert_eq!(row.try_dim(&a.k).unwrap(), DimValue::Value("x".into()));
-        // Same names, types and positions, but another spec.
+        // Same names, types and positions, but handles not added to `a`.
         let reason = handle_error(row.try_get(&b.k).unwrap_err());
-        assert!(reason.contains("another rollup spec"), "{reason}");
-        handle_error(row.try_get(&b.n).unwrap_err());
+        assert_eq!(
+            reason,
+            "\"k\" is not a dimension of the report this row comes from"
+        );
+        let reason = handle_error(row.try_get(&b.n).unwrap_err());
+        assert_eq!(
+            reason,
+            "\"n\" is not a metric of the report this row comes from"
+        );
         handle_error(row.try_dim(&b.k).unwrap_err());
-        handle_error(b.r.row_builder().set(&a.k, "x").unwrap_err());
-        let reads: [&dyn Fn(); 4] = [
+        let reason = handle_error(b.r.row_builder().set(&a.k, "x").build().unwrap_err());
+        assert!(
+            reason.contains("is not a dimension of this report"),
+            "{reason}"
+        );
+        handle_error(b.r.row_builder().roll_up(&a.k).build().unwrap_err());
+        handle_error(b.r.row_builder().set_null(&a.n).build().unwrap_err());
+        reads_panic([
             &|| {
                 let _ = row.get(&b.k);
             },
@@ -608,40 +636,121 @@ mod tests {
             &|| {
                 let _ = row.is_rolled_up(&b.k);
             },
-        ];
-        for read in reads {
-            let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(read));
-            assert!(panic.is_err());
-        }
+        ]);
     }
 
     #[test]
-    fn clones_share_handles_until_they_differ() {
-        let mut a = spec();
-        let mut b = a.r.clone();
-        let row_b = b.row_builder().roll_up(&a.k).unwrap().build().unwrap();
+    fn a_dimension_handle_is_not_a_metric_handle() {
+        // A dimension and a metric of one report under different names:
+        // each is found only among its own kind.
+        let t = Table::new("t").unwrap();
+        let k = Dim::new(&t.column::<i64>("k").unwrap());
+        let n = Metric::new("n", Agg::count_all());
+        let only_dim = Rollup::new(&t).dimension(&k);
+        let row = only_dim.row_builder().set(&k, 3).build().unwrap();
+        assert_eq!(row.get(&k), Some(3));
+        let reason = handle_error(row.try_get(&n).unwrap_err());
+        assert!(reason.contains("not a metric"), "{reason}");
+    }
+
+    #[test]
+    fn a_handle_reads_its_column_in_every_report_it_is_added_to() {
+        let t = Table::new("t").unwrap();
+        let k = Dim::new(&t.column::<String>("k").unwrap());
+        let y = Dim::new(&t.column::<i32>("y").unwrap());
+        let n = Metric::new("n", Agg::count_all());
+        let s = Metric::new("s", Agg::sum(&t.column::<i32>("v").unwrap()));
+        // The same handles at other positions in two reports.
+        let one = Rollup::new(&t)
+            .dimension(&k)
+            .dimension(&y)
+            .metric(&n)
+            .metric(&s)
+            .rollup((&k, &y));
+        let two = Rollup::new(&t).metric(&s).metric(&n).rollup((&y, &k));
+        let r1 = one
+            .row_builder()
+            .set(&k, "a")
+            .roll_up(&y)
+            .set(&n, 3)
+            .set(&s, 30)
+            .build()
+            .unwrap();
+        let r2 = two
+            .row_builder()
+            .set(&y, 2024)
+            .set(&k, "b")
+            .set(&n, 4)
+            .set(&s, 40)
+            .build()
+            .unwrap();
+        assert_eq!(r1.names()[0].as_str(), "k");
+        assert_eq!(r2.names()[0].as_str(), "y");
+        assert_eq!(r1.get(&k).as_deref(), Some("a"));
+        assert_eq!(r2.get(&k).as_deref(), Some("b"));
+        assert_eq!(r1.dim(&y), DimValue::All);
+        assert_eq!(r2.dim(&y), DimValue::Value(2024));
+        assert_eq!((r1.get(&n), r1.get(&s)), (Some(3), Some(30)));
+        assert_eq!((r2.get(&n), r2.get(&s)), (Some(4), Some(40)));
+        assert!(r1.is_subtotal() && r2.is_detail());
+        // Another handle under the same name is still another column.
+        let k2 = Dim::new(&t.column::<String>("k").unwrap());
+        handle_error(r1.try_get(&k2).unwrap_err());
+        handle_error(r2.try_dim(&k2).unwrap_err());
+    }
+
+    #[test]
+    fn clones_share_handles_and_what_is_added_later_stays_its_own() {
+        let a = spec();
+        let b = a.r.clone();
+        let row_b = b.row_builder().roll_up(&a.k).build().unwrap();
         assert!(row_b.is_rolled_up(&a.k));
         assert_eq!(row_b.dim(&a.k), DimValue::All);
-        // Grown apart: a handle made on one is not read from the other's rows.
+        // Grown apart: a handle added to one is not read from the other's
+        // rows, even under the same name at the same position.
         let t = Table::new("t").unwrap();
-        let x = a.r.dimension(&t.column::<String>("x").unwrap()).unwrap();
-        let y = b.dimension(&t.column::<i32>("x").unwrap()).unwrap();
-        let m = b.metric("m", Agg::count_all()).unwrap();
-        let row_a = a.r.row_builder().set(&x, "v").unwrap().build().unwrap();
+        let x = Dim::new(&t.column::<String>("x").unwrap());
+        let y = Dim::new(&t.column::<i32>("x").unwrap());
+        let m = Metric::new("m", Agg::count_all());
+        let ra = a.r.dimension(&x);
+        let rb = b.dimension(&y).metric(&m);
+        let row_a = ra.row_builder().set(&x, "v").build().unwrap();
+        assert_eq!(row_a.get(&x).as_deref(), Some("v"));
         let reason = handle_error(row_a.try_get(&y).unwrap_err());
-        assert!(reason.contains("is not int4"), "{reason}");
+        assert_eq!(
+            reason,
+            "\"x\" is not a dimension of the report this row comes from"
+        );
         handle_error(row_a.try_get(&m).unwrap_err());
-        // A row fetched before the spec changed.
+        let row_rb = rb.row_builder().set(&y, 7).set(&m, 1).build().unwrap();
+        assert_eq!((row_rb.get(&y), row_rb.get(&m)), (Some(7), Some(1)));
+        handle_error(row_rb.try_dim(&x).unwrap_err());
+        // A row built before the handles were added: they are not its
+        // columns.
         handle_error(row_b.try_get(&y).unwrap_err());
         let reason = handle_error(row_b.try_dim(&x).unwrap_err());
-        assert!(reason.contains("no column \"x\""), "{reason}");
+        assert!(reason.contains("is not a dimension"), "{reason}");
+        reads_panic([
+            &|| {
+                let _ = row_b.get(&y);
+            },
+            &|| {
+                let _ = row_b.get(&m);
+            },
+            &|| {
+                let _ = row_a.dim(&y);
+            },
+            &|| {
+                let _ = row_a.is_rolled_up(&y);
+            },
+        ]);
     }
 
     #[test]
     fn dim_values_and_levels() {
         let s = spec();
-        let null = s.r.row_builder().set_null(&s.k).unwrap().build().unwrap();
-        let total = s.r.row_builder().roll_up(&s.k).unwrap().build().unwrap();
+        let null = s.r.row_builder().set_null(&s.k).build().unwrap();
+        let total = s.r.row_builder().roll_up(&s.k).build().unwrap();
         assert_eq!(null.dim(&s.k), DimValue::Null);
         assert!(null.dim(&s.k).is_null() && !null.is_rolled_up(&s.k));
         assert_eq!(total.dim(&s.k), DimValue::All);
@@ -651,19 +760,17 @@ mod tests {
         assert_eq!(DimValue::Value(3).as_ref().value(), Some(&3));
         assert_eq!(DimValue::<i32>::All.value(), None);
         // Set after rolling up: grouped again.
-        let mut b = s.r.row_builder();
-        b.roll_up(&s.k).unwrap().set(&s.k, "y").unwrap();
+        let b = s.r.row_builder().roll_up(&s.k).set(&s.k, "y");
         assert!(b.build().unwrap().is_detail());
     }
 
     #[test]
     fn built_rows_must_belong_to_a_computed_grouping_set() {
         let t = Table::new("t").unwrap();
-        let mut r = Rollup::new(&t);
-        let a = r.dimension(&t.column::<String>("a").unwrap()).unwrap();
-        let b = r.dimension(&t.column::<String>("b").unwrap()).unwrap();
-        r.rollup([a.id(), b.id()]).unwrap();
-        let sub = r.row_builder().roll_up(&b).unwrap().build().unwrap();
+        let a = Dim::new(&t.column::<String>("a").unwrap());
+        let b = Dim::new(&t.column::<String>("b").unwrap());
+        let r = Rollup::new(&t).rollup((&a, &b));
+        let sub = r.row_builder().roll_up(&b).build().unwrap();
         assert_eq!(
             sub.level(),
             &Level::Subtotal {
@@ -671,7 +778,24 @@ mod tests {
             }
         );
         assert_eq!(sub.grouping_mask(), 0b01);
-        let e = r.row_builder().roll_up(&a).unwrap().build().unwrap_err();
+        let e = r.row_builder().roll_up(&a).build().unwrap_err();
         assert!(e.to_string().contains("no grouping set (b)"), "{e}");
+    }
+
+    #[test]
+    fn a_report_that_refuses_to_build_builds_no_rows() {
+        let s = spec();
+        let r = s.r.limit_per_level(0);
+        let e = r.row_builder().set(&s.k, "x").build().unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                Error::InvalidSpec {
+                    field: "limit_per_level",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
     }
 }

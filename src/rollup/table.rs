@@ -19,9 +19,9 @@ impl RollupRow {
         }
     }
 
-    /// `true` when both rows have the same columns (same spec and names).
+    /// `true` when both rows have the same columns (same handles and names).
     fn same_layout(&self, other: &RollupRow) -> bool {
-        self.spec == other.spec && self.dims.len() == other.dims.len() && self.names == other.names
+        self.ids == other.ids && self.dims.len() == other.dims.len() && self.names == other.names
     }
 }
 
@@ -58,31 +58,34 @@ impl fmt::Display for RollupRow {
 ///   each row stays on one line.
 /// - Widths count Unicode scalar values (`chars().count()`): East Asian
 ///   wide characters and combining marks will misalign the columns.
-/// - Rows of different specs (or of one spec before and after it changed)
-///   are printed as consecutive tables, separated by a blank line.
+/// - Rows with other columns (other handles, or the same in another
+///   order) start a new table, separated by a blank line; rows of reports
+///   made of the same handles in the same order print as one table.
 /// - Trailing spaces are trimmed; the text does not end with a newline, so
 ///   `println!("{}", RollupTable::new(&rows))` prints it as is.
 ///
 /// ```
-/// use pgpatterns::{Agg, Rollup, RollupTable, Table};
+/// use pgpatterns::{Agg, Dim, Metric, Rollup, RollupTable, Table};
 /// use rust_decimal::Decimal;
 /// let sale = Table::new("sale")?;
-/// let mut report = Rollup::new(&sale);
-/// let merchant = report.dimension(&sale.column::<String>("merchant")?)?;
-/// let device = report.dimension(&sale.column::<String>("device")?)?;
-/// let total = report.metric("total", Agg::count_all())?;
-/// let avg = report.metric("avg_amount", Agg::avg(&sale.column::<i32>("charged_amount")?))?;
-/// report.rollup([merchant.id(), device.id()])?;
-/// // Rows as `report.fetch(&client).await?` returns them:
+/// let merchant = Dim::new(&sale.column::<String>("merchant")?);
+/// let device = Dim::new(&sale.column::<String>("device")?);
+/// let total = Metric::new("total", Agg::count_all());
+/// let avg = Metric::new("avg_amount", Agg::avg(&sale.column::<i32>("charged_amount")?));
+/// let report = Rollup::new(&sale)
+///     .rollup((&merchant, &device))
+///     .metric(&total)
+///     .metric(&avg);
+/// // Rows as `report.fetch_all(&client).await?` returns them:
 /// let rows = [
-///     report.row_builder().set(&merchant, "Costco")?.set(&device, "D1")?
-///         .set(&total, 3)?.set(&avg, Decimal::new(1123333, 4))?.build()?,
-///     report.row_builder().set(&merchant, "Costco")?.set_null(&device)?
-///         .set(&total, 1)?.set_null(&avg)?.build()?,
-///     report.row_builder().set(&merchant, "Costco")?.roll_up(&device)?
-///         .set(&total, 4)?.set(&avg, Decimal::new(1123333, 4))?.build()?,
-///     report.row_builder().roll_up(&merchant)?.roll_up(&device)?
-///         .set(&total, 4)?.set(&avg, Decimal::new(1123333, 4))?.build()?,
+///     report.row_builder().set(&merchant, "Costco").set(&device, "D1")
+///         .set(&total, 3).set(&avg, Decimal::new(1123333, 4)).build()?,
+///     report.row_builder().set(&merchant, "Costco").set_null(&device)
+///         .set(&total, 1).set_null(&avg).build()?,
+///     report.row_builder().set(&merchant, "Costco").roll_up(&device)
+///         .set(&total, 4).set(&avg, Decimal::new(1123333, 4)).build()?,
+///     report.row_builder().roll_up(&merchant).roll_up(&device)
+///         .set(&total, 4).set(&avg, Decimal::new(1123333, 4)).build()?,
 /// ];
 /// assert_eq!(
 ///     RollupTable::new(&rows).to_string(),
@@ -342,7 +345,7 @@ fn datetime_text(t: &NaiveDateTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Agg, Rollup, Table};
+    use crate::{Agg, Dim, Metric, Rollup, Table};
     use chrono::{DateTime, Utc};
     use pretty_assertions::assert_eq;
     use uuid::Uuid;
@@ -354,34 +357,29 @@ mod tests {
     #[test]
     fn null_and_rolled_up_read_differently_and_numbers_align_right() {
         let t = Table::new("t").unwrap();
-        let mut r = Rollup::new(&t);
-        let city = r.dimension(&t.column::<String>("city").unwrap()).unwrap();
-        let year = r.dimension(&t.column::<i32>("year").unwrap()).unwrap();
-        let n = r.metric("n", Agg::count_all()).unwrap();
-        let sum = r
-            .metric("amount", Agg::sum(&t.column::<i64>("amount").unwrap()))
-            .unwrap();
-        r.cube([city.id(), year.id()]).unwrap();
+        let city = Dim::new(&t.column::<String>("city").unwrap());
+        let year = Dim::new(&t.column::<i32>("year").unwrap());
+        let n = Metric::new("n", Agg::count_all());
+        let sum = Metric::new("amount", Agg::sum(&t.column::<i64>("amount").unwrap()));
+        let r = Rollup::new(&t).metric(&n).metric(&sum).cube((&city, &year));
         let row = |city_v: Option<Option<&str>>, year_v: Option<Option<i32>>, n_v: i64, s: &str| {
-            let mut b = r.row_builder();
-            match city_v {
+            let b = r.row_builder();
+            let b = match city_v {
                 None => b.roll_up(&city),
                 Some(None) => b.set_null(&city),
                 Some(Some(c)) => b.set(&city, c),
-            }
-            .unwrap();
-            match year_v {
+            };
+            let b = match year_v {
                 None => b.roll_up(&year),
                 Some(None) => b.set_null(&year),
                 Some(Some(y)) => b.set(&year, y),
-            }
-            .unwrap();
-            b.set(&n, n_v).unwrap();
-            if s == "NULL" {
-                b.set_null(&sum).unwrap();
+            };
+            let b = b.set(&n, n_v);
+            let b = if s == "NULL" {
+                b.set_null(&sum)
             } else {
-                b.set(&sum, dec(s)).unwrap();
-            }
+                b.set(&sum, dec(s))
+            };
             b.build().unwrap()
         };
         let rows = [
@@ -418,14 +416,12 @@ mod tests {
     fn empty_one_row_and_rows_of_two_specs() {
         assert_eq!(RollupTable::new(&[]).to_string(), "(0 rows)");
         let t = Table::new("t").unwrap();
-        let mut a = Rollup::new(&t);
-        let long = a
-            .dimension_as("a long name", t.column::<String>("k").unwrap())
-            .unwrap();
-        let one = a.row_builder().set(&long, "x").unwrap().build().unwrap();
-        let mut b = Rollup::new(&t);
-        let n = b.metric("n", Agg::count_all()).unwrap();
-        let total = b.row_builder().set(&n, 5).unwrap().build().unwrap();
+        let long = Dim::named("a long name", t.column::<String>("k").unwrap());
+        let a = Rollup::new(&t).dimension(&long);
+        let one = a.row_builder().set(&long, "x").build().unwrap();
+        let n = Metric::new("n", Agg::count_all());
+        let b = Rollup::new(&t).metric(&n);
+        let total = b.row_builder().set(&n, 5).build().unwrap();
         assert!(total.is_total());
         assert_eq!(
             RollupTable::new(std::slice::from_ref(&one)).to_string(),
@@ -439,15 +435,51 @@ mod tests {
     }
 
     #[test]
+    fn rows_of_reports_made_of_the_same_handles_are_one_table() {
+        let t = Table::new("t").unwrap();
+        let k = Dim::new(&t.column::<String>("k").unwrap());
+        let n = Metric::new("n", Agg::count_all());
+        // Two reports of the same handles (other filters, say).
+        let a = Rollup::new(&t).dimension(&k).metric(&n);
+        let b = Rollup::new(&t).metric(&n).dimension(&k).with_total();
+        let rows = [
+            a.row_builder().set(&k, "x").set(&n, 1).build().unwrap(),
+            b.row_builder().set(&k, "y").set(&n, 2).build().unwrap(),
+            b.row_builder().roll_up(&k).set(&n, 3).build().unwrap(),
+        ];
+        assert_eq!(
+            RollupTable::new(&rows).to_string(),
+            [
+                "   k   | n",
+                "-------+---",
+                " x     | 1",
+                " y     | 2",
+                " (all) | 3",
+                "(3 rows)",
+            ]
+            .join("\n")
+        );
+        // Other handles under the same names: another table.
+        let k2 = Dim::new(&t.column::<String>("k").unwrap());
+        let c = Rollup::new(&t).dimension(&k2).metric(&n);
+        let other = [
+            rows[0].clone(),
+            c.row_builder().set(&k2, "z").set(&n, 4).build().unwrap(),
+        ];
+        assert_eq!(
+            RollupTable::new(&other).to_string(),
+            " k | n\n---+---\n x | 1\n(1 row)\n\n k | n\n---+---\n z | 4\n(1 row)"
+        );
+    }
+
+    #[test]
     fn control_characters_are_escaped_and_widths_count_chars() {
         let t = Table::new("t").unwrap();
-        let mut r = Rollup::new(&t);
-        let k = r
-            .dimension_as("k\tey", t.column::<String>("k").unwrap())
-            .unwrap();
+        let k = Dim::named("k\tey", t.column::<String>("k").unwrap());
+        let r = Rollup::new(&t).dimension(&k);
         let rows = [
-            r.row_builder().set(&k, "a\nb").unwrap().build().unwrap(),
-            r.row_builder().set(&k, "ééé").unwrap().build().unwrap(),
+            r.row_builder().set(&k, "a\nb").build().unwrap(),
+            r.row_builder().set(&k, "ééé").build().unwrap(),
         ];
         assert_eq!(
             RollupTable::new(&rows).to_string(),

@@ -46,7 +46,7 @@
 //! // A second orders dataset beside the first.
 //! let other = OrdersSeed::new(1_000).prefix("small_")?;
 //! other.run(&client, |_| {}).await?;
-//! let complete = other.tables().latest()?.status_eq("Complete").count(&client).await?;
+//! let complete = other.tables().latest().status_eq("Complete").count(&client).await?;
 //! # Ok(()) }
 //! ```
 

@@ -27,9 +27,9 @@
 //! use pgpatterns::seed::moves::MovesSeed;
 //! let seed = MovesSeed::new(10_000);
 //! let report = seed.run(&client, |_| {}).await?;
-//! let graph = seed.tables().full_graph()?;
+//! let graph = seed.tables().full_graph();
 //! let recent = graph
-//!     .since(report.now - chrono::Duration::days(30))?
+//!     .since(report.now - chrono::Duration::days(30))
 //!     .count(&client)
 //!     .await?;
 //! # Ok(()) }
@@ -412,20 +412,17 @@ impl MovesTables {
     /// available_to_prime_at IS NOT NULL`, and their orders, shipments,
     /// service items and payment requests (labels `orders`, `shipments`,
     /// `service_items`, `payment_requests`).
-    ///
-    /// # Errors
-    /// None in practice; typed for uniformity.
-    pub fn seed_graph(&self) -> Result<SinceGraph<i64>> {
-        SinceGraph::new(&self.move_id, &self.move_updated_at)?
+    pub fn seed_graph(&self) -> SinceGraph<i64> {
+        SinceGraph::new(&self.move_id, &self.move_updated_at)
             .filter(self.move_show.eq(true))
             .filter(self.move_available_to_prime_at.is_not_null())
-            .related("orders", self.to_orders(), &self.order_updated_at)?
-            .related("shipments", self.to_shipments(), &self.shipment_updated_at)?
+            .related("orders", self.to_orders(), &self.order_updated_at)
+            .related("shipments", self.to_shipments(), &self.shipment_updated_at)
             .related(
                 "service_items",
                 Relation::new(&self.service_item_move_id, &self.move_id),
                 &self.service_item_updated_at,
-            )?
+            )
             .related(
                 "payment_requests",
                 Relation::new(&self.payment_request_move_id, &self.move_id),
@@ -436,11 +433,8 @@ impl MovesTables {
     /// [`seed_graph`](Self::seed_graph) plus what that query had to skip:
     /// service members behind orders (`service_members`) and the pickup
     /// addresses behind shipments (`pickup_addresses`).
-    ///
-    /// # Errors
-    /// None in practice; typed for uniformity.
-    pub fn full_graph(&self) -> Result<SinceGraph<i64>> {
-        self.seed_graph()?
+    pub fn full_graph(&self) -> SinceGraph<i64> {
+        self.seed_graph()
             .path(
                 "service_members",
                 [
@@ -448,7 +442,7 @@ impl MovesTables {
                     Relation::new(&self.order_service_member_id, &self.service_member_id),
                 ],
                 &self.service_member_updated_at,
-            )?
+            )
             .path(
                 "pickup_addresses",
                 [

@@ -20,7 +20,7 @@
 //!     .run(&client, |p| eprintln!("{} {}/{:?}", p.stage, p.done, p.total))
 //!     .await?;
 //! let shop = seed.tables();
-//! let complete = shop.latest()?.status_eq("Complete").count(&client).await?;
+//! let complete = shop.latest().status_eq("Complete").count(&client).await?;
 //! # Ok(()) }
 //! ```
 
@@ -406,17 +406,13 @@ impl OrdersTables {
     }
 
     /// The latest-status spec of these tables: latest by `(created_at, id)`.
-    ///
-    /// # Errors
-    /// None in practice (the handles are valid); kept fallible like
-    /// [`LatestStatus::new`].
-    pub fn latest(&self) -> Result<LatestStatus<String>> {
+    pub fn latest(&self) -> LatestStatus<String> {
         LatestStatus::new(
             &self.order_id,
             &self.status_order_id,
             &self.status,
             &self.status_created_at,
-        )?
+        )
         .then_by(&self.status_id)
     }
 }

@@ -8,7 +8,7 @@
 //! use pgpatterns::seed::sales::SalesSeed;
 //! let sample = SalesSeed::sample();
 //! sample.run(&client, |_| {}).await?;
-//! let dashboard = sample.tables().dashboard(true)?;
+//! let rows = sample.tables().dashboard(true).fetch_all(&client).await?;
 //! let large = SalesSeed::new(1_000_000);
 //! large.run(&client, |p| eprintln!("{} {}", p.stage, p.done)).await?;
 //! # Ok(()) }
@@ -20,7 +20,8 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 
 use super::Names;
 use crate::exec::{run_blocking, BlockingExecutor};
-use crate::rollup::{Agg, Rollup};
+use crate::rollup::{Agg, Dim, Metric, Rollup};
+use crate::Decimal;
 use crate::{BuiltQuery, Column, Error, Executor, Progress, Result, SqlType, Table};
 
 /// The sample table's default name.
@@ -297,6 +298,17 @@ pub struct SalesTables {
     pub charged_amount: Column<i32>,
     /// `sold_at`
     pub sold_at: Column<NaiveDateTime>,
+    /// The dashboard's `merchant` dimension (read rows of
+    /// [`dashboard`](Self::dashboard) with it).
+    pub by_merchant: Dim<String>,
+    /// The dashboard's `device` dimension.
+    pub by_device: Dim<String>,
+    /// The dashboard's `total` metric: `count(id)`.
+    pub total: Metric<i64>,
+    /// The dashboard's `avg_charged_amount` metric.
+    pub avg_charged_amount: Metric<Decimal>,
+    /// The dashboard's `unique_users` metric: `count(DISTINCT user_id)`.
+    pub unique_users: Metric<i64>,
 }
 
 impl SalesTables {
@@ -315,12 +327,22 @@ impl SalesTables {
     }
 
     fn new(table: Table) -> SalesTables {
+        let id = table.fixed_column("id");
+        let merchant = table.fixed_column("merchant");
+        let device = table.fixed_column("device");
+        let user_id = table.fixed_column("user_id");
+        let charged_amount = table.fixed_column("charged_amount");
         SalesTables {
-            id: table.fixed_column("id"),
-            merchant: table.fixed_column("merchant"),
-            device: table.fixed_column("device"),
-            user_id: table.fixed_column("user_id"),
-            charged_amount: table.fixed_column("charged_amount"),
+            by_merchant: Dim::new(&merchant),
+            by_device: Dim::new(&device),
+            total: Metric::new("total", Agg::count(&id)),
+            avg_charged_amount: Metric::new("avg_charged_amount", Agg::avg(&charged_amount)),
+            unique_users: Metric::new("unique_users", Agg::count_distinct(&user_id)),
+            id,
+            merchant,
+            device,
+            user_id,
+            charged_amount,
             sold_at: table.fixed_column("sold_at"),
             table,
         }
@@ -329,21 +351,20 @@ impl SalesTables {
     /// The classic dashboard, in one query: `total` (`count(id)`) and
     /// `avg_charged_amount` per (merchant, device), plus the summary line
     /// (`GROUPING SETS ((merchant, device), ())`). `distinct` adds
-    /// `unique_users`, a `count(DISTINCT user_id)`.
-    ///
-    /// # Errors
-    /// None in practice (the names are fixed); the [`Rollup`] builders'
-    /// errors are passed on.
-    pub fn dashboard(&self, distinct: bool) -> Result<Rollup> {
-        let mut r = Rollup::new(&self.table);
-        r.dimension(&self.merchant)?;
-        r.dimension(&self.device)?;
-        r.metric("total", Agg::count(&self.id))?;
-        r.metric("avg_charged_amount", Agg::avg(&self.charged_amount))?;
-        if distinct {
-            r.metric("unique_users", Agg::count_distinct(&self.user_id))?;
-        }
-        r.with_total()?;
-        Ok(r)
+    /// `unique_users`, a `count(DISTINCT user_id)`. Read its rows with this
+    /// value's handles ([`by_merchant`](Self::by_merchant),
+    /// [`total`](Self::total), …).
+    pub fn dashboard(&self, distinct: bool) -> Rollup {
+        let r = Rollup::new(&self.table)
+            .dimension(&self.by_merchant)
+            .dimension(&self.by_device)
+            .metric(&self.total)
+            .metric(&self.avg_charged_amount);
+        let r = if distinct {
+            r.metric(&self.unique_users)
+        } else {
+            r
+        };
+        r.with_total()
     }
 }

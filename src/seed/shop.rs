@@ -7,14 +7,13 @@
 //! # async fn demo(client: tokio_postgres::Client) -> pgpatterns::Result<()> {
 //! use pgpatterns::ops::TopN;
 //! use pgpatterns::seed::shop::ShopSeed;
-//! use rust_decimal::Decimal;
 //! let seed = ShopSeed::new(1_000_000).users(50_000);
 //! let report = seed.run(&client, |_| {}).await?;
 //! let t = seed.tables();
-//! let top = TopN::<i64, Decimal>::new(&t.user_id, &t.order_user_id, &t.total_amount, 10)?
-//!     .window_since(&t.order_created_at, report.now - chrono::Duration::days(30))?
-//!     .where_eq(&t.status, "completed")?
-//!     .fetch(&client)
+//! let top = TopN::new(&t.user_id, &t.order_user_id, &t.total_amount, 10)
+//!     .window_since(&t.order_created_at, report.now - chrono::Duration::days(30))
+//!     .where_eq(&t.status, "completed")
+//!     .fetch_all(&client)
 //!     .await?;
 //! # Ok(()) }
 //! ```

@@ -312,9 +312,9 @@ impl<K: SqlType> SinceQuery<K> {
     {
         let q = self.clone().strategy(strategy);
         Ok(match shape {
-            Shape::Count => q.count_query(),
+            Shape::Count => q.count_built(),
             Shape::Page { limit } => q.page_query(&PageRequest::new(limit))?,
-            Shape::All => q.build(),
+            Shape::All => q.built(),
         })
     }
 
@@ -327,6 +327,7 @@ impl<K: SqlType> SinceQuery<K> {
     /// catalog query, to find the selectivity bucket.
     ///
     /// # Errors
+    /// As [`check`](Self::check), and
     /// [`Error::InvalidSpec`](crate::Error::InvalidSpec) for a page limit
     /// outside `1..=max_limit`; the database's error.
     pub async fn explain_choice<E: Executor>(
@@ -372,6 +373,7 @@ impl<K: SqlType> SinceQuery<K> {
     where
         K: CursorKey,
     {
+        self.check()?;
         check_shape(shape)?;
         let reference = self.shape_query(SinceStrategy::UnionIn, shape)?;
         self.choose(cache, db, shape, &reference, |s| self.shape_query(s, shape))
@@ -480,6 +482,7 @@ impl<K: SqlType> SinceQuery<K> {
     where
         K: CursorKey,
     {
+        self.check()?;
         if self.strategy != SinceStrategy::Auto {
             return Ok(self.clone());
         }
@@ -531,13 +534,14 @@ impl<K: SqlType> SinceQuery<K> {
     /// for a count).
     ///
     /// # Errors
-    /// The database's error.
+    /// As [`check`](Self::check), before anything is sent; the database's
+    /// error.
     pub async fn count<E: Executor>(&self, db: &E) -> Result<i64>
     where
         K: CursorKey,
     {
         let q = self.resolve(db, Shape::Count).await?;
-        db.one_row(&q.count_query()).await?.try_get(0usize.into())
+        db.one_row(&q.count_built()).await?.try_get(0usize.into())
     }
 
     /// [`count`](Self::count) on a blocking client (`postgres::Client`,

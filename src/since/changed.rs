@@ -44,9 +44,11 @@ impl<K: SqlType> SinceQuery<K> {
     /// keys, see [`index_advice`](crate::SinceGraph::index_advice)).
     ///
     /// # Errors
-    /// [`Error::InvalidSpec`] for more keys than the graph's
+    /// As [`check`](Self::check), and [`Error::InvalidSpec`] for more keys
+    /// than the graph's
     /// [`max_limit`](crate::SinceGraph::max_limit).
     pub fn changes_query(&self, keys: &[K]) -> Result<BuiltQuery> {
+        self.check()?;
         let g = self.graph();
         if keys.len() as i64 > g.max_limit {
             return Err(Error::spec(

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use chrono::{DateTime, FixedOffset, Offset, Utc};
 use sea_query::Expr;
 
-use super::change::{ChangeColumn, IntoChangeColumn, Since};
-use super::{SinceQuery, SinceStrategy, SINCE_DEFAULT_MAX_LIMIT};
+use super::change::{ChangeColumn, IntoChangeColumn};
+use super::{SinceQuery, SINCE_DEFAULT_MAX_LIMIT};
 use crate::schema::{AnyColumn, Column, Ident, Relation, Table};
+use crate::spec::Problems;
 use crate::types::SqlType;
 use crate::{Error, Result};
 
@@ -57,28 +58,29 @@ pub(crate) struct Resolved {
 /// let shipments = Table::new("mto_shipments")?;
 /// let move_id = moves.column::<i64>("id")?;
 ///
-/// let graph = SinceGraph::new(&move_id, &moves.column::<NaiveDateTime>("updated_at")?)?
+/// let graph = SinceGraph::new(&move_id, &moves.column::<NaiveDateTime>("updated_at")?)
 ///     .filter(moves.column::<bool>("show")?.eq(true))
 ///     .related(
 ///         "orders", // a parent: moves.orders_id → orders.id
 ///         Relation::new(&moves.column::<i64>("orders_id")?, &orders.column::<i64>("id")?),
 ///         &orders.column::<NaiveDateTime>("updated_at")?,
-///     )?
+///     )
 ///     .related(
 ///         "shipments", // a child: mto_shipments.move_id → moves.id
 ///         Relation::new(&shipments.column::<i64>("move_id")?, &move_id),
 ///         &shipments.column::<DateTime<Utc>>("updated_at")?,
-///     )?;
+///     );
 ///
 /// let since = Utc.with_ymd_and_hms(2021, 7, 16, 0, 0, 0).unwrap();
-/// let q = graph.since(since)?.strategy(SinceStrategy::UnionIn);
+/// let q = graph.since(since).strategy(SinceStrategy::UnionIn);
 /// assert_eq!(
-///     q.build().sql(),
+///     q.build()?.sql(),
 ///     r#"SELECT "moves".* FROM "moves" WHERE "moves"."show" = CAST($1 AS bool) AND ("moves"."updated_at" >= CAST($2 AS timestamp) OR "moves"."orders_id" IN (SELECT "t1"."id" FROM "orders" AS "t1" WHERE "t1"."updated_at" >= CAST($3 AS timestamp)) OR "moves"."id" IN (SELECT "t2"."move_id" FROM "mto_shipments" AS "t2" WHERE "t2"."updated_at" >= CAST($4 AS timestamptz)))"#
 /// );
 /// # Ok::<(), pgpatterns::Error>(())
 /// ```
 #[derive(Debug)]
+#[must_use = "a graph does nothing until a query is built from it"]
 pub struct SinceGraph<K> {
     pub(crate) root: Table,
     pub(crate) key: AnyColumn,
@@ -88,6 +90,7 @@ pub struct SinceGraph<K> {
     pub(crate) paths: Vec<SincePath>,
     pub(crate) offset: FixedOffset,
     pub(crate) max_limit: i64,
+    pub(crate) problems: Problems,
     _key: PhantomData<fn() -> K>,
 }
 
@@ -102,6 +105,7 @@ impl<K> Clone for SinceGraph<K> {
             paths: self.paths.clone(),
             offset: self.offset,
             max_limit: self.max_limit,
+            problems: self.problems.clone(),
             _key: PhantomData,
         }
     }
@@ -117,26 +121,37 @@ impl<K: SqlType> SinceGraph<K> {
     /// own rows change in `change`. The root's label in
     /// [what changed](SinceQuery::changes_query) is the table name.
     ///
-    /// # Errors
-    /// [`Error::InvalidSpec`] when `change` is not a `timestamp`/`timestamptz`
-    /// column of the root table.
-    pub fn new(key: &Column<K>, change: impl IntoChangeColumn) -> Result<SinceGraph<K>> {
-        let change = change.into_change_column()?;
+    /// Like every step, this never fails: the graph is checked when a query
+    /// made from it is built or run ([`SinceQuery::check`]), which reports
+    /// [`Error::InvalidSpec`] when `change` is not a
+    /// `timestamp`/`timestamptz` column of the root table.
+    pub fn new(key: &Column<K>, change: impl IntoChangeColumn) -> SinceGraph<K> {
+        let mut problems = Problems::default();
         let root = key.table().clone();
+        let change = problems.note(change.into_change_column());
         if root.alias().is_some() {
-            return Err(Error::spec("root", "use the root table without an alias"));
+            problems.note::<()>(Err(Error::spec(
+                "root",
+                "use the root table without an alias",
+            )));
         }
-        if !same_table(change.table(), &root) {
-            return Err(Error::spec(
-                "change column",
-                format!(
-                    "the root's change column must be on {}, not on {}",
-                    root.display_name(),
-                    change.table().display_name()
-                ),
-            ));
+        if let Some(change) = &change {
+            if !same_table(change.table(), &root) {
+                problems.note::<()>(Err(Error::spec(
+                    "change column",
+                    format!(
+                        "the root's change column must be on {}, not on {}",
+                        root.display_name(),
+                        change.table().display_name()
+                    ),
+                )));
+            }
         }
-        Ok(SinceGraph {
+        // A refused change column leaves a stand-in the check never lets
+        // through to SQL.
+        let change =
+            change.unwrap_or_else(|| ChangeColumn::Timestamptz(root.col(key.name().clone())));
+        SinceGraph {
             root_label: Arc::from(root.name().as_str()),
             root: root.clone(),
             key: key.erase(),
@@ -145,14 +160,14 @@ impl<K: SqlType> SinceGraph<K> {
             paths: Vec::new(),
             offset: Utc.fix(),
             max_limit: SINCE_DEFAULT_MAX_LIMIT,
+            problems,
             _key: PhantomData,
-        })
+        }
     }
 
     /// A base predicate on the root rows (`show = TRUE`), built from typed
     /// columns of the root table; every value in it is bound. Predicates are
     /// ANDed. Roots failing them never match, whatever changed.
-    #[must_use]
     pub fn filter(mut self, condition: Expr) -> SinceGraph<K> {
         self.filters.push(condition);
         self
@@ -162,15 +177,12 @@ impl<K: SqlType> SinceGraph<K> {
     /// (`Relation::new(&child.move_id, &moves.id)`) or a parent the root
     /// points at (`Relation::new(&moves.orders_id, &orders.id)`). Same as
     /// [`path`](Self::path) with one hop.
-    ///
-    /// # Errors
-    /// As for [`path`](Self::path).
     pub fn related(
         self,
         label: impl AsRef<str>,
         relation: Relation,
         change: impl IntoChangeColumn,
-    ) -> Result<SinceGraph<K>> {
+    ) -> SinceGraph<K> {
         self.path(label, [relation], change)
     }
 
@@ -183,17 +195,32 @@ impl<K: SqlType> SinceGraph<K> {
     /// hop reached. `label` names the path in
     /// [what changed](SinceQuery::changes_query).
     ///
-    /// # Errors
-    /// [`Error::InvalidSpec`] for an empty or duplicate label, no hops, a hop
-    /// that does not connect to the table reached so far, or a change column
-    /// that is not on the last table (or not a time type).
+    /// The graph is refused (when a query of it is checked) for an empty or
+    /// duplicate label, no hops, a hop that does not connect to the table
+    /// reached so far, or a change column that is not on the last table (or
+    /// not a time type).
     pub fn path(
         mut self,
         label: impl AsRef<str>,
         hops: impl IntoIterator<Item = Relation>,
         change: impl IntoChangeColumn,
-    ) -> Result<SinceGraph<K>> {
-        let label = label.as_ref();
+    ) -> SinceGraph<K> {
+        if let Some(path) = self
+            .problems
+            .note(self.checked_path(label.as_ref(), hops, change))
+        {
+            self.paths.push(path);
+        }
+        self
+    }
+
+    /// The path of [`path`](Self::path), or why it is refused.
+    fn checked_path(
+        &self,
+        label: &str,
+        hops: impl IntoIterator<Item = Relation>,
+        change: impl IntoChangeColumn,
+    ) -> Result<SincePath> {
         if label.is_empty() {
             return Err(Error::spec("label", "must not be empty"));
         }
@@ -244,12 +271,11 @@ impl<K: SqlType> SinceGraph<K> {
                 ),
             ));
         }
-        self.paths.push(SincePath {
+        Ok(SincePath {
             label: Arc::from(label),
             hops: oriented,
             change,
-        });
-        Ok(self)
+        })
     }
 
     /// How `timestamp` (without time zone) columns are read: as wall-clock
@@ -257,7 +283,6 @@ impl<K: SqlType> SinceGraph<K> {
     /// stores no zone in a `timestamp`; pick the offset your application
     /// writes them in. Zones with daylight saving time cannot be expressed as
     /// one offset: store `timestamptz` for those.)
-    #[must_use]
     pub fn timestamp_offset(mut self, offset: FixedOffset) -> SinceGraph<K> {
         self.offset = offset;
         self
@@ -265,19 +290,17 @@ impl<K: SqlType> SinceGraph<K> {
 
     /// The largest page [`SinceQuery::page_query`] accepts (default
     /// [`SINCE_DEFAULT_MAX_LIMIT`](crate::SINCE_DEFAULT_MAX_LIMIT)); also bounds the
-    /// keys of one [what changed](SinceQuery::changes_query) query.
-    ///
-    /// # Errors
-    /// [`Error::InvalidSpec`] when `max < 1`.
-    pub fn max_limit(mut self, max: i64) -> Result<SinceGraph<K>> {
-        if max < 1 {
-            return Err(Error::spec(
-                "max_limit",
-                format!("must be at least 1, got {max}"),
-            ));
+    /// keys of one [what changed](SinceQuery::changes_query) query. A
+    /// maximum below 1 is refused when a query of the graph is checked.
+    pub fn max_limit(mut self, max: i64) -> SinceGraph<K> {
+        if self
+            .problems
+            .note(Error::at_least("max_limit", max, 1))
+            .is_some()
+        {
+            self.max_limit = max;
         }
-        self.max_limit = max;
-        Ok(self)
+        self
     }
 
     /// The root table.
@@ -301,19 +324,15 @@ impl<K: SqlType> SinceGraph<K> {
     }
 
     /// The query for roots changed at or after `since` (inclusive `>=`),
-    /// with the default strategy [`SinceStrategy::UnionIn`].
+    /// with the default strategy [`SinceStrategy::UnionIn`](super::SinceStrategy::UnionIn).
     ///
-    /// # Errors
-    /// [`Error::InvalidSpec`] (field `"since"`) when `since` is before
-    /// PostgreSQL's first timestamp (4714-11-24 BC), or cannot be expressed
-    /// in the `timestamp` offset (at the edge of chrono's or PostgreSQL's
-    /// range): the server would refuse it.
-    pub fn since(&self, since: DateTime<Utc>) -> Result<SinceQuery<K>> {
-        Ok(SinceQuery {
-            since: Since::new(since, &self.offset)?,
-            graph: self.clone(),
-            strategy: SinceStrategy::UnionIn,
-        })
+    /// The query is refused when checked ([`SinceQuery::check`]: field
+    /// `"since"`) when `since` is before PostgreSQL's first timestamp
+    /// (4714-11-24 BC), or cannot be expressed in the `timestamp` offset (at
+    /// the edge of chrono's or PostgreSQL's range): the server would refuse
+    /// it.
+    pub fn since(&self, since: DateTime<Utc>) -> SinceQuery<K> {
+        SinceQuery::new(self.clone(), since)
     }
 
     /// Every path resolved against table aliases `t1`, `t2`, … (`j1`, … for a

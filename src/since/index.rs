@@ -79,11 +79,11 @@ impl<K: SqlType> SinceGraph<K> {
     /// let moves = Table::new("moves")?;
     /// let shipments = Table::new("mto_shipments")?;
     /// let id = moves.column::<i64>("id")?;
-    /// let graph = SinceGraph::new(&id, &moves.column::<DateTime<Utc>>("updated_at")?)?.related(
+    /// let graph = SinceGraph::new(&id, &moves.column::<DateTime<Utc>>("updated_at")?).related(
     ///     "shipments",
     ///     Relation::new(&shipments.column::<i64>("move_id")?, &id),
     ///     &shipments.column::<DateTime<Utc>>("updated_at")?,
-    /// )?;
+    /// );
     /// let ddl = graph.index_advice(IndexOptions::new(SinceStrategy::UnionIn).concurrently(true));
     /// let sql: Vec<&str> = ddl.iter().map(|q| q.sql()).collect();
     /// assert_eq!(sql, [

@@ -27,8 +27,9 @@ mod page;
 use sea_query::{Expr, ExprTrait, Func, JoinType, Query, SelectStatement, UnionType};
 
 use crate::schema::{AnyColumn, Ident, Relation};
+use crate::spec::Problems;
 use crate::types::SqlType;
-use crate::BuiltQuery;
+use crate::{BuiltQuery, Result};
 
 pub(crate) use change::in_pg_range;
 pub use change::{ChangeColumn, IntoChangeColumn};
@@ -118,10 +119,12 @@ impl SinceStrategy {
 /// Roots of a [`SinceGraph`] changed at or after one point in time, in one
 /// strategy. Made by [`SinceGraph::since`].
 #[derive(Debug)]
+#[must_use = "a query does nothing until it is built or run"]
 pub struct SinceQuery<K> {
     graph: SinceGraph<K>,
     since: Since,
     strategy: SinceStrategy,
+    problems: Problems,
 }
 
 impl<K> Clone for SinceQuery<K> {
@@ -130,6 +133,7 @@ impl<K> Clone for SinceQuery<K> {
             graph: self.graph.clone(),
             since: self.since,
             strategy: self.strategy,
+            problems: self.problems.clone(),
         }
     }
 }
@@ -156,8 +160,52 @@ fn row_of(cols: &[AnyColumn]) -> Expr {
 }
 
 impl<K: SqlType> SinceQuery<K> {
+    fn new(graph: SinceGraph<K>, since: chrono::DateTime<chrono::Utc>) -> SinceQuery<K> {
+        let mut problems = Problems::default();
+        // A refused instant leaves the Unix epoch as a stand-in the check
+        // never lets through to SQL.
+        let since = problems
+            .note(Since::new(since, &graph.offset))
+            .unwrap_or(Since {
+                utc: chrono::DateTime::UNIX_EPOCH,
+                naive: chrono::DateTime::UNIX_EPOCH.naive_utc(),
+            });
+        SinceQuery {
+            graph,
+            since,
+            strategy: SinceStrategy::UnionIn,
+            problems,
+        }
+    }
+
+    /// Checks the graph and the query: the first problem any step
+    /// recorded. [`build`](Self::build), [`to_statement`](Self::to_statement)
+    /// and every run verb check first, so calling this is only needed to
+    /// fail early.
+    ///
+    /// ```
+    /// use chrono::{DateTime, Utc};
+    /// use pgpatterns::{column, table, Relation, SinceGraph};
+    /// let (moves, items) = (table!("moves"), table!("items"));
+    /// let id = column!(moves, "id": i64);
+    /// let graph = SinceGraph::new(&id, column!(moves, "updated_at": DateTime<Utc>))
+    ///     // The change column is on another table than the path reaches:
+    ///     .related("items", Relation::new(&column!(items, "move_id"), &id), column!(moves, "x": DateTime<Utc>));
+    /// let err = graph.since(Utc::now()).check().unwrap_err();
+    /// assert!(err.to_string().contains("the path ends at items"));
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`](crate::Error::InvalidSpec) (or
+    /// [`Error::InvalidIdentifier`](crate::Error::InvalidIdentifier)) for the
+    /// first problem: see each step of [`SinceGraph`] and
+    /// [`SinceGraph::since`].
+    pub fn check(&self) -> Result<()> {
+        self.graph.problems.check()?;
+        self.problems.check()
+    }
+
     /// Chooses the strategy (default [`SinceStrategy::UnionIn`]).
-    #[must_use]
     pub fn strategy(mut self, strategy: SinceStrategy) -> SinceQuery<K> {
         self.strategy = strategy;
         self
@@ -170,7 +218,6 @@ impl<K: SqlType> SinceQuery<K> {
     }
 
     /// The graph.
-    #[must_use]
     pub fn graph(&self) -> &SinceGraph<K> {
         &self.graph
     }
@@ -183,8 +230,16 @@ impl<K: SqlType> SinceQuery<K> {
 
     /// The matching root rows: `SELECT root.* FROM root …`. Add your own
     /// filters, joins, ordering or limit, or use it as a subquery.
-    #[must_use]
-    pub fn to_statement(&self) -> SelectStatement {
+    ///
+    /// # Errors
+    /// As [`check`](Self::check).
+    pub fn to_statement(&self) -> Result<SelectStatement> {
+        self.check()?;
+        Ok(self.statement())
+    }
+
+    /// [`to_statement`](Self::to_statement) of a checked query.
+    pub(crate) fn statement(&self) -> SelectStatement {
         let g = &self.graph;
         let since = &self.since;
         let (paths, joins) = g.resolve();
@@ -196,10 +251,7 @@ impl<K: SqlType> SinceQuery<K> {
         let mut any = g.root_change.changed_since(since);
         match self.strategy {
             SinceStrategy::Auto => {
-                return self
-                    .clone()
-                    .strategy(SinceStrategy::SemiJoin)
-                    .to_statement();
+                return self.clone().strategy(SinceStrategy::SemiJoin).statement();
             }
             SinceStrategy::UnionIn => {
                 let mut groups: Vec<(Vec<AnyColumn>, SelectStatement)> = Vec::new();
@@ -313,9 +365,17 @@ impl<K: SqlType> SinceQuery<K> {
     }
 
     /// The statement rendered with its values.
-    #[must_use]
-    pub fn build(&self) -> BuiltQuery {
-        BuiltQuery::new(&self.to_statement())
+    ///
+    /// # Errors
+    /// As [`check`](Self::check).
+    pub fn build(&self) -> Result<BuiltQuery> {
+        self.check()?;
+        Ok(self.built())
+    }
+
+    /// [`build`](Self::build) of a checked query.
+    pub(crate) fn built(&self) -> BuiltQuery {
+        BuiltQuery::new(&self.statement())
     }
 
     /// `SELECT COUNT(*)` of the matching roots.
@@ -326,21 +386,29 @@ impl<K: SqlType> SinceQuery<K> {
     /// let moves = Table::new("moves")?;
     /// let items = Table::new("items")?;
     /// let id = moves.column::<i64>("id")?;
-    /// let graph = SinceGraph::new(&id, &moves.column::<DateTime<Utc>>("updated_at")?)?
+    /// let graph = SinceGraph::new(&id, &moves.column::<DateTime<Utc>>("updated_at")?)
     ///     .related("items", Relation::new(&items.column::<i64>("move_id")?, &id),
-    ///              &items.column::<DateTime<Utc>>("updated_at")?)?;
+    ///              &items.column::<DateTime<Utc>>("updated_at")?);
     /// let q = graph
-    ///     .since(Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap())?
+    ///     .since(Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap())
     ///     .strategy(SinceStrategy::Exists);
     /// assert_eq!(
-    ///     q.count_query().sql(),
+    ///     q.count_query()?.sql(),
     ///     r#"SELECT COUNT(*) FROM (SELECT "moves".* FROM "moves" WHERE "moves"."updated_at" >= CAST($1 AS timestamptz) OR EXISTS(SELECT 1 FROM "items" AS "t1" WHERE "moves"."id" = "t1"."move_id" AND "t1"."updated_at" >= CAST($2 AS timestamptz))) AS "matching""#
     /// );
     /// # Ok::<(), pgpatterns::Error>(())
     /// ```
-    #[must_use]
-    pub fn count_query(&self) -> BuiltQuery {
-        crate::query::count_of(self.to_statement())
+    ///
+    /// # Errors
+    /// As [`check`](Self::check).
+    pub fn count_query(&self) -> Result<BuiltQuery> {
+        self.check()?;
+        Ok(self.count_built())
+    }
+
+    /// [`count_query`](Self::count_query) of a checked query.
+    pub(crate) fn count_built(&self) -> BuiltQuery {
+        crate::query::count_of(self.statement())
     }
 }
 

@@ -17,7 +17,7 @@ impl<K: SqlType> SinceQuery<K> {
     /// with the key and change time, ordered.
     fn page_statement(&self, order: PageOrder) -> sea_query::SelectStatement {
         let g = self.graph();
-        let mut q = self.to_statement();
+        let mut q = self.statement();
         let key = g.key.expr();
         let change = g.root_change.expr();
         q.expr_as(key.clone(), Alias::new(SINCE_KEY))
@@ -107,8 +107,8 @@ impl<K: SqlType> SinceQuery<K> {
     /// let graph = SinceGraph::new(
     ///     &moves.column::<i64>("id")?,
     ///     &moves.column::<DateTime<Utc>>("updated_at")?,
-    /// )?;
-    /// let q = graph.since(Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap())?;
+    /// );
+    /// let q = graph.since(Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap());
     /// let page = q.page_query(&PageRequest::new(50).order(PageOrder::ChangeTime))?;
     /// assert_eq!(
     ///     page.sql(),
@@ -122,6 +122,7 @@ impl<K: SqlType> SinceQuery<K> {
     where
         K: CursorKey,
     {
+        self.check()?;
         if self.strategy == SinceStrategy::Auto {
             return self.clone().strategy(SinceStrategy::Exists).page_query(req);
         }

@@ -26,14 +26,12 @@ fn graph() -> SinceGraph<i64> {
     );
     let to_ship = Relation::new(&ship.column::<i64>("move_id").unwrap(), &id);
     SinceGraph::new(&id, moves.column::<NaiveDateTime>("updated_at").unwrap())
-        .unwrap()
         .filter(moves.column::<bool>("show").unwrap().eq(true))
         .related(
             "orders",
             to_orders.clone(),
             orders.column::<NaiveDateTime>("updated_at").unwrap(),
         )
-        .unwrap()
         .path(
             "service_members",
             [
@@ -45,13 +43,11 @@ fn graph() -> SinceGraph<i64> {
             ],
             sm.column::<NaiveDateTime>("updated_at").unwrap(),
         )
-        .unwrap()
         .related(
             "shipments",
             to_ship.clone(),
             ship.column::<DateTime<Utc>>("updated_at").unwrap(),
         )
-        .unwrap()
         .path(
             "pickup_addresses",
             [
@@ -63,15 +59,14 @@ fn graph() -> SinceGraph<i64> {
             ],
             addr.column::<DateTime<Utc>>("updated_at").unwrap(),
         )
-        .unwrap()
 }
 
 fn sql(s: SinceStrategy) -> String {
     graph()
         .since(at())
-        .unwrap()
         .strategy(s)
         .build()
+        .unwrap()
         .sql()
         .to_owned()
 }
@@ -110,7 +105,7 @@ fn greatest_group_by_snapshot() {
 
 #[test]
 fn page_snapshots() {
-    let q = graph().since(at()).unwrap().strategy(SinceStrategy::Exists);
+    let q = graph().since(at()).strategy(SinceStrategy::Exists);
     let by_key = q.page_query(&PageRequest::new(50)).unwrap();
     assert!(
         by_key.sql().starts_with(
@@ -140,7 +135,7 @@ fn page_snapshots() {
 
 #[test]
 fn cursors_continue_and_are_checked() {
-    let q = graph().since(at()).unwrap();
+    let q = graph().since(at());
     let c = q
         .encode_cursor(PageOrder::ChangeTime, Some(1_000_000), &41)
         .unwrap();
@@ -227,15 +222,13 @@ fn cursors_continue_and_are_checked() {
         assert!(reason.contains(why), "{bad:?}: {reason}");
     }
     // another key type
-    let q4 = graph_with_key::<i32>().since(at()).unwrap();
+    let q4 = graph_with_key::<i32>().since(at());
     let c4 = q4.encode_cursor(PageOrder::Key, None, &41).unwrap();
     assert!(cursor_err(PageRequest::new(10).after(c4)).contains("another query"));
     // the same cursor under another `since`, filter, offset or graph
     for other in [
-        graph().since(at() + chrono::Duration::days(1)).unwrap(),
-        graph()
-            .since(at() + chrono::Duration::microseconds(1))
-            .unwrap(),
+        graph().since(at() + chrono::Duration::days(1)),
+        graph().since(at() + chrono::Duration::microseconds(1)),
         graph()
             .filter(
                 Table::new("moves")
@@ -244,12 +237,10 @@ fn cursors_continue_and_are_checked() {
                     .unwrap()
                     .eq(1),
             )
-            .since(at())
-            .unwrap(),
+            .since(at()),
         graph()
             .timestamp_offset(chrono::FixedOffset::east_opt(3600).unwrap())
-            .since(at())
-            .unwrap(),
+            .since(at()),
     ] {
         let reason = match other.page_query(&PageRequest::new(10).after(&key_cursor)) {
             Err(crate::Error::InvalidSpec {
@@ -263,9 +254,7 @@ fn cursors_continue_and_are_checked() {
     // another max_limit is the same query
     assert!(graph()
         .max_limit(5000)
-        .unwrap()
         .since(at())
-        .unwrap()
         .page_query(&PageRequest::new(10).after(&key_cursor))
         .is_ok());
     // times PostgreSQL cannot hold, in a well-formed cursor
@@ -312,7 +301,7 @@ fn cursors_continue_and_are_checked() {
 /// Cursor errors read "invalid cursor: <reason>", never "cursor" twice.
 #[test]
 fn cursor_errors_say_cursor_once() {
-    let q = graph().since(at()).unwrap();
+    let q = graph().since(at());
     let shown = |req: PageRequest| q.page_query(&req).unwrap_err().to_string();
     assert_eq!(
         shown(PageRequest::new(10).after("zz!")),
@@ -338,7 +327,6 @@ fn cursor_errors_say_cursor_once() {
         PageRequest::new(10).after(
             graph_with_key::<i32>()
                 .since(at())
-                .unwrap()
                 .encode_cursor(PageOrder::Key, None, &41)
                 .unwrap(),
         ),
@@ -355,7 +343,6 @@ fn graph_with_key<K: crate::types::SqlType>() -> SinceGraph<K> {
         &moves.column::<K>("id").unwrap(),
         moves.column::<NaiveDateTime>("updated_at").unwrap(),
     )
-    .unwrap()
 }
 
 #[test]
@@ -374,9 +361,8 @@ fn cursors_hold_long_keys_or_refuse_them_when_made() {
     let g = SinceGraph::new(
         &moves.column::<String>("id").unwrap(),
         moves.column::<DateTime<Utc>>("updated_at").unwrap(),
-    )
-    .unwrap();
-    let q = g.since(at()).unwrap();
+    );
+    let q = g.since(at());
     for len in [0, 1, 3000, 20_000, 49_000] {
         let key = "é".repeat(len / 2);
         for (order, t) in [
@@ -430,9 +416,13 @@ fn out_of_range_since_is_refused() {
         DateTime::from_timestamp_micros(change::PG_MIN_MICROS - 1).unwrap(),
     ] {
         assert!(matches!(
-            graph().since(bad),
+            graph().since(bad).check(),
             Err(crate::Error::InvalidSpec { field: "since", .. })
         ));
+        // Every way to use the query refuses it before any SQL exists.
+        assert!(graph().since(bad).build().is_err());
+        assert!(graph().since(bad).count_query().is_err());
+        assert!(graph().since(bad).changes_query(&[1]).is_err());
     }
     // year 300000 (or 294277) is past chrono's last year: no DateTime holds it
     assert!(Utc
@@ -440,12 +430,12 @@ fn out_of_range_since_is_refused() {
         .single()
         .is_none());
     let first = DateTime::from_timestamp_micros(change::PG_MIN_MICROS).unwrap();
-    assert!(graph().since(first).is_ok());
-    assert!(graph().since(DateTime::<Utc>::MAX_UTC).is_ok());
+    assert!(graph().since(first).check().is_ok());
+    assert!(graph().since(DateTime::<Utc>::MAX_UTC).check().is_ok());
     // in range in UTC, out of range as `timestamp` wall-clock time west of UTC
     let west = chrono::FixedOffset::west_opt(3600).unwrap();
     assert!(matches!(
-        graph().timestamp_offset(west).since(first),
+        graph().timestamp_offset(west).since(first).check(),
         Err(crate::Error::InvalidSpec { field: "since", .. })
     ));
 }
@@ -471,9 +461,7 @@ mod cursor_mutations {
                 &moves.column::<String>("id").unwrap(),
                 moves.column::<DateTime<Utc>>("updated_at").unwrap(),
             )
-            .unwrap()
-            .since(at())
-            .unwrap();
+            .since(at());
             let (order, t) = if by_time {
                 (PageOrder::ChangeTime, Some(at().timestamp_micros() + 17))
             } else {
@@ -508,7 +496,7 @@ mod cursor_mutations {
 
 #[test]
 fn changes_snapshot() {
-    let q = graph().since(at()).unwrap();
+    let q = graph().since(at());
     let built = q.changes_query(&[1, 2]).unwrap();
     assert_eq!(
         built.sql(),
@@ -525,17 +513,16 @@ fn timestamp_offset_shifts_the_bound_value() {
         &moves.column::<i64>("id").unwrap(),
         moves.column::<NaiveDateTime>("updated_at").unwrap(),
     )
-    .unwrap()
     .timestamp_offset(chrono::FixedOffset::east_opt(2 * 3600).unwrap());
-    let q = g.since(at()).unwrap();
+    let q = g.since(at());
     let want = at().naive_utc() + chrono::Duration::hours(2);
     assert_eq!(q.since.naive, want);
-    let built = q.strategy(SinceStrategy::GreatestGroupBy).build();
+    let built = q.strategy(SinceStrategy::GreatestGroupBy).build().unwrap();
     assert!(built.sql().contains(
         r#"MAX(GREATEST((("moves"."updated_at" - CAST($1 AS int8) * INTERVAL '1 second') AT TIME ZONE 'UTC')))"#
     ), "{}", built.sql());
     // out of chrono's range in that offset
-    assert!(g.since(DateTime::<Utc>::MAX_UTC).is_err());
+    assert!(g.since(DateTime::<Utc>::MAX_UTC).check().is_err());
 }
 
 #[test]
@@ -545,13 +532,13 @@ fn bad_graphs_are_refused() {
     let sm = Table::new("service_members").unwrap();
     let id = moves.column::<i64>("id").unwrap();
     let changed = moves.column::<DateTime<Utc>>("updated_at").unwrap();
-    let g = || SinceGraph::new(&id, &changed).unwrap();
+    let g = || SinceGraph::new(&id, &changed);
     let orders_changed = orders.column::<DateTime<Utc>>("updated_at").unwrap();
     let sm_link = Relation::new(
         &orders.column::<i64>("service_member_id").unwrap(),
         &sm.column::<i64>("id").unwrap(),
     );
-    let spec_err = |r: crate::Result<SinceGraph<i64>>, field: &str| match r {
+    let spec_err = |g: SinceGraph<i64>, field: &str| match g.since(at()).check() {
         Err(crate::Error::InvalidSpec { field: f, reason }) => {
             assert_eq!(f, field, "{reason}");
             reason
@@ -603,6 +590,8 @@ fn bad_graphs_are_refused() {
             ),
             orders_changed.erase(),
         )
+        .since(at())
+        .check()
         .is_ok());
     // empty, duplicate and root labels; no hops
     let rel = Relation::new(
@@ -613,13 +602,12 @@ fn bad_graphs_are_refused() {
     spec_err(g().related("moves", rel.clone(), &orders_changed), "label");
     spec_err(
         g().related("o", rel.clone(), &orders_changed)
-            .unwrap()
             .related("o", rel.clone(), &orders_changed),
         "label",
     );
     spec_err(g().path("o", Vec::new(), &orders_changed), "path");
     // root change column on another table
-    assert!(SinceGraph::new(&id, &orders_changed).is_err());
+    spec_err(SinceGraph::new(&id, &orders_changed), "change column");
     spec_err(g().max_limit(0), "max_limit");
 }
 
@@ -628,14 +616,11 @@ fn hostile_names_stay_quoted_in_index_advice() {
     let evil = Table::new(r#"mo"ves; DROP TABLE x; --"#).unwrap();
     let id = evil.column::<i64>(r#"i"d"#).unwrap();
     let child = Table::new(r#"ch"ild"#).unwrap();
-    let g = SinceGraph::new(&id, evil.column::<DateTime<Utc>>(r#"up"dated"#).unwrap())
-        .unwrap()
-        .related(
-            "child",
-            Relation::new(&child.column::<i64>(r#"mo"ve"#).unwrap(), &id),
-            child.column::<DateTime<Utc>>("u").unwrap(),
-        )
-        .unwrap();
+    let g = SinceGraph::new(&id, evil.column::<DateTime<Utc>>(r#"up"dated"#).unwrap()).related(
+        "child",
+        Relation::new(&child.column::<i64>(r#"mo"ve"#).unwrap(), &id),
+        child.column::<DateTime<Utc>>("u").unwrap(),
+    );
     let ddl: Vec<String> = g
         .index_advice(SinceStrategy::Exists)
         .iter()
@@ -651,7 +636,7 @@ fn hostile_names_stay_quoted_in_index_advice() {
     // long names are cut to 63 bytes with a distinguishing hash
     let long = Table::new("x".repeat(60)).unwrap();
     let key = long.column::<i64>("id").unwrap();
-    let g = SinceGraph::new(&key, long.column::<DateTime<Utc>>("updated_at").unwrap()).unwrap();
+    let g = SinceGraph::new(&key, long.column::<DateTime<Utc>>("updated_at").unwrap());
     let sql = g.index_advice(SinceStrategy::UnionIn)[0].sql().to_owned();
     let name = sql.split('"').nth(1).unwrap();
     assert_eq!(name.len(), 63, "{sql}");
@@ -668,17 +653,22 @@ fn composite_keys_use_row_values() {
     let rel = Relation::new(&child.column::<i64>("ra").unwrap(), &ra)
         .and(&child.column::<String>("rb").unwrap(), &rb)
         .unwrap();
-    let g = SinceGraph::new(&ra, root.column::<DateTime<Utc>>("at").unwrap())
-        .unwrap()
-        .related("child", rel, child.column::<DateTime<Utc>>("at").unwrap())
-        .unwrap();
-    let q = g.since(at()).unwrap();
+    let g = SinceGraph::new(&ra, root.column::<DateTime<Utc>>("at").unwrap()).related(
+        "child",
+        rel,
+        child.column::<DateTime<Utc>>("at").unwrap(),
+    );
+    let q = g.since(at());
     assert_eq!(
-        q.clone().strategy(SinceStrategy::UnionIn).build().sql(),
+        q.clone()
+            .strategy(SinceStrategy::UnionIn)
+            .build()
+            .unwrap()
+            .sql(),
         r#"SELECT "root".* FROM "root" WHERE "root"."at" >= CAST($1 AS timestamptz) OR ("root"."a", "root"."b") IN (SELECT "t1"."ra", "t1"."rb" FROM "child" AS "t1" WHERE "t1"."at" >= CAST($2 AS timestamptz))"#
     );
     assert_eq!(
-        q.strategy(SinceStrategy::Exists).build().sql(),
+        q.strategy(SinceStrategy::Exists).build().unwrap().sql(),
         r#"SELECT "root".* FROM "root" WHERE "root"."at" >= CAST($1 AS timestamptz) OR EXISTS(SELECT 1 FROM "child" AS "t1" WHERE "root"."a" = "t1"."ra" AND "root"."b" = "t1"."rb" AND "t1"."at" >= CAST($2 AS timestamptz))"#
     );
 }
@@ -696,19 +686,16 @@ fn aliases_never_shadow_a_root_named_like_them() {
     let root = Table::new("t1").unwrap();
     let child = Table::new("t2").unwrap();
     let key = root.column::<i64>("id").unwrap();
-    let g = SinceGraph::new(&key, root.column::<DateTime<Utc>>("at").unwrap())
-        .unwrap()
-        .related(
-            "child",
-            Relation::new(&child.column::<i64>("t1_id").unwrap(), &key),
-            child.column::<DateTime<Utc>>("at").unwrap(),
-        )
-        .unwrap();
+    let g = SinceGraph::new(&key, root.column::<DateTime<Utc>>("at").unwrap()).related(
+        "child",
+        Relation::new(&child.column::<i64>("t1_id").unwrap(), &key),
+        child.column::<DateTime<Utc>>("at").unwrap(),
+    );
     let sql = g
         .since(at())
-        .unwrap()
         .strategy(SinceStrategy::OrJoins)
         .build()
+        .unwrap()
         .sql()
         .to_owned();
     assert!(

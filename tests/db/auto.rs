@@ -50,10 +50,8 @@ async fn latest_auto_follows_history_length_and_the_index() {
             .unwrap();
         let spec = shop
             .latest()
-            .unwrap()
             .status_eq("Complete")
-            .strategy(LatestStrategy::Auto)
-            .unwrap();
+            .strategy(LatestStrategy::Auto);
         let cache = fresh();
         let ctx = format!("drafts {drafts}, index {index}");
         let count = spec
@@ -106,7 +104,7 @@ async fn latest_auto_follows_history_length_and_the_index() {
         let first = first_page_ids(&spec, &client).await;
         assert!(want > 0 && first.len() == 40, "{ctx}");
         for s in LatestStrategy::FROM_HISTORY {
-            let explicit = spec.clone().strategy(s).unwrap();
+            let explicit = spec.clone().strategy(s);
             assert_eq!(explicit.count(&client).await.unwrap(), want, "{ctx} {s:?}");
             assert_eq!(
                 first_page_ids(&explicit, &client).await,
@@ -127,7 +125,7 @@ async fn since_auto_follows_the_window() {
         .await
         .unwrap()
         .now;
-    let graph = MovesTables::default().seed_graph().unwrap();
+    let graph = MovesTables::default().seed_graph();
     for q in graph.index_advice(IndexOptions::new(SinceStrategy::Auto)) {
         q.execute(&client).await.unwrap();
     }
@@ -137,7 +135,6 @@ async fn since_auto_follows_the_window() {
     // changed roots.
     let narrow = graph
         .since(now + chrono::Duration::days(1))
-        .unwrap()
         .strategy(SinceStrategy::Auto);
     let c = narrow
         .explain_choice_with(&fresh(), &client, Shape::Count)
@@ -160,7 +157,6 @@ async fn since_auto_follows_the_window() {
     for days in [30, 60, 120, 240] {
         let q = graph
             .since(now - chrono::Duration::days(days))
-            .unwrap()
             .strategy(SinceStrategy::Auto);
         let c = q
             .explain_choice_with(&fresh(), &client, Shape::Count)
@@ -184,7 +180,6 @@ async fn since_auto_follows_the_window() {
         .unwrap();
     let wide = graph
         .since(now - chrono::Duration::days(3650))
-        .unwrap()
         .strategy(SinceStrategy::Auto);
     let c = wide
         .explain_choice_with(&fresh(), &client, Shape::Count)
@@ -215,7 +210,7 @@ async fn since_auto_follows_the_window() {
         now - chrono::Duration::days(1),
         now - chrono::Duration::days(365),
     ] {
-        let auto = graph.since(at).unwrap().strategy(SinceStrategy::Auto);
+        let auto = graph.since(at).strategy(SinceStrategy::Auto);
         let want = auto.count(&client).await.unwrap();
         let page = auto
             .fetch_page::<(i64,)>(&client, &PageRequest::new(30))
@@ -223,7 +218,7 @@ async fn since_auto_follows_the_window() {
             .unwrap()
             .keys;
         for s in SinceStrategy::ALL {
-            let q = graph.since(at).unwrap().strategy(s);
+            let q = graph.since(at).strategy(s);
             assert_eq!(q.count(&client).await.unwrap(), want, "{s:?}");
             let p = q
                 .fetch_page::<(i64,)>(&client, &PageRequest::new(30))
@@ -238,11 +233,7 @@ async fn since_auto_follows_the_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_refuses_bad_shapes_before_sending() {
     let shop = OrdersTables::default();
-    let spec = shop
-        .latest()
-        .unwrap()
-        .strategy(LatestStrategy::Auto)
-        .unwrap();
+    let spec = shop.latest().strategy(LatestStrategy::Auto);
     let schema = schema().await;
     let client = client(&schema).await;
     // No tables exist: an error here would be the database's, not ours.
@@ -254,11 +245,8 @@ async fn auto_refuses_bad_shapes_before_sending() {
         matches!(err, Error::InvalidSpec { field: "limit", .. }),
         "{err}"
     );
-    let graph = MovesTables::default().seed_graph().unwrap();
-    let q = graph
-        .since(Utc::now())
-        .unwrap()
-        .strategy(SinceStrategy::Auto);
+    let graph = MovesTables::default().seed_graph();
+    let q = graph.since(Utc::now()).strategy(SinceStrategy::Auto);
     let err = q
         .explain_choice(&client, Shape::Page { limit: -1 })
         .await
@@ -269,28 +257,25 @@ async fn auto_refuses_bad_shapes_before_sending() {
     );
     // Without a database, Auto builds its static choice.
     assert_eq!(
-        spec.build(),
+        spec.build().unwrap(),
         spec.clone()
             .strategy(LatestStrategy::DistinctOn)
-            .unwrap()
             .build()
+            .unwrap()
     );
     assert_eq!(
         spec.page_query::<i64>(&pgpatterns::PageRequest::new(10))
             .unwrap(),
         spec.clone()
             .strategy(LatestStrategy::Lateral)
-            .unwrap()
             .page_query::<i64>(&pgpatterns::PageRequest::new(10))
             .unwrap()
     );
     // A value with quotes is a bound parameter in the statistics query too.
     let hostile = shop
         .latest()
-        .unwrap()
         .status_eq("x'); DROP TABLE orders; --")
-        .strategy(LatestStrategy::Auto)
-        .unwrap();
+        .strategy(LatestStrategy::Auto);
     OrdersSeed::new(100).run(&client, |_| {}).await.unwrap();
     assert_eq!(hostile.count(&client).await.unwrap(), 0);
     let n: Vec<(i64,)> = client
@@ -317,14 +302,12 @@ async fn rollup_auto_says_run_analyze_on_a_never_analyzed_table() {
         .await
         .unwrap();
     let t = Table::new("raw_facts").unwrap();
-    let mut r = Rollup::new(&t);
-    r.dimension(&t.column::<String>("a").unwrap()).unwrap();
-    r.dimension(&t.column::<String>("b").unwrap()).unwrap();
-    r.metric("total", Agg::count_all()).unwrap();
-    r.with_total()
-        .unwrap()
-        .strategy(RollupStrategy::Auto)
-        .unwrap();
+    let r = Rollup::new(&t)
+        .dimension(&pgpatterns::Dim::new(&t.column::<String>("a").unwrap()))
+        .dimension(&pgpatterns::Dim::new(&t.column::<String>("b").unwrap()))
+        .metric(&pgpatterns::Metric::new("total", Agg::count_all()))
+        .with_total()
+        .strategy(RollupStrategy::Auto);
     let analyzed = |c: &Choice<RollupStrategy>| {
         c.statistics
             .iter()
@@ -368,10 +351,8 @@ async fn auto_reports_read_plainly() {
         .unwrap();
     let spec = OrdersTables::default()
         .latest()
-        .unwrap()
         .status_eq("Complete")
-        .strategy(LatestStrategy::Auto)
-        .unwrap();
+        .strategy(LatestStrategy::Auto);
     let cache = fresh();
     let first = spec
         .explain_choice_with(&cache, &client, Shape::Count)

@@ -84,12 +84,9 @@ async fn latest_auto_uses_the_denormalized_column_only_while_maintained() {
     let column = shop.orders.column::<String>("status").unwrap();
     let spec = shop
         .latest()
-        .unwrap()
         .denormalized(&column)
-        .unwrap()
         .status_eq("Shelved")
-        .strategy(LatestStrategy::Auto)
-        .unwrap();
+        .strategy(LatestStrategy::Auto);
     let d = spec.denormalize().unwrap();
     d.install(&mut client).await.unwrap();
     d.backfill::<i64, _>(&mut client, 1000, |_| {})
@@ -125,8 +122,8 @@ async fn latest_auto_uses_the_denormalized_column_only_while_maintained() {
         )
         .await
         .unwrap();
-    let distinct_on = spec.clone().strategy(LatestStrategy::DistinctOn).unwrap();
-    let denormalized = spec.clone().strategy(LatestStrategy::Denormalized).unwrap();
+    let distinct_on = spec.clone().strategy(LatestStrategy::DistinctOn);
+    let denormalized = spec.clone().strategy(LatestStrategy::Denormalized);
     let want = distinct_on.count(&client).await.unwrap();
     assert_eq!(want, 50);
     assert_eq!(denormalized.count(&client).await.unwrap(), 0, "drifted");
@@ -220,10 +217,8 @@ async fn latest_auto_sees_the_advised_index_come_and_go() {
         .unwrap();
     let spec = OrdersTables::default()
         .latest()
-        .unwrap()
         .status_eq("Complete")
-        .strategy(LatestStrategy::Auto)
-        .unwrap();
+        .strategy(LatestStrategy::Auto);
     let before = indexes(&client, "order_status").await;
     let cache = fresh();
     let count = Shape::Count;
@@ -307,7 +302,7 @@ async fn latest_auto_sees_the_advised_index_come_and_go() {
     let g3 = spec.explain_choice(&client, count).await.unwrap();
     assert_eq!(g3.strategy, LatestStrategy::NotExists, "{g3}");
     assert_eq!(spec.count(&client).await.unwrap(), {
-        let explicit = spec.clone().strategy(LatestStrategy::DistinctOn).unwrap();
+        let explicit = spec.clone().strategy(LatestStrategy::DistinctOn);
         explicit.count(&client).await.unwrap()
     });
 }
@@ -323,7 +318,7 @@ async fn since_auto_sees_the_advised_indexes_come_and_go() {
         .unwrap()
         .now;
     client.batch_execute("ANALYZE").await.unwrap();
-    let graph = MovesTables::default().seed_graph().unwrap();
+    let graph = MovesTables::default().seed_graph();
     let tables = [
         "moves",
         "orders",
@@ -337,7 +332,6 @@ async fn since_auto_sees_the_advised_indexes_come_and_go() {
     }
     let q = graph
         .since(now - chrono::Duration::days(365))
-        .unwrap()
         .strategy(SinceStrategy::Auto);
     let cache = fresh();
     let shape = Shape::Page { limit: 50 };
@@ -418,14 +412,12 @@ async fn rollup_auto_decides_again_when_an_index_changes() {
         .await
         .unwrap();
     let t = Table::new("facts").unwrap();
-    let mut r = Rollup::new(&t);
-    r.dimension(&t.column::<String>("a").unwrap()).unwrap();
-    r.dimension(&t.column::<String>("b").unwrap()).unwrap();
-    r.metric("total", Agg::count_all()).unwrap();
-    r.with_total()
-        .unwrap()
-        .strategy(RollupStrategy::Auto)
-        .unwrap();
+    let r = Rollup::new(&t)
+        .dimension(&pgpatterns::Dim::new(&t.column::<String>("a").unwrap()))
+        .dimension(&pgpatterns::Dim::new(&t.column::<String>("b").unwrap()))
+        .metric(&pgpatterns::Metric::new("total", Agg::count_all()))
+        .with_total()
+        .strategy(RollupStrategy::Auto);
     let cache = fresh();
     let d1 = r.explain_choice_with(&cache, &client).await.unwrap();
     assert!(!d1.cached);

@@ -77,9 +77,9 @@ macro_rules! v {
 /// `&mut postgres::Client` (`blocking`).
 macro_rules! latest_answers {
     ($db:expr, $m:tt) => {{
-        let latest = OrdersTables::default().latest().unwrap().status_eq("Complete");
-        let auto = latest.clone().strategy(LatestStrategy::Auto).unwrap();
-        let rollup = SalesTables::sample().dashboard(false).unwrap();
+        let latest = OrdersTables::default().latest().status_eq("Complete");
+        let auto = latest.clone().strategy(LatestStrategy::Auto);
+        let rollup = SalesTables::sample().dashboard(false);
         let req = PageRequest::new(10);
         let page = v!($m; latest.fetch_page::<(), i64>($db, &req);
                           latest.fetch_page_blocking::<(), i64, _>($db, &req));
@@ -87,7 +87,7 @@ macro_rules! latest_answers {
             count: v!($m; latest.count($db); latest.count_blocking($db)),
             page: page.keys,
             auto: v!($m; auto.count($db); auto.count_blocking($db)),
-            rollup: rows_text(v!($m; rollup.fetch($db); rollup.fetch_blocking($db))),
+            rollup: rows_text(v!($m; rollup.fetch_all($db); rollup.fetch_all_blocking($db))),
             plain: v!($m; plain().fetch_all($db); plain().fetch_all_blocking($db)),
             one: v!($m; one().fetch_one($db); one().fetch_one_blocking($db)),
             optional: v!($m; none().fetch_optional($db); none().fetch_optional_blocking($db)),
@@ -99,9 +99,7 @@ macro_rules! since_answers {
     ($db:expr, $m:tt) => {{
         let since = MovesTables::default()
             .seed_graph()
-            .unwrap()
             .since(now() - chrono::Duration::days(2))
-            .unwrap()
             .strategy(SinceStrategy::Exists);
         let req = PageRequest::new(10);
         let page = v!($m; since.fetch_page::<(i64,)>($db, &req);
@@ -197,9 +195,7 @@ async fn blocking_writes_and_maintenance() {
     let shop = OrdersTables::default();
     let spec = shop
         .latest()
-        .unwrap()
-        .denormalized(&shop.orders.column::<String>("status").unwrap())
-        .unwrap();
+        .denormalized(&shop.orders.column::<String>("status").unwrap());
     let d = spec.denormalize().unwrap();
     let (drift_before, drift_after, winner) = with_sync_client(&schema, move |sc| {
         d.install_blocking(sc).unwrap();
@@ -207,7 +203,7 @@ async fn blocking_writes_and_maintenance() {
         let report = d.backfill_blocking::<i64, _>(sc, 50, |_| {}).unwrap();
         assert_eq!(report.entities, 200);
         let after = d.drift_count_blocking(sc).unwrap();
-        let count = |s: LatestStrategy| spec.clone().strategy(s).unwrap().count_query();
+        let count = |s: LatestStrategy| spec.clone().strategy(s).count_query().unwrap();
         let cmp = Compare::new(2)
             .run_blocking(
                 sc,

@@ -65,17 +65,14 @@ async fn agreeing_strategies_are_timed_interleaved() {
     let schema = schema().await;
     let c = client(&schema).await;
     OrdersSeed::new(2000).run(&c, |_| {}).await.unwrap();
-    let spec = OrdersTables::default()
-        .latest()
-        .unwrap()
-        .status_eq("Complete");
+    let spec = OrdersTables::default().latest().status_eq("Complete");
     let direct: Vec<(i64,)> = c
         .rows_as(
             &spec
                 .clone()
                 .strategy(LatestStrategy::DistinctOn)
-                .unwrap()
-                .count_query(),
+                .count_query()
+                .unwrap(),
         )
         .await
         .unwrap();
@@ -86,8 +83,8 @@ async fn agreeing_strategies_are_timed_interleaved() {
     let mut rows = Vec::new();
     let mut pages = Vec::new();
     for s in LatestStrategy::FROM_HISTORY {
-        let q = spec.clone().strategy(s).unwrap();
-        rows.push(Contender::new(format!("{s:?}"), q.build()));
+        let q = spec.clone().strategy(s);
+        rows.push(Contender::new(format!("{s:?}"), q.build().unwrap()));
         pages.push(Contender::new(
             format!("{s:?}"),
             q.page_query::<i64>(&pgpatterns::PageRequest::new(50))
@@ -155,15 +152,15 @@ async fn agreeing_strategies_are_timed_interleaved() {
             "DistinctOn",
             spec.clone()
                 .strategy(LatestStrategy::DistinctOn)
-                .unwrap()
-                .count_query(),
+                .count_query()
+                .unwrap(),
         ),
         Contender::new(
             "Lateral",
             spec.clone()
                 .strategy(LatestStrategy::Lateral)
-                .unwrap()
-                .count_query(),
+                .count_query()
+                .unwrap(),
         ),
     ];
     // Futures are Send: the comparison can be spawned.
@@ -291,11 +288,8 @@ async fn compare_columns_let_denormalized_agree() {
     let status = shop.orders.column::<String>("status").unwrap();
     let spec = shop
         .latest()
-        .unwrap()
         .denormalized(&status)
-        .unwrap()
-        .status_in(["Complete", "Cancelled"])
-        .unwrap();
+        .status_in(["Complete", "Cancelled"]);
     let denorm = spec.denormalize().unwrap();
     denorm.install(&mut c).await.unwrap();
     denorm
@@ -307,15 +301,15 @@ async fn compare_columns_let_denormalized_agree() {
             "DistinctOn",
             spec.clone()
                 .strategy(LatestStrategy::DistinctOn)
-                .unwrap()
-                .build(),
+                .build()
+                .unwrap(),
         ),
         Contender::new(
             "Denormalized",
             spec.clone()
                 .strategy(LatestStrategy::Denormalized)
-                .unwrap()
-                .build(),
+                .build()
+                .unwrap(),
         ),
     ];
     // Whole rows differ: only the history strategy has `latest_at`.

@@ -19,7 +19,7 @@ CREATE TABLE order_status (
 fn spec() -> LatestStatus<String> {
     let shop = OrdersTables::default();
     let column = shop.orders.column::<String>("status").unwrap();
-    shop.latest().unwrap().denormalized(&column).unwrap()
+    shop.latest().denormalized(&column)
 }
 
 fn base() -> DateTime<Utc> {
@@ -40,7 +40,7 @@ async fn both_ways(
             .column(Alias::new("id"))
             .column(Alias::new(pgpatterns::LATEST_STATUS))
             .from_subquery(
-                s.clone().strategy(strategy).unwrap().to_statement(),
+                s.clone().strategy(strategy).to_statement().unwrap(),
                 Alias::new("m"),
             )
             .order_by(Alias::new("id"), Order::Asc)
@@ -227,8 +227,8 @@ async fn concurrent_writers(isolation: &'static str) {
         spec.clone(),
         spec.clone().status_eq("Complete"),
         spec.clone().status_ne("Complete"),
-        spec.clone().status_in(["Pending", "Cancelled"]).unwrap(),
-        spec.clone().status_not_in(["Pending"]).unwrap(),
+        spec.clone().status_in(["Pending", "Cancelled"]),
+        spec.clone().status_not_in(["Pending"]),
         spec.clone().status_is_null(),
     ] {
         // Entities without history (their column is NULL too) included:
@@ -389,11 +389,8 @@ async fn ddl_is_idempotent_and_safe_with_hostile_names() {
         c.batch_execute(q).await.unwrap();
     }
     let spec = LatestStatus::new(&key, &fk, &status, &at)
-        .unwrap()
         .then_by(&history.column::<i64>("id").unwrap())
-        .unwrap()
-        .denormalized(&col)
-        .unwrap();
+        .denormalized(&col);
     let d = spec.denormalize().unwrap();
     for _ in 0..2 {
         d.install(&mut c).await.unwrap();
@@ -402,7 +399,7 @@ async fn ddl_is_idempotent_and_safe_with_hostile_names() {
         q.execute(&c).await.unwrap();
         q.execute(&c).await.unwrap(); // IF NOT EXISTS
     }
-    let d_spec = spec.clone().strategy(LatestStrategy::Denormalized).unwrap();
+    let d_spec = spec.clone().strategy(LatestStrategy::Denormalized);
     for q in d_spec.index_advice(true) {
         c.run_outside_transaction(&q).await.unwrap();
     }
@@ -414,7 +411,7 @@ async fn ddl_is_idempotent_and_safe_with_hostile_names() {
     .unwrap();
     assert_eq!(d.drift_count(&c).await.unwrap(), 0);
     let got: Vec<(i64,)> = c
-        .rows_as(&d_spec.clone().status_eq("a").count_query())
+        .rows_as(&d_spec.clone().status_eq("a").count_query().unwrap())
         .await
         .unwrap();
     assert_eq!(got, vec![(1,)]);
@@ -448,16 +445,15 @@ async fn denormalize_refuses_what_it_cannot_maintain() {
             .unwrap()
             .column::<DateTime<Utc>>("t")
             .unwrap(),
-    )
-    .unwrap();
+    );
     assert!(without.denormalize().unwrap_err().is_invalid_input());
     let not_import = |h: &Table| h.column::<String>("status").expect("valid name").ne("x");
-    let filtered = spec().history_filter(not_import).unwrap();
+    let filtered = spec().history_filter(not_import);
     assert!(filtered.denormalize().unwrap_err().is_invalid_input());
     // Denormalized does not read the history: a history filter added after
     // choosing it is refused, not silently ignored.
-    let denormalized = spec().strategy(LatestStrategy::Denormalized).unwrap();
-    let err = denormalized.history_filter(not_import).unwrap_err();
+    let denormalized = spec().strategy(LatestStrategy::Denormalized);
+    let err = denormalized.history_filter(not_import).check().unwrap_err();
     assert!(err.is_invalid_input(), "{err}");
     // a transaction is refused by execute_outside_transaction (CONCURRENTLY)
     let schema = schema().await;

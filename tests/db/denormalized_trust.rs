@@ -31,11 +31,8 @@ fn spec_for(
         &history.column::<String>(status).unwrap(),
         &history.column::<DateTime<Utc>>("at").unwrap(),
     )
-    .unwrap()
     .then_by(&history.column::<i64>("id").unwrap())
-    .unwrap()
     .denormalized(&entity.column::<String>(column).unwrap())
-    .unwrap()
 }
 
 /// Every predicate, for comparing strategies.
@@ -44,8 +41,8 @@ fn predicates(s: &LatestStatus<String>) -> Vec<(&'static str, LatestStatus<Strin
         ("any", s.clone()),
         ("eq", s.clone().status_eq("a")),
         ("ne", s.clone().status_ne("a")),
-        ("in", s.clone().status_in(["a", "c"]).unwrap()),
-        ("not_in", s.clone().status_not_in(["a"]).unwrap()),
+        ("in", s.clone().status_in(["a", "c"])),
+        ("not_in", s.clone().status_not_in(["a"])),
         ("is_null", s.clone().status_is_null()),
     ]
 }
@@ -61,7 +58,7 @@ async fn rows(
         .column(Alias::new(key))
         .column(Alias::new(pgpatterns::LATEST_STATUS))
         .from_subquery(
-            s.clone().strategy(strategy).unwrap().to_statement(),
+            s.clone().strategy(strategy).to_statement().unwrap(),
             Alias::new("m"),
         )
         .order_by(Alias::new(key), Order::Asc)
@@ -91,8 +88,8 @@ async fn assert_same_rows(c: &tokio_postgres::Client, spec: &LatestStatus<String
             .rows_as(
                 &s.clone()
                     .strategy(LatestStrategy::Auto)
-                    .unwrap()
-                    .count_query(),
+                    .count_query()
+                    .unwrap(),
             )
             .await
             .unwrap()[0];
@@ -101,8 +98,8 @@ async fn assert_same_rows(c: &tokio_postgres::Client, spec: &LatestStatus<String
             .rows_as(
                 &s.clone()
                     .strategy(LatestStrategy::Denormalized)
-                    .unwrap()
-                    .count_query(),
+                    .count_query()
+                    .unwrap(),
             )
             .await
             .unwrap()[0];
@@ -150,8 +147,8 @@ async fn denormalized_returns_no_entity_without_history() {
                 .clone()
                 .status_is_null()
                 .strategy(LatestStrategy::Denormalized)
-                .unwrap()
-                .count_query(),
+                .count_query()
+                .unwrap(),
         )
         .await
         .unwrap()[0];

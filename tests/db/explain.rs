@@ -21,11 +21,9 @@ async fn plans_are_typed_and_analyze_changes_nothing() {
     // Estimates only, with bound values: the latest-status count.
     let spec = OrdersTables::default()
         .latest()
-        .unwrap()
         .status_eq("Complete")
-        .strategy(LatestStrategy::Lateral)
-        .unwrap();
-    let plan = explain(&c, &spec.count_query()).await.unwrap();
+        .strategy(LatestStrategy::Lateral);
+    let plan = explain(&c, &spec.count_query().unwrap()).await.unwrap();
     assert_eq!(plan.root.node_type, "Aggregate");
     assert!(plan.execution_ms.is_none());
     assert!(plan.nodes().iter().all(|n| n.actual_rows.is_none()));

@@ -115,16 +115,16 @@ fn reference(
 /// `orders` / `order_status(order_id, status, created_at, id)`: latest by
 /// `(created_at, id)`.
 fn order_status_spec() -> LatestStatus<String> {
-    OrdersTables::default().latest().unwrap()
+    OrdersTables::default().latest()
 }
 
 fn apply(spec: LatestStatus<String>, p: Pred) -> LatestStatus<String> {
     match p {
         Pred::Any => spec,
         Pred::Eq => spec.status_eq("Pending"),
-        Pred::In => spec.status_in(["Complete", "it's \"odd\""]).unwrap(),
+        Pred::In => spec.status_in(["Complete", "it's \"odd\""]),
         Pred::Ne => spec.status_ne("Pending"),
-        Pred::NotIn => spec.status_not_in(["Pending", "Cancelled"]).unwrap(),
+        Pred::NotIn => spec.status_not_in(["Pending", "Cancelled"]),
         Pred::IsNull => spec.status_is_null(),
     }
 }
@@ -189,36 +189,37 @@ async fn every_strategy_matches_the_reference() {
                     let want = reference(&entities, &rows, p, missing, as_of);
                     let mut s = apply(spec.clone(), p);
                     if let Some(m) = missing {
-                        s = s.missing_as(m).unwrap();
+                        s = s.missing_as(m);
                     }
                     if let Some(t) = as_of {
-                        s = s.as_of::<DateTime<Utc>>(t).unwrap();
+                        s = s.as_of::<DateTime<Utc>>(t);
                     }
                     for strategy in LatestStrategy::FROM_HISTORY
                         .into_iter()
                         .chain([LatestStrategy::Auto])
                     {
-                        let s = s.clone().strategy(strategy).unwrap();
+                        let s = s.clone().strategy(strategy);
                         // Auto as a caller runs it: resolved against the database.
                         let s = s.resolve(&client, pgpatterns::Shape::All).await.unwrap();
                         assert_ne!(s.chosen_strategy(), LatestStrategy::Auto);
                         let q = Query::select()
                             .column(Alias::new("id"))
                             .column(Alias::new(pgpatterns::LATEST_STATUS))
-                            .from_subquery(s.to_statement(), Alias::new("m"))
+                            .from_subquery(s.to_statement().unwrap(), Alias::new("m"))
                             .order_by(Alias::new("id"), Order::Asc)
                             .to_owned();
                         let got: Vec<(i64, Option<String>)> =
                             client.rows_as(&BuiltQuery::from(&q)).await.unwrap();
                         let ctx = format!(
                             "seed {seed} {p:?} missing={missing:?} as_of={as_of:?} {strategy:?}\n{}",
-                            s.build()
+                            s.build().unwrap()
                         );
                         assert_eq!(got, want, "{ctx}");
-                        let counted: Vec<(i64,)> = client.rows_as(&s.count_query()).await.unwrap();
+                        let counted: Vec<(i64,)> =
+                            client.rows_as(&s.count_query().unwrap()).await.unwrap();
                         assert_eq!(counted, vec![(want.len() as i64,)], "count: {ctx}");
                         if strategy == LatestStrategy::Auto {
-                            let auto = s.clone().strategy(LatestStrategy::Auto).unwrap();
+                            let auto = s.clone().strategy(LatestStrategy::Auto);
                             assert_eq!(
                                 auto.count(&client).await.unwrap(),
                                 want.len() as i64,
@@ -252,7 +253,7 @@ async fn composed_filters_apply_outside(
     p: Pred,
 ) {
     let t = base() + Duration::minutes(15);
-    let mut stmt = s.to_statement();
+    let mut stmt = s.to_statement().unwrap();
     stmt.and_where(
         Expr::col((Alias::new("orders"), Alias::new("id")))
             .modulo(2i64.param())
@@ -308,7 +309,7 @@ async fn keyset_pages_walk_every_match_once() {
     // g % 3 == 0 and not g % 5 == 1
     let want: Vec<i64> = (1..=500).filter(|g| g % 3 == 0 && g % 5 != 1).collect();
     for strategy in LatestStrategy::FROM_HISTORY {
-        let s = spec.clone().strategy(strategy).unwrap();
+        let s = spec.clone().strategy(strategy);
         // The statement alone (the first page of 37), as a caller composing
         // it would run it.
         let first = s.page_query::<i64>(&PageRequest::new(37)).unwrap();

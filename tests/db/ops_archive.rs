@@ -49,9 +49,7 @@ fn mover(batch: i64) -> Archiver<i64, DateTime<Utc>> {
         &orders.column::<DateTime<Utc>>("created_at").unwrap(),
         &Table::new("orders_archive").unwrap(),
     )
-    .unwrap()
     .batch_size(batch)
-    .unwrap()
 }
 
 /// Every row of live + archive (through the mover's union), by id.
@@ -63,7 +61,7 @@ async fn everything<E: Executor>(e: &E, m: &Archiver<i64, DateTime<Utc>>) -> Vec
         .column(Alias::new("amount"))
         .column(Alias::new("created_at"))
         .column(Alias::new("note"))
-        .from_subquery(m.union_all(&columns), Alias::new("u"))
+        .from_subquery(m.union_all(&columns).unwrap(), Alias::new("u"))
         .order_by(Alias::new("id"), Order::Asc)
         .to_owned();
     fetch(e, &BuiltQuery::from(&q)).await
@@ -154,7 +152,7 @@ async fn totals_stay_constant_while_rows_move_under_readers_and_writers() {
             let q = BuiltQuery::from(
                 &Query::select()
                     .expr(Expr::cust("count(*)"))
-                    .from_subquery(m.union_all(&columns), Alias::new("u"))
+                    .from_subquery(m.union_all(&columns).unwrap(), Alias::new("u"))
                     .and_where(Expr::col(Alias::new("id")).lte(n.param()))
                     .to_owned(),
             );
@@ -211,7 +209,9 @@ async fn a_mover_killed_mid_batch_or_dropped_mid_run_resumes_exactly_once() {
     let n = 3000;
     seed(&c, n).await;
     let m = mover(50);
-    c.batch_execute(m.create_statement().sql()).await.unwrap();
+    c.batch_execute(m.create_statement().unwrap().sql())
+        .await
+        .unwrap();
     // Make every batch slow, so a kill lands inside one.
     c.batch_execute(
         "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS
@@ -315,17 +315,14 @@ async fn bad_input_is_a_typed_error_and_moves_nothing() {
     };
     let archive = Table::new("orders_archive").unwrap();
     // batch size 0, archive = live, columns of two tables
+    assert_eq!(spec_field(mover(1).batch_size(0).check()).0, "batch_size");
     assert_eq!(
-        spec_field(mover(1).batch_size(0).map(|_| ())).0,
-        "batch_size"
-    );
-    assert_eq!(
-        spec_field(Archiver::new(&id, &at, &orders).map(|_| ())).0,
+        spec_field(Archiver::new(&id, &at, &orders).check()).0,
         "archive"
     );
     let other = Table::new("other").unwrap();
     assert_eq!(
-        spec_field(Archiver::new(&id, &at.of(&other), &archive).map(|_| ())).0,
+        spec_field(Archiver::new(&id, &at.of(&other), &archive).check()).0,
         "columns"
     );
     // A cutoff in the future, forbidden by the caller.
@@ -374,7 +371,6 @@ async fn bad_input_is_a_typed_error_and_moves_nothing() {
             &ghost.column::<DateTime<Utc>>("at").unwrap(),
             &archive,
         )
-        .unwrap()
         .run(&c, t0(), |_| {})
         .await
         .map(|_| ()),
@@ -410,9 +406,7 @@ async fn hostile_names_are_only_names() {
         &live.column::<DateTime<Utc>>("at $1").unwrap(),
         &Table::new("arch\") ; --").unwrap(),
     )
-    .unwrap()
-    .batch_size(3)
-    .unwrap();
+    .batch_size(3);
     let report = m
         .run(
             &c,
@@ -426,7 +420,7 @@ async fn hostile_names_are_only_names() {
     let total = BuiltQuery::from(
         &Query::select()
             .expr(Expr::cust("count(*)"))
-            .from_subquery(m.union_all(&columns), Alias::new("u"))
+            .from_subquery(m.union_all(&columns).unwrap(), Alias::new("u"))
             .to_owned(),
     );
     assert_eq!(fetch::<(i64,), _>(&c, &total).await, vec![(20,)]);
@@ -436,8 +430,7 @@ async fn hostile_names_are_only_names() {
         &live.column::<i64>("i\"d").unwrap(),
         live.column::<i64>("i\"d").unwrap().gt(5),
         2,
-    )
-    .unwrap();
+    );
     // live kept ids 1..=10
     assert_eq!(purge.run(&c, |_| {}).await.unwrap().rows, 5);
     assert_eq!(fetch::<(i64,), _>(&c, &total).await, vec![(15,)]);
@@ -462,7 +455,7 @@ async fn batched_delete_skips_locked_rows_and_a_rerun_finishes() {
     )
     .await;
     assert!(expected > 2);
-    let purge = BatchDelete::new(&id, cond, 7).unwrap();
+    let purge = BatchDelete::new(&id, cond, 7);
     // A live writer holds one matching row locked.
     let held: i64 = c
         .query_one(
@@ -598,8 +591,7 @@ async fn a_future_cutoff_is_refused_by_default_by_the_servers_clock() {
         &ev.column::<i64>("id").unwrap(),
         &ev.column::<chrono::NaiveDateTime>("at").unwrap(),
         &Table::new("local_events_archive").unwrap(),
-    )
-    .unwrap();
+    );
     let utc_now = Utc::now().naive_utc();
     // 14 hours ahead of UTC: UTC now + 1 h is 13 hours ago locally.
     c.batch_execute("SET TimeZone = 'Pacific/Kiritimati'")

@@ -13,7 +13,7 @@ use crate::support::{client, schema};
 
 fn index_on(table: &str, name: &str, column: &str) -> ConcurrentIndex {
     let t = Table::new(table).unwrap();
-    ConcurrentIndex::new(name, &[t.column::<i64>(column).unwrap().erase()]).unwrap()
+    ConcurrentIndex::new(name, &[t.column::<i64>(column).unwrap().erase()])
 }
 
 async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
@@ -102,7 +102,6 @@ async fn a_failed_unique_build_leaves_an_invalid_index_that_is_detected_and_rebu
             format!("{table}_email_key"),
             &[t.column::<i64>("email").unwrap().erase()],
         )
-        .unwrap()
         .unique();
         // The induced failure: duplicates.
         let err = idx.create(&c).await.unwrap_err();
@@ -186,9 +185,7 @@ async fn hostile_names_are_only_names() {
             t.column::<i64>("x").unwrap().erase(),
         ],
     )
-    .unwrap()
-    .desc("x")
-    .unwrap();
+    .desc("x");
     assert_eq!(idx.ensure(&c).await.unwrap().after, IndexState::Valid);
     let def: String = c
         .query_one(
@@ -203,9 +200,11 @@ async fn hostile_names_are_only_names() {
     assert_eq!(idx.state(&c).await.unwrap(), IndexState::Missing);
     assert_eq!(count(&c, "SELECT count(*) FROM victims").await, 0);
     // Names sea-query would write unescaped are refused before anything is sent.
-    let err = ConcurrentIndex::new("a\"b", &[t.column::<i64>("x").unwrap().erase()]).unwrap_err();
+    let err = ConcurrentIndex::new("a\"b", &[t.column::<i64>("x").unwrap().erase()])
+        .check()
+        .unwrap_err();
     assert!(err.is_invalid_input(), "{err}");
-    let err = ConcurrentIndex::new("ok", &[]).unwrap_err();
+    let err = ConcurrentIndex::new("ok", &[]).check().unwrap_err();
     assert!(err.is_invalid_input(), "{err}");
 }
 
@@ -255,9 +254,8 @@ async fn a_same_named_index_on_another_table_is_a_conflict_and_never_dropped() {
     // b's index left INVALID by a failed unique build: still b's, never dropped.
     c.batch_execute("DROP INDEX my_idx").await.unwrap();
     let b = Table::new("b").unwrap();
-    let on_b = ConcurrentIndex::new("my_idx", &[b.column::<i64>("email").unwrap().erase()])
-        .unwrap()
-        .unique();
+    let on_b =
+        ConcurrentIndex::new("my_idx", &[b.column::<i64>("email").unwrap().erase()]).unique();
     assert!(on_b.create(&c).await.unwrap_err().is_unique_violation());
     assert_eq!(indexes_named(&c, "my_idx").await, [("b".to_owned(), false)]);
     let on_a = index_on("a", "my_idx", "email");
@@ -296,10 +294,7 @@ async fn a_same_named_index_with_another_definition_is_a_conflict_and_never_drop
     let t = Table::new("t").unwrap();
     let col = |n: &str| t.column::<i64>(n).unwrap().erase();
     // What ensure would build: (a, b DESC), not unique.
-    let wanted = ConcurrentIndex::new("ix", &[col("a"), col("b")])
-        .unwrap()
-        .desc("b")
-        .unwrap();
+    let wanted = ConcurrentIndex::new("ix", &[col("a"), col("b")]).desc("b");
     for (other, why) in [
         ("(a)", "fewer columns"),
         ("(a, b DESC, c)", "more columns"),
@@ -345,7 +340,7 @@ async fn a_same_named_index_with_another_definition_is_a_conflict_and_never_drop
     let unique = wanted.clone().unique();
     assert_eq!(unique.ensure(&c).await.unwrap().before, IndexState::Valid);
     c.batch_execute("DROP INDEX ix").await.unwrap();
-    let bad = ConcurrentIndex::new("ix", &[col("b")]).unwrap().unique();
+    let bad = ConcurrentIndex::new("ix", &[col("b")]).unique();
     assert!(bad.create(&c).await.unwrap_err().is_unique_violation());
     assert_eq!(indexes_named(&c, "ix").await, [("t".to_owned(), false)]);
     let err = wanted.ensure(&c).await.unwrap_err();
@@ -379,8 +374,7 @@ async fn the_index_is_looked_up_in_the_tables_schema() {
     // The same name in another schema is another index: created, and
     // dropping it leaves the test schema's alone.
     let t = Table::in_schema(&other, "t").unwrap();
-    let there =
-        ConcurrentIndex::new("same_name", &[t.column::<i64>("id").unwrap().erase()]).unwrap();
+    let there = ConcurrentIndex::new("same_name", &[t.column::<i64>("id").unwrap().erase()]);
     let done = there.ensure(&c).await.unwrap();
     assert_eq!(
         (done.before, done.after),

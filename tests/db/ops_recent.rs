@@ -35,7 +35,7 @@ impl Views {
     }
 
     fn spec(&self, keep: i64) -> Spec {
-        RecentHistory::new(&self.owner, &self.item, &self.at, keep).unwrap()
+        RecentHistory::new(&self.owner, &self.item, &self.at, keep)
     }
 
     async fn create<E: Executor>(&self, e: &E, keep: i64) -> Spec {
@@ -46,7 +46,7 @@ impl Views {
         stmt.primary_key(Index::create().col(self.owner.iden()).col(self.item.iden()));
         exec(e, &BuiltQuery::schema(&stmt)).await;
         let spec = self.spec(keep);
-        e.run_outside_transaction(&spec.index_advice(true))
+        e.run_outside_transaction(&spec.index_advice(true).unwrap())
             .await
             .unwrap();
         spec
@@ -145,7 +145,7 @@ async fn recent_joins_the_item_table() {
             .await
             .unwrap();
     }
-    let joined = spec.with_items(&id).unwrap();
+    let joined = spec.with_items(&id);
     let q = BuiltQuery::from(&joined.recent_query(7, 50).unwrap());
     let rows: Vec<(i64, DateTime<Utc>, i64, String)> = fetch(&c, &q).await;
     let names: Vec<(i64, String)> = rows.into_iter().map(|r| (r.0, r.3)).collect();
@@ -342,20 +342,29 @@ async fn bad_input_is_a_typed_error() {
         )
     };
     is_spec(
-        RecentHistory::new(&v.owner, &v.item, &v.at, 0).unwrap_err(),
+        RecentHistory::new(&v.owner, &v.item, &v.at, 0)
+            .check()
+            .unwrap_err(),
         "keep",
     );
     is_spec(
-        RecentHistory::new(&v.owner, &v.item, &v.at.of(&other), 5).unwrap_err(),
+        RecentHistory::new(&v.owner, &v.item, &v.at.of(&other), 5)
+            .check()
+            .unwrap_err(),
         "columns",
     );
     is_spec(
-        RecentHistory::new(&v.owner, &v.owner, &v.at, 5).unwrap_err(),
+        RecentHistory::new(&v.owner, &v.owner, &v.at, 5)
+            .check()
+            .unwrap_err(),
         "columns",
     );
     let spec = v.spec(5);
     is_spec(spec.recent_query(1, 0).unwrap_err(), "limit");
-    is_spec(spec.clone().with_items(&v.item).unwrap_err(), "items");
+    is_spec(
+        spec.clone().with_items(&v.item).check().unwrap_err(),
+        "items",
+    );
     // Refused before anything is sent: no table exists in this schema.
     let schema = schema().await;
     let mut c = client(&schema).await;

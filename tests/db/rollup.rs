@@ -9,7 +9,7 @@ use std::str::FromStr;
 use pgpatterns::sea_query::{Alias, Expr, Order, Query};
 use pgpatterns::seed::sales::{self, SalesSeed};
 use pgpatterns::{
-    Agg, BuiltQuery, Dim, DimId, DimValue, Error, Executor, Level, Metric, Rollup, RollupRow,
+    Agg, BuiltQuery, Dim, DimValue, Error, Executor, Level, Metric, Rollup, RollupRow,
     RollupStrategy, RollupTable, Split, SqlType, Table,
 };
 use rust_decimal::Decimal;
@@ -73,16 +73,19 @@ async fn seed_003_dashboard_gives_the_articles_table_and_summary_line() {
     SalesSeed::sample().run(&client, |_| {}).await.unwrap();
     let s = sale(Table::new(sales::SAMPLE_TABLE).unwrap());
 
-    let mut r = Rollup::new(&s.table);
-    let merchant = r.dimension(&s.merchant).unwrap();
-    let device = r.dimension(&s.device).unwrap();
-    let total = r.metric("total", Agg::count(&s.id)).unwrap();
-    let avg = r.metric("avg_charged_amount", Agg::avg(&s.amount)).unwrap();
-    let users = r
-        .metric("unique_users", Agg::count_distinct(&s.user_id))
-        .unwrap();
-    r.with_total().unwrap();
-    let rows = r.fetch(&client).await.unwrap();
+    let merchant = Dim::new(&s.merchant);
+    let device = Dim::new(&s.device);
+    let total = Metric::new("total", Agg::count(&s.id));
+    let avg = Metric::new("avg_charged_amount", Agg::avg(&s.amount));
+    let users = Metric::new("unique_users", Agg::count_distinct(&s.user_id));
+    let r = Rollup::new(&s.table)
+        .dimension(&merchant)
+        .dimension(&device)
+        .metric(&total)
+        .metric(&avg)
+        .metric(&users)
+        .with_total();
+    let rows = r.fetch_all(&client).await.unwrap();
 
     // The article's GROUPING SETS ((merchant, device), ()) output, verbatim.
     let want: [Line; 7] = [
@@ -134,10 +137,28 @@ async fn seed_003_dashboard_gives_the_articles_table_and_summary_line() {
     assert_eq!(summary.get(&users), Some(5));
 
     // Summary first, as the article's last advice asks.
-    r.total_first();
-    let first = r.fetch(&client).await.unwrap();
+    let first = r.clone().total_first().fetch_all(&client).await.unwrap();
     assert_eq!(first[0], rows[6]);
     assert_eq!(&first[1..], &rows[..6]);
+
+    // The seed's own dashboard is the same report, read with its handles.
+    let tables = SalesSeed::sample().tables();
+    let seeded = tables.dashboard(true).fetch_all(&client).await.unwrap();
+    assert_eq!(
+        RollupTable::new(&seeded).to_string(),
+        RollupTable::new(&rows).to_string()
+    );
+    for (mine, theirs) in rows.iter().zip(&seeded) {
+        assert_eq!(mine.get(&merchant), theirs.get(&tables.by_merchant));
+        assert_eq!(mine.get(&device), theirs.get(&tables.by_device));
+        assert_eq!(mine.get(&total), theirs.get(&tables.total));
+        assert_eq!(mine.get(&avg), theirs.get(&tables.avg_charged_amount));
+        assert_eq!(mine.get(&users), theirs.get(&tables.unique_users));
+        assert_eq!(mine.level(), theirs.level());
+        // Each report's handles are its own: same names, other columns.
+        assert!(theirs.try_get(&merchant).is_err());
+        assert!(mine.try_get(&tables.total).is_err());
+    }
 }
 
 /// `(device, merchant, count)` rows as the article prints them.
@@ -210,23 +231,21 @@ async fn seed_003_rollup_cube_and_grouping_sets_give_the_articles_rows() {
         (Shape::Sets, ROLLUP_MERCHANT_DEVICE),
     ] {
         // SELECT device, merchant, count(*) as in the article.
-        let mut r = Rollup::new(&s.table);
-        let device = r.dimension(&s.device).unwrap();
-        let merchant = r.dimension(&s.merchant).unwrap();
-        let count = r.metric("count", Agg::count_all()).unwrap();
-        match shape {
-            Shape::RollupDeviceMerchant => r.rollup([device.id(), merchant.id()]),
-            Shape::RollupMerchantDevice => r.rollup([merchant.id(), device.id()]),
-            Shape::Cube => r.cube([merchant.id(), device.id()]),
-            Shape::Sets => r.grouping_sets([
-                vec![merchant.id()],
-                vec![merchant.id(), device.id()],
-                vec![],
-            ]),
+        let device = Dim::new(&s.device);
+        let merchant = Dim::new(&s.merchant);
+        let count = Metric::new("count", Agg::count_all());
+        let r = Rollup::new(&s.table)
+            .dimension(&device)
+            .dimension(&merchant)
+            .metric(&count);
+        let r = match shape {
+            Shape::RollupDeviceMerchant => r.rollup((&device, &merchant)),
+            Shape::RollupMerchantDevice => r.rollup([&merchant, &device]),
+            Shape::Cube => r.cube((&merchant, &device)),
+            Shape::Sets => r.grouping_sets(((&merchant,), (&merchant, &device), ())),
         }
-        .unwrap();
-        r.total_first();
-        let rows = r.fetch(&client).await.unwrap();
+        .total_first();
+        let rows = r.fetch_all(&client).await.unwrap();
         let got: Vec<(Option<String>, Option<String>, i64)> = rows
             .iter()
             .map(|row| {
@@ -414,21 +433,29 @@ struct Handles {
 }
 
 fn spec(t: &Facts) -> (Rollup, Handles) {
-    let mut r = Rollup::new(&t.table);
     let h = Handles {
-        a: r.dimension(&t.a).unwrap(),
-        b: r.dimension(&t.b).unwrap(),
-        c: r.dimension_as("c flag", &t.c).unwrap(),
-        count_all: r.metric("n", Agg::count_all()).unwrap(),
-        count_amount: r.metric("n_amount", Agg::count(&t.amount)).unwrap(),
-        users: r.metric("users", Agg::count_distinct(&t.user)).unwrap(),
-        sum: r.metric("sum", Agg::sum(&t.amount)).unwrap(),
-        min: r.metric("min", Agg::min(&t.amount)).unwrap(),
-        max: r.metric("max", Agg::max(&t.amount)).unwrap(),
-        flagged: r
-            .metric("flagged", Agg::count_all().filter(t.flag.eq(true)))
-            .unwrap(),
+        a: Dim::new(&t.a),
+        b: Dim::new(&t.b),
+        c: Dim::named("c flag", &t.c),
+        count_all: Metric::new("n", Agg::count_all()),
+        count_amount: Metric::new("n_amount", Agg::count(&t.amount)),
+        users: Metric::new("users", Agg::count_distinct(&t.user)),
+        sum: Metric::new("sum", Agg::sum(&t.amount)),
+        min: Metric::new("min", Agg::min(&t.amount)),
+        max: Metric::new("max", Agg::max(&t.amount)),
+        flagged: Metric::new("flagged", Agg::count_all().filter(t.flag.eq(true))),
     };
+    let r = Rollup::new(&t.table)
+        .dimension(&h.a)
+        .dimension(&h.b)
+        .dimension(&h.c)
+        .metric(&h.count_all)
+        .metric(&h.count_amount)
+        .metric(&h.users)
+        .metric(&h.sum)
+        .metric(&h.min)
+        .metric(&h.max)
+        .metric(&h.flagged);
     (r, h)
 }
 
@@ -450,54 +477,47 @@ fn decoded(rows: &[RollupRow], h: &Handles) -> Vec<((u32, Key), Agg5)> {
         .collect()
 }
 
-/// The three dimensions of a facts spec.
+/// The three dimensions of a facts spec (text, int4, bool).
 pub(crate) struct Ids {
-    pub(crate) a: DimId,
-    pub(crate) b: DimId,
-    pub(crate) c: DimId,
+    pub(crate) a: Dim<String>,
+    pub(crate) b: Dim<i32>,
+    pub(crate) c: Dim<bool>,
 }
 
 impl Handles {
     fn ids(&self) -> Ids {
         Ids {
-            a: self.a.id(),
-            b: self.b.id(),
-            c: self.c.id(),
+            a: self.a.clone(),
+            b: self.b.clone(),
+            c: self.c.clone(),
         }
     }
 }
 
-/// Every shape, as (apply to spec, the sets it means).
+/// Every shape, as (apply to spec, the sets it means). Dimensions are
+/// named as tuples of mixed types, arrays, single handles or erased lists.
 #[allow(clippy::type_complexity)]
-pub(crate) fn shapes() -> Vec<(&'static str, fn(&mut Rollup, &Ids), Vec<Vec<usize>>)> {
+pub(crate) fn shapes() -> Vec<(&'static str, fn(Rollup, &Ids) -> Rollup, Vec<Vec<usize>>)> {
     vec![
-        ("plain", |_, _| {}, vec![vec![0, 1, 2]]),
+        ("plain", |r, _| r, vec![vec![0, 1, 2]]),
         (
             "with_total",
-            |r, _| {
-                r.with_total().unwrap();
-            },
+            |r, _| r.with_total(),
             vec![vec![0, 1, 2], vec![]],
         ),
         (
             "rollup(a,b,c)",
-            |r, h| {
-                r.rollup([h.a, h.b, h.c]).unwrap();
-            },
+            |r, h| r.rollup((&h.a, &h.b, &h.c)),
             vec![vec![0, 1, 2], vec![0, 1], vec![0], vec![]],
         ),
         (
             "rollup(c,a,b)",
-            |r, h| {
-                r.rollup([h.c, h.a, h.b]).unwrap();
-            },
+            |r, h| r.rollup(vec![h.c.erase(), h.a.erase(), h.b.erase()]),
             vec![vec![0, 1, 2], vec![0, 2], vec![2], vec![]],
         ),
         (
             "cube(a,b,c)",
-            |r, h| {
-                r.cube([h.a, h.b, h.c]).unwrap();
-            },
+            |r, h| r.cube((&h.a, &h.b, &h.c)),
             vec![
                 vec![0, 1, 2],
                 vec![0, 1],
@@ -511,24 +531,17 @@ pub(crate) fn shapes() -> Vec<(&'static str, fn(&mut Rollup, &Ids), Vec<Vec<usiz
         ),
         (
             "grouping sets ((a), (b, c), ())",
-            |r, h| {
-                r.grouping_sets([vec![h.a], vec![h.b, h.c], vec![]])
-                    .unwrap();
-            },
+            |r, h| r.grouping_sets(((&h.a,), (&h.b, &h.c), ())),
             vec![vec![0], vec![1, 2], vec![]],
         ),
         (
             "a, rollup(b, c)",
-            |r, h| {
-                r.group_by(h.a).unwrap().rollup([h.b, h.c]).unwrap();
-            },
+            |r, h| r.group_by(&h.a).rollup((&h.b, &h.c)),
             vec![vec![0, 1, 2], vec![0, 1], vec![0]],
         ),
         (
             "rollup(a), cube(b)",
-            |r, h| {
-                r.rollup([h.a]).unwrap().cube([h.b]).unwrap();
-            },
+            |r, h| r.rollup(&h.a).cube([&h.b]),
             // c is named by no entry: grouped at every level.
             vec![vec![0, 1, 2], vec![0, 2], vec![1, 2], vec![2]],
         ),
@@ -553,15 +566,15 @@ async fn every_grouping_matches_an_in_memory_group_by() {
         for (name, apply, sets) in shapes() {
             let want = reference(&data, &sets);
             for total_first in [false, true] {
-                let (mut r, h) = spec(&t);
-                apply(&mut r, &h.ids());
+                let (r, h) = spec(&t);
+                let mut r = apply(r, &h.ids());
                 if total_first {
-                    r.total_first();
+                    r = r.total_first();
                 }
-                let rows = r.fetch(&client).await.unwrap();
+                let rows = r.fetch_all(&client).await.unwrap();
                 let ctx = format!(
                     "seed {seed} {name} total_first={total_first}\n{}",
-                    r.build()
+                    r.build().unwrap()
                 );
                 let got = decoded(&rows, &h);
                 // Same rows (COUNT DISTINCT checked below) …
@@ -631,9 +644,8 @@ async fn real_null_dimension_values_are_detail_rows() {
         .await
         .unwrap();
     let t = facts_table();
-    let (mut r, h) = spec(&t);
-    r.with_total().unwrap();
-    let rows = r.fetch(&client).await.unwrap();
+    let (r, h) = spec(&t);
+    let rows = r.with_total().fetch_all(&client).await.unwrap();
     assert_eq!(rows.len(), 3);
     // ('x', 1, true) then the all-NULL detail row (NULLs last), then the total.
     assert_eq!(rows[0].get(&h.a).as_deref(), Some("x"));
@@ -668,15 +680,14 @@ async fn having_and_limit_per_level_match_the_reference() {
         let sets = vec![vec![0, 1, 2], vec![0, 2], vec![2]];
         let want = reference(&data, &sets);
         for limit in [1i64, 2, 5] {
-            let (mut r, h) = spec(&t);
-            r.rollup([h.a.id(), h.b.id()]).unwrap();
-            r.having(h.count_all.gte(2));
-            r.rank_by(&h.count_all, Order::Desc)
-                .unwrap()
-                .limit_per_level(limit)
-                .unwrap();
-            let rows = r.fetch(&client).await.unwrap();
-            let ctx = format!("seed {seed} limit {limit}\n{}", r.build());
+            let (r, h) = spec(&t);
+            let r = r
+                .rollup((&h.a, &h.b))
+                .having(h.count_all.gte(2))
+                .rank_by(&h.count_all, Order::Desc)
+                .limit_per_level(limit);
+            let rows = r.fetch_all(&client).await.unwrap();
+            let ctx = format!("seed {seed} limit {limit}\n{}", r.build().unwrap());
             // Reference: HAVING count >= 2, then per level the `limit`
             // largest counts, ties by dimensions ascending (NULLs last).
             let mut expected: Vec<(u32, Key, i64)> = Vec::new();
@@ -728,27 +739,23 @@ async fn a_callers_parameterized_base_query_keeps_its_parameters() {
         .and_where(s.merchant.is_in(["Costco", "Walmart", "Target"]))
         .to_owned();
     let filtered = Table::new("filtered").unwrap();
-    let mut r = Rollup::from_query(base, &filtered).unwrap();
-    let merchant = r
-        .dimension(&filtered.column::<String>("merchant").unwrap())
-        .unwrap();
-    let device = r
-        .dimension(&filtered.column::<String>("device").unwrap())
-        .unwrap();
+    let merchant = Dim::new(&filtered.column::<String>("merchant").unwrap());
+    let device = Dim::new(&filtered.column::<String>("device").unwrap());
     let amount = filtered.column::<i32>("charged_amount").unwrap();
-    let n = r.metric("n", Agg::count_all()).unwrap();
-    let big = r
-        .metric("big", Agg::count_all().filter(amount.gt(100)))
-        .unwrap();
-    let users = r
-        .metric(
-            "users",
-            Agg::count_distinct(filtered.column::<i32>("user_id").unwrap()),
-        )
-        .unwrap();
-    r.rollup([merchant.id(), device.id()]).unwrap();
-    r.having(n.gte(2));
-    let q = r.build();
+    let n = Metric::new("n", Agg::count_all());
+    let big = Metric::new("big", Agg::count_all().filter(amount.gt(100)));
+    let users = Metric::new(
+        "users",
+        Agg::count_distinct(filtered.column::<i32>("user_id").unwrap()),
+    );
+    // The dimensions are added by the rollup, in the order it names them.
+    let r = Rollup::from_query(base, &filtered)
+        .metric(&n)
+        .metric(&big)
+        .metric(&users)
+        .rollup((&merchant, &device))
+        .having(n.gte(2));
+    let q = r.build().unwrap();
     // sea-query numbers placeholders in text order: the metric's FILTER
     // value in the select list comes first, then the caller's two values
     // inside the derived table, then HAVING. Each placeholder keeps its
@@ -785,7 +792,7 @@ async fn a_callers_parameterized_base_query_keeps_its_parameters() {
         ]
     );
 
-    let rows = r.fetch(&client).await.unwrap();
+    let rows = r.fetch_all(&client).await.unwrap();
     // amount >= 20 drops rows 4 (14) and 5 (15): Walmart D2 keeps 1 row,
     // then HAVING n >= 2 drops it.
     type Got = (Option<String>, Option<String>, i64, i64, i64, String);
@@ -831,20 +838,20 @@ async fn hostile_names_and_values_stay_names_and_values() {
     let t = Table::new(r#"Sale"; DROP TABLE x; --"#).unwrap();
     let m = t.column::<String>(r#"Mer"chant"#).unwrap();
     let amt = t.column::<i32>("amt").unwrap();
-    let mut r = Rollup::new(&t);
-    let dim = r.dimension_as(r#"m"); DROP TABLE "Sale"; --"#, &m).unwrap();
-    let sum = r
-        .metric(
-            r#"s" FROM x; --"#,
-            Agg::sum(&amt).filter(m.is_distinct_from("') OR 1=1 --")),
-        )
-        .unwrap();
-    r.with_total().unwrap();
-    r.having(sum.gte(0));
-    let q = r.build();
+    let dim = Dim::named(r#"m"); DROP TABLE "Sale"; --"#, &m);
+    let sum = Metric::new(
+        r#"s" FROM x; --"#,
+        Agg::sum(&amt).filter(m.is_distinct_from("') OR 1=1 --")),
+    );
+    let r = Rollup::new(&t)
+        .dimension(&dim)
+        .metric(&sum)
+        .with_total()
+        .having(sum.gte(0));
+    let q = r.build().unwrap();
     assert!(!q.sql().contains("'a"), "{q}");
     assert!(!q.sql().contains("OR 1=1"), "{q}");
-    let rows = r.fetch(&client).await.unwrap();
+    let rows = r.fetch_all(&client).await.unwrap();
     let got: Vec<(Option<String>, Option<i64>, bool)> = rows
         .iter()
         .map(|row| (row.get(&dim), row.get(&sum), row.level().is_total()))
@@ -867,10 +874,10 @@ async fn hostile_names_and_values_stay_names_and_values() {
         .from(t.table_ref())
         .to_owned();
     let alias = Table::new(r#"f"; --"#).unwrap();
-    let mut w = Rollup::from_query(base, &alias).unwrap();
-    let k = w.dimension(&alias.column::<String>("k").unwrap()).unwrap();
-    let n = w.metric("n", Agg::count_all()).unwrap();
-    let rows = w.fetch(&client).await.unwrap();
+    let k = Dim::new(&alias.column::<String>("k").unwrap());
+    let n = Metric::new("n", Agg::count_all());
+    let w = Rollup::from_query(base, &alias).dimension(&k).metric(&n);
+    let rows = w.fetch_all(&client).await.unwrap();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0].get(&k).as_deref(), Some("a'; DROP"));
     assert_eq!(rows[0].get(&n), Some(2));
@@ -896,21 +903,23 @@ async fn names_next_to_the_internal_ones_are_only_names() {
     let m0 = t.column::<String>("m0").unwrap();
     let v = t.column::<i64>("v").unwrap();
     let mut results = Vec::new();
+    let a = Dim::named("m0", &d0);
+    let b = Dim::named("Rollup_Rank", &m0);
+    let n = Metric::new("d0", Agg::count_all());
+    let s = Metric::new("m0_n", Agg::sum(&v));
+    let g = Metric::new("ROLLUP_GROUPING", Agg::sum(&v));
     for strategy in pgpatterns::RollupStrategy::ALL {
-        let mut r = Rollup::new(&t);
-        r.strategy(strategy).unwrap();
-        let a = r.dimension_as("m0", &d0).unwrap();
-        let b = r.dimension_as("Rollup_Rank", &m0).unwrap();
-        let n = r.metric("d0", Agg::count_all()).unwrap();
-        let s = r.metric("m0_n", Agg::sum(&v)).unwrap();
-        let g = r.metric("ROLLUP_GROUPING", Agg::sum(&v)).unwrap();
-        r.rollup([a.id(), b.id()]).unwrap();
-        r.having(n.gte(1));
-        r.rank_by(&s, Order::Desc)
-            .unwrap()
-            .limit_per_level(2)
-            .unwrap();
-        let rows = r.fetch(&client).await.unwrap();
+        // The same handles in each strategy's report.
+        let r = Rollup::new(&t)
+            .strategy(strategy)
+            .rollup((&a, &b))
+            .metric(&n)
+            .metric(&s)
+            .metric(&g)
+            .having(n.gte(1))
+            .rank_by(&s, Order::Desc)
+            .limit_per_level(2);
+        let rows = r.fetch_all(&client).await.unwrap();
         let got: Vec<_> = rows
             .iter()
             .map(|row| {
@@ -1013,21 +1022,18 @@ async fn from_query_bases_with_hostile_aliases_return_the_right_rows() {
             .to_owned();
         let t = Table::new(alias).unwrap();
         for strategy in pgpatterns::RollupStrategy::ALL {
-            let mut r = Rollup::from_query(base.clone(), &t).unwrap();
-            r.strategy(strategy).unwrap();
-            let k = r
-                .dimension_as("k", t.column::<String>(alias).unwrap())
-                .unwrap();
-            let n = r.metric("n", Agg::count_all()).unwrap();
-            let s = r
-                .metric("s", Agg::sum(&t.column::<i64>("v").unwrap()))
-                .unwrap();
-            r.with_total().unwrap();
-            r.rank_by(&n, Order::Desc)
-                .unwrap()
-                .limit_per_level(5)
-                .unwrap();
-            let rows = r.fetch(&client).await.unwrap();
+            let k = Dim::named("k", t.column::<String>(alias).unwrap());
+            let n = Metric::new("n", Agg::count_all());
+            let s = Metric::new("s", Agg::sum(&t.column::<i64>("v").unwrap()));
+            let r = Rollup::from_query(base.clone(), &t)
+                .strategy(strategy)
+                .dimension(&k)
+                .metric(&n)
+                .metric(&s)
+                .with_total()
+                .rank_by(&n, Order::Desc)
+                .limit_per_level(5);
+            let rows = r.fetch_all(&client).await.unwrap();
             let got: Vec<_> = rows
                 .iter()
                 .map(|row| {
@@ -1047,7 +1053,7 @@ async fn from_query_bases_with_hostile_aliases_return_the_right_rows() {
                     (None, Some(3), Some(dec("6")), true),
                 ],
                 "{alias:?} {strategy:?}\n{}",
-                r.build()
+                r.build().unwrap()
             );
         }
     }
@@ -1067,26 +1073,20 @@ struct Shops {
 
 fn shops() -> Shops {
     let t = Table::new("shops").unwrap();
-    let mut rollup = Rollup::new(&t);
-    let region = rollup
-        .dimension(&t.column::<String>("region").unwrap())
-        .unwrap();
-    let shop = rollup
-        .dimension(&t.column::<String>("shop").unwrap())
-        .unwrap();
+    let region = Dim::new(&t.column::<String>("region").unwrap());
+    let shop = Dim::new(&t.column::<String>("shop").unwrap());
     let amount = t.column::<i32>("amount").unwrap();
     let flag = t.column::<bool>("flag").unwrap();
-    let n = rollup.metric("n", Agg::count_all()).unwrap();
-    let flagged = rollup
-        .metric("flagged", Agg::sum(&amount).filter(flag.eq(true)))
-        .unwrap();
-    let top = rollup
-        .metric("top", Agg::max(&amount).filter(flag.eq(true)))
-        .unwrap();
-    let price = rollup
-        .metric("price", Agg::avg(&t.column::<f64>("price").unwrap()))
-        .unwrap();
-    rollup.rollup([region.id(), shop.id()]).unwrap();
+    let n = Metric::new("n", Agg::count_all());
+    let flagged = Metric::new("flagged", Agg::sum(&amount).filter(flag.eq(true)));
+    let top = Metric::new("top", Agg::max(&amount).filter(flag.eq(true)));
+    let price = Metric::new("price", Agg::avg(&t.column::<f64>("price").unwrap()));
+    let rollup = Rollup::new(&t)
+        .rollup((&region, &shop))
+        .metric(&n)
+        .metric(&flagged)
+        .metric(&top)
+        .metric(&price);
     Shops {
         rollup,
         region,
@@ -1116,7 +1116,7 @@ async fn handles_read_every_level_and_the_table_prints_it_like_psql() {
     let client = client(&schema).await;
     load_shops(&client).await;
     let s = shops();
-    let rows = s.rollup.fetch(&client).await.unwrap();
+    let rows = s.rollup.fetch_all(&client).await.unwrap();
     let all = DimValue::All;
     let v = |x: &str| DimValue::Value(x.to_owned());
     type Want = (
@@ -1179,23 +1179,25 @@ async fn handles_read_every_level_and_the_table_prints_it_like_psql() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_handle_of_another_spec_is_an_error_not_a_value() {
+async fn a_handle_not_in_the_report_is_an_error_not_a_value() {
     let schema = schema().await;
     let client = client(&schema).await;
     load_shops(&client).await;
     let mine = shops();
-    // The same report built again: same names, types and positions.
+    // The same report built again: same names, types and positions, but
+    // other handles, not added to `mine`.
     let other = shops();
-    let rows = mine.rollup.fetch(&client).await.unwrap();
+    let rows = mine.rollup.fetch_all(&client).await.unwrap();
     let row = &rows[0];
     assert_eq!(row.get(&mine.region).as_deref(), Some("north"));
-    for e in [
-        row.try_get(&other.region).unwrap_err(),
-        row.try_get(&other.n).unwrap_err(),
-        row.try_dim(&other.shop).unwrap_err(),
+    for (e, what) in [
+        (row.try_get(&other.region).unwrap_err(), "dimension"),
+        (row.try_get(&other.n).unwrap_err(), "metric"),
+        (row.try_dim(&other.shop).unwrap_err(), "dimension"),
     ] {
+        let want = format!("is not a {what} of the report this row comes from");
         assert!(
-            matches!(&e, Error::InvalidSpec { field: "handle", reason } if reason.contains("another rollup spec")),
+            matches!(&e, Error::InvalidSpec { field: "handle", reason } if reason.contains(&want)),
             "{e:?}"
         );
         assert!(e.is_invalid_input());
@@ -1203,10 +1205,44 @@ async fn a_handle_of_another_spec_is_an_error_not_a_value() {
     let panic = std::panic::catch_unwind(|| row.get(&other.n));
     assert!(panic.is_err());
 
+    // A handle used in two reports reads its column in both, wherever it
+    // sits; handles of the first report not added here are not columns.
+    let t = Table::new("shops").unwrap();
+    let by_region = Rollup::new(&t)
+        .group_by(&mine.region)
+        .metric(&other.n)
+        .metric(&mine.flagged);
+    let regions = by_region.fetch_all(&client).await.unwrap();
+    let got: Vec<_> = regions
+        .iter()
+        .map(|r| (r.get(&mine.region), r.get(&other.n), r.get(&mine.flagged)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (Some("north".to_owned()), Some(3), Some(10)),
+            (Some("south".to_owned()), Some(1), Some(7)),
+        ]
+    );
+    assert_eq!(rows[3].get(&mine.region), regions[0].get(&mine.region));
+    assert_eq!(rows[3].get(&mine.flagged), regions[0].get(&mine.flagged));
+    let e = regions[0].try_get(&mine.n).unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            Error::InvalidSpec {
+                field: "handle",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(regions[0].try_dim(&mine.shop).is_err());
+    assert!(rows[0].try_get(&other.n).is_err());
+
     // A clone shares the handles: the same report run another way.
-    let mut pre = mine.rollup.clone();
-    pre.strategy(RollupStrategy::PreAggregate).unwrap();
-    let again = pre.fetch(&client).await.unwrap();
+    let pre = mine.rollup.clone().strategy(RollupStrategy::PreAggregate);
+    let again = pre.fetch_all(&client).await.unwrap();
     assert_eq!(again, rows);
     assert_eq!(again[5].get(&mine.n), Some(4));
 }

@@ -108,38 +108,48 @@ fn spec() -> (Rollup, Handles) {
     let qty = t.column::<i32>("qty").unwrap();
     let price = t.column::<Decimal>("price").unwrap();
     let flag = t.column::<bool>("flag").unwrap();
-    let mut r = Rollup::new(&t);
     let h = Handles {
-        a: r.dimension(&a).unwrap(),
-        b: r.dimension(&t.column::<i32>("b").unwrap()).unwrap(),
-        c: r.dimension_as("c flag", t.column::<bool>("c").unwrap())
-            .unwrap(),
-        n: r.metric("n", Agg::count_all()).unwrap(),
-        n_amount: r.metric("n_amount", Agg::count(&amount)).unwrap(),
-        sum8: r.metric("sum8", Agg::sum(&amount)).unwrap(),
-        sum4: r.metric("sum4", Agg::sum(&qty)).unwrap(),
-        sumn: r.metric("sumn", Agg::sum(&price)).unwrap(),
-        avg4: r.metric("avg4", Agg::avg(&qty)).unwrap(),
-        avg8: r.metric("avg8", Agg::avg(&amount)).unwrap(),
-        avgn: r.metric("avgn", Agg::avg(&price)).unwrap(),
-        min8: r.metric("min8", Agg::min(&amount)).unwrap(),
-        max8: r.metric("max8", Agg::max(&amount)).unwrap(),
-        minp: r.metric("minp", Agg::min(&price)).unwrap(),
-        maxa: r.metric("maxa", Agg::max(&a)).unwrap(),
-        flagged: r
-            .metric("flagged", Agg::count_all().filter(flag.eq(true)))
-            .unwrap(),
-        sum_flagged: r
-            .metric("sum_flagged", Agg::sum(&qty).filter(flag.eq(true)))
-            .unwrap(),
+        a: Dim::new(&a),
+        b: Dim::new(&t.column::<i32>("b").unwrap()),
+        c: Dim::named("c flag", t.column::<bool>("c").unwrap()),
+        n: Metric::new("n", Agg::count_all()),
+        n_amount: Metric::new("n_amount", Agg::count(&amount)),
+        sum8: Metric::new("sum8", Agg::sum(&amount)),
+        sum4: Metric::new("sum4", Agg::sum(&qty)),
+        sumn: Metric::new("sumn", Agg::sum(&price)),
+        avg4: Metric::new("avg4", Agg::avg(&qty)),
+        avg8: Metric::new("avg8", Agg::avg(&amount)),
+        avgn: Metric::new("avgn", Agg::avg(&price)),
+        min8: Metric::new("min8", Agg::min(&amount)),
+        max8: Metric::new("max8", Agg::max(&amount)),
+        minp: Metric::new("minp", Agg::min(&price)),
+        maxa: Metric::new("maxa", Agg::max(&a)),
+        flagged: Metric::new("flagged", Agg::count_all().filter(flag.eq(true))),
+        sum_flagged: Metric::new("sum_flagged", Agg::sum(&qty).filter(flag.eq(true))),
         // Metric filters that match nothing.
-        none: r
-            .metric("none", Agg::count(&amount).filter(amount.gt(1_000_000)))
-            .unwrap(),
-        none_sum: r
-            .metric("none_sum", Agg::sum(&amount).filter(amount.gt(1_000_000)))
-            .unwrap(),
+        none: Metric::new("none", Agg::count(&amount).filter(amount.gt(1_000_000))),
+        none_sum: Metric::new("none_sum", Agg::sum(&amount).filter(amount.gt(1_000_000))),
     };
+    let r = Rollup::new(&t)
+        .dimension(&h.a)
+        .dimension(&h.b)
+        .dimension(&h.c)
+        .metric(&h.n)
+        .metric(&h.n_amount)
+        .metric(&h.sum8)
+        .metric(&h.sum4)
+        .metric(&h.sumn)
+        .metric(&h.avg4)
+        .metric(&h.avg8)
+        .metric(&h.avgn)
+        .metric(&h.min8)
+        .metric(&h.max8)
+        .metric(&h.minp)
+        .metric(&h.maxa)
+        .metric(&h.flagged)
+        .metric(&h.sum_flagged)
+        .metric(&h.none)
+        .metric(&h.none_sum);
     (r, h)
 }
 
@@ -310,30 +320,28 @@ async fn every_strategy_returns_grouping_sets_rows_exactly() {
         cache.clear();
         for (name, apply, sets) in shapes() {
             for variant in 0..4 {
-                let (mut r, h) = spec();
+                let (r, h) = spec();
                 let ids = Ids {
-                    a: h.a.id(),
-                    b: h.b.id(),
-                    c: h.c.id(),
+                    a: h.a.clone(),
+                    b: h.b.clone(),
+                    c: h.c.clone(),
                 };
-                apply(&mut r, &ids);
+                let r = apply(r, &ids);
                 let mut want_data = data.as_slice();
                 let mut having: Box<dyn Fn(&Acc) -> bool> = Box::new(|_| true);
                 let mut limited = false;
-                match variant {
-                    0 => {}
+                let r = match variant {
+                    0 => r,
                     1 => {
-                        r.total_first().having(h.n.gte(2));
                         having = Box::new(|g| g.n >= 2);
+                        r.total_first().having(h.n.gte(2))
                     }
                     2 => {
                         // HAVING over a metric or a dimension; ranking with ties.
-                        r.having(h.sum4.gt(0).or(h.a.expr().is_null()));
-                        r.rank_by(&h.sum4, Order::Desc)
-                            .unwrap()
-                            .limit_per_level(2)
-                            .unwrap();
                         limited = true;
+                        r.having(h.sum4.gt(0).or(h.a.expr().is_null()))
+                            .rank_by(&h.sum4, Order::Desc)
+                            .limit_per_level(2)
                     }
                     _ => {
                         // A filter matching nothing: only the total remains.
@@ -341,34 +349,31 @@ async fn every_strategy_returns_grouping_sets_rows_exactly() {
                             .unwrap()
                             .column::<i64>("amount")
                             .unwrap();
-                        r.filter(amount.gt(1_000_000_000));
                         want_data = &[];
+                        r.filter(amount.gt(1_000_000_000))
                     }
-                }
+                };
                 let ctx = format!("seed {seed} {name} variant {variant}");
-                let gs = r.fetch(&client).await.unwrap();
+                let gs = r.fetch_all(&client).await.unwrap();
                 if !limited {
                     check_reference(&gs, &h, &reference(want_data, &sets, &having), &ctx);
                 }
                 let want: Vec<String> = gs.iter().map(render).collect();
 
-                let mut pre = r.clone();
-                pre.strategy(RollupStrategy::PreAggregate).unwrap();
-                let mut auto = r.clone();
-                auto.strategy(RollupStrategy::Auto).unwrap();
+                let pre = r.clone().strategy(RollupStrategy::PreAggregate);
+                let auto = r.clone().strategy(RollupStrategy::Auto);
                 let choice = auto.explain_choice_with(&cache, &client).await.unwrap();
-                let mut chosen = r.clone();
-                chosen.strategy(choice.strategy).unwrap();
+                let chosen = r.clone().strategy(choice.strategy);
                 for (label, q) in [
-                    ("PreAggregate", pre.build()),
-                    ("Auto without a database", auto.build()),
-                    ("Auto as chosen", chosen.build()),
+                    ("PreAggregate", pre.build().unwrap()),
+                    ("Auto without a database", auto.build().unwrap()),
+                    ("Auto as chosen", chosen.build().unwrap()),
                 ] {
                     let got: Vec<String> = run(&client, &r, &q).await.iter().map(render).collect();
                     assert_eq!(got, want, "{label}: {ctx}\n{q}");
                 }
                 let fetched: Vec<String> = auto
-                    .fetch(&client)
+                    .fetch_all(&client)
                     .await
                     .unwrap()
                     .iter()
@@ -385,8 +390,8 @@ async fn every_strategy_returns_grouping_sets_rows_exactly() {
                             .map(|c| format!("{} {}", c.name(), c.type_()))
                             .collect()
                     };
-                    let a = types(client.rows(&r.build()).await.unwrap());
-                    let b = types(client.rows(&pre.build()).await.unwrap());
+                    let a = types(client.rows(&r.build().unwrap()).await.unwrap());
+                    let b = types(client.rows(&pre.build().unwrap()).await.unwrap());
                     assert_eq!(a, b, "{ctx}");
                     assert!(a.contains(&"sum4 int8".to_owned()), "{a:?}");
                     assert!(a.contains(&"sum8 numeric".to_owned()), "{a:?}");
@@ -406,24 +411,24 @@ fn dashboard(table: &str, distinct: bool, dims: [&str; 2]) -> Rollup {
     let t = Table::new(table).unwrap();
     let mut r = Rollup::new(&t);
     for d in dims {
-        r.dimension_as(d, t.column::<String>(d).unwrap()).unwrap();
+        r = r.dimension(&Dim::named(d, t.column::<String>(d).unwrap()));
     }
-    r.metric("total", Agg::count(t.column::<i32>("id").unwrap()))
-        .unwrap();
-    r.metric(
-        "avg_charged_amount",
-        Agg::avg(&t.column::<i32>("charged_amount").unwrap()),
-    )
-    .unwrap();
+    r = r
+        .metric(&Metric::new(
+            "total",
+            Agg::count(t.column::<i32>("id").unwrap()),
+        ))
+        .metric(&Metric::new(
+            "avg_charged_amount",
+            Agg::avg(&t.column::<i32>("charged_amount").unwrap()),
+        ));
     if distinct {
-        r.metric(
+        r = r.metric(&Metric::new(
             "unique_users",
             Agg::count_distinct(t.column::<i32>("user_id").unwrap()),
-        )
-        .unwrap();
+        ));
     }
-    r.with_total().unwrap();
-    r
+    r.with_total()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -431,20 +436,31 @@ async fn auto_uses_grouping_sets_for_count_distinct_and_says_why() {
     let schema = schema().await;
     let client = client(&schema).await;
     SalesSeed::sample().run(&client, |_| {}).await.unwrap();
-    let mut r = dashboard(sales::SAMPLE_TABLE, true, ["merchant", "device"]);
+    let r = dashboard(sales::SAMPLE_TABLE, true, ["merchant", "device"]);
 
-    // PreAggregate cannot: a typed error naming the metric.
-    match r.strategy(RollupStrategy::PreAggregate) {
-        Err(Error::InvalidSpec { field, reason }) => {
-            assert_eq!(field, "strategy");
-            assert!(reason.contains("\"unique_users\""), "{reason}");
-            assert!(reason.contains("COUNT(DISTINCT"), "{reason}");
+    // PreAggregate cannot: the report refuses to build or run, with a
+    // typed error naming the metric, before anything is sent.
+    let pre = r.clone().strategy(RollupStrategy::PreAggregate);
+    assert_eq!(pre.chosen_strategy(), RollupStrategy::PreAggregate);
+    for e in [
+        pre.check().unwrap_err(),
+        pre.build().unwrap_err(),
+        pre.fetch_all(&client).await.unwrap_err(),
+        pre.resolve(&client).await.unwrap_err(),
+        pre.explain_choice(&client).await.unwrap_err(),
+    ] {
+        match e {
+            Error::InvalidSpec { field, reason } => {
+                assert_eq!(field, "strategy");
+                assert!(reason.contains("\"unique_users\""), "{reason}");
+                assert!(reason.contains("COUNT(DISTINCT"), "{reason}");
+            }
+            other => panic!("expected InvalidSpec, got {other:?}"),
         }
-        other => panic!("expected InvalidSpec, got {other:?}"),
     }
     assert_eq!(r.chosen_strategy(), RollupStrategy::GroupingSets);
 
-    r.strategy(RollupStrategy::Auto).unwrap();
+    let r = r.strategy(RollupStrategy::Auto);
     let cache = StrategyCache::new(Duration::from_secs(60));
     let choice = r.explain_choice_with(&cache, &client).await.unwrap();
     assert_eq!(choice.strategy, RollupStrategy::GroupingSets);
@@ -463,12 +479,11 @@ async fn auto_uses_grouping_sets_for_count_distinct_and_says_why() {
         "{choice}"
     );
 
-    let mut gs = r.clone();
-    gs.strategy(RollupStrategy::GroupingSets).unwrap();
-    assert_eq!(r.build(), gs.build());
+    let gs = r.clone().strategy(RollupStrategy::GroupingSets);
+    assert_eq!(r.build().unwrap(), gs.build().unwrap());
     assert_eq!(
-        r.fetch(&client).await.unwrap(),
-        gs.fetch(&client).await.unwrap()
+        r.fetch_all(&client).await.unwrap(),
+        gs.fetch_all(&client).await.unwrap()
     );
 }
 
@@ -485,8 +500,8 @@ async fn auto_pre_aggregates_when_the_detail_groups_are_few() {
         .unwrap();
     let cache = StrategyCache::new(Duration::from_secs(60));
 
-    let mut few = dashboard(sales::LARGE_TABLE, false, ["merchant", "device"]);
-    few.strategy(RollupStrategy::Auto).unwrap();
+    let few =
+        dashboard(sales::LARGE_TABLE, false, ["merchant", "device"]).strategy(RollupStrategy::Auto);
     let choice = few.explain_choice_with(&cache, &client).await.unwrap();
     assert_eq!(choice.strategy, RollupStrategy::PreAggregate, "{choice}");
     assert!(!choice.cached);
@@ -523,15 +538,13 @@ async fn auto_pre_aggregates_when_the_detail_groups_are_few() {
     let again = few.explain_choice_with(&cache, &client).await.unwrap();
     assert!(again.cached);
     assert_eq!(again.strategy, RollupStrategy::PreAggregate);
-    let mut filtered = few.clone();
     let amount = Table::new(sales::LARGE_TABLE)
         .unwrap()
         .column::<i32>("charged_amount")
         .unwrap();
-    filtered.filter(amount.gt(1));
+    let filtered = few.clone().filter(amount.gt(1));
     let first = filtered.explain_choice_with(&cache, &client).await.unwrap();
-    let mut other_value = few.clone();
-    other_value.filter(amount.gt(2));
+    let other_value = few.clone().filter(amount.gt(2));
     let second = other_value
         .explain_choice_with(&cache, &client)
         .await
@@ -539,17 +552,16 @@ async fn auto_pre_aggregates_when_the_detail_groups_are_few() {
     assert!(!first.cached && second.cached);
 
     // Rows: identical to GroupingSets.
-    let mut gs = few.clone();
-    gs.strategy(RollupStrategy::GroupingSets).unwrap();
+    let gs = few.clone().strategy(RollupStrategy::GroupingSets);
     let want: Vec<String> = gs
-        .fetch(&client)
+        .fetch_all(&client)
         .await
         .unwrap()
         .iter()
         .map(render)
         .collect();
     let got: Vec<String> = few
-        .fetch(&client)
+        .fetch_all(&client)
         .await
         .unwrap()
         .iter()
@@ -559,18 +571,14 @@ async fn auto_pre_aggregates_when_the_detail_groups_are_few() {
     assert_eq!(want.len(), 1_001);
 
     // About one group per row: GroupingSets.
-    let mut many = dashboard(sales::LARGE_TABLE, false, ["device", "merchant"]);
+    let many = dashboard(sales::LARGE_TABLE, false, ["device", "merchant"]);
     let t = Table::new(sales::LARGE_TABLE).unwrap();
-    let mut wide = Rollup::new(&t);
-    wide.dimension(&t.column::<i32>("user_id").unwrap())
-        .unwrap();
-    wide.dimension(&t.column::<String>("device").unwrap())
-        .unwrap();
-    wide.metric("total", Agg::count_all()).unwrap();
-    wide.with_total()
-        .unwrap()
-        .strategy(RollupStrategy::Auto)
-        .unwrap();
+    let wide = Rollup::new(&t)
+        .dimension(&Dim::new(&t.column::<i32>("user_id").unwrap()))
+        .dimension(&Dim::new(&t.column::<String>("device").unwrap()))
+        .metric(&Metric::new("total", Agg::count_all()))
+        .with_total()
+        .strategy(RollupStrategy::Auto);
     let choice = wide.explain_choice_with(&cache, &client).await.unwrap();
     assert_eq!(choice.strategy, RollupStrategy::GroupingSets, "{choice}");
     assert!(choice.reason.contains("barely shrink"), "{choice}");
@@ -583,13 +591,18 @@ async fn auto_pre_aggregates_when_the_detail_groups_are_few() {
     assert!(per_row > 0.5, "{choice}");
 
     // A blocking client decides the same way and gets the same rows.
-    many.strategy(RollupStrategy::Auto).unwrap();
+    let many = many.strategy(RollupStrategy::Auto);
     let (blocking_choice, rows) = with_sync_client(&schema, move |c| {
         let cache = StrategyCache::new(Duration::from_secs(60));
         let choice = many.explain_choice_with_blocking(&cache, c).unwrap();
         let again = many.explain_choice_with_blocking(&cache, c).unwrap();
         assert!(again.cached);
-        let rows: Vec<String> = many.fetch_blocking(c).unwrap().iter().map(render).collect();
+        let rows: Vec<String> = many
+            .fetch_all_blocking(c)
+            .unwrap()
+            .iter()
+            .map(render)
+            .collect();
         (choice, rows)
     })
     .await;
@@ -601,8 +614,8 @@ async fn auto_pre_aggregates_when_the_detail_groups_are_few() {
 #[allow(dead_code)]
 fn auto_futures_are_send(r: &Rollup, c: &tokio_postgres::Client, p: &deadpool_postgres::Pool) {
     fn send<T: Send>(_: T) {}
-    send(r.fetch(c));
+    send(r.fetch_all(c));
     send(r.explain_choice(c));
     send(r.resolve(c));
-    send(r.fetch(p));
+    send(r.fetch_all(p));
 }

@@ -93,26 +93,14 @@ async fn seeds_the_three_paths_reproducibly() {
     let shop = OrdersTables::default();
     let cancelled = shop
         .latest()
-        .unwrap()
         .status_eq("Cancelled")
         .count(&c)
         .await
         .unwrap();
-    let complete = shop
-        .latest()
-        .unwrap()
-        .status_eq("Complete")
-        .count(&c)
-        .await
-        .unwrap();
+    let complete = shop.latest().status_eq("Complete").count(&c).await.unwrap();
     assert_eq!(cancelled + complete, 3000);
     assert_eq!(
-        shop.latest()
-            .unwrap()
-            .status_eq("Pending")
-            .count(&c)
-            .await
-            .unwrap(),
+        shop.latest().status_eq("Pending").count(&c).await.unwrap(),
         0
     );
 
@@ -231,7 +219,7 @@ async fn all_four_seeders_share_one_schema_with_their_default_names() {
     );
 
     // One query of each family, on the handles of the seeds.
-    let latest = orders.tables().latest().unwrap();
+    let latest = orders.tables().latest();
     let complete = latest
         .clone()
         .status_eq("Complete")
@@ -244,17 +232,15 @@ async fn all_four_seeders_share_one_schema_with_their_default_names() {
     let since = moves
         .tables()
         .full_graph()
-        .unwrap()
         .since(now - chrono::Duration::days(30))
-        .unwrap()
         .count(&c)
         .await
         .unwrap();
     assert!((1..=400).contains(&since), "{since}");
 
-    let detail_and_total = sample.tables().dashboard(true).unwrap().fetch(&c).await;
+    let detail_and_total = sample.tables().dashboard(true).fetch_all(&c).await;
     assert_eq!(detail_and_total.unwrap().len(), 6 + 1);
-    let big = sales.tables().dashboard(false).unwrap().fetch(&c).await;
+    let big = sales.tables().dashboard(false).fetch_all(&c).await;
     let big = big.unwrap().len();
     assert!((2..=1001).contains(&big), "{big}");
 
@@ -265,12 +251,9 @@ async fn all_four_seeders_share_one_schema_with_their_default_names() {
         &t.total_amount,
         5,
     )
-    .unwrap()
     .window_since(&t.order_created_at, now - chrono::Duration::days(30))
-    .unwrap()
     .where_eq(&t.status, "completed")
-    .unwrap()
-    .fetch(&c)
+    .fetch_all(&c)
     .await
     .unwrap();
     assert_eq!(top.len(), 5);
@@ -298,7 +281,7 @@ async fn prefixed_and_schema_qualified_orders_datasets_coexist() {
         3
     );
     for (seed, n) in [(&plain, 100), (&a, 300), (&b, 700)] {
-        let latest = seed.tables().latest().unwrap();
+        let latest = seed.tables().latest();
         let done = latest
             .clone()
             .status_eq("Complete")
@@ -322,8 +305,8 @@ async fn prefixed_and_schema_qualified_orders_datasets_coexist() {
     elsewhere.run(&c, |_| {}).await.unwrap();
     let t = elsewhere.tables();
     assert_eq!(t.orders.display_name(), format!("{other}.orders"));
-    let n = t.latest().unwrap().status_eq("Complete").count(&c).await;
-    let m = t.latest().unwrap().status_eq("Cancelled").count(&c).await;
+    let n = t.latest().status_eq("Complete").count(&c).await;
+    let m = t.latest().status_eq("Cancelled").count(&c).await;
     c.run_script(&format!("DROP SCHEMA \"{other}\" CASCADE"))
         .await
         .unwrap();

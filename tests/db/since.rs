@@ -189,20 +189,16 @@ impl Shop {
         let to_ships = Relation::new(&self.ship_move, &self.move_id);
         let ship_addr = Relation::new(&self.ship_addr, &self.addr_id);
         SinceGraph::new(&self.move_id, &self.move_at)
-            .unwrap()
             .filter(self.show.eq(true))
             .filter(self.avail.is_not_null())
             .timestamp_offset(offset)
             .related("orders", to_orders.clone(), &self.order_at)
-            .unwrap()
             .path(
                 "service_members",
                 [to_orders, Relation::new(&self.order_sm, &self.sm_id)],
                 &self.sm_at,
             )
-            .unwrap()
             .related("shipments", to_ships.clone(), &self.ship_at)
-            .unwrap()
             .path(
                 "items",
                 [
@@ -212,13 +208,11 @@ impl Shop {
                 // checked at run time: the type is only known dynamically here
                 self.item_at.erase(),
             )
-            .unwrap()
             .path(
                 "addresses",
                 [to_ships.clone(), ship_addr.clone()],
                 &self.addr_at,
             )
-            .unwrap()
             .path(
                 "notes",
                 [
@@ -228,7 +222,6 @@ impl Shop {
                 ],
                 &self.note_at,
             )
-            .unwrap()
     }
 }
 
@@ -418,7 +411,7 @@ fn reference(d: &Data, since: DateTime<Utc>) -> BTreeMap<i64, BTreeMap<usize, Da
 async fn ids<E: Executor>(e: &E, q: &SinceQuery<i64>, key: &str) -> Vec<i64> {
     let stmt = Query::select()
         .column(Alias::new(key))
-        .from_subquery(q.to_statement(), Alias::new("m"))
+        .from_subquery(q.to_statement().unwrap(), Alias::new("m"))
         .order_by(Alias::new(key), Order::Asc)
         .to_owned();
     fetch::<(i64,), _>(e, &BuiltQuery::from(&stmt))
@@ -498,16 +491,16 @@ async fn every_strategy_matches_the_reference_on_random_graphs() {
                 })
                 .collect();
             for strategy in SinceStrategy::ALL.into_iter().chain([SinceStrategy::Auto]) {
-                let q = graph.since(at).unwrap().strategy(strategy);
+                let q = graph.since(at).strategy(strategy);
                 let ctx = format!(
                     "seed {seed} since {at} offset {offset} {strategy:?}\n{}",
-                    q.build()
+                    q.build().unwrap()
                 );
                 // Auto as a caller runs it: resolved against the database.
                 let resolved = q.resolve(&client, pgpatterns::Shape::All).await.unwrap();
                 assert_ne!(resolved.chosen_strategy(), SinceStrategy::Auto);
                 assert_eq!(ids(&client, &resolved, "id").await, want_ids, "{ctx}");
-                let counted: Vec<(i64,)> = fetch(&client, &q.count_query()).await;
+                let counted: Vec<(i64,)> = fetch(&client, &q.count_query().unwrap()).await;
                 assert_eq!(counted, vec![(want_ids.len() as i64,)], "count: {ctx}");
                 assert_eq!(
                     q.count(&client).await.unwrap(),
@@ -596,7 +589,7 @@ async fn keyset_walks_stay_exact_while_rows_change() {
             (PageOrder::ChangeTime, true),
         ] {
             load(&client, &shop, &d, offset).await;
-            let q = graph.since(since()).unwrap().strategy(strategy);
+            let q = graph.since(since()).strategy(strategy);
             let at_start = matching_now(&client, &q).await;
             assert!(at_start.len() > 20, "{}", at_start.len());
             let mut seen: Vec<i64> = Vec::new();
@@ -711,13 +704,12 @@ async fn hostile_names_and_values_round_trip() {
     let want: Vec<i64> = reference(&d, since()).keys().copied().collect();
     assert!(!want.is_empty());
     for strategy in SinceStrategy::ALL {
-        let q = graph.since(since()).unwrap().strategy(strategy);
+        let q = graph.since(since()).strategy(strategy);
         assert_eq!(ids(&client, &q, &key).await, want, "{strategy:?}");
         let filtered = graph
             .clone()
             .filter(kind.eq(hostile))
             .since(since())
-            .unwrap()
             .strategy(strategy);
         assert_eq!(ids(&client, &filtered, &key).await, Vec::<i64>::new());
         let (keys, changes) = walk(&client, &q, PageOrder::ChangeTime, 3).await;
@@ -736,7 +728,7 @@ async fn hostile_names_and_values_round_trip() {
 async fn bad_input_is_refused_before_sending() {
     let shop = Shop::new("");
     let graph = shop.graph(FixedOffset::east_opt(0).unwrap());
-    let q = graph.since(since()).unwrap();
+    let q = graph.since(since());
     let field = |r: Result<BuiltQuery, Error>| match r {
         Err(Error::InvalidSpec { field, .. }) => field,
         other => panic!("expected InvalidSpec, got {other:?}"),
@@ -763,7 +755,7 @@ async fn bad_input_is_refused_before_sending() {
         .await
         .unwrap();
     let next = page.next.expect("dataset 3 has more than one match");
-    let other = graph.since(since() - Duration::days(1)).unwrap();
+    let other = graph.since(since() - Duration::days(1));
     assert_eq!(
         field(other.page_query(&PageRequest::new(1).after(&next))),
         "cursor"
@@ -799,7 +791,11 @@ async fn bad_input_is_refused_before_sending() {
     // a path that does not connect, a non-time change column
     let loose = Relation::new(&shop.note_addr, &shop.addr_id);
     assert!(matches!(
-        graph.clone().related("loose", loose, &shop.note_at),
+        graph
+            .clone()
+            .related("loose", loose, &shop.note_at)
+            .since(since())
+            .check(),
         Err(Error::InvalidSpec { field: "path", .. })
     ));
     let not_time = shop
@@ -808,11 +804,15 @@ async fn bad_input_is_refused_before_sending() {
         .unwrap()
         .erase();
     assert!(matches!(
-        graph.clone().related(
-            "o2",
-            Relation::new(&shop.move_orders, &shop.order_id),
-            &not_time
-        ),
+        graph
+            .clone()
+            .related(
+                "o2",
+                Relation::new(&shop.move_orders, &shop.order_id),
+                &not_time
+            )
+            .since(since())
+            .count_query(),
         Err(Error::InvalidSpec {
             field: "change column",
             ..
@@ -944,8 +944,8 @@ async fn seeded_moves_agree_with_the_seed_queries() {
     assert_eq!(per_move("addresses").await, ships);
 
     let s = seed.tables();
-    let seed_graph = s.seed_graph().unwrap();
-    let full = s.full_graph().unwrap();
+    let seed_graph = s.seed_graph();
+    let full = s.full_graph();
     let mut previous = 0;
     for days in [1, 30, 365] {
         let at = now - Duration::days(days);
@@ -966,12 +966,12 @@ async fn seeded_moves_agree_with_the_seed_queries() {
         previous = want;
         let mut full_count = None;
         for strategy in SinceStrategy::ALL {
-            let q = seed_graph.since(at).unwrap().strategy(strategy);
-            let n: Vec<(i64,)> = fetch(&client, &q.count_query()).await;
+            let q = seed_graph.since(at).strategy(strategy);
+            let n: Vec<(i64,)> = fetch(&client, &q.count_query().unwrap()).await;
             assert_eq!(n[0].0, want, "{strategy:?} {days} d");
             let f: Vec<(i64,)> = fetch(
                 &client,
-                &full.since(at).unwrap().strategy(strategy).count_query(),
+                &full.since(at).strategy(strategy).count_query().unwrap(),
             )
             .await;
             assert!(f[0].0 >= want);
@@ -982,7 +982,7 @@ async fn seeded_moves_agree_with_the_seed_queries() {
             );
         }
         // a first page and what changed on it
-        let q = full.since(at).unwrap().strategy(SinceStrategy::Exists);
+        let q = full.since(at).strategy(SinceStrategy::Exists);
         let page = q
             .fetch_page::<(i64,)>(&client, &PageRequest::new(20))
             .await

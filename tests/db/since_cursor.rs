@@ -76,14 +76,12 @@ impl Docs {
             &id,
             self.docs.column::<DateTime<Utc>>("updated_at").unwrap(),
         )
-        .unwrap()
         .filter(self.docs.column::<i32>("tag").unwrap().eq(tag))
         .related(
             "notes",
             Relation::new(&self.notes.column::<String>("doc_id").unwrap(), &id),
             self.notes.column::<DateTime<Utc>>("updated_at").unwrap(),
         )
-        .unwrap()
     }
 }
 
@@ -188,7 +186,7 @@ async fn long_keys_walk(key_len: usize) {
     .await;
     let graph = docs.graph(1);
     for strategy in [SinceStrategy::Exists, SinceStrategy::Auto] {
-        let q = graph.since(since()).unwrap().strategy(strategy);
+        let q = graph.since(since()).strategy(strategy);
         for order in [PageOrder::Key, PageOrder::ChangeTime] {
             for limit in [1, 2, 4] {
                 let (keys, pages) = walk(&client, &q, order, limit).await;
@@ -232,7 +230,7 @@ async fn a_key_too_long_for_any_cursor_fails_when_the_page_is_built() {
         None,
     )
     .await;
-    let q = docs.graph(1).since(since()).unwrap();
+    let q = docs.graph(1).since(since());
     // the last row of a full page: no cursor could hold its key
     let reason = cursor_error(
         q.fetch_page::<(String,)>(&client, &PageRequest::new(1))
@@ -263,7 +261,7 @@ async fn damaged_or_foreign_cursors_are_refused() {
     docs.insert(&client, "doc 10", 1, Some(since()), None).await;
     docs.insert(&client, "doc 2", 1, Some(since()), None).await;
     let graph = docs.graph(1);
-    let q = graph.since(since()).unwrap();
+    let q = graph.since(since());
     let req = PageRequest::new(7);
     let page = q.fetch_page::<(String,)>(&client, &req).await.unwrap();
     assert_eq!(page.keys.last().map(String::as_str), Some("doc 10"));
@@ -306,18 +304,11 @@ async fn damaged_or_foreign_cursors_are_refused() {
     // path), another filter value, another `since`, another order
     let other = Docs::new("other_");
     other.create(&client).await;
+    foreign(other.graph(1).since(since()).page_query(&rest(&next)));
     foreign(
         other
             .graph(1)
             .since(since())
-            .unwrap()
-            .page_query(&rest(&next)),
-    );
-    foreign(
-        other
-            .graph(1)
-            .since(since())
-            .unwrap()
             .fetch_page::<(String,)>(&client, &rest(&next))
             .await,
     );
@@ -325,26 +316,18 @@ async fn damaged_or_foreign_cursors_are_refused() {
         &docs.docs.column::<String>("id").unwrap(),
         docs.docs.column::<DateTime<Utc>>("updated_at").unwrap(),
     )
-    .unwrap()
     .filter(docs.docs.column::<i32>("tag").unwrap().eq(1));
-    foreign(fewer_paths.since(since()).unwrap().page_query(&rest(&next)));
+    foreign(fewer_paths.since(since()).page_query(&rest(&next)));
+    foreign(docs.graph(2).since(since()).page_query(&rest(&next)));
     foreign(
         docs.graph(2)
             .since(since())
-            .unwrap()
-            .page_query(&rest(&next)),
-    );
-    foreign(
-        docs.graph(2)
-            .since(since())
-            .unwrap()
             .fetch_page::<(String,)>(&client, &rest(&next))
             .await,
     );
     foreign(
         graph
             .since(since() + Duration::microseconds(1))
-            .unwrap()
             .page_query(&rest(&next)),
     );
     foreign(q.page_query(&rest(&next).order(PageOrder::ChangeTime)));
@@ -382,7 +365,7 @@ async fn times_postgres_cannot_hold_are_typed_errors() {
         pg_min() - Duration::microseconds(1),
         DateTime::<Utc>::MIN_UTC,
     ] {
-        match graph.since(bad) {
+        match graph.since(bad).check() {
             Err(Error::InvalidSpec { field: "since", .. }) => {}
             other => panic!("{bad}: expected a `since` error, got {other:?}"),
         }
@@ -393,7 +376,7 @@ async fn times_postgres_cannot_hold_are_typed_errors() {
     docs.insert(&client, "b", 1, Some(pg_min()), None).await;
     docs.insert(&client, "c", 1, Some(last), None).await;
     docs.insert(&client, "d", 1, None, Some((1, last))).await;
-    let q = graph.since(pg_min()).unwrap();
+    let q = graph.since(pg_min());
     assert_eq!(q.count(&client).await.unwrap(), 4);
     let mut keys = Vec::new();
     let mut req = PageRequest::new(1).order(PageOrder::ChangeTime);
@@ -406,6 +389,6 @@ async fn times_postgres_cannot_hold_are_typed_errors() {
         }
     }
     assert_eq!(keys, ["a", "b", "c", "d"]);
-    let late = graph.since(last).unwrap();
+    let late = graph.since(last);
     assert_eq!(late.count(&client).await.unwrap(), 2);
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{Duration, TimeZone, Utc};
 use pgpatterns::ops::TopN;
 use pgpatterns::seed::shop::ShopSeed;
-use pgpatterns::{Executor, Table};
+use pgpatterns::{Error, Executor, Table};
 use rust_decimal::Decimal;
 
 use crate::support::{client, schema};
@@ -49,16 +49,11 @@ async fn top_spenders_match_the_reference_and_use_the_index() {
             &orders.column("total_amount").unwrap(),
             n,
         )
-        .unwrap()
         .extra(&users.column::<String>("username").unwrap())
-        .unwrap()
         .extra(&users.column::<String>("email").unwrap())
-        .unwrap()
         .window_since(&orders.column("created_at").unwrap(), since)
-        .unwrap()
-        .where_eq(&orders.column::<String>("status").unwrap(), status)
-        .unwrap();
-        let got = report.fetch(&client).await.unwrap();
+        .where_eq(&orders.column::<String>("status").unwrap(), status);
+        let got = report.fetch_all(&client).await.unwrap();
 
         let mut per_user: BTreeMap<i64, (i64, Decimal)> = BTreeMap::new();
         for (_, user, st, amount, at) in &rows {
@@ -93,18 +88,15 @@ async fn top_spenders_match_the_reference_and_use_the_index() {
         &orders.column("total_amount").unwrap(),
         10,
     )
-    .unwrap()
     .window_since(&orders.column("created_at").unwrap(), since)
-    .unwrap()
-    .where_eq(&orders.column::<String>("status").unwrap(), "completed")
-    .unwrap();
+    .where_eq(&orders.column::<String>("status").unwrap(), "completed");
     let ddl = report.index("orders_top_n").unwrap();
     ddl.execute_outside_transaction(&client).await.unwrap();
     client
         .batch_execute("ANALYZE shop_orders; SET enable_seqscan = off")
         .await
         .unwrap();
-    let q = report.build();
+    let q = report.build().unwrap();
     let plan = client
         .query(&format!("EXPLAIN {}", q.sql()), &q.params().as_params())
         .await
@@ -116,6 +108,22 @@ async fn top_spenders_match_the_reference_and_use_the_index() {
     assert!(plan.contains("orders_top_n"), "{plan}");
 }
 
+/// The field of the `InvalidSpec` a report refuses to build with (and
+/// `check`, `to_statement` agree).
+fn refused<K: pgpatterns::SqlType, A: pgpatterns::Summable>(t: &TopN<K, A>) -> &'static str {
+    let field = match t.check() {
+        Err(Error::InvalidSpec { field, .. }) => field,
+        other => panic!("expected InvalidSpec, got {other:?}"),
+    };
+    assert!(
+        matches!(t.build(), Err(Error::InvalidSpec { field: f, .. }) if f == field),
+        "{:?}",
+        t.build()
+    );
+    assert!(t.to_statement().is_err());
+    field
+}
+
 #[test]
 fn bad_top_n_specs_are_refused() {
     let users = Table::new("users").unwrap();
@@ -123,18 +131,77 @@ fn bad_top_n_specs_are_refused() {
     let key = users.column::<i64>("id").unwrap();
     let fk = orders.column::<i64>("user_id").unwrap();
     let amount = orders.column::<Decimal>("total_amount").unwrap();
-    assert!(TopN::new(&key, &fk, &amount, 0).is_err());
-    assert!(TopN::new(&key, &key, &users.column::<Decimal>("x").unwrap(), 3).is_err());
-    assert!(TopN::new(&key, &fk, &users.column::<Decimal>("x").unwrap(), 3).is_err());
-    let ok = TopN::new(&key, &fk, &amount, 3).unwrap();
-    assert!(ok
+    assert_eq!(refused(&TopN::new(&key, &fk, &amount, 0)), "n");
+    assert_eq!(
+        refused(&TopN::new(
+            &key,
+            &key,
+            &users.column::<Decimal>("x").unwrap(),
+            3
+        )),
+        "fk"
+    );
+    assert_eq!(
+        refused(&TopN::new(
+            &key,
+            &fk,
+            &users.column::<Decimal>("x").unwrap(),
+            3
+        )),
+        "amount"
+    );
+    let ok = TopN::new(&key, &fk, &amount, 3);
+    ok.check().unwrap();
+    ok.build().unwrap();
+    assert_eq!(
+        refused(
+            &ok.clone()
+                .extra(&orders.column::<String>("status").unwrap())
+        ),
+        "extra"
+    );
+    assert_eq!(refused(&ok.clone().extra(&key)), "extra");
+    let name = users.column::<String>("name").unwrap();
+    assert_eq!(refused(&ok.clone().extra(&name).extra(&name)), "extra");
+    assert_eq!(
+        refused(
+            &ok.clone()
+                .where_eq(&users.column::<String>("status").unwrap(), "x")
+        ),
+        "where_eq"
+    );
+    // The window's column is on the facts table, and one column only.
+    let created = orders.column::<i64>("created_at").unwrap();
+    assert_eq!(
+        refused(
+            &ok.clone()
+                .window_since(&users.column::<i64>("t").unwrap(), 1)
+        ),
+        "window"
+    );
+    assert_eq!(
+        refused(
+            &ok.clone()
+                .window_since(&created, 1)
+                .window_until(&orders.column::<i64>("other").unwrap(), 2)
+        ),
+        "window"
+    );
+    ok.clone()
+        .window_since(&created, 1)
+        .window_until(&created, 2)
+        .check()
+        .unwrap();
+    // Steps never fail, so the first problem is reported whatever comes
+    // after it, and in either order.
+    let a = ok
         .clone()
-        .extra(&orders.column::<String>("status").unwrap())
-        .is_err());
-    assert!(ok.clone().extra(&key).is_err());
-    assert!(ok
+        .extra(&key)
+        .where_eq(&users.column::<String>("status").unwrap(), "x");
+    let b = ok
         .clone()
         .where_eq(&users.column::<String>("status").unwrap(), "x")
-        .is_err());
+        .extra(&key);
+    assert_eq!((refused(&a), refused(&b)), ("extra", "where_eq"));
     assert!(ok.index(&"x".repeat(64)).is_err());
 }

@@ -235,9 +235,9 @@ impl Case {
         match p {
             Pred::Any => spec,
             Pred::Eq => spec.status_eq(s[0].clone()),
-            Pred::In => spec.status_in([s[1].clone(), s[2].clone()]).unwrap(),
+            Pred::In => spec.status_in([s[1].clone(), s[2].clone()]),
             Pred::Ne => spec.status_ne(s[0].clone()),
-            Pred::NotIn => spec.status_not_in([s[0].clone(), s[1].clone()]).unwrap(),
+            Pred::NotIn => spec.status_not_in([s[0].clone(), s[1].clone()]),
             Pred::IsNull => spec.status_is_null(),
         }
     }
@@ -306,14 +306,14 @@ impl Handles {
             let t = self
                 .history
                 .column::<DateTime<Utc>>(self.time.name().as_str())?;
-            LatestStatus::new(&self.key, &self.fk, &self.status, &t)?
+            LatestStatus::new(&self.key, &self.fk, &self.status, &t)
         } else {
             let t = self
                 .history
                 .column::<NaiveDateTime>(self.time.name().as_str())?;
-            LatestStatus::new(&self.key, &self.fk, &self.status, &t)?
+            LatestStatus::new(&self.key, &self.fk, &self.status, &t)
         };
-        spec.then_by(&self.id)?.denormalized(&self.column)
+        Ok(spec.then_by(&self.id).denormalized(&self.column))
     }
 
     pub fn as_of(
@@ -321,11 +321,13 @@ impl Handles {
         spec: LatestStatus<String>,
         minute: i64,
     ) -> pgpatterns::Result<LatestStatus<String>> {
-        if self.timestamptz {
+        let spec = if self.timestamptz {
             spec.as_of::<DateTime<Utc>>(at(minute))
         } else {
             spec.as_of::<NaiveDateTime>(at(minute).naive_utc())
-        }
+        };
+        spec.check()?;
+        Ok(spec)
     }
 
     fn time_param(&self, minute: i64) -> Expr {
@@ -575,7 +577,7 @@ fn run_case(c: &Case) -> Problems {
                     let want = c.reference(&rows, pred, missing, as_of);
                     let mut s = c.apply(spec.clone(), pred);
                     if let Some(m) = missing {
-                        s = s.missing_as(m.to_owned()).unwrap();
+                        s = s.missing_as(m.to_owned());
                     }
                     if let Some(m) = as_of {
                         s = h.as_of(s, m).unwrap();
@@ -589,14 +591,15 @@ fn run_case(c: &Case) -> Problems {
                         let ctx = || {
                             format!("{strategy:?} {pred:?} missing_as={missing:?} as_of={as_of:?}")
                         };
-                        let Some(s) = p.ok(ctx, s.clone().strategy(strategy)) else {
+                        let s = s.clone().strategy(strategy);
+                        let Some(()) = p.ok(ctx, s.check()) else {
                             continue;
                         };
                         let resolved = s.resolve(&client, Shape::All).await;
                         let Some(s) = p.ok(|| format!("{} resolve", ctx()), resolved) else {
                             continue;
                         };
-                        let q = s.build();
+                        let q = s.build().unwrap();
                         let got = read(&client, &q, key_at, status_at).await;
                         if let Some(got) = p.ok(
                             || format!("{} chose {:?}\n{q}", ctx(), s.chosen_strategy()),
@@ -609,8 +612,10 @@ fn run_case(c: &Case) -> Problems {
                             );
                         }
                         let n = s.count(&client).await;
-                        if let Some(n) = p.ok(|| format!("{} count\n{}", ctx(), s.count_query()), n)
-                        {
+                        if let Some(n) = p.ok(
+                            || format!("{} count\n{}", ctx(), s.count_query().unwrap()),
+                            n,
+                        ) {
                             p.same(|| format!("{} count", ctx()), &n, &(want.len() as i64));
                         }
                     }
@@ -627,10 +632,7 @@ fn run_case(c: &Case) -> Problems {
         let mut strategies = LatestStrategy::FROM_HISTORY.to_vec();
         strategies.extend([LatestStrategy::Auto, LatestStrategy::Denormalized]);
         for strategy in strategies {
-            let s = c
-                .apply(spec.clone(), c.page_pred)
-                .strategy(strategy)
-                .unwrap();
+            let s = c.apply(spec.clone(), c.page_pred).strategy(strategy);
             let mut seen: Vec<i64> = Vec::new();
             let mut req = PageRequest::new(c.page_limit);
             for _ in 0..100 {
@@ -665,7 +667,7 @@ fn run_case(c: &Case) -> Problems {
 
         // Index advice of a history strategy and of Denormalized: twice each.
         for strategy in [LatestStrategy::DistinctOn, LatestStrategy::Denormalized] {
-            let s = spec.clone().strategy(strategy).unwrap();
+            let s = spec.clone().strategy(strategy);
             for q in s.index_advice(false).iter().chain(&s.index_advice(false)) {
                 let r = q.execute(&client).await;
                 p.ok(|| format!("index advice {strategy:?}\n{q}"), r);

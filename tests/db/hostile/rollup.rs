@@ -8,7 +8,9 @@
 use std::collections::BTreeMap;
 
 use pgpatterns::sea_query::{Alias, ColumnDef, Order, Table as Ddl};
-use pgpatterns::{Agg, BuiltQuery, Rollup, RollupRow, RollupStrategy, SqlType, Table};
+use pgpatterns::{
+    Agg, AnyDim, BuiltQuery, Dim, Metric, Rollup, RollupRow, RollupStrategy, SqlType, Table,
+};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 
@@ -219,61 +221,55 @@ fn run_case(c: &Case) -> Problems {
         }
 
         let al = &c.aliases;
-        let mut r = Rollup::new(&t);
-        let spec = (|| {
-            let da = r.dimension_as(&al[0], &a)?;
-            let db = (c.dims > 1)
-                .then(|| r.dimension_as(&al[1], &b))
-                .transpose()?;
-            let dc = (c.dims > 2)
-                .then(|| r.dimension_as(&al[2], &cc))
-                .transpose()?;
-            let n = r.metric(&al[3], Agg::count_all())?;
-            let n_amount = r.metric(&al[4], Agg::count(&amount))?;
-            let distinct = c
-                .distinct
-                .then(|| r.metric(&al[5], Agg::count_distinct(&a)))
-                .transpose()?;
-            let sum = r.metric::<Decimal>(&al[6], Agg::sum(&amount))?;
-            let min = r.metric(&al[7], Agg::min(&amount))?;
-            let max = r.metric(&al[8], Agg::max(&amount))?;
-            let avg = r.metric::<Decimal>(&al[9], Agg::avg(&amount))?;
-            let ids: Vec<_> = [
-                Some(da.id()),
-                db.as_ref().map(|d| d.id()),
-                dc.as_ref().map(|d| d.id()),
-            ]
-            .into_iter()
-            .flatten()
-            .collect();
-            match c.shape {
-                0 => {
-                    r.with_total()?;
-                }
-                1 => {
-                    r.rollup(ids)?;
-                }
-                2 => {
-                    r.cube(ids)?;
-                }
-                _ => {
-                    let sets = c.sets();
-                    r.grouping_sets(
-                        sets.iter()
-                            .map(|s| s.iter().map(|&i| ids[i]).collect::<Vec<_>>()),
-                    )?;
-                }
-            }
-            if let Some(l) = c.limit {
-                r.rank_by(&n, Order::Desc)?.limit_per_level(l)?;
-            }
-            Ok::<_, pgpatterns::Error>((da, db, dc, n, n_amount, distinct, sum, min, max, avg))
-        })();
-        let Some((da, db, dc, n, n_amount, distinct, sum, min, max, avg)) =
-            p.ok(|| "spec".into(), spec)
-        else {
-            return p;
+        let da = Dim::named(&al[0], &a);
+        let db = (c.dims > 1).then(|| Dim::named(&al[1], &b));
+        let dc = (c.dims > 2).then(|| Dim::named(&al[2], &cc));
+        let n = Metric::new(&al[3], Agg::count_all());
+        let n_amount = Metric::new(&al[4], Agg::count(&amount));
+        let distinct = c
+            .distinct
+            .then(|| Metric::new(&al[5], Agg::count_distinct(&a)));
+        let sum = Metric::<Decimal>::new(&al[6], Agg::sum(&amount));
+        let min = Metric::new(&al[7], Agg::min(&amount));
+        let max = Metric::new(&al[8], Agg::max(&amount));
+        let avg = Metric::<Decimal>::new(&al[9], Agg::avg(&amount));
+        let mut r = Rollup::new(&t).dimension(&da);
+        for d in db.iter() {
+            r = r.dimension(d);
+        }
+        for d in dc.iter() {
+            r = r.dimension(d);
+        }
+        r = r.metric(&n).metric(&n_amount);
+        for d in distinct.iter() {
+            r = r.metric(d);
+        }
+        r = r.metric(&sum).metric(&min).metric(&max).metric(&avg);
+        let dims: Vec<AnyDim> = [
+            Some(da.erase()),
+            db.as_ref().map(Dim::erase),
+            dc.as_ref().map(Dim::erase),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        r = match c.shape {
+            0 => r.with_total(),
+            1 => r.rollup(dims),
+            2 => r.cube(dims),
+            _ => r.grouping_sets(
+                c.sets()
+                    .iter()
+                    .map(|s| s.iter().map(|&i| dims[i].clone()).collect::<Vec<_>>())
+                    .collect::<Vec<_>>(),
+            ),
         };
+        if let Some(l) = c.limit {
+            r = r.rank_by(&n, Order::Desc).limit_per_level(l);
+        }
+        if p.ok(|| "spec".into(), r.check()).is_none() {
+            return p;
+        }
         let want = c.reference();
         let key_of = |row: &RollupRow| -> Key {
             (
@@ -292,18 +288,25 @@ fn run_case(c: &Case) -> Problems {
         };
 
         let mut strategies = vec![RollupStrategy::GroupingSets, RollupStrategy::Auto];
-        if !c.distinct {
+        if c.distinct {
+            // COUNT(DISTINCT) cannot be pre-aggregated: the report refuses
+            // to build, whatever its names.
+            match r.clone().strategy(RollupStrategy::PreAggregate).check() {
+                Err(pgpatterns::Error::InvalidSpec {
+                    field: "strategy", ..
+                }) => {}
+                other => p.add(format!("PreAggregate with COUNT(DISTINCT): {other:?}")),
+            }
+        } else {
             strategies.push(RollupStrategy::PreAggregate);
         }
         for strategy in strategies {
-            let mut s = r.clone();
-            if p.ok(|| format!("{strategy:?}"), s.strategy(strategy).map(|_| ()))
-                .is_none()
-            {
+            let s = r.clone().strategy(strategy);
+            if p.ok(|| format!("{strategy:?}"), s.check()).is_none() {
                 continue;
             }
-            let ctx = || format!("{strategy:?}\n{}", s.build());
-            let Some(rows) = p.ok(ctx, s.fetch(&client).await) else {
+            let ctx = || format!("{strategy:?}\n{}", s.build().unwrap());
+            let Some(rows) = p.ok(ctx, s.fetch_all(&client).await) else {
                 continue;
             };
             let mut got: BTreeMap<(u32, Key), Acc> = BTreeMap::new();
