@@ -116,6 +116,9 @@ pub struct Estimate<S> {
     pub plan: Option<String>,
     /// Why the candidate was ruled out without comparing costs, when it was.
     pub rejected: Option<String>,
+    /// The median wall time measured on the database, for a
+    /// [calibrated](DecidedBy::Calibrated) decision.
+    pub median: Option<Duration>,
 }
 
 impl<S> Estimate<S> {
@@ -126,6 +129,7 @@ impl<S> Estimate<S> {
             rows: None,
             plan: None,
             rejected: Some(why.into()),
+            median: None,
         }
     }
 
@@ -136,6 +140,7 @@ impl<S> Estimate<S> {
             rows: None,
             plan: None,
             rejected: None,
+            median: None,
         }
     }
 
@@ -146,6 +151,7 @@ impl<S> Estimate<S> {
             rows: Some(plan.root.plan_rows),
             plan: Some(describe(working_node(&plan.root))),
             rejected: None,
+            median: None,
         }
     }
 }
@@ -344,8 +350,26 @@ fn human_age(d: Duration) -> String {
     }
 }
 
+/// How a [`Choice`] was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DecidedBy {
+    /// The family's rule, from catalog statistics (and, for some
+    /// families, the planner's estimates): no candidate ran.
+    Rule,
+    /// Measured on this database by a family's `calibrate`: every
+    /// candidate ran under a time bound, the answers were checked equal and
+    /// the fastest median over `rounds` interleaved rounds won. Kept in the
+    /// cache past its time to live, until the catalog state it was measured
+    /// under changes.
+    Calibrated {
+        /// Timed rounds per candidate.
+        rounds: usize,
+    },
+}
+
 /// An `Auto` decision and its evidence. Made by each family's
-/// `explain_choice`.
+/// `explain_choice` (or `calibrate`).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Choice<S> {
@@ -364,6 +388,8 @@ pub struct Choice<S> {
     pub candidates: Vec<Estimate<S>>,
     /// The table statistics the decision used.
     pub statistics: Vec<Statistic>,
+    /// Whether a rule decided, or a measurement.
+    pub decided_by: DecidedBy,
     /// Whether the decision came from the cache.
     pub cached: bool,
     /// How long the decision took when it was made (the cost of a cache miss).
@@ -389,20 +415,37 @@ impl<S: fmt::Debug> fmt::Display for Choice<S> {
             write!(f, " ({})", bucket_words(b))?;
         }
         writeln!(f, ": {}", self.reason)?;
+        match self.decided_by {
+            DecidedBy::Rule => writeln!(f, "  decided by: rule")?,
+            DecidedBy::Calibrated { rounds } => writeln!(
+                f,
+                "  decided by: calibration (measured here, {rounds} rounds per candidate)"
+            )?,
+        }
         for s in &self.statistics {
             writeln!(f, "  {s}")?;
         }
         for c in &self.candidates {
-            match (&c.rejected, c.cost) {
-                (Some(why), _) => writeln!(f, "  {:?}: ruled out, {why}", c.strategy)?,
-                (None, Some(cost)) => writeln!(
+            match (&c.rejected, c.median, c.cost) {
+                (Some(why), _, _) => writeln!(f, "  {:?}: ruled out, {why}", c.strategy)?,
+                (None, Some(m), _) => writeln!(
+                    f,
+                    "  {:?}: median {}{}",
+                    c.strategy,
+                    human_duration(m),
+                    c.plan
+                        .as_deref()
+                        .map(|p| format!(", {p}"))
+                        .unwrap_or_default()
+                )?,
+                (None, None, Some(cost)) => writeln!(
                     f,
                     "  {:?}: cost {cost:.0}, rows {:.0}, {}",
                     c.strategy,
                     c.rows.unwrap_or(f64::NAN),
                     c.plan.as_deref().unwrap_or("?")
                 )?,
-                (None, None) => writeln!(f, "  {:?}: chosen", c.strategy)?,
+                (None, None, None) => writeln!(f, "  {:?}: chosen", c.strategy)?,
             }
         }
         if self.cached {
@@ -516,6 +559,8 @@ struct Decision {
     at: Instant,
     seq: u64,
     bytes: usize,
+    /// A measured decision: kept past the time to live.
+    pinned: bool,
     choice: Arc<dyn Any + Send + Sync>,
 }
 
@@ -588,6 +633,7 @@ impl Inner {
         key: Digest,
         at: Instant,
         bytes: usize,
+        pinned: bool,
         choice: Arc<dyn Any + Send + Sync>,
     ) {
         self.remove(Slot::Decision(key));
@@ -600,6 +646,7 @@ impl Inner {
                 at,
                 seq,
                 bytes,
+                pinned,
                 choice,
             },
         );
@@ -789,7 +836,7 @@ impl StrategyCache {
         let inner = self.lock();
         let d = inner.decisions.get(key)?;
         let age = d.at.elapsed();
-        if age > self.ttl {
+        if age > self.ttl && !d.pinned {
             return None;
         }
         let mut hit = d.choice.downcast_ref::<Choice<S>>().cloned()?;
@@ -800,9 +847,29 @@ impl StrategyCache {
 
     fn store<S: Clone + Send + Sync + 'static>(&self, key: Digest, choice: &Choice<S>) {
         let bytes = ENTRY_OVERHEAD + choice.heap_bytes();
+        let pinned = matches!(choice.decided_by, DecidedBy::Calibrated { .. });
         let mut inner = self.lock();
-        inner.insert_decision(key, Instant::now(), bytes, Arc::new(choice.clone()));
+        inner.insert_decision(key, Instant::now(), bytes, pinned, Arc::new(choice.clone()));
         inner.shrink(self.max_bytes);
+    }
+
+    /// Keeps a measured decision for `key`, past the time to live, in place
+    /// of whatever was decided for it.
+    pub(crate) fn pin<S: Clone + Send + Sync + 'static>(&self, key: Digest, choice: &Choice<S>) {
+        self.store(key, choice);
+    }
+
+    /// The decision key exactly this query was last decided under, if the
+    /// cache still holds it (expired or not: a calibration pins the key the
+    /// decision just made used).
+    pub(crate) fn remembered_key(&self, recall: &Recall) -> Option<Digest> {
+        self.lock().exact.get(&recall.exact).map(|m| m.key)
+    }
+
+    /// How many kept decisions were [calibrated](DecidedBy::Calibrated).
+    #[must_use]
+    pub fn calibrated(&self) -> usize {
+        self.lock().decisions.values().filter(|d| d.pinned).count()
     }
 
     /// Where exactly this query (SQL text and values, in `family` and
@@ -1088,6 +1155,7 @@ mod tests {
             reason: "test".into(),
             candidates: vec![],
             statistics: vec![],
+            decided_by: crate::choice::DecidedBy::Rule,
             cached: false,
             decided_in: Duration::ZERO,
             looked_up_in: Duration::ZERO,

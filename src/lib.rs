@@ -276,6 +276,7 @@
 #![warn(missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod calibrate;
 pub mod choice;
 pub mod compare;
 mod ddl;
@@ -304,7 +305,8 @@ compile_error!(
 );
 mod types;
 
-pub use choice::{Choice, Estimate, Shape, StatKind, Statistic, StrategyCache};
+pub use calibrate::Calibration;
+pub use choice::{Choice, DecidedBy, Estimate, Shape, StatKind, Statistic, StrategyCache};
 pub use compare::{Compare, Comparison, Contender};
 pub use error::{BoxError, Error, Result};
 pub use exec::{BlockingExecutor, ColumnIndex, Executor, FromRow, RowRead, Transactional};

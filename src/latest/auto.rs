@@ -4,12 +4,13 @@
 use sea_query::{Expr, ExprTrait, Query, Value};
 
 use super::{LatestStatus, LatestStrategy, Predicate};
+use crate::calibrate::{calibrate, Calibration, Target};
 use crate::choice::{
     catalog_expr, check_shape, fraction_bucket, Catalog, Choice, Estimate, Shape, Statistic,
     StrategyCache, TableStats,
 };
 use crate::ddl::quote_table;
-use crate::exec::{run_blocking, BlockingExecutor};
+use crate::exec::{run_blocking, run_blocking_mut, BlockingExecutor, Transactional};
 use crate::types::SqlType;
 use crate::{BuiltQuery, Executor, Result, RowRead};
 
@@ -313,6 +314,7 @@ impl<S: SqlType> LatestStatus<S> {
                     reason,
                     candidates,
                     statistics,
+                    decided_by: crate::choice::DecidedBy::Rule,
                     cached: false,
                     decided_in: Default::default(),
                     looked_up_in: Default::default(),
@@ -358,11 +360,96 @@ impl<S: SqlType> LatestStatus<S> {
                 .into(),
             candidates,
             statistics: vec![Statistic::flag("denormalized_maintained", true)],
+            decided_by: crate::choice::DecidedBy::Rule,
             cached: false,
             decided_in: Default::default(),
             looked_up_in: Default::default(),
             age: Default::default(),
         }
+    }
+
+    /// Measures every strategy that can answer this spec for `shape` on
+    /// this database, and keeps the fastest as `Auto`'s decision for it
+    /// (see [`Calibration`](crate::Calibration) for how, and how long it
+    /// holds): the history strategies, and `Denormalized` when its column
+    /// is maintained. Runs the candidates for real, each bounded by a
+    /// `statement_timeout` in its own transaction: call it from a
+    /// maintenance task or at start-up, not in a request path.
+    ///
+    /// ```no_run
+    /// # async fn demo(mut client: tokio_postgres::Client, spec: pgpatterns::LatestStatus<String>) -> pgpatterns::Result<()> {
+    /// use pgpatterns::{Calibration, LatestStrategy, Shape};
+    /// let spec = spec.strategy(LatestStrategy::Auto);
+    /// let measured = spec.calibrate(&mut client, Shape::Count, &Calibration::new()).await?;
+    /// println!("{measured}"); // medians per strategy, and what the rule would have chosen
+    /// let n = spec.count(&client).await?; // uses the measured choice, without measuring
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`explain_choice`](Self::explain_choice); the calibration's
+    /// refusal ([`Calibration::check`](crate::Calibration::check)), or
+    /// [`Error::InvalidSpec`](crate::Error::InvalidSpec) (field
+    /// `"calibration"`) when no candidate finishes within its bound;
+    /// [`Error::StrategiesDisagree`](crate::Error::StrategiesDisagree) if
+    /// two strategies return different rows; the database's error.
+    pub async fn calibrate<E: Transactional>(
+        &self,
+        db: &mut E,
+        shape: Shape,
+        calibration: &Calibration,
+    ) -> Result<Choice<LatestStrategy>> {
+        self.calibrate_with(StrategyCache::global(), db, shape, calibration)
+            .await
+    }
+
+    /// [`calibrate`](Self::calibrate) with your own cache.
+    ///
+    /// # Errors
+    /// As [`calibrate`](Self::calibrate).
+    pub async fn calibrate_with<E: Transactional>(
+        &self,
+        cache: &StrategyCache,
+        db: &mut E,
+        shape: Shape,
+        calibration: &Calibration,
+    ) -> Result<Choice<LatestStrategy>> {
+        calibration.check()?;
+        let rule = self.explain_choice_with(cache, &*db, shape).await?;
+        let mut strategies = LatestStrategy::FROM_HISTORY.to_vec();
+        if self.maintained_column().is_some() && self.catalog(&*db).await?.maintained() {
+            strategies.push(LatestStrategy::Denormalized);
+        }
+        let candidates = strategies
+            .into_iter()
+            .map(|s| (s, self.shape_query(s, shape)))
+            .collect();
+        let reference = self.shape_query(LatestStrategy::DistinctOn, shape);
+        let target = Target {
+            cache,
+            family: "latest",
+            shape,
+            reference: &reference,
+        };
+        calibrate(calibration, target, db, rule, candidates).await
+    }
+
+    /// [`calibrate`](Self::calibrate) on a blocking client
+    /// (`postgres::Client`, `postgres::Transaction`), from the same code.
+    ///
+    /// # Errors
+    /// As [`calibrate`](Self::calibrate).
+    pub fn calibrate_blocking<C>(
+        &self,
+        db: &mut C,
+        shape: Shape,
+        calibration: &Calibration,
+    ) -> Result<Choice<LatestStrategy>>
+    where
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking_mut(db, async |db| self.calibrate(db, shape, calibration).await)
     }
 
     /// This spec with `Auto` replaced by the strategy it chooses for

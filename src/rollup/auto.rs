@@ -20,9 +20,12 @@
 use sea_query::{Alias, Expr, Query};
 
 use super::{Base, Rollup, RollupStrategy};
+use crate::calibrate::{calibrate, Calibration, Target};
 use crate::choice::{catalog_state, Catalog, Choice, Estimate, Shape, Statistic, StrategyCache};
 use crate::ddl::quote_table;
-use crate::exec::{run_blocking, BlockingExecutor, Executor, RowRead};
+use crate::exec::{
+    run_blocking, run_blocking_mut, BlockingExecutor, Executor, RowRead, Transactional,
+};
 use crate::explain::{explain, Plan};
 use crate::types::SqlType;
 use crate::{BuiltQuery, Error, Result};
@@ -124,6 +127,7 @@ impl Rollup {
                 Estimate::rejected(RollupStrategy::PreAggregate, why),
             ],
             statistics: Vec::new(),
+            decided_by: crate::choice::DecidedBy::Rule,
             cached: false,
             decided_in: Default::default(),
             looked_up_in: Default::default(),
@@ -260,6 +264,7 @@ impl Rollup {
             reason,
             candidates: e.candidates,
             statistics,
+            decided_by: crate::choice::DecidedBy::Rule,
             cached: false,
             decided_in: Default::default(),
             looked_up_in: Default::default(),
@@ -391,6 +396,72 @@ impl Rollup {
         C::Row: Send,
     {
         run_blocking(db, async |db| self.explain_choice_with(cache, db).await)
+    }
+
+    /// Measures every strategy that can compute this report on this
+    /// database and keeps the fastest as `Auto`'s decision for it (see
+    /// [`Calibration`](crate::Calibration)). Runs the candidates for real,
+    /// each bounded by a `statement_timeout` in its own transaction: call
+    /// it from a maintenance task, not in a request path.
+    ///
+    /// # Errors
+    /// As [`explain_choice`](Self::explain_choice); the calibration's
+    /// refusal, or [`Error::InvalidSpec`] (field `"calibration"`) when no
+    /// candidate finishes within its bound; [`Error::StrategiesDisagree`];
+    /// the database's error.
+    pub async fn calibrate<E: Transactional>(
+        &self,
+        db: &mut E,
+        calibration: &Calibration,
+    ) -> Result<Choice<RollupStrategy>> {
+        self.calibrate_with(StrategyCache::global(), db, calibration)
+            .await
+    }
+
+    /// [`calibrate`](Self::calibrate) with your own cache.
+    ///
+    /// # Errors
+    /// As [`calibrate`](Self::calibrate).
+    pub async fn calibrate_with<E: Transactional>(
+        &self,
+        cache: &StrategyCache,
+        db: &mut E,
+        calibration: &Calibration,
+    ) -> Result<Choice<RollupStrategy>> {
+        calibration.check()?;
+        let rule = self.explain_choice_with(cache, &*db).await?;
+        let candidates = RollupStrategy::ALL
+            .into_iter()
+            .filter(|&s| {
+                s != RollupStrategy::PreAggregate || self.pre_aggregate_blocker().is_none()
+            })
+            .map(|s| (s, self.with_strategy(s).built()))
+            .collect();
+        let reference = self.reference();
+        let target = Target {
+            cache,
+            family: "rollup",
+            shape: Shape::All,
+            reference: &reference,
+        };
+        calibrate(calibration, target, db, rule, candidates).await
+    }
+
+    /// [`calibrate`](Self::calibrate) on a blocking client
+    /// (`postgres::Client`, `postgres::Transaction`), from the same code.
+    ///
+    /// # Errors
+    /// As [`calibrate`](Self::calibrate).
+    pub fn calibrate_blocking<C>(
+        &self,
+        db: &mut C,
+        calibration: &Calibration,
+    ) -> Result<Choice<RollupStrategy>>
+    where
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking_mut(db, async |db| self.calibrate(db, calibration).await)
     }
 
     /// This report with `Auto` replaced by the strategy it chooses (other

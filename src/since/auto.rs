@@ -6,12 +6,13 @@ use std::future::Future;
 use sea_query::Value;
 
 use super::{ChangeColumn, SinceQuery, SinceStrategy};
+use crate::calibrate::{calibrate, Calibration, Target};
 use crate::choice::{
     catalog_state, check_shape, fraction_bucket, tables_text, Catalog, Choice, Estimate, Shape,
     Statistic, StrategyCache,
 };
 use crate::ddl::quote_table;
-use crate::exec::{run_blocking, BlockingExecutor};
+use crate::exec::{run_blocking, run_blocking_mut, BlockingExecutor, Transactional};
 use crate::explain::{explain, Plan};
 use crate::types::SqlType;
 use crate::{BuiltQuery, CursorKey, Executor, PageRequest, Result, RowRead};
@@ -462,6 +463,7 @@ impl<K: SqlType> SinceQuery<K> {
                             Statistic::flag("key_is_primary_key", window.key_is_pk),
                             Statistic::flag("exists_probes_row_by_row", exists_streams),
                         ],
+                        decided_by: crate::choice::DecidedBy::Rule,
                         cached: false,
                         decided_in: Default::default(),
                         looked_up_in: Default::default(),
@@ -470,6 +472,80 @@ impl<K: SqlType> SinceQuery<K> {
                 })
                 .await
         }
+    }
+
+    /// Measures every strategy for `shape` on this database and keeps the
+    /// fastest as `Auto`'s decision for this query (see
+    /// [`Calibration`](crate::Calibration)). Runs the candidates for real,
+    /// each bounded by a `statement_timeout` in its own transaction: call
+    /// it from a maintenance task, not in a request path.
+    ///
+    /// # Errors
+    /// As [`explain_choice`](Self::explain_choice); the calibration's
+    /// refusal, or [`Error::InvalidSpec`](crate::Error::InvalidSpec) (field
+    /// `"calibration"`) when no candidate finishes within its bound;
+    /// [`Error::StrategiesDisagree`](crate::Error::StrategiesDisagree);
+    /// the database's error.
+    pub async fn calibrate<E: Transactional>(
+        &self,
+        db: &mut E,
+        shape: Shape,
+        calibration: &Calibration,
+    ) -> Result<Choice<SinceStrategy>>
+    where
+        K: CursorKey,
+    {
+        self.calibrate_with(StrategyCache::global(), db, shape, calibration)
+            .await
+    }
+
+    /// [`calibrate`](Self::calibrate) with your own cache.
+    ///
+    /// # Errors
+    /// As [`calibrate`](Self::calibrate).
+    pub async fn calibrate_with<E: Transactional>(
+        &self,
+        cache: &StrategyCache,
+        db: &mut E,
+        shape: Shape,
+        calibration: &Calibration,
+    ) -> Result<Choice<SinceStrategy>>
+    where
+        K: CursorKey,
+    {
+        calibration.check()?;
+        let rule = self.explain_choice_with(cache, &*db, shape).await?;
+        let candidates = SinceStrategy::ALL
+            .into_iter()
+            .map(|s| Ok((s, self.shape_query(s, shape)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let reference = self.shape_query(SinceStrategy::UnionIn, shape)?;
+        let target = Target {
+            cache,
+            family: "since",
+            shape,
+            reference: &reference,
+        };
+        calibrate(calibration, target, db, rule, candidates).await
+    }
+
+    /// [`calibrate`](Self::calibrate) on a blocking client
+    /// (`postgres::Client`, `postgres::Transaction`), from the same code.
+    ///
+    /// # Errors
+    /// As [`calibrate`](Self::calibrate).
+    pub fn calibrate_blocking<C>(
+        &self,
+        db: &mut C,
+        shape: Shape,
+        calibration: &Calibration,
+    ) -> Result<Choice<SinceStrategy>>
+    where
+        K: CursorKey,
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking_mut(db, async |db| self.calibrate(db, shape, calibration).await)
     }
 
     /// This query with `Auto` replaced by the strategy it chooses for

@@ -8,6 +8,7 @@ mod aliases;
 mod auto;
 mod auto_state;
 mod blocking;
+mod calibrate;
 mod compare;
 mod denormalized;
 mod denormalized_trust;

@@ -1,0 +1,447 @@
+//! Measured `Auto` decisions: run every candidate strategy of a query on
+//! the user's own database and keep the fastest.
+//!
+//! A family's rule decides from statistics, which is cheap and usually
+//! right, but its thresholds cannot know every schema, scale and memory
+//! setting. `calibrate` (on [`LatestStatus`](crate::LatestStatus),
+//! [`SinceQuery`](crate::SinceQuery) and [`Rollup`](crate::Rollup)) measures
+//! instead:
+//!
+//! 1. the rule decides first (its choice runs first, and sets the time
+//!    bound for the others);
+//! 2. **exploration**: each candidate runs once inside a transaction whose
+//!    `statement_timeout` is a small multiple of the fastest run so far
+//!    ([`Calibration::timeout_factor`], never below
+//!    [`Calibration::min_timeout`]; the first candidate is bounded by
+//!    [`Calibration::first_timeout`]). A candidate that hits the bound is
+//!    ruled out, having cost at most that bound;
+//! 3. the survivors' answers are checked equal (row count and an
+//!    order-insensitive hash of the rows, as [`Compare`](crate::Compare)
+//!    does); a difference is [`Error::StrategiesDisagree`], never a silent
+//!    choice;
+//! 4. the survivors run [`Calibration::rounds`] timed rounds, interleaved
+//!    in a shuffled order per round; the lowest median wins.
+//!
+//! The winner is kept in the cache ([`DecidedBy::Calibrated`](crate::DecidedBy))
+//! under the same key as the rule's decision — spec, shape, selectivity
+//! bucket and **catalog state** — so later `Auto` calls of that query use
+//! it without running anything, past the cache's time to live; creating or
+//! dropping an index, or installing or removing triggers, on the tables it
+//! reads makes the next call decide again by rule until you calibrate
+//! again. Calibration runs the candidates for real: call it from a
+//! maintenance task or at start-up, never in a request path.
+
+use std::fmt::Debug;
+use std::time::{Duration, Instant};
+
+use sea_query::{Expr, Query};
+
+use crate::choice::{DecidedBy, Estimate, Shape, Statistic, StrategyCache};
+use crate::compare::round_order;
+use crate::exec::{RowRead, Transactional};
+use crate::spec::Problems;
+use crate::types::SqlType;
+use crate::{BuiltQuery, Choice, Compare, Error, Result};
+
+/// How [`calibrate`](crate::LatestStatus::calibrate) measures: timed rounds
+/// and time bounds. Steps never fail; [`check`](Self::check) (and
+/// `calibrate`) refuse zero rounds, more than [`Compare::MAX_ROUNDS`], a
+/// factor below 1 or a zero timeout.
+///
+/// ```
+/// use std::time::Duration;
+/// use pgpatterns::Calibration;
+/// let cal = Calibration::new()
+///     .rounds(7)
+///     .timeout_factor(2.0)
+///     .first_timeout(Duration::from_secs(5));
+/// assert!(cal.check().is_ok());
+/// assert!(Calibration::new().rounds(0).check().is_err());
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a calibration does nothing until a spec is calibrated with it"]
+pub struct Calibration {
+    rounds: usize,
+    factor: f64,
+    first: Duration,
+    min: Duration,
+    problems: Problems,
+}
+
+impl Default for Calibration {
+    fn default() -> Self {
+        Calibration::new()
+    }
+}
+
+impl Calibration {
+    /// 5 timed rounds, candidates bounded by 3× the fastest run so far (at
+    /// least 100 ms), the first by 30 s.
+    pub fn new() -> Calibration {
+        Calibration {
+            rounds: 5,
+            factor: 3.0,
+            first: Duration::from_secs(30),
+            min: Duration::from_millis(100),
+            problems: Problems::default(),
+        }
+    }
+
+    /// Timed rounds per surviving candidate (default 5).
+    pub fn rounds(mut self, rounds: usize) -> Calibration {
+        if rounds == 0 || rounds > Compare::MAX_ROUNDS {
+            self.problems.note::<()>(Err(Error::spec(
+                "rounds",
+                format!(
+                    "must be between 1 and {}, got {rounds}",
+                    Compare::MAX_ROUNDS
+                ),
+            )));
+        } else {
+            self.rounds = rounds;
+        }
+        self
+    }
+
+    /// A candidate's exploration run is cancelled (by the server's
+    /// `statement_timeout`) after this many times the fastest run so far
+    /// (default 3; at least 1).
+    pub fn timeout_factor(mut self, factor: f64) -> Calibration {
+        if factor.is_finite() && factor >= 1.0 {
+            self.factor = factor;
+        } else {
+            self.problems.note::<()>(Err(Error::spec(
+                "timeout_factor",
+                format!("must be a finite number of at least 1, got {factor}"),
+            )));
+        }
+        self
+    }
+
+    /// The bound of the first candidate's run, the rule's choice (default
+    /// 30 s): a query slower than this is not calibrated.
+    pub fn first_timeout(mut self, bound: Duration) -> Calibration {
+        match bound {
+            d if d.as_millis() == 0 => {
+                self.problems
+                    .note::<()>(Err(Error::spec("first_timeout", "must be at least 1 ms")));
+            }
+            d => self.first = d,
+        }
+        self
+    }
+
+    /// The smallest bound a candidate gets (default 100 ms), so that noise
+    /// on a fast query does not rule out a candidate.
+    pub fn min_timeout(mut self, bound: Duration) -> Calibration {
+        match bound {
+            d if d.as_millis() == 0 => {
+                self.problems
+                    .note::<()>(Err(Error::spec("min_timeout", "must be at least 1 ms")));
+            }
+            d => self.min = d,
+        }
+        self
+    }
+
+    /// The first problem a step recorded.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] naming the step.
+    pub fn check(&self) -> Result<()> {
+        self.problems.check()
+    }
+
+    /// The bound of a candidate's exploration run after `best`.
+    fn bound_after(&self, best: Option<Duration>) -> Duration {
+        match best {
+            None => self.first,
+            Some(b) => b.mul_f64(self.factor).max(self.min).min(self.first),
+        }
+    }
+}
+
+/// `SELECT set_config('statement_timeout', $1, true)`: the bound, for the
+/// rest of the transaction only.
+fn statement_timeout(bound: Duration) -> BuiltQuery {
+    let ms = bound.as_millis().max(1).to_string();
+    BuiltQuery::new(
+        &Query::select()
+            .expr(Expr::cust_with_exprs(
+                "set_config('statement_timeout', $1, true)",
+                [ms.param()],
+            ))
+            .to_owned(),
+    )
+}
+
+/// One candidate's exploration: its time, or why it was ruled out.
+enum Explored {
+    Ran,
+    TimedOut(Duration),
+}
+
+/// A query and the cache key its decisions are kept under.
+pub(crate) struct Target<'a> {
+    pub(crate) cache: &'a StrategyCache,
+    pub(crate) family: &'static str,
+    pub(crate) shape: Shape,
+    /// The reference query the family recalls its decisions by.
+    pub(crate) reference: &'a BuiltQuery,
+}
+
+/// Measures `candidates` (the rule's `rule.strategy` among them), builds
+/// the calibrated choice and keeps it in the cache in place of the rule's.
+pub(crate) async fn calibrate<S, E>(
+    cal: &Calibration,
+    target: Target<'_>,
+    db: &mut E,
+    rule: Choice<S>,
+    mut candidates: Vec<(S, BuiltQuery)>,
+) -> Result<Choice<S>>
+where
+    S: Copy + Debug + PartialEq + Send + Sync + 'static,
+    E: Transactional,
+{
+    cal.check()?;
+    let started = Instant::now();
+    // The rule's choice first: it sets the bound for the others.
+    if let Some(i) = candidates.iter().position(|(s, _)| *s == rule.strategy) {
+        let first = candidates.remove(i);
+        candidates.insert(0, first);
+    }
+    let hasher = Compare::new(1);
+    let mut best: Option<Duration> = None;
+    let mut explored = Vec::with_capacity(candidates.len());
+    for (_, q) in &candidates {
+        let bound = cal.bound_after(best);
+        let t = Instant::now();
+        let outcome = db
+            .run_in_transaction(&[statement_timeout(bound), q.clone()])
+            .await;
+        let took = t.elapsed();
+        match outcome {
+            Ok(_) => {
+                best = Some(best.map_or(took, |b| b.min(took)));
+                explored.push(Explored::Ran);
+            }
+            Err(e) if e.code() == Some("57014") => explored.push(Explored::TimedOut(bound)),
+            Err(e) => return Err(e),
+        }
+    }
+    let survivors: Vec<usize> = explored
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| matches!(e, Explored::Ran))
+        .map(|(i, _)| i)
+        .collect();
+    if survivors.is_empty() {
+        return Err(Error::spec(
+            "calibration",
+            format!(
+                "no candidate finished within its bound (the first, {:?}, within {:?}): raise \
+                 first_timeout",
+                candidates.first().map(|(s, _)| *s),
+                cal.first
+            ),
+        ));
+    }
+    // Same answers: each survivor ran within a bound already, so these do too.
+    let mut first_answer: Option<(i64, String, S)> = None;
+    for &i in &survivors {
+        let (s, q) = &candidates[i];
+        let row = db.one_row(&hasher.check_query(q)?).await?;
+        let rows: i64 = row.try_get(0usize.into())?;
+        let hash: String = row.try_get(1usize.into())?;
+        match &first_answer {
+            None => first_answer = Some((rows, hash, *s)),
+            Some((r0, h0, s0)) if (*r0, h0) != (rows, &hash) => {
+                return Err(Error::StrategiesDisagree {
+                    first: format!("{s0:?}"),
+                    other: format!("{s:?}"),
+                    detail: format!("{r0} rows (hash {h0}) against {rows} rows (hash {hash})"),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    // Timed rounds, interleaved.
+    let mut timings: Vec<Vec<Duration>> = vec![Vec::with_capacity(cal.rounds); survivors.len()];
+    for round in 0..cal.rounds {
+        for j in round_order(round, survivors.len()) {
+            let q = &candidates[survivors[j]].1;
+            let t = Instant::now();
+            let rows = db.rows(q).await?;
+            timings[j].push(t.elapsed());
+            drop(rows);
+        }
+    }
+    let medians: Vec<Duration> = timings.iter_mut().map(|t| median(t)).collect();
+    let Some((win, _)) = medians.iter().enumerate().min_by_key(|(_, m)| **m) else {
+        return Err(Error::spec("calibration", "no candidate was timed"));
+    };
+    let winner = candidates[survivors[win]].0;
+    let best_median = medians[win];
+
+    let mut estimates = Vec::with_capacity(candidates.len() + rule.candidates.len());
+    for (i, (s, _)) in candidates.iter().enumerate() {
+        let mut e = rule
+            .candidates
+            .iter()
+            .find(|c| c.strategy == *s && c.rejected.is_none())
+            .cloned()
+            .unwrap_or_else(|| Estimate::chosen(*s));
+        match &explored[i] {
+            Explored::TimedOut(bound) => {
+                e.rejected = Some(format!(
+                    "cancelled by its time bound ({} ms) when explored",
+                    bound.as_millis()
+                ));
+            }
+            Explored::Ran => {
+                let j = survivors.iter().position(|&k| k == i).unwrap_or(0);
+                e.median = Some(medians[j]);
+            }
+        }
+        estimates.push(e);
+    }
+    // Candidates the rule ruled out (a column that is not maintained, a
+    // strategy that cannot compute the report) stay ruled out.
+    estimates.extend(
+        rule.candidates
+            .iter()
+            .filter(|c| c.rejected.is_some() && !candidates.iter().any(|(s, _)| *s == c.strategy))
+            .cloned(),
+    );
+    let runner_up = medians
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| *j != win)
+        .map(|(j, m)| (candidates[survivors[j]].0, *m))
+        .min_by_key(|(_, m)| *m);
+    let mut reason = format!(
+        "measured fastest here: median {:.3} ms",
+        best_median.as_secs_f64() * 1e3
+    );
+    if let Some((s, m)) = runner_up {
+        reason.push_str(&format!(
+            ", next {s:?} {:.3} ms ({:.2}×)",
+            m.as_secs_f64() * 1e3,
+            m.as_secs_f64() / best_median.as_secs_f64().max(1e-9)
+        ));
+    }
+    if winner == rule.strategy {
+        reason.push_str("; the rule chose it too");
+    } else {
+        reason.push_str(&format!("; the rule chose {:?}", rule.strategy));
+    }
+    let mut statistics = rule.statistics.clone();
+    statistics.push(Statistic::count(
+        "candidates_cancelled",
+        explored
+            .iter()
+            .filter(|e| matches!(e, Explored::TimedOut(_)))
+            .count() as f64,
+    ));
+    let choice = Choice {
+        strategy: winner,
+        shape: rule.shape,
+        bucket: rule.bucket,
+        reason,
+        candidates: estimates,
+        statistics,
+        decided_by: DecidedBy::Calibrated { rounds: cal.rounds },
+        cached: false,
+        decided_in: started.elapsed(),
+        looked_up_in: Duration::ZERO,
+        age: Duration::ZERO,
+    };
+    let recall = target
+        .cache
+        .recall(target.family, target.shape, target.reference);
+    if let Some(key) = target.cache.remembered_key(&recall) {
+        target.cache.pin(key, &choice);
+    }
+    Ok(choice)
+}
+
+fn median(t: &mut [Duration]) -> Duration {
+    t.sort_unstable();
+    match t.len() {
+        0 => Duration::ZERO,
+        n if n % 2 == 1 => t[n / 2],
+        n => (t[n / 2 - 1] + t[n / 2]) / 2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_grow_from_the_best_run_within_the_limits() {
+        let cal = Calibration::new();
+        assert_eq!(cal.bound_after(None), Duration::from_secs(30));
+        assert_eq!(
+            cal.bound_after(Some(Duration::from_millis(1))),
+            Duration::from_millis(100),
+            "never below the floor"
+        );
+        assert_eq!(
+            cal.bound_after(Some(Duration::from_secs(1))),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            cal.bound_after(Some(Duration::from_secs(20))),
+            Duration::from_secs(30),
+            "never above the first bound"
+        );
+    }
+
+    #[test]
+    fn bad_options_are_refused_when_checked() {
+        for (cal, field) in [
+            (Calibration::new().rounds(0), "rounds"),
+            (Calibration::new().rounds(Compare::MAX_ROUNDS + 1), "rounds"),
+            (Calibration::new().timeout_factor(0.5), "timeout_factor"),
+            (
+                Calibration::new().timeout_factor(f64::NAN),
+                "timeout_factor",
+            ),
+            (
+                Calibration::new().first_timeout(Duration::ZERO),
+                "first_timeout",
+            ),
+            (
+                Calibration::new().min_timeout(Duration::from_micros(10)),
+                "min_timeout",
+            ),
+        ] {
+            match cal.check() {
+                Err(Error::InvalidSpec { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn medians() {
+        let ms = Duration::from_millis;
+        assert_eq!(median(&mut [ms(3), ms(1), ms(2)]), ms(2));
+        assert_eq!(
+            median(&mut [ms(4), ms(1), ms(2), ms(3)]),
+            Duration::from_micros(2500)
+        );
+        assert_eq!(median(&mut []), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_bound_is_bound() {
+        let q = statement_timeout(Duration::from_millis(1500));
+        assert_eq!(
+            q.sql(),
+            "SELECT set_config('statement_timeout', CAST($1 AS text), true)"
+        );
+        assert_eq!(q.values().0.len(), 1);
+    }
+}

@@ -1,0 +1,273 @@
+//! Calibrated `Auto`: every candidate measured on the database, the fastest
+//! kept until the catalog changes, slow candidates cut off by their bound.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use pgpatterns::seed::moves::MovesSeed;
+use pgpatterns::seed::sales::SalesSeed;
+use pgpatterns::{
+    column, table, Calibration, Choice, DecidedBy, Error, LatestStatus, LatestStrategy, Shape,
+    StrategyCache,
+};
+
+use crate::support::{client, schema, with_sync_client};
+
+/// 3 000 orders with 30 status rows each and no index on the history: the
+/// skip scan probes the whole history once per order, far slower than any
+/// other strategy.
+const FIXTURE: &str = "
+    CREATE TABLE orders (id int8 PRIMARY KEY);
+    CREATE TABLE order_status (id int8 PRIMARY KEY, order_id int8 NOT NULL,
+                               status text, created_at timestamptz NOT NULL);
+    INSERT INTO orders SELECT g FROM generate_series(1, 3000) g;
+    INSERT INTO order_status
+    SELECT (o - 1) * 30 + k, o, 's' || ((o + k) % 7),
+           timestamptz '2024-01-01' + (k || ' minutes')::interval
+    FROM generate_series(1, 3000) o, generate_series(1, 30) k;
+    ANALYZE orders, order_status;";
+
+fn spec() -> LatestStatus<String> {
+    let (orders, history) = (table!("orders"), table!("order_status"));
+    LatestStatus::new(
+        &column!(orders, "id": i64),
+        &column!(history, "order_id": i64),
+        &column!(history, "status": String),
+        &column!(history, "created_at": DateTime<Utc>),
+    )
+    .then_by(&column!(history, "id": i64))
+    .status_eq("s3")
+    .strategy(LatestStrategy::Auto)
+}
+
+/// The calibrated choice is the candidate with the lowest measured median.
+fn assert_fastest_won<S: Copy + PartialEq + std::fmt::Debug>(c: &Choice<S>) {
+    let timed: Vec<(S, Duration)> = c
+        .candidates
+        .iter()
+        .filter_map(|e| e.median.map(|m| (e.strategy, m)))
+        .collect();
+    assert!(!timed.is_empty(), "{c}");
+    let fastest = timed.iter().min_by_key(|(_, m)| *m).map(|(s, _)| *s);
+    assert_eq!(fastest, Some(c.strategy), "{c}");
+}
+
+#[tokio::test]
+async fn latest_calibration_keeps_the_measured_winner_until_the_catalog_changes() {
+    let schema = schema().await;
+    let mut c = client(&schema).await;
+    c.batch_execute(FIXTURE).await.unwrap();
+    // Rule decisions expire at once; a calibrated one is kept regardless.
+    let cache = StrategyCache::new(Duration::ZERO);
+    let spec = spec();
+    let cal = Calibration::new().rounds(3);
+    let measured = spec
+        .calibrate_with(&cache, &mut c, Shape::Count, &cal)
+        .await
+        .unwrap();
+    assert_eq!(
+        measured.decided_by,
+        DecidedBy::Calibrated { rounds: 3 },
+        "{measured}"
+    );
+    assert!(!measured.cached);
+    assert_fastest_won(&measured);
+    // Every history strategy was a candidate; the skip scan without its
+    // index was cut off by its bound instead of running to the end.
+    for s in LatestStrategy::FROM_HISTORY {
+        assert!(
+            measured.candidates.iter().any(|e| e.strategy == s),
+            "{s:?} missing\n{measured}"
+        );
+    }
+    let skip = measured
+        .candidates
+        .iter()
+        .find(|e| e.strategy == LatestStrategy::SkipScan)
+        .unwrap();
+    assert!(
+        skip.rejected
+            .as_deref()
+            .is_some_and(|r| r.contains("cancelled")),
+        "{measured}"
+    );
+    assert_eq!(cache.calibrated(), 1);
+    assert!(
+        measured.to_string().contains("decided by: calibration"),
+        "{measured}"
+    );
+
+    // Later decisions use it, past the time to live, without measuring.
+    let later = spec
+        .explain_choice_with(&cache, &c, Shape::Count)
+        .await
+        .unwrap();
+    assert!(later.cached, "{later}");
+    assert_eq!(later.decided_by, DecidedBy::Calibrated { rounds: 3 });
+    assert_eq!(later.strategy, measured.strategy);
+
+    // The measured strategy returns the same count as every other.
+    let want = spec
+        .clone()
+        .strategy(LatestStrategy::DistinctOn)
+        .count(&c)
+        .await
+        .unwrap();
+    assert!(want > 0);
+    let got = spec
+        .clone()
+        .strategy(measured.strategy)
+        .count(&c)
+        .await
+        .unwrap();
+    assert_eq!(got, want);
+
+    // An index on the history changes the catalog state it was measured
+    // under: the next decision is the rule's again.
+    c.batch_execute(
+        "CREATE INDEX ON order_status (order_id, created_at DESC, id DESC) INCLUDE (status)",
+    )
+    .await
+    .unwrap();
+    let after = spec
+        .explain_choice_with(&cache, &c, Shape::Count)
+        .await
+        .unwrap();
+    assert_eq!(after.decided_by, DecidedBy::Rule, "{after}");
+    // Calibrating again measures under the new state (the skip scan now has
+    // its index, so it is not cut off).
+    let again = spec
+        .calibrate_with(&cache, &mut c, Shape::Count, &cal)
+        .await
+        .unwrap();
+    assert_fastest_won(&again);
+    let skip = again
+        .candidates
+        .iter()
+        .find(|e| e.strategy == LatestStrategy::SkipScan)
+        .unwrap();
+    assert!(skip.median.is_some(), "{again}");
+}
+
+#[tokio::test]
+async fn calibration_bounds_are_honoured_and_bad_options_refused_before_sql() {
+    let schema = schema().await;
+    let mut c = client(&schema).await;
+    c.batch_execute(FIXTURE).await.unwrap();
+    let cache = StrategyCache::new(Duration::from_secs(60));
+    // Every candidate needs more than 1 ms on 90 000 history rows: each is
+    // cancelled at its bound and nothing is kept.
+    let tight = Calibration::new()
+        .first_timeout(Duration::from_millis(1))
+        .min_timeout(Duration::from_millis(1));
+    match spec()
+        .calibrate_with(&cache, &mut c, Shape::Count, &tight)
+        .await
+    {
+        Err(Error::InvalidSpec { field, reason }) => {
+            assert_eq!(field, "calibration", "{reason}");
+            assert!(reason.contains("first_timeout"), "{reason}");
+        }
+        other => panic!("expected every candidate to be cancelled, got {other:?}"),
+    }
+    assert_eq!(cache.calibrated(), 0);
+    // The session's own statement_timeout is untouched (the bound was
+    // local to each transaction).
+    let row = c.query_one("SHOW statement_timeout", &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "0");
+    // Options are checked before anything is sent (the tables need not exist).
+    let empty = crate::support::schema().await;
+    let mut e = client(&empty).await;
+    let err = spec()
+        .calibrate_with(&cache, &mut e, Shape::Count, &Calibration::new().rounds(0))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidSpec {
+                field: "rounds",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn since_and_rollup_calibrate_too() {
+    let schema = schema().await;
+    let mut c = client(&schema).await;
+    let moves = MovesSeed::new(2000);
+    let report = moves.run(&c, |_| {}).await.unwrap();
+    SalesSeed::sample().run(&c, |_| {}).await.unwrap();
+    let cache = StrategyCache::new(Duration::from_secs(60));
+    let cal = Calibration::new().rounds(3);
+
+    let q = moves
+        .tables()
+        .full_graph()
+        .since(report.now - chrono::Duration::days(30));
+    let measured = q
+        .calibrate_with(&cache, &mut c, Shape::Count, &cal)
+        .await
+        .unwrap();
+    assert_eq!(measured.decided_by, DecidedBy::Calibrated { rounds: 3 });
+    assert_fastest_won(&measured);
+    let later = q
+        .explain_choice_with(&cache, &c, Shape::Count)
+        .await
+        .unwrap();
+    assert!(
+        later.cached && later.strategy == measured.strategy,
+        "{later}"
+    );
+
+    // A report PreAggregate cannot compute keeps it ruled out.
+    let tables = SalesSeed::sample().tables();
+    let with_distinct = tables.dashboard(true);
+    let measured = with_distinct
+        .calibrate_with(&cache, &mut c, &cal)
+        .await
+        .unwrap();
+    assert_eq!(measured.strategy, pgpatterns::RollupStrategy::GroupingSets);
+    assert!(
+        measured
+            .candidates
+            .iter()
+            .any(|e| e.strategy == pgpatterns::RollupStrategy::PreAggregate
+                && e.rejected.is_some()),
+        "{measured}"
+    );
+    let plain = tables.dashboard(false);
+    let measured = plain.calibrate_with(&cache, &mut c, &cal).await.unwrap();
+    assert_fastest_won(&measured);
+    assert_eq!(
+        measured
+            .candidates
+            .iter()
+            .filter(|e| e.median.is_some())
+            .count(),
+        2,
+        "{measured}"
+    );
+    let later = plain.explain_choice_with(&cache, &c).await.unwrap();
+    assert!(
+        later.cached && later.strategy == measured.strategy,
+        "{later}"
+    );
+}
+
+#[tokio::test]
+async fn calibration_runs_on_the_blocking_client() {
+    let schema = schema().await;
+    let c = client(&schema).await;
+    c.batch_execute(FIXTURE).await.unwrap();
+    let measured = with_sync_client(&schema, |sc| {
+        spec().calibrate_blocking(sc, Shape::Page { limit: 20 }, &Calibration::new().rounds(2))
+    })
+    .await
+    .unwrap();
+    assert_eq!(measured.decided_by, DecidedBy::Calibrated { rounds: 2 });
+    assert_fastest_won(&measured);
+}
