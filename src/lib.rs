@@ -269,6 +269,7 @@ pub mod explain;
 mod latest;
 pub mod ops;
 mod page;
+mod params;
 mod progress;
 mod query;
 mod rollup;
@@ -296,6 +297,7 @@ pub use latest::{
     LATEST_AT, LATEST_STATUS,
 };
 pub use page::{CursorKey, Page, PageOrder, PageRequest, MAX_CURSOR_LEN};
+pub use params::TypedParams;
 pub use progress::Progress;
 pub use query::BuiltQuery;
 pub use rollup::{
