@@ -291,6 +291,9 @@ mod types;
 pub use choice::{Choice, Estimate, Shape, StatKind, Statistic, StrategyCache};
 pub use compare::{Compare, Comparison, Contender};
 pub use error::{BoxError, Error, Result};
+#[cfg(feature = "tokio-postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio-postgres")))]
+pub use exec::Prepared;
 pub use exec::{BlockingExecutor, ColumnIndex, Executor, FromRow, RowRead, Transactional};
 pub use latest::{
     BackfillReport, Denormalize, LatestStatus, LatestStrategy, DRIFT_STORED, LATEST_ALIAS,

@@ -169,10 +169,13 @@ fn declare(v: &Value) -> std::result::Result<(Value, Declared), String> {
         Value::SmallUnsigned(x) => exact(Value::Int(x.map(i32::from)), Type::INT4),
         Value::Unsigned(x) => exact(Value::BigInt(x.map(i64::from)), Type::INT8),
         Value::BigUnsigned(x) => {
-            let x = x
-                .map(i64::try_from)
-                .transpose()
-                .map_err(|_| format!("{} is above the largest int8 ({})", x.unwrap_or(0), i64::MAX))?;
+            let x = x.map(i64::try_from).transpose().map_err(|_| {
+                format!(
+                    "{} is above the largest int8 ({})",
+                    x.unwrap_or(0),
+                    i64::MAX
+                )
+            })?;
             exact(Value::BigInt(x), Type::INT8)
         }
         Value::Float(_) => exact(v.clone(), Type::FLOAT4),
@@ -230,18 +233,19 @@ fn declare_array(
         #[allow(unreachable_patterns)]
         _ => {
             let items = items.map(|items| Box::new(items.clone()));
-            return Ok((
-                Value::Array(element.clone(), items),
-                Declared::Described,
-            ));
+            return Ok((Value::Array(element.clone(), items), Declared::Described));
         }
     };
     let Some(items) = items else {
-        return Ok((Value::Array(element.clone(), None), Declared::Exact(array_type)));
+        return Ok((
+            Value::Array(element.clone(), None),
+            Declared::Exact(array_type),
+        ));
     };
     let mut sent = Vec::with_capacity(items.len());
     for (j, item) in items.iter().enumerate() {
-        let (value, declared) = declare(item).map_err(|reason| format!("element {}: {reason}", j + 1))?;
+        let (value, declared) =
+            declare(item).map_err(|reason| format!("element {}: {reason}", j + 1))?;
         if declared != Declared::Exact(element_type.clone()) {
             return Err(format!(
                 "element {} is not a {element_type} (the array is declared {array_type})",
@@ -397,7 +401,11 @@ mod tests {
                 Some(Box::new(vec![Value::BigUnsigned(Some(u64::MAX))])),
             )],
         );
-        assert!(q.typed_params().unwrap_err().to_string().contains("element 1"));
+        assert!(q
+            .typed_params()
+            .unwrap_err()
+            .to_string()
+            .contains("element 1"));
     }
 
     #[test]

@@ -24,6 +24,8 @@ use postgres_types::FromSqlOwned;
 #[cfg(test)]
 pub(crate) use blocking::block_on;
 pub(crate) use blocking::{run_blocking, run_blocking_mut};
+#[cfg(feature = "tokio-postgres")]
+pub use prepared::Prepared;
 
 use crate::{BuiltQuery, Error, Result};
 
@@ -32,6 +34,8 @@ mod blocking;
 mod deadpool;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "tokio-postgres")]
+mod prepared;
 #[cfg(any(feature = "tokio-postgres", feature = "postgres"))]
 mod row;
 #[cfg(feature = "tokio-postgres")]
