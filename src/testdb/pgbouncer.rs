@@ -1,28 +1,4 @@
-//! A PgBouncer in transaction pooling mode in front of a [`TestDb`], for
-//! tests of what works through a pooler.
-//!
-//! [`TestDb::pgbouncer`] starts it on first use: the `pgbouncer` binary
-//! (`apt-get install -y pgbouncer`) runs in a fresh temp dir with
-//! `pool_mode = transaction`, listening only on a unix socket there, with
-//! trust authentication for the server's user. It forwards to the private
-//! cluster, or to the server of `DATABASE_URL` with that URL's user and
-//! password (written to a file only its user can read). When the process
-//! runs as root, PgBouncer runs as the `postgres` user (it refuses root).
-//!
-//! [`TestDb::pooled_schema`] gives each test its own schema through the
-//! pooler. A transaction-mode pooler does not pass `options` (such as
-//! `-c search_path=…`) to the server, so each schema gets its own pooler
-//! database entry whose server connections run `SET search_path` when they
-//! are opened (`connect_query`); the entry is added by rewriting the
-//! configuration and sending `RELOAD` to the pooler's admin console.
-//!
-//! An externally managed pooler cannot be used that way (its configuration
-//! is not ours to rewrite), so there is no URL setting for one: with
-//! `DATABASE_URL`, a local PgBouncer is started in front of that server.
-//!
-//! Cleanup works as for the cluster: a watchdog process stops PgBouncer
-//! (`SIGTERM`) and removes its directory when the [`TestDb`] is dropped or
-//! the test process exits in any way.
+//! [`PgBouncer`]: a pooler in transaction mode in front of a [`TestDb`].
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::{Mutex, PoisonError};
@@ -64,8 +40,31 @@ fi
 rm -rf "$1"
 "#;
 
-/// A PgBouncer in `pool_mode = transaction` in front of a [`TestDb`]'s
-/// server (see the [module docs](self)). Made by [`TestDb::pgbouncer`].
+/// A PgBouncer in transaction pooling mode in front of a [`TestDb`], for
+/// tests of what works through a pooler.
+///
+/// [`TestDb::pgbouncer`] starts it on first use: the `pgbouncer` binary
+/// (`apt-get install -y pgbouncer`) runs in a fresh temp dir with
+/// `pool_mode = transaction`, listening only on a unix socket there, with
+/// trust authentication for the server's user. It forwards to the private
+/// cluster, or to the server of `DATABASE_URL` with that URL's user and
+/// password (written to a file only its user can read). When the process
+/// runs as root, PgBouncer runs as the `postgres` user (it refuses root).
+///
+/// [`TestDb::pooled_schema`] gives each test its own schema through the
+/// pooler. A transaction-mode pooler does not pass `options` (such as
+/// `-c search_path=…`) to the server, so each schema gets its own pooler
+/// database entry whose server connections run `SET search_path` when they
+/// are opened (`connect_query`); the entry is added by rewriting the
+/// configuration and sending `RELOAD` to the pooler's admin console.
+///
+/// An externally managed pooler cannot be used that way (its configuration
+/// is not ours to rewrite), so there is no URL setting for one: with
+/// `DATABASE_URL`, a local PgBouncer is started in front of that server.
+///
+/// Cleanup works as for the cluster: a watchdog process stops PgBouncer
+/// (`SIGTERM`) and removes its directory when the [`TestDb`] is dropped or
+/// the test process exits in any way.
 pub struct PgBouncer {
     dir: PathBuf,
     config: tokio_postgres::Config,
@@ -541,5 +540,45 @@ fn wait_listening(
             ));
         }
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_settings_quote_values_and_refuse_what_cannot_be_quoted() {
+        let config: tokio_postgres::Config =
+            "host=/tmp/pgp-1 port=5433 user=alice dbname=app password=s3cret"
+                .parse()
+                .expect("parse");
+        assert_eq!(
+            upstream_settings(&config).expect("settings"),
+            "host='/tmp/pgp-1' port=5433 dbname='app' user='alice' password='s3cret'"
+        );
+        let config: tokio_postgres::Config = "host=db.example user=bob password='it\\'s'"
+            .parse()
+            .expect("parse");
+        let e = upstream_settings(&config).expect_err("a quote in the password");
+        assert!(e.to_string().contains("password"), "{e}");
+        assert!(
+            !e.to_string().contains("it's"),
+            "the password is not shown: {e}"
+        );
+    }
+
+    #[test]
+    fn database_keys_are_plain_or_quoted() {
+        assert_eq!(dbname_key("postgres").expect("plain"), "postgres");
+        assert_eq!(dbname_key("my-app").expect("quoted"), "\"my-app\"");
+        assert!(dbname_key("a\"b").is_err());
+    }
+
+    #[test]
+    fn pooler_watchdog_interpolates_nothing() {
+        assert!(POOLER_WATCHDOG.contains(r#"kill -TERM "$pid""#));
+        assert!(POOLER_WATCHDOG.contains(r#"rm -rf "$1""#));
+        assert!(!POOLER_WATCHDOG.contains("/tmp"));
     }
 }
