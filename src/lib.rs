@@ -286,6 +286,7 @@ pub mod explain;
 mod latest;
 pub mod ops;
 mod page;
+mod params;
 mod progress;
 mod query;
 mod rollup;
@@ -309,12 +310,16 @@ pub use calibrate::Calibration;
 pub use choice::{Choice, DecidedBy, Estimate, Shape, StatKind, Statistic, StrategyCache};
 pub use compare::{Compare, Comparison, Contender};
 pub use error::{BoxError, Error, Result};
+#[cfg(feature = "tokio-postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio-postgres")))]
+pub use exec::Prepared;
 pub use exec::{BlockingExecutor, ColumnIndex, Executor, FromRow, RowRead, Transactional};
 pub use latest::{
     BackfillReport, Denormalize, LatestStatus, LatestStrategy, DRIFT_STORED, LATEST_ALIAS,
     LATEST_AT, LATEST_STATUS,
 };
 pub use page::{CursorKey, Page, PageOrder, PageRequest, MAX_CURSOR_LEN};
+pub use params::TypedParams;
 pub use progress::Progress;
 pub use query::BuiltQuery;
 pub use rollup::{

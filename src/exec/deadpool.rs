@@ -7,7 +7,7 @@ use tokio_postgres::Row;
 use super::{Executor, Transactional};
 use crate::{BuiltQuery, Error, Result};
 
-fn pool_error(sql: &str, e: PoolError) -> Error {
+pub(crate) fn pool_error(sql: &str, e: PoolError) -> Error {
     match e {
         PoolError::Backend(e) => super::row::db_error(sql, e),
         other => Error::Database {

@@ -12,9 +12,35 @@
 //! | `tokio-postgres` | `tokio_postgres::Client`, `tokio_postgres::Transaction` ([`Executor`], [`Transactional`]) |
 //! | `deadpool-postgres` | `deadpool_postgres::Pool`, `deadpool_postgres::Client` ([`Executor`], [`Transactional`]) |
 //! | `postgres` | `postgres::Client`, `postgres::Transaction` ([`BlockingExecutor`]) |
+//! | `tokio-postgres`, `deadpool-postgres` | [`Prepared`] over `tokio_postgres::Client`, `deadpool_postgres::Pool` or `Client` ([`Executor`], [`Transactional`]) |
 //!
 //! The traits are also implemented for `&E`, `&mut E`, `Box<E>` and `Arc<E>`
 //! (async), so a shared client or pool can be passed as it is.
+//!
+//! ## One round trip per statement
+//!
+//! Every value's PostgreSQL type is known ([`BuiltQuery::typed_params`]), so
+//! the clients send each statement with its parameter types
+//! (`query_typed`): Parse, Bind, Describe, Execute and Sync go out together
+//! and the answer comes back in one round trip, with no named prepared
+//! statement left on the server. (`Client::query` with SQL text prepares
+//! first and waits for the parameter types: two round trips.) This is also
+//! what a connection pooler in transaction mode (PgBouncer
+//! `pool_mode = transaction`) needs, since the next statement may run on
+//! another server connection.
+//!
+//! [`Prepared`] (opt-in) prepares each distinct statement once per
+//! connection and reuses it, for programs that run a few statements very
+//! often on long-lived direct connections; not behind a transaction-mode
+//! pooler.
+//!
+//! Behind a transaction-mode pooler, also keep in mind: a query returning a
+//! column of a user-defined type (enum, domain, composite) makes the client
+//! look the type up with a named statement it keeps per connection, which a
+//! pooler may lose; cast such columns to `text` or a built-in type. Session
+//! state (`SET` without `LOCAL`, session advisory locks, temporary tables)
+//! does not follow a client from one transaction to the next; pgpatterns
+//! itself uses none of it (`SET TRANSACTION`, `pg_advisory_xact_lock`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,6 +50,8 @@ use postgres_types::FromSqlOwned;
 #[cfg(test)]
 pub(crate) use blocking::block_on;
 pub(crate) use blocking::{run_blocking, run_blocking_mut};
+#[cfg(feature = "tokio-postgres")]
+pub use prepared::Prepared;
 
 use crate::{BuiltQuery, Error, Result};
 
@@ -32,6 +60,8 @@ mod blocking;
 mod deadpool;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "tokio-postgres")]
+mod prepared;
 #[cfg(any(feature = "tokio-postgres", feature = "postgres"))]
 mod row;
 #[cfg(feature = "tokio-postgres")]
@@ -190,7 +220,9 @@ pub trait Executor: Send + Sync {
     /// The client's row type.
     type Row: RowRead + Send;
 
-    /// Runs a statement and returns its rows. Like `tokio_postgres::Client::query`.
+    /// Runs a statement and returns its rows. Like
+    /// `tokio_postgres::Client::query_typed`: the clients of this crate send
+    /// the statement with its parameter types, in one round trip.
     ///
     /// # Errors
     /// [`Error::InvalidSpec`] when a value cannot be sent
@@ -199,7 +231,7 @@ pub trait Executor: Send + Sync {
     fn rows(&self, q: &BuiltQuery) -> impl Future<Output = Result<Vec<Self::Row>>> + Send;
 
     /// Runs a statement and returns the number of rows it affected. Like
-    /// `tokio_postgres::Client::execute`.
+    /// `tokio_postgres::Client::execute_typed` (one round trip).
     ///
     /// # Errors
     /// [`Error::InvalidSpec`] when a value cannot be sent

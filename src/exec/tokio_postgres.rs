@@ -1,6 +1,15 @@
 //! [`Executor`] for `tokio_postgres::Client` and `tokio_postgres::Transaction`.
+//!
+//! Statements are sent with their parameter types (`query_typed`): Parse,
+//! Bind, Describe, Execute and Sync go out together, in one round trip, with
+//! no named prepared statement left on the server. (`Client::query` with SQL
+//! text prepares first: a round trip to learn the parameter types, then
+//! another to run it.)
 
-use tokio_postgres::{Client, Row, Transaction};
+use std::pin::pin;
+
+use futures_core::Stream;
+use tokio_postgres::{Client, Row, RowStream, Transaction};
 
 use super::row::db_error;
 use super::{Executor, Transactional};
@@ -14,18 +23,27 @@ macro_rules! tokio_pg_executor {
 
             async fn rows(&self, q: &BuiltQuery) -> Result<Vec<Row>> {
                 q.check()?;
-                let params = q.params();
-                <$ty>::query(self, q.sql(), &params.as_params())
-                    .await
-                    .map_err(|e| db_error(q.sql(), e))
+                let typed = q.typed_params()?;
+                let rows = if typed.needs_server_types() {
+                    <$ty>::query(self, q.sql(), &typed.as_params()).await
+                } else {
+                    <$ty>::query_typed(self, q.sql(), &typed.as_typed()).await
+                };
+                rows.map_err(|e| db_error(q.sql(), e))
             }
 
             async fn run(&self, q: &BuiltQuery) -> Result<u64> {
                 q.check()?;
-                let params = q.params();
-                <$ty>::execute(self, q.sql(), &params.as_params())
-                    .await
-                    .map_err(|e| db_error(q.sql(), e))
+                let typed = q.typed_params()?;
+                let count = if typed.needs_server_types() {
+                    <$ty>::execute(self, q.sql(), &typed.as_params()).await
+                } else {
+                    match <$ty>::query_typed_raw(self, q.sql(), typed.pairs()).await {
+                        Ok(stream) => drain(stream).await,
+                        Err(e) => Err(e),
+                    }
+                };
+                count.map_err(|e| db_error(q.sql(), e))
             }
 
             async fn run_script(&self, sql: &str) -> Result<()> {
@@ -39,6 +57,16 @@ macro_rules! tokio_pg_executor {
             }
         }
     };
+}
+
+/// Reads a statement's rows to the end and returns the affected-row count
+/// from its `CommandComplete` (0 for statements that report none).
+pub(crate) async fn drain(stream: RowStream) -> std::result::Result<u64, tokio_postgres::Error> {
+    let mut stream = pin!(stream);
+    while let Some(row) = std::future::poll_fn(|cx| stream.as_mut().poll_next(cx)).await {
+        row?;
+    }
+    Ok(stream.rows_affected().unwrap_or(0))
 }
 
 tokio_pg_executor!(Client, false);

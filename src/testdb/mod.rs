@@ -14,6 +14,13 @@
 //! When the process runs as root, the cluster runs as the `postgres` system user
 //! (`initdb` refuses to run as root).
 //!
+//! # PgBouncer
+//!
+//! [`TestDb::pgbouncer`] starts a PgBouncer in transaction pooling mode in front of
+//! the server on first use, and [`TestDb::pooled_schema`] gives a test its own schema
+//! through it (see [`PgBouncer`]). It needs the `pgbouncer` binary
+//! (`apt-get install -y pgbouncer`); with `DATABASE_URL` it forwards to that server.
+//!
 //! # Cleanup
 //!
 //! Next to the server, a tiny watchdog shell process waits for end-of-file on a pipe
@@ -139,6 +146,8 @@ pub struct TestDb {
     config: tokio_postgres::Config,
     startup_time: Duration,
     cluster: Option<Cluster>,
+    /// Started on first use by [`TestDb::pgbouncer`].
+    pgbouncer: OnceLock<std::result::Result<PgBouncer, (String, String)>>,
 }
 
 impl fmt::Debug for TestDb {
@@ -273,6 +282,7 @@ impl TestDb {
             config,
             startup_time: started.elapsed(),
             cluster: Some(cluster),
+            pgbouncer: OnceLock::new(),
         })
     }
 
@@ -286,6 +296,7 @@ impl TestDb {
             config,
             startup_time: Duration::ZERO,
             cluster: None,
+            pgbouncer: OnceLock::new(),
         })
     }
 
@@ -392,8 +403,9 @@ impl Drop for TestDb {
     /// Stops the private server (immediate shutdown) and removes its directory;
     /// returns when both are done.
     fn drop(&mut self) {
-        // `Cluster::drop` closes the watchdog's pipe and waits for the server and the
-        // watchdog to finish.
+        // The pooler first, then the server it forwards to. `Cluster::drop` closes
+        // the watchdog's pipe and waits for the server and the watchdog to finish.
+        drop(self.pgbouncer.take());
         drop(self.cluster.take());
     }
 }
@@ -420,6 +432,15 @@ impl TestSchema {
     #[must_use]
     pub fn config(&self) -> tokio_postgres::Config {
         self.config.clone()
+    }
+
+    /// A configuration whose connections use `search_path = <schema>` and go
+    /// straight to the server, also for a schema made by
+    /// [`TestDb::pooled_schema`] (whose [`config`](Self::config) goes through
+    /// the pooler).
+    #[must_use]
+    pub fn direct_config(&self) -> tokio_postgres::Config {
+        schema_config(&self.base, &self.name)
     }
 
     /// Connects with `search_path` set to the schema (no TLS), spawning the
@@ -572,6 +593,8 @@ fn display_command(program: &Path, args: &[&OsStr]) -> String {
 
 mod cluster;
 use cluster::*;
+mod pgbouncer;
+pub use pgbouncer::PgBouncer;
 
 #[cfg(test)]
 mod tests;

@@ -10,6 +10,8 @@ use pgpatterns::{
 };
 use tokio_postgres::Row;
 
+use pgpatterns::testdb::TestSchema;
+
 use crate::support::{client, exec, fetch, pool, schema, with_sync_client, Ledger};
 
 /// `SELECT $1::int8 * 2`.
@@ -24,9 +26,13 @@ async fn double_through<E: Executor>(e: E, n: i64) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn futures_are_send_and_run_on_spawned_tasks() {
-    let schema = schema().await;
-    let shared = Arc::new(client(&schema).await);
-    let pool = pool(&schema);
+    futures_are_send_and_run_on_spawned_tasks_on(&schema().await).await;
+}
+
+/// [`futures_are_send_and_run_on_spawned_tasks`] on `schema` (a direct or a pooled one).
+pub async fn futures_are_send_and_run_on_spawned_tasks_on(schema: &TestSchema) {
+    let shared = Arc::new(client(schema).await);
+    let pool = pool(schema);
 
     // `tokio::spawn` requires `Send + 'static` futures: this compiling is the
     // first half of the test, the answers the second.
@@ -51,9 +57,13 @@ async fn futures_are_send_and_run_on_spawned_tasks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn references_and_smart_pointers_forward() {
-    let schema = schema().await;
-    let mut client = client(&schema).await;
-    let pool = pool(&schema);
+    references_and_smart_pointers_forward_on(&schema().await).await;
+}
+
+/// [`references_and_smart_pointers_forward`] on `schema` (a direct or a pooled one).
+pub async fn references_and_smart_pointers_forward_on(schema: &TestSchema) {
+    let mut client = client(schema).await;
+    let pool = pool(schema);
 
     assert_eq!(double_through(&client, 1).await, 2);
     assert_eq!(double_through(&&client, 2).await, 4);
@@ -116,9 +126,13 @@ async fn rolls_back_all<T: Transactional, O: Executor>(mut e: T, ledger: &Ledger
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn execute_in_transaction_commits_every_statement() {
-    let schema = schema().await;
-    let mut client = client(&schema).await;
-    let pool = pool(&schema);
+    execute_in_transaction_commits_every_statement_on(&schema().await).await;
+}
+
+/// [`execute_in_transaction_commits_every_statement`] on `schema` (a direct or a pooled one).
+pub async fn execute_in_transaction_commits_every_statement_on(schema: &TestSchema) {
+    let mut client = client(schema).await;
+    let pool = pool(schema);
     let observer = pool.clone();
 
     commits_all(&mut client, &Ledger::new("by_client"), &observer).await;
@@ -142,9 +156,13 @@ async fn execute_in_transaction_commits_every_statement() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn execute_in_transaction_rolls_back_every_statement() {
-    let schema = schema().await;
-    let mut client = client(&schema).await;
-    let pool = pool(&schema);
+    execute_in_transaction_rolls_back_every_statement_on(&schema().await).await;
+}
+
+/// [`execute_in_transaction_rolls_back_every_statement`] on `schema` (a direct or a pooled one).
+pub async fn execute_in_transaction_rolls_back_every_statement_on(schema: &TestSchema) {
+    let mut client = client(schema).await;
+    let pool = pool(schema);
     let observer = pool.clone();
 
     rolls_back_all(&mut client, &Ledger::new("by_client"), &observer).await;
@@ -169,8 +187,12 @@ async fn execute_in_transaction_rolls_back_every_statement() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocking_execute_in_transaction_commits_or_rolls_back() {
-    let schema = schema().await;
-    with_sync_client(&schema, |client| {
+    blocking_execute_in_transaction_commits_or_rolls_back_on(&schema().await).await;
+}
+
+/// [`blocking_execute_in_transaction_commits_or_rolls_back`] on `schema` (a direct or a pooled one).
+pub async fn blocking_execute_in_transaction_commits_or_rolls_back_on(schema: &TestSchema) {
+    with_sync_client(schema, |client| {
         let ledger = Ledger::new("ledger");
         let rows = |c: &mut postgres::Client| {
             ledger
@@ -207,9 +229,13 @@ async fn blocking_execute_in_transaction_commits_or_rolls_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_index_builds_run_only_outside_transactions() {
-    let schema = schema().await;
-    let mut client = client(&schema).await;
-    let pool = pool(&schema);
+    concurrent_index_builds_run_only_outside_transactions_on(&schema().await).await;
+}
+
+/// [`concurrent_index_builds_run_only_outside_transactions`] on `schema` (a direct or a pooled one).
+pub async fn concurrent_index_builds_run_only_outside_transactions_on(schema: &TestSchema) {
+    let mut client = client(schema).await;
+    let pool = pool(schema);
     let ledger = Ledger::new("ledger");
     exec(&client, &ledger.create()).await;
     let index = |name: &str| {
@@ -232,7 +258,7 @@ async fn concurrent_index_builds_run_only_outside_transactions() {
         .await
         .expect("CREATE INDEX CONCURRENTLY on a pool");
     let (sync_index, refused) = (index("by_sync"), index("refused_sync"));
-    let err = with_sync_client(&schema, move |c| {
+    let err = with_sync_client(schema, move |c| {
         sync_index
             .execute_outside_transaction_blocking(c)
             .expect("CREATE INDEX CONCURRENTLY on a sync client");
@@ -288,9 +314,13 @@ async fn concurrent_index_builds_run_only_outside_transactions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_execute_runs_a_script_as_one_unit() {
-    let schema = schema().await;
-    let client = client(&schema).await;
-    let pool = pool(&schema);
+    batch_execute_runs_a_script_as_one_unit_on(&schema().await).await;
+}
+
+/// [`batch_execute_runs_a_script_as_one_unit`] on `schema` (a direct or a pooled one).
+pub async fn batch_execute_runs_a_script_as_one_unit_on(schema: &TestSchema) {
+    let client = client(schema).await;
+    let pool = pool(schema);
     let ledger = Ledger::new("scripted");
 
     let script = "CREATE TABLE scripted (id int4 PRIMARY KEY, amount int8);\n\
@@ -311,6 +341,11 @@ async fn batch_execute_runs_a_script_as_one_unit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_opt_returns_none_or_the_row() {
+    query_opt_returns_none_or_the_row_on(&schema().await).await;
+}
+
+/// [`query_opt_returns_none_or_the_row`] on `schema` (a direct or a pooled one).
+pub async fn query_opt_returns_none_or_the_row_on(schema: &TestSchema) {
     async fn check<E: Executor<Row = Row>>(e: &E, ledger: &Ledger) {
         let absent = e.optional_row(&ledger.select_where(ledger.id.eq(2))).await;
         assert!(absent.expect("query_opt").is_none());
@@ -321,15 +356,14 @@ async fn query_opt_returns_none_or_the_row() {
             10
         );
     }
-    let schema = schema().await;
-    let client = client(&schema).await;
+    let client = client(schema).await;
     let ledger = Ledger::new("ledger");
     exec(&client, &ledger.create()).await;
     exec(&client, &ledger.insert(&[(1, 10)])).await;
 
     check(&client, &ledger).await;
-    check(&pool(&schema), &ledger).await;
-    let got = with_sync_client(&schema, move |c| {
+    check(&pool(schema), &ledger).await;
+    let got = with_sync_client(schema, move |c| {
         let absent = c.optional_row(&ledger.select_where(ledger.id.eq(2)));
         let present = c.optional_row(&ledger.select_where(ledger.id.eq(1)));
         let amount = |row: Row| RowRead::try_get::<i64>(&row, "amount".into()).expect("amount");
@@ -340,4 +374,17 @@ async fn query_opt_returns_none_or_the_row() {
     })
     .await;
     assert_eq!(got, (None, Some(10)));
+}
+
+/// Every check above, each on a fresh schema from `make` (the pooler test
+/// runs them through PgBouncer).
+pub async fn every_check<F: std::future::Future<Output = TestSchema>>(make: impl Fn() -> F) {
+    futures_are_send_and_run_on_spawned_tasks_on(&make().await).await;
+    references_and_smart_pointers_forward_on(&make().await).await;
+    execute_in_transaction_commits_every_statement_on(&make().await).await;
+    execute_in_transaction_rolls_back_every_statement_on(&make().await).await;
+    blocking_execute_in_transaction_commits_or_rolls_back_on(&make().await).await;
+    concurrent_index_builds_run_only_outside_transactions_on(&make().await).await;
+    batch_execute_runs_a_script_as_one_unit_on(&make().await).await;
+    query_opt_returns_none_or_the_row_on(&make().await).await;
 }

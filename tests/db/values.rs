@@ -1,7 +1,8 @@
 //! Every `SqlType` bound through each client and read back unchanged.
 //!
 //! One plan of statements and expected results ([`plan`]) is run by the
-//! tokio-postgres client, the deadpool pool and the sync postgres client.
+//! tokio-postgres client, the deadpool pool, both through `Prepared`, and the
+//! sync postgres client.
 
 use std::fmt::Debug;
 use std::str::FromStr;
@@ -9,8 +10,8 @@ use std::str::FromStr;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use pgpatterns::sea_query::{Expr, ExprTrait, Order, Query};
 use pgpatterns::{
-    AnyColumn, BlockingExecutor, BuiltQuery, Column, Executor, FromRow, Result, RowRead, SqlType,
-    Table,
+    AnyColumn, BlockingExecutor, BuiltQuery, Column, Executor, FromRow, Prepared, Result, RowRead,
+    SqlType, Table,
 };
 use rust_decimal::Decimal;
 use tokio_postgres::types::FromSqlOwned;
@@ -29,6 +30,14 @@ async fn every_type_round_trips_through_tokio_postgres() {
 async fn every_type_round_trips_through_deadpool() {
     let schema = schema().await;
     run(&pool(&schema), &plan()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_round_trips_through_prepared_statements() {
+    let schema = schema().await;
+    run(&Prepared::new(client(&schema).await), &plan()).await;
+    let schema = crate::support::schema().await;
+    run(&Prepared::new(pool(&schema)), &plan()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
