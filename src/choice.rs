@@ -1228,8 +1228,18 @@ mod tests {
         assert_eq!(
             c.to_string(),
             "Auto chose 3 for a page of 50 (3.1–6.3 % of rows match): test\n  \
+             decided by: rule\n  \
              history_rows = 59215\n  fk_index = yes\n  3: chosen\n  4: ruled out, slower\n  \
              decided in 12.3 ms"
+        );
+        let mut measured = c.clone();
+        measured.decided_by = DecidedBy::Calibrated { rounds: 5 };
+        measured.candidates[0].median = Some(Duration::from_micros(1_500));
+        let text = measured.to_string();
+        assert!(
+            text.contains("decided by: calibration (measured here, 5 rounds per candidate)")
+                && text.contains("3: median 1.5 ms"),
+            "{text}"
         );
         c.cached = true;
         c.looked_up_in = Duration::from_micros(23);

@@ -32,7 +32,7 @@ use super::Names;
 use crate::exec::{run_blocking, BlockingExecutor};
 use crate::schema::{Column, Table};
 use crate::types::SqlType;
-use crate::{BuiltQuery, Error, Executor, LatestStatus, Progress, Result, RowRead};
+use crate::{BuiltQuery, Error, Executor, LatestStatus, Progress, Result};
 
 /// The statuses of the three paths.
 pub const STATUSES: [&str; 3] = ["Pending", "Complete", "Cancelled"];
@@ -108,9 +108,7 @@ ALTER TABLE {order_status} ADD FOREIGN KEY (order_id) REFERENCES {orders} (id) O
 const ADVISED_INDEX: &str = "CREATE INDEX {@order_status_latest} \
     ON {order_status} (order_id, created_at DESC, id DESC) INCLUDE (status)";
 
-const SHOW_MEMORY: &str = "SELECT current_setting('maintenance_work_mem')";
-const SET_MEMORY: &str = "SELECT set_config('maintenance_work_mem', $1, false)";
-const FINISH_MEMORY: &str = "512MB";
+const SET_MEMORY: &str = "SET LOCAL maintenance_work_mem = '512MB'";
 
 const ANALYZE: &str = "ANALYZE {orders}; ANALYZE {order_status}";
 
@@ -306,16 +304,9 @@ impl OrdersSeed {
         let load = started.elapsed();
         let finishing = Instant::now();
         // Sorts for keys and the index fit in memory: several times faster
-        // than the 64 MB default's external merges. Restored afterwards.
-        let saved: String = db
-            .one_row(&BuiltQuery::fixed(SHOW_MEMORY))
-            .await?
-            .try_get(0usize.into())?;
-        db.run(&BuiltQuery::fixed_with(
-            SET_MEMORY,
-            [String::from(FINISH_MEMORY).into_value()],
-        ))
-        .await?;
+        // than the 64 MB default's external merges. `SET LOCAL` in the same
+        // script (one implicit transaction): nothing outlives the step, so
+        // a pooled server connection keeps its settings.
         let mut steps: Vec<&'static str> = vec![CONSTRAINTS];
         if self.index {
             steps.push(ADVISED_INDEX);
@@ -324,11 +315,10 @@ impl OrdersSeed {
         let n = steps.len() as u64;
         progress(Progress::new("finish", 0, Some(n)));
         for (i, step) in steps.into_iter().enumerate() {
-            db.run_script(&names.render(step)).await?;
+            let script = format!("{SET_MEMORY}; {}", names.render(step));
+            db.run_script(&script).await?;
             progress(Progress::new("finish", i as u64 + 1, Some(n)));
         }
-        db.run(&BuiltQuery::fixed_with(SET_MEMORY, [saved.into_value()]))
-            .await?;
         Ok(OrdersReport {
             orders: total,
             statuses,

@@ -117,17 +117,14 @@ async fn prepared_statements_break_behind_the_pooler_and_say_so() {
 /// Latest count, first page and Auto's count; the rollup rows (without their
 /// spec ids, which differ between two `Rollup` values).
 async fn latest_and_rollup<E: Executor>(e: &E) -> (i64, Vec<i64>, i64, Vec<String>) {
-    let latest = OrdersTables::default()
-        .latest()
-        .unwrap()
-        .status_eq("Complete");
-    let auto = latest.clone().strategy(LatestStrategy::Auto).unwrap();
+    let latest = OrdersTables::default().latest().status_eq("Complete");
+    let auto = latest.clone().strategy(LatestStrategy::Auto);
     let page = latest
         .fetch_page::<(), i64>(e, &PageRequest::new(10))
         .await
         .unwrap();
-    let rollup = SalesTables::sample().dashboard(false).unwrap();
-    let rows = rollup.fetch(e).await.unwrap();
+    let rollup = SalesTables::sample().dashboard(false);
+    let rows = rollup.fetch_all(e).await.unwrap();
     let rows = rows.iter().map(|r| {
         let text = format!("{r:?}");
         text[text.find("names:").unwrap_or(0)..].to_owned()
@@ -144,9 +141,7 @@ async fn latest_and_rollup<E: Executor>(e: &E) -> (i64, Vec<i64>, i64, Vec<Strin
 async fn since<E: Executor>(e: &E) -> (i64, Vec<i64>, usize) {
     let since = MovesTables::default()
         .seed_graph()
-        .unwrap()
-        .since(now() - Duration::days(2))
-        .unwrap();
+        .since(now() - Duration::days(2));
     let exists = since.clone().strategy(SinceStrategy::Exists);
     let page = exists
         .fetch_page::<(i64,)>(e, &PageRequest::new(10))
@@ -190,13 +185,9 @@ async fn every_family_answers_as_without_the_pooler() {
     assert_eq!(since(&direct(&b).await).await, through);
 
     // Auto's decisions read the catalog through the pooler.
-    let latest = OrdersTables::default()
-        .latest()
-        .unwrap()
-        .status_eq("Complete");
+    let latest = OrdersTables::default().latest().status_eq("Complete");
     let choice = latest
         .strategy(LatestStrategy::Auto)
-        .unwrap()
         .explain_choice(&c, Shape::Page { limit: 10 })
         .await
         .unwrap();
@@ -204,10 +195,7 @@ async fn every_family_answers_as_without_the_pooler() {
 
     // The blocking client through the pooler.
     let count = with_sync_client(&a, |sc| {
-        let latest = OrdersTables::default()
-            .latest()
-            .unwrap()
-            .status_eq("Complete");
+        let latest = OrdersTables::default().latest().status_eq("Complete");
         latest.count_blocking(sc).unwrap()
     })
     .await;
@@ -224,8 +212,8 @@ async fn explain_ddl_and_backfill_run_through_the_pooler() {
         .unwrap();
 
     let shop = OrdersTables::default();
-    let spec = shop.latest().unwrap().status_eq("Complete");
-    let plan = explain(&c, &spec.count_query()).await.unwrap();
+    let spec = shop.latest().status_eq("Complete");
+    let plan = explain(&c, &spec.count_query().unwrap()).await.unwrap();
     assert!(!plan.nodes().is_empty());
     // EXPLAIN ANALYZE of a write, rolled back: the rows stay.
     let delete = BuiltQuery::fixed("DELETE FROM order_status");
@@ -238,8 +226,7 @@ async fn explain_ddl_and_backfill_run_through_the_pooler() {
     // same count as from history; then removed.
     let denormalized = spec
         .clone()
-        .denormalized(&shop.orders.column::<String>("status").unwrap())
-        .unwrap();
+        .denormalized(&shop.orders.column::<String>("status").unwrap());
     let d = denormalized.denormalize().unwrap();
     d.install(&mut c).await.unwrap();
     assert!(
@@ -251,7 +238,6 @@ async fn explain_ddl_and_backfill_run_through_the_pooler() {
     assert_eq!(d.drift_count(&c).await.unwrap(), 0);
     let by_column = denormalized
         .strategy(LatestStrategy::Denormalized)
-        .unwrap()
         .count(&c)
         .await
         .unwrap();
@@ -274,17 +260,14 @@ async fn maintenance_operations_run_through_the_pooler() {
 
     // Top-N: the same rows through the pooler as directly.
     let top = TopN::<i64, Decimal>::new(&shop.user_id, &shop.order_user_id, &shop.total_amount, 5)
-        .unwrap()
         .window_since(&shop.order_created_at, now() - Duration::days(30))
-        .unwrap()
-        .where_eq(&shop.status, "completed")
-        .unwrap();
+        .where_eq(&shop.status, "completed");
     let rows =
         |r: Vec<TopRow<i64, Decimal>>| r.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>();
-    let through = rows(top.fetch(&c).await.unwrap());
+    let through = rows(top.fetch_all(&c).await.unwrap());
     assert_eq!(through.len(), 5);
     assert_eq!(
-        rows(top.fetch(&direct(&schema).await).await.unwrap()),
+        rows(top.fetch_all(&direct(&schema).await).await.unwrap()),
         through
     );
 
@@ -293,8 +276,7 @@ async fn maintenance_operations_run_through_the_pooler() {
     let index = ConcurrentIndex::new(
         "shop_orders_by_user",
         &[shop.order_user_id.erase(), shop.order_created_at.erase()],
-    )
-    .unwrap();
+    );
     let ensured = index.ensure(&c).await.unwrap();
     assert_eq!(
         (ensured.before, ensured.after),
@@ -314,9 +296,7 @@ async fn maintenance_operations_run_through_the_pooler() {
         &shop.order_created_at,
         &Table::new("shop_orders_archive").unwrap(),
     )
-    .unwrap()
-    .batch_size(300)
-    .unwrap();
+    .batch_size(300);
     let report = archiver
         .run(&c, now() - Duration::days(30), |_| {})
         .await
@@ -340,8 +320,7 @@ async fn maintenance_operations_run_through_the_pooler() {
         &views.column::<i64>("item").unwrap(),
         &views.column::<DateTime<Utc>>("at").unwrap(),
         3,
-    )
-    .unwrap();
+    );
     for item in 0..6 {
         recent
             .record(&mut c, 1, item, now() + Duration::minutes(item))
