@@ -139,6 +139,7 @@ pub struct TestDb {
     config: tokio_postgres::Config,
     startup_time: Duration,
     cluster: Option<Cluster>,
+    standby: LazyStandby,
 }
 
 impl fmt::Debug for TestDb {
@@ -273,6 +274,7 @@ impl TestDb {
             config,
             startup_time: started.elapsed(),
             cluster: Some(cluster),
+            standby: LazyStandby::default(),
         })
     }
 
@@ -286,6 +288,7 @@ impl TestDb {
             config,
             startup_time: Duration::ZERO,
             cluster: None,
+            standby: LazyStandby::default(),
         })
     }
 
@@ -389,9 +392,11 @@ impl TestDb {
 }
 
 impl Drop for TestDb {
-    /// Stops the private server (immediate shutdown) and removes its directory;
-    /// returns when both are done.
+    /// Stops the private server (immediate shutdown) and its standby, if one was
+    /// made, and removes their directories; returns when all is done.
     fn drop(&mut self) {
+        // The standby first, while its primary still runs.
+        self.standby.shut_down();
         // `Cluster::drop` closes the watchdog's pipe and waits for the server and the
         // watchdog to finish.
         drop(self.cluster.take());
@@ -572,6 +577,9 @@ fn display_command(program: &Path, args: &[&OsStr]) -> String {
 
 mod cluster;
 use cluster::*;
+mod standby;
+use standby::LazyStandby;
+pub use standby::{Standby, STANDBY_URL_ENV};
 
 #[cfg(test)]
 mod tests;
