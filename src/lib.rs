@@ -223,6 +223,10 @@
 //! Any other client plugs in by implementing [`Executor`] (async) or
 //! [`BlockingExecutor`] (sync).
 //!
+//! A [`ReplicaRouter`](replica::ReplicaRouter) is an executor over a primary
+//! and read replicas: reads go to replicas that are recent enough, writes to
+//! the primary, and its sessions read their own writes ([`replica`]).
+//!
 //! ## Features
 //!
 //! | Feature | Description | Extra dependencies | Default |
@@ -271,6 +275,7 @@ pub mod ops;
 mod page;
 mod progress;
 mod query;
+pub mod replica;
 mod rollup;
 mod schema;
 #[cfg(feature = "seed")]
