@@ -247,7 +247,8 @@ pub struct RouterStats {
     /// Statements run through `run`, `run_script` and transactions (all on
     /// the primary).
     pub primary_writes: u64,
-    /// Reads a replica failed (then served by the primary).
+    /// Errors from replicas: reads they failed (then served by the
+    /// primary) and checks they did not answer.
     pub replica_errors: u64,
     /// Session reads that waited for a replica to replay their write and got
     /// it.
@@ -503,7 +504,10 @@ where
                     r.down_until = None;
                     r.saw_replayed(replayed, samples);
                 }
-                Some(Err(e)) => r.mark_down(now + options.retry_after, e.to_string()),
+                Some(Err(e)) => {
+                    bump(&self.shared.counters.replica_errors);
+                    r.mark_down(now + options.retry_after, e.to_string());
+                }
             }
         }
     }
