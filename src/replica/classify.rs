@@ -49,25 +49,6 @@ pub fn is_read_only(q: &BuiltQuery) -> bool {
     sql_is_read_only(q.sql())
 }
 
-/// Words that make a statement a write (or a lock) wherever they appear.
-const WRITE_WORDS: [&str; 6] = ["insert", "update", "delete", "merge", "share", "into"];
-
-/// Built-in functions that write, lock, or need the primary's session.
-const WRITE_FUNCTIONS: [&str; 8] = [
-    "nextval",
-    "setval",
-    "currval",
-    "lastval",
-    "set_config",
-    "pg_notify",
-    "txid_current",
-    "pg_current_xact_id",
-];
-
-/// Prefixes of such functions' names.
-const WRITE_FUNCTION_PREFIXES: [&str; 4] =
-    ["pg_advisory", "pg_try_advisory", "lo_", "pg_current_wal"];
-
 /// Statements that may start a read.
 const READ_STARTS: [&str; 5] = ["select", "with", "values", "table", "explain"];
 
@@ -108,11 +89,45 @@ pub(crate) fn sql_is_read_only(sql: &str) -> bool {
     }
 }
 
+/// A word that makes a statement a write (or a lock) wherever it appears:
+/// `INSERT`, `UPDATE`, `DELETE`, `MERGE`, `SHARE`, `INTO`, or a built-in
+/// function that writes, locks, or needs the primary's session.
 fn is_write_word(word: &str) -> bool {
-    let lower = word.to_ascii_lowercase();
-    WRITE_WORDS.contains(&lower.as_str())
-        || WRITE_FUNCTIONS.contains(&lower.as_str())
-        || WRITE_FUNCTION_PREFIXES.iter().any(|p| lower.starts_with(p))
+    // Lowercased into a stack buffer: no allocation per word. Longer words
+    // can only match by prefix, which the first bytes decide.
+    let mut buf = [0u8; 20];
+    let len = word.len().min(buf.len());
+    for (b, c) in buf.iter_mut().zip(word.bytes()) {
+        *b = c.to_ascii_lowercase();
+    }
+    let lower = &buf[..len];
+    let whole = word.len() == len;
+    (whole
+        && matches!(
+            lower,
+            b"insert"
+                | b"update"
+                | b"delete"
+                | b"merge"
+                | b"share"
+                | b"into"
+                | b"nextval"
+                | b"setval"
+                | b"currval"
+                | b"lastval"
+                | b"set_config"
+                | b"pg_notify"
+                | b"txid_current"
+                | b"pg_current_xact_id"
+        ))
+        || [
+            &b"pg_advisory"[..],
+            b"pg_try_advisory",
+            b"lo_",
+            b"pg_current_wal",
+        ]
+        .iter()
+        .any(|p| lower.starts_with(p))
 }
 
 /// The text cannot be read to its end (an unterminated literal or comment).
@@ -232,6 +247,13 @@ impl<'a> Lexer<'a> {
     fn quoted(&mut self, quote: u8, escapes: bool) -> Result<(), Unreadable> {
         self.i += 1;
         loop {
+            // Jump to the next quote (or backslash).
+            let rest = self.s.get(self.i..).unwrap_or_default();
+            let skip = rest
+                .iter()
+                .position(|&c| c == quote || (escapes && c == b'\\'))
+                .ok_or(Unreadable)?;
+            self.i += skip;
             match self.peek(0) {
                 None => return Err(Unreadable),
                 Some(b'\\') if escapes => self.i += 2,

@@ -537,3 +537,34 @@ fn router_futures_are_send() {
     send(&router.check_now());
     send(&router.write_token());
 }
+
+#[test]
+fn sea_query_statements_are_told_apart_by_what_they_do() {
+    use sea_query::{Alias, Expr, ExprTrait, LockType, Query};
+    let t = Alias::new("update");
+    let id = Alias::new("id");
+    let select = Query::select()
+        .column(id.clone())
+        .from(t.clone())
+        .and_where(Expr::col(id.clone()).eq(1i64))
+        .to_owned();
+    assert!(is_read_only(&BuiltQuery::new(&select)));
+    let locked = select.clone().lock(LockType::Update).to_owned();
+    assert!(!is_read_only(&BuiltQuery::new(&locked)));
+    let shared = select.clone().lock(LockType::Share).to_owned();
+    assert!(!is_read_only(&BuiltQuery::new(&shared)));
+    let insert = Query::insert()
+        .into_table(t.clone())
+        .columns([id.clone()])
+        .values_panic([1i64.into()])
+        .returning_col(id.clone())
+        .to_owned();
+    assert!(!is_read_only(&BuiltQuery::new(&insert)));
+    let update = Query::update()
+        .table(t.clone())
+        .value(id.clone(), 2i64)
+        .to_owned();
+    assert!(!is_read_only(&BuiltQuery::new(&update)));
+    let delete = Query::delete().from_table(t.clone()).to_owned();
+    assert!(!is_read_only(&BuiltQuery::new(&delete)));
+}
