@@ -227,7 +227,7 @@ mod tests {
             Pick::Replica(1)
         );
         assert_eq!(
-            pick(&[behind.clone()], now, &o, Some(200), 0),
+            pick(std::slice::from_ref(&behind), now, &o, Some(200), 0),
             Pick::WaitFor(0)
         );
         let no_wait = o.replay_wait(Duration::ZERO);
