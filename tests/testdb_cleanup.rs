@@ -340,8 +340,9 @@ fn standby_is_removed_with_its_database() {
     let standby = must("standby", db.standby());
     let dir = standby
         .data_dir()
-        .and_then(|d| d.parent().map(Path::to_path_buf))
-        .expect("a private standby");
+        .and_then(Path::parent)
+        .expect("a private standby")
+        .to_path_buf();
     let pid = standby.server_pid().expect("standby pid");
     assert!(dir.is_dir() && !process_gone(pid));
     // Stopped and started again: a new server process, found at cleanup.

@@ -722,7 +722,11 @@ async fn replica_position<R: Executor>(replica: &R, sleep: Option<Duration>) -> 
     let replayed = row.try_get::<Option<i64>>(ColumnIndex::Position(1))?;
     match (in_recovery, replayed) {
         (true, Some(lsn)) => as_lsn(lsn),
-        _ => Err(Error::spec(
+        (true, None) => Err(Error::spec(
+            "replica",
+            "the standby has not replayed any WAL yet",
+        )),
+        (false, _) => Err(Error::spec(
             "replica",
             "the server is not in recovery: it is not a standby (was it promoted?)",
         )),

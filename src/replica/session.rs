@@ -151,7 +151,16 @@ where
     P: Executor,
     R: Executor<Row = P::Row>,
 {
-    /// Takes the primary's position after a write.
+    /// Takes the primary's position after a write. Also after a write that
+    /// failed (unless it was refused before anything was sent): a write
+    /// whose connection broke may still have committed.
+    async fn after_write<T>(&self, result: Result<T>) -> Result<T> {
+        if !matches!(&result, Err(e) if e.is_invalid_input()) {
+            self.wrote().await;
+        }
+        result
+    }
+
     async fn wrote(&self) {
         match self.router.write_token().await {
             Ok(token) => self.observe(token),
@@ -168,21 +177,18 @@ where
             let token = self.current().map(WriteToken::lsn);
             return self.router.route_rows(q, true, token).await;
         }
-        let rows = self.router.route_rows(q, false, None).await?;
-        self.wrote().await;
-        Ok(rows)
+        let rows = self.router.route_rows(q, false, None).await;
+        self.after_write(rows).await
     }
 
     async fn run_then_mark(&self, q: &BuiltQuery) -> Result<u64> {
-        let n = self.router.run(q).await?;
-        self.wrote().await;
-        Ok(n)
+        let n = self.router.run(q).await;
+        self.after_write(n).await
     }
 
     async fn script_then_mark(&self, sql: &str) -> Result<()> {
-        self.router.run_script(sql).await?;
-        self.wrote().await;
-        Ok(())
+        let done = self.router.run_script(sql).await;
+        self.after_write(done).await
     }
 }
 

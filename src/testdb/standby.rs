@@ -109,6 +109,7 @@ pub struct Standby {
     connection_string: String,
     config: tokio_postgres::Config,
     startup_time: Duration,
+    data_dir: Option<PathBuf>,
     /// `None` for a standby named by `PGPATTERNS_STANDBY_URL`.
     server: Option<Mutex<Server>>,
 }
@@ -177,6 +178,7 @@ impl Standby {
             connection_string: url.to_owned(),
             config,
             startup_time: Duration::ZERO,
+            data_dir: None,
             server: None,
         })
     }
@@ -292,6 +294,7 @@ impl Standby {
             connection_string,
             config,
             startup_time: started.elapsed(),
+            data_dir: Some(data_dir),
             server: Some(Mutex::new(server)),
         })
     }
@@ -343,10 +346,8 @@ impl Standby {
 
     /// The private standby's data directory.
     #[must_use]
-    pub fn data_dir(&self) -> Option<PathBuf> {
-        self.server
-            .as_ref()
-            .map(|s| lock(s).cluster.data_dir.clone())
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.data_dir.as_deref()
     }
 
     /// The pid of the private standby's postmaster; `None` while it is
