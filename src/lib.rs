@@ -239,6 +239,10 @@
 //! Any other client plugs in by implementing [`Executor`] (async) or
 //! [`BlockingExecutor`] (sync).
 //!
+//! A [`ReplicaRouter`](replica::ReplicaRouter) is an executor over a primary
+//! and read replicas: reads go to replicas that are recent enough, writes to
+//! the primary, and its sessions read their own writes ([`replica`]).
+//!
 //! ## Features
 //!
 //! | Feature | Description | Extra dependencies | Default |
@@ -289,6 +293,7 @@ mod page;
 mod params;
 mod progress;
 mod query;
+pub mod replica;
 mod rollup;
 mod schema;
 #[cfg(feature = "seed")]

@@ -215,18 +215,26 @@ fn drop_removes_server_and_dir() {
     assert!(!Path::new(&format!("/proc/{pid}")).exists());
 }
 
-/// Child side: start the shared cluster, report it, then exit or wait to be killed.
+/// Child side: start the shared cluster (and, for `standby-kill`, its standby),
+/// report it (the standby), then exit or wait to be killed.
 fn child(mode: &str) {
     let db = must("shared", TestDb::shared());
-    let dir = db
-        .data_dir()
-        .and_then(Path::parent)
-        .expect("a private cluster");
-    let pid = db.server_pid().expect("pid");
+    let (dir, pid) = if mode == "standby-kill" {
+        let standby = must("standby", db.standby());
+        let data_dir = standby.data_dir().expect("a private standby");
+        let dir = data_dir.parent().expect("temp dir").to_path_buf();
+        (dir, standby.server_pid().expect("standby pid"))
+    } else {
+        let dir = db
+            .data_dir()
+            .and_then(Path::parent)
+            .expect("a private cluster");
+        (dir.to_path_buf(), db.server_pid().expect("pid"))
+    };
     let mut out = std::io::stdout();
     writeln!(out, "\nCHILD dir={} pid={pid}", dir.display()).expect("write");
     out.flush().expect("flush");
-    if mode == "kill" {
+    if mode.ends_with("kill") {
         std::thread::sleep(Duration::from_secs(60));
         panic!("the parent should have killed this process");
     }
@@ -276,7 +284,7 @@ fn parent(test_name: &str, mode: &str) {
     );
 
     let status = match mode {
-        "kill" => {
+        "kill" | "standby-kill" => {
             child.kill().expect("SIGKILL the child");
             child.wait().expect("wait child")
         }
@@ -319,4 +327,40 @@ fn shared_cleanup_on_process_exit() {
 #[test]
 fn shared_cleanup_on_sigkill() {
     exit_cleanup_test("shared_cleanup_on_sigkill", "kill");
+}
+
+#[test]
+fn standby_cleanup_on_sigkill() {
+    exit_cleanup_test("standby_cleanup_on_sigkill", "standby-kill");
+}
+
+#[test]
+fn standby_is_removed_with_its_database() {
+    let db = must("start_cluster", TestDb::start_cluster());
+    let standby = must("standby", db.standby());
+    let dir = standby
+        .data_dir()
+        .and_then(Path::parent)
+        .expect("a private standby")
+        .to_path_buf();
+    let pid = standby.server_pid().expect("standby pid");
+    assert!(dir.is_dir() && !process_gone(pid));
+    // Stopped and started again: a new server process, found at cleanup.
+    must("stop", standby.stop());
+    assert!(process_gone(pid));
+    must("start", standby.start());
+    let pid = standby.server_pid().expect("standby pid");
+    assert!(!process_gone(pid));
+
+    drop(db);
+    let gone = wait_until(Duration::from_secs(5), || {
+        process_gone(pid) && !dir.exists()
+    });
+    assert!(
+        gone.is_some(),
+        "after drop: standby {pid} gone = {}, {} exists = {}",
+        process_gone(pid),
+        dir.display(),
+        dir.exists()
+    );
 }

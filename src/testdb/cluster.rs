@@ -317,7 +317,8 @@ pub(super) fn run_initdb(bindir: &Path, data_dir: &Path, env: &ChildEnv<'_>) -> 
 // ---------------------------------------------------------------------------
 // Server process
 
-/// Waits until line 8 of `postmaster.pid` says "ready".
+/// Waits until line 8 of `postmaster.pid` says "ready" (a primary) or "standby" (a
+/// hot standby accepting read-only connections).
 pub(super) fn wait_ready(
     postmaster: &mut Child,
     data_dir: &Path,
@@ -328,7 +329,10 @@ pub(super) fn wait_ready(
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         if let Ok(text) = fs::read_to_string(&pid_file) {
-            if text.lines().nth(7).map(str::trim) == Some("ready") {
+            if matches!(
+                text.lines().nth(7).map(str::trim),
+                Some("ready" | "standby")
+            ) {
                 return Ok(());
             }
         }

@@ -148,6 +148,7 @@ pub struct TestDb {
     cluster: Option<Cluster>,
     /// Started on first use by [`TestDb::pgbouncer`].
     pgbouncer: OnceLock<std::result::Result<PgBouncer, (String, String)>>,
+    standby: LazyStandby,
 }
 
 impl fmt::Debug for TestDb {
@@ -283,6 +284,7 @@ impl TestDb {
             startup_time: started.elapsed(),
             cluster: Some(cluster),
             pgbouncer: OnceLock::new(),
+            standby: LazyStandby::default(),
         })
     }
 
@@ -297,6 +299,7 @@ impl TestDb {
             startup_time: Duration::ZERO,
             cluster: None,
             pgbouncer: OnceLock::new(),
+            standby: LazyStandby::default(),
         })
     }
 
@@ -400,12 +403,14 @@ impl TestDb {
 }
 
 impl Drop for TestDb {
-    /// Stops the private server (immediate shutdown) and removes its directory;
-    /// returns when both are done.
+    /// Stops the private server (immediate shutdown) and its standby, if one was
+    /// made, and removes their directories; returns when all is done.
     fn drop(&mut self) {
-        // The pooler first, then the server it forwards to. `Cluster::drop` closes
-        // the watchdog's pipe and waits for the server and the watchdog to finish.
+        // The pooler first, then the standby while its primary still runs,
+        // then the server. `Cluster::drop` closes the watchdog's pipe and
+        // waits for the server and the watchdog to finish.
         drop(self.pgbouncer.take());
+        self.standby.shut_down();
         drop(self.cluster.take());
     }
 }
@@ -595,6 +600,9 @@ mod cluster;
 use cluster::*;
 mod pgbouncer;
 pub use pgbouncer::PgBouncer;
+mod standby;
+use standby::LazyStandby;
+pub use standby::{Standby, STANDBY_URL_ENV};
 
 #[cfg(test)]
 mod tests;

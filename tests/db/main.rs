@@ -22,6 +22,7 @@ mod ops_archive;
 mod ops_index;
 mod ops_recent;
 mod pgbouncer;
+mod replica;
 mod rollup;
 mod rollup_strategies;
 mod round_trips;
