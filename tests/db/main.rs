@@ -20,6 +20,7 @@ mod latest;
 mod ops_archive;
 mod ops_index;
 mod ops_recent;
+mod partition;
 mod rollup;
 mod rollup_strategies;
 mod seed_orders;
