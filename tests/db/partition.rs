@@ -211,7 +211,11 @@ async fn no_loss_under_writers_with_kills_cutover_and_rollback() {
 
     let plan = parts.plan(&c).await.unwrap();
     assert!(plan.partitions().len() >= 25, "{}", plan.partitions().len());
-    assert!(plan.notes().iter().any(|n| n.contains("primary key")), "{:?}", plan.notes());
+    assert!(
+        plan.notes().iter().any(|n| n.contains("primary key")),
+        "{:?}",
+        plan.notes()
+    );
     let sql = plan.to_sql();
     assert!(sql.contains("PARTITION BY RANGE (\"created_at\")"), "{sql}");
     assert!(sql.contains("FOR SHARE"), "{sql}");
@@ -225,7 +229,10 @@ async fn no_loss_under_writers_with_kills_cutover_and_rollback() {
     // Prepare, then a copy killed while its batch waits on a locked row.
     let mut mover = named(&schema, &app).await;
     parts.prepare(&mut mover).await.unwrap();
-    assert_eq!(parts.status(&c).await.unwrap().unwrap().phase, Phase::Copying);
+    assert_eq!(
+        parts.status(&c).await.unwrap().unwrap().phase,
+        Phase::Copying
+    );
     let mut blocker = client(&schema).await;
     let tx = blocker.transaction().await.unwrap();
     tx.execute("SELECT 1 FROM orders WHERE id = 1500 FOR UPDATE", &[])
@@ -240,14 +247,20 @@ async fn no_loss_under_writers_with_kills_cutover_and_rollback() {
     tx.rollback().await.unwrap();
     let status = parts.status(&c).await.unwrap().unwrap();
     assert_eq!(status.phase, Phase::Copying);
-    assert!(status.copied >= 150, "batches before the lock stay copied: {status:?}");
+    assert!(
+        status.copied >= 150,
+        "batches before the lock stay copied: {status:?}"
+    );
 
     // Resume the copy; then a cutover killed while it holds the old table
     // and waits for the twin.
     let mover = named(&schema, &app).await;
     let report = parts.copy(&mover, |_| {}).await.unwrap();
     assert!(report.rows > 0);
-    assert_eq!(parts.status(&c).await.unwrap().unwrap().phase, Phase::Copied);
+    assert_eq!(
+        parts.status(&c).await.unwrap().unwrap().phase,
+        Phase::Copied
+    );
     let mut blocker = client(&schema).await;
     let tx = blocker.transaction().await.unwrap();
     tx.batch_execute(&format!(
@@ -264,7 +277,10 @@ async fn no_loss_under_writers_with_kills_cutover_and_rollback() {
     kill_when_waiting(&c, &app).await;
     assert!(cutting.await.unwrap().is_err());
     tx.rollback().await.unwrap();
-    assert_eq!(parts.status(&c).await.unwrap().unwrap().phase, Phase::Copied);
+    assert_eq!(
+        parts.status(&c).await.unwrap().unwrap().phase,
+        Phase::Copied
+    );
     assert_eq!(relkind(&c, "orders").await, "r");
 
     // Resume: the whole migration carries on and cuts over.
@@ -309,7 +325,10 @@ async fn no_loss_under_writers_with_kills_cutover_and_rollback() {
         writers.push(writer(client(&schema).await, stop.clone(), seed * 104_729));
     }
     tokio::time::sleep(StdDuration::from_millis(300)).await;
-    assert_eq!(parts.rollback(&mut mover).await.unwrap(), Some(Phase::Copied));
+    assert_eq!(
+        parts.rollback(&mut mover).await.unwrap(),
+        Some(Phase::Copied)
+    );
     tokio::time::sleep(StdDuration::from_millis(300)).await;
     assert_eq!(relkind(&c, "orders").await, "r");
     // Cut over again while they write, then stop them.
@@ -342,7 +361,9 @@ async fn rollback_before_the_cutover_drops_only_the_twin() {
     assert!(parts.status(&c).await.unwrap().is_none());
     same_content(&c, "orders", "expected").await;
     // No trigger left behind: writes work and are not mirrored anywhere.
-    c.execute("DELETE FROM orders WHERE id = 1", &[]).await.unwrap();
+    c.execute("DELETE FROM orders WHERE id = 1", &[])
+        .await
+        .unwrap();
     let err = parts.cutover(&mut c).await.unwrap_err();
     assert!(matches!(err, Error::InvalidSpec { .. }), "{err}");
 }
@@ -355,11 +376,25 @@ async fn refusals_are_typed_and_name_the_culprit() {
     let at = orders.column::<DateTime<Utc>>("created_at").unwrap();
     for bad in [Interval::Days(0), Interval::Months(-1)] {
         let e = Partitioner::new(&id, &at, bad).check().unwrap_err();
-        assert!(matches!(e, Error::InvalidSpec { field: "interval", .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::InvalidSpec {
+                    field: "interval",
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
-    assert!(Partitioner::new(&id, &at, Interval::DAY).batch_size(0).check().is_err());
+    assert!(Partitioner::new(&id, &at, Interval::DAY)
+        .batch_size(0)
+        .check()
+        .is_err());
     let other = table!("other").column::<DateTime<Utc>>("at").unwrap();
-    assert!(Partitioner::new(&id, &other, Interval::DAY).check().is_err());
+    assert!(Partitioner::new(&id, &other, Interval::DAY)
+        .check()
+        .is_err());
 
     let schema = schema().await;
     let mut c = client(&schema).await;
@@ -369,7 +404,16 @@ async fn refusals_are_typed_and_name_the_culprit() {
         .detach_older_than(&mut c, Utc::now() + Duration::days(1))
         .await
         .unwrap_err();
-    assert!(matches!(e, Error::InvalidSpec { field: "cutoff", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::InvalidSpec {
+                field: "cutoff",
+                ..
+            }
+        ),
+        "{e}"
+    );
 
     c.batch_execute(
         "CREATE TABLE nopk (id bigint NOT NULL, created_at timestamptz NOT NULL);
@@ -475,7 +519,10 @@ async fn hostile_names_identity_columns_and_foreign_keys_out() {
         .unwrap();
     // The foreign key came along.
     let fk = c
-        .execute(r#"INSERT INTO "new ""order""$" ("found", "select") VALUES (99, now())"#, &[])
+        .execute(
+            r#"INSERT INTO "new ""order""$" ("found", "select") VALUES (99, now())"#,
+            &[],
+        )
         .await
         .unwrap_err();
     assert_eq!(fk.code().unwrap().code(), "23503");
@@ -506,7 +553,11 @@ async fn pruning_and_the_top_n_report() {
     let schema = schema().await;
     let mut c = client(&schema).await;
     let now = Utc::now();
-    let seed = ShopSeed::new(6_000).users(300).days(400).now(now).logged(true);
+    let seed = ShopSeed::new(6_000)
+        .users(300)
+        .days(400)
+        .now(now)
+        .logged(true);
     seed.run(&c, |_| {}).await.unwrap();
     let t = seed.tables();
     let since = now - Duration::days(30);
@@ -529,7 +580,9 @@ async fn pruning_and_the_top_n_report() {
         .filter(|p| p.is_default || p.to.is_some_and(|to| to > since))
         .map(|p| p.table.name().as_str().to_owned())
         .collect();
-    let plan = explain::explain(&c, &report.build().unwrap()).await.unwrap();
+    let plan = explain::explain(&c, &report.build().unwrap())
+        .await
+        .unwrap();
     let scanned: Vec<String> = plan
         .nodes()
         .iter()
@@ -564,16 +617,25 @@ async fn premake_detach_finalize_archive_and_export() {
     parts.migrate(&mut c, |_| {}).await.unwrap();
     parts.finish(&mut c, true).await.unwrap();
     let before = parts.partitions(&c).await.unwrap();
-    assert!(before.iter().all(|p| !p.is_default && p.from.is_some() && p.to.is_some()));
+    assert!(before
+        .iter()
+        .all(|p| !p.is_default && p.from.is_some() && p.to.is_some()));
 
     // Two cron jobs at once: every partition is made once.
     let more = parts.clone().premake(4);
     let (mut a, mut b) = (client(&schema).await, client(&schema).await);
-    let (ra, rb) = tokio::join!(more.premake_partitions(&mut a), more.premake_partitions(&mut b));
+    let (ra, rb) = tokio::join!(
+        more.premake_partitions(&mut a),
+        more.premake_partitions(&mut b)
+    );
     let mut made: Vec<Table> = ra.unwrap().into_iter().chain(rb.unwrap()).collect();
     made.sort_by(|x, y| x.name().cmp(y.name()));
     made.dedup();
-    assert_eq!(made.len(), 3, "premake(1) made one ahead already, premake(4) adds three");
+    assert_eq!(
+        made.len(),
+        3,
+        "premake(1) made one ahead already, premake(4) adds three"
+    );
     assert!(more.premake_partitions(&mut a).await.unwrap().is_empty());
     let all = parts.partitions(&c).await.unwrap();
     assert_eq!(all.len(), before.len() + 3);
@@ -587,9 +649,11 @@ async fn premake_detach_finalize_archive_and_export() {
     let app = format!("detacher_{}", schema.name());
     let mut reader = client(&schema).await;
     let snap = reader.transaction().await.unwrap();
-    snap.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM events")
-        .await
-        .unwrap();
+    snap.batch_execute(
+        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM events",
+    )
+    .await
+    .unwrap();
     let detaching = {
         let parts = parts.clone();
         let mut d = named(&schema, &app).await;
@@ -631,7 +695,10 @@ async fn premake_detach_finalize_archive_and_export() {
 
     // Archive them, and read live + archive as one.
     let archive = table!("events_archive");
-    assert!(detached.iter().any(|d| d.table == pending[0].table), "the finalized one is reported");
+    assert!(
+        detached.iter().any(|d| d.table == pending[0].table),
+        "the finalized one is reported"
+    );
     let detached_all = detached.clone();
     for d in &detached_all {
         parts.archive_partition(&mut c, d, &archive).await.unwrap();
@@ -660,6 +727,9 @@ async fn premake_detach_finalize_archive_and_export() {
     let back = import_csv(&c, &table!("restored"), &mut csv.as_slice())
         .await
         .unwrap();
-    assert_eq!((back.rows, back.checksum.clone()), (out.rows, out.checksum.clone()));
+    assert_eq!(
+        (back.rows, back.checksum.clone()),
+        (out.rows, out.checksum.clone())
+    );
     assert_eq!(checksum(&c, part).await.unwrap(), (out.rows, out.checksum));
 }

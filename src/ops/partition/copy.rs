@@ -140,8 +140,8 @@ pub async fn checksum<E: Executor>(db: &E, table: &Table) -> Result<(u64, String
 /// count and the table's [`checksum`].
 ///
 /// # Errors
-/// The database's error; [`Error::Copy`]-like I/O failures of `out` are
-/// reported as [`Error::InvalidSpec`] with field `"writer"`.
+/// The database's error; an I/O failure of `out` as
+/// [`Error::InvalidSpec`] with field `"writer"`.
 pub async fn export_csv<C, W>(client: &C, table: &Table, out: &mut W) -> Result<CopyReport>
 where
     C: CopyClient + Executor,
@@ -194,7 +194,11 @@ where
             .await
             .map_err(|e| copy_error(&sql, e))?;
     }
-    let rows = sink.as_mut().finish().await.map_err(|e| copy_error(&sql, e))?;
+    let rows = sink
+        .as_mut()
+        .finish()
+        .await
+        .map_err(|e| copy_error(&sql, e))?;
     let (_, sum) = checksum(client, table).await?;
     Ok(CopyReport {
         rows,

@@ -126,7 +126,10 @@ impl<K: SqlType + FromSqlOwned, T: PartitionTime> Partitioner<K, T> {
         if kind.as_deref() != Some("p") {
             return Err(Error::spec(
                 "table",
-                format!("{} is not a partitioned table", names.original.display_name()),
+                format!(
+                    "{} is not a partitioned table",
+                    names.original.display_name()
+                ),
             ));
         }
         Ok((names, parts))
@@ -278,7 +281,10 @@ impl<K: SqlType + FromSqlOwned, T: PartitionTime> Partitioner<K, T> {
                 && !p.detach_pending
                 && p.to.as_ref().is_some_and(|to| to.to_utc_naive() <= limit)
         }) {
-            let detach = format!("ALTER TABLE {parent} DETACH PARTITION {}", quote_table(&p.table));
+            let detach = format!(
+                "ALTER TABLE {parent} DETACH PARTITION {}",
+                quote_table(&p.table)
+            );
             if has_default {
                 self.retrying(
                     db,
@@ -289,8 +295,10 @@ impl<K: SqlType + FromSqlOwned, T: PartitionTime> Partitioner<K, T> {
                 )
                 .await?;
             } else {
-                db.run_outside_transaction(&BuiltQuery::generated(format!("{detach} CONCURRENTLY")))
-                    .await?;
+                db.run_outside_transaction(&BuiltQuery::generated(format!(
+                    "{detach} CONCURRENTLY"
+                )))
+                .await?;
             }
             out.push(Detached {
                 table: p.table,
@@ -353,7 +361,10 @@ impl<K: SqlType + FromSqlOwned, T: PartitionTime> Partitioner<K, T> {
         if kind != "p" {
             return Err(Error::spec(
                 "archive",
-                format!("{} exists and is not a partitioned table", archive.display_name()),
+                format!(
+                    "{} exists and is not a partitioned table",
+                    archive.display_name()
+                ),
             ));
         }
         let bound = |t: &Option<T>| {
@@ -472,7 +483,11 @@ impl<K: SqlType + FromSqlOwned, T: PartitionTime> Partitioner<K, T> {
 }
 
 /// Whether some partition's range overlaps `[from, to)`.
-fn covered<T: PartitionTime>(parts: &[Partition<T>], from: NaiveDateTime, to: NaiveDateTime) -> bool {
+fn covered<T: PartitionTime>(
+    parts: &[Partition<T>],
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+) -> bool {
     parts.iter().filter(|p| !p.is_default).any(|p| {
         let lo_ok = p.from.as_ref().is_none_or(|lo| lo.to_utc_naive() < to);
         let hi_ok = p.to.as_ref().is_none_or(|hi| hi.to_utc_naive() > from);

@@ -160,7 +160,9 @@ impl<K: SqlType + FromSqlOwned, T: PartitionTime> Partitioner<K, T> {
         let row = db.one_row(&range_q).await?;
         let lo: Option<T> = row.try_get(0usize.into())?;
         let hi: Option<T> = row.try_get(1usize.into())?;
-        let range = lo.zip(hi).map(|(a, b)| (a.to_utc_naive(), b.to_utc_naive()));
+        let range = lo
+            .zip(hi)
+            .map(|(a, b)| (a.to_utc_naive(), b.to_utc_naive()));
         let now = Self::server_now(db).await?;
         self.build_plan(&source, range, now)
     }
@@ -336,13 +338,19 @@ impl<K: SqlType + FromSqlOwned, T: PartitionTime> Partitioner<K, T> {
         let started = Instant::now();
         let names = self.names(db).await?;
         let Some((status, mut cursor)) = self.read_state(db, &names).await? else {
-            return Err(Error::spec("phase", "no migration is prepared: run prepare first"));
+            return Err(Error::spec(
+                "phase",
+                "no migration is prepared: run prepare first",
+            ));
         };
         let mut report = BatchReport::default();
         match status.phase {
             Phase::Copying => {}
             Phase::Created => {
-                return Err(Error::spec("phase", "the mirror is not installed: run prepare again"))
+                return Err(Error::spec(
+                    "phase",
+                    "the mirror is not installed: run prepare again",
+                ))
             }
             Phase::Copied | Phase::CutOver => return Ok(report),
         }
@@ -422,7 +430,10 @@ impl<K: SqlType + FromSqlOwned, T: PartitionTime> Partitioner<K, T> {
             Some((s, _)) => {
                 return Err(Error::spec(
                     "phase",
-                    format!("the cutover needs every row copied; the migration is {:?}", s.phase),
+                    format!(
+                        "the cutover needs every row copied; the migration is {:?}",
+                        s.phase
+                    ),
                 ))
             }
             None => return Err(Error::spec("phase", "no migration is prepared")),
@@ -580,7 +591,10 @@ impl<K: SqlType + FromSqlOwned, T: PartitionTime> Partitioner<K, T> {
             Some((s, _)) => {
                 return Err(Error::spec(
                     "phase",
-                    format!("only a cut-over migration can be finished; this one is {:?}", s.phase),
+                    format!(
+                        "only a cut-over migration can be finished; this one is {:?}",
+                        s.phase
+                    ),
                 ))
             }
             None => return Err(Error::spec("phase", "no migration to finish")),

@@ -76,14 +76,26 @@
 //! The alternative — add `CHECK (time >= lo AND time < hi) NOT VALID`,
 //! `VALIDATE` it (no exclusive lock), build a unique index on `(key, time)`
 //! concurrently, then `ATTACH PARTITION` the whole table as the partition
-//! of the old range — is faster (no copy) but leaves all existing rows in
-//! one huge partition: a report over the last 30 days keeps scanning it
-//! until that range ages out, and retention cannot drop old months
-//! separately. The copy gives every month its own partition on day one, is
-//! resumable, and can be rolled back with every write kept. Measured on
-//! 1 M rows (see the `partition` example): the copy runs at ~30–60 k
-//! rows/s on 2 cores, with the cutover holding its exclusive lock for a few
-//! milliseconds. Choose attaching when the table is too large to copy.
+//! of the old range — copies nothing, but:
+//!
+//! - it leaves all existing rows in one huge partition: a report over the
+//!   last 30 days keeps scanning it until that range ages out, and
+//!   retention cannot detach old months one by one;
+//! - the table's primary key on `key` alone must be dropped first (a
+//!   partition cannot keep a primary key other than the parent's), and
+//!   there is no way back but detaching;
+//! - `ATTACH` takes an `ACCESS EXCLUSIVE` lock on the attached table.
+//!   Measured on 1 M orders (PostgreSQL 15, 2 cores): `VALIDATE` 147 ms and
+//!   the unique index 965 ms outside any exclusive lock, but the `ATTACH`
+//!   itself held its lock for 798 ms, against 10 ms for this module's
+//!   cutover transaction.
+//!
+//! The copy costs time instead — 18 k rows/s on 2 cores (1 M orders in
+//! 55 s, foreign key and two indexes on the twin) while a writer's p99 went
+//! from 5.9 ms to 9.2 ms — but gives every month its own partition on day
+//! one, is resumable, and can be rolled back with every write kept. Choose
+//! attaching when the table is too large to copy and the old data can stay
+//! in one partition.
 //!
 //! # Upkeep
 //!
@@ -364,7 +376,11 @@ impl<K: SqlType + FromSqlOwned, T: PartitionTime> Partitioner<K, T> {
     /// Rows per copy batch (one statement each); below 1 is refused when
     /// checked.
     pub fn batch_size(mut self, rows: i64) -> Self {
-        if self.problems.note(super::batch::check_batch_size(rows)).is_some() {
+        if self
+            .problems
+            .note(super::batch::check_batch_size(rows))
+            .is_some()
+        {
             self.batch_size = rows;
         }
         self
@@ -375,10 +391,8 @@ impl<K: SqlType + FromSqlOwned, T: PartitionTime> Partitioner<K, T> {
     /// is refused when checked.
     pub fn lock_timeout(mut self, timeout: Duration) -> Self {
         if timeout < Duration::from_millis(1) {
-            self.problems.note::<()>(Err(Error::spec(
-                "lock_timeout",
-                "must be at least 1 ms",
-            )));
+            self.problems
+                .note::<()>(Err(Error::spec("lock_timeout", "must be at least 1 ms")));
         } else {
             self.lock_timeout = timeout;
         }
@@ -457,7 +471,9 @@ pub(crate) fn sleep(duration: Duration) -> impl Future<Output = ()> + Send {
                 let duration = self.duration;
                 std::thread::spawn(move || {
                     std::thread::sleep(duration);
-                    let mut guard = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mut guard = state
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                     guard.0 = true;
                     if let Some(w) = guard.1.take() {
                         w.wake();
@@ -498,12 +514,21 @@ mod tests {
             Interval::QUARTER.next(Interval::QUARTER.floor(t)),
             Some(at(2024, 7, 1).date().into())
         );
-        assert_eq!(Interval::QUARTER.suffix(Interval::QUARTER.floor(t)), "p2024_04");
+        assert_eq!(
+            Interval::QUARTER.suffix(Interval::QUARTER.floor(t)),
+            "p2024_04"
+        );
         assert_eq!(Interval::YEAR.suffix(t), "p2024");
         assert_eq!(Interval::WEEK.suffix(at(2024, 5, 13)), "p2024_05_13");
         // Before 1970 too.
-        assert_eq!(Interval::WEEK.floor(at(1969, 12, 31)), at(1969, 12, 29).date().into());
-        assert_eq!(Interval::QUARTER.floor(at(1969, 2, 3)), at(1969, 1, 1).date().into());
+        assert_eq!(
+            Interval::WEEK.floor(at(1969, 12, 31)),
+            at(1969, 12, 29).date().into()
+        );
+        assert_eq!(
+            Interval::QUARTER.floor(at(1969, 2, 3)),
+            at(1969, 1, 1).date().into()
+        );
     }
 
     #[test]

@@ -197,13 +197,22 @@ impl PartitionPlan {
                 out.push_str(";\n");
             }
         };
-        section("1. create the partitioned twin (one transaction)", &self.setup);
-        section("2. mirror writes into the twin (one transaction)", &self.mirror);
+        section(
+            "1. create the partitioned twin (one transaction)",
+            &self.setup,
+        );
+        section(
+            "2. mirror writes into the twin (one transaction)",
+            &self.mirror,
+        );
         section(
             "3. copy in keyset batches (repeated with a cursor until empty)",
             std::slice::from_ref(&self.copy_example),
         );
-        section("4. cutover (one transaction, retried on lock timeout)", &self.cutover);
+        section(
+            "4. cutover (one transaction, retried on lock timeout)",
+            &self.cutover,
+        );
         out
     }
 }
@@ -348,11 +357,7 @@ pub(crate) fn set_phase(names: &Names, phase: &str) -> BuiltQuery {
 
 /// Moves the ownership of `serial` sequences and continues identity
 /// sequences from `from` (the table that had the writes) to `to`.
-pub(crate) fn sequence_handover(
-    source: &Source,
-    from: &Table,
-    to: &Table,
-) -> Vec<BuiltQuery> {
+pub(crate) fn sequence_handover(source: &Source, from: &Table, to: &Table) -> Vec<BuiltQuery> {
     let mut out = Vec::new();
     for c in &source.columns {
         if let Some((schema, seq)) = &c.owned_sequence {
@@ -394,8 +399,14 @@ pub(crate) fn copy_batch<K: SqlType>(
     let k = quote(key);
     let cols = list(columns, "");
     let (filter, mut values) = match after {
-        Some(v) => (format!("WHERE {k} > $1::{}", K::SQL_TYPE), vec![v.into_value()]),
-        None => ("WHERE $1::int8 IS NOT NULL".to_owned(), vec![0i64.into_value()]),
+        Some(v) => (
+            format!("WHERE {k} > $1::{}", K::SQL_TYPE),
+            vec![v.into_value()],
+        ),
+        None => (
+            "WHERE $1::int8 IS NOT NULL".to_owned(),
+            vec![0i64.into_value()],
+        ),
     };
     values.push(batch.into_value());
     values.push(names.original.name().as_str().to_owned().into_value());
@@ -529,9 +540,9 @@ impl<K: SqlType + FromSqlOwned, T: PartitionTime> Partitioner<K, T> {
         let names = Names::new(&source.schema, &source.name);
         let key = self.key.name().clone();
         let time = self.time.name().clone();
-        let time_col = source.column(&time).ok_or_else(|| {
-            Error::spec("time", format!("{display} has no column {time}"))
-        })?;
+        let time_col = source
+            .column(&time)
+            .ok_or_else(|| Error::spec("time", format!("{display} has no column {time}")))?;
         if time_col.type_name != source.time_type {
             return Err(Error::spec(
                 "time",
@@ -749,7 +760,10 @@ impl<K: SqlType + FromSqlOwned, T: PartitionTime> Partitioner<K, T> {
         let mut last = self.interval.floor(hi);
         for _ in 0..self.premake {
             last = self.interval.next(last).ok_or_else(|| {
-                Error::spec("premake", "partitions would end after the last representable time")
+                Error::spec(
+                    "premake",
+                    "partitions would end after the last representable time",
+                )
             })?;
         }
         let mut partitions = Vec::new();
