@@ -10,13 +10,17 @@
 //!   batches, and read both as one relation;
 //! - [`index`]: `CREATE INDEX CONCURRENTLY`, with detection and rebuild of
 //!   the INVALID index a failed concurrent build leaves behind;
-//! - [`batch`]: delete rows matching a condition in batches.
+//! - [`batch`]: delete rows matching a condition in batches;
+//! - [`partition`]: range-partition a live table by time without downtime
+//!   (plan, resumable copy + mirror, cutover, rollback), partitions made
+//!   ahead, retention by detaching, cold export with `COPY`.
 
 use std::time::Duration;
 
 pub mod archive;
 pub mod batch;
 pub mod index;
+pub mod partition;
 pub mod recent;
 pub mod top_n;
 

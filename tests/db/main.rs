@@ -21,6 +21,7 @@ mod latest;
 mod ops_archive;
 mod ops_index;
 mod ops_recent;
+mod partition;
 mod pgbouncer;
 mod replica;
 mod rollup;
