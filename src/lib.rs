@@ -15,9 +15,11 @@
 //!   ([`ops::top_n`]).
 //!
 //! Around them: [`ops`] (a top-N report, bounded recent history, archiving
-//! in batches, concurrent index builds, batched deletes), [`explain`] and
-//! [`compare`] to read and measure plans, and an `Auto` strategy per family
-//! that chooses from the live database ([`choice`]).
+//! in batches, concurrent index builds, batched deletes, range partitioning
+//! of a live table without downtime in [`ops::partition`]), [`explain`] and
+//! [`compare`] to read and measure plans, an `Auto` strategy per family that
+//! chooses from the live database by rule ([`choice`]) or by measuring on
+//! it ([`Calibration`]), and a router over read replicas ([`replica`]).
 //!
 //! ## How the API is shaped
 //!
