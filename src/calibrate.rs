@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use sea_query::{Expr, Query};
 
-use crate::choice::{DecidedBy, Estimate, Shape, Statistic, StrategyCache};
+use crate::choice::{DecidedBy, Estimate, Shape, Statistic, StrategyCache, StrategyName};
 use crate::compare::round_order;
 use crate::exec::{RowRead, Transactional};
 use crate::spec::Problems;
@@ -200,7 +200,7 @@ pub(crate) async fn calibrate<S, E>(
     mut candidates: Vec<(S, BuiltQuery)>,
 ) -> Result<Choice<S>>
 where
-    S: Copy + Debug + PartialEq + Send + Sync + 'static,
+    S: StrategyName,
     E: Transactional,
 {
     cal.check()?;
@@ -359,9 +359,7 @@ where
     let recall = target
         .cache
         .recall(target.family, target.shape, target.reference);
-    if let Some(key) = target.cache.remembered_key(&recall) {
-        target.cache.pin(key, &choice);
-    }
+    target.cache.pin(&recall, &choice);
     Ok(choice)
 }
 

@@ -559,9 +559,22 @@ struct Decision {
     at: Instant,
     seq: u64,
     bytes: usize,
-    /// A measured decision: kept past the time to live.
-    pinned: bool,
+    /// A measured decision, kept past the time to live, and what exporting
+    /// it writes.
+    pinned: Option<Pinned>,
     choice: Arc<dyn Any + Send + Sync>,
+}
+
+/// What an exported calibrated decision says: enough to use it again in
+/// another process, for the query whose identity it carries.
+#[derive(Debug, Clone)]
+struct Pinned {
+    identity: Arc<str>,
+    strategy: String,
+    shape: Shape,
+    bucket: Option<i32>,
+    rounds: usize,
+    reason: String,
 }
 
 /// What exactly one query (SQL text and values) was decided under.
@@ -570,6 +583,9 @@ struct Memo {
     seq: u64,
     bytes: usize,
     key: Digest,
+    /// The text the key digests: stable across processes, so a calibrated
+    /// decision can be exported and imported under it.
+    identity: Arc<str>,
     catalog: Catalog,
 }
 
@@ -633,7 +649,7 @@ impl Inner {
         key: Digest,
         at: Instant,
         bytes: usize,
-        pinned: bool,
+        pinned: Option<Pinned>,
         choice: Arc<dyn Any + Send + Sync>,
     ) {
         self.remove(Slot::Decision(key));
@@ -652,10 +668,18 @@ impl Inner {
         );
     }
 
-    fn insert_memo(&mut self, exact: Digest, at: Instant, key: Digest, catalog: Catalog) {
+    fn insert_memo(
+        &mut self,
+        exact: Digest,
+        at: Instant,
+        key: Digest,
+        identity: Arc<str>,
+        catalog: Catalog,
+    ) {
         self.remove(Slot::Memo(exact));
         let seq = self.seq();
-        let bytes = ENTRY_OVERHEAD + std::mem::size_of::<Memo>() + catalog.0.capacity();
+        let bytes =
+            ENTRY_OVERHEAD + std::mem::size_of::<Memo>() + catalog.0.capacity() + identity.len();
         self.order.insert(seq, Slot::Memo(exact));
         self.bytes += bytes;
         self.exact.insert(
@@ -665,6 +689,7 @@ impl Inner {
                 seq,
                 bytes,
                 key,
+                identity,
                 catalog,
             },
         );
@@ -832,44 +857,140 @@ impl StrategyCache {
         }
     }
 
-    fn lookup<S: Clone + Send + Sync + 'static>(&self, key: &Digest) -> Option<Choice<S>> {
+    fn lookup<S: StrategyName>(&self, key: &Digest) -> Option<Choice<S>> {
         let inner = self.lock();
         let d = inner.decisions.get(key)?;
         let age = d.at.elapsed();
-        if age > self.ttl && !d.pinned {
+        if age > self.ttl && d.pinned.is_none() {
             return None;
         }
-        let mut hit = d.choice.downcast_ref::<Choice<S>>().cloned()?;
+        let mut hit = match d.choice.downcast_ref::<Choice<S>>() {
+            Some(c) => c.clone(),
+            // Imported: made of the exported text.
+            None => d.pinned.as_ref()?.to_choice::<S>()?,
+        };
         hit.cached = true;
         hit.age = age;
         Some(hit)
     }
 
-    fn store<S: Clone + Send + Sync + 'static>(&self, key: Digest, choice: &Choice<S>) {
-        let bytes = ENTRY_OVERHEAD + choice.heap_bytes();
-        let pinned = matches!(choice.decided_by, DecidedBy::Calibrated { .. });
+    fn store<S: StrategyName>(&self, key: Digest, choice: &Choice<S>, pinned: Option<Pinned>) {
+        let bytes = ENTRY_OVERHEAD
+            + choice.heap_bytes()
+            + pinned
+                .as_ref()
+                .map_or(0, |p| p.identity.len() + p.reason.len() + p.strategy.len());
         let mut inner = self.lock();
         inner.insert_decision(key, Instant::now(), bytes, pinned, Arc::new(choice.clone()));
         inner.shrink(self.max_bytes);
     }
 
-    /// Keeps a measured decision for `key`, past the time to live, in place
-    /// of whatever was decided for it.
-    pub(crate) fn pin<S: Clone + Send + Sync + 'static>(&self, key: Digest, choice: &Choice<S>) {
-        self.store(key, choice);
+    /// Keeps a measured decision for exactly the query `recall` stands for,
+    /// under the key its last decision used, past the time to live, in
+    /// place of whatever was decided. `false` when the cache no longer
+    /// remembers that query (then nothing is kept).
+    pub(crate) fn pin<S: StrategyName>(&self, recall: &Recall, choice: &Choice<S>) -> bool {
+        let found = self
+            .lock()
+            .exact
+            .get(&recall.exact)
+            .map(|m| (m.key, m.identity.clone()));
+        let Some((key, identity)) = found else {
+            return false;
+        };
+        let rounds = match choice.decided_by {
+            DecidedBy::Calibrated { rounds } => rounds,
+            DecidedBy::Rule => 0,
+        };
+        let pinned = Pinned {
+            identity,
+            strategy: format!("{:?}", choice.strategy),
+            shape: choice.shape,
+            bucket: choice.bucket,
+            rounds,
+            reason: choice.reason.clone(),
+        };
+        self.store(key, choice, Some(pinned));
+        true
     }
 
-    /// The decision key exactly this query was last decided under, if the
-    /// cache still holds it (expired or not: a calibration pins the key the
-    /// decision just made used).
-    pub(crate) fn remembered_key(&self, recall: &Recall) -> Option<Digest> {
-        self.lock().exact.get(&recall.exact).map(|m| m.key)
-    }
-
-    /// How many kept decisions were [calibrated](DecidedBy::Calibrated).
+    /// How many kept decisions were [calibrated](DecidedBy::Calibrated)
+    /// (measured here or imported).
     #[must_use]
     pub fn calibrated(&self) -> usize {
-        self.lock().decisions.values().filter(|d| d.pinned).count()
+        self.lock()
+            .decisions
+            .values()
+            .filter(|d| d.pinned.is_some())
+            .count()
+    }
+
+    /// The calibrated decisions as text, to keep across restarts and load
+    /// with [`import_calibrations`](Self::import_calibrations): one line per
+    /// decision, naming the query (a stable digest of its SQL text, its
+    /// table, shape and selectivity bucket), the catalog state it was
+    /// measured under, and the winning strategy. No bound value is written.
+    ///
+    /// ```
+    /// use pgpatterns::StrategyCache;
+    /// let cache = StrategyCache::global();
+    /// let text = cache.export_calibrations();
+    /// assert!(text.starts_with("pgpatterns calibrations 1\n"));
+    /// let restored = StrategyCache::new(cache.ttl());
+    /// assert_eq!(restored.import_calibrations(&text)?, cache.calibrated());
+    /// # Ok::<(), pgpatterns::Error>(())
+    /// ```
+    #[must_use]
+    pub fn export_calibrations(&self) -> String {
+        let inner = self.lock();
+        let mut out = String::from(CALIBRATIONS_HEADER);
+        out.push('\n');
+        for slot in inner.order.values() {
+            let Slot::Decision(k) = slot else { continue };
+            let Some(p) = inner.decisions.get(k).and_then(|d| d.pinned.as_ref()) else {
+                continue;
+            };
+            out.push_str(&p.to_line());
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Loads decisions written by
+    /// [`export_calibrations`](Self::export_calibrations) (of this or
+    /// another process) and returns how many. Each applies to the query it
+    /// names only while the catalog state it was measured under still
+    /// holds; afterwards that query is decided by rule again.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] (field `"calibrations"`) for text that is not
+    /// such an export, naming the line; nothing is loaded then.
+    pub fn import_calibrations(&self, text: &str) -> Result<usize> {
+        let mut lines = text.lines();
+        if lines.next() != Some(CALIBRATIONS_HEADER) {
+            return Err(Error::spec(
+                "calibrations",
+                format!("the text does not start with {CALIBRATIONS_HEADER:?}"),
+            ));
+        }
+        let pins = lines
+            .enumerate()
+            .filter(|(_, l)| !l.is_empty())
+            .map(|(i, l)| {
+                Pinned::from_line(l).ok_or_else(|| {
+                    Error::spec("calibrations", format!("line {} is malformed", i + 2))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let n = pins.len();
+        for p in pins {
+            let key = self.digest(format_args!("{}", p.identity));
+            let bytes = ENTRY_OVERHEAD + p.identity.len() + p.reason.len() + p.strategy.len();
+            let mut inner = self.lock();
+            inner.insert_decision(key, Instant::now(), bytes, Some(p), Arc::new(()));
+            inner.shrink(self.max_bytes);
+        }
+        Ok(n)
     }
 
     /// Where exactly this query (SQL text and values, in `family` and
@@ -897,14 +1018,14 @@ impl StrategyCache {
             exact,
             family,
             shape,
-            sql: self.digest(format_args!("{}", reference.sql())),
+            sql: stable_digest(reference.sql()),
             remembered,
         }
     }
 
     /// The decision made before for exactly this query, if the catalog
     /// still says `now` what it said then, and the decision is kept.
-    pub(crate) fn remembered<S: Clone + Send + Sync + 'static>(
+    pub(crate) fn remembered<S: StrategyName>(
         &self,
         recall: &Recall,
         now: &Catalog,
@@ -930,15 +1051,16 @@ impl StrategyCache {
         catalog: Catalog,
     ) -> Digest {
         let bucket = bucket.map_or_else(|| "-".to_owned(), |b| b.to_string());
-        let key = self.digest(format_args!(
-            "{}\u{1f}{table_oid}\u{1f}{}\u{1f}{bucket}\u{1f}{:?}\u{1f}{}",
+        let identity: Arc<str> = Arc::from(format!(
+            "{}\u{1f}{table_oid}\u{1f}{}\u{1f}{bucket}\u{1f}{}\u{1f}{}",
             recall.family,
             recall.shape.key(),
             recall.sql,
             catalog.0
         ));
+        let key = self.digest(format_args!("{identity}"));
         let mut inner = self.lock();
-        inner.insert_memo(recall.exact, Instant::now(), key, catalog);
+        inner.insert_memo(recall.exact, Instant::now(), key, identity, catalog);
         inner.shrink(self.max_bytes);
         key
     }
@@ -953,7 +1075,7 @@ impl StrategyCache {
         decide: F,
     ) -> Result<Choice<S>>
     where
-        S: Clone + Send + Sync + 'static,
+        S: StrategyName,
         F: std::future::Future<Output = Result<Choice<S>>>,
     {
         if let Some(mut hit) = self.lookup::<S>(&key) {
@@ -966,8 +1088,115 @@ impl StrategyCache {
         choice.cached = false;
         choice.looked_up_in = Duration::ZERO;
         choice.age = Duration::ZERO;
-        self.store(key, &choice);
+        self.store(key, &choice, None);
         Ok(choice)
+    }
+}
+
+/// The first line of [`StrategyCache::export_calibrations`].
+const CALIBRATIONS_HEADER: &str = "pgpatterns calibrations 1";
+
+/// A 128-bit digest of `text` that every process computes alike (two
+/// FNV-1a hashes with the crate's fixed seeds), in hex.
+fn stable_digest(text: &str) -> String {
+    let a = crate::page::Hash64::new(0x7067_7061_7474_6331)
+        .bytes(text.as_bytes())
+        .finish();
+    let b = crate::page::Hash64::new(0x7067_7061_7474_6332)
+        .bytes(text.as_bytes())
+        .finish();
+    format!("{a:016x}{b:016x}")
+}
+
+/// The strategy enums, named as `Debug` prints them (how calibrated
+/// decisions are exported).
+pub(crate) trait StrategyName:
+    fmt::Debug + Copy + PartialEq + Send + Sync + 'static
+{
+    /// Every strategy a decision can name.
+    const NAMED: &'static [Self];
+
+    /// The strategy `Debug` prints as `name`.
+    fn from_name(name: &str) -> Option<Self> {
+        Self::NAMED
+            .iter()
+            .copied()
+            .find(|s| format!("{s:?}") == name)
+    }
+}
+
+impl Pinned {
+    fn to_line(&self) -> String {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let shape = match self.shape {
+            Shape::Count => "count".to_owned(),
+            Shape::All => "all".to_owned(),
+            Shape::Page { limit } => format!("page:{limit}"),
+        };
+        let bucket = self
+            .bucket
+            .map_or_else(|| "-".to_owned(), |b| b.to_string());
+        format!(
+            "{}\t{shape}\t{bucket}\t{}\t{}\t{}",
+            b64.encode(self.identity.as_bytes()),
+            self.strategy,
+            self.rounds,
+            b64.encode(self.reason.as_bytes())
+        )
+    }
+
+    fn from_line(line: &str) -> Option<Pinned> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let text = |s: &str| String::from_utf8(b64.decode(s).ok()?).ok();
+        let mut f = line.split('\t');
+        let identity = text(f.next()?)?;
+        let shape = match f.next()? {
+            "count" => Shape::Count,
+            "all" => Shape::All,
+            s => Shape::Page {
+                limit: s.strip_prefix("page:")?.parse().ok().filter(|l| *l >= 1)?,
+            },
+        };
+        let bucket = match f.next()? {
+            "-" => None,
+            b => Some(b.parse().ok()?),
+        };
+        let strategy = f.next()?.to_owned();
+        let rounds = f.next()?.parse().ok()?;
+        let reason = text(f.next()?)?;
+        if f.next().is_some() || strategy.is_empty() {
+            return None;
+        }
+        Some(Pinned {
+            identity: Arc::from(identity),
+            strategy,
+            shape,
+            bucket,
+            rounds,
+            reason,
+        })
+    }
+
+    /// The decision as a `Choice` of the family asking (`None` when the
+    /// name is not one of its strategies).
+    fn to_choice<S: StrategyName>(&self) -> Option<Choice<S>> {
+        Some(Choice {
+            strategy: S::from_name(&self.strategy)?,
+            shape: self.shape,
+            bucket: self.bucket,
+            reason: format!("{} (calibration loaded from an export)", self.reason),
+            candidates: Vec::new(),
+            statistics: Vec::new(),
+            decided_by: DecidedBy::Calibrated {
+                rounds: self.rounds,
+            },
+            cached: true,
+            decided_in: Duration::ZERO,
+            looked_up_in: Duration::ZERO,
+            age: Duration::ZERO,
+        })
     }
 }
 
@@ -999,8 +1228,8 @@ pub(crate) struct Recall {
     exact: Digest,
     family: &'static str,
     shape: Shape,
-    /// the SQL text without values
-    sql: Digest,
+    /// the SQL text without values, digested the same in every process
+    sql: String,
     /// The decision key and catalog state this exact query was decided
     /// under, if it was.
     remembered: Option<(Digest, Catalog)>,
@@ -1205,6 +1434,65 @@ mod tests {
         );
     }
 
+    /// The tests name strategies by small numbers.
+    impl StrategyName for u8 {
+        const NAMED: &'static [u8] = &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+    }
+
+    impl StrategyName for u16 {
+        const NAMED: &'static [u16] = &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+    }
+
+    #[test]
+    fn exported_lines_read_back() {
+        let p = Pinned {
+            identity: Arc::from("latest\u{1f}123\u{1f}count\u{1f}-5\u{1f}ab\u{1f}x|y"),
+            strategy: "Lateral".into(),
+            shape: Shape::Page { limit: 50 },
+            bucket: Some(-5),
+            rounds: 5,
+            reason: "tabs\tand\nnewlines".into(),
+        };
+        let line = p.to_line();
+        assert!(!line.contains('\n'));
+        let q = Pinned::from_line(&line).unwrap();
+        assert_eq!(
+            (
+                &*q.identity,
+                q.strategy.as_str(),
+                q.shape,
+                q.bucket,
+                q.rounds,
+                q.reason.as_str()
+            ),
+            (
+                &*p.identity,
+                "Lateral",
+                p.shape,
+                p.bucket,
+                5,
+                p.reason.as_str()
+            )
+        );
+        for bad in [
+            "",
+            "a\tb",
+            &format!("{line}\textra"),
+            &line.replace("page:50", "page:0"),
+        ] {
+            assert!(Pinned::from_line(bad).is_none(), "{bad}");
+        }
+        let c: Choice<crate::LatestStrategy> = q.to_choice().unwrap();
+        assert_eq!(c.strategy, crate::LatestStrategy::Lateral);
+        assert_eq!(c.decided_by, DecidedBy::Calibrated { rounds: 5 });
+        assert!(
+            q.to_choice::<crate::SinceStrategy>().is_none(),
+            "not a since strategy"
+        );
+        assert_eq!(stable_digest("SELECT 1"), stable_digest("SELECT 1"));
+        assert_ne!(stable_digest("SELECT 1"), stable_digest("SELECT 2"));
+    }
+
     #[test]
     fn selectivity_reads_as_a_percentage() {
         assert_eq!(bucket_words(0), "all rows match");
@@ -1302,7 +1590,7 @@ mod tests {
         let recall = cache.recall("f", Shape::Count, &q(1));
         assert!(!recall.is_remembered(), "an empty cache has seen nothing");
         let key = cache.key_for(recall, 42, Some(-2), state("a"));
-        cache.store(key, &choice(3));
+        cache.store(key, &choice(3), None);
         let recall = cache.recall("f", Shape::Count, &q(1));
         assert!(recall.is_remembered());
         let hit = cache.remembered::<u8>(&recall, &state("a")).expect("seen");
@@ -1342,7 +1630,7 @@ mod tests {
     fn cache_expires_and_keys_separate() {
         let cache = StrategyCache::new(Duration::from_millis(30));
         let key = cache.digest(format_args!("one"));
-        cache.store(key, &choice(7));
+        cache.store(key, &choice(7), None);
         assert_eq!(cache.lookup::<u8>(&key).map(|c| c.strategy), Some(7));
         // Another type under the same key is a miss, not a panic.
         assert!(cache.lookup::<u16>(&key).is_none());
@@ -1388,7 +1676,7 @@ mod tests {
             let key = cache.key_for(recall, 1, None, state("a"));
             let mut c = choice((i % 250) as u8);
             c.reason = format!("reason {i} {}", "r".repeat(100));
-            cache.store(key, &c);
+            cache.store(key, &c, None);
             assert!(cache.bytes() <= max, "{} > {max} after {i}", cache.bytes());
             first.get_or_insert(q);
         }
@@ -1408,7 +1696,7 @@ mod tests {
         // One entry larger than the bound is not kept at all.
         let tiny = StrategyCache::new(Duration::from_secs(60)).with_max_bytes(100);
         let key = tiny.digest(format_args!("k"));
-        tiny.store(key, &choice(1));
+        tiny.store(key, &choice(1), None);
         assert!(tiny.is_empty() && tiny.bytes() == 0);
     }
 

@@ -94,6 +94,17 @@ pub enum LatestStrategy {
     Auto,
 }
 
+impl crate::choice::StrategyName for LatestStrategy {
+    const NAMED: &'static [Self] = &[
+        LatestStrategy::DistinctOn,
+        LatestStrategy::Lateral,
+        LatestStrategy::Window,
+        LatestStrategy::NotExists,
+        LatestStrategy::SkipScan,
+        LatestStrategy::Denormalized,
+    ];
+}
+
 impl LatestStrategy {
     /// Every strategy that reads the history table.
     pub const FROM_HISTORY: [LatestStrategy; 5] = [

@@ -148,6 +148,10 @@ pub enum RollupStrategy {
     Auto,
 }
 
+impl crate::choice::StrategyName for RollupStrategy {
+    const NAMED: &'static [Self] = &RollupStrategy::ALL;
+}
+
 impl RollupStrategy {
     /// Every concrete strategy (all but [`Auto`](Self::Auto)).
     pub const ALL: [RollupStrategy; 2] =

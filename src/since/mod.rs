@@ -105,6 +105,10 @@ pub enum SinceStrategy {
     Auto,
 }
 
+impl crate::choice::StrategyName for SinceStrategy {
+    const NAMED: &'static [Self] = &SinceStrategy::ALL;
+}
+
 impl SinceStrategy {
     /// Every concrete strategy (all but [`Auto`](Self::Auto)).
     pub const ALL: [SinceStrategy; 5] = [

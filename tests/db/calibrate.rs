@@ -150,6 +150,91 @@ async fn latest_calibration_keeps_the_measured_winner_until_the_catalog_changes(
 }
 
 #[tokio::test]
+async fn calibrations_survive_a_restart_through_their_export() {
+    let schema = schema().await;
+    let mut c = client(&schema).await;
+    c.batch_execute(FIXTURE).await.unwrap();
+    let before = StrategyCache::new(Duration::from_secs(60));
+    let spec = spec();
+    let measured = spec
+        .calibrate_with(
+            &before,
+            &mut c,
+            Shape::Page { limit: 20 },
+            &Calibration::new().rounds(2),
+        )
+        .await
+        .unwrap();
+    let text = before.export_calibrations();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    // No bound value is written: the status the spec filters on is not there.
+    assert!(!text.contains("s3"), "{text}");
+
+    // Another process: a fresh cache, the same database.
+    let after = StrategyCache::new(Duration::from_secs(60));
+    assert_eq!(after.import_calibrations(&text).unwrap(), 1);
+    assert_eq!(after.calibrated(), 1);
+    let used = spec
+        .explain_choice_with(&after, &c, Shape::Page { limit: 20 })
+        .await
+        .unwrap();
+    assert_eq!(
+        used.decided_by,
+        DecidedBy::Calibrated { rounds: 2 },
+        "{used}"
+    );
+    assert!(used.cached, "{used}");
+    assert_eq!(used.strategy, measured.strategy);
+    // Pages of any size in the same power of two share it.
+    let near = spec
+        .explain_choice_with(&after, &c, Shape::Page { limit: 30 })
+        .await
+        .unwrap();
+    assert_eq!(
+        near.decided_by,
+        DecidedBy::Calibrated { rounds: 2 },
+        "{near}"
+    );
+    // Another query is not covered by it.
+    let other = spec
+        .clone()
+        .status_eq("s4")
+        .explain_choice_with(&after, &c, Shape::Count)
+        .await
+        .unwrap();
+    assert_eq!(other.decided_by, DecidedBy::Rule, "{other}");
+    // Once the catalog changes, the imported decision no longer applies.
+    c.batch_execute("CREATE INDEX ON order_status (order_id)")
+        .await
+        .unwrap();
+    let changed = spec
+        .explain_choice_with(&after, &c, Shape::Page { limit: 20 })
+        .await
+        .unwrap();
+    assert_eq!(changed.decided_by, DecidedBy::Rule, "{changed}");
+    // Text that is not an export is refused, and nothing is loaded.
+    let fresh = StrategyCache::new(Duration::from_secs(60));
+    for bad in [
+        "",
+        "something else\n",
+        "pgpatterns calibrations 1\nnot\ta\tline\n",
+    ] {
+        let err = fresh.import_calibrations(bad).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidSpec {
+                    field: "calibrations",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+    assert_eq!(fresh.calibrated(), 0);
+}
+
+#[tokio::test]
 async fn calibration_bounds_are_honoured_and_bad_options_refused_before_sql() {
     let schema = schema().await;
     let mut c = client(&schema).await;
