@@ -15,6 +15,9 @@
 //!    [`Calibration::min_timeout`]; the first candidate is bounded by
 //!    [`Calibration::first_timeout`]). A candidate that hits the bound is
 //!    ruled out, having cost at most that bound;
+//!    A candidate the server refuses (an SQLSTATE error, such as a strategy
+//!    an extension cannot run) is ruled out too; a connection failure ends
+//!    the calibration;
 //! 3. the survivors' answers are checked equal (row count and an
 //!    order-insensitive hash of the rows, as [`Compare`](crate::Compare)
 //!    does); a difference is [`Error::StrategiesDisagree`], never a silent
@@ -179,6 +182,9 @@ fn statement_timeout(bound: Duration) -> BuiltQuery {
 enum Explored {
     Ran,
     TimedOut(Duration),
+    /// The server refused the statement (a strategy this server cannot
+    /// run, e.g. an extension's restriction): ruled out, not fatal.
+    Refused(String),
 }
 
 /// A query and the cache key its decisions are kept under.
@@ -226,6 +232,11 @@ where
                 explored.push(Explored::Ran);
             }
             Err(e) if e.code() == Some("57014") => explored.push(Explored::TimedOut(bound)),
+            // The server's own refusal of this statement; a connection
+            // failure (no SQLSTATE) ends the calibration.
+            Err(e) if e.code().is_some() => explored.push(Explored::Refused(
+                e.message().unwrap_or("refused").to_owned(),
+            )),
             Err(e) => return Err(e),
         }
     }
@@ -297,6 +308,9 @@ where
                     "cancelled by its time bound ({} ms) when explored",
                     bound.as_millis()
                 ));
+            }
+            Explored::Refused(why) => {
+                e.rejected = Some(format!("the server refused it: {why}"));
             }
             Explored::Ran => {
                 let j = survivors.iter().position(|&k| k == i).unwrap_or(0);

@@ -22,8 +22,10 @@ pub mod batch;
 pub mod index;
 pub mod partition;
 pub mod recent;
+pub mod report_cache;
 pub mod top_n;
 
+pub use report_cache::ReportCache;
 pub use top_n::{TopN, TopRow};
 /// What a batched operation did ([`archive::Archiver::run`],
 /// [`batch::BatchDelete::run`], [`recent::RecentHistory::trim_all`]).

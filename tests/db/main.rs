@@ -24,6 +24,7 @@ mod ops_recent;
 mod partition;
 mod pgbouncer;
 mod replica;
+mod report_cache;
 mod rollup;
 mod rollup_strategies;
 mod round_trips;
