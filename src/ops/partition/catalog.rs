@@ -64,6 +64,8 @@ pub(crate) struct Source {
     /// `format_type` of the key's and the time's Rust types.
     pub key_type: String,
     pub time_type: String,
+    /// The table is `UNLOGGED`, or references one with a foreign key.
+    pub unlogged: bool,
 }
 
 impl Source {
@@ -90,7 +92,10 @@ impl Source {
 const TABLE_SQL: &str = "\
 SELECT c.oid::int8, n.nspname::text, c.relname::text, c.relkind::text, \
        coalesce(format_type(to_regtype($2::text), NULL), ''), \
-       coalesce(format_type(to_regtype($3::text), NULL), '') \
+       coalesce(format_type(to_regtype($3::text), NULL), ''), \
+       (c.relpersistence = 'u' OR EXISTS (SELECT 1 FROM pg_catalog.pg_constraint f \
+            JOIN pg_catalog.pg_class r ON r.oid = f.confrelid \
+            WHERE f.conrelid = c.oid AND f.contype = 'f' AND r.relpersistence = 'u')) \
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
 WHERE c.oid = to_regclass($1::text)";
 
@@ -181,6 +186,7 @@ pub(crate) async fn read<E: Executor>(
         relkind: row.try_get(at(3))?,
         key_type: row.try_get(at(4))?,
         time_type: row.try_get(at(5))?,
+        unlogged: row.try_get(at(6))?,
         columns: Vec::new(),
         constraints: Vec::new(),
         indexes: Vec::new(),

@@ -537,6 +537,16 @@ impl<K: SqlType + FromSqlOwned, T: PartitionTime> Partitioner<K, T> {
                 ))
             }
         }
+        if source.unlogged {
+            return Err(Error::spec(
+                "table",
+                format!(
+                    "{display} is UNLOGGED or references an UNLOGGED table with a foreign key: \
+                     PostgreSQL cannot make a partitioned table UNLOGGED, nor a logged one \
+                     reference an unlogged table (ALTER TABLE … SET LOGGED first)"
+                ),
+            ));
+        }
         let names = Names::new(&source.schema, &source.name);
         let key = self.key.name().clone();
         let time = self.time.name().clone();
