@@ -808,3 +808,48 @@ async fn every_family_reads_the_partitioned_table_alike() {
     let after = answers(&c, &latest, &report, &since).await;
     assert_eq!(before, after);
 }
+
+/// `TRUNCATE` of the old table during the copy empties the twin too, and a
+/// `TRUNCATE` of the partitioned table after the cutover reaches the kept
+/// old table, so a rollback cannot bring rows back.
+#[tokio::test]
+async fn truncate_is_mirrored_both_ways() {
+    let schema = schema().await;
+    let mut c = client(&schema).await;
+    seed_orders(&c, 500).await;
+    let parts = orders_partitioner(100);
+    let plan = parts.prepare(&mut c).await.unwrap();
+    parts.copy(&c, |_| {}).await.unwrap();
+    assert_eq!(
+        one_i64(&c, &format!("SELECT count(*) FROM {}", plan.twin().name())).await,
+        500
+    );
+    c.batch_execute(
+        "TRUNCATE orders;
+         INSERT INTO orders (user_id, amount, status, created_at, note)
+         VALUES (7, 1.5, 'pending', '2024-03-01', 'after truncate')",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        one_i64(&c, &format!("SELECT count(*) FROM {}", plan.twin().name())).await,
+        1
+    );
+    parts.cutover(&mut c).await.unwrap();
+    assert_eq!(relkind(&c, "orders").await, "p");
+    assert_eq!(one_i64(&c, "SELECT count(*) FROM orders").await, 1);
+    same_content(&c, "orders", plan.retired().name().as_str()).await;
+    // After the cutover the reverse mirror carries a TRUNCATE back.
+    c.batch_execute("TRUNCATE orders").await.unwrap();
+    assert_eq!(
+        one_i64(
+            &c,
+            &format!("SELECT count(*) FROM {}", plan.retired().name())
+        )
+        .await,
+        0
+    );
+    parts.rollback(&mut c).await.unwrap();
+    assert_eq!(relkind(&c, "orders").await, "r");
+    assert_eq!(one_i64(&c, "SELECT count(*) FROM orders").await, 0);
+}

@@ -539,11 +539,13 @@ impl<K: SqlType + FromSqlOwned, T: PartitionTime> Partitioner<K, T> {
             return Ok(Some(Phase::Copied));
         }
         let (exists, comment) = Self::described(&*db, &names.twin).await?;
-        let mut statements = vec![
-            plan::set_lock_timeout(self.lock_timeout_text()),
-            plan::drop_trigger(&names.forward_trigger, &names.original, true),
-            plan::drop_function(&names.forward_fn, true),
-        ];
+        let mut statements = vec![plan::set_lock_timeout(self.lock_timeout_text())];
+        statements.extend(plan::drop_trigger(
+            &names.forward_trigger,
+            &names.original,
+            true,
+        ));
+        statements.push(plan::drop_function(&names.forward_fn, true));
         if exists {
             if comment != names.twin_marker() {
                 return Err(Error::ObjectConflict {
@@ -599,11 +601,13 @@ impl<K: SqlType + FromSqlOwned, T: PartitionTime> Partitioner<K, T> {
             }
             None => return Err(Error::spec("phase", "no migration to finish")),
         }
-        let mut statements = vec![
-            plan::set_lock_timeout(self.lock_timeout_text()),
-            plan::drop_trigger(&names.reverse_trigger, &names.original, false),
-            plan::drop_function(&names.reverse_fn, false),
-        ];
+        let mut statements = vec![plan::set_lock_timeout(self.lock_timeout_text())];
+        statements.extend(plan::drop_trigger(
+            &names.reverse_trigger,
+            &names.original,
+            false,
+        ));
+        statements.push(plan::drop_function(&names.reverse_fn, false));
         if drop_old {
             statements.push(BuiltQuery::generated(format!(
                 "DROP TABLE {}",

@@ -47,8 +47,10 @@
 //!    row trigger on the old table that **mirrors** every INSERT, UPDATE and
 //!    DELETE into the twin (an UPDATE deletes the old version by
 //!    `(key, time)` and inserts the new one, so an UPDATE of the time column
-//!    moves the row between partitions). `CREATE TRIGGER` waits for the
-//!    writes in flight, so no write escapes both the copy and the mirror.
+//!    moves the row between partitions), and a statement trigger that
+//!    mirrors `TRUNCATE` (the twin is emptied too). `CREATE TRIGGER` waits
+//!    for the writes in flight, so no write escapes both the copy and the
+//!    mirror.
 //! 3. **Copy** in keyset batches, each one statement that reads the next
 //!    rows by key `FOR SHARE` (a concurrent UPDATE waits for the batch, or
 //!    the batch reads its committed result), inserts them with `ON CONFLICT

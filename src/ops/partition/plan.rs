@@ -254,9 +254,10 @@ fn list(columns: &[Ident], prefix: &str) -> String {
         .join(", ")
 }
 
-/// A row trigger function copying every write on its table into `target`:
-/// an UPDATE deletes the old version by `(key, time)` and inserts the new
-/// one (which may land in another partition). Columns are qualified by an
+/// A trigger function copying every write on its table into `target`: an
+/// UPDATE deletes the old version by `(key, time)` and inserts the new one
+/// (which may land in another partition); a TRUNCATE (its statement-level
+/// trigger) empties `target` too. Columns are qualified by an
 /// alias, so columns named `new`, `old` or `found` are never read as
 /// PL/pgSQL variables.
 pub(crate) fn mirror_function(
@@ -268,6 +269,10 @@ pub(crate) fn mirror_function(
 ) -> BuiltQuery {
     let body = format!(
         "\nBEGIN\n\
+         \x20 IF TG_OP = 'TRUNCATE' THEN\n\
+         \x20   DELETE FROM {target};\n\
+         \x20   RETURN NULL;\n\
+         \x20 END IF;\n\
          \x20 IF TG_OP = 'UPDATE' OR TG_OP = 'DELETE' THEN\n\
          \x20   DELETE FROM {target} AS pgp_t WHERE pgp_t.{k} = OLD.{k} AND pgp_t.{t} = OLD.{t};\n\
          \x20 END IF;\n\
@@ -290,22 +295,41 @@ pub(crate) fn mirror_function(
     ))
 }
 
-pub(crate) fn create_trigger(trigger: &Ident, table: &Table, function: &Table) -> BuiltQuery {
-    BuiltQuery::generated(format!(
-        "CREATE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE ON {} FOR EACH ROW EXECUTE FUNCTION {}()",
-        quote(trigger),
-        quote_table(table),
-        quote_table(function)
-    ))
+/// The name of the statement-level `TRUNCATE` trigger beside the row
+/// trigger `trigger`.
+pub(crate) fn truncate_trigger(trigger: &Ident) -> Ident {
+    derived_name(&[trigger.as_str(), "truncate"])
 }
 
-pub(crate) fn drop_trigger(trigger: &Ident, table: &Table, if_exists: bool) -> BuiltQuery {
-    BuiltQuery::generated(format!(
-        "DROP TRIGGER {}{} ON {}",
-        if if_exists { "IF EXISTS " } else { "" },
-        quote(trigger),
-        quote_table(table)
-    ))
+/// The mirror's two triggers: every row written, and `TRUNCATE`.
+pub(crate) fn create_trigger(trigger: &Ident, table: &Table, function: &Table) -> [BuiltQuery; 2] {
+    [
+        BuiltQuery::generated(format!(
+            "CREATE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE ON {} FOR EACH ROW EXECUTE FUNCTION {}()",
+            quote(trigger),
+            quote_table(table),
+            quote_table(function)
+        )),
+        BuiltQuery::generated(format!(
+            "CREATE TRIGGER {} AFTER TRUNCATE ON {} FOR EACH STATEMENT EXECUTE FUNCTION {}()",
+            quote(&truncate_trigger(trigger)),
+            quote_table(table),
+            quote_table(function)
+        )),
+    ]
+}
+
+/// Drops both triggers of [`create_trigger`].
+pub(crate) fn drop_trigger(trigger: &Ident, table: &Table, if_exists: bool) -> [BuiltQuery; 2] {
+    let drop = |t: &Ident| {
+        BuiltQuery::generated(format!(
+            "DROP TRIGGER {}{} ON {}",
+            if if_exists { "IF EXISTS " } else { "" },
+            quote(t),
+            quote_table(table)
+        ))
+    };
+    [drop(trigger), drop(&truncate_trigger(trigger))]
 }
 
 pub(crate) fn drop_function(function: &Table, if_exists: bool) -> BuiltQuery {
@@ -439,11 +463,13 @@ pub(crate) fn cutover_statements(
     let mut out = vec![
         set_lock_timeout(lock_timeout),
         lock_exclusive(&[&names.original, &names.twin]),
-        drop_trigger(&names.forward_trigger, &names.original, false),
+    ];
+    out.extend(drop_trigger(&names.forward_trigger, &names.original, false));
+    out.extend([
         drop_function(&names.forward_fn, false),
         rename(&names.original, names.retired.name()),
         rename(&names.twin, names.original.name()),
-    ];
+    ]);
     out.extend(sequence_handover(source, &names.retired, &names.original));
     out.push(mirror_function(
         &names.reverse_fn,
@@ -452,7 +478,7 @@ pub(crate) fn cutover_statements(
         key,
         time,
     ));
-    out.push(create_trigger(
+    out.extend(create_trigger(
         &names.reverse_trigger,
         &names.original,
         &names.reverse_fn,
@@ -474,11 +500,13 @@ pub(crate) fn swap_back_statements(
     let mut out = vec![
         set_lock_timeout(lock_timeout),
         lock_exclusive(&[&names.original, &names.retired]),
-        drop_trigger(&names.reverse_trigger, &names.original, false),
+    ];
+    out.extend(drop_trigger(&names.reverse_trigger, &names.original, false));
+    out.extend([
         drop_function(&names.reverse_fn, false),
         rename(&names.original, names.twin.name()),
         rename(&names.retired, names.original.name()),
-    ];
+    ]);
     out.extend(sequence_handover(source, &names.twin, &names.original));
     out.push(mirror_function(
         &names.forward_fn,
@@ -487,7 +515,7 @@ pub(crate) fn swap_back_statements(
         key,
         time,
     ));
-    out.push(create_trigger(
+    out.extend(create_trigger(
         &names.forward_trigger,
         &names.original,
         &names.forward_fn,
@@ -626,8 +654,9 @@ impl<K: SqlType + FromSqlOwned, T: PartitionTime> Partitioner<K, T> {
             .triggers
             .iter()
             .filter(|t| {
-                t.as_str() != names.forward_trigger.as_str()
-                    && t.as_str() != names.reverse_trigger.as_str()
+                ![&names.forward_trigger, &names.reverse_trigger]
+                    .into_iter()
+                    .any(|m| t.as_str() == m.as_str() || t.as_str() == truncate_trigger(m).as_str())
             })
             .collect();
         if !foreign_triggers.is_empty() {
@@ -814,12 +843,16 @@ impl<K: SqlType + FromSqlOwned, T: PartitionTime> Partitioner<K, T> {
             )));
         }
         let columns = source.insertable();
-        let mirror = vec![
+        let mut mirror = vec![
             set_lock_timeout(self.lock_timeout_text()),
             mirror_function(&names.forward_fn, &names.twin, &columns, &key, &time),
-            create_trigger(&names.forward_trigger, &names.original, &names.forward_fn),
-            set_phase(&names, "copying"),
         ];
+        mirror.extend(create_trigger(
+            &names.forward_trigger,
+            &names.original,
+            &names.forward_fn,
+        ));
+        mirror.push(set_phase(&names, "copying"));
         let copy_example = copy_batch::<K>(&names, &columns, &key, None, self.batch_size);
         let cutover = cutover_statements(
             &names,
