@@ -451,6 +451,56 @@ pub(crate) fn copy_batch<K: SqlType>(
     )
 }
 
+/// One side of a swap: the table that is `original` now and where it goes,
+/// the table that takes its name, and the mirror to drop and the one to
+/// install.
+struct Swap<'a> {
+    incoming: &'a Table,
+    outgoing_to: &'a Table,
+    drop: (&'a Ident, &'a Table),
+    install: (&'a Ident, &'a Table),
+    phase: &'static str,
+}
+
+/// The swap transaction: lock both tables, drop the current mirror, rename
+/// both ways, hand the sequences over, mirror the new name's writes back
+/// into the table that left, and record the phase.
+fn swap_statements(
+    names: &Names,
+    source: &Source,
+    columns: &[Ident],
+    key: &Ident,
+    time: &Ident,
+    lock_timeout: String,
+    swap: Swap<'_>,
+) -> Vec<BuiltQuery> {
+    let mut out = vec![
+        set_lock_timeout(lock_timeout),
+        lock_exclusive(&[&names.original, swap.incoming]),
+    ];
+    out.extend(drop_trigger(swap.drop.0, &names.original, false));
+    out.extend([
+        drop_function(swap.drop.1, false),
+        rename(&names.original, swap.outgoing_to.name()),
+        rename(swap.incoming, names.original.name()),
+    ]);
+    out.extend(sequence_handover(source, swap.outgoing_to, &names.original));
+    out.push(mirror_function(
+        swap.install.1,
+        swap.outgoing_to,
+        columns,
+        key,
+        time,
+    ));
+    out.extend(create_trigger(
+        swap.install.0,
+        &names.original,
+        swap.install.1,
+    ));
+    out.push(set_phase(names, swap.phase));
+    out
+}
+
 /// The cutover transaction's statements (after `set_config`).
 pub(crate) fn cutover_statements(
     names: &Names,
@@ -460,31 +510,14 @@ pub(crate) fn cutover_statements(
     time: &Ident,
     lock_timeout: String,
 ) -> Vec<BuiltQuery> {
-    let mut out = vec![
-        set_lock_timeout(lock_timeout),
-        lock_exclusive(&[&names.original, &names.twin]),
-    ];
-    out.extend(drop_trigger(&names.forward_trigger, &names.original, false));
-    out.extend([
-        drop_function(&names.forward_fn, false),
-        rename(&names.original, names.retired.name()),
-        rename(&names.twin, names.original.name()),
-    ]);
-    out.extend(sequence_handover(source, &names.retired, &names.original));
-    out.push(mirror_function(
-        &names.reverse_fn,
-        &names.retired,
-        columns,
-        key,
-        time,
-    ));
-    out.extend(create_trigger(
-        &names.reverse_trigger,
-        &names.original,
-        &names.reverse_fn,
-    ));
-    out.push(set_phase(names, "cut_over"));
-    out
+    let swap = Swap {
+        incoming: &names.twin,
+        outgoing_to: &names.retired,
+        drop: (&names.forward_trigger, &names.forward_fn),
+        install: (&names.reverse_trigger, &names.reverse_fn),
+        phase: "cut_over",
+    };
+    swap_statements(names, source, columns, key, time, lock_timeout, swap)
 }
 
 /// The rollback (after a cutover) transaction's statements. `source` is
@@ -497,31 +530,14 @@ pub(crate) fn swap_back_statements(
     time: &Ident,
     lock_timeout: String,
 ) -> Vec<BuiltQuery> {
-    let mut out = vec![
-        set_lock_timeout(lock_timeout),
-        lock_exclusive(&[&names.original, &names.retired]),
-    ];
-    out.extend(drop_trigger(&names.reverse_trigger, &names.original, false));
-    out.extend([
-        drop_function(&names.reverse_fn, false),
-        rename(&names.original, names.twin.name()),
-        rename(&names.retired, names.original.name()),
-    ]);
-    out.extend(sequence_handover(source, &names.twin, &names.original));
-    out.push(mirror_function(
-        &names.forward_fn,
-        &names.twin,
-        columns,
-        key,
-        time,
-    ));
-    out.extend(create_trigger(
-        &names.forward_trigger,
-        &names.original,
-        &names.forward_fn,
-    ));
-    out.push(set_phase(names, "copied"));
-    out
+    let swap = Swap {
+        incoming: &names.retired,
+        outgoing_to: &names.twin,
+        drop: (&names.reverse_trigger, &names.reverse_fn),
+        install: (&names.forward_trigger, &names.forward_fn),
+        phase: "copied",
+    };
+    swap_statements(names, source, columns, key, time, lock_timeout, swap)
 }
 
 pub(crate) fn state_table_ddl(names: &Names) -> Vec<BuiltQuery> {
