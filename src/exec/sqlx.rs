@@ -17,7 +17,9 @@
 //!
 //! Not behind a transaction-mode pooler (PgBouncer `pool_mode =
 //! transaction`): the pooler may hand the connection to another client
-//! between the parse and the execution, and the unnamed statement with it.
+//! between the parse and the execution, and the unnamed statement with it
+//! (the execution then fails with SQLSTATE 26000, "unnamed prepared
+//! statement does not exist", or binds another client's statement).
 //! Use the tokio-postgres or deadpool executors there, which send each
 //! statement in one message sequence.
 

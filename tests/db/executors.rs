@@ -618,8 +618,8 @@ async fn every_family_answers_the_same_through_sqlx() {
     tx.rollback().await.expect("rollback");
 }
 
-/// Every check above, each on a fresh schema from `make` (the pooler test
-/// runs them through PgBouncer).
+/// Every check above but sqlx's, each on a fresh schema from `make` (the
+/// pooler test runs them through PgBouncer).
 pub async fn every_check<F: std::future::Future<Output = TestSchema>>(make: impl Fn() -> F) {
     futures_are_send_and_run_on_spawned_tasks_on(&make().await).await;
     references_and_smart_pointers_forward_on(&make().await).await;
@@ -629,7 +629,9 @@ pub async fn every_check<F: std::future::Future<Output = TestSchema>>(make: impl
     concurrent_index_builds_run_only_outside_transactions_on(&make().await).await;
     batch_execute_runs_a_script_as_one_unit_on(&make().await).await;
     query_opt_returns_none_or_the_row_on(&make().await).await;
-    sqlx_executors_run_send_futures_and_forward_on(&make().await).await;
-    sqlx_transactions_commit_or_roll_back_every_statement_on(&make().await).await;
-    sqlx_scripts_concurrent_indexes_and_optional_rows_on(&make().await).await;
+    // Not the sqlx checks: sqlx parses a statement and waits for the answer
+    // before it binds and runs it, and a transaction-mode pooler may hand
+    // the server connection (with the unnamed statement) to another client
+    // in between: "unnamed prepared statement does not exist" (26000), seen
+    // here under concurrent statements.
 }
