@@ -252,6 +252,7 @@
 //! | `tokio-postgres` | [`Executor`] for `tokio_postgres::Client` and `Transaction` | `tokio-postgres` | no |
 //! | `postgres` | [`BlockingExecutor`] for `postgres::Client` and `Transaction` | `postgres` | no |
 //! | `deadpool-postgres` | [`Executor`] for `deadpool_postgres::Pool` and `Client` | `deadpool-postgres`, `tokio-postgres` | no |
+//! | `sqlx` | [`Executor`] for `sqlx::PgPool`, and for a `sqlx::PgConnection` or `Transaction` wrapped in [`SqlxConn`] | `sqlx`, `tokio` | no |
 //! | `seed` | [`seed`]: server-side generators of realistic demo data (the examples' datasets) | none | no |
 //! | `testdb` | [`testdb::TestDb`]: a throwaway PostgreSQL cluster for tests and examples (Unix only) | `tokio-postgres`, `tokio` | no |
 //!
@@ -320,6 +321,9 @@ pub use error::{BoxError, Error, Result};
 #[cfg(feature = "tokio-postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio-postgres")))]
 pub use exec::Prepared;
+#[cfg(feature = "sqlx")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlx")))]
+pub use exec::SqlxConn;
 pub use exec::{BlockingExecutor, ColumnIndex, Executor, FromRow, RowRead, Transactional};
 pub use latest::{
     BackfillReport, Denormalize, LatestStatus, LatestStrategy, DRIFT_STORED, LATEST_ALIAS,

@@ -198,12 +198,12 @@ pub(crate) fn read_committed() -> BuiltQuery {
 
 /// `SELECT COUNT(*) FROM (statement) AS "matching"`.
 pub(crate) fn count_of(statement: SelectStatement) -> BuiltQuery {
-    BuiltQuery::new(
-        &Query::select()
-            .expr(Expr::cust("COUNT(*)"))
-            .from_subquery(statement, Alias::new("matching"))
-            .to_owned(),
-    )
+    // Rendered in place: `.to_owned()` would clone the whole statement.
+    let mut count = Query::select();
+    count
+        .expr(Expr::cust("COUNT(*)"))
+        .from_subquery(statement, Alias::new("matching"));
+    BuiltQuery::new(&count)
 }
 
 /// One batch's size and last key: `SELECT COUNT(*), MAX(pgp_batch.key)

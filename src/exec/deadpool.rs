@@ -15,7 +15,7 @@ pub(crate) fn pool_error(sql: &str, e: PoolError) -> Error {
             code: None,
             message: format!(
                 "could not get a pooled connection: {}",
-                super::row::chain_text(&other)
+                super::common::chain_text(&other)
             ),
             client: Box::new(other),
         },

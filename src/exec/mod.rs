@@ -11,6 +11,7 @@
 //! |---|---|
 //! | `tokio-postgres` | `tokio_postgres::Client`, `tokio_postgres::Transaction` ([`Executor`], [`Transactional`]) |
 //! | `deadpool-postgres` | `deadpool_postgres::Pool`, `deadpool_postgres::Client` ([`Executor`], [`Transactional`]) |
+//! | `sqlx` | `sqlx::PgPool` ([`Executor`], [`Transactional`]); a `sqlx::PgConnection`, `Transaction` or `PoolConnection` wrapped in [`SqlxConn`] ([`Executor`], [`Transactional`]) |
 //! | `postgres` | `postgres::Client`, `postgres::Transaction` ([`BlockingExecutor`]) |
 //! | `tokio-postgres`, `deadpool-postgres` | [`Prepared`] over `tokio_postgres::Client`, `deadpool_postgres::Pool` or `Client` ([`Executor`], [`Transactional`]) |
 //!
@@ -47,6 +48,8 @@ use std::sync::Arc;
 
 use postgres_types::FromSqlOwned;
 
+#[cfg(feature = "sqlx")]
+pub use self::sqlx::SqlxConn;
 #[cfg(test)]
 pub(crate) use blocking::block_on;
 pub(crate) use blocking::{run_blocking, run_blocking_mut};
@@ -56,6 +59,8 @@ pub use prepared::Prepared;
 use crate::{BuiltQuery, Error, Result};
 
 mod blocking;
+#[cfg(any(feature = "tokio-postgres", feature = "postgres", feature = "sqlx"))]
+mod common;
 #[cfg(feature = "deadpool-postgres")]
 mod deadpool;
 #[cfg(feature = "postgres")]
@@ -64,6 +69,8 @@ mod postgres;
 mod prepared;
 #[cfg(any(feature = "tokio-postgres", feature = "postgres"))]
 mod row;
+#[cfg(feature = "sqlx")]
+mod sqlx;
 #[cfg(feature = "tokio-postgres")]
 mod tokio_postgres;
 
@@ -99,7 +106,8 @@ impl std::fmt::Display for ColumnIndex<'_> {
 
 /// A row returned by a client, read into typed values.
 ///
-/// Implemented for `tokio_postgres::Row` (which is also `postgres::Row`).
+/// Implemented for `tokio_postgres::Row` (which is also `postgres::Row`) and
+/// `sqlx::postgres::PgRow`.
 pub trait RowRead {
     /// The value of one column as `T`.
     ///

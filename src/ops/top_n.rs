@@ -262,12 +262,16 @@ impl<K: SqlType, A: Summable> TopN<K, A> {
     /// # Errors
     /// As [`check`](Self::check).
     pub fn to_statement(&self) -> Result<SelectStatement> {
-        self.check()?;
-        Ok(self.statement())
+        // The aggregate is made once, checked, then used.
+        self.problems.check()?;
+        let aggregate = self.aggregate();
+        aggregate.check()?;
+        Ok(self.statement(&aggregate))
     }
 
-    fn statement(&self) -> SelectStatement {
-        let inner = self.aggregate().statement();
+    /// The report over `aggregate` (this report's checked [`aggregate`](Self::aggregate)).
+    fn statement(&self, aggregate: &Rollup) -> SelectStatement {
+        let inner = aggregate.statement();
         let top = Alias::new(TOP_ALIAS);
         let mut q = Query::select();
         q.column(self.key.col_ref());

@@ -6,15 +6,51 @@ use std::time::Duration;
 
 use pgpatterns::sea_query::{ExprTrait, Query};
 use pgpatterns::{
-    BlockingExecutor, BuiltQuery, Error, Executor, Ident, RowRead, SqlType, Table, Transactional,
+    BlockingExecutor, BuiltQuery, Error, Executor, Ident, RowRead, SqlType, SqlxConn, Table,
+    Transactional,
 };
 
 use crate::support::{
-    client, count_rows, create, exec, insert, pool, schema, with_sync_client, Ledger,
+    client, count_rows, create, exec, insert, pool, schema, sqlx_conn, sqlx_pool, with_sync_client,
+    Ledger,
 };
 
-/// Checks a server error: variant, SQLSTATE, SQL, `Display` and source.
+/// Checks a server error from tokio-postgres (or deadpool, or postgres):
+/// as [`assert_server_error`], and the client's own error is kept.
 fn assert_db_error(err: &Error, code: &str, sql: &str) {
+    assert_server_error(err, code, sql);
+    let client = err
+        .client_error()
+        .and_then(|s| s.downcast_ref::<tokio_postgres::Error>())
+        .expect("the client's error is kept");
+    assert_eq!(client.code().map(|c| c.code()), Some(code));
+    let db = err.as_db_error().expect("the server's error");
+    assert_eq!(db.code().code(), code);
+    assert!(err.message().unwrap().starts_with(db.message()), "{err}");
+    assert_says_once(err, db.message());
+}
+
+/// Checks a server error from sqlx: as [`assert_server_error`], and the
+/// `sqlx::Error` is kept.
+fn assert_sqlx_error(err: &Error, code: &str, sql: &str) {
+    assert_server_error(err, code, sql);
+    let client = err
+        .client_error()
+        .and_then(|s| s.downcast_ref::<sqlx::Error>())
+        .expect("the client's error is kept");
+    let sqlx::Error::Database(db) = client else {
+        panic!("a server error, got {client:?}");
+    };
+    assert_eq!(db.code().as_deref(), Some(code));
+    assert!(err.message().unwrap().starts_with(db.message()), "{err}");
+    assert_says_once(err, db.message());
+    // tokio-postgres's `DbError` is for its own clients' errors.
+    assert!(err.as_db_error().is_none());
+}
+
+/// Checks a server error from any client: variant, SQLSTATE, SQL and
+/// `Display`.
+fn assert_server_error(err: &Error, code: &str, sql: &str) {
     assert!(err.is_database() && !err.is_invalid_input(), "{err:?}");
     assert!(matches!(err, Error::Database { .. }), "{err:?}");
     assert_eq!(err.code(), Some(code), "{err}");
@@ -25,15 +61,6 @@ fn assert_db_error(err: &Error, code: &str, sql: &str) {
         "{shown}"
     );
     assert!(shown.ends_with(&format!(" (in SQL: {sql})")), "{shown}");
-    let client = err
-        .client_error()
-        .and_then(|s| s.downcast_ref::<tokio_postgres::Error>())
-        .expect("the client's error is kept");
-    assert_eq!(client.code().map(|c| c.code()), Some(code));
-    let db = err.as_db_error().expect("the server's error");
-    assert_eq!(db.code().code(), code);
-    assert!(err.message().unwrap().starts_with(db.message()), "{err}");
-    assert_says_once(err, db.message());
 }
 
 /// `{err}` and each `source()` below it, as `anyhow`/`eyre` print a chain.
@@ -129,6 +156,37 @@ async fn unique_violation_is_recognised_with_its_detail() {
 async fn decode_errors_name_the_column_and_the_type() {
     let schema = schema().await;
     let client = client(&schema).await;
+    decode_errors_on(&client).await;
+    // The client's error is the source, down to postgres-types' own.
+    let select = BuiltQuery::fixed("SELECT 1::int8");
+    let err = client.rows_as::<(i32,)>(&select).await.unwrap_err();
+    let source = std::error::Error::source(&err).expect("a source");
+    assert!(source.downcast_ref::<tokio_postgres::Error>().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlx_decode_errors_read_as_tokio_postgres_ones() {
+    let schema = schema().await;
+    decode_errors_on(&sqlx_pool(&schema)).await;
+    let mut conn = sqlx_conn(&schema).await;
+    let select = BuiltQuery::fixed("SELECT 1::int8");
+    let err = SqlxConn::new(&mut conn)
+        .rows_as::<(i32,)>(&select)
+        .await
+        .unwrap_err();
+    // Read with postgres-types, whose error is the source.
+    let source = std::error::Error::source(&err).expect("a source");
+    assert!(
+        source
+            .downcast_ref::<tokio_postgres::types::WrongType>()
+            .is_some(),
+        "{source:?}"
+    );
+}
+
+/// Decode errors through `client` (of any kind) name the column and the
+/// type and end with the cause in plain words.
+async fn decode_errors_on<E: Executor>(client: &E) {
     let table = Table::new("payments").expect("valid name");
     let amount = table.column::<i64>("amount").expect("valid name");
     let note = table.column::<String>("note").expect("valid name");
@@ -181,9 +239,7 @@ async fn decode_errors_name_the_column_and_the_type() {
         err.to_string(),
         "cannot decode column \"amount\" (#0) as i32: the column's Postgres type is `int8`"
     );
-    // The client's error is still the source, down to postgres-types' own.
-    let source = std::error::Error::source(&err).expect("a source");
-    assert!(source.downcast_ref::<tokio_postgres::Error>().is_some());
+    // The source chain goes down to postgres-types' own error.
     assert!(
         chain(&err).contains("cannot convert between the Rust type `i32`"),
         "{}",
@@ -352,5 +408,72 @@ async fn unreachable_server_is_a_database_error_without_sqlstate() {
     assert!(shown.contains("connect"), "{shown}");
     assert!(err.as_db_error().is_none());
     assert!(err.client_error().is_some());
+    assert_says_once(&err, err.message().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlx_errors_carry_the_sqlstate_the_sql_and_the_detail() {
+    let schema = schema().await;
+    let pool = sqlx_pool(&schema);
+    let mut conn = sqlx_conn(&schema).await;
+
+    let q = missing_table();
+    assert_sqlx_error(&q.fetch_rows(&pool).await.unwrap_err(), "42P01", q.sql());
+    let err = SqlxConn::new(&mut conn).rows(&q).await.unwrap_err();
+    assert_sqlx_error(&err, "42P01", q.sql());
+    assert!(err.to_string().contains("no_such_table"), "{err}");
+
+    let zero = BuiltQuery::from(
+        &Query::select()
+            .expr(1i32.param().div(0i32.param()))
+            .to_owned(),
+    );
+    assert_sqlx_error(&pool.rows(&zero).await.unwrap_err(), "22012", zero.sql());
+
+    let ledger = Ledger::new("ledger");
+    exec(&pool, &ledger.create()).await;
+    exec(&pool, &ledger.insert(&[(1, 10)])).await;
+    let again = ledger.insert(&[(1, 20)]);
+    let err = again.execute(&SqlxConn::new(&mut conn)).await.unwrap_err();
+    assert!(err.is_unique_violation(), "{err:?}");
+    assert_sqlx_error(&err, "23505", again.sql());
+    assert!(
+        err.to_string().contains("Key (id)=(1) already exists"),
+        "{err}"
+    );
+
+    // Invalid input is refused before sending: a sqlx transaction goes on.
+    let nul = BuiltQuery::from(&Query::select().expr("a\0b".to_owned().param()).to_owned());
+    let mut tx = sqlx::Connection::begin(&mut conn).await.expect("begin");
+    let in_tx = SqlxConn::new(&mut *tx);
+    exec(&in_tx, &ledger.insert(&[(2, 20)])).await;
+    let err = in_tx.rows(&nul).await.unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidSpec { field: "value", .. }),
+        "{err:?}"
+    );
+    exec(&in_tx, &ledger.insert(&[(3, 30)])).await;
+    tx.commit().await.expect("commit");
+    assert_eq!(ledger.rows(&pool).await, [(1, 10), (2, 20), (3, 30)]);
+
+    // A server that cannot be reached: no SQLSTATE, what went wrong, the SQL.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let nowhere = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_lazy_with(
+            sqlx::postgres::PgConnectOptions::new_without_pgpass()
+                .host("127.0.0.1")
+                .port(port)
+                .username("postgres"),
+        );
+    let err = q.fetch_rows(&nowhere).await.unwrap_err();
+    assert!(err.is_database(), "{err:?}");
+    assert_eq!(err.code(), None, "{err}");
+    assert_eq!(err.sql(), Some(q.sql()));
+    assert!(err.to_string().starts_with("database error: "), "{err}");
+    assert!(err.client_error().is_some_and(|e| e.is::<sqlx::Error>()));
     assert_says_once(&err, err.message().unwrap());
 }

@@ -17,19 +17,16 @@ use pgpatterns::ops::archive::Archiver;
 use pgpatterns::ops::index::{ConcurrentIndex, IndexState};
 use pgpatterns::ops::recent::RecentHistory;
 use pgpatterns::ops::{TopN, TopRow};
-use pgpatterns::seed::moves::{MovesSeed, MovesTables};
+use pgpatterns::seed::moves::MovesSeed;
 use pgpatterns::seed::orders::{OrdersSeed, OrdersTables};
-use pgpatterns::seed::sales::{SalesSeed, SalesTables};
+use pgpatterns::seed::sales::SalesSeed;
 use pgpatterns::seed::shop::{ShopSeed, ShopTables};
 use pgpatterns::testdb::{TestDb, TestSchema};
-use pgpatterns::{
-    BuiltQuery, Executor, LatestStrategy, PageRequest, Prepared, Shape, SinceStrategy, SqlType,
-    Table,
-};
+use pgpatterns::{BuiltQuery, Executor, LatestStrategy, Prepared, Shape, SqlType, Table};
 use rust_decimal::Decimal;
 
 use crate::executors;
-use crate::support::{client, fetch, pool, with_sync_client};
+use crate::support::{client, fetch, latest_and_rollup, pool, since_answers, with_sync_client};
 
 /// A fresh schema reached through the pooler.
 ///
@@ -114,48 +111,6 @@ async fn prepared_statements_break_behind_the_pooler_and_say_so() {
     );
 }
 
-/// Latest count, first page and Auto's count; the rollup rows (without their
-/// spec ids, which differ between two `Rollup` values).
-async fn latest_and_rollup<E: Executor>(e: &E) -> (i64, Vec<i64>, i64, Vec<String>) {
-    let latest = OrdersTables::default().latest().status_eq("Complete");
-    let auto = latest.clone().strategy(LatestStrategy::Auto);
-    let page = latest
-        .fetch_page::<(), i64>(e, &PageRequest::new(10))
-        .await
-        .unwrap();
-    let rollup = SalesTables::sample().dashboard(false);
-    let rows = rollup.fetch_all(e).await.unwrap();
-    let rows = rows.iter().map(|r| {
-        let text = format!("{r:?}");
-        text[text.find("names:").unwrap_or(0)..].to_owned()
-    });
-    (
-        latest.count(e).await.unwrap(),
-        page.keys,
-        auto.count(e).await.unwrap(),
-        rows.collect(),
-    )
-}
-
-/// Since count, first page, and how many changes that page has.
-async fn since<E: Executor>(e: &E) -> (i64, Vec<i64>, usize) {
-    let since = MovesTables::default()
-        .seed_graph()
-        .since(now() - Duration::days(2));
-    let exists = since.clone().strategy(SinceStrategy::Exists);
-    let page = exists
-        .fetch_page::<(i64,)>(e, &PageRequest::new(10))
-        .await
-        .unwrap();
-    let changes = exists.fetch_changes(e, &page.keys).await.unwrap();
-    let auto = since.strategy(SinceStrategy::Auto);
-    let choice = auto.explain_choice(e, Shape::Count).await.unwrap();
-    assert!(!choice.reason.is_empty());
-    let count = exists.count(e).await.unwrap();
-    assert_eq!(auto.count(e).await.unwrap(), count);
-    (count, page.keys, changes.len())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_family_answers_as_without_the_pooler() {
     let (a, b) = (pooled().await, pooled().await);
@@ -179,10 +134,10 @@ async fn every_family_answers_as_without_the_pooler() {
     assert_eq!(latest_and_rollup(&pool(&a)).await, through);
     assert_eq!(latest_and_rollup(&direct(&a).await).await, through);
 
-    let through = since(&cb).await;
+    let through = since_answers(&cb, now()).await;
     assert!(through.0 > 0 && !through.1.is_empty() && through.2 > 0);
-    assert_eq!(since(&pool(&b)).await, through);
-    assert_eq!(since(&direct(&b).await).await, through);
+    assert_eq!(since_answers(&pool(&b), now()).await, through);
+    assert_eq!(since_answers(&direct(&b).await, now()).await, through);
 
     // Auto's decisions read the catalog through the pooler.
     let latest = OrdersTables::default().latest().status_eq("Complete");

@@ -1,11 +1,18 @@
 //! Helpers shared by the database tests: a schema per test, the three
 //! clients, and small statement builders.
 
+use chrono::{DateTime, Duration, Utc};
 use pgpatterns::sea_query::{
     ColumnDef, Expr, ExprTrait, Index, Order, Query, Table as Ddl, TableCreateStatement,
 };
+use pgpatterns::seed::moves::MovesTables;
+use pgpatterns::seed::orders::OrdersTables;
+use pgpatterns::seed::sales::SalesTables;
 use pgpatterns::testdb::{TestDb, TestSchema};
-use pgpatterns::{AnyColumn, BuiltQuery, Column, Executor, FromRow, SqlType, Table};
+use pgpatterns::{
+    AnyColumn, BuiltQuery, Column, Executor, FromRow, LatestStrategy, PageRequest, Shape,
+    SinceStrategy, SqlType, Table,
+};
 
 /// A fresh schema in the shared server, dropped when the handle is.
 ///
@@ -33,6 +40,64 @@ pub fn pool(schema: &TestSchema) -> deadpool_postgres::Pool {
         .max_size(4)
         .build()
         .expect("build the deadpool pool")
+}
+
+/// sqlx connect options for the schema: the same server, user, database and
+/// `search_path` as [`TestSchema::config`].
+pub fn sqlx_options(schema: &TestSchema) -> sqlx::postgres::PgConnectOptions {
+    use tokio_postgres::config::Host;
+    let config = schema.config();
+    // Text output of floats is never read (rows come back in binary), and a
+    // pooler refuses startup parameters it does not know.
+    let mut options =
+        sqlx::postgres::PgConnectOptions::new_without_pgpass().extra_float_digits(None);
+    options = match config.get_hosts().first() {
+        Some(Host::Unix(dir)) => options.socket(dir),
+        Some(Host::Tcp(host)) => options.host(host),
+        None => options,
+    };
+    if let Some(&port) = config.get_ports().first() {
+        options = options.port(port);
+    }
+    if let Some(user) = config.get_user() {
+        options = options.username(user);
+    }
+    if let Some(password) = config.get_password() {
+        options = options.password(std::str::from_utf8(password).expect("a UTF-8 password"));
+    }
+    if let Some(dbname) = config.get_dbname() {
+        options = options.database(dbname);
+    }
+    // `-c name=value` server settings (`search_path`), as sqlx takes them.
+    let settings: Vec<(&str, &str)> = config
+        .get_options()
+        .unwrap_or("")
+        .split_whitespace()
+        .filter(|word| *word != "-c")
+        .filter_map(|word| word.split_once('='))
+        .collect();
+    if settings.is_empty() {
+        options
+    } else {
+        options.options(settings)
+    }
+}
+
+/// A `sqlx::PgPool` of up to 4 connections to the schema (connecting lazily,
+/// as the deadpool pool does).
+pub fn sqlx_pool(schema: &TestSchema) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect_lazy_with(sqlx_options(schema))
+}
+
+/// A `sqlx::PgConnection` to the schema.
+pub async fn sqlx_conn(schema: &TestSchema) -> sqlx::PgConnection {
+    use sqlx::ConnectOptions;
+    sqlx_options(schema)
+        .connect()
+        .await
+        .expect("connect with sqlx")
 }
 
 /// Runs `f` with a synchronous `postgres::Client` connected to the schema, on a
@@ -202,4 +267,49 @@ impl Rng {
     pub fn chance(&mut self, one_in: u64) -> bool {
         self.below(one_in) == 0
     }
+}
+
+/// Latest count, first page and Auto's count; the rollup rows (without their
+/// spec ids, which differ between two `Rollup` values). On `OrdersSeed` and
+/// `SalesSeed::sample` data.
+pub async fn latest_and_rollup<E: Executor>(e: &E) -> (i64, Vec<i64>, i64, Vec<String>) {
+    let latest = OrdersTables::default().latest().status_eq("Complete");
+    let auto = latest.clone().strategy(LatestStrategy::Auto);
+    let page = latest
+        .fetch_page::<(), i64>(e, &PageRequest::new(10))
+        .await
+        .unwrap();
+    let rollup = SalesTables::sample().dashboard(false);
+    let rows = rollup.fetch_all(e).await.unwrap();
+    let rows = rows.iter().map(|r| {
+        let text = format!("{r:?}");
+        text[text.find("names:").unwrap_or(0)..].to_owned()
+    });
+    (
+        latest.count(e).await.unwrap(),
+        page.keys,
+        auto.count(e).await.unwrap(),
+        rows.collect(),
+    )
+}
+
+/// Since (Exists) count, first page, and how many changes that page has;
+/// Auto explains its choice and counts the same. On `MovesSeed` data made
+/// at `now`.
+pub async fn since_answers<E: Executor>(e: &E, now: DateTime<Utc>) -> (i64, Vec<i64>, usize) {
+    let since = MovesTables::default()
+        .seed_graph()
+        .since(now - Duration::days(2));
+    let exists = since.clone().strategy(SinceStrategy::Exists);
+    let page = exists
+        .fetch_page::<(i64,)>(e, &PageRequest::new(10))
+        .await
+        .unwrap();
+    let changes = exists.fetch_changes(e, &page.keys).await.unwrap();
+    let auto = since.strategy(SinceStrategy::Auto);
+    let choice = auto.explain_choice(e, Shape::Count).await.unwrap();
+    assert!(!choice.reason.is_empty());
+    let count = exists.count(e).await.unwrap();
+    assert_eq!(auto.count(e).await.unwrap(), count);
+    (count, page.keys, changes.len())
 }

@@ -1,8 +1,8 @@
 //! Every `SqlType` bound through each client and read back unchanged.
 //!
 //! One plan of statements and expected results ([`plan`]) is run by the
-//! tokio-postgres client, the deadpool pool, both through `Prepared`, and the
-//! sync postgres client.
+//! tokio-postgres client, the deadpool pool, both through `Prepared`, the
+//! sync postgres client, and sqlx (a pool, and a connection in `SqlxConn`).
 
 use std::fmt::Debug;
 use std::str::FromStr;
@@ -11,14 +11,15 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use pgpatterns::sea_query::{Expr, ExprTrait, Order, Query};
 use pgpatterns::{
     AnyColumn, BlockingExecutor, BuiltQuery, Column, Executor, FromRow, Prepared, Result, RowRead,
-    SqlType, Table,
+    SqlType, SqlxConn, Table,
 };
 use rust_decimal::Decimal;
 use tokio_postgres::types::FromSqlOwned;
-use tokio_postgres::Row;
 use uuid::Uuid;
 
-use crate::support::{client, create_table, insert, pool, schema, with_sync_client};
+use crate::support::{
+    client, create_table, insert, pool, schema, sqlx_conn, sqlx_pool, with_sync_client,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_type_round_trips_through_tokio_postgres() {
@@ -38,6 +39,15 @@ async fn every_type_round_trips_through_prepared_statements() {
     run(&Prepared::new(client(&schema).await), &plan()).await;
     let schema = crate::support::schema().await;
     run(&Prepared::new(pool(&schema)), &plan()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_round_trips_through_sqlx() {
+    let schema = schema().await;
+    run(&sqlx_pool(&schema), &plan()).await;
+    let schema = crate::support::schema().await;
+    let mut conn = sqlx_conn(&schema).await;
+    run(&SqlxConn::new(&mut conn), &plan()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,25 +261,26 @@ fn samples() -> [Sample; 3] {
     ]
 }
 
-/// Checks a statement's rows; `Err` describes the mismatch.
-type Check = Box<dyn Fn(&[Row]) -> Result<(), String> + Send + Sync>;
+/// Checks a statement's rows (of a client's row type `R`); `Err` describes
+/// the mismatch.
+type Check<R> = Box<dyn Fn(&[R]) -> Result<(), String> + Send + Sync>;
 
 /// What one statement must return.
-enum Expect {
+enum Expect<R> {
     /// `execute` reports this many affected rows.
     Affected(u64),
     /// `query`'s rows pass this check.
-    Rows(Check),
+    Rows(Check<R>),
 }
 
 /// A statement and its expected outcome, runnable by any client.
-struct Step {
+struct Step<R> {
     query: BuiltQuery,
-    expect: Expect,
+    expect: Expect<R>,
 }
 
-impl Step {
-    fn affected(query: BuiltQuery, n: u64) -> Step {
+impl<R: RowRead + 'static> Step<R> {
+    fn affected(query: BuiltQuery, n: u64) -> Step<R> {
         Step {
             query,
             expect: Expect::Affected(n),
@@ -277,11 +288,11 @@ impl Step {
     }
 
     /// `query` returns exactly `expected`, each row decoded as `T`.
-    fn rows<T>(query: BuiltQuery, expected: Vec<T>) -> Step
+    fn rows<T>(query: BuiltQuery, expected: Vec<T>) -> Step<R>
     where
         T: FromRow + PartialEq + Debug + Send + Sync + 'static,
     {
-        let check = move |rows: &[Row]| {
+        let check = move |rows: &[R]| {
             let got = rows
                 .iter()
                 .map(T::from_row)
@@ -300,7 +311,7 @@ impl Step {
     }
 
     /// Panics with the statement (SQL and values) unless `got` matches.
-    fn judge(&self, got: Result<Got>) {
+    fn judge(&self, got: Result<Got<R>>) {
         let mismatch = match (&self.expect, got) {
             (_, Err(e)) => format!("failed: {e}"),
             (Expect::Affected(n), Ok(Got::Affected(got))) if got == *n => return,
@@ -318,12 +329,15 @@ impl Step {
 }
 
 /// What a client returned for a [`Step`].
-enum Got {
+enum Got<R> {
     Affected(u64),
-    Rows(Vec<Row>),
+    Rows(Vec<R>),
 }
 
-async fn run<E: Executor<Row = Row>>(e: &E, plan: &[Step]) {
+async fn run<E: Executor>(e: &E, plan: &[Step<E::Row>])
+where
+    E::Row: 'static,
+{
     for step in plan {
         let got = match step.expect {
             Expect::Affected(_) => e.run(&step.query).await.map(Got::Affected),
@@ -333,7 +347,10 @@ async fn run<E: Executor<Row = Row>>(e: &E, plan: &[Step]) {
     }
 }
 
-fn run_blocking<E: BlockingExecutor<Row = Row>>(e: &mut E, plan: &[Step]) {
+fn run_blocking<E: BlockingExecutor>(e: &mut E, plan: &[Step<E::Row>])
+where
+    E::Row: 'static,
+{
     for step in plan {
         let got = match step.expect {
             Expect::Affected(_) => e.run(&step.query).map(Got::Affected),
@@ -344,7 +361,7 @@ fn run_blocking<E: BlockingExecutor<Row = Row>>(e: &mut E, plan: &[Step]) {
 }
 
 /// Everything each client must get right, in order.
-fn plan() -> Vec<Step> {
+fn plan<R: RowRead + 'static>() -> Vec<Step<R>> {
     let c = Cols::new().expect("valid names");
     let rows = samples();
     let mut plan = vec![
@@ -404,7 +421,7 @@ fn plan() -> Vec<Step> {
 }
 
 /// `SELECT $1::T[]` gives back the same list.
-fn array_round_trip<T>(values: Vec<T>) -> Step
+fn array_round_trip<R: RowRead + 'static, T>(values: Vec<T>) -> Step<R>
 where
     T: SqlType + FromSqlOwned + PartialEq,
 {
@@ -420,7 +437,11 @@ where
 
 /// Filters on one column with values of its type: `=`, `= ANY(array)`,
 /// `IS NULL`, a typed NULL parameter and an array parameter round trip.
-fn typed<T>(c: &Cols, col: &Column<T>, field: impl Fn(&Sample) -> Option<T>) -> Vec<Step>
+fn typed<R: RowRead + 'static, T>(
+    c: &Cols,
+    col: &Column<T>,
+    field: impl Fn(&Sample) -> Option<T>,
+) -> Vec<Step<R>>
 where
     T: SqlType + FromSqlOwned + PartialEq,
 {
@@ -453,7 +474,7 @@ where
 /// Columns declared narrower than the handle's type: `Column<i64>` on `int2`
 /// and `int4` columns, `Column<f64>` on `float4`. Parameters are cast to the
 /// handle's type and the server compares across types, as it does for literals.
-fn coerced() -> Vec<Step> {
+fn coerced<R: RowRead + 'static>() -> Vec<Step<R>> {
     let table = Table::new("narrow").expect("valid name");
     let col = |name| table.column::<i64>(name).expect("valid name");
     let (id, small, int) = (col("id"), col("small"), col("int"));
