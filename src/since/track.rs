@@ -558,7 +558,7 @@ impl Track {
     pub fn function(&self) -> BuiltQuery {
         BuiltQuery::generated(format!(
             "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql \
-             SET search_path FROM CURRENT AS {}",
+             SET search_path FROM CURRENT SET jit = off AS {}",
             self.signature_name(),
             dollar_quote(&self.body())
         ))
