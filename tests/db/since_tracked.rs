@@ -6,7 +6,7 @@
 //! READ writer fails instead of drifting; hostile names; installers that
 //! never replace what they did not create; `Auto` follows the catalog.
 
-use chrono::{DateTime, Duration, FixedOffset, Utc};
+use chrono::{DateTime, Duration, FixedOffset, TimeZone, Utc};
 use pgpatterns::{
     BuiltQuery, Column, Executor, PageOrder, Shape, SinceGraph, SinceStrategy, StrategyCache, Track,
 };
@@ -107,7 +107,7 @@ fn random_write(rng: &mut Rng, shift: i64) -> String {
              ORDER BY id LIMIT 1 ON CONFLICT DO NOTHING"
         ),
         14 => format!(
-            "INSERT INTO addresses (id, updated_at) VALUES ({other} + 3000, TIMESTAMP '2024-06-04 00:00:00'); \
+            "INSERT INTO addresses (id, updated_at) VALUES ({other} + 3000, TIMESTAMP '2024-06-04 00:00:00') ON CONFLICT DO NOTHING; \
              UPDATE shipments SET address_id = {other} + 3000 WHERE id % 6 = {}",
             id % 6
         ),
@@ -338,4 +338,292 @@ async fn auto_uses_the_tracked_column_exactly_while_it_is_maintained() {
         .unwrap_err();
     assert!(err.to_string().contains("tracked_by"), "{err}");
     let _: Option<Track> = None;
+}
+
+/// `writers` connections at `isolation`, each running `ops` random writes
+/// over every table (some as two-write transactions held open a moment, so
+/// triggers overlap), retried on serialization failure or deadlock; then
+/// no drift and Tracked agrees with every strategy.
+async fn concurrent_writers(isolation: &'static str, writers: u64, ops: usize) -> u64 {
+    let schema = schema().await;
+    let mut c = client(&schema).await;
+    c.batch_execute("SET jit = off").await.unwrap();
+    let shop = Shop::new("");
+    shop.create(&c).await;
+    fill(&c).await;
+    let graph = tracked_graph(&shop, FixedOffset::east_opt(0).unwrap());
+    let track = graph.track().unwrap();
+    track.install(&mut c).await.unwrap();
+    track.backfill::<i64, _>(&mut c, 8, |_| {}).await.unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let mut conn = client(&schema).await;
+        conn.batch_execute(&format!(
+            "SET jit = off; SET deadlock_timeout = '20ms'; \
+             SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL {isolation}"
+        ))
+        .await
+        .unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((w + 1) * 0x1234_5678_9ABC));
+            let mut retries = 0u64;
+            for op in 0..ops {
+                let first = random_write(&mut rng, (op / 10) as i64);
+                let second = rng.chance(3).then(|| random_write(&mut rng, 0));
+                loop {
+                    let res = async {
+                        let tx = conn.transaction().await?;
+                        tx.batch_execute(&first).await?;
+                        if let Some(second) = &second {
+                            tx.batch_execute("SELECT pg_sleep(0.002)").await?;
+                            tx.batch_execute(second).await?;
+                        }
+                        tx.commit().await
+                    }
+                    .await;
+                    match res {
+                        Ok(()) => break,
+                        Err(e)
+                            if matches!(
+                                e.code().map(|c| c.code()),
+                                Some("40P01") | Some("40001")
+                            ) =>
+                        {
+                            retries += 1
+                        }
+                        Err(e) => panic!("writer {w}: {first} / {second:?}: {e:?}"),
+                    }
+                }
+            }
+            retries
+        }));
+    }
+    let started = std::time::Instant::now();
+    let mut retries = 0;
+    for t in tasks {
+        retries += t.await.unwrap();
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    let drift: Vec<(i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> =
+        c.rows_as(&track.drift_query()).await.unwrap();
+    assert_eq!(
+        drift,
+        vec![],
+        "drift after {isolation} writers ({retries} retries)"
+    );
+    for at in [
+        since() - Duration::days(40),
+        since(),
+        since() + Duration::days(3),
+    ] {
+        all_agree(&c, &graph, "id", at, None, isolation).await;
+    }
+    retries
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_read_committed_writers_leave_no_drift() {
+    concurrent_writers("READ COMMITTED", 8, 40).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_repeatable_read_writers_retry_instead_of_drifting() {
+    concurrent_writers("REPEATABLE READ", 6, 25).await;
+}
+
+/// The race that locking roots alone misses: a shipment newly pointing at
+/// an address (root 3) and an update of that address (whose other
+/// shipments lead to other roots) reach disjoint roots. At READ COMMITTED
+/// the second writer waits at the join point and then sees the first; at
+/// REPEATABLE READ it fails with 40001.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_connection_and_a_far_update_meet_at_the_join_point() {
+    let schema = schema().await;
+    let mut c = client(&schema).await;
+    c.batch_execute("SET jit = off").await.unwrap();
+    let shop = Shop::new("");
+    shop.create(&c).await;
+    fill(&c).await;
+    let graph = tracked_graph(&shop, FixedOffset::east_opt(0).unwrap());
+    let track = graph.track().unwrap();
+    track.install(&mut c).await.unwrap();
+    track.backfill::<i64, _>(&mut c, 100, |_| {}).await.unwrap();
+    for (round, isolation) in ["READ COMMITTED", "REPEATABLE READ"]
+        .into_iter()
+        .enumerate()
+    {
+        let address = 7 + round as i64;
+        let ship = 900 + round as i64;
+        let mut far = client(&schema).await;
+        far.batch_execute(&format!(
+            "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL {isolation}"
+        ))
+        .await
+        .unwrap();
+        // the far writer's snapshot is taken before the new shipment commits
+        let tx = far.transaction().await.unwrap();
+        tx.batch_execute("SELECT count(*) FROM moves")
+            .await
+            .unwrap();
+        // a new shipment of move 3 pointing at the address, committed
+        c.batch_execute(&format!(
+            "INSERT INTO shipments VALUES ({ship}, 3, {address}, TIMESTAMPTZ '2024-01-01 00:00+00')"
+        ))
+        .await
+        .unwrap();
+        // the far writer updates the address
+        let res = tx
+            .batch_execute(&format!(
+                "UPDATE addresses SET updated_at = TIMESTAMP '2030-01-0{} 00:00' WHERE id = {address}",
+                round + 1
+            ))
+            .await;
+        match (isolation, res) {
+            ("READ COMMITTED", Ok(())) => tx.commit().await.unwrap(),
+            ("REPEATABLE READ", Err(e)) => {
+                assert_eq!(e.code().map(|c| c.code()), Some("40001"), "{e:?}");
+                drop(tx);
+            }
+            (_, res) => panic!("{isolation}: {res:?}"),
+        }
+        assert_eq!(track.drift_count(&c).await.unwrap(), 0, "{isolation}");
+    }
+    let at = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
+    let tracked: Vec<i64> = ids(&c, &graph.since(at).strategy(SinceStrategy::Tracked), "id").await;
+    assert!(tracked.contains(&3), "{tracked:?}");
+}
+
+fn q(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Tables and columns named like PL/pgSQL's variables, the function's own
+/// internal names and the stamp table's columns, with quotes and `$`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_install_twice_uninstall_and_refuse_foreign_objects() {
+    use pgpatterns::{Error, Relation, Table};
+    let schema = schema().await;
+    let mut c = client(&schema).await;
+    c.batch_execute(
+        r#"SET jit = off;
+        CREATE TABLE "$x""y" ("pgp_w1_" int8 PRIMARY KEY, "found" timestamptz);
+        CREATE TABLE "new" ("old" int8 PRIMARY KEY, "found" timestamp, "pgp_changed" int8);
+        CREATE TABLE "old" ("id" int8 PRIMARY KEY, "new" int8, "tg_op" timestamptz);
+        CREATE TABLE "pgp_new_rows" ("slot" int8 PRIMARY KEY, "old" int8, "n" timestamp);
+        INSERT INTO "$x""y" SELECT g, TIMESTAMPTZ '2024-06-01 00:00+00' + g * interval '1 day' FROM generate_series(1, 4) g;
+        INSERT INTO "new" SELECT g, TIMESTAMP '2024-05-01 00:00' + g * interval '1 day', 1 + g % 4 FROM generate_series(1, 10) g;
+        INSERT INTO "old" SELECT g, 1 + g % 10, TIMESTAMPTZ '2024-05-20 00:00+00' + g * interval '1 day' FROM generate_series(1, 15) g;
+        INSERT INTO "pgp_new_rows" SELECT g, 1 + g % 15, TIMESTAMP '2024-06-10 00:00' + g * interval '1 day' FROM generate_series(1, 20) g;"#,
+    )
+    .await
+    .unwrap();
+    let parent = Table::new("$x\"y").unwrap();
+    let root = Table::new("new").unwrap();
+    let child = Table::new("old").unwrap();
+    let grand = Table::new("pgp_new_rows").unwrap();
+    let key = root.column::<i64>("old").unwrap();
+    let to_child = Relation::new(&child.column::<i64>("new").unwrap(), &key);
+    let graph = SinceGraph::new(
+        &key,
+        &root.column::<chrono::NaiveDateTime>("found").unwrap(),
+    )
+    .related(
+        "parent",
+        Relation::new(
+            &root.column::<i64>("pgp_changed").unwrap(),
+            &parent.column::<i64>("pgp_w1_").unwrap(),
+        ),
+        &parent.column::<DateTime<Utc>>("found").unwrap(),
+    )
+    .related(
+        "child",
+        to_child.clone(),
+        &child.column::<DateTime<Utc>>("tg_op").unwrap(),
+    )
+    .path(
+        "grand",
+        [
+            to_child,
+            Relation::new(
+                &grand.column::<i64>("old").unwrap(),
+                &child.column::<i64>("id").unwrap(),
+            ),
+        ],
+        &grand.column::<chrono::NaiveDateTime>("n").unwrap(),
+    )
+    .tracked_by(&root.column::<DateTime<Utc>>("pgp_slot").unwrap());
+    let track = graph.track().unwrap();
+    track.install(&mut c).await.unwrap();
+    track.install(&mut c).await.unwrap();
+    track.backfill::<i64, _>(&mut c, 3, |_| {}).await.unwrap();
+    assert_eq!(track.drift_count(&c).await.unwrap(), 0);
+    c.batch_execute(
+        r#"UPDATE "$x""y" SET "found" = "found" + interval '30 days' WHERE "pgp_w1_" = 2;
+        UPDATE "old" SET "new" = 3 WHERE "id" % 4 = 0;
+        DELETE FROM "pgp_new_rows" WHERE "slot" % 3 = 0;
+        INSERT INTO "pgp_new_rows" VALUES (100, 5, TIMESTAMP '2024-09-01 00:00');
+        UPDATE "new" SET "pgp_changed" = 1 WHERE "old" = 4;
+        TRUNCATE "old";
+        INSERT INTO "old" VALUES (1, 2, NULL), (5, 9, TIMESTAMPTZ '2024-08-01 00:00+00');"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(track.drift_count(&c).await.unwrap(), 0);
+    for at in [
+        since() - Duration::days(40),
+        since(),
+        since() + Duration::days(20),
+    ] {
+        all_agree(&c, &graph, "old", at, None, "hostile").await;
+    }
+    track.uninstall(&mut c).await.unwrap();
+    track.uninstall(&mut c).await.unwrap();
+
+    // Foreign objects of the derived names are refused, and left alone.
+    let conflict = |r: pgpatterns::Result<()>| match r {
+        Err(Error::ObjectConflict { kind, .. }) => kind,
+        other => panic!("expected a conflict, got {other:?}"),
+    };
+    let f = q(track.function_name().as_str());
+    c.batch_execute(&format!(
+        "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(conflict(track.install(&mut c).await), "function");
+    assert_eq!(conflict(track.uninstall(&mut c).await), "function");
+    for stmt in track.install_statements().iter().take(1) {
+        // the guard alone refuses too (SQLSTATE 42710)
+        let err = c.run(stmt).await.unwrap_err();
+        assert!(
+            err.to_string().contains("not created by pgpatterns"),
+            "{err}"
+        );
+    }
+    c.batch_execute(&format!(
+        "CREATE FUNCTION mine() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$;
+         DROP FUNCTION {f}();
+         CREATE TRIGGER {} AFTER INSERT ON \"old\" FOR EACH STATEMENT EXECUTE FUNCTION mine()",
+        q(track.trigger_names()[0].as_str())
+    ))
+    .await
+    .unwrap();
+    assert_eq!(conflict(track.install(&mut c).await), "trigger");
+    c.batch_execute(&format!(
+        "DROP TRIGGER {} ON \"old\"; CREATE TABLE {} (x int)",
+        q(track.trigger_names()[0].as_str()),
+        q(track.stamp_table_name().as_str())
+    ))
+    .await
+    .unwrap();
+    assert_eq!(conflict(track.install(&mut c).await), "table");
+    assert_eq!(conflict(track.uninstall(&mut c).await), "table");
+    // still there, untouched
+    let n: Vec<(i64,)> = c
+        .rows_as(&BuiltQuery::fixed(
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'pgp_track_new_pgp_slot_%_stamps%'",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(n, vec![(1,)]);
 }
