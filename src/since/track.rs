@@ -1040,6 +1040,21 @@ END
         Ok(report)
     }
 
+    /// `UPDATE root SET column = <newest change> WHERE column IS DISTINCT
+    /// FROM it`: every root in one statement, without batches or locks
+    /// (for a table no one writes yet, such as freshly loaded data; else
+    /// use [`backfill`](Self::backfill)).
+    #[must_use]
+    pub fn fill_statement(&self) -> BuiltQuery {
+        BuiltQuery::new(
+            &Query::update()
+                .table(self.root.table_name())
+                .value(self.column.iden(), self.fresh.clone())
+                .and_where(is_distinct_from(self.column.expr(), self.fresh.clone()))
+                .to_owned(),
+        )
+    }
+
     /// [`backfill`](Self::backfill) on a blocking client, from the same
     /// code.
     ///

@@ -627,3 +627,49 @@ async fn hostile_names_install_twice_uninstall_and_refuse_foreign_objects() {
         .unwrap();
     assert_eq!(n, vec![(1,)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_moves_seeder_installs_tracking() {
+    use pgpatterns::seed::moves::MovesSeed;
+    let schema = schema().await;
+    let mut c = client(&schema).await;
+    let now = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
+    let seed = MovesSeed::new(1500).batch_size(600).now(now).tracked(true);
+    let mut last = None;
+    seed.run(&c, |p| last = Some((p.stage, p.done)))
+        .await
+        .unwrap();
+    assert_eq!(last, Some(("finish", 3)));
+    let graph = seed.tables().full_graph();
+    let track = graph.track().unwrap();
+    assert_eq!(track.drift_count(&c).await.unwrap(), 0);
+    for days in [1, 30, 365] {
+        let at = now - Duration::days(days);
+        let want = graph
+            .since(at)
+            .strategy(SinceStrategy::SemiJoin)
+            .count(&c)
+            .await
+            .unwrap();
+        let q = graph.since(at).strategy(SinceStrategy::Auto);
+        assert_eq!(
+            q.resolve(&c, Shape::Count).await.unwrap().chosen_strategy(),
+            SinceStrategy::Tracked
+        );
+        assert_eq!(q.count(&c).await.unwrap(), want, "{days} d");
+    }
+    // a write into a child table moves its root
+    c.batch_execute(
+        "UPDATE mto_service_items SET updated_at = TIMESTAMPTZ '2025-06-01 00:00+00' WHERE id = 10 * 77 + 1",
+    )
+    .await
+    .unwrap();
+    let at = Utc.with_ymd_and_hms(2025, 5, 1, 0, 0, 0).unwrap();
+    let tracked = ids(&c, &graph.since(at).strategy(SinceStrategy::Tracked), "id").await;
+    assert_eq!(
+        tracked,
+        ids(&c, &graph.since(at).strategy(SinceStrategy::Exists), "id").await
+    );
+    assert!(tracked.contains(&77) || tracked.is_empty(), "{tracked:?}");
+    track.uninstall(&mut c).await.unwrap();
+}
