@@ -95,7 +95,9 @@ struct InternalNames {
 /// updating that address, reach disjoint roots through views that miss each
 /// other's uncommitted row. So each trigger first **stamps** every join
 /// point it passes — the hop and the joined values, hashed into one of
-/// 8192 rows of a small stamp table that is installed with the triggers —
+/// 8192 rows of a small stamp table that is installed with the triggers
+/// (unlogged: its rows are only lock objects, upserted, so it costs no WAL
+/// and an empty table after a crash works the same) —
 /// level by level from the changed rows towards the roots, each level in a
 /// statement of its own, then locks the roots in key order and recomputes
 /// them. Two writers whose changes meet at a join point update the same
@@ -159,6 +161,14 @@ fn plain(table: &Table) -> Table {
 /// `"alias"."column"`.
 fn qcol(alias: &Ident, col: &AnyColumn) -> String {
     format!("{}.{}", quote(alias), quote(col.name()))
+}
+
+/// `EXECUTE '<statement>';`: planned on each call, for the transition
+/// table at hand. (A static statement in PL/pgSQL keeps the plan of its
+/// first call: one made for a 5000-row bulk insert then served every
+/// one-row insert of the session with hash joins over whole tables.)
+fn execute(statement: &str) -> String {
+    format!("EXECUTE {};", string_literal(statement))
 }
 
 /// Statement text with values inlined; only for statements whose values
@@ -467,14 +477,14 @@ impl Track {
     /// order.
     fn stamp(&self, slots: &[String]) -> String {
         let s = quote(&self.names.slot);
-        format!(
+        execute(&format!(
             "INSERT INTO {stamps} AS {t} (slot) SELECT DISTINCT {s} FROM ({u}) AS {x} ({s}) ORDER BY 1 \
-             ON CONFLICT (slot) DO UPDATE SET n = {t}.n + 1;",
+             ON CONFLICT (slot) DO UPDATE SET n = {t}.n + 1",
             stamps = self.stamps(),
             t = quote(&self.names.locked),
             u = slots.join(" UNION ALL "),
             x = quote(&self.names.changed),
-        )
+        ))
     }
 
     /// Locks the roots whose key `keys` returns, in key order, then sets
@@ -488,9 +498,12 @@ impl Track {
             .and_where(Expr::cust(format!("{root}.{key} IN ({keys})")))
             .to_owned();
         format!(
-            "PERFORM 1 FROM (SELECT {key} FROM {root} WHERE {key} IN ({keys}) ORDER BY {key} FOR NO KEY UPDATE) AS {locked};\n      {refresh};",
-            locked = quote(&self.names.locked),
-            refresh = text(&refresh),
+            "{}\n      {}",
+            execute(&format!(
+                "SELECT 1 FROM (SELECT {key} FROM {root} WHERE {key} IN ({keys}) ORDER BY {key} FOR NO KEY UPDATE) AS {locked}",
+                locked = quote(&self.names.locked),
+            )),
+            execute(&text(&refresh)),
         )
     }
 
@@ -742,7 +755,7 @@ END
             self.guard(),
             self.add_column(),
             BuiltQuery::generated(format!(
-                "CREATE TABLE IF NOT EXISTS {} (slot int4 PRIMARY KEY, n int8 NOT NULL DEFAULT 0)",
+                "CREATE UNLOGGED TABLE IF NOT EXISTS {} (slot int4 PRIMARY KEY, n int8 NOT NULL DEFAULT 0)",
                 self.stamps()
             )),
             BuiltQuery::generated(format!(
