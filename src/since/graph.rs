@@ -318,6 +318,30 @@ impl<K: SqlType> SinceGraph<K> {
     /// Refused when a query of the graph is checked (field `"tracked_by"`)
     /// when the column is not on the root table, or is the key, the root's
     /// change column or a column a path joins on (the trigger writes it).
+    ///
+    /// ```
+    /// use chrono::{DateTime, TimeZone, Utc};
+    /// use pgpatterns::{Relation, SinceGraph, SinceStrategy, Table};
+    /// let moves = Table::new("moves")?;
+    /// let items = Table::new("items")?;
+    /// let id = moves.column::<i64>("id")?;
+    /// let graph = SinceGraph::new(&id, &moves.column::<DateTime<Utc>>("updated_at")?)
+    ///     .filter(moves.column::<bool>("show")?.eq(true))
+    ///     .related("items", Relation::new(&items.column::<i64>("move_id")?, &id),
+    ///              &items.column::<DateTime<Utc>>("updated_at")?)
+    ///     .tracked_by(&moves.column::<DateTime<Utc>>("changed_at")?);
+    /// let q = graph
+    ///     .since(Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap())
+    ///     .strategy(SinceStrategy::Tracked);
+    /// assert_eq!(
+    ///     q.build()?.sql(),
+    ///     r#"SELECT "moves".* FROM "moves" WHERE "moves"."show" = CAST($1 AS bool) AND "moves"."changed_at" >= CAST($2 AS timestamptz)"#
+    /// );
+    /// // the key, the change column or a join column cannot be tracked into
+    /// let bad = graph.clone().tracked_by(&moves.column::<DateTime<Utc>>("updated_at")?);
+    /// assert!(bad.since(Utc::now()).check().is_err());
+    /// # Ok::<(), pgpatterns::Error>(())
+    /// ```
     pub fn tracked_by(mut self, column: &Column<DateTime<Utc>>) -> SinceGraph<K> {
         self.tracked = Some(column.clone());
         self

@@ -86,7 +86,13 @@ struct InternalNames {
 /// every root below it, a re-parented child both its old and new roots, a
 /// deleted child the roots it left — locks them in key order and recomputes
 /// their column from the tables (a deleted child lowers it to what
-/// remains). `TRUNCATE` recomputes every root.
+/// remains). Rows inserted at the end of a path can only raise the value:
+/// their roots are set to the greatest of the stored value (read after the
+/// lock) and the new rows' newest time, without reading every path again.
+/// `TRUNCATE` recomputes every root. Each statement runs through `EXECUTE`,
+/// so it is planned for the transition table at hand (PL/pgSQL would keep a
+/// static statement's first plan for the session), and the function runs
+/// with `jit = off`.
 ///
 /// # Concurrency
 ///
@@ -138,6 +144,7 @@ pub struct Track {
     root: Table,
     key: AnyColumn,
     column: AnyColumn,
+    offset: chrono::FixedOffset,
     nodes: Vec<Node>,
     /// Distinct tables of the graph, the root first; the index is the
     /// trigger's argument.
@@ -318,6 +325,7 @@ impl<K: SqlType> SinceGraph<K> {
         Ok(Track {
             key: self.key.of(&root),
             column: column.erase().of(&root),
+            offset: self.offset,
             root,
             nodes,
             tables,
@@ -507,10 +515,48 @@ impl Track {
         )
     }
 
+    /// Locks the roots `keys` returns like
+    /// [`lock_and_refresh`](Self::lock_and_refresh), then sets each to the
+    /// greatest of its stored value and the newest change time of the
+    /// inserted rows of leaf node `n` that reach it (`from` walks them to
+    /// the root, aliased `root_alias`). Every root is written.
+    fn lock_and_raise(&self, n: usize, keys: &str, from: &str, root_alias: &Ident) -> String {
+        let key = quote(self.key.name());
+        let root = quote_table(&self.root);
+        let col = quote(self.column.name());
+        let c = &self.names.changed;
+        let newest: Vec<String> = self.nodes[n]
+            .changes
+            .iter()
+            .map(|ch| {
+                let e = ch.instant_of(Expr::cust(qcol(c, &ch.erase())), &self.offset);
+                text(&Query::select().expr(Func::max(e)).to_owned())
+                    .trim_start_matches("SELECT ")
+                    .to_owned()
+            })
+            .collect();
+        let (fresh, k, v) = (
+            quote(&self.names.slot),
+            quote(&self.names.walk[0]),
+            quote(&self.names.locked),
+        );
+        let lock = execute(&format!(
+            "SELECT 1 FROM (SELECT {key} FROM {root} WHERE {key} IN ({keys}) ORDER BY {key} FOR NO KEY UPDATE) AS {v}",
+        ));
+        let raise = execute(&format!(
+            "UPDATE {root} SET {col} = GREATEST({root}.{col}, {fresh}.{v}) \
+             FROM (SELECT {ra} AS {k}, GREATEST({newest}) AS {v} {from} GROUP BY 1) AS {fresh} \
+             WHERE {root}.{key} = {fresh}.{k}",
+            ra = qcol(root_alias, &self.key),
+            newest = newest.join(", "),
+        ));
+        format!("{lock}\n      {raise}")
+    }
+
     /// The statements for the rows `changed` of node `n`: stamp its join
     /// points, walk level by level to the roots stamping each, lock and
     /// recompute the roots.
-    fn node_steps(&self, n: usize, changed: &str) -> String {
+    fn node_steps(&self, n: usize, changed: &str, op: &str) -> String {
         let c = &self.names.changed;
         let mut out = Vec::new();
         let node = &self.nodes[n];
@@ -543,7 +589,15 @@ impl Track {
         }
         let (from, alias, _) = self.walk(n, changed, depth);
         let keys = format!("SELECT {} {from}", qcol(&alias, &self.key));
-        out.push(self.lock_and_refresh(&keys));
+        let leaf = n != 0 && !self.nodes.iter().any(|ch| ch.parent == n);
+        if leaf && op == "INSERT" {
+            // Rows inserted at the end of paths can only raise the value:
+            // the stored one (read after the lock, so current) and the new
+            // rows' newest, without reading every path again.
+            out.push(self.lock_and_raise(n, &keys, &from, &alias));
+        } else {
+            out.push(self.lock_and_refresh(&keys));
+        }
         out.join("\n      ")
     }
 
@@ -558,7 +612,7 @@ impl Track {
         }
         for (n, node) in self.nodes.iter().enumerate() {
             if same_table(&node.table, &self.tables[ti]) {
-                out.push(self.node_steps(n, &changed));
+                out.push(self.node_steps(n, &changed, op));
             }
         }
         out.join("\n      ")

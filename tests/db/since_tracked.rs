@@ -14,6 +14,9 @@ use pgpatterns::{
 use crate::since::{dataset, ids, load, reference, since, walk, Shop};
 use crate::support::{client, schema, Rng};
 
+/// A drifted root: key, stored value, value recomputed now.
+type DriftRow = (i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 /// The shop's graph, tracked into `moves.<prefix>changed_at`.
 fn tracked_graph(shop: &Shop, offset: FixedOffset) -> SinceGraph<i64> {
     let col: Column<DateTime<Utc>> = shop
@@ -162,8 +165,7 @@ async fn tracked_equals_every_strategy_after_backfill_and_random_writes() {
             c.batch_execute(&sql)
                 .await
                 .unwrap_or_else(|e| panic!("{sql}: {e}"));
-            let drift: Vec<(i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> =
-                c.rows_as(&track.drift_query()).await.unwrap();
+            let drift: Vec<DriftRow> = c.rows_as(&track.drift_query()).await.unwrap();
             assert_eq!(drift, vec![], "seed {seed} step {step} after {sql}");
             if step % 4 == 3 {
                 for &at in &sinces {
@@ -404,8 +406,7 @@ async fn concurrent_writers(isolation: &'static str, writers: u64, ops: usize) -
         retries += t.await.unwrap();
     }
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
-    let drift: Vec<(i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> =
-        c.rows_as(&track.drift_query()).await.unwrap();
+    let drift: Vec<DriftRow> = c.rows_as(&track.drift_query()).await.unwrap();
     assert_eq!(
         drift,
         vec![],
@@ -523,35 +524,32 @@ async fn hostile_names_install_twice_uninstall_and_refuse_foreign_objects() {
     let grand = Table::new("pgp_new_rows").unwrap();
     let key = root.column::<i64>("old").unwrap();
     let to_child = Relation::new(&child.column::<i64>("new").unwrap(), &key);
-    let graph = SinceGraph::new(
-        &key,
-        &root.column::<chrono::NaiveDateTime>("found").unwrap(),
-    )
-    .related(
-        "parent",
-        Relation::new(
-            &root.column::<i64>("pgp_changed").unwrap(),
-            &parent.column::<i64>("pgp_w1_").unwrap(),
-        ),
-        &parent.column::<DateTime<Utc>>("found").unwrap(),
-    )
-    .related(
-        "child",
-        to_child.clone(),
-        &child.column::<DateTime<Utc>>("tg_op").unwrap(),
-    )
-    .path(
-        "grand",
-        [
-            to_child,
+    let graph = SinceGraph::new(&key, root.column::<chrono::NaiveDateTime>("found").unwrap())
+        .related(
+            "parent",
             Relation::new(
-                &grand.column::<i64>("old").unwrap(),
-                &child.column::<i64>("id").unwrap(),
+                &root.column::<i64>("pgp_changed").unwrap(),
+                &parent.column::<i64>("pgp_w1_").unwrap(),
             ),
-        ],
-        &grand.column::<chrono::NaiveDateTime>("n").unwrap(),
-    )
-    .tracked_by(&root.column::<DateTime<Utc>>("pgp_slot").unwrap());
+            parent.column::<DateTime<Utc>>("found").unwrap(),
+        )
+        .related(
+            "child",
+            to_child.clone(),
+            child.column::<DateTime<Utc>>("tg_op").unwrap(),
+        )
+        .path(
+            "grand",
+            [
+                to_child,
+                Relation::new(
+                    &grand.column::<i64>("old").unwrap(),
+                    &child.column::<i64>("id").unwrap(),
+                ),
+            ],
+            grand.column::<chrono::NaiveDateTime>("n").unwrap(),
+        )
+        .tracked_by(&root.column::<DateTime<Utc>>("pgp_slot").unwrap());
     let track = graph.track().unwrap();
     track.install(&mut c).await.unwrap();
     track.install(&mut c).await.unwrap();
