@@ -200,7 +200,7 @@ impl<K: SqlType> SinceGraph<K> {
     ///              &ships.column::<DateTime<Utc>>("updated_at")?)
     ///     .tracked_by(&moves.column::<DateTime<Utc>>("changed_at")?);
     /// let track = graph.track()?;
-    /// assert_eq!(track.function_name().as_str(), "pgp_track_moves_changed_at_e08a3e1c79d5");
+    /// assert_eq!(track.function_name().as_str(), "pgp_track_moves_changed_at_9aabaeb3f226");
     /// assert_eq!(
     ///     track.add_column().sql(),
     ///     r#"ALTER TABLE "moves" ADD COLUMN IF NOT EXISTS "changed_at" timestamptz"#
