@@ -2,9 +2,11 @@
 //! shipments, service items, payment requests, service members, addresses):
 //! starts a throwaway PostgreSQL (or
 //! uses `DATABASE_URL`), seeds moves and everything related to them with a
-//! progress bar, builds the indexes the strategies need, then runs every
-//! strategy at three windows (1 day, 30 days, 1 year) and prints the counts,
-//! a first page, what changed on it, and the time each strategy took.
+//! progress bar (with the trigger-maintained `moves.changed_at` column of
+//! `SinceStrategy::Tracked`), builds the indexes the strategies need, then
+//! runs every strategy — `Tracked` and `Auto` too — at three windows (1 day,
+//! 30 days, 1 year) and prints the counts, a first page, what changed on it,
+//! and the time each strategy took.
 //!
 //! ```text
 //! cargo run --release --example since --features testdb,seed -- --moves 100000
@@ -59,7 +61,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "{bar:40} {pos}/{len} moves  {msg}  {elapsed_precise}  eta {eta}",
     )?);
     let t0 = Instant::now();
-    let seed = MovesSeed::new(args.moves).batch_size(args.batch);
+    let seed = MovesSeed::new(args.moves)
+        .batch_size(args.batch)
+        .tracked(true);
     let now = seed
         .run(&client, |p| match p.stage {
             "moves" => bar.set_position(p.done),
@@ -71,7 +75,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let s = seed.tables();
     let graph = s.full_graph();
     let mut ddl = Vec::new();
-    for strategy in SinceStrategy::ALL {
+    for strategy in SinceStrategy::ALL
+        .into_iter()
+        .chain([SinceStrategy::Tracked])
+    {
         for q in graph.index_advice(IndexOptions::new(strategy)) {
             if !ddl.contains(&q) {
                 ddl.push(q);
@@ -98,12 +105,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "{:<16} {:>8} {:>10} {:>10} {:>11}",
         "strategy", "since", "count", "count ms", "page ms"
     );
-    for strategy in SinceStrategy::ALL {
+    let shown = SinceStrategy::ALL
+        .into_iter()
+        .chain([SinceStrategy::Tracked, SinceStrategy::Auto]);
+    for strategy in shown {
         for (name, days) in windows {
             let q = graph
                 .since(now - chrono::Duration::days(days))
                 .strategy(strategy);
-            let (n, count_took) = timed(q.count_query()?.fetch_all::<(i64,)>(&client)).await?;
+            let (n, count_took) = timed(q.count(&client)).await?;
             let (page, page_took) =
                 timed(q.fetch_page::<(i64,)>(&client, &PageRequest::new(args.page))).await?;
             assert!(page.rows.len() as i64 <= args.page);
@@ -111,17 +121,35 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "{:<16} {:>8} {:>10} {:>10.1} {:>11.2}",
                 format!("{strategy:?}"),
                 name,
-                n[0].0,
+                n,
                 ms(count_took),
                 ms(page_took)
             );
         }
     }
 
-    println!("\n== a page by change time (Exists, since 30 days) and what changed on it");
+    let auto = graph
+        .since(now - chrono::Duration::days(30))
+        .strategy(SinceStrategy::Auto)
+        .explain_choice(&client, pgpatterns::Shape::Count)
+        .await?;
+    println!(
+        "\nAuto (a count since 30 days): {:?} — {}",
+        auto.strategy, auto.reason
+    );
+    let track = graph.track()?;
+    println!(
+        "tracked column {} kept by {} on {} tables; drift {}",
+        track.column().name().as_str(),
+        track.function_name().as_str(),
+        track.tables().len(),
+        track.drift_count(&client).await?
+    );
+
+    println!("\n== a page by change time (Tracked, since 30 days) and what changed on it");
     let q = graph
         .since(now - chrono::Duration::days(30))
-        .strategy(SinceStrategy::Exists);
+        .strategy(SinceStrategy::Tracked);
     let req = PageRequest::new(args.page).order(PageOrder::ChangeTime);
     let (page, took) = timed(q.fetch_page::<(i64, i64, String)>(&client, &req)).await?;
     println!(

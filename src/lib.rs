@@ -342,7 +342,7 @@ pub use rollup::{
 pub use schema::{AnyColumn, Column, Ident, Relation, Table, MAX_IDENT_BYTES};
 pub use since::{
     Change, ChangeColumn, IndexOptions, IntoChangeColumn, SinceGraph, SinceQuery, SinceStrategy,
-    SINCE_AT, SINCE_DEFAULT_MAX_LIMIT, SINCE_KEY,
+    Track, SINCE_AT, SINCE_DEFAULT_MAX_LIMIT, SINCE_KEY, TRACK_FRESH, TRACK_STORED,
 };
 pub use types::SqlType;
 

@@ -150,6 +150,7 @@ pub struct MovesSeed {
     now: Option<DateTime<Utc>>,
     logged: bool,
     replace: bool,
+    tracked: bool,
     names: Names,
 }
 
@@ -182,8 +183,21 @@ impl MovesSeed {
             now: None,
             logged: false,
             replace: false,
+            tracked: false,
             names: Names::new(NAMES),
         }
+    }
+
+    /// Also keeps `moves.changed_at` (`timestamptz`) equal to the newest
+    /// change time over [`full_graph`](MovesTables::full_graph), with
+    /// triggers on every table ([`SinceGraph::track`]), installed after the
+    /// load, filled in one statement and indexed `(changed_at, id)`; then
+    /// [`SinceStrategy::Tracked`](crate::SinceStrategy::Tracked) can answer
+    /// and `Auto` chooses it. Default `false`.
+    #[must_use]
+    pub fn tracked(mut self, tracked: bool) -> MovesSeed {
+        self.tracked = tracked;
+        self
     }
 
     /// Moves per batch (one progress report per batch); default 50 000.
@@ -283,11 +297,26 @@ impl MovesSeed {
         }
         let load = started.elapsed();
         let finishing = Instant::now();
-        progress(Progress::new("finish", 0, Some(2)));
+        let steps = if self.tracked { 3 } else { 2 };
+        progress(Progress::new("finish", 0, Some(steps)));
         db.run_script(&names.render(PRIMARY_KEYS)).await?;
-        progress(Progress::new("finish", 1, Some(2)));
+        progress(Progress::new("finish", 1, Some(steps)));
+        if self.tracked {
+            let tables = self.tables();
+            let graph = tables.full_graph();
+            let track = graph.track()?;
+            // The guard runs first: nothing foreign is replaced.
+            for q in track.install_statements() {
+                db.run(&q).await?;
+            }
+            db.run(&track.fill_statement()).await?;
+            for q in graph.index_advice(crate::SinceStrategy::Tracked) {
+                db.run(&q).await?;
+            }
+            progress(Progress::new("finish", 2, Some(steps)));
+        }
         db.run_script(&names.render(ANALYZE)).await?;
-        progress(Progress::new("finish", 2, Some(2)));
+        progress(Progress::new("finish", steps, Some(steps)));
         Ok(MovesReport {
             moves: self.moves as u64,
             now,
@@ -326,6 +355,8 @@ pub struct MovesTables {
     pub move_show: Column<bool>,
     pub move_available_to_prime_at: Column<DateTime<Utc>>,
     pub move_updated_at: Column<NaiveDateTime>,
+    /// The tracked column (exists when seeded with [`MovesSeed::tracked`]).
+    pub move_changed_at: Column<DateTime<Utc>>,
     pub orders: Table,
     pub order_id: Column<i64>,
     pub order_service_member_id: Column<i64>,
@@ -375,6 +406,7 @@ impl MovesTables {
             move_show: moves.fixed_column("show"),
             move_available_to_prime_at: moves.fixed_column("available_to_prime_at"),
             move_updated_at: moves.fixed_column("updated_at"),
+            move_changed_at: moves.fixed_column("changed_at"),
             order_id: orders.fixed_column("id"),
             order_service_member_id: orders.fixed_column("service_member_id"),
             order_updated_at: orders.fixed_column("updated_at"),
@@ -432,9 +464,13 @@ impl MovesTables {
 
     /// [`seed_graph`](Self::seed_graph) plus what that query had to skip:
     /// service members behind orders (`service_members`) and the pickup
-    /// addresses behind shipments (`pickup_addresses`).
+    /// addresses behind shipments (`pickup_addresses`); tracked by
+    /// `moves.changed_at` ([`SinceGraph::tracked_by`]; the column exists
+    /// when seeded with [`MovesSeed::tracked`], and `Auto` uses it only
+    /// then).
     pub fn full_graph(&self) -> SinceGraph<i64> {
         self.seed_graph()
+            .tracked_by(&self.move_changed_at)
             .path(
                 "service_members",
                 [

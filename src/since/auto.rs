@@ -77,6 +77,12 @@ fn probes_row_by_row(plan: &Plan) -> bool {
 ///   `OrJoins`, whose merge joins stream the roots in key order and stop
 ///   after the page (when the key is the root's primary key).
 fn decide(w: &Window, shape: Shape, exists_streams: bool) -> (SinceStrategy, String) {
+    if w.tracked {
+        return (
+            SinceStrategy::Tracked,
+            "the tracked column is maintained (its triggers are installed and enabled on every table of the graph): one index range scan on the root".to_owned(),
+        );
+    }
     let density = w.density();
     let known = w.fraction.is_some() && density.is_finite();
     let stats = format!(
@@ -129,6 +135,26 @@ fn decide(w: &Window, shape: Shape, exists_streams: bool) -> (SinceStrategy, Str
     }
 }
 
+/// Whether the graph's tracked column is maintained: the column exists on
+/// the root (`$root` quoted table, `$col` column name), the stamp table
+/// (`$stamps`) exists, and every table of the graph (`$tables`) has the
+/// function's (`$sig`) statement-level INSERT, UPDATE, DELETE and TRUNCATE
+/// triggers, enabled. False for a graph without a tracked column (NULL
+/// names).
+macro_rules! tracked_state {
+    ($tables:literal, $sig:literal, $root:literal, $col:literal, $stamps:literal) => {
+        concat!(
+            "(coalesce((SELECT bool_and(coalesce((SELECT bit_or(g.tgtype::int4) & 61 = 60 FROM pg_trigger g
+      WHERE g.tgrelid = to_regclass(x.rel) AND NOT g.tgisinternal AND g.tgenabled <> 'D'
+        AND g.tgfoid = to_regprocedure(", $sig, "::text)), false))
+    FROM unnest(", $tables, "::text[]) AS x(rel)), false)
+  AND to_regclass(", $stamps, "::text) IS NOT NULL
+  AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = to_regclass(", $root, "::text)
+              AND a.attname = ", $col, "::text AND NOT a.attisdropped AND a.attnum > 0))"
+        )
+    };
+}
+
 /// Per change column (`$1` quoted tables, `$2` columns, `$3` naive flags,
 /// `$4` the window start as epoch seconds in each column's own clock): the
 /// table's OID, whether `$5` is its one-column primary key, the session's
@@ -163,6 +189,9 @@ SELECT col.ord::int8,
        END::float8,
        ",
     catalog_state!("$6"),
+    ",
+       ",
+    tracked_state!("$7", "$8", "$9", "$10", "$11"),
     "
 FROM unnest($1::text[], $2::text[], $3::bool[], $4::float8[]) WITH ORDINALITY AS col(rel, att, naive, at, ord)
 LEFT JOIN pg_class c ON c.oid = to_regclass(col.rel)
@@ -178,14 +207,20 @@ const CATALOG_STATE: &str = concat!(
     catalog_state!("$1"),
     ",
        (SELECT setting::float8 * 1024 FROM pg_settings WHERE name = 'work_mem')
-         * current_setting('hash_mem_multiplier')::float8"
+         * current_setting('hash_mem_multiplier')::float8,
+       ",
+    tracked_state!("$2", "$3", "$4", "$5", "$6")
 );
 
 /// The session's hash memory is part of the state a decision depends on
 /// (whether the changed keys fit one hashed `IN`): a `SET work_mem` decides
-/// again.
-fn since_catalog(md5: Option<&str>, hash_bytes: f64) -> Catalog {
-    Catalog::new(md5, format_args!("hash_memory={hash_bytes:.0}"))
+/// again; so is whether the tracked column is maintained (installing or
+/// uninstalling its triggers decides again).
+fn since_catalog(md5: Option<&str>, hash_bytes: f64, tracked: bool) -> Catalog {
+    Catalog::new(
+        md5,
+        format_args!("hash_memory={hash_bytes:.0};tracked={tracked}"),
+    )
 }
 
 /// The window's statistics: per change column, its table's rows and the
@@ -209,6 +244,8 @@ struct Window {
     hash_bytes: f64,
     /// The catalog state of every table the query reads.
     catalog: Option<Catalog>,
+    /// The graph's tracked column is maintained by its triggers.
+    tracked: bool,
 }
 
 impl<K: SqlType> SinceQuery<K> {
@@ -234,13 +271,37 @@ impl<K: SqlType> SinceQuery<K> {
         String::array_value(tables_text(&tables))
     }
 
+    /// The parameters of [`tracked_state!`]: the tables of the graph, the
+    /// trigger function's signature, the root, the column and the stamp
+    /// table; NULL names for a graph without a tracked column.
+    fn tracking_values(&self) -> [Value; 5] {
+        match self.graph.track() {
+            Ok(t) => [
+                String::array_value(t.tables().iter().map(quote_table)),
+                t.signature().into_value(),
+                quote_table(self.graph.root()).into_value(),
+                t.column().name().as_str().to_owned().into_value(),
+                crate::ddl::quote_beside(self.graph.root(), &t.stamp_table_name()).into_value(),
+            ],
+            Err(_) => [
+                String::array_value(Vec::<String>::new()),
+                Value::String(None),
+                Value::String(None),
+                Value::String(None),
+                Value::String(None),
+            ],
+        }
+    }
+
     /// The catalog state of [`tables`](Self::tables).
-    async fn catalog<E: Executor>(&self, db: &E) -> Result<Catalog> {
-        let q = BuiltQuery::fixed_with(CATALOG_STATE, [self.tables()]);
+    async fn catalog<E: Executor>(&self, db: &E) -> Result<(Catalog, bool)> {
+        let [a, b, c, d, e] = self.tracking_values();
+        let q = BuiltQuery::fixed_with(CATALOG_STATE, [self.tables(), a, b, c, d, e]);
         let row = db.one_row(&q).await?;
         let md5: Option<String> = row.try_get(0usize.into())?;
         let hash_bytes: f64 = row.try_get(1usize.into())?;
-        Ok(since_catalog(md5.as_deref(), hash_bytes))
+        let tracked: bool = row.try_get(2usize.into())?;
+        Ok((since_catalog(md5.as_deref(), hash_bytes, tracked), tracked))
     }
 
     async fn window<E: Executor>(&self, db: &E) -> Result<Window> {
@@ -261,6 +322,7 @@ impl<K: SqlType> SinceQuery<K> {
             };
             at.push(t as f64 / 1e6);
         }
+        let [ta, tb, tc, td, te] = self.tracking_values();
         let q = BuiltQuery::fixed_with(
             WINDOW_STATS,
             [
@@ -270,6 +332,11 @@ impl<K: SqlType> SinceQuery<K> {
                 f64::array_value(at),
                 self.graph.key.name().as_str().to_owned().into_value(),
                 self.tables(),
+                ta,
+                tb,
+                tc,
+                td,
+                te,
             ],
         );
         let rows = db.rows(&q).await?;
@@ -281,6 +348,7 @@ impl<K: SqlType> SinceQuery<K> {
             key_is_pk: false,
             hash_bytes: f64::NAN,
             catalog: None,
+            tracked: false,
         };
         for row in &rows {
             let ord: i64 = row.try_get(0usize.into())?;
@@ -290,7 +358,8 @@ impl<K: SqlType> SinceQuery<K> {
             let rows: f64 = row.try_get(4usize.into())?;
             let fraction: f64 = row.try_get(5usize.into())?;
             let md5: Option<String> = row.try_get(6usize.into())?;
-            w.catalog = Some(since_catalog(md5.as_deref(), w.hash_bytes));
+            w.tracked = row.try_get(7usize.into())?;
+            w.catalog = Some(since_catalog(md5.as_deref(), w.hash_bytes, w.tracked));
             if ord == 1 {
                 w.root_rows = rows;
                 w.root_oid = oid;
@@ -420,7 +489,7 @@ impl<K: SqlType> SinceQuery<K> {
         async move {
             let recall = cache.recall("since", shape, reference);
             if recall.is_remembered() {
-                let catalog = self.catalog(db).await?;
+                let (catalog, _) = self.catalog(db).await?;
                 if let Some(hit) = cache.remembered(&recall, &catalog) {
                     return Ok(hit);
                 }
@@ -429,7 +498,7 @@ impl<K: SqlType> SinceQuery<K> {
             let bucket = fraction_bucket(window.fraction);
             let catalog = match &window.catalog {
                 Some(c) => c.clone(),
-                None => self.catalog(db).await?,
+                None => self.catalog(db).await?.0,
             };
             let started = recall.started();
             let key = cache.key_for(recall, window.root_oid, bucket, catalog);
@@ -437,7 +506,8 @@ impl<K: SqlType> SinceQuery<K> {
                 .get_or_decide(key, started, async {
                     let mut candidates = Vec::new();
                     let mut exists_streams = false;
-                    for s in SinceStrategy::ALL {
+                    let tracked = window.tracked.then_some(SinceStrategy::Tracked);
+                    for s in SinceStrategy::ALL.into_iter().chain(tracked) {
                         let plan = explain(db, &build(s)?).await?;
                         if s == SinceStrategy::Exists {
                             exists_streams = probes_row_by_row(&plan);
@@ -462,6 +532,7 @@ impl<K: SqlType> SinceQuery<K> {
                             Statistic::count("hashable_rows", window.hashable_rows()),
                             Statistic::flag("key_is_primary_key", window.key_is_pk),
                             Statistic::flag("exists_probes_row_by_row", exists_streams),
+                            Statistic::flag("tracked_column_maintained", window.tracked),
                         ],
                         decided_by: crate::choice::DecidedBy::Rule,
                         cached: false,
@@ -647,6 +718,7 @@ mod tests {
             root_oid: 1,
             key_is_pk,
             catalog: None,
+            tracked: false,
             // ~300 k hashable keys, the default 4 MB × 2
             hash_bytes: 8.0 * 1024.0 * 1024.0,
         }
@@ -680,6 +752,17 @@ mod tests {
         assert_eq!(page(500_000.0, true, false), SinceStrategy::OrJoins);
         assert_eq!(page(500_000.0, false, false), SinceStrategy::Exists);
         assert_eq!(page(5e6, true, true), SinceStrategy::Exists);
+    }
+
+    #[test]
+    fn a_maintained_tracked_column_wins_every_shape() {
+        let mut w = window(13_000.0, 1e6, true);
+        w.tracked = true;
+        for shape in [Shape::Count, Shape::All, Shape::Page { limit: 50 }] {
+            assert_eq!(decide(&w, shape, true).0, SinceStrategy::Tracked);
+        }
+        w.fraction = None;
+        assert_eq!(decide(&w, Shape::Count, false).0, SinceStrategy::Tracked);
     }
 
     #[test]

@@ -90,6 +90,9 @@ pub struct SinceGraph<K> {
     pub(crate) paths: Vec<SincePath>,
     pub(crate) offset: FixedOffset,
     pub(crate) max_limit: i64,
+    /// The root's trigger-maintained "last changed" column
+    /// ([`tracked_by`](SinceGraph::tracked_by)).
+    pub(crate) tracked: Option<Column<DateTime<Utc>>>,
     pub(crate) problems: Problems,
     _key: PhantomData<fn() -> K>,
 }
@@ -105,6 +108,7 @@ impl<K> Clone for SinceGraph<K> {
             paths: self.paths.clone(),
             offset: self.offset,
             max_limit: self.max_limit,
+            tracked: self.tracked.clone(),
             problems: self.problems.clone(),
             _key: PhantomData,
         }
@@ -160,6 +164,7 @@ impl<K: SqlType> SinceGraph<K> {
             paths: Vec::new(),
             offset: Utc.fix(),
             max_limit: SINCE_DEFAULT_MAX_LIMIT,
+            tracked: None,
             problems,
             _key: PhantomData,
         }
@@ -301,6 +306,85 @@ impl<K: SqlType> SinceGraph<K> {
             self.max_limit = max;
         }
         self
+    }
+
+    /// The root's `timestamptz` column that triggers keep equal to the
+    /// newest change time over the root and every path of the graph
+    /// ([`track`](Self::track) installs them): what
+    /// [`SinceStrategy::Tracked`](super::SinceStrategy::Tracked) filters on,
+    /// and what [`SinceStrategy::Auto`](super::SinceStrategy::Auto) uses once
+    /// the triggers are installed and enabled.
+    ///
+    /// Refused when a query of the graph is checked (field `"tracked_by"`)
+    /// when the column is not on the root table, or is the key, the root's
+    /// change column or a column a path joins on (the trigger writes it).
+    ///
+    /// ```
+    /// use chrono::{DateTime, TimeZone, Utc};
+    /// use pgpatterns::{Relation, SinceGraph, SinceStrategy, Table};
+    /// let moves = Table::new("moves")?;
+    /// let items = Table::new("items")?;
+    /// let id = moves.column::<i64>("id")?;
+    /// let graph = SinceGraph::new(&id, &moves.column::<DateTime<Utc>>("updated_at")?)
+    ///     .filter(moves.column::<bool>("show")?.eq(true))
+    ///     .related("items", Relation::new(&items.column::<i64>("move_id")?, &id),
+    ///              &items.column::<DateTime<Utc>>("updated_at")?)
+    ///     .tracked_by(&moves.column::<DateTime<Utc>>("changed_at")?);
+    /// let q = graph
+    ///     .since(Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap())
+    ///     .strategy(SinceStrategy::Tracked);
+    /// assert_eq!(
+    ///     q.build()?.sql(),
+    ///     r#"SELECT "moves".* FROM "moves" WHERE "moves"."show" = CAST($1 AS bool) AND "moves"."changed_at" >= CAST($2 AS timestamptz)"#
+    /// );
+    /// // the key, the change column or a join column cannot be tracked into
+    /// let bad = graph.clone().tracked_by(&moves.column::<DateTime<Utc>>("updated_at")?);
+    /// assert!(bad.since(Utc::now()).check().is_err());
+    /// # Ok::<(), pgpatterns::Error>(())
+    /// ```
+    pub fn tracked_by(mut self, column: &Column<DateTime<Utc>>) -> SinceGraph<K> {
+        self.tracked = Some(column.clone());
+        self
+    }
+
+    /// The tracking column, if any ([`tracked_by`](Self::tracked_by)).
+    #[must_use]
+    pub fn tracked_column(&self) -> Option<&Column<DateTime<Utc>>> {
+        self.tracked.as_ref()
+    }
+
+    /// Why the tracking column cannot be used (checked with the graph).
+    pub(crate) fn tracking_problem(&self) -> Result<()> {
+        let Some(col) = &self.tracked else {
+            return Ok(());
+        };
+        let bad = |why: String| Err(Error::spec("tracked_by", why));
+        if !same_table(col.table(), &self.root) {
+            return bad(format!(
+                "the tracking column must be on the root table {}, not on {}",
+                self.root.display_name(),
+                col.table().display_name()
+            ));
+        }
+        let name = col.name();
+        if name == self.key.name() || name == self.root_change.erase().name() {
+            return bad(format!(
+                "{} is the root's key or change column; track into a column of its own",
+                name.as_str()
+            ));
+        }
+        for p in &self.paths {
+            for (near, _) in p.hops[0].rel.pairs() {
+                if near.name() == name {
+                    return bad(format!(
+                        "{} is a column the path {} joins on",
+                        name.as_str(),
+                        p.label
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The root table.

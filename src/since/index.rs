@@ -70,8 +70,12 @@ impl<K: SqlType> SinceGraph<K> {
     ///   from the changed rows);
     /// - [`SinceStrategy::Exists`]: on a last hop whose far table holds the
     ///   key, `(foreign key, change)`, so each probe is answered by the index;
-    /// - [`SinceStrategy::Auto`]: both of the above, since it may choose
-    ///   either.
+    /// - [`SinceStrategy::Tracked`]: `(tracked column, key)` on the root (the
+    ///   window is a range scan of it), and the foreign keys above, which
+    ///   the triggers' walks and recomputes probe;
+    /// - [`SinceStrategy::Auto`]: all of the above (the tracked column's
+    ///   index only for a graph with [`tracked_by`](SinceGraph::tracked_by)),
+    ///   since it may choose any.
     ///
     /// ```
     /// use chrono::{DateTime, Utc};
@@ -110,6 +114,11 @@ impl<K: SqlType> SinceGraph<K> {
             None => Table::new(t.name().as_str()),
         };
         want(&self.root, vec![self.root_change.erase(), self.key.clone()]);
+        if let (SinceStrategy::Tracked | SinceStrategy::Auto, Some(col)) =
+            (options.strategy, &self.tracked)
+        {
+            want(&self.root, vec![col.erase(), self.key.clone()]);
+        }
         for p in &self.paths {
             for (i, hop) in p.hops.iter().enumerate() {
                 let last = i + 1 == p.hops.len();

@@ -23,6 +23,7 @@ mod changed;
 mod graph;
 mod index;
 mod page;
+mod track;
 
 use sea_query::{Expr, ExprTrait, Func, JoinType, Query, SelectStatement, UnionType};
 
@@ -36,6 +37,7 @@ pub use change::{ChangeColumn, IntoChangeColumn};
 pub use changed::Change;
 pub use graph::SinceGraph;
 pub use index::IndexOptions;
+pub use track::{Track, TRACK_FRESH, TRACK_STORED};
 
 use change::Since;
 
@@ -88,6 +90,14 @@ pub enum SinceStrategy {
     /// MAX(GREATEST(change, …)) >= $s`; the key must
     /// be the root's primary key.
     GreatestGroupBy,
+    /// `root.tracked >= $s`: the root's own column kept by triggers equal to
+    /// the newest change time over the root and every path
+    /// ([`SinceGraph::tracked_by`], [`SinceGraph::track`]), so the window is
+    /// an index range scan on the root and a page walks one index. Right
+    /// only while the triggers are installed and the column backfilled;
+    /// `Auto` uses it exactly then. Not in [`SinceStrategy::ALL`]: it needs
+    /// that column.
+    Tracked,
     /// Chosen per query shape and window from the live database
     /// ([`SinceQuery::explain_choice`]) by the rule of the `since::auto`
     /// module: counts by changed rows per root and hash memory (`SemiJoin`,
@@ -206,7 +216,15 @@ impl<K: SqlType> SinceQuery<K> {
     /// [`SinceGraph::since`].
     pub fn check(&self) -> Result<()> {
         self.graph.problems.check()?;
-        self.problems.check()
+        self.problems.check()?;
+        self.graph.tracking_problem()?;
+        if self.strategy == SinceStrategy::Tracked && self.graph.tracked.is_none() {
+            return Err(crate::Error::spec(
+                "strategy",
+                "Tracked needs the graph's tracking column: SinceGraph::tracked_by",
+            ));
+        }
+        Ok(())
     }
 
     /// Chooses the strategy (default [`SinceStrategy::UnionIn`]).
@@ -256,6 +274,12 @@ impl<K: SqlType> SinceQuery<K> {
         match self.strategy {
             SinceStrategy::Auto => {
                 return self.clone().strategy(SinceStrategy::SemiJoin).statement();
+            }
+            SinceStrategy::Tracked => {
+                if let Some(col) = &g.tracked {
+                    q.and_where(col.expr().gte(since.utc.param()));
+                }
+                return q;
             }
             SinceStrategy::UnionIn => {
                 let mut groups: Vec<(Vec<AnyColumn>, SelectStatement)> = Vec::new();

@@ -31,6 +31,7 @@ mod round_trips;
 mod seed_orders;
 mod since;
 mod since_cursor;
+mod since_tracked;
 mod support;
 mod top_n;
 mod values;

@@ -17,7 +17,7 @@ use pgpatterns::{
 
 use crate::support::{client, create_table, exec, fetch, insert, schema, Rng};
 
-fn since() -> DateTime<Utc> {
+pub(crate) fn since() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2024, 6, 1, 12, 0, 0).unwrap()
 }
 
@@ -42,40 +42,40 @@ fn change_time(rng: &mut Rng) -> Option<DateTime<Utc>> {
 
 /// The test schema's handles. `timestamp` columns: moves, orders, addrs,
 /// items; `timestamptz`: sms, ships, notes.
-struct Shop {
-    moves: Table,
-    move_id: Column<i64>,
-    move_orders: Column<i64>,
-    show: Column<bool>,
-    avail: Column<DateTime<Utc>>,
-    move_at: Column<NaiveDateTime>,
-    orders: Table,
-    order_id: Column<i64>,
-    order_sm: Column<i64>,
-    order_at: Column<NaiveDateTime>,
-    sms: Table,
-    sm_id: Column<i64>,
-    sm_at: Column<DateTime<Utc>>,
-    ships: Table,
-    ship_id: Column<i64>,
-    ship_move: Column<i64>,
-    ship_addr: Column<i64>,
-    ship_at: Column<DateTime<Utc>>,
-    addrs: Table,
-    addr_id: Column<i64>,
-    addr_at: Column<NaiveDateTime>,
-    notes: Table,
-    note_id: Column<i64>,
-    note_addr: Column<i64>,
-    note_at: Column<DateTime<Utc>>,
-    items: Table,
-    item_id: Column<i64>,
-    item_ship: Column<i64>,
-    item_at: Column<NaiveDateTime>,
+pub(crate) struct Shop {
+    pub(crate) moves: Table,
+    pub(crate) move_id: Column<i64>,
+    pub(crate) move_orders: Column<i64>,
+    pub(crate) show: Column<bool>,
+    pub(crate) avail: Column<DateTime<Utc>>,
+    pub(crate) move_at: Column<NaiveDateTime>,
+    pub(crate) orders: Table,
+    pub(crate) order_id: Column<i64>,
+    pub(crate) order_sm: Column<i64>,
+    pub(crate) order_at: Column<NaiveDateTime>,
+    pub(crate) sms: Table,
+    pub(crate) sm_id: Column<i64>,
+    pub(crate) sm_at: Column<DateTime<Utc>>,
+    pub(crate) ships: Table,
+    pub(crate) ship_id: Column<i64>,
+    pub(crate) ship_move: Column<i64>,
+    pub(crate) ship_addr: Column<i64>,
+    pub(crate) ship_at: Column<DateTime<Utc>>,
+    pub(crate) addrs: Table,
+    pub(crate) addr_id: Column<i64>,
+    pub(crate) addr_at: Column<NaiveDateTime>,
+    pub(crate) notes: Table,
+    pub(crate) note_id: Column<i64>,
+    pub(crate) note_addr: Column<i64>,
+    pub(crate) note_at: Column<DateTime<Utc>>,
+    pub(crate) items: Table,
+    pub(crate) item_id: Column<i64>,
+    pub(crate) item_ship: Column<i64>,
+    pub(crate) item_at: Column<NaiveDateTime>,
 }
 
 impl Shop {
-    fn new(prefix: &str) -> Shop {
+    pub(crate) fn new(prefix: &str) -> Shop {
         let t = |n: &str| Table::new(format!("{prefix}{n}")).unwrap();
         let (moves, orders, sms, ships, addrs, notes, items) = (
             t("moves"),
@@ -119,7 +119,7 @@ impl Shop {
         }
     }
 
-    fn tables(&self) -> Vec<(&Table, Vec<AnyColumn>)> {
+    pub(crate) fn tables(&self) -> Vec<(&Table, Vec<AnyColumn>)> {
         vec![
             (
                 &self.moves,
@@ -174,7 +174,7 @@ impl Shop {
 
     /// Creates the tables, each with its first column (the id) as primary
     /// key (GreatestGroupBy groups by the root's primary key).
-    async fn create<E: Executor>(&self, e: &E) {
+    pub(crate) async fn create<E: Executor>(&self, e: &E) {
         for (table, cols) in self.tables() {
             let mut stmt = create_table(table, &cols);
             stmt.primary_key(pgpatterns::sea_query::Index::create().col(cols[0].iden()));
@@ -184,7 +184,7 @@ impl Shop {
 
     /// The graph: a parent, a parent of the parent, a child, a child of the
     /// child, a parent of the child, and a child of that parent (3 hops).
-    fn graph(&self, offset: FixedOffset) -> SinceGraph<i64> {
+    pub(crate) fn graph(&self, offset: FixedOffset) -> SinceGraph<i64> {
         let to_orders = Relation::new(&self.move_orders, &self.order_id);
         let to_ships = Relation::new(&self.ship_move, &self.move_id);
         let ship_addr = Relation::new(&self.ship_addr, &self.addr_id);
@@ -225,20 +225,20 @@ impl Shop {
     }
 }
 
-type At = Option<DateTime<Utc>>;
+pub(crate) type At = Option<DateTime<Utc>>;
 
 #[derive(Debug, Default, Clone)]
-struct Data {
-    moves: Vec<(i64, Option<i64>, bool, At, At)>, // id, orders_id, show, avail, at
-    orders: Vec<(i64, Option<i64>, At)>,
-    sms: Vec<(i64, At)>,
-    ships: Vec<(i64, i64, Option<i64>, At)>,
-    addrs: Vec<(i64, At)>,
-    notes: Vec<(i64, i64, At)>,
-    items: Vec<(i64, i64, At)>,
+pub(crate) struct Data {
+    pub(crate) moves: Vec<(i64, Option<i64>, bool, At, At)>, // id, orders_id, show, avail, at
+    pub(crate) orders: Vec<(i64, Option<i64>, At)>,
+    pub(crate) sms: Vec<(i64, At)>,
+    pub(crate) ships: Vec<(i64, i64, Option<i64>, At)>,
+    pub(crate) addrs: Vec<(i64, At)>,
+    pub(crate) notes: Vec<(i64, i64, At)>,
+    pub(crate) items: Vec<(i64, i64, At)>,
 }
 
-fn dataset(seed: u64) -> Data {
+pub(crate) fn dataset(seed: u64) -> Data {
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let n = if seed.is_multiple_of(9) {
         0
@@ -285,11 +285,11 @@ fn dataset(seed: u64) -> Data {
 }
 
 /// A `timestamp` value for an instant, as wall-clock time at `offset`.
-fn naive(at: At, offset: FixedOffset) -> Option<NaiveDateTime> {
+pub(crate) fn naive(at: At, offset: FixedOffset) -> Option<NaiveDateTime> {
     at.map(|t| t.naive_utc() + Duration::seconds(offset.local_minus_utc().into()))
 }
 
-async fn load<E: Executor>(e: &E, shop: &Shop, d: &Data, offset: FixedOffset) {
+pub(crate) async fn load<E: Executor>(e: &E, shop: &Shop, d: &Data, offset: FixedOffset) {
     let tables = shop.tables();
     for (table, _) in &tables {
         exec(
@@ -365,7 +365,10 @@ async fn load<E: Executor>(e: &E, shop: &Shop, d: &Data, offset: FixedOffset) {
 /// The reference: for each root passing the base predicates, the newest
 /// change `>= since` of the root itself (index 0) and of each path (1..=6, in
 /// the graph's order). A root matches when the map is non-empty.
-fn reference(d: &Data, since: DateTime<Utc>) -> BTreeMap<i64, BTreeMap<usize, DateTime<Utc>>> {
+pub(crate) fn reference(
+    d: &Data,
+    since: DateTime<Utc>,
+) -> BTreeMap<i64, BTreeMap<usize, DateTime<Utc>>> {
     let hit = |at: At| at.filter(|t| *t >= since);
     let newest = |m: &mut BTreeMap<usize, DateTime<Utc>>, rel: usize, at: At| {
         if let Some(t) = hit(at) {
@@ -408,7 +411,7 @@ fn reference(d: &Data, since: DateTime<Utc>) -> BTreeMap<i64, BTreeMap<usize, Da
 }
 
 /// The matching ids of a statement, sorted.
-async fn ids<E: Executor>(e: &E, q: &SinceQuery<i64>, key: &str) -> Vec<i64> {
+pub(crate) async fn ids<E: Executor>(e: &E, q: &SinceQuery<i64>, key: &str) -> Vec<i64> {
     let stmt = Query::select()
         .column(Alias::new(key))
         .from_subquery(q.to_statement().unwrap(), Alias::new("m"))
@@ -422,7 +425,7 @@ async fn ids<E: Executor>(e: &E, q: &SinceQuery<i64>, key: &str) -> Vec<i64> {
 }
 
 /// Walks every page; returns the keys in page order and every change.
-async fn walk<E: Executor>(
+pub(crate) async fn walk<E: Executor>(
     e: &E,
     q: &SinceQuery<i64>,
     order: PageOrder,

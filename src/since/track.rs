@@ -1,0 +1,1145 @@
+//! The tracked "last changed" column: a `timestamptz` column on the root
+//! kept equal to the newest change time over the root and every path of the
+//! graph by statement-level triggers on every table of the graph.
+
+use std::time::{Duration, Instant};
+
+use postgres_types::FromSqlOwned;
+use sea_query::{
+    Alias, ColumnDef, Expr, ExprTrait, Func, JoinType, LockType, Order, PostgresQueryBuilder,
+    Query, QueryStatementWriter, SelectStatement, Table as Ddl,
+};
+
+use super::change::ChangeColumn;
+use super::graph::{same_table, SinceGraph};
+use super::on_expr;
+use crate::ddl::{
+    derived_name, dollar_quote, fnv1a, free_name, quote, quote_beside, quote_table, string_literal,
+    FNV_OFFSET,
+};
+use crate::exec::{run_blocking, run_blocking_mut, BlockingExecutor};
+use crate::query::{batch_bounds, count_of, is_distinct_from, read_committed};
+use crate::schema::{AnyColumn, Ident, Table};
+use crate::types::SqlType;
+use crate::{
+    BackfillReport, BuiltQuery, Error, Executor, Progress, Result, RowRead, Transactional,
+};
+
+/// Output column of [`Track::drift_statement`]: the value stored on the root.
+pub const TRACK_STORED: &str = "stored_at";
+/// Output column of [`Track::drift_statement`]: the value recomputed from
+/// the graph.
+pub const TRACK_FRESH: &str = "fresh_at";
+
+/// Trigger name suffixes, one per event.
+const TRIGGER_SUFFIXES: [&str; 4] = ["ins", "upd", "del", "trunc"];
+/// Slots of the stamp table (a power of two): join points hash into them.
+const STAMP_SLOTS: i64 = 8192;
+
+/// A table position in the graph: the root (node 0) or the far end of a
+/// distinct prefix of hops.
+#[derive(Debug, Clone)]
+struct Node {
+    table: Table,
+    /// The node nearer the root (`usize::MAX` for the root).
+    parent: usize,
+    /// Join columns of the hop from the parent: on the parent's table …
+    near: Vec<AnyColumn>,
+    /// … and on this node's table.
+    far: Vec<AnyColumn>,
+    /// Change columns of the paths ending here.
+    changes: Vec<ChangeColumn>,
+}
+
+/// The trigger function's own names, each chosen to differ from every
+/// identifier of the graph.
+#[derive(Debug, Clone)]
+struct InternalNames {
+    new_rows: Ident,
+    old_rows: Ident,
+    changed: Ident,
+    locked: Ident,
+    slot: Ident,
+    /// Walk aliases, one per depth (index 0 unused: the changed rows).
+    walk: Vec<Ident>,
+}
+
+/// The tracked column of a [`SinceGraph`] ([`SinceGraph::tracked_by`]): its
+/// DDL, the triggers that keep it current, a batched backfill and a drift
+/// check. Made by [`SinceGraph::track`].
+///
+/// The column holds, for each root row, the newest change time over the
+/// root's own change column and the change column of every row reachable
+/// along every path (existing rows only; `timestamp` columns read at the
+/// graph's offset), or NULL when there is none. So `column >= T` selects
+/// exactly the roots every other strategy selects for `since = T` (the
+/// graph's root filters still apply at query time), as an index range scan
+/// on the root: see [`SinceStrategy::Tracked`](super::SinceStrategy::Tracked).
+///
+/// # Triggers
+///
+/// Statement-level `AFTER INSERT / UPDATE / DELETE / TRUNCATE` triggers with
+/// transition tables on every table of the graph run one function. For the
+/// rows a statement changed (for `UPDATE`, only rows whose join or change
+/// columns changed, old and new versions both), it walks back along every
+/// path the table is on to the affected roots — a parent's change reaches
+/// every root below it, a re-parented child both its old and new roots, a
+/// deleted child the roots it left — locks them in key order and recomputes
+/// their column from the tables (a deleted child lowers it to what
+/// remains). Rows inserted at the end of a path can only raise the value:
+/// their roots are set to the greatest of the stored value (read after the
+/// lock) and the new rows' newest time, without reading every path again.
+/// `TRUNCATE` recomputes every root. Each statement runs through `EXECUTE`,
+/// so it is planned for the transition table at hand (PL/pgSQL would keep a
+/// static statement's first plan for the session), and the function runs
+/// with `jit = off`.
+///
+/// # Concurrency
+///
+/// Locking the affected roots is not enough across several hops: one
+/// transaction inserting a shipment that points at an address, and another
+/// updating that address, reach disjoint roots through views that miss each
+/// other's uncommitted row. So each trigger first **stamps** every join
+/// point it passes — the hop and the joined values, hashed into one of
+/// 8192 rows of a small stamp table that is installed with the triggers
+/// (unlogged: its rows are only lock objects, upserted, so it costs no WAL
+/// and an empty table after a crash works the same) —
+/// level by level from the changed rows towards the roots, each level in a
+/// statement of its own, then locks the roots in key order and recomputes
+/// them. Two writers whose changes meet at a join point update the same
+/// stamp row, so the second waits for the first to commit:
+///
+/// - `READ COMMITTED` (the default): the waiting writer's next statements
+///   take fresh snapshots, so its walk and recompute see the first writer's
+///   rows. Always right.
+/// - `REPEATABLE READ` and `SERIALIZABLE`: the waiting writer cannot see
+///   rows committed after its snapshot, and fails with a serialization
+///   error (SQLSTATE `40001`) at the stamp or the root instead of storing a
+///   stale value: every recompute **writes** its roots, and every stamp is a
+///   write. Retry the transaction, as these levels require anyway.
+///
+/// Writers of overlapping graphs can also deadlock (`40P01`, as any
+/// application locking rows in more than one order): retry. Each write to a
+/// graph table writes its roots once per statement, so `UPDATE` triggers on
+/// the root table fire for them. Unrelated writers that hash to the same
+/// stamp row wait for each other (rarely: 8192 rows).
+///
+/// Not covered: a row inserted into a referenced table *after* another
+/// transaction inserted a row referencing it that is not yet committed
+/// (foreign keys rule that out).
+///
+/// # Names
+///
+/// The function's name is derived from the root table (with its schema)
+/// and the column ([`function_name`](Self::function_name); override with
+/// [`named`](Self::named)); the triggers' and the stamp table's from it.
+/// Installing and uninstalling refuse with [`Error::ObjectConflict`] when
+/// an object of those names exists that pgpatterns did not create for this
+/// graph (recognised by comments, [`marker`](Self::marker)): nothing is ever
+/// replaced or dropped that is not this column's own. A graph changed after
+/// installing (a path added) is another graph: uninstall with the old one
+/// first.
+#[derive(Debug, Clone)]
+pub struct Track {
+    root: Table,
+    key: AnyColumn,
+    column: AnyColumn,
+    offset: chrono::FixedOffset,
+    nodes: Vec<Node>,
+    /// Distinct tables of the graph, the root first; the index is the
+    /// trigger's argument.
+    tables: Vec<Table>,
+    /// `GREATEST(root change, (SELECT max(..) FROM path ..), ..)` over the
+    /// unaliased root.
+    fresh: Expr,
+    name: Ident,
+    names: InternalNames,
+}
+
+/// The table without its alias (DDL and UPDATE targets use real names).
+fn plain(table: &Table) -> Table {
+    match table.schema() {
+        Some(schema) => Table::in_schema(schema.as_str(), table.name().as_str()),
+        None => Table::new(table.name().as_str()),
+    }
+    .unwrap_or_else(|_| table.clone())
+}
+
+/// `"alias"."column"`.
+fn qcol(alias: &Ident, col: &AnyColumn) -> String {
+    format!("{}.{}", quote(alias), quote(col.name()))
+}
+
+/// `EXECUTE '<statement>';`: planned on each call, for the transition
+/// table at hand. (A static statement in PL/pgSQL keeps the plan of its
+/// first call: one made for a 5000-row bulk insert then served every
+/// one-row insert of the session with hash joins over whole tables.)
+fn execute(statement: &str) -> String {
+    format!("EXECUTE {};", string_literal(statement))
+}
+
+/// Statement text with values inlined; only for statements whose values
+/// are this crate's own constants (an offset in seconds).
+fn text(statement: &impl QueryStatementWriter) -> String {
+    statement.to_string(PostgresQueryBuilder)
+}
+
+impl<K: SqlType> SinceGraph<K> {
+    /// DDL and maintenance for the tracking column set with
+    /// [`tracked_by`](Self::tracked_by): triggers on every table of the
+    /// graph keep it equal to the newest change time of each root.
+    ///
+    /// ```
+    /// use chrono::{DateTime, NaiveDateTime, Utc};
+    /// use pgpatterns::{Relation, SinceGraph, Table};
+    /// let moves = Table::new("moves")?;
+    /// let ships = Table::new("shipments")?;
+    /// let id = moves.column::<i64>("id")?;
+    /// let graph = SinceGraph::new(&id, &moves.column::<NaiveDateTime>("updated_at")?)
+    ///     .related("shipments", Relation::new(&ships.column::<i64>("move_id")?, &id),
+    ///              &ships.column::<DateTime<Utc>>("updated_at")?)
+    ///     .tracked_by(&moves.column::<DateTime<Utc>>("changed_at")?);
+    /// let track = graph.track()?;
+    /// assert_eq!(track.function_name().as_str(), "pgp_track_moves_changed_at_9aabaeb3f226");
+    /// assert_eq!(
+    ///     track.add_column().sql(),
+    ///     r#"ALTER TABLE "moves" ADD COLUMN IF NOT EXISTS "changed_at" timestamptz"#
+    /// );
+    /// # Ok::<(), pgpatterns::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// A problem recorded by a step (see
+    /// [`SinceQuery::check`](super::SinceQuery::check));
+    /// [`Error::InvalidSpec`] without a tracking column.
+    pub fn track(&self) -> Result<Track> {
+        self.problems.check()?;
+        self.tracking_problem()?;
+        let column = self.tracked.clone().ok_or_else(|| {
+            Error::spec(
+                "tracked_by",
+                "name the root's tracking column first: .tracked_by(&col)",
+            )
+        })?;
+        let root = plain(&self.root);
+        // Nodes: the root, then one per distinct prefix of hops.
+        let mut nodes = vec![Node {
+            table: root.clone(),
+            parent: usize::MAX,
+            near: Vec::new(),
+            far: Vec::new(),
+            changes: vec![self.root_change.of(&root)],
+        }];
+        let mut prefixes: Vec<Vec<crate::Relation>> = vec![Vec::new()];
+        for p in &self.paths {
+            let mut prefix = Vec::new();
+            let mut at = 0;
+            for hop in &p.hops {
+                prefix.push(hop.rel.clone());
+                at = match prefixes.iter().position(|q| *q == prefix) {
+                    Some(i) => i,
+                    None => {
+                        let near_t = nodes[at].table.clone();
+                        let far_t = plain(hop.rel.to_table());
+                        nodes.push(Node {
+                            near: hop.rel.pairs().iter().map(|(n, _)| n.of(&near_t)).collect(),
+                            far: hop.rel.pairs().iter().map(|(_, f)| f.of(&far_t)).collect(),
+                            table: far_t,
+                            parent: at,
+                            changes: Vec::new(),
+                        });
+                        prefixes.push(prefix.clone());
+                        nodes.len() - 1
+                    }
+                };
+            }
+            let t = nodes[at].table.clone();
+            nodes[at].changes.push(p.change.of(&t));
+        }
+        let mut tables: Vec<Table> = Vec::new();
+        for n in &nodes {
+            if !tables.iter().any(|t| same_table(t, &n.table)) {
+                tables.push(n.table.clone());
+            }
+        }
+        // The value: the root's own change and one MAX per path.
+        let (paths, _) = self.resolve();
+        let terms: Vec<Expr> = std::iter::once(
+            self.root_change
+                .instant_of(self.root_change.of(&root).expr(), &self.offset),
+        )
+        .chain(paths.iter().map(|p| {
+            let first = &p.hops[0];
+            let mut sub = Query::select();
+            sub.expr(Func::max(
+                p.change.instant_of(p.change.expr(), &self.offset),
+            ))
+            .from(first.to_table().table_ref());
+            for h in &p.hops[1..] {
+                sub.join(JoinType::InnerJoin, h.to_table().table_ref(), on_expr(h));
+            }
+            sub.and_where(on_expr(first));
+            Expr::SubQuery(None, Box::new(sub.into()))
+        }))
+        .collect();
+        let fresh = Expr::from(Func::greatest(terms));
+        let schema = root.schema().map_or("", |s| s.as_str()).to_owned();
+        let name = derived_name(&[
+            "pgp_track",
+            &schema,
+            root.name().as_str(),
+            column.name().as_str(),
+        ]);
+        let mut taken: Vec<String> = vec![schema];
+        for n in &nodes {
+            taken.push(n.table.name().as_str().to_owned());
+            if let Some(s) = n.table.schema() {
+                taken.push(s.as_str().to_owned());
+            }
+            for c in n.near.iter().chain(&n.far) {
+                taken.push(c.name().as_str().to_owned());
+            }
+            for c in &n.changes {
+                taken.push(c.erase().name().as_str().to_owned());
+            }
+        }
+        taken.push(self.key.name().as_str().to_owned());
+        taken.push(column.name().as_str().to_owned());
+        // the value's own aliases (t1, …)
+        taken.extend((1..=nodes.len()).flat_map(|i| [format!("t{i}"), format!("j{i}")]));
+        let pick = |base: &str, taken: &[String]| {
+            let n = free_name(base, taken.iter().map(String::as_str));
+            Ident::new(&n).unwrap_or_else(|_| Ident::fixed("pgp_internal"))
+        };
+        let depth = nodes.len();
+        let names = InternalNames {
+            new_rows: pick("pgp_new_rows", &taken),
+            old_rows: pick("pgp_old_rows", &taken),
+            changed: pick("pgp_changed", &taken),
+            locked: pick("pgp_locked", &taken),
+            slot: pick("pgp_slot", &taken),
+            walk: (0..=depth)
+                .map(|i| pick(&format!("pgp_w{i}_"), &taken))
+                .collect(),
+        };
+        Ok(Track {
+            key: self.key.of(&root),
+            column: column.erase().of(&root),
+            offset: self.offset,
+            root,
+            nodes,
+            tables,
+            fresh,
+            name,
+            names,
+        })
+    }
+}
+
+impl Track {
+    /// Names the trigger function, triggers and stamp table after `base`
+    /// instead of the derived `pgp_track_<root>_<column>_<hash>`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidIdentifier`] for an invalid name.
+    pub fn named(mut self, base: impl AsRef<str>) -> Result<Track> {
+        self.name = Ident::new(base)?;
+        Ok(self)
+    }
+
+    /// The trigger function's name (in the root table's schema, or the
+    /// first schema of `search_path`).
+    #[must_use]
+    pub fn function_name(&self) -> &Ident {
+        &self.name
+    }
+
+    /// The stamp table's name (beside the function).
+    #[must_use]
+    pub fn stamp_table_name(&self) -> Ident {
+        derived_name(&[self.name.as_str(), "stamps"])
+    }
+
+    /// The tracked column on the root table.
+    #[must_use]
+    pub fn column(&self) -> &AnyColumn {
+        &self.column
+    }
+
+    /// Every table of the graph, the root first: each gets the triggers.
+    #[must_use]
+    pub fn tables(&self) -> &[Table] {
+        &self.tables
+    }
+
+    fn stamps(&self) -> String {
+        quote_beside(&self.root, &self.stamp_table_name())
+    }
+
+    /// `ALTER TABLE root ADD COLUMN IF NOT EXISTS column timestamptz`.
+    #[must_use]
+    pub fn add_column(&self) -> BuiltQuery {
+        BuiltQuery::schema(
+            Ddl::alter()
+                .table(self.root.table_name())
+                .add_column_if_not_exists(
+                    ColumnDef::new(self.column.iden())
+                        .custom(Alias::new("timestamptz"))
+                        .to_owned(),
+                ),
+        )
+    }
+
+    /// The relevant columns of table `ti` (by name, each once): the key and
+    /// change columns, and every column a hop joins on.
+    fn relevant(&self, ti: usize) -> Vec<AnyColumn> {
+        let table = &self.tables[ti];
+        let mut out: Vec<AnyColumn> = Vec::new();
+        let mut add = |c: &AnyColumn| {
+            if !out.iter().any(|o| o.name() == c.name()) {
+                out.push(c.clone());
+            }
+        };
+        for (i, n) in self.nodes.iter().enumerate() {
+            if same_table(&n.table, table) {
+                if i == 0 {
+                    add(&self.key);
+                }
+                n.far.iter().for_each(&mut add);
+                n.changes.iter().for_each(|c| add(&c.erase()));
+                for ch in self.nodes.iter().filter(|ch| ch.parent == i) {
+                    ch.near.iter().for_each(&mut add);
+                }
+            }
+        }
+        out
+    }
+
+    /// The changed rows of table `ti` for `op` (`INSERT`, `DELETE`,
+    /// `UPDATE`) as a subquery over the transition tables: for `UPDATE`,
+    /// old and new versions of rows whose relevant columns changed.
+    fn changed_rows(&self, ti: usize, op: &str) -> String {
+        let cols: Vec<String> = self.relevant(ti).iter().map(|c| quote(c.name())).collect();
+        let cols = cols.join(", ");
+        let (new, old) = (quote(&self.names.new_rows), quote(&self.names.old_rows));
+        match op {
+            "INSERT" => format!("SELECT {cols} FROM {new}"),
+            "DELETE" => format!("SELECT {cols} FROM {old}"),
+            _ => format!(
+                "(SELECT {cols} FROM {new} EXCEPT SELECT {cols} FROM {old}) UNION \
+                 (SELECT {cols} FROM {old} EXCEPT SELECT {cols} FROM {new})"
+            ),
+        }
+    }
+
+    /// The ancestors of node `n`, nearest first, ending with the root.
+    fn ancestors(&self, n: usize) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut at = n;
+        while at != 0 {
+            at = self.nodes[at].parent;
+            out.push(at);
+        }
+        out
+    }
+
+    /// `FROM (changed) AS c JOIN parent AS w1 ON … JOIN … AS w<levels>`:
+    /// the changed rows of node `n` walked `levels` hops towards the root.
+    /// Returns the text and the alias of the last node reached.
+    fn walk(&self, n: usize, changed: &str, levels: usize) -> (String, Ident, usize) {
+        let c = &self.names.changed;
+        let mut from = format!("FROM ({changed}) AS {}", quote(c));
+        let mut alias = c.clone();
+        let mut node = n;
+        for (i, anc) in self.ancestors(n).into_iter().take(levels).enumerate() {
+            let w = self.names.walk[i + 1].clone();
+            let hop = &self.nodes[node];
+            let on: Vec<String> = hop
+                .near
+                .iter()
+                .zip(&hop.far)
+                .map(|(near, far)| format!("{} = {}", qcol(&w, near), qcol(&alias, far)))
+                .collect();
+            from.push_str(&format!(
+                " JOIN {} AS {} ON {}",
+                quote_table(&self.nodes[anc].table),
+                quote(&w),
+                on.join(" AND ")
+            ));
+            alias = w;
+            node = anc;
+        }
+        (from, alias, node)
+    }
+
+    /// The stamp slot of hop `hop` (the node it reaches) joined on `values`.
+    fn slot(hop: usize, values: &[String]) -> String {
+        format!(
+            "(hashtextextended(ROW({hop}, {})::text, 0) & {})::int4",
+            values.join(", "),
+            STAMP_SLOTS - 1
+        )
+    }
+
+    /// Stamps every slot `slots` (a query of one column) returns, in slot
+    /// order.
+    fn stamp(&self, slots: &[String]) -> String {
+        let s = quote(&self.names.slot);
+        execute(&format!(
+            "INSERT INTO {stamps} AS {t} (slot) SELECT DISTINCT {s} FROM ({u}) AS {x} ({s}) ORDER BY 1 \
+             ON CONFLICT (slot) DO UPDATE SET n = {t}.n + 1",
+            stamps = self.stamps(),
+            t = quote(&self.names.locked),
+            u = slots.join(" UNION ALL "),
+            x = quote(&self.names.changed),
+        ))
+    }
+
+    /// Locks the roots whose key `keys` returns, in key order, then sets
+    /// their column from the graph (every one of them, changed or not).
+    fn lock_and_refresh(&self, keys: &str) -> String {
+        let key = quote(self.key.name());
+        let root = quote_table(&self.root);
+        let refresh = Query::update()
+            .table(self.root.table_name())
+            .value(self.column.iden(), self.fresh.clone())
+            .and_where(Expr::cust(format!("{root}.{key} IN ({keys})")))
+            .to_owned();
+        format!(
+            "{}\n      {}",
+            execute(&format!(
+                "SELECT 1 FROM (SELECT {key} FROM {root} WHERE {key} IN ({keys}) ORDER BY {key} FOR NO KEY UPDATE) AS {locked}",
+                locked = quote(&self.names.locked),
+            )),
+            execute(&text(&refresh)),
+        )
+    }
+
+    /// Locks the roots `keys` returns like
+    /// [`lock_and_refresh`](Self::lock_and_refresh), then sets each to the
+    /// greatest of its stored value and the newest change time of the
+    /// inserted rows of leaf node `n` that reach it (`from` walks them to
+    /// the root, aliased `root_alias`). Every root is written.
+    fn lock_and_raise(&self, n: usize, keys: &str, from: &str, root_alias: &Ident) -> String {
+        let key = quote(self.key.name());
+        let root = quote_table(&self.root);
+        let col = quote(self.column.name());
+        let c = &self.names.changed;
+        let newest: Vec<String> = self.nodes[n]
+            .changes
+            .iter()
+            .map(|ch| {
+                let e = ch.instant_of(Expr::cust(qcol(c, &ch.erase())), &self.offset);
+                text(&Query::select().expr(Func::max(e)).to_owned())
+                    .trim_start_matches("SELECT ")
+                    .to_owned()
+            })
+            .collect();
+        let (fresh, k, v) = (
+            quote(&self.names.slot),
+            quote(&self.names.walk[0]),
+            quote(&self.names.locked),
+        );
+        let lock = execute(&format!(
+            "SELECT 1 FROM (SELECT {key} FROM {root} WHERE {key} IN ({keys}) ORDER BY {key} FOR NO KEY UPDATE) AS {v}",
+        ));
+        let raise = execute(&format!(
+            "UPDATE {root} SET {col} = GREATEST({root}.{col}, {fresh}.{v}) \
+             FROM (SELECT {ra} AS {k}, GREATEST({newest}) AS {v} {from} GROUP BY 1) AS {fresh} \
+             WHERE {root}.{key} = {fresh}.{k}",
+            ra = qcol(root_alias, &self.key),
+            newest = newest.join(", "),
+        ));
+        format!("{lock}\n      {raise}")
+    }
+
+    /// The statements for the rows `changed` of node `n`: stamp its join
+    /// points, walk level by level to the roots stamping each, lock and
+    /// recompute the roots.
+    fn node_steps(&self, n: usize, changed: &str, op: &str) -> String {
+        let c = &self.names.changed;
+        let mut out = Vec::new();
+        let node = &self.nodes[n];
+        // Own and forward join points of the changed rows.
+        let mut slots = Vec::new();
+        let from = format!("FROM ({changed}) AS {}", quote(c));
+        if n != 0 {
+            let vals: Vec<String> = node.far.iter().map(|f| qcol(c, f)).collect();
+            slots.push(format!("SELECT {} {from}", Self::slot(n, &vals)));
+        }
+        for (ci, ch) in self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, ch)| ch.parent == n)
+        {
+            let vals: Vec<String> = ch.near.iter().map(|f| qcol(c, f)).collect();
+            slots.push(format!("SELECT {} {from}", Self::slot(ci, &vals)));
+        }
+        if !slots.is_empty() {
+            out.push(self.stamp(&slots));
+        }
+        // One level at a time towards the root, each in its own statement
+        // (a fresh snapshot after waiting for a stamp).
+        let depth = self.ancestors(n).len();
+        for level in 1..depth {
+            let (from, alias, at) = self.walk(n, changed, level);
+            let vals: Vec<String> = self.nodes[at].far.iter().map(|f| qcol(&alias, f)).collect();
+            out.push(self.stamp(&[format!("SELECT {} {from}", Self::slot(at, &vals))]));
+        }
+        let (from, alias, _) = self.walk(n, changed, depth);
+        let keys = format!("SELECT {} {from}", qcol(&alias, &self.key));
+        let leaf = n != 0 && !self.nodes.iter().any(|ch| ch.parent == n);
+        if leaf && op == "INSERT" {
+            // Rows inserted at the end of paths can only raise the value:
+            // the stored one (read after the lock, so current) and the new
+            // rows' newest, without reading every path again.
+            out.push(self.lock_and_raise(n, &keys, &from, &alias));
+        } else {
+            out.push(self.lock_and_refresh(&keys));
+        }
+        out.join("\n      ")
+    }
+
+    /// The body of one table's branch for `op`.
+    fn table_steps(&self, ti: usize, op: &str) -> String {
+        let changed = self.changed_rows(ti, op);
+        let mut out = Vec::new();
+        if op == "UPDATE" {
+            out.push(format!(
+                "IF NOT EXISTS ({changed}) THEN RETURN NULL; END IF;"
+            ));
+        }
+        for (n, node) in self.nodes.iter().enumerate() {
+            if same_table(&node.table, &self.tables[ti]) {
+                out.push(self.node_steps(n, &changed, op));
+            }
+        }
+        out.join("\n      ")
+    }
+
+    /// `CREATE OR REPLACE FUNCTION` of the trigger function (see
+    /// [`install_statements`](Self::install_statements) for the guard that
+    /// keeps it from replacing a function pgpatterns did not make).
+    #[must_use]
+    pub fn function(&self) -> BuiltQuery {
+        BuiltQuery::generated(format!(
+            "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql \
+             SET search_path FROM CURRENT SET jit = off AS {}",
+            self.signature_name(),
+            dollar_quote(&self.body())
+        ))
+    }
+
+    fn body(&self) -> String {
+        let all = self.lock_and_refresh(&format!(
+            "SELECT {} FROM {}",
+            quote(self.key.name()),
+            quote_table(&self.root)
+        ));
+        let mut branches = String::new();
+        for ti in 0..self.tables.len() {
+            branches.push_str(&format!(
+                "
+  {kw} TG_ARGV[0] = '{ti}' THEN
+    IF TG_OP = 'INSERT' THEN
+      {insert}
+    ELSIF TG_OP = 'DELETE' THEN
+      {delete}
+    ELSE
+      {update}
+    END IF;",
+                kw = if ti == 0 { "IF" } else { "ELSIF" },
+                insert = self.table_steps(ti, "INSERT"),
+                delete = self.table_steps(ti, "DELETE"),
+                update = self.table_steps(ti, "UPDATE"),
+            ));
+        }
+        format!(
+            "\n#variable_conflict use_column
+BEGIN
+  IF TG_OP = 'TRUNCATE' THEN
+    {all}
+    RETURN NULL;
+  END IF;{branches}
+  END IF;
+  RETURN NULL;
+END\n"
+        )
+    }
+
+    fn signature_name(&self) -> String {
+        quote_beside(&self.root, &self.name)
+    }
+
+    /// The function's signature as text for `to_regprocedure`.
+    pub(crate) fn signature(&self) -> String {
+        format!("{}()", self.signature_name())
+    }
+
+    /// The comment pgpatterns puts on its trigger function: which column it
+    /// keeps, for which graph (a digest of the function). An existing
+    /// function of the same name is replaced (or dropped) only when it
+    /// carries exactly this comment.
+    #[must_use]
+    pub fn marker(&self) -> String {
+        format!(
+            "pgpatterns: keeps {}.{} equal to the newest change time of a since graph (digest {:016x})",
+            quote_table(&self.root),
+            quote(self.column.name()),
+            fnv1a(FNV_OFFSET, self.body().as_bytes())
+        )
+    }
+
+    fn stamp_marker(&self) -> String {
+        format!("pgpatterns: join-point stamps of {}", self.signature())
+    }
+
+    /// A `DO` block that stops the transaction (SQLSTATE `42710`,
+    /// `duplicate_object`) when the function's name is taken by a function
+    /// without this graph's [`marker`](Self::marker), a trigger name by a
+    /// trigger on a table of the graph that runs another function, or the
+    /// stamp table's name by a table pgpatterns did not make for it. It runs
+    /// first in the same transaction as the DDL.
+    #[must_use]
+    pub fn guard(&self) -> BuiltQuery {
+        let triggers: Vec<String> = TRIGGER_SUFFIXES
+            .iter()
+            .map(|s| string_literal(self.trigger_name(s).as_str()))
+            .collect();
+        let tables: Vec<String> = self
+            .tables
+            .iter()
+            .map(|t| format!("to_regclass({})", string_literal(&quote_table(t))))
+            .collect();
+        let body = format!(
+            "
+DECLARE
+  pgp_fn oid := to_regprocedure({sig});
+  pgp_tb oid := to_regclass({stamps});
+BEGIN
+  IF pgp_fn IS NOT NULL
+     AND obj_description(pgp_fn, 'pg_proc') IS DISTINCT FROM {marker} THEN
+    RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
+      MESSAGE = format('function %s already exists and was not created by pgpatterns for this graph', pgp_fn::regprocedure);
+  END IF;
+  IF pgp_tb IS NOT NULL
+     AND obj_description(pgp_tb, 'pg_class') IS DISTINCT FROM {stamp_marker} THEN
+    RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
+      MESSAGE = format('table %s already exists and was not created by pgpatterns for this graph', pgp_tb::regclass);
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+             WHERE t.tgrelid = ANY (ARRAY[{tables}]::oid[])
+               AND t.tgname = ANY (ARRAY[{triggers}]::text[])
+               AND t.tgfoid IS DISTINCT FROM pgp_fn) THEN
+    RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
+      MESSAGE = 'a trigger named like pgpatterns'' triggers already exists on a table of the graph and runs another function';
+  END IF;
+END
+",
+            sig = string_literal(&self.signature()),
+            stamps = string_literal(&self.stamps()),
+            marker = string_literal(&self.marker()),
+            stamp_marker = string_literal(&self.stamp_marker()),
+            tables = tables.join(", "),
+            triggers = triggers.join(", "),
+        );
+        BuiltQuery::generated(format!("DO {}", dollar_quote(&body)))
+    }
+
+    /// The `CREATE OR REPLACE TRIGGER` statements: four on every table of
+    /// the graph.
+    #[must_use]
+    pub fn triggers(&self) -> Vec<BuiltQuery> {
+        let n = &self.names;
+        let (new_rows, old_rows) = (quote(&n.new_rows), quote(&n.old_rows));
+        let mut out = Vec::new();
+        for (ti, table) in self.tables.iter().enumerate() {
+            let events: [(&str, &str, String); 4] = [
+                (
+                    "ins",
+                    "INSERT",
+                    format!(" REFERENCING NEW TABLE AS {new_rows}"),
+                ),
+                (
+                    "upd",
+                    "UPDATE",
+                    format!(" REFERENCING OLD TABLE AS {old_rows} NEW TABLE AS {new_rows}"),
+                ),
+                (
+                    "del",
+                    "DELETE",
+                    format!(" REFERENCING OLD TABLE AS {old_rows}"),
+                ),
+                ("trunc", "TRUNCATE", String::new()),
+            ];
+            for (suffix, event, referencing) in events {
+                out.push(BuiltQuery::generated(format!(
+                    "CREATE OR REPLACE TRIGGER {} AFTER {event} ON {}{referencing} \
+                     FOR EACH STATEMENT EXECUTE FUNCTION {}('{ti}')",
+                    quote(&self.trigger_name(suffix)),
+                    quote_table(table),
+                    self.signature_name(),
+                )));
+            }
+        }
+        out
+    }
+
+    /// The trigger names, one per event (`INSERT`, `UPDATE`, `DELETE`,
+    /// `TRUNCATE`), the same on every table, derived from the function's.
+    #[must_use]
+    pub fn trigger_names(&self) -> Vec<Ident> {
+        TRIGGER_SUFFIXES
+            .iter()
+            .map(|s| self.trigger_name(s))
+            .collect()
+    }
+
+    fn trigger_name(&self, suffix: &str) -> Ident {
+        derived_name(&[self.name.as_str(), suffix])
+    }
+
+    /// The guard, the column, the stamp table, the function (with their
+    /// comments) and the triggers, in order: run them in one transaction
+    /// (see [`install`](Self::install)), then [`backfill`](Self::backfill).
+    #[must_use]
+    pub fn install_statements(&self) -> Vec<BuiltQuery> {
+        let mut all = vec![
+            self.guard(),
+            self.add_column(),
+            BuiltQuery::generated(format!(
+                "CREATE UNLOGGED TABLE IF NOT EXISTS {} (slot int4 PRIMARY KEY, n int8 NOT NULL DEFAULT 0)",
+                self.stamps()
+            )),
+            BuiltQuery::generated(format!(
+                "COMMENT ON TABLE {} IS {}",
+                self.stamps(),
+                string_literal(&self.stamp_marker())
+            )),
+            self.function(),
+            BuiltQuery::generated(format!(
+                "COMMENT ON FUNCTION {} IS {}",
+                self.signature(),
+                string_literal(&self.marker())
+            )),
+        ];
+        all.extend(self.triggers());
+        all
+    }
+
+    /// The guard, then drops the triggers, the function and the stamp table
+    /// (`IF EXISTS`); the column stays.
+    #[must_use]
+    pub fn uninstall_statements(&self) -> Vec<BuiltQuery> {
+        let mut all = vec![self.guard()];
+        for table in &self.tables {
+            all.extend(TRIGGER_SUFFIXES.iter().map(|suffix| {
+                BuiltQuery::generated(format!(
+                    "DROP TRIGGER IF EXISTS {} ON {}",
+                    quote(&self.trigger_name(suffix)),
+                    quote_table(table)
+                ))
+            }));
+        }
+        all.push(BuiltQuery::generated(format!(
+            "DROP FUNCTION IF EXISTS {}",
+            self.signature()
+        )));
+        all.push(BuiltQuery::generated(format!(
+            "DROP TABLE IF EXISTS {}",
+            self.stamps()
+        )));
+        all
+    }
+
+    /// What stands in the way of installing or uninstalling (see
+    /// [`guard`](Self::guard)), as a typed error. One catalog query.
+    async fn check_names<E: Executor>(&self, db: &E) -> Result<()> {
+        let names: Vec<String> = self
+            .trigger_names()
+            .iter()
+            .map(|n| n.as_str().to_owned())
+            .collect();
+        let tables: Vec<String> = self.tables.iter().map(quote_table).collect();
+        let q = BuiltQuery::fixed_with(
+            "SELECT to_regprocedure($1::text)::text, \
+                    obj_description(to_regprocedure($1::text), 'pg_proc'), \
+                    ARRAY(SELECT format('%s on %s', t.tgname, t.tgrelid::regclass) FROM pg_catalog.pg_trigger t \
+                          WHERE t.tgrelid IN (SELECT to_regclass(x) FROM unnest($2::text[]) AS x) \
+                            AND t.tgname = ANY ($3::text[]) \
+                            AND t.tgfoid IS DISTINCT FROM to_regprocedure($1::text) \
+                          ORDER BY 1), \
+                    to_regclass($4::text)::text, \
+                    obj_description(to_regclass($4::text), 'pg_class')",
+            [
+                self.signature().into_value(),
+                String::array_value(tables),
+                String::array_value(names),
+                self.stamps().into_value(),
+            ],
+        );
+        let row = db.one_row(&q).await?;
+        let function: Option<String> = row.try_get(0usize.into())?;
+        let comment: Option<String> = row.try_get(1usize.into())?;
+        let foreign: Vec<String> = row.try_get(2usize.into())?;
+        let stamps: Option<String> = row.try_get(3usize.into())?;
+        let stamps_comment: Option<String> = row.try_get(4usize.into())?;
+        if let Some(function) = function {
+            if comment.as_deref() != Some(self.marker().as_str()) {
+                return Err(Error::ObjectConflict {
+                    kind: "function",
+                    name: function,
+                    reason: format!(
+                        "it was not created by pgpatterns for this graph (its comment is {comment:?}); \
+                         uninstall with the graph it was made for, or choose another name with Track::named"
+                    ),
+                });
+            }
+        }
+        if let Some(table) = stamps {
+            if stamps_comment.as_deref() != Some(self.stamp_marker().as_str()) {
+                return Err(Error::ObjectConflict {
+                    kind: "table",
+                    name: table,
+                    reason: format!(
+                        "it was not created by pgpatterns for this graph (its comment is {stamps_comment:?})"
+                    ),
+                });
+            }
+        }
+        if let Some(name) = foreign.into_iter().next() {
+            return Err(Error::ObjectConflict {
+                kind: "trigger",
+                name,
+                reason: format!("it runs another function than {}", self.signature()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks the names (see [`Error::ObjectConflict`]), then runs
+    /// [`install_statements`](Self::install_statements) in one transaction.
+    /// Idempotent. Run [`backfill`](Self::backfill) next.
+    ///
+    /// # Errors
+    /// [`Error::ObjectConflict`] when a function, trigger or table of the
+    /// derived names exists and is not this graph's; the database's error
+    /// otherwise. Nothing is installed then.
+    pub async fn install<E: Transactional>(&self, db: &mut E) -> Result<()> {
+        self.check_names(&*db).await?;
+        db.run_in_transaction(&self.install_statements()).await?;
+        Ok(())
+    }
+
+    /// [`install`](Self::install) on a blocking client, from the same code.
+    ///
+    /// # Errors
+    /// As [`install`](Self::install).
+    pub fn install_blocking<C>(&self, db: &mut C) -> Result<()>
+    where
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking_mut(db, async |db| self.install(db).await)
+    }
+
+    /// Checks the names like [`install`](Self::install), then runs
+    /// [`uninstall_statements`](Self::uninstall_statements) in one
+    /// transaction.
+    ///
+    /// # Errors
+    /// [`Error::ObjectConflict`] when the objects of these names are not
+    /// this graph's (nothing is dropped then); the database's error.
+    pub async fn uninstall<E: Transactional>(&self, db: &mut E) -> Result<()> {
+        self.check_names(&*db).await?;
+        db.run_in_transaction(&self.uninstall_statements()).await?;
+        Ok(())
+    }
+
+    /// [`uninstall`](Self::uninstall) on a blocking client, from the same
+    /// code.
+    ///
+    /// # Errors
+    /// As [`uninstall`](Self::uninstall).
+    pub fn uninstall_blocking<C>(&self, db: &mut C) -> Result<()>
+    where
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking_mut(db, async |db| self.uninstall(db).await)
+    }
+
+    /// Roots whose column disagrees with the graph: the key, the stored
+    /// value ([`TRACK_STORED`]) and the value recomputed now
+    /// ([`TRACK_FRESH`]). Empty when the triggers have done their job.
+    #[must_use]
+    pub fn drift_statement(&self) -> SelectStatement {
+        Query::select()
+            .column(self.key.col_ref())
+            .expr_as(self.column.expr(), Alias::new(TRACK_STORED))
+            .expr_as(self.fresh.clone(), Alias::new(TRACK_FRESH))
+            .from(self.root.table_ref())
+            .and_where(is_distinct_from(self.column.expr(), self.fresh.clone()))
+            .to_owned()
+    }
+
+    /// [`drift_statement`](Self::drift_statement) in key order.
+    #[must_use]
+    pub fn drift_query(&self) -> BuiltQuery {
+        let mut q = self.drift_statement();
+        q.order_by(self.key.col_ref(), Order::Asc);
+        BuiltQuery::new(&q)
+    }
+
+    /// How many roots have drifted.
+    ///
+    /// # Errors
+    /// The database's error.
+    pub async fn drift_count<E: Executor>(&self, db: &E) -> Result<i64> {
+        db.one_row(&count_of(self.drift_statement()))
+            .await?
+            .try_get(0usize.into())
+    }
+
+    /// [`drift_count`](Self::drift_count) on a blocking client, from the
+    /// same code.
+    ///
+    /// # Errors
+    /// As [`drift_count`](Self::drift_count).
+    pub fn drift_count_blocking<C>(&self, db: &mut C) -> Result<i64>
+    where
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking(db, async |db| self.drift_count(db).await)
+    }
+
+    /// Recomputes the column for every root, `batch_size` roots per
+    /// transaction in key order, reporting progress after each batch. Safe
+    /// while writers run (each batch locks its roots like the triggers do)
+    /// and resumable: it only writes rows that differ. `K` is the root
+    /// key's type. Run `ANALYZE` afterwards.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] for `batch_size < 1` or a `K` that is not the
+    /// key's type; the database's error otherwise (finished batches stay
+    /// committed).
+    pub async fn backfill<K, E>(
+        &self,
+        db: &mut E,
+        batch_size: i64,
+        mut progress: impl FnMut(Progress) + Send,
+    ) -> Result<BackfillReport>
+    where
+        K: SqlType + FromSqlOwned + Send + Sync,
+        E: Transactional,
+    {
+        Error::at_least("batch_size", batch_size, 1)?;
+        self.key.check_type::<K>("backfill", "key type K")?;
+        let started = Instant::now();
+        let total: i64 = db
+            .one_row(&BuiltQuery::new(
+                &Query::select()
+                    .expr(Expr::cust("COUNT(*)"))
+                    .from(self.root.table_ref())
+                    .to_owned(),
+            ))
+            .await?
+            .try_get(0usize.into())?;
+        let total = u64::try_from(total).unwrap_or(0);
+        let mut report = BackfillReport {
+            entities: 0,
+            updated: 0,
+            batches: 0,
+            elapsed: Duration::ZERO,
+        };
+        progress(Progress::new("backfill", 0, Some(total)));
+        let mut after: Option<K> = None;
+        loop {
+            let mut bound = Query::select();
+            bound
+                .column(self.key.col_ref())
+                .from(self.root.table_ref())
+                .order_by(self.key.col_ref(), Order::Asc)
+                .limit(batch_size as u64);
+            if let Some(a) = &after {
+                bound.and_where(self.key.expr().gt(a.clone().param()));
+            }
+            let row = db.one_row(&batch_bounds(bound, self.key.iden())).await?;
+            let n: i64 = row.try_get(0usize.into())?;
+            let upto: Option<K> = row.try_get(1usize.into())?;
+            let Some(upto) = upto else { break };
+            let mut range = self.key.expr().lte(upto.clone().param());
+            if let Some(a) = &after {
+                range = range.and(self.key.expr().gt(a.clone().param()));
+            }
+            let lock = Query::select()
+                .column(self.key.col_ref())
+                .from(self.root.table_ref())
+                .and_where(range.clone())
+                .order_by(self.key.col_ref(), Order::Asc)
+                .lock(LockType::NoKeyUpdate)
+                .to_owned();
+            let refresh = Query::update()
+                .table(self.root.table_name())
+                .value(self.column.iden(), self.fresh.clone())
+                .and_where(range)
+                .and_where(is_distinct_from(self.column.expr(), self.fresh.clone()))
+                .to_owned();
+            let done = db
+                .run_in_transaction(&[
+                    read_committed(),
+                    BuiltQuery::new(&lock),
+                    BuiltQuery::new(&refresh),
+                ])
+                .await?;
+            report.batches += 1;
+            report.entities += u64::try_from(n).unwrap_or(0);
+            report.updated += done.get(2).copied().unwrap_or(0);
+            progress(Progress::new("backfill", report.entities, Some(total)));
+            after = Some(upto);
+            if n < batch_size {
+                break;
+            }
+        }
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+
+    /// `UPDATE root SET column = <newest change> WHERE column IS DISTINCT
+    /// FROM it`: every root in one statement, without batches or locks
+    /// (for a table no one writes yet, such as freshly loaded data; else
+    /// use [`backfill`](Self::backfill)).
+    #[must_use]
+    pub fn fill_statement(&self) -> BuiltQuery {
+        BuiltQuery::new(
+            &Query::update()
+                .table(self.root.table_name())
+                .value(self.column.iden(), self.fresh.clone())
+                .and_where(is_distinct_from(self.column.expr(), self.fresh.clone()))
+                .to_owned(),
+        )
+    }
+
+    /// [`backfill`](Self::backfill) on a blocking client, from the same
+    /// code.
+    ///
+    /// # Errors
+    /// As [`backfill`](Self::backfill).
+    pub fn backfill_blocking<K, C>(
+        &self,
+        db: &mut C,
+        batch_size: i64,
+        progress: impl FnMut(Progress) + Send,
+    ) -> Result<BackfillReport>
+    where
+        K: SqlType + FromSqlOwned + Send + Sync,
+        C: BlockingExecutor + Send,
+        C::Row: Send,
+    {
+        run_blocking_mut(db, async |db| {
+            self.backfill::<K, _>(db, batch_size, progress).await
+        })
+    }
+}
