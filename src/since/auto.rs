@@ -586,8 +586,15 @@ impl<K: SqlType> SinceQuery<K> {
     {
         calibration.check()?;
         let rule = self.explain_choice_with(cache, &*db, shape).await?;
+        // The tracked column only while the rule found it maintained.
+        let tracked = rule.strategy == SinceStrategy::Tracked
+            || rule
+                .candidates
+                .iter()
+                .any(|c| c.strategy == SinceStrategy::Tracked && c.rejected.is_none());
         let candidates = SinceStrategy::ALL
             .into_iter()
+            .chain(tracked.then_some(SinceStrategy::Tracked))
             .map(|s| Ok((s, self.shape_query(s, shape)?)))
             .collect::<Result<Vec<_>>>()?;
         let reference = self.shape_query(SinceStrategy::UnionIn, shape)?;

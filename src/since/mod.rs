@@ -116,7 +116,14 @@ pub enum SinceStrategy {
 }
 
 impl crate::choice::StrategyName for SinceStrategy {
-    const NAMED: &'static [Self] = &SinceStrategy::ALL;
+    const NAMED: &'static [Self] = &[
+        SinceStrategy::UnionIn,
+        SinceStrategy::SemiJoin,
+        SinceStrategy::Exists,
+        SinceStrategy::OrJoins,
+        SinceStrategy::GreatestGroupBy,
+        SinceStrategy::Tracked,
+    ];
 }
 
 impl SinceStrategy {

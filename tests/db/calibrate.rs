@@ -283,7 +283,8 @@ async fn calibration_bounds_are_honoured_and_bad_options_refused_before_sql() {
 async fn since_and_rollup_calibrate_too() {
     let schema = schema().await;
     let mut c = client(&schema).await;
-    let moves = MovesSeed::new(2000);
+    // Tracked: the maintained last-changed column is a candidate too.
+    let moves = MovesSeed::new(2000).tracked(true);
     let report = moves.run(&c, |_| {}).await.unwrap();
     SalesSeed::sample().run(&c, |_| {}).await.unwrap();
     let cache = StrategyCache::new(Duration::from_secs(60));
@@ -299,6 +300,13 @@ async fn since_and_rollup_calibrate_too() {
         .unwrap();
     assert_eq!(measured.decided_by, DecidedBy::Calibrated { rounds: 3 });
     assert_fastest_won(&measured);
+    assert!(
+        measured
+            .candidates
+            .iter()
+            .any(|e| e.strategy == pgpatterns::SinceStrategy::Tracked && e.median.is_some()),
+        "{measured}"
+    );
     let later = q
         .explain_choice_with(&cache, &c, Shape::Count)
         .await
