@@ -193,6 +193,100 @@ impl<S: SqlType> LatestStatus<S> {
     }
 }
 
+/// Recomputes `column` of `table` as `fresh` (an expression over the row),
+/// `batch_size` rows per transaction in `key` order, reporting progress
+/// after each batch: the batched backfill of every trigger-maintained
+/// column. Each batch locks its rows in key order (as the triggers do) and
+/// writes only the rows that differ, under READ COMMITTED whatever the
+/// session's default, so it is safe while writers run and resumable.
+pub(crate) async fn backfill_column<K, E>(
+    db: &mut E,
+    (table, key, column): (&Table, &AnyColumn, &AnyColumn),
+    fresh: Expr,
+    batch_size: i64,
+    progress: &mut (impl FnMut(Progress) + Send),
+) -> Result<BackfillReport>
+where
+    K: SqlType + FromSqlOwned + Send + Sync,
+    E: Transactional,
+{
+    Error::at_least("batch_size", batch_size, 1)?;
+    key.check_type::<K>("backfill", "key type K")?;
+    let started = Instant::now();
+    let total: i64 = db
+        .one_row(&BuiltQuery::new(
+            &Query::select()
+                .expr(Expr::cust("COUNT(*)"))
+                .from(table.table_ref())
+                .to_owned(),
+        ))
+        .await?
+        .try_get(0usize.into())?;
+    let total = u64::try_from(total).unwrap_or(0);
+    let mut report = BackfillReport {
+        entities: 0,
+        updated: 0,
+        batches: 0,
+        elapsed: Duration::ZERO,
+    };
+    progress(Progress::new("backfill", 0, Some(total)));
+    let mut after: Option<K> = None;
+    loop {
+        // The batch's last key, or the table's last one.
+        let mut bound = Query::select();
+        bound
+            .column(key.col_ref())
+            .from(table.table_ref())
+            .order_by(key.col_ref(), Order::Asc)
+            .limit(batch_size as u64);
+        if let Some(a) = &after {
+            bound.and_where(key.expr().gt(a.clone().param()));
+        }
+        let row = db.one_row(&batch_bounds(bound, key.iden())).await?;
+        let n: i64 = row.try_get(0usize.into())?;
+        let upto: Option<K> = row.try_get(1usize.into())?;
+        let Some(upto) = upto else { break };
+        // The key range itself (not `IN (subquery)`), so both statements
+        // are index range scans instead of hash joins over the table.
+        let mut range = key.expr().lte(upto.clone().param());
+        if let Some(a) = &after {
+            range = range.and(key.expr().gt(a.clone().param()));
+        }
+        let lock = Query::select()
+            .column(key.col_ref())
+            .from(table.table_ref())
+            .and_where(range.clone())
+            .order_by(key.col_ref(), Order::Asc)
+            .lock(LockType::NoKeyUpdate)
+            .to_owned();
+        let refresh = Query::update()
+            .table(table.table_name())
+            .value(column.iden(), fresh.clone())
+            .and_where(range)
+            .and_where(is_distinct_from(column.expr(), fresh.clone()))
+            .to_owned();
+        // READ COMMITTED whatever the session's default, so the refresh
+        // sees what writers committed while the batch waited for locks.
+        let done = db
+            .run_in_transaction(&[
+                read_committed(),
+                BuiltQuery::new(&lock),
+                BuiltQuery::new(&refresh),
+            ])
+            .await?;
+        report.batches += 1;
+        report.entities += u64::try_from(n).unwrap_or(0);
+        report.updated += done.get(2).copied().unwrap_or(0);
+        progress(Progress::new("backfill", report.entities, Some(total)));
+        after = Some(upto);
+        if n < batch_size {
+            break;
+        }
+    }
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
 /// The table without its alias (DDL and UPDATE targets use real names).
 fn plain(table: &Table) -> Table {
     match table.schema() {
@@ -732,90 +826,21 @@ END
         K: SqlType + FromSqlOwned + Send + Sync,
         E: Transactional,
     {
-        Error::at_least("batch_size", batch_size, 1)?;
-        self.key.check_type::<K>("backfill", "key type K")?;
-        let started = Instant::now();
-        let total: i64 = db
-            .one_row(&BuiltQuery::new(
-                &Query::select()
-                    .expr(Expr::cust("COUNT(*)"))
-                    .from(self.entity.table_ref())
-                    .to_owned(),
-            ))
-            .await?
-            .try_get(0usize.into())?;
-        let total = u64::try_from(total).unwrap_or(0);
-        let mut report = BackfillReport {
-            entities: 0,
-            updated: 0,
-            batches: 0,
-            elapsed: Duration::ZERO,
-        };
-        progress(Progress::new("backfill", 0, Some(total)));
-        let mut after: Option<K> = None;
-        loop {
-            // The batch's last key, or the table's last one.
-            let mut bound = Query::select();
-            bound
-                .column(self.key.col_ref())
-                .from(self.entity.table_ref())
-                .order_by(self.key.col_ref(), Order::Asc)
-                .limit(batch_size as u64);
-            if let Some(a) = &after {
-                bound.and_where(self.key.expr().gt(a.clone().param()));
-            }
-            let row = db.one_row(&batch_bounds(bound, self.key.iden())).await?;
-            let n: i64 = row.try_get(0usize.into())?;
-            let upto: Option<K> = row.try_get(1usize.into())?;
-            let Some(upto) = upto else { break };
-            // The key range itself (not `IN (subquery)`), so both statements
-            // are index range scans instead of hash joins over the table.
-            let mut range = self.key.expr().lte(upto.clone().param());
-            if let Some(a) = &after {
-                range = range.and(self.key.expr().gt(a.clone().param()));
-            }
-            let lock = Query::select()
-                .column(self.key.col_ref())
-                .from(self.entity.table_ref())
-                .and_where(range.clone())
-                .order_by(self.key.col_ref(), Order::Asc)
-                .lock(LockType::NoKeyUpdate)
-                .to_owned();
-            let newest = || {
-                Expr::SubQuery(
-                    None,
-                    Box::new(
-                        self.newest_status(self.key.expr(), self.names.fresh_status.clone())
-                            .into(),
-                    ),
-                )
-            };
-            let refresh = Query::update()
-                .table(self.entity.table_name())
-                .value(self.column.iden(), newest())
-                .and_where(range)
-                .and_where(is_distinct_from(self.column.expr(), newest()))
-                .to_owned();
-            // READ COMMITTED whatever the session's default, so the refresh
-            // sees what writers committed while the batch waited for locks.
-            let done = db
-                .run_in_transaction(&[
-                    read_committed(),
-                    BuiltQuery::new(&lock),
-                    BuiltQuery::new(&refresh),
-                ])
-                .await?;
-            report.batches += 1;
-            report.entities += u64::try_from(n).unwrap_or(0);
-            report.updated += done.get(2).copied().unwrap_or(0);
-            progress(Progress::new("backfill", report.entities, Some(total)));
-            after = Some(upto);
-            if n < batch_size {
-                break;
-            }
-        }
-        report.elapsed = started.elapsed();
-        Ok(report)
+        let newest = Expr::SubQuery(
+            None,
+            Box::new(
+                self.newest_status(self.key.expr(), self.names.fresh_status.clone())
+                    .into(),
+            ),
+        );
+        backfill_column::<K, E>(
+            db,
+            (&self.entity, &self.key, &self.column),
+            newest,
+            batch_size,
+            &mut progress,
+        )
+        .await
     }
 
     /// [`backfill`](Self::backfill) on a blocking client (`postgres::Client`,

@@ -844,6 +844,7 @@ mod auto;
 mod ddl;
 mod run;
 
+pub(crate) use ddl::backfill_column;
 pub use ddl::{BackfillReport, Denormalize, DRIFT_STORED};
 
 #[cfg(test)]

@@ -2,12 +2,10 @@
 //! kept equal to the newest change time over the root and every path of the
 //! graph by statement-level triggers on every table of the graph.
 
-use std::time::{Duration, Instant};
-
 use postgres_types::FromSqlOwned;
 use sea_query::{
-    Alias, ColumnDef, Expr, ExprTrait, Func, JoinType, LockType, Order, PostgresQueryBuilder,
-    Query, QueryStatementWriter, SelectStatement, Table as Ddl,
+    Alias, ColumnDef, Expr, Func, JoinType, Order, PostgresQueryBuilder, Query,
+    QueryStatementWriter, SelectStatement, Table as Ddl,
 };
 
 use super::change::ChangeColumn;
@@ -18,7 +16,8 @@ use crate::ddl::{
     FNV_OFFSET,
 };
 use crate::exec::{run_blocking, run_blocking_mut, BlockingExecutor};
-use crate::query::{batch_bounds, count_of, is_distinct_from, read_committed};
+use crate::latest::backfill_column;
+use crate::query::{count_of, is_distinct_from};
 use crate::schema::{AnyColumn, Ident, Table};
 use crate::types::SqlType;
 use crate::{
@@ -1035,76 +1034,14 @@ END
         K: SqlType + FromSqlOwned + Send + Sync,
         E: Transactional,
     {
-        Error::at_least("batch_size", batch_size, 1)?;
-        self.key.check_type::<K>("backfill", "key type K")?;
-        let started = Instant::now();
-        let total: i64 = db
-            .one_row(&BuiltQuery::new(
-                &Query::select()
-                    .expr(Expr::cust("COUNT(*)"))
-                    .from(self.root.table_ref())
-                    .to_owned(),
-            ))
-            .await?
-            .try_get(0usize.into())?;
-        let total = u64::try_from(total).unwrap_or(0);
-        let mut report = BackfillReport {
-            entities: 0,
-            updated: 0,
-            batches: 0,
-            elapsed: Duration::ZERO,
-        };
-        progress(Progress::new("backfill", 0, Some(total)));
-        let mut after: Option<K> = None;
-        loop {
-            let mut bound = Query::select();
-            bound
-                .column(self.key.col_ref())
-                .from(self.root.table_ref())
-                .order_by(self.key.col_ref(), Order::Asc)
-                .limit(batch_size as u64);
-            if let Some(a) = &after {
-                bound.and_where(self.key.expr().gt(a.clone().param()));
-            }
-            let row = db.one_row(&batch_bounds(bound, self.key.iden())).await?;
-            let n: i64 = row.try_get(0usize.into())?;
-            let upto: Option<K> = row.try_get(1usize.into())?;
-            let Some(upto) = upto else { break };
-            let mut range = self.key.expr().lte(upto.clone().param());
-            if let Some(a) = &after {
-                range = range.and(self.key.expr().gt(a.clone().param()));
-            }
-            let lock = Query::select()
-                .column(self.key.col_ref())
-                .from(self.root.table_ref())
-                .and_where(range.clone())
-                .order_by(self.key.col_ref(), Order::Asc)
-                .lock(LockType::NoKeyUpdate)
-                .to_owned();
-            let refresh = Query::update()
-                .table(self.root.table_name())
-                .value(self.column.iden(), self.fresh.clone())
-                .and_where(range)
-                .and_where(is_distinct_from(self.column.expr(), self.fresh.clone()))
-                .to_owned();
-            let done = db
-                .run_in_transaction(&[
-                    read_committed(),
-                    BuiltQuery::new(&lock),
-                    BuiltQuery::new(&refresh),
-                ])
-                .await?;
-            report.batches += 1;
-            report.entities += u64::try_from(n).unwrap_or(0);
-            report.updated += done.get(2).copied().unwrap_or(0);
-            progress(Progress::new("backfill", report.entities, Some(total)));
-            after = Some(upto);
-            if n < batch_size {
-                break;
-            }
-        }
-        report.elapsed = started.elapsed();
-        Ok(report)
+        backfill_column::<K, E>(
+            db,
+            (&self.root, &self.key, &self.column),
+            self.fresh.clone(),
+            batch_size,
+            &mut progress,
+        )
+        .await
     }
 
     /// `UPDATE root SET column = <newest change> WHERE column IS DISTINCT
