@@ -1099,12 +1099,7 @@ const CALIBRATIONS_HEADER: &str = "pgpatterns calibrations 1";
 /// A 128-bit digest of `text` that every process computes alike (two
 /// FNV-1a hashes with the crate's fixed seeds), in hex.
 fn stable_digest(text: &str) -> String {
-    let a = crate::page::Hash64::new(0x7067_7061_7474_6331)
-        .bytes(text.as_bytes())
-        .finish();
-    let b = crate::page::Hash64::new(0x7067_7061_7474_6332)
-        .bytes(text.as_bytes())
-        .finish();
+    let (a, b) = crate::page::hash128(text.as_bytes());
     format!("{a:016x}{b:016x}")
 }
 

@@ -250,6 +250,16 @@ impl Hash64 {
     }
 }
 
+/// A 128-bit digest of `bytes` that every process computes alike (two
+/// [`Hash64`]s under fixed seeds): keys of in-process caches, and the query
+/// identities calibrations are exported under.
+pub(crate) fn hash128(bytes: &[u8]) -> (u64, u64) {
+    (
+        Hash64::new(0x7067_7061_7474_6331).bytes(bytes).finish(),
+        Hash64::new(0x7067_7061_7474_6332).bytes(bytes).finish(),
+    )
+}
+
 /// The payload of a cursor:
 ///
 /// ```text

@@ -35,7 +35,7 @@ use sea_query::Value;
 
 use super::top_n::{TopN, TopRow};
 use crate::exec::Executor;
-use crate::page::Hash64;
+use crate::page::hash128;
 use crate::rollup::{Rollup, RollupRow, Summable};
 use crate::types::SqlType;
 use crate::{BuiltQuery, Result};
@@ -85,15 +85,8 @@ struct Key(u64, u64);
 
 impl Key {
     fn of(q: &BuiltQuery) -> Key {
-        let text = format!("{}\u{1f}{:?}", q.sql(), q.values());
-        Key(
-            Hash64::new(0x7067_7061_7474_7231)
-                .bytes(text.as_bytes())
-                .finish(),
-            Hash64::new(0x7067_7061_7474_7232)
-                .bytes(text.as_bytes())
-                .finish(),
-        )
+        let (a, b) = hash128(format!("{}\u{1f}{:?}", q.sql(), q.values()).as_bytes());
+        Key(a, b)
     }
 }
 
