@@ -124,12 +124,8 @@ impl Calibration {
     /// The bound of the first candidate's run, the rule's choice (default
     /// 30 s): a query slower than this is not calibrated.
     pub fn first_timeout(mut self, bound: Duration) -> Calibration {
-        match bound {
-            d if d.as_millis() == 0 => {
-                self.problems
-                    .note::<()>(Err(Error::spec("first_timeout", "must be at least 1 ms")));
-            }
-            d => self.first = d,
+        if let Some(d) = self.bound("first_timeout", bound) {
+            self.first = d;
         }
         self
     }
@@ -137,14 +133,21 @@ impl Calibration {
     /// The smallest bound a candidate gets (default 100 ms), so that noise
     /// on a fast query does not rule out a candidate.
     pub fn min_timeout(mut self, bound: Duration) -> Calibration {
-        match bound {
-            d if d.as_millis() == 0 => {
-                self.problems
-                    .note::<()>(Err(Error::spec("min_timeout", "must be at least 1 ms")));
-            }
-            d => self.min = d,
+        if let Some(d) = self.bound("min_timeout", bound) {
+            self.min = d;
         }
         self
+    }
+
+    /// `bound` when it is at least 1 ms (`statement_timeout`'s unit), else
+    /// the problem is recorded for `field`.
+    fn bound(&mut self, field: &'static str, bound: Duration) -> Option<Duration> {
+        let checked = if bound.as_millis() == 0 {
+            Err(Error::spec(field, "must be at least 1 ms"))
+        } else {
+            Ok(bound)
+        };
+        self.problems.note(checked)
     }
 
     /// The first problem a step recorded.
