@@ -71,6 +71,9 @@ pub struct TopN<K, A: Summable> {
     eq: Vec<(AnyColumn, Expr)>,
     filters: Vec<Expr>,
     problems: Problems,
+    /// The per-entity aggregate, remade by every step so that building
+    /// the report only renders it.
+    aggregate: Rollup,
 }
 
 impl<K: SqlType, A: Summable> Clone for TopN<K, A> {
@@ -87,6 +90,7 @@ impl<K: SqlType, A: Summable> Clone for TopN<K, A> {
             eq: self.eq.clone(),
             filters: self.filters.clone(),
             problems: self.problems.clone(),
+            aggregate: self.aggregate.clone(),
         }
     }
 }
@@ -135,7 +139,7 @@ impl<K: SqlType, A: Summable> TopN<K, A> {
                 ),
             )));
         }
-        TopN {
+        let mut top = TopN {
             key: key.clone(),
             fk: fk.clone(),
             amount: amount.clone(),
@@ -147,12 +151,18 @@ impl<K: SqlType, A: Summable> TopN<K, A> {
             eq: Vec::new(),
             filters: Vec::new(),
             problems,
-        }
+            aggregate: Rollup::new(fk.table()),
+        };
+        top.aggregate = top.aggregate();
+        top
     }
 
     /// Runs one step, recording its error for [`check`](Self::check).
     fn step(mut self, f: impl FnOnce(&mut Self) -> Result<()>) -> Self {
         let result = f(&mut self);
+        if result.is_ok() {
+            self.aggregate = self.aggregate();
+        }
         self.problems.note(result);
         self
     }
@@ -224,9 +234,11 @@ impl<K: SqlType, A: Summable> TopN<K, A> {
     }
 
     /// Any other condition on the facts (not covered by the advised index).
-    pub fn filter(mut self, condition: Expr) -> TopN<K, A> {
-        self.filters.push(condition);
-        self
+    pub fn filter(self, condition: Expr) -> TopN<K, A> {
+        self.step(|t| {
+            t.filters.push(condition);
+            Ok(())
+        })
     }
 
     /// Checks the report as a whole: the first problem a step recorded.
@@ -237,10 +249,11 @@ impl<K: SqlType, A: Summable> TopN<K, A> {
     /// [`Error::InvalidSpec`] for the first problem: see each step.
     pub fn check(&self) -> Result<()> {
         self.problems.check()?;
-        self.aggregate().check()
+        self.aggregate.check()
     }
 
-    /// The per-entity aggregate: a one-level [`Rollup`] ranked by the sum.
+    /// The per-entity aggregate: a one-level [`Rollup`] ranked by the sum
+    /// (made by every step; read it from `self.aggregate`).
     fn aggregate(&self) -> Rollup {
         let sum = Metric::new(SUM_ALIAS, Agg::<A::Sum>::sum(&self.amount));
         let mut r = Rollup::new(self.fk.table())
@@ -262,11 +275,9 @@ impl<K: SqlType, A: Summable> TopN<K, A> {
     /// # Errors
     /// As [`check`](Self::check).
     pub fn to_statement(&self) -> Result<SelectStatement> {
-        // The aggregate is made once, checked, then used.
-        self.problems.check()?;
-        let aggregate = self.aggregate();
-        aggregate.check()?;
-        Ok(self.statement(&aggregate))
+        // The aggregate was made by the last step: check it, then use it.
+        self.check()?;
+        Ok(self.statement(&self.aggregate))
     }
 
     /// The report over `aggregate` (this report's checked [`aggregate`](Self::aggregate)).

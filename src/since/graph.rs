@@ -94,8 +94,15 @@ pub struct SinceGraph<K> {
     /// ([`tracked_by`](SinceGraph::tracked_by)).
     pub(crate) tracked: Option<Column<DateTime<Utc>>>,
     pub(crate) problems: Problems,
+    /// [`resolve`](Self::resolve)'s answer, made when a path is added:
+    /// building a query only reads it.
+    resolved: Arc<ResolvedGraph>,
     _key: PhantomData<fn() -> K>,
 }
+
+/// The paths with their join aliases, and the joins in the order they must
+/// be written ([`SinceGraph::resolve`]).
+pub(crate) type ResolvedGraph = (Vec<Resolved>, Vec<(Table, Relation)>);
 
 impl<K> Clone for SinceGraph<K> {
     fn clone(&self) -> Self {
@@ -106,6 +113,7 @@ impl<K> Clone for SinceGraph<K> {
             root_label: self.root_label.clone(),
             filters: self.filters.clone(),
             paths: self.paths.clone(),
+            resolved: self.resolved.clone(),
             offset: self.offset,
             max_limit: self.max_limit,
             tracked: self.tracked.clone(),
@@ -166,6 +174,7 @@ impl<K: SqlType> SinceGraph<K> {
             max_limit: SINCE_DEFAULT_MAX_LIMIT,
             tracked: None,
             problems,
+            resolved: Arc::default(),
             _key: PhantomData,
         }
     }
@@ -215,6 +224,7 @@ impl<K: SqlType> SinceGraph<K> {
             .note(self.checked_path(label.as_ref(), hops, change))
         {
             self.paths.push(path);
+            self.resolved = Arc::new(self.resolve_paths());
         }
         self
     }
@@ -423,7 +433,12 @@ impl<K: SqlType> SinceGraph<K> {
     /// root named like them); paths
     /// sharing a prefix of hops share its aliases (one join per prefix).
     /// Also returns the joins in the order they must be written.
-    pub(crate) fn resolve(&self) -> (Vec<Resolved>, Vec<(Table, Relation)>) {
+    pub(crate) fn resolve(&self) -> &ResolvedGraph {
+        &self.resolved
+    }
+
+    /// Computes [`resolve`](Self::resolve)'s answer.
+    fn resolve_paths(&self) -> ResolvedGraph {
         let mut aliases: HashMap<Vec<Relation>, Table> = HashMap::new();
         // Aliases `t1`, `t2`, …, or `j1`, … when the (unaliased) root table
         // is itself called `t<digits>`, so they never shadow it.

@@ -290,7 +290,7 @@ impl<K: SqlType> SinceQuery<K> {
             }
             SinceStrategy::UnionIn => {
                 let mut groups: Vec<(Vec<AnyColumn>, SelectStatement)> = Vec::new();
-                for p in &paths {
+                for p in paths {
                     let first = &p.hops[0];
                     let root_cols: Vec<AnyColumn> =
                         first.pairs().iter().map(|(a, _)| a.clone()).collect();
@@ -332,7 +332,7 @@ impl<K: SqlType> SinceQuery<K> {
                     .column(g.key.of(&r).col_ref())
                     .from(r.table_ref())
                     .and_where(g.root_change.of(&r).changed_since(since));
-                for p in &paths {
+                for p in paths {
                     let first = &p.hops[0];
                     let mut sub = Query::select();
                     let from_key = matches!(first.pairs(), [(near, _)] if *near == g.key);
@@ -358,7 +358,7 @@ impl<K: SqlType> SinceQuery<K> {
                 return q;
             }
             SinceStrategy::Exists => {
-                for p in &paths {
+                for p in paths {
                     let first = &p.hops[0];
                     let mut sub = Query::select();
                     sub.expr(Expr::cust("1")).from(first.to_table().table_ref());
@@ -372,15 +372,15 @@ impl<K: SqlType> SinceQuery<K> {
             }
             SinceStrategy::OrJoins => {
                 q.group_by_col(g.key.col_ref());
-                for (t, rel) in &joins {
+                for (t, rel) in joins {
                     q.join(JoinType::LeftJoin, t.table_ref(), on_expr(rel));
                 }
-                for p in &paths {
+                for p in paths {
                     any = any.or(p.change.changed_since(since));
                 }
             }
             SinceStrategy::GreatestGroupBy => {
-                for (t, rel) in &joins {
+                for (t, rel) in joins {
                     q.join(JoinType::LeftJoin, t.table_ref(), on_expr(rel));
                 }
                 let offset = &g.offset;
