@@ -13,7 +13,12 @@
 //! `--timeout-ms` is cancelled and shown as `>timeout`, and not run again).
 //! `Auto` is timed the way a caller runs it — decision (cached after the
 //! first call) plus query — and its ratio to the cell's best strategy is
-//! printed, with the decision's cost on a cache miss and once cached.
+//! printed, with the decision's cost on a cache miss and once cached. So is
+//! calibrated `Auto`: before the cell is timed, `calibrate` measures the
+//! candidates on a second connection (`--calibration-rounds` rounds) into
+//! its own cache, and the caller's runs then use that measured decision.
+//! `--work-mem` sets the session's `work_mem` for every connection, since
+//! several winners depend on what fits in memory.
 //!
 //! ```text
 //! cargo run --release --example strategy_grid --features testdb,seed
@@ -34,8 +39,8 @@ use pgpatterns::seed::orders::{OrdersSeed, OrdersTables};
 use pgpatterns::seed::sales::SalesSeed;
 use pgpatterns::testdb::{TestDb, TestSchema};
 use pgpatterns::{
-    BuiltQuery, Choice, Error, Executor, IndexOptions, LatestStrategy, PageRequest, RollupRow,
-    RollupStrategy, Shape, SinceStrategy, SqlType, StrategyCache,
+    BuiltQuery, Calibration, Choice, Error, Executor, IndexOptions, LatestStrategy, PageRequest,
+    RollupRow, RollupStrategy, Shape, SinceStrategy, SqlType, StrategyCache,
 };
 
 #[derive(Parser, Debug)]
@@ -65,6 +70,13 @@ struct Args {
     /// Only these families (comma-separated: latest, since, rollup).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// The sessions' `work_mem` (e.g. `4MB`, `64MB`); the server's default
+    /// when absent.
+    #[arg(long)]
+    work_mem: Option<String>,
+    /// Timed rounds of each cell's calibration (0: no calibrated Auto).
+    #[arg(long, default_value_t = 3)]
+    calibration_rounds: usize,
 }
 
 /// One contender of a cell: a name and how to run it (returning a
@@ -79,6 +91,8 @@ struct Cell {
     medians: Vec<(String, Option<f64>)>,
     auto_ms: Option<f64>,
     auto_choice: String,
+    /// Calibrated Auto: median and choice (`None` without calibration).
+    calibrated: Option<(Option<f64>, String)>,
 }
 
 impl Cell {
@@ -187,16 +201,29 @@ fn bar(len: u64, what: &str) -> Result<ProgressBar, Box<dyn std::error::Error>> 
 
 async fn connect(
     schema: &TestSchema,
-    timeout_ms: u64,
+    args: &Args,
 ) -> Result<tokio_postgres::Client, Box<dyn std::error::Error>> {
     let client = schema.connect().await?;
     client
         .rows(&BuiltQuery::fixed_with(
             "SELECT set_config('statement_timeout', $1, false)",
-            [format!("{timeout_ms}ms").into_value()],
+            [format!("{}ms", args.timeout_ms).into_value()],
         ))
         .await?;
+    if let Some(w) = &args.work_mem {
+        client
+            .rows(&BuiltQuery::fixed_with(
+                "SELECT set_config('work_mem', $1, false)",
+                [w.clone().into_value()],
+            ))
+            .await?;
+    }
     Ok(client)
+}
+
+/// The calibration each cell runs, or `None` without calibrated Auto.
+fn calibration(args: &Args) -> Option<Calibration> {
+    (args.calibration_rounds > 0).then(|| Calibration::new().rounds(args.calibration_rounds))
 }
 
 #[tokio::main]
@@ -206,6 +233,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("--rounds must be at least 1".into());
     }
     let want = |f: &str| args.only.is_empty() || args.only.iter().any(|o| o == f);
+    let calib = calibration(&args);
+    if let Some(c) = &calib {
+        c.check()?;
+    }
     let db = TestDb::start()?;
     let mut grid = Grid::default();
     if want("latest") {
@@ -214,7 +245,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ("long histories", args.long_orders, args.drafts),
         ] {
             let schema = db.schema().await?;
-            let client = connect(&schema, args.timeout_ms).await?;
+            let client = connect(&schema, &args).await?;
+            let mut cal_client = connect(&schema, &args).await?;
+            let cal = StrategyCache::new(Duration::from_secs(86_400));
             // Same SQL, another schema: decisions must not carry over.
             StrategyCache::global().clear();
             let b = bar(orders as u64, "orders")?;
@@ -239,6 +272,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         .await?;
                     // Decisions are cached per table; after DDL, forget them.
                     StrategyCache::global().clear();
+                    cal.clear();
                 }
                 let shop = OrdersTables::default();
                 let spec = shop.latest().status_eq("Complete");
@@ -277,9 +311,45 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         ));
                     }
                     let auto = spec.clone().strategy(LatestStrategy::Auto);
-                    measure(&mut grid, args.rounds, "latest", what, &runs, || {
-                        auto.explain_choice(&client, shape)
-                    })
+                    let calibrated = match &calib {
+                        Some(c) => {
+                            let choice =
+                                auto.calibrate_with(&cal, &mut cal_client, shape, c).await?;
+                            let (client, cal, spec) = (&client, &cal, auto.clone());
+                            runs.push((
+                                "Auto (calibrated)".into(),
+                                Box::new(move || {
+                                    let spec = spec.clone();
+                                    Box::pin(async move {
+                                        let s =
+                                            spec.explain_choice_with(cal, client, shape).await?;
+                                        let spec = spec.strategy(s.strategy);
+                                        match shape {
+                                            Shape::Page { limit } => Ok(spec
+                                                .fetch_page::<(), i64>(
+                                                    client,
+                                                    &PageRequest::new(limit),
+                                                )
+                                                .await?
+                                                .keys),
+                                            _ => Ok(vec![spec.count(client).await?]),
+                                        }
+                                    })
+                                }),
+                            ));
+                            Some(format!("{:?}", choice.strategy))
+                        }
+                        None => None,
+                    };
+                    measure(
+                        &mut grid,
+                        args.rounds,
+                        "latest",
+                        what,
+                        &runs,
+                        calibrated,
+                        || auto.explain_choice(&client, shape),
+                    )
                     .await?;
                 }
             }
@@ -287,8 +357,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if want("since") {
         let schema = db.schema().await?;
-        let client = connect(&schema, args.timeout_ms).await?;
+        let client = connect(&schema, &args).await?;
         client.batch_execute("SET TimeZone = 'UTC'").await?;
+        let mut cal_client = connect(&schema, &args).await?;
+        cal_client.batch_execute("SET TimeZone = 'UTC'").await?;
+        let cal = StrategyCache::new(Duration::from_secs(86_400));
         let b = bar(args.moves as u64, "moves")?;
         let seed = MovesSeed::new(args.moves);
         let now = seed
@@ -345,16 +418,49 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     ));
                 }
                 let auto = graph.since(at).strategy(SinceStrategy::Auto);
-                measure(&mut grid, args.rounds, "since", what, &runs, || {
-                    auto.explain_choice(&client, shape)
-                })
+                let calibrated = match &calib {
+                    Some(c) => {
+                        let choice = auto.calibrate_with(&cal, &mut cal_client, shape, c).await?;
+                        let (client, cal, q) = (&client, &cal, auto.clone());
+                        runs.push((
+                            "Auto (calibrated)".into(),
+                            Box::new(move || {
+                                let q = q.clone();
+                                Box::pin(async move {
+                                    let s = q.explain_choice_with(cal, client, shape).await?;
+                                    let q = q.strategy(s.strategy);
+                                    match shape {
+                                        Shape::Page { limit } => Ok(q
+                                            .fetch_page::<(i64,)>(client, &PageRequest::new(limit))
+                                            .await?
+                                            .keys),
+                                        _ => Ok(vec![q.count(client).await?]),
+                                    }
+                                })
+                            }),
+                        ));
+                        Some(format!("{:?}", choice.strategy))
+                    }
+                    None => None,
+                };
+                measure(
+                    &mut grid,
+                    args.rounds,
+                    "since",
+                    what,
+                    &runs,
+                    calibrated,
+                    || auto.explain_choice(&client, shape),
+                )
                 .await?;
             }
         }
     }
     if want("rollup") {
         let schema = db.schema().await?;
-        let client = connect(&schema, args.timeout_ms).await?;
+        let client = connect(&schema, &args).await?;
+        let mut cal_client = connect(&schema, &args).await?;
+        let cal = StrategyCache::new(Duration::from_secs(86_400));
         StrategyCache::global().clear();
         let b = bar(args.sales as u64, "sales")?;
         let seed = SalesSeed::new(args.sales);
@@ -397,9 +503,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ));
             }
             let auto = dashboard.clone().strategy(RollupStrategy::Auto);
-            measure(&mut grid, args.rounds, "rollup", what, &runs, || {
-                auto.explain_choice(&client)
-            })
+            let calibrated = match &calib {
+                Some(c) => {
+                    let choice = auto.calibrate_with(&cal, &mut cal_client, c).await?;
+                    let (client, cal, r) = (&client, &cal, auto.clone());
+                    runs.push((
+                        "Auto (calibrated)".into(),
+                        Box::new(move || {
+                            let r = r.clone();
+                            Box::pin(async move {
+                                let s = r.explain_choice_with(cal, client).await?;
+                                let r = r.strategy(s.strategy);
+                                Ok(row_hashes(&r.fetch_all(client).await?))
+                            })
+                        }),
+                    ));
+                    Some(format!("{:?}", choice.strategy))
+                }
+                None => None,
+            };
+            measure(
+                &mut grid,
+                args.rounds,
+                "rollup",
+                what,
+                &runs,
+                calibrated,
+                || auto.explain_choice(&client),
+            )
             .await?;
         }
     }
@@ -438,14 +569,16 @@ struct Grid {
 }
 
 /// Measures one cell: Auto's decision on a cache miss, then every
-/// contender (Auto last) in interleaved rounds, then the median of 20
-/// cached decisions; records the cell and the overhead.
+/// contender (Auto, then calibrated Auto when `calibrated` names its
+/// choice, last) in interleaved rounds, then the median of 20 cached
+/// decisions; records the cell and the overhead.
 async fn measure<S, F, Fut>(
     grid: &mut Grid,
     rounds: usize,
     family: &'static str,
     what: String,
     runs: &[(String, Run<'_>)],
+    calibrated: Option<String>,
     decide: F,
 ) -> Result<(), Box<dyn std::error::Error>>
 where
@@ -464,7 +597,7 @@ where
     eprintln!("{what}: {miss}");
     grid.overhead
         .push((what.clone(), miss.decided_in, median(&mut cached)));
-    let n = runs.len() - 1;
+    let n = runs.len() - 1 - usize::from(calibrated.is_some());
     grid.cells.push(Cell {
         family,
         what,
@@ -475,6 +608,7 @@ where
             .collect(),
         auto_ms: medians[n],
         auto_choice: format!("{:?}", miss.strategy),
+        calibrated: calibrated.map(|c| (medians[n + 1], c)),
     });
     Ok(())
 }
@@ -497,6 +631,10 @@ fn print_grid(args: &Args, cells: &[Cell], overhead: &[(String, Duration, f64)])
         args.timeout_ms
     );
     let mut worst: f64 = 0.0;
+    let mut worst_calibrated: f64 = 0.0;
+    if let Some(w) = &args.work_mem {
+        println!("work_mem {w}");
+    }
     for family in ["latest", "since", "rollup"] {
         let rows: Vec<&Cell> = cells.iter().filter(|c| c.family == family).collect();
         if rows.is_empty() {
@@ -511,11 +649,21 @@ fn print_grid(args: &Args, cells: &[Cell], overhead: &[(String, Duration, f64)])
                 names.push(n);
             }
         }
+        let with_cal = rows.iter().any(|c| c.calibrated.is_some());
         println!(
-            "| cell | {} | Auto (chose) | Auto / best |",
-            names.join(" | ")
+            "| cell | {} | Auto (chose) | Auto / best |{}",
+            names.join(" | "),
+            if with_cal {
+                " calibrated (chose) | calibrated / best |"
+            } else {
+                ""
+            }
         );
-        println!("|---|{}---|---|", "---|".repeat(names.len()));
+        println!(
+            "|---|{}---|---|{}",
+            "---|".repeat(names.len()),
+            if with_cal { "---|---|" } else { "" }
+        );
         for c in rows {
             let best = c.best();
             let ratio = match (c.auto_ms, best) {
@@ -535,8 +683,21 @@ fn print_grid(args: &Args, cells: &[Cell], overhead: &[(String, Duration, f64)])
                     Some((_, m)) => fmt_ms(*m),
                 })
                 .collect();
+            let cal = match (&c.calibrated, best) {
+                (Some((m, chose)), best) => {
+                    let r = match (m, best) {
+                        (Some(m), Some((_, b))) => m / b,
+                        _ => f64::NAN,
+                    };
+                    if r.is_finite() {
+                        worst_calibrated = worst_calibrated.max(r);
+                    }
+                    format!(" {} ({chose}) | {r:.2}× |", fmt_ms(*m))
+                }
+                (None, _) => String::new(),
+            };
             println!(
-                "| {} | {} | {} ({}) | {:.2}× |",
+                "| {} | {} | {} ({}) | {:.2}× |{cal}",
                 c.what,
                 cols.join(" | "),
                 fmt_ms(c.auto_ms),
@@ -546,6 +707,9 @@ fn print_grid(args: &Args, cells: &[Cell], overhead: &[(String, Duration, f64)])
         }
     }
     println!("\nworst Auto / best: {worst:.2}×");
+    if worst_calibrated > 0.0 {
+        println!("worst calibrated Auto / best: {worst_calibrated:.2}×");
+    }
     println!("\n| cell | decision on a cache miss, ms | once cached, ms |\n|---|---|---|");
     for (what, miss, hit) in overhead {
         println!("| {what} | {:.2} | {:.3} |", miss.as_secs_f64() * 1e3, hit);
