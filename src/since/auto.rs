@@ -17,9 +17,34 @@ use crate::explain::{explain, Plan};
 use crate::types::SqlType;
 use crate::{BuiltQuery, CursorKey, Executor, PageRequest, Result, RowRead};
 
-/// Bytes per changed key in the hashed `IN` subplan of `UnionIn`
-/// (measured: about 300 k keys fit the default 4 MB × 2 hash memory).
-const HASH_BYTES_PER_KEY: f64 = 28.0;
+/// The bytes the planner counts per row of a subquery it would hash for
+/// an `IN`, besides the row's data: `MAXALIGN(SizeofHeapTupleHeader)`.
+/// PostgreSQL hashes an `IN (subquery)` only when `rows × (MAXALIGN(width)
+/// + 24)` fits `work_mem × hash_mem_multiplier` (`subplan_is_hashable`);
+/// past that it re-runs the subquery per root row. `Auto` applies the same
+/// formula to the changed keys' width, so the cliff moves with the key type
+/// and the session's memory, not with one measured dataset (for an `int8`
+/// key: 32 bytes, about 260 k keys in the default 4 MB × 2).
+const HASHED_ROW_OVERHEAD: f64 = 24.0;
+
+/// The width PostgreSQL gives a value of `sql_type` in a tuple (fixed-width
+/// types), or 32 bytes for a variable-width one (text, numeric, …), an
+/// assumption about typical keys.
+pub(crate) fn type_width(sql_type: &str) -> f64 {
+    match sql_type {
+        "bool" | "char" => 1.0,
+        "int2" => 2.0,
+        "int4" | "float4" | "date" | "oid" => 4.0,
+        "int8" | "float8" | "timestamp" | "timestamptz" | "time" | "money" => 8.0,
+        "uuid" | "interval" => 16.0,
+        _ => 32.0,
+    }
+}
+
+/// `MAXALIGN` (8 bytes) of a width.
+fn maxalign(bytes: f64) -> f64 {
+    (bytes / 8.0).ceil() * 8.0
+}
 
 /// Changed rows per root below which a count looks up just the changed
 /// roots by key (`SemiJoin`): a hashed `IN` (`UnionIn`) scans every root
@@ -36,7 +61,7 @@ const STREAM_PAGE: f64 = 0.2;
 impl Window {
     /// How many changed keys `UnionIn`'s hashed subplan holds in memory.
     fn hashable_rows(&self) -> f64 {
-        self.hash_bytes / HASH_BYTES_PER_KEY
+        self.hash_bytes / (maxalign(self.key_width) + HASHED_ROW_OVERHEAD)
     }
 
     /// Changed rows (summed over the change columns) per root row.
@@ -242,6 +267,9 @@ struct Window {
     key_is_pk: bool,
     /// `work_mem × hash_mem_multiplier`, in bytes.
     hash_bytes: f64,
+    /// The widest row of changed keys a hashed `IN` holds (the key
+    /// columns' widths summed), in bytes.
+    key_width: f64,
     /// The catalog state of every table the query reads.
     catalog: Option<Catalog>,
     /// The graph's tracked column is maintained by its triggers.
@@ -249,6 +277,23 @@ struct Window {
 }
 
 impl<K: SqlType> SinceQuery<K> {
+    /// The widest row a hashed `IN` of `UnionIn` holds: per path, the
+    /// widths of the columns its first hop selects, summed.
+    fn key_width(&self) -> f64 {
+        self.graph
+            .resolve()
+            .0
+            .iter()
+            .map(|p| {
+                p.hops[0]
+                    .pairs()
+                    .iter()
+                    .map(|(_, far)| type_width(far.sql_type()))
+                    .sum::<f64>()
+            })
+            .fold(0.0, f64::max)
+    }
+
     /// Every change column the query compares with `since`: the root's,
     /// then each path's.
     fn change_columns(&self) -> Vec<&ChangeColumn> {
@@ -347,6 +392,7 @@ impl<K: SqlType> SinceQuery<K> {
             root_oid: 0,
             key_is_pk: false,
             hash_bytes: f64::NAN,
+            key_width: self.key_width(),
             catalog: None,
             tracked: false,
         };
@@ -530,6 +576,10 @@ impl<K: SqlType> SinceQuery<K> {
                             Statistic::count("changed_rows", window.changed_rows),
                             Statistic::bytes("hash_memory", window.hash_bytes),
                             Statistic::count("hashable_rows", window.hashable_rows()),
+                            Statistic::bytes(
+                                "hashed_row_bytes",
+                                maxalign(window.key_width) + HASHED_ROW_OVERHEAD,
+                            ),
                             Statistic::flag("key_is_primary_key", window.key_is_pk),
                             Statistic::flag("exists_probes_row_by_row", exists_streams),
                             Statistic::flag("tracked_column_maintained", window.tracked),
@@ -726,8 +776,9 @@ mod tests {
             key_is_pk,
             catalog: None,
             tracked: false,
-            // ~300 k hashable keys, the default 4 MB × 2
+            // ~260 k hashable int8 keys, the default 4 MB × 2
             hash_bytes: 8.0 * 1024.0 * 1024.0,
+            key_width: 8.0,
         }
     }
 
@@ -748,6 +799,28 @@ mod tests {
             decide(&window(1e6, 1e8, true), Shape::All, false).0,
             SinceStrategy::SemiJoin
         );
+    }
+
+    #[test]
+    fn the_hash_cliff_moves_with_key_width_and_memory() {
+        let count = |w: &Window| decide(w, Shape::Count, false).0;
+        // 240 k changed int8 keys: 240 k × 32 bytes fits 8 MB
+        let int8 = window(240_000.0, 1e6, true);
+        assert_eq!(count(&int8), SinceStrategy::UnionIn);
+        // the same keys as uuids (16 + 24 bytes each) do not
+        let uuid = Window {
+            key_width: 16.0,
+            ..int8.clone()
+        };
+        assert_eq!(count(&uuid), SinceStrategy::Exists);
+        // …until the session has more hash memory (64 MB × 2)
+        let roomy = Window {
+            hash_bytes: 128.0 * 1024.0 * 1024.0,
+            ..uuid.clone()
+        };
+        assert_eq!(count(&roomy), SinceStrategy::UnionIn);
+        assert_eq!(type_width("int4") + type_width("text"), 36.0);
+        assert_eq!(maxalign(36.0) + HASHED_ROW_OVERHEAD, 64.0);
     }
 
     #[test]
