@@ -19,8 +19,9 @@ use crate::{BuiltQuery, CursorKey, Executor, PageRequest, Result, RowRead};
 
 /// The bytes the planner counts per row of a subquery it would hash for
 /// an `IN`, besides the row's data: `MAXALIGN(SizeofHeapTupleHeader)`.
-/// PostgreSQL hashes an `IN (subquery)` only when `rows × (MAXALIGN(width)
-/// + 24)` fits `work_mem × hash_mem_multiplier` (`subplan_is_hashable`);
+/// PostgreSQL hashes an `IN (subquery)` only when
+/// `rows × (MAXALIGN(width) + 24)` fits `work_mem × hash_mem_multiplier`
+/// (`subplan_is_hashable`);
 /// past that it re-runs the subquery per root row. `Auto` applies the same
 /// formula to the changed keys' width, so the cliff moves with the key type
 /// and the session's memory, not with one measured dataset (for an `int8`
