@@ -89,8 +89,11 @@
 //! query, no scan of the tables. Its limits:
 //!
 //! - the statistics are **asynchronous**: a session publishes its counts
-//!   when it goes idle, at most once a second (PostgreSQL 15), so a change
-//!   committed a moment ago may not be seen yet;
+//!   when it goes idle, at most once a second (PostgreSQL 15). So a change
+//!   committed a moment ago may not be seen yet (fresh is said for up to
+//!   about a second too long), and a write committed just before a refresh
+//!   may be counted after it (stale is said, and the next refresh clears
+//!   it);
 //! - counts include writes of **rolled-back** transactions and updates that
 //!   changed nothing, so "changed" may be said when the view's rows are the
 //!   same (never the other way round, except for the delay above);
@@ -557,7 +560,7 @@ WITH pgp_dep AS (
   FROM pgp_dep d
   LEFT JOIN LATERAL pg_catalog.pg_partition_tree(d.relid) p ON p.isleaf
 )
-INSERT INTO {book} AS b (view_oid, view_name, started_at, finished_at, concurrently, refreshes,
+INSERT INTO {book} AS b (view_oid, view_name, started_at, finished_at, ran_concurrently, refreshes,
                          base_relids, base_tuples, base_filenodes)
 SELECT to_regclass($1::text)::oid, $1::text, clock_timestamp(), clock_timestamp(), $2::bool, 1,
        ARRAY(SELECT relid FROM pgp_base ORDER BY relid),
@@ -567,13 +570,13 @@ SELECT to_regclass($1::text)::oid, $1::text, clock_timestamp(), clock_timestamp(
        ARRAY(SELECT pg_catalog.pg_relation_filenode(relid) FROM pgp_base ORDER BY relid)
 ON CONFLICT (view_oid) DO UPDATE SET
   view_name = EXCLUDED.view_name, started_at = EXCLUDED.started_at,
-  finished_at = EXCLUDED.finished_at, concurrently = EXCLUDED.concurrently,
+  finished_at = EXCLUDED.finished_at, ran_concurrently = EXCLUDED.ran_concurrently,
   refreshes = b.refreshes + 1, base_relids = EXCLUDED.base_relids,
   base_tuples = EXCLUDED.base_tuples, base_filenodes = EXCLUDED.base_filenodes";
 
 /// The freshness query: `$1` the view's name. `{book}` as above.
 const FRESHNESS: &str = "\
-SELECT v.relispopulated, b.started_at, b.finished_at, b.concurrently, b.refreshes,
+SELECT v.relispopulated, b.started_at, b.finished_at, b.ran_concurrently, b.refreshes,
        EXTRACT(EPOCH FROM clock_timestamp() - b.started_at)::float8,
        pg_catalog.pg_is_in_recovery(), current_setting('track_counts')::bool,
        ARRAY(SELECT s.relid::regclass::text
@@ -794,7 +797,7 @@ impl<S: Materialize> MatView<S> {
   view_name text NOT NULL,
   started_at timestamptz NOT NULL,
   finished_at timestamptz NOT NULL,
-  concurrently boolean NOT NULL,
+  ran_concurrently boolean NOT NULL,
   refreshes int8 NOT NULL,
   base_relids oid[] NOT NULL,
   base_tuples int8[] NOT NULL,
