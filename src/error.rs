@@ -142,6 +142,19 @@ pub enum Error {
         reason: String,
     },
 
+    /// A database object that an operation needs does not exist (a
+    /// materialized view refreshed before it was created). Nothing was
+    /// changed.
+    #[error("{kind} {name} does not exist: {hint}")]
+    ObjectMissing {
+        /// What kind of object: `"materialized view"`.
+        kind: &'static str,
+        /// The object's name as pgpatterns would create it.
+        name: String,
+        /// What to do about it.
+        hint: &'static str,
+    },
+
     /// The throwaway PostgreSQL cluster could not be found, started or reached.
     #[error("throwaway database: `{command}` failed: {stderr}")]
     TestDb {
@@ -358,6 +371,13 @@ impl Error {
     #[must_use]
     pub fn is_object_conflict(&self) -> bool {
         matches!(self, Error::ObjectConflict { .. })
+    }
+
+    /// `true` for [`Error::ObjectMissing`]: an object the operation needs
+    /// does not exist.
+    #[must_use]
+    pub fn is_object_missing(&self) -> bool {
+        matches!(self, Error::ObjectMissing { .. })
     }
 
     /// `true` when the server rejected a statement for a unique-constraint

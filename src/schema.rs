@@ -788,6 +788,41 @@ impl<T: SqlType> Column<T> {
         )))
     }
 
+    /// `col >= now() - period`: the rows of the last `period` before the
+    /// statement's transaction started. The period is a bound parameter
+    /// (`$n * interval '1 microsecond'`); `now()` is evaluated by the server
+    /// each time the statement runs, so a materialized view defined with
+    /// it covers the `period` before each refresh. For `timestamptz`,
+    /// `timestamp` (compared in the session's time zone) and `date`
+    /// columns.
+    ///
+    /// ```
+    /// use pgpatterns::{column, table, BuiltQuery};
+    /// use pgpatterns::sea_query::Query;
+    /// let orders = table!("orders");
+    /// let created_at = column!(orders, "created_at": chrono::DateTime<chrono::Utc>);
+    /// let q = BuiltQuery::new(
+    ///     &Query::select()
+    ///         .column(created_at.col_ref())
+    ///         .from(orders.table_ref())
+    ///         .and_where(created_at.within_last(chrono::Duration::days(30)))
+    ///         .to_owned(),
+    /// );
+    /// assert_eq!(
+    ///     q.sql(),
+    ///     r#"SELECT "orders"."created_at" FROM "orders" WHERE "orders"."created_at" >= now() - CAST($1 AS int8) * interval '1 microsecond'"#
+    /// );
+    /// # Ok::<(), pgpatterns::Error>(())
+    /// ```
+    #[must_use]
+    pub fn within_last(&self, period: chrono::Duration) -> Expr {
+        let micros = period.num_microseconds().unwrap_or(i64::MAX);
+        Expr::cust_with_exprs(
+            "$1 >= now() - $2 * interval '1 microsecond'",
+            [self.expr(), micros.param()],
+        )
+    }
+
     /// `col IS NULL`.
     #[must_use]
     pub fn is_null(&self) -> Expr {

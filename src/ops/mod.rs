@@ -11,6 +11,9 @@
 //! - [`index`]: `CREATE INDEX CONCURRENTLY`, with detection and rebuild of
 //!   the INVALID index a failed concurrent build leaves behind;
 //! - [`batch`]: delete rows matching a condition in batches;
+//! - [`matview`]: a report stored as a materialized view — created and
+//!   dropped safely, refreshed concurrently, its freshness checked, read
+//!   back as the report's own rows;
 //! - [`partition`]: range-partition a live table by time without downtime
 //!   (plan, resumable copy + mirror, cutover, rollback), partitions made
 //!   ahead, retention by detaching, cold export with `COPY`.
@@ -20,11 +23,13 @@ use std::time::Duration;
 pub mod archive;
 pub mod batch;
 pub mod index;
+pub mod matview;
 pub mod partition;
 pub mod recent;
 pub mod report_cache;
 pub mod top_n;
 
+pub use matview::MatView;
 pub use report_cache::ReportCache;
 pub use top_n::{TopN, TopRow};
 /// What a batched operation did ([`archive::Archiver::run`],

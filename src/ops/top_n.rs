@@ -211,6 +211,27 @@ impl<K: SqlType, A: Summable> TopN<K, A> {
         })
     }
 
+    /// Only facts of the last `period` before the statement runs: `time >=
+    /// now() - period` (see [`Column::within_last`]). Unlike
+    /// [`window_since`](Self::window_since), the window moves: each run —
+    /// and each refresh of a [materialized view](super::matview) of the
+    /// report — covers the `period` before it. A `period` of zero or less,
+    /// or a `time` column refused as by `window_since`, is refused when the
+    /// report is checked.
+    pub fn window_last<T: SqlType>(self, time: &Column<T>, period: chrono::Duration) -> TopN<K, A> {
+        self.step(|t| {
+            if period <= chrono::Duration::zero() {
+                return Err(Error::spec(
+                    "window_last",
+                    format!("the period must be positive, got {period}"),
+                ));
+            }
+            t.time_column(time)?;
+            t.since = Some(time.within_last(period));
+            Ok(())
+        })
+    }
+
     /// Only facts with `time < until` (refused as
     /// [`window_since`](Self::window_since)).
     pub fn window_until<T: SqlType>(self, time: &Column<T>, until: T) -> TopN<K, A> {
@@ -355,6 +376,26 @@ impl<K: SqlType, A: Summable> TopN<K, A> {
             }
         }
         Ok(idx)
+    }
+
+    /// The output column names, in order: key, extras, count, sum.
+    pub(crate) fn output_names(&self) -> Vec<Ident> {
+        let mut names = vec![self.key.name().clone()];
+        names.extend(self.extras.iter().map(|c| c.name().clone()));
+        names.push(Ident::fixed(COUNT_ALIAS));
+        names.push(Ident::fixed(SUM_ALIAS));
+        names
+    }
+
+    /// The report's order over its output names: sum descending (NULLs
+    /// last), then the key.
+    pub(crate) fn order_output(&self, q: &mut SelectStatement) {
+        q.order_by_expr_with_nulls(
+            Expr::col(Alias::new(SUM_ALIAS)),
+            Order::Desc,
+            NullOrdering::Last,
+        )
+        .order_by_expr(Expr::col(self.key.name().clone()), Order::Asc);
     }
 
     /// Decodes one returned row.

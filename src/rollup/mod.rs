@@ -765,8 +765,9 @@ impl Rollup {
         q
     }
 
-    /// ORDER BY level, rank metric, dimensions (all by output name).
-    fn order(&self, q: &mut SelectStatement) {
+    /// ORDER BY level, rank metric, dimensions (all by output name), so it
+    /// also orders rows read back from a materialized copy of the report.
+    pub(crate) fn order(&self, q: &mut SelectStatement) {
         let order = match self.total {
             TotalPosition::Last => Order::Asc,
             TotalPosition::First => Order::Desc,
@@ -832,7 +833,13 @@ impl Rollup {
             .collect()
     }
 
-    fn names(&self) -> Arc<[Ident]> {
+    /// The dimensions' output names, in spec order.
+    pub(crate) fn dim_names(&self) -> Vec<Ident> {
+        self.dims.iter().map(|d| d.alias.clone()).collect()
+    }
+
+    /// The output names: dimensions, then metrics (the level column follows).
+    pub(crate) fn names(&self) -> Arc<[Ident]> {
         self.dims
             .iter()
             .map(|d| d.alias.clone())

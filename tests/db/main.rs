@@ -18,6 +18,7 @@ mod explain;
 mod hostile;
 mod injection;
 mod latest;
+mod matview;
 mod ops_archive;
 mod ops_index;
 mod ops_recent;
