@@ -41,8 +41,10 @@
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::future::Future;
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use sea_query::{Expr, Value};
@@ -702,13 +704,23 @@ impl Inner {
 /// another (`explain_choice_with`).
 ///
 /// **Catalog changes take effect at once.** Every `Auto` call reads a
-/// cheap digest of the catalog state of the tables its decision depends on
-/// (one round trip, measured about 0.1 ms on a local server): their
-/// indexes (created, dropped, or made valid by `CREATE INDEX
+/// cheap digest of the catalog state of the tables its decision depends on:
+/// their indexes (created, dropped, or made valid by `CREATE INDEX
 /// CONCURRENTLY`), their triggers (installed, dropped, enabled, disabled),
 /// their columns and relfilenodes. A decision made under another state is
 /// not used: creating the advised index, or uninstalling a denormalized
 /// column's triggers, changes the very next decision.
+///
+/// **A remembered decision costs no extra round trip.** When a run verb
+/// (`count`, `fetch_page`) of the latest or since family meets a query
+/// decided before, it sends the remembered strategy's statement together
+/// with the catalog check (pipelined on one connection) and returns its
+/// answer once the check confirms the decision; if the check shows a
+/// change, that answer is dropped (every strategy only reads) and the
+/// query is decided again. Strategies that read a trigger-maintained
+/// column (`Denormalized`, `Tracked`) run only after the check says the
+/// column is maintained, so they cost one round trip more. Rollup reports
+/// check first, then run.
 ///
 /// **Statistics are trusted for the time to live.** Table statistics change
 /// as data does; a decision older than the time to live is made again.
@@ -1039,6 +1051,14 @@ impl StrategyCache {
         Some(hit)
     }
 
+    /// The strategy decided before for exactly the query `recall` stands
+    /// for, whatever the catalog says now: what [`speculate`] runs while it
+    /// checks the catalog.
+    pub(crate) fn peek<S: StrategyName>(&self, recall: &Recall) -> Option<S> {
+        let (key, _) = recall.remembered.as_ref()?;
+        Some(self.lookup::<S>(key)?.strategy)
+    }
+
     /// The decision key of a query on the table `table_oid` (the same SQL
     /// text names other tables under another `search_path`) in selectivity
     /// `bucket` under `catalog`, remembered for the next time exactly this
@@ -1243,6 +1263,69 @@ impl Recall {
     }
 }
 
+/// Runs both futures at once and returns both outputs: on one
+/// tokio-postgres connection their statements are pipelined, so two
+/// statements cost one round trip.
+pub(crate) async fn join2<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+    let mut a = std::pin::pin!(a);
+    let mut b = std::pin::pin!(b);
+    let mut out_a = None;
+    let mut out_b = None;
+    std::future::poll_fn(|cx| {
+        if out_a.is_none() {
+            if let Poll::Ready(v) = a.as_mut().poll(cx) {
+                out_a = Some(v);
+            }
+        }
+        if out_b.is_none() {
+            if let Poll::Ready(v) = b.as_mut().poll(cx) {
+                out_b = Some(v);
+            }
+        }
+        if out_a.is_some() && out_b.is_some() {
+            if let (Some(a), Some(b)) = (out_a.take(), out_b.take()) {
+                return Poll::Ready((a, b));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// `Auto` for a query decided before, in one round trip: the remembered
+/// strategy runs (`run`) at the same time as the catalog check (`catalog`),
+/// and its answer is returned when the check confirms the decision — the
+/// catalog state is the one it was made under. `None` when the query was
+/// not decided before, its decision is one `trusted` refuses to run
+/// unchecked (a strategy that reads a trigger-maintained column runs only
+/// after the check says the column is maintained), or the check does not
+/// confirm it (the answer is dropped; decide again).
+///
+/// Reads only: every strategy is a `SELECT`, so running one whose decision
+/// turns out stale has no effect but its cost.
+pub(crate) async fn speculate<S, T, C, R>(
+    cache: &StrategyCache,
+    recall: &Recall,
+    trusted: impl Fn(S) -> bool,
+    catalog: C,
+    run: impl FnOnce(S) -> R,
+) -> Option<Result<T>>
+where
+    S: StrategyName,
+    C: Future<Output = Result<Catalog>>,
+    R: Future<Output = Result<T>>,
+{
+    let strategy = cache.peek::<S>(recall).filter(|&s| trusted(s))?;
+    let (state, out) = join2(catalog, run(strategy)).await;
+    match state {
+        Err(e) => Some(Err(e)),
+        Ok(state) => cache
+            .remembered::<S>(recall, &state)
+            .filter(|hit| hit.strategy == strategy)
+            .map(|_| out),
+    }
+}
+
 /// Rejects page sizes below 1 before any SQL runs.
 pub(crate) fn check_shape(shape: Shape) -> Result<()> {
     if let Shape::Page { limit } = shape {
@@ -1351,6 +1434,59 @@ impl TableStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A statement in flight: started on its first poll, answered on a
+    /// later one (as a reply arrives), logging both.
+    struct InFlight<'a> {
+        name: &'static str,
+        log: &'a Mutex<Vec<String>>,
+        polls: u8,
+    }
+
+    impl Future for InFlight<'_> {
+        type Output = &'static str;
+        fn poll(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> Poll<&'static str> {
+            self.polls += 1;
+            let name = self.name;
+            if self.polls == 1 {
+                self.log.lock().unwrap().push(format!("send {name}"));
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            self.log.lock().unwrap().push(format!("answer {name}"));
+            Poll::Ready(name)
+        }
+    }
+
+    #[test]
+    fn join2_has_both_statements_in_flight_at_once() {
+        let log = Mutex::new(Vec::new());
+        let a = InFlight {
+            name: "catalog",
+            log: &log,
+            polls: 0,
+        };
+        let b = InFlight {
+            name: "query",
+            log: &log,
+            polls: 0,
+        };
+        let out = crate::exec::block_on(join2(a, b));
+        assert_eq!(out, ("catalog", "query"));
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                "send catalog",
+                "send query",
+                "answer catalog",
+                "answer query"
+            ],
+            "the query is sent before the catalog check is answered"
+        );
+    }
 
     #[test]
     fn buckets_are_powers_of_two() {

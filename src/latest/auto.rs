@@ -6,8 +6,8 @@ use sea_query::{Expr, ExprTrait, Query, Value};
 use super::{LatestStatus, LatestStrategy, Predicate};
 use crate::calibrate::{calibrate, Calibration, Target};
 use crate::choice::{
-    catalog_expr, check_shape, fraction_bucket, Catalog, Choice, Estimate, Shape, Statistic,
-    StrategyCache, TableStats,
+    catalog_expr, check_shape, fraction_bucket, speculate, Catalog, Choice, Estimate, Shape,
+    Statistic, StrategyCache, TableStats,
 };
 use crate::ddl::quote_table;
 use crate::exec::{run_blocking, run_blocking_mut, BlockingExecutor, Transactional};
@@ -450,6 +450,38 @@ impl<S: SqlType> LatestStatus<S> {
         C::Row: Send,
     {
         run_blocking_mut(db, async |db| self.calibrate(db, shape, calibration).await)
+    }
+
+    /// Runs `run` on this spec in the strategy it runs in: `Auto` resolved
+    /// for `shape` with the [global cache](StrategyCache::global). A query
+    /// decided before runs its remembered strategy in the same round trip
+    /// as the catalog check that confirms it (see
+    /// [`speculate`](crate::choice::speculate)); `Denormalized` runs only
+    /// after the check says its column is maintained.
+    pub(super) async fn run_resolved<E, T, R>(
+        &self,
+        db: &E,
+        shape: Shape,
+        run: impl Fn(LatestStatus<S>) -> R,
+    ) -> Result<T>
+    where
+        E: Executor,
+        R: std::future::Future<Output = Result<T>>,
+    {
+        if self.strategy == LatestStrategy::Auto {
+            self.check()?;
+            check_shape(shape)?;
+            let cache = StrategyCache::global();
+            let reference = self.shape_query(LatestStrategy::DistinctOn, shape);
+            let recall = cache.recall("latest", shape, &reference);
+            let checked = async { Ok(self.catalog(db).await?.state) };
+            let trusted = |s| s != LatestStrategy::Denormalized;
+            let remembered = |s| run(self.with_strategy(s));
+            if let Some(out) = speculate(cache, &recall, trusted, checked, remembered).await {
+                return out;
+            }
+        }
+        run(self.resolve(db, shape).await?).await
     }
 
     /// This spec with `Auto` replaced by the strategy it chooses for

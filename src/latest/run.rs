@@ -19,10 +19,12 @@ impl<S: SqlType> LatestStatus<S> {
     /// As [`check`](Self::check), before anything is sent; the database's
     /// error.
     pub async fn count<E: Executor>(&self, db: &E) -> Result<i64> {
-        let spec = self.resolve(db, Shape::Count).await?;
-        db.one_row(&spec.count_built())
-            .await?
-            .try_get(0usize.into())
+        self.run_resolved(db, Shape::Count, |spec| async move {
+            db.one_row(&spec.count_built())
+                .await?
+                .try_get(0usize.into())
+        })
+        .await
     }
 
     /// [`count`](Self::count) on a blocking client (`postgres::Client`,
@@ -80,9 +82,14 @@ impl<S: SqlType> LatestStatus<S> {
         K: CursorKey + Send,
     {
         let after = self.decode_after::<K>(req)?;
-        let spec = self.resolve(db, Shape::Page { limit: req.limit }).await?;
-        let probe = spec.page_built(req.limit.saturating_add(1), after.map(SqlType::param));
-        let mut rows = db.rows(&probe).await?;
+        let probe_limit = req.limit.saturating_add(1);
+        let shape = Shape::Page { limit: req.limit };
+        let mut rows = self
+            .run_resolved(db, shape, |spec| {
+                let probe = spec.page_built(probe_limit, after.clone().map(SqlType::param));
+                async move { db.rows(&probe).await }
+            })
+            .await?;
         let limit = usize::try_from(req.limit).unwrap_or(usize::MAX);
         let more = rows.len() > limit;
         rows.truncate(limit);

@@ -8,8 +8,8 @@ use sea_query::Value;
 use super::{ChangeColumn, SinceQuery, SinceStrategy};
 use crate::calibrate::{calibrate, Calibration, Target};
 use crate::choice::{
-    catalog_state, check_shape, fraction_bucket, tables_text, Catalog, Choice, Estimate, Shape,
-    Statistic, StrategyCache,
+    catalog_state, check_shape, fraction_bucket, speculate, tables_text, Catalog, Choice, Estimate,
+    Shape, Statistic, StrategyCache,
 };
 use crate::ddl::quote_table;
 use crate::exec::{run_blocking, run_blocking_mut, BlockingExecutor, Transactional};
@@ -196,7 +196,7 @@ SELECT col.ord::int8,
        EXISTS (SELECT 1 FROM pg_index i
                JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
                WHERE i.indrelid = c.oid AND i.indisprimary AND i.indnkeyatts = 1 AND a.attname = $5),
-       (SELECT setting::float8 * 1024 FROM pg_settings WHERE name = 'work_mem')
+       pg_size_bytes(current_setting('work_mem'))::float8
          * current_setting('hash_mem_multiplier')::float8,
        CASE WHEN c.reltuples < 0 THEN 'NaN'::float8 ELSE c.reltuples::float8 END,
        CASE WHEN s.attname IS NULL THEN 'NaN'::float8 ELSE
@@ -232,7 +232,7 @@ const CATALOG_STATE: &str = concat!(
     "SELECT ",
     catalog_state!("$1"),
     ",
-       (SELECT setting::float8 * 1024 FROM pg_settings WHERE name = 'work_mem')
+       pg_size_bytes(current_setting('work_mem'))::float8
          * current_setting('hash_mem_multiplier')::float8,
        ",
     tracked_state!("$2", "$3", "$4", "$5", "$6")
@@ -709,6 +709,34 @@ impl<K: SqlType> SinceQuery<K> {
         run_blocking(db, async |db| self.resolve(db, shape).await)
     }
 
+    /// `Auto` for a query decided before (`reference`, in `shape`), in one
+    /// round trip: `run` on the remembered strategy, pipelined with the
+    /// catalog check that confirms it (see
+    /// [`speculate`](crate::choice::speculate)). `None` when not decided
+    /// before, the decision is `Tracked` (run only after the check says its
+    /// column is maintained), or the catalog changed: resolve then.
+    pub(crate) async fn run_remembered<E, T, R>(
+        &self,
+        db: &E,
+        shape: Shape,
+        reference: &BuiltQuery,
+        run: impl FnOnce(SinceQuery<K>) -> R,
+    ) -> Option<Result<T>>
+    where
+        E: Executor,
+        R: std::future::Future<Output = Result<T>>,
+    {
+        if self.strategy != SinceStrategy::Auto {
+            return None;
+        }
+        let cache = StrategyCache::global();
+        let recall = cache.recall("since", shape, reference);
+        let checked = async { Ok(self.catalog(db).await?.0) };
+        let trusted = |s| s != SinceStrategy::Tracked;
+        let remembered = |s| run(self.clone().strategy(s));
+        speculate(cache, &recall, trusted, checked, remembered).await
+    }
+
     /// The concrete query for one page request: `Auto` resolved for this
     /// request's order and cursor.
     pub(crate) async fn resolve_page<E: Executor>(
@@ -745,8 +773,20 @@ impl<K: SqlType> SinceQuery<K> {
     where
         K: CursorKey,
     {
-        let q = self.resolve(db, Shape::Count).await?;
-        db.one_row(&q.count_built()).await?.try_get(0usize.into())
+        let count = |q: SinceQuery<K>| async move {
+            db.one_row(&q.count_built()).await?.try_get(0usize.into())
+        };
+        if self.strategy == SinceStrategy::Auto {
+            self.check()?;
+            let reference = self.shape_query(SinceStrategy::UnionIn, Shape::Count)?;
+            if let Some(out) = self
+                .run_remembered(db, Shape::Count, &reference, count)
+                .await
+            {
+                return out;
+            }
+        }
+        count(self.resolve(db, Shape::Count).await?).await
     }
 
     /// [`count`](Self::count) on a blocking client (`postgres::Client`,

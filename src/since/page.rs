@@ -10,7 +10,7 @@ use crate::exec::{ColumnIndex, Executor, FromRow, RowRead};
 use crate::page::{corrupted, decode_cursor, encode_cursor, Cursor, Hash64, FINGERPRINT_SEED};
 use crate::types::SqlType;
 use crate::{BuiltQuery, Error, Result};
-use crate::{CursorKey, Page, PageOrder, PageRequest};
+use crate::{CursorKey, Page, PageOrder, PageRequest, Shape};
 
 impl<K: SqlType> SinceQuery<K> {
     /// The page statement without cursor or limit: the query in `strategy`,
@@ -171,8 +171,24 @@ impl<K: SqlType> SinceQuery<K> {
     {
         // Checks the request before `Auto` reads any statistics.
         self.page_query(req)?;
-        let q = self.resolve_page(e, req).await?.page_query(req)?;
-        let rows = e.rows(&q).await?;
+        let page_rows = |q: SinceQuery<K>| async move { e.rows(&q.page_query(req)?).await };
+        let shape = Shape::Page { limit: req.limit() };
+        let reference = || {
+            self.clone()
+                .strategy(SinceStrategy::UnionIn)
+                .page_query(req)
+        };
+        let remembered = match self.chosen_strategy() {
+            SinceStrategy::Auto => {
+                self.run_remembered(e, shape, &reference()?, page_rows)
+                    .await
+            }
+            _ => None,
+        };
+        let rows = match remembered {
+            Some(rows) => rows?,
+            None => page_rows(self.resolve_page(e, req).await?).await?,
+        };
         let mut page = Page {
             rows: Vec::with_capacity(rows.len()),
             keys: Vec::with_capacity(rows.len()),
