@@ -23,9 +23,11 @@ pub mod index;
 pub mod partition;
 pub mod recent;
 pub mod report_cache;
+pub mod summary;
 pub mod top_n;
 
 pub use report_cache::ReportCache;
+pub use summary::{Bucket, Measure, Summary, SummaryWindow};
 pub use top_n::{TopN, TopRow};
 /// What a batched operation did ([`archive::Archiver::run`],
 /// [`batch::BatchDelete::run`], [`recent::RecentHistory::trim_all`]).

@@ -34,6 +34,7 @@ pub use table::RollupTable;
 
 use grouping::{expand, Element};
 use metric::AggKind;
+pub(crate) use metric::sum_type;
 pub(crate) use row::decode_value;
 
 use crate::exec::{run_blocking, BlockingExecutor, Executor, RowRead};
