@@ -18,10 +18,10 @@ use sea_query::{
 
 use crate::exec::{run_blocking, BlockingExecutor};
 use crate::exec::{ColumnIndex, Executor, RowRead};
-use crate::rollup::{decode_value, Agg, Dim, Metric, Rollup, Summable};
-use crate::schema::{AnyColumn, Column, Ident, Table};
 use crate::ops::summary::window::WindowParts;
 use crate::ops::summary::{Kept, Kind, Summary};
+use crate::rollup::{decode_value, Agg, Dim, Metric, Rollup, Summable};
+use crate::schema::{AnyColumn, Column, Ident, Table};
 use crate::spec::Problems;
 use crate::types::SqlType;
 use crate::{BuiltQuery, Error, Result};

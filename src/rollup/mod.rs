@@ -33,8 +33,8 @@ pub use row::{DimValue, Field, Level, RollupRow, RollupRowBuilder, Split};
 pub use table::RollupTable;
 
 use grouping::{expand, Element};
-use metric::AggKind;
 pub(crate) use metric::sum_type;
+use metric::AggKind;
 pub(crate) use row::decode_value;
 
 use crate::exec::{run_blocking, BlockingExecutor, Executor, RowRead};

@@ -5,9 +5,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use sea_query::{
-    Alias, Expr, ExprTrait, Func, Query, SelectStatement, UnionType,
-};
+use sea_query::{Alias, Expr, ExprTrait, Func, Query, SelectStatement, UnionType};
 
 use super::{Bucket, Kept, Kind, Summary};
 use crate::ddl::{
@@ -136,9 +134,7 @@ impl Summary {
                 "date_trunc('day', $1 + $2 * interval '1 day' + interval '12 hours', $3)",
                 [t, n, self.zone_param()],
             ),
-            (Bucket::Hour, false) => {
-                Expr::cust_with_exprs("$1 + $2 * interval '1 hour'", [t, n])
-            }
+            (Bucket::Hour, false) => Expr::cust_with_exprs("$1 + $2 * interval '1 hour'", [t, n]),
             (Bucket::Day, false) => Expr::cust_with_exprs("$1 + $2 * interval '1 day'", [t, n]),
         }
     }
@@ -819,7 +815,10 @@ END
             for k in &self.keys {
                 q.expr(Expr::col((a.clone(), Alias::new(k.name().as_str()))));
             }
-            q.expr(Expr::col((a.clone(), Alias::new(self.bucket_name().as_str()))));
+            q.expr(Expr::col((
+                a.clone(),
+                Alias::new(self.bucket_name().as_str()),
+            )));
             q.from_subquery(from, a);
             q
         };
@@ -992,8 +991,6 @@ END
         C: BlockingExecutor + Send,
         C::Row: Send,
     {
-        run_blocking_mut(db, async |db| {
-            self.backfill(db, buckets, progress).await
-        })
+        run_blocking_mut(db, async |db| self.backfill(db, buckets, progress).await)
     }
 }

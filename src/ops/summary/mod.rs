@@ -257,7 +257,6 @@ pub(crate) struct Kept {
     pub(crate) nonnull: Option<Ident>,
 }
 
-
 /// A maintained summary of a base table by group keys and time bucket (see
 /// the [module docs](self)).
 ///
@@ -371,9 +370,7 @@ impl Summary {
             if !ok {
                 return Err(Error::spec(
                     "zone",
-                    format!(
-                        "{zone:?} is not a time zone name (letters, digits and / _ + - only)"
-                    ),
+                    format!("{zone:?} is not a time zone name (letters, digits and / _ + - only)"),
                 ));
             }
             zone.clone_into(&mut s.zone);

@@ -27,11 +27,20 @@ fn bad_input_is_refused_before_sql() {
     // A float sum cannot be kept exact.
     let f = Summary::new(&at, Bucket::Day)
         .measure(Measure::sum(&t.column::<f64>("price").unwrap(), "price"));
-    assert!(matches!(f.check(), Err(Error::InvalidSpec { field: "measure", .. })));
+    assert!(matches!(
+        f.check(),
+        Err(Error::InvalidSpec {
+            field: "measure",
+            ..
+        })
+    ));
     assert!(f.install_statements().is_err());
     // A key of another table.
     let other = Table::new("users").unwrap().column::<i64>("id").unwrap();
-    let e = Summary::new(&at, Bucket::Day).key(&other).check().unwrap_err();
+    let e = Summary::new(&at, Bucket::Day)
+        .key(&other)
+        .check()
+        .unwrap_err();
     assert!(matches!(e, Error::InvalidSpec { field: "key", .. }), "{e}");
     // Names used twice.
     let e = Summary::new(&at, Bucket::Day)
@@ -46,23 +55,51 @@ fn bad_input_is_refused_before_sql() {
         .unwrap_err();
     assert!(e.to_string().contains("used twice"), "{e}");
     // A zone that is not a name.
-    let e = Summary::new(&at, Bucket::Day).zone("UTC'; DROP TABLE x; --").check();
+    let e = Summary::new(&at, Bucket::Day)
+        .zone("UTC'; DROP TABLE x; --")
+        .check();
     assert!(matches!(e, Err(Error::InvalidSpec { field: "zone", .. })));
     // An invalid measure name.
-    let e = Summary::new(&at, Bucket::Day).measure(Measure::count(&total, "")).check();
+    let e = Summary::new(&at, Bucket::Day)
+        .measure(Measure::count(&total, ""))
+        .check();
     assert!(matches!(e, Err(Error::InvalidIdentifier { .. })));
     // Window problems.
     let w = ok.window().top("total", 10);
-    assert!(matches!(w.check(), Err(Error::InvalidSpec { field: "window", .. })));
+    assert!(matches!(
+        w.check(),
+        Err(Error::InvalidSpec {
+            field: "window",
+            ..
+        })
+    ));
     let naive = NaiveDateTime::default();
     let w = ok.window().since(naive);
-    assert!(matches!(w.check(), Err(Error::InvalidSpec { field: "window", .. })));
+    assert!(matches!(
+        w.check(),
+        Err(Error::InvalidSpec {
+            field: "window",
+            ..
+        })
+    ));
     let w = ok.window().since(Utc::now()).top("nope", 3);
-    assert!(matches!(w.check(), Err(Error::InvalidSpec { field: "top", .. })));
-    let w = ok.window().since(Utc::now()).by(&t.column::<String>("status").unwrap());
-    assert!(matches!(w.check(), Err(Error::InvalidSpec { field: "by", .. })));
+    assert!(matches!(
+        w.check(),
+        Err(Error::InvalidSpec { field: "top", .. })
+    ));
+    let w = ok
+        .window()
+        .since(Utc::now())
+        .by(&t.column::<String>("status").unwrap());
+    assert!(matches!(
+        w.check(),
+        Err(Error::InvalidSpec { field: "by", .. })
+    ));
     let w = ok.window().since(Utc::now()).top("total", 0);
-    assert!(matches!(w.check(), Err(Error::InvalidSpec { field: "n", .. })));
+    assert!(matches!(
+        w.check(),
+        Err(Error::InvalidSpec { field: "n", .. })
+    ));
 }
 
 #[test]
@@ -80,7 +117,13 @@ fn ddl_quotes_hostile_names_and_binds_nothing() {
         create,
         r#"CREATE TABLE IF NOT EXISTS "sum'mary""$x" ("old" text, "bucket" timestamp NOT NULL, "row_count" int8 NOT NULL, "found" int8, "pgp_n_found_2c05e7ecf361" int8 NOT NULL, CONSTRAINT "sum'mary_$x_key_b427cc9f76d5" UNIQUE NULLS NOT DISTINCT ("old", "bucket"))"#
     );
-    assert!(all[4].sql().contains(r#"date_trunc(''hour'', "pgp_delta"."new")"#), "{}", all[4].sql());
+    assert!(
+        all[4]
+            .sql()
+            .contains(r#"date_trunc(''hour'', "pgp_delta"."new")"#),
+        "{}",
+        all[4].sql()
+    );
     assert_eq!(s.uninstall_statements().unwrap().len(), 7);
     // The drift check binds nothing for a timestamp column.
     let drift = BuiltQuery::new(&s.drift_statement().unwrap());
@@ -96,7 +139,12 @@ fn zoned_buckets_bind_the_zone() {
         .zone("Europe/Paris")
         .named("daily");
     let drift = BuiltQuery::new(&s.drift_statement().unwrap());
-    assert!(drift.sql().contains("date_trunc('day', \"orders\".\"created_at\", CAST($1 AS text))"), "{drift}");
+    assert!(
+        drift
+            .sql()
+            .contains("date_trunc('day', \"orders\".\"created_at\", CAST($1 AS text))"),
+        "{drift}"
+    );
     let fn_sql = s.install_statements().unwrap()[4].sql().to_owned();
     assert!(fn_sql.contains("''Europe/Paris''"), "{fn_sql}");
 }

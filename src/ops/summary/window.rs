@@ -93,10 +93,7 @@ impl Summary {
             Alias::new(parts.count_alias),
         );
         for (k, alias) in &parts.measures {
-            whole.expr_as(
-                table.col::<i64>(k.name.clone()).expr(),
-                Alias::new(*alias),
-            );
+            whole.expr_as(table.col::<i64>(k.name.clone()).expr(), Alias::new(*alias));
         }
         whole.from(table.table_ref());
         if let Some(lo) = &lo {
@@ -170,8 +167,9 @@ impl Summary {
         );
         for (k, alias) in &parts.measures {
             let e: Expr = match k.kind {
-                Kind::Count => Func::coalesce([Func::sum(col(alias)).into(), Expr::val(0i64)])
-                    .cast_as("int8"),
+                Kind::Count => {
+                    Func::coalesce([Func::sum(col(alias)).into(), Expr::val(0i64)]).cast_as("int8")
+                }
                 Kind::Sum(t) => Func::sum(col(alias)).cast_as(t),
             };
             q.expr_as(e, Alias::new(*alias));
@@ -342,10 +340,7 @@ impl SummaryWindow {
         self.problems.check()?;
         let kept = self.summary.kept()?;
         if self.since.is_none() && self.until.is_none() {
-            return Err(Error::spec(
-                "window",
-                "give a window: since, until or both",
-            ));
+            return Err(Error::spec("window", "give a window: since, until or both"));
         }
         if let Some((m, _)) = &self.top {
             if m != self.summary.count_name() && !kept.iter().any(|k| &k.name == m) {
