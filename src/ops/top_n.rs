@@ -270,7 +270,7 @@ impl<K: SqlType, A: Summable> TopN<K, A> {
 
     /// The summary's sum of the amount, after checking that `summary`
     /// can answer this report.
-    fn check_summary<'s>(&self, summary: &'s Summary) -> Result<Vec<Kept>> {
+    fn check_summary(&self, summary: &Summary) -> Result<Vec<Kept>> {
         let kept = summary.kept()?;
         summary.check_key(&self.fk.erase(), "from_summary")?;
         for (c, ..) in &self.eq {

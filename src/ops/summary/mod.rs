@@ -50,7 +50,7 @@
 //! count ([`count_column`](Summary::count_column), default `row_count`) and
 //! one column per [`Measure`]; a `SUM` also keeps a hidden count of its
 //! non-NULL values, so the sum turns NULL again when the last non-NULL value
-//! goes. Its key is `UNIQUE NULLS NOT DISTINCT (keys…, bucket)` (PostgreSQL
+//! goes. Its key is `UNIQUE NULLS NOT DISTINCT (bucket, keys…)` (PostgreSQL
 //! 15 or newer): group keys may be NULL, and a NULL key is one group, as in
 //! `GROUP BY`. Rows whose time is NULL belong to no bucket and are not
 //! counted.
@@ -99,6 +99,7 @@
 //! added) is another summary: uninstall with the old definition first.
 
 mod ddl;
+mod maintain;
 pub(crate) mod window;
 
 use std::fmt;
@@ -114,7 +115,7 @@ use crate::spec::Problems;
 use crate::types::SqlType;
 use crate::{Error, Result};
 
-pub use ddl::SummaryBackfill;
+pub use maintain::SummaryBackfill;
 pub use window::SummaryWindow;
 
 /// Default name of the bucket-start column.

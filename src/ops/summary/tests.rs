@@ -115,7 +115,7 @@ fn ddl_quotes_hostile_names_and_binds_nothing() {
     let create = all[1].sql();
     assert_eq!(
         create,
-        r#"CREATE TABLE IF NOT EXISTS "sum'mary""$x" ("old" text, "bucket" timestamp NOT NULL, "row_count" int8 NOT NULL, "found" int8, "pgp_n_found_2c05e7ecf361" int8 NOT NULL, CONSTRAINT "sum'mary_$x_key_b427cc9f76d5" UNIQUE NULLS NOT DISTINCT ("old", "bucket"))"#
+        r#"CREATE TABLE IF NOT EXISTS "sum'mary""$x" ("old" text, "bucket" timestamp NOT NULL, "row_count" int8 NOT NULL, "found" int8, "pgp_n_found_2c05e7ecf361" int8 NOT NULL, CONSTRAINT "sum'mary_$x_key_b427cc9f76d5" UNIQUE NULLS NOT DISTINCT ("bucket", "old"))"#
     );
     assert!(
         all[4]
