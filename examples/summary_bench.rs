@@ -44,7 +44,7 @@ struct Args {
     rounds: usize,
 }
 
-/// New orders in the last 30 days, like the seeder's.
+/// New orders in the last 30 days, drawn like the generated ones.
 const INSERT: &str = "
 INSERT INTO shop_orders (id, user_id, status, total_amount, created_at)
 SELECT g,

@@ -13,7 +13,10 @@
 //! - [`batch`]: delete rows matching a condition in batches;
 //! - [`partition`]: range-partition a live table by time without downtime
 //!   (plan, resumable copy + mirror, cutover, rollback), partitions made
-//!   ahead, retention by detaching, cold export with `COPY`.
+//!   ahead, retention by detaching, cold export with `COPY`;
+//! - [`summary`]: a bucketed summary table (counts and sums per group keys
+//!   and hour or day) kept exact by statement-level triggers, with window
+//!   queries and top-N reports that read it instead of the base table.
 
 use std::time::Duration;
 
