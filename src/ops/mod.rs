@@ -16,7 +16,10 @@
 //!   back as the report's own rows;
 //! - [`partition`]: range-partition a live table by time without downtime
 //!   (plan, resumable copy + mirror, cutover, rollback), partitions made
-//!   ahead, retention by detaching, cold export with `COPY`.
+//!   ahead, retention by detaching, cold export with `COPY`;
+//! - [`summary`]: a bucketed summary table (counts and sums per group keys
+//!   and hour or day) kept exact by statement-level triggers, with window
+//!   queries and top-N reports that read it instead of the base table.
 
 use std::time::Duration;
 
@@ -27,10 +30,12 @@ pub mod matview;
 pub mod partition;
 pub mod recent;
 pub mod report_cache;
+pub mod summary;
 pub mod top_n;
 
 pub use matview::MatView;
 pub use report_cache::ReportCache;
+pub use summary::{Bucket, Measure, Summary, SummaryWindow};
 pub use top_n::{TopN, TopRow};
 /// What a batched operation did ([`archive::Archiver::run`],
 /// [`batch::BatchDelete::run`], [`recent::RecentHistory::trim_all`]).

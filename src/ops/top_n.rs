@@ -18,6 +18,8 @@ use sea_query::{
 
 use crate::exec::{run_blocking, BlockingExecutor};
 use crate::exec::{ColumnIndex, Executor, RowRead};
+use crate::ops::summary::window::WindowParts;
+use crate::ops::summary::{Kept, Kind, Summary};
 use crate::rollup::{decode_value, Agg, Dim, Metric, Rollup, Summable};
 use crate::schema::{AnyColumn, Column, Ident, Table};
 use crate::spec::Problems;
@@ -68,8 +70,11 @@ pub struct TopN<K, A: Summable> {
     time: Option<AnyColumn>,
     since: Option<Expr>,
     until: Option<Expr>,
-    eq: Vec<(AnyColumn, Expr)>,
+    eq: Vec<(AnyColumn, Expr, Expr)>,
     filters: Vec<Expr>,
+    /// The bound values of the window, for a summary source.
+    bounds: (Option<Expr>, Option<Expr>),
+    summary: Option<Summary>,
     problems: Problems,
     /// The per-entity aggregate, remade by every step so that building
     /// the report only renders it.
@@ -89,6 +94,8 @@ impl<K: SqlType, A: Summable> Clone for TopN<K, A> {
             until: self.until.clone(),
             eq: self.eq.clone(),
             filters: self.filters.clone(),
+            bounds: self.bounds.clone(),
+            summary: self.summary.clone(),
             problems: self.problems.clone(),
             aggregate: self.aggregate.clone(),
         }
@@ -104,8 +111,9 @@ impl<K: SqlType, A: Summable> fmt::Debug for TopN<K, A> {
             .field("n", &self.n)
             .field("extras", &self.extras)
             .field("time", &self.time)
-            .field("eq", &self.eq.iter().map(|(c, _)| c).collect::<Vec<_>>())
+            .field("eq", &self.eq.iter().map(|(c, ..)| c).collect::<Vec<_>>())
             .field("filters", &self.filters.len())
+            .field("summary", &self.summary.as_ref().map(Summary::table_name))
             .finish()
     }
 }
@@ -150,6 +158,8 @@ impl<K: SqlType, A: Summable> TopN<K, A> {
             until: None,
             eq: Vec::new(),
             filters: Vec::new(),
+            bounds: (None, None),
+            summary: None,
             problems,
             aggregate: Rollup::new(fk.table()),
         };
@@ -206,7 +216,8 @@ impl<K: SqlType, A: Summable> TopN<K, A> {
     pub fn window_since<T: SqlType>(self, time: &Column<T>, since: T) -> TopN<K, A> {
         self.step(|t| {
             t.time_column(time)?;
-            t.since = Some(time.gte(since));
+            t.since = Some(time.gte(since.clone()));
+            t.bounds.0 = Some(since.param());
             Ok(())
         })
     }
@@ -237,7 +248,8 @@ impl<K: SqlType, A: Summable> TopN<K, A> {
     pub fn window_until<T: SqlType>(self, time: &Column<T>, until: T) -> TopN<K, A> {
         self.step(|t| {
             t.time_column(time)?;
-            t.until = Some(time.lt(until));
+            t.until = Some(time.lt(until.clone()));
+            t.bounds.1 = Some(until.param());
             Ok(())
         })
     }
@@ -249,7 +261,7 @@ impl<K: SqlType, A: Summable> TopN<K, A> {
         let value = value.into();
         self.step(|t| {
             on_table(&col.erase(), t.fk.table(), "where_eq", "facts")?;
-            t.eq.push((col.erase(), col.eq(value)));
+            t.eq.push((col.erase(), col.eq(value.clone()), value.param()));
             Ok(())
         })
     }
@@ -270,7 +282,98 @@ impl<K: SqlType, A: Summable> TopN<K, A> {
     /// [`Error::InvalidSpec`] for the first problem: see each step.
     pub fn check(&self) -> Result<()> {
         self.problems.check()?;
-        self.aggregate.check()
+        match &self.summary {
+            Some(summary) => self.check_summary(summary).map(|_| ()),
+            None => self.aggregate.check(),
+        }
+    }
+
+    /// Reads the facts from `summary` (see [`Summary`]) instead of the
+    /// facts table: whole buckets of the window from the summary, the
+    /// partial buckets at its edges from the facts table, with the same
+    /// rows as the report on the facts table. The report is refused when
+    /// checked unless the foreign key and every [`where_eq`](Self::where_eq)
+    /// column are keys of the summary, the amount is one of its sums, the
+    /// window is on its time column (with at least one bound), and there is
+    /// no [`filter`](Self::filter).
+    pub fn from_summary(mut self, summary: &Summary) -> TopN<K, A> {
+        self.summary = Some(summary.clone());
+        self
+    }
+
+    /// The summary's sum of the amount, after checking that `summary`
+    /// can answer this report.
+    fn check_summary(&self, summary: &Summary) -> Result<Vec<Kept>> {
+        let kept = summary.kept()?;
+        summary.check_key(&self.fk.erase(), "from_summary")?;
+        for (c, ..) in &self.eq {
+            summary.check_key(c, "where_eq")?;
+        }
+        let amount = self.amount.erase();
+        if !kept.iter().any(|k| is_sum_of(k, &amount)) {
+            return Err(Error::spec(
+                "from_summary",
+                format!(
+                    "the summary {} keeps no sum of {} ({})",
+                    summary.table_name(),
+                    amount.name(),
+                    amount.sql_type()
+                ),
+            ));
+        }
+        match &self.time {
+            Some(t) if self.bounds.0.is_some() || self.bounds.1.is_some() => {
+                summary.check_time(t, "window")?;
+            }
+            _ => {
+                return Err(Error::spec(
+                    "window",
+                    "a report over a summary needs a window on its time column \
+                     (rows without a time are in no bucket)",
+                ))
+            }
+        }
+        if !self.filters.is_empty() {
+            return Err(Error::spec(
+                "filter",
+                "a summary cannot apply a free condition; use where_eq on its keys",
+            ));
+        }
+        Ok(kept)
+    }
+
+    /// The per-entity aggregate over `summary`, ranked and limited like
+    /// [`aggregate`](Self::aggregate).
+    fn summary_aggregate(&self, summary: &Summary) -> Result<SelectStatement> {
+        let kept = self.check_summary(summary)?;
+        let amount = self.amount.erase();
+        let sum = kept
+            .iter()
+            .find(|k| is_sum_of(k, &amount))
+            .ok_or_else(|| Error::spec("from_summary", "no sum of the amount"))?;
+        let eq: Vec<(AnyColumn, Expr)> = self
+            .eq
+            .iter()
+            .map(|(c, _, v)| (c.clone(), v.clone()))
+            .collect();
+        let by = [self.fk.erase().of(summary.base())];
+        let parts = WindowParts {
+            by: &by,
+            eq: &eq,
+            since: self.bounds.0.clone(),
+            until: self.bounds.1.clone(),
+            count_alias: COUNT_ALIAS,
+            measures: vec![(sum, SUM_ALIAS)],
+        };
+        let mut q = summary.window_statement(&parts);
+        q.order_by_expr_with_nulls(
+            Expr::col(Alias::new(SUM_ALIAS)),
+            Order::Desc,
+            NullOrdering::Last,
+        )
+        .order_by_expr_with_nulls(Expr::col(self.fk.iden()), Order::Asc, NullOrdering::Last)
+        .limit(Ord::max(self.n, 1).unsigned_abs());
+        Ok(q)
     }
 
     /// The per-entity aggregate: a one-level [`Rollup`] ranked by the sum
@@ -281,7 +384,7 @@ impl<K: SqlType, A: Summable> TopN<K, A> {
             .dimension(&Dim::new(&self.fk))
             .metric(&Metric::new(COUNT_ALIAS, Agg::count_all()))
             .metric(&sum);
-        for (_, c) in &self.eq {
+        for (_, c, _) in &self.eq {
             r = r.filter(c.clone());
         }
         for c in self.since.iter().chain(&self.until).chain(&self.filters) {
@@ -296,14 +399,17 @@ impl<K: SqlType, A: Summable> TopN<K, A> {
     /// # Errors
     /// As [`check`](Self::check).
     pub fn to_statement(&self) -> Result<SelectStatement> {
+        self.problems.check()?;
+        if let Some(summary) = &self.summary {
+            return Ok(self.statement(self.summary_aggregate(summary)?));
+        }
         // The aggregate was made by the last step: check it, then use it.
-        self.check()?;
-        Ok(self.statement(&self.aggregate))
+        self.aggregate.check()?;
+        Ok(self.statement(self.aggregate.statement()))
     }
 
-    /// The report over `aggregate` (this report's checked [`aggregate`](Self::aggregate)).
-    fn statement(&self, aggregate: &Rollup) -> SelectStatement {
-        let inner = aggregate.statement();
+    /// The report over `inner`, the checked per-entity aggregate.
+    fn statement(&self, inner: SelectStatement) -> SelectStatement {
         let top = Alias::new(TOP_ALIAS);
         let mut q = Query::select();
         q.column(self.key.col_ref());
@@ -359,7 +465,7 @@ impl<K: SqlType, A: Summable> TopN<K, A> {
             .concurrently()
             .if_not_exists();
         let mut keyed: Vec<&AnyColumn> = Vec::new();
-        for (c, _) in &self.eq {
+        for (c, ..) in &self.eq {
             if !keyed.contains(&c) {
                 keyed.push(c);
             }
@@ -474,4 +580,11 @@ impl<K, S> TopRow<K, S> {
         }
         T::try_from(v.clone()).ok()
     }
+}
+
+/// `true` when `k` is a sum of `amount` (same column, same type).
+fn is_sum_of(k: &Kept, amount: &AnyColumn) -> bool {
+    matches!(k.kind, Kind::Sum(_))
+        && k.column.name() == amount.name()
+        && k.column.sql_type() == amount.sql_type()
 }

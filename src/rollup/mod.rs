@@ -33,6 +33,7 @@ pub use row::{DimValue, Field, Level, RollupRow, RollupRowBuilder, Split};
 pub use table::RollupTable;
 
 use grouping::{expand, Element};
+pub(crate) use metric::sum_type;
 use metric::AggKind;
 pub(crate) use row::decode_value;
 

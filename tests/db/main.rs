@@ -33,6 +33,7 @@ mod seed_orders;
 mod since;
 mod since_cursor;
 mod since_tracked;
+mod summary;
 mod support;
 mod top_n;
 mod values;

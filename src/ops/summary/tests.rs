@@ -1,0 +1,150 @@
+//! SQL snapshots and input checks that need no database.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use rust_decimal::Decimal;
+
+use super::*;
+use crate::schema::Table;
+use crate::BuiltQuery;
+
+fn orders() -> (Table, Column<i64>, Column<DateTime<Utc>>, Column<Decimal>) {
+    let t = Table::new("orders").unwrap();
+    (
+        t.clone(),
+        t.column("user_id").unwrap(),
+        t.column("created_at").unwrap(),
+        t.column("total").unwrap(),
+    )
+}
+
+#[test]
+fn bad_input_is_refused_before_sql() {
+    let (t, user, at, total) = orders();
+    let ok = Summary::new(&at, Bucket::Day)
+        .key(&user)
+        .measure(Measure::sum(&total, "total"));
+    assert!(ok.check().is_ok());
+    // A float sum cannot be kept exact.
+    let f = Summary::new(&at, Bucket::Day)
+        .measure(Measure::sum(&t.column::<f64>("price").unwrap(), "price"));
+    assert!(matches!(
+        f.check(),
+        Err(Error::InvalidSpec {
+            field: "measure",
+            ..
+        })
+    ));
+    assert!(f.install_statements().is_err());
+    // A key of another table.
+    let other = Table::new("users").unwrap().column::<i64>("id").unwrap();
+    let e = Summary::new(&at, Bucket::Day)
+        .key(&other)
+        .check()
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidSpec { field: "key", .. }), "{e}");
+    // Names used twice.
+    let e = Summary::new(&at, Bucket::Day)
+        .key(&user)
+        .measure(Measure::count(&total, "user_id"))
+        .check()
+        .unwrap_err();
+    assert!(e.to_string().contains("used twice"), "{e}");
+    let e = Summary::new(&at, Bucket::Day)
+        .measure(Measure::count(&total, "bucket"))
+        .check()
+        .unwrap_err();
+    assert!(e.to_string().contains("used twice"), "{e}");
+    // A zone that is not a name.
+    let e = Summary::new(&at, Bucket::Day)
+        .zone("UTC'; DROP TABLE x; --")
+        .check();
+    assert!(matches!(e, Err(Error::InvalidSpec { field: "zone", .. })));
+    // An invalid measure name.
+    let e = Summary::new(&at, Bucket::Day)
+        .measure(Measure::count(&total, ""))
+        .check();
+    assert!(matches!(e, Err(Error::InvalidIdentifier { .. })));
+    // Window problems.
+    let w = ok.window().top("total", 10);
+    assert!(matches!(
+        w.check(),
+        Err(Error::InvalidSpec {
+            field: "window",
+            ..
+        })
+    ));
+    let naive = NaiveDateTime::default();
+    let w = ok.window().since(naive);
+    assert!(matches!(
+        w.check(),
+        Err(Error::InvalidSpec {
+            field: "window",
+            ..
+        })
+    ));
+    let w = ok.window().since(Utc::now()).top("nope", 3);
+    assert!(matches!(
+        w.check(),
+        Err(Error::InvalidSpec { field: "top", .. })
+    ));
+    let w = ok
+        .window()
+        .since(Utc::now())
+        .by(&t.column::<String>("status").unwrap());
+    assert!(matches!(
+        w.check(),
+        Err(Error::InvalidSpec { field: "by", .. })
+    ));
+    let w = ok.window().since(Utc::now()).top("total", 0);
+    assert!(matches!(
+        w.check(),
+        Err(Error::InvalidSpec { field: "n", .. })
+    ));
+}
+
+#[test]
+fn ddl_quotes_hostile_names_and_binds_nothing() {
+    let t = Table::new("my \"orders\"").unwrap();
+    let at = t.column::<NaiveDateTime>("new").unwrap();
+    let s = Summary::new(&at, Bucket::Hour)
+        .key(&t.column::<String>("old").unwrap())
+        .measure(Measure::sum(&t.column::<i32>("$1").unwrap(), "found"))
+        .named("sum'mary\"$x");
+    let all = s.install_statements().unwrap();
+    assert!(all.iter().all(|q| q.values().0.is_empty()));
+    let create = all[1].sql();
+    assert_eq!(
+        create,
+        r#"CREATE TABLE IF NOT EXISTS "sum'mary""$x" ("old" text, "bucket" timestamp NOT NULL, "row_count" int8 NOT NULL, "found" int8, "pgp_n_found_2c05e7ecf361" int8 NOT NULL, CONSTRAINT "sum'mary_$x_key_b427cc9f76d5" UNIQUE NULLS NOT DISTINCT ("bucket", "old"))"#
+    );
+    assert!(
+        all[4]
+            .sql()
+            .contains(r#"date_trunc(''hour'', "pgp_delta"."new")"#),
+        "{}",
+        all[4].sql()
+    );
+    assert_eq!(s.uninstall_statements().unwrap().len(), 7);
+    // The drift check binds nothing for a timestamp column.
+    let drift = BuiltQuery::new(&s.drift_statement().unwrap());
+    assert!(drift.values().0.is_empty(), "{drift}");
+}
+
+#[test]
+fn zoned_buckets_bind_the_zone() {
+    let (_, user, at, total) = orders();
+    let s = Summary::new(&at, Bucket::Day)
+        .key(&user)
+        .measure(Measure::sum(&total, "total"))
+        .zone("Europe/Paris")
+        .named("daily");
+    let drift = BuiltQuery::new(&s.drift_statement().unwrap());
+    assert!(
+        drift
+            .sql()
+            .contains("date_trunc('day', \"orders\".\"created_at\", CAST($1 AS text))"),
+        "{drift}"
+    );
+    let fn_sql = s.install_statements().unwrap()[4].sql().to_owned();
+    assert!(fn_sql.contains("''Europe/Paris''"), "{fn_sql}");
+}

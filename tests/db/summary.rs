@@ -1,0 +1,653 @@
+//! Maintained summary tables: the summary equals re-aggregating the base
+//! after random writes (groups and buckets changed, NULL keys, times and
+//! amounts, deletes, TRUNCATE) and under concurrent writers; window queries
+//! and top-N reports from the summary equal the same queries on the base;
+//! hostile names, idempotent install, uninstall, refusal to replace objects
+//! pgpatterns did not create; buckets independent of the session time zone.
+
+use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use pgpatterns::ops::summary::{Bucket, Measure, Summary};
+use pgpatterns::ops::TopN;
+use pgpatterns::{BuiltQuery, Column, Error, Executor, Table};
+use rust_decimal::Decimal;
+
+use crate::support::{client, schema, Rng};
+
+/// Midnight UTC, the middle of the generated times.
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2025, 3, 10, 0, 0, 0).unwrap()
+}
+
+const STATUSES: [&str; 3] = ["completed", "pending", "refunded"];
+const TOTALS: [&str; 4] = ["5.00", "10.00", "12.50", "20.00"];
+
+const CREATE_ORDERS: &str = "
+CREATE TABLE orders (id bigint PRIMARY KEY, user_id bigint, status text, total numeric(12,2),
+                     qty int4, created_at timestamptz);
+CREATE INDEX ON orders (created_at);
+CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL);
+INSERT INTO users SELECT g, 'user' || g FROM generate_series(1, 12) g;";
+
+/// Handles of the `orders` table.
+struct Orders {
+    users: Table,
+    user_pk: Column<i64>,
+    user_id: Column<i64>,
+    status: Column<String>,
+    total: Column<Decimal>,
+    qty: Column<i32>,
+    created_at: Column<DateTime<Utc>>,
+}
+
+fn orders() -> Orders {
+    let t = Table::new("orders").unwrap();
+    let users = Table::new("users").unwrap();
+    Orders {
+        user_pk: users.column("id").unwrap(),
+        users,
+        user_id: t.column("user_id").unwrap(),
+        status: t.column("status").unwrap(),
+        total: t.column("total").unwrap(),
+        qty: t.column("qty").unwrap(),
+        created_at: t.column("created_at").unwrap(),
+    }
+}
+
+fn summary_of(o: &Orders) -> Summary {
+    Summary::new(&o.created_at, Bucket::Day)
+        .key(&o.user_id)
+        .key(&o.status)
+        .measure(Measure::sum(&o.total, "total"))
+        .measure(Measure::sum(&o.qty, "qty"))
+        .measure(Measure::count(&o.total, "priced"))
+        .named("orders_daily")
+}
+
+/// One random `orders` row as an SQL tuple: NULL keys, amounts and times
+/// now and then, amounts from a small set (ties), times within 40 days
+/// before and 5 days after [`t0`], some exactly on a bucket boundary.
+fn random_row(rng: &mut Rng, id: i64) -> String {
+    let user = if rng.chance(10) {
+        "NULL".to_owned()
+    } else {
+        (1 + rng.below(12)).to_string()
+    };
+    let status = if rng.chance(10) {
+        "NULL".to_owned()
+    } else {
+        format!("'{}'", STATUSES[rng.below(3) as usize])
+    };
+    let total = if rng.chance(8) {
+        "NULL"
+    } else {
+        TOTALS[rng.below(4) as usize]
+    };
+    let qty = if rng.chance(8) {
+        "NULL".to_owned()
+    } else {
+        (1 + rng.below(5)).to_string()
+    };
+    let at = if rng.chance(15) {
+        "NULL".to_owned()
+    } else {
+        let day = rng.below(45) as i64 - 40;
+        let secs = if rng.chance(6) {
+            0
+        } else {
+            rng.below(86_400) as i64
+        };
+        let t = t0() + Duration::days(day) + Duration::seconds(secs);
+        format!("'{}'::timestamptz", t.to_rfc3339())
+    };
+    format!("({id}, {user}, {status}, {total}, {qty}, {at})")
+}
+
+async fn insert_random(c: &tokio_postgres::Client, rng: &mut Rng, first: i64, n: i64) {
+    let rows: Vec<String> = (first..first + n).map(|id| random_row(rng, id)).collect();
+    c.batch_execute(&format!("INSERT INTO orders VALUES {}", rows.join(", ")))
+        .await
+        .unwrap();
+}
+
+/// A random set-based write: moves between groups and buckets, amounts and
+/// times to and from NULL, deletes, an update that changes nothing.
+fn random_write(rng: &mut Rng, next_id: &mut i64) -> String {
+    let k = rng.below(7);
+    match rng.below(9) {
+        0 => {
+            let n = 1 + rng.below(20) as i64;
+            let rows: Vec<String> = (*next_id..*next_id + n)
+                .map(|id| random_row(rng, id))
+                .collect();
+            *next_id += n;
+            format!("INSERT INTO orders VALUES {}", rows.join(", "))
+        }
+        1 => format!(
+            "UPDATE orders SET user_id = {} WHERE id % 7 = {k}",
+            if rng.chance(4) {
+                "NULL".to_owned()
+            } else {
+                (1 + rng.below(12)).to_string()
+            }
+        ),
+        2 => format!(
+            "UPDATE orders SET created_at = created_at + interval '{} hours' WHERE id % 5 = {}",
+            rng.below(30) as i64 - 15,
+            k % 5
+        ),
+        3 => format!("UPDATE orders SET total = NULL WHERE id % 6 = {}", k % 6),
+        4 => format!(
+            "UPDATE orders SET total = {}, created_at = coalesce(created_at, '{}'::timestamptz) \
+             WHERE (total IS NULL OR created_at IS NULL) AND id % 3 = {}",
+            TOTALS[rng.below(4) as usize],
+            (t0() - Duration::hours(rng.below(100) as i64)).to_rfc3339(),
+            k % 3
+        ),
+        5 => format!("UPDATE orders SET created_at = NULL WHERE id % 11 = {k}"),
+        6 => format!(
+            "UPDATE orders SET status = {}, qty = NULL WHERE id % 4 = {}",
+            if rng.chance(3) {
+                "NULL".to_owned()
+            } else {
+                format!("'{}'", STATUSES[rng.below(3) as usize])
+            },
+            k % 4
+        ),
+        7 => format!("DELETE FROM orders WHERE id % 9 = {k}"),
+        _ => "UPDATE orders SET qty = qty, total = total".to_owned(),
+    }
+}
+
+type WindowRow = (Option<i64>, i64, Option<Decimal>, Option<i64>, i64);
+
+/// The window by user (top 5 by total when `top`), from the summary and
+/// from the base, for `[since, until)`.
+async fn window_both(
+    c: &tokio_postgres::Client,
+    s: &Summary,
+    o: &Orders,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    top: bool,
+) -> (Vec<WindowRow>, Vec<WindowRow>) {
+    let mut w = s.window().by(&o.user_id).where_eq(&o.status, "completed");
+    if let Some(since) = since {
+        w = w.since(since);
+    }
+    if let Some(until) = until {
+        w = w.until(until);
+    }
+    if top {
+        w = w.top("total", 5);
+    }
+    let from_summary: Vec<WindowRow> = c.rows_as(&w.build().unwrap()).await.unwrap();
+    let from_base: Vec<WindowRow> = c.rows_as(&w.build_base().unwrap()).await.unwrap();
+    (from_summary, from_base)
+}
+
+/// Windows ending on a bucket boundary, mid-bucket and a microsecond
+/// after a boundary; 30 days, 36 hours, 3 hours (inside one bucket), one
+/// day; and half-open windows.
+async fn check_windows(c: &tokio_postgres::Client, s: &Summary, o: &Orders) -> usize {
+    let ends = [
+        t0(),
+        t0() + Duration::hours(13) + Duration::minutes(37),
+        t0() - Duration::days(3),
+        t0() + Duration::microseconds(1),
+        t0() - Duration::days(10) + Duration::hours(23) + Duration::seconds(59),
+    ];
+    let lengths = [
+        Duration::days(30),
+        Duration::hours(36),
+        Duration::hours(3),
+        Duration::days(1),
+    ];
+    let mut nonempty = 0;
+    for end in ends {
+        for len in lengths {
+            for top in [false, true] {
+                let (a, b) = window_both(c, s, o, Some(end - len), Some(end), top).await;
+                assert_eq!(a, b, "window [{} , {}) top {top}", end - len, end);
+                nonempty += usize::from(!a.is_empty());
+            }
+        }
+        let (a, b) = window_both(c, s, o, Some(end - Duration::days(7)), None, true).await;
+        assert_eq!(a, b, "since {}", end - Duration::days(7));
+        let (a, b) = window_both(c, s, o, None, Some(end), false).await;
+        assert_eq!(a, b, "until {end}");
+
+        // The top-N report: the same rows from the base and the summary.
+        let report = TopN::<i64, Decimal>::new(&o.user_pk, &o.user_id, &o.total, 4)
+            .extra(&o.users.column::<String>("name").unwrap())
+            .window_since(&o.created_at, end - Duration::days(30))
+            .window_until(&o.created_at, end)
+            .where_eq(&o.status, "completed");
+        let base = report.fetch_all(c).await.unwrap();
+        let summed = report.clone().from_summary(s).fetch_all(c).await.unwrap();
+        assert_eq!(base, summed, "top-N ending {end}");
+    }
+    nonempty
+}
+
+async fn drift(c: &tokio_postgres::Client, s: &Summary) -> i64 {
+    s.drift_count(c).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summary_equals_the_base_after_random_writes() {
+    let schema = schema().await;
+    let mut c = client(&schema).await;
+    // Not UTC: buckets and windows must not depend on it.
+    c.batch_execute(&format!(
+        "{CREATE_ORDERS}; SET TIME ZONE 'America/New_York'"
+    ))
+    .await
+    .unwrap();
+    let o = orders();
+    let s = summary_of(&o);
+    let mut rng = Rng(0x5EED_0F05);
+    // Rows before the summary exists: the backfill brings them in.
+    insert_random(&c, &mut rng, 1, 300).await;
+    s.install(&mut c).await.unwrap();
+    assert!(drift(&c, &s).await > 0, "installed, not yet backfilled");
+    let mut seen = Vec::new();
+    let report = s
+        .backfill(&mut c, 4, |p| seen.push((p.done, p.total)))
+        .await
+        .unwrap();
+    assert_eq!(drift(&c, &s).await, 0);
+    assert!(report.rows > 0 && report.batches > 2, "{report:?}");
+    assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0), "{seen:?}");
+    assert_eq!(seen.last().map(|p| p.0), Some(report.batches));
+    // A damaged row is found, and a second backfill repairs it.
+    c.batch_execute("UPDATE orders_daily SET total = total + 1 WHERE ctid = (SELECT min(ctid) FROM orders_daily)")
+        .await
+        .unwrap();
+    assert_eq!(drift(&c, &s).await, 1);
+    s.backfill(&mut c, 1000, |_| {}).await.unwrap();
+    assert_eq!(drift(&c, &s).await, 0);
+
+    // Whole buckets are read from the summary: damaged summary rows show
+    // in a window that holds them (and are rolled back).
+    c.batch_execute("BEGIN; UPDATE orders_daily SET total = total + 1000")
+        .await
+        .unwrap();
+    let (a, b) = window_both(
+        &c,
+        &s,
+        &o,
+        Some(t0() - Duration::days(30)),
+        Some(t0()),
+        false,
+    )
+    .await;
+    assert_ne!(a, b, "the summary was read");
+    c.batch_execute("ROLLBACK").await.unwrap();
+
+    let mut next_id = 1000;
+    let mut nonempty = check_windows(&c, &s, &o).await;
+    for round in 0..120 {
+        let sql = random_write(&mut rng, &mut next_id);
+        c.batch_execute(&sql).await.unwrap();
+        assert_eq!(drift(&c, &s).await, 0, "after round {round}: {sql}");
+        if round == 60 {
+            c.batch_execute("TRUNCATE orders").await.unwrap();
+            assert_eq!(count(&c, "SELECT count(*) FROM orders_daily").await, 0);
+            insert_random(&c, &mut rng, next_id, 300).await;
+            next_id += 300;
+            assert_eq!(drift(&c, &s).await, 0, "after TRUNCATE and insert");
+        }
+        if round % 30 == 29 {
+            nonempty += check_windows(&c, &s, &o).await;
+        }
+    }
+    assert!(nonempty > 50, "the windows saw rows ({nonempty})");
+    // Emptied groups are gone, not kept with a count of 0.
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM orders_daily WHERE row_count <= 0").await,
+        0
+    );
+    // NULL keys are groups of their own, as in GROUP BY.
+    assert!(
+        count(
+            &c,
+            "SELECT count(*) FROM orders_daily WHERE user_id IS NULL"
+        )
+        .await
+            > 0
+    );
+    c.batch_execute("DELETE FROM orders").await.unwrap();
+    assert_eq!(count(&c, "SELECT count(*) FROM orders_daily").await, 0);
+}
+
+async fn count(c: &tokio_postgres::Client, sql: &'static str) -> i64 {
+    c.rows_as::<(i64,)>(&BuiltQuery::fixed(sql)).await.unwrap()[0].0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_leave_no_drift() {
+    let schema = schema().await;
+    let mut c = client(&schema).await;
+    c.batch_execute(CREATE_ORDERS).await.unwrap();
+    let o = orders();
+    let s = summary_of(&o);
+    s.install(&mut c).await.unwrap();
+    let mut rng = Rng(42);
+    insert_random(&c, &mut rng, 1, 200).await;
+    assert_eq!(drift(&c, &s).await, 0);
+
+    let mut tasks = Vec::new();
+    for w in 0..8i64 {
+        let conn = client(&schema).await;
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((w as u64 + 1) * 0x1234_5678_9ABC));
+            let mut next_id = 100_000 * (w + 1);
+            let mut retries = 0u32;
+            for _ in 0..40 {
+                let sql = random_write(&mut rng, &mut next_id);
+                loop {
+                    match conn.batch_execute(&sql).await {
+                        Ok(()) => break,
+                        // Two statements updating the same base rows in
+                        // another order can deadlock on the base table.
+                        Err(e) if e.code().map(|c| c.code()) == Some("40P01") => retries += 1,
+                        Err(e) => panic!("writer {w}: {e:?}\n{sql}"),
+                    }
+                }
+            }
+            retries
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(count(&c, "SELECT count(*) FROM orders").await > 0);
+    assert_eq!(drift(&c, &s).await, 0);
+    check_windows(&c, &s, &o).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buckets_do_not_depend_on_the_session_time_zone() {
+    let schema = schema().await;
+    let mut c = client(&schema).await;
+    c.batch_execute(&format!("{CREATE_ORDERS}; SET TIME ZONE 'Pacific/Chatham'"))
+        .await
+        .unwrap();
+    let o = orders();
+    let utc = summary_of(&o);
+    let kolkata = summary_of(&o)
+        .zone("Asia/Kolkata")
+        .named("orders_daily_ist");
+    utc.install(&mut c).await.unwrap();
+    kolkata.install(&mut c).await.unwrap();
+    c.batch_execute(
+        "INSERT INTO orders VALUES (1, 1, 'completed', 5, 1, '2025-03-10 23:30:00+00'), \
+                                   (2, 1, 'completed', 7, 1, '2025-03-10 00:00:00+00'), \
+                                   (3, 1, 'completed', 9, 1, '2025-03-10 18:29:59+00')",
+    )
+    .await
+    .unwrap();
+    let buckets = |table: &'static str| {
+        let c = &c;
+        async move {
+            let q = BuiltQuery::fixed(table);
+            c.rows_as::<(DateTime<Utc>, i64)>(&q).await.unwrap()
+        }
+    };
+    let at = |d, h, m| Utc.with_ymd_and_hms(2025, 3, d, h, m, 0).unwrap();
+    assert_eq!(
+        buckets("SELECT bucket, row_count FROM orders_daily ORDER BY 1").await,
+        vec![(at(10, 0, 0), 3)]
+    );
+    assert_eq!(
+        buckets("SELECT bucket, row_count FROM orders_daily_ist ORDER BY 1").await,
+        vec![(at(9, 18, 30), 2), (at(10, 18, 30), 1)]
+    );
+    // Another session, in UTC, sees no drift and the same windows.
+    let mut d = client(&schema).await;
+    d.batch_execute("SET TIME ZONE 'UTC'").await.unwrap();
+    insert_random(&d, &mut Rng(7), 10, 200).await;
+    for s in [&utc, &kolkata] {
+        assert_eq!(drift(&c, s).await, 0);
+        assert_eq!(drift(&d, s).await, 0);
+        let a = check_windows(&c, s, &o).await;
+        let b = check_windows(&d, s, &o).await;
+        assert_eq!(a, b);
+    }
+    utc.backfill(&mut d, 2, |_| {}).await.unwrap();
+    assert_eq!(drift(&c, &utc).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_install_twice_and_uninstall_cleanly() {
+    let schema = schema().await;
+    let mut c = client(&schema).await;
+    c.batch_execute(
+        r#"CREATE TABLE "Odd ""new"" $t" ("new" timestamp, "old" text, "found" int4, "Mixed Case" int8, "pgp_sign" int4);"#,
+    )
+    .await
+    .unwrap();
+    let t = Table::new("Odd \"new\" $t").unwrap();
+    let at = t.column::<NaiveDateTime>("new").unwrap();
+    let old = t.column::<String>("old").unwrap();
+    let found = t.column::<i32>("found").unwrap();
+    let mixed = t.column::<i64>("Mixed Case").unwrap();
+    let s = Summary::new(&at, Bucket::Hour)
+        .key(&old)
+        .key(&mixed)
+        .measure(Measure::sum(&found, "select"))
+        .measure(Measure::count(&found, "$1"))
+        .named("Sum'mary \"$$\"");
+    s.install(&mut c).await.unwrap();
+    s.install(&mut c).await.unwrap(); // idempotent
+    let base = NaiveDate::from_ymd_opt(2025, 3, 10)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap();
+    let mut rng = Rng(99);
+    for round in 0..40 {
+        let mut rows = Vec::new();
+        for _ in 0..10 {
+            let when = if rng.chance(10) {
+                "NULL".to_owned()
+            } else {
+                format!(
+                    "'{}'",
+                    base + chrono::Duration::minutes(rng.below(60 * 30) as i64)
+                )
+            };
+            let old = if rng.chance(5) {
+                "NULL".to_owned()
+            } else {
+                format!("'o''{}$'", rng.below(3))
+            };
+            let found = if rng.chance(5) {
+                "NULL".to_owned()
+            } else {
+                rng.below(100).to_string()
+            };
+            rows.push(format!("({when}, {old}, {found}, {}, 1)", rng.below(3)));
+        }
+        let sql = match round % 4 {
+            0 | 1 => format!(r#"INSERT INTO "Odd ""new"" $t" VALUES {}"#, rows.join(", ")),
+            2 => format!(
+                r#"UPDATE "Odd ""new"" $t" SET "new" = "new" + interval '{} minutes', "Mixed Case" = {} WHERE "found" % 3 = {}"#,
+                rng.below(120),
+                rng.below(3),
+                rng.below(3)
+            ),
+            _ => format!(
+                r#"DELETE FROM "Odd ""new"" $t" WHERE "found" % 5 = {}"#,
+                rng.below(5)
+            ),
+        };
+        c.batch_execute(&sql).await.unwrap();
+        assert_eq!(s.drift_count(&c).await.unwrap(), 0, "{sql}");
+    }
+    // Windows on a `timestamp` column: edges mid-hour and on the hour.
+    for (from, to) in [
+        (3 * 60 + 17, 20 * 60 + 1),
+        (60, 120),
+        (61, 62),
+        (0, 30 * 60),
+    ] {
+        let w = s
+            .window()
+            .by(&old)
+            .since(base + chrono::Duration::minutes(from))
+            .until(base + chrono::Duration::minutes(to))
+            .top("select", 2);
+        type Row = (Option<String>, i64, Option<i64>, i64);
+        let a: Vec<Row> = c.rows_as(&w.build().unwrap()).await.unwrap();
+        let b: Vec<Row> = c.rows_as(&w.build_base().unwrap()).await.unwrap();
+        assert_eq!(a, b, "[{from}, {to}) minutes");
+    }
+    let before = count(&c, r#"SELECT count(*) FROM "Odd ""new"" $t""#).await;
+    s.uninstall(&mut c).await.unwrap();
+    assert_eq!(
+        count(&c, r#"SELECT count(*) FROM "Odd ""new"" $t""#).await,
+        before
+    );
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM pg_class WHERE relname = 'Sum''mary \"$$\"'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &c,
+            r#"SELECT count(*) FROM pg_trigger WHERE tgrelid = '"Odd ""new"" $t"'::regclass"#
+        )
+        .await,
+        0
+    );
+    s.uninstall(&mut c).await.unwrap(); // nothing left to drop
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_it_did_not_create_are_never_replaced() {
+    let schema = schema().await;
+    let mut c = client(&schema).await;
+    c.batch_execute(&format!(
+        "{CREATE_ORDERS}; CREATE TABLE orders_daily (mine int); INSERT INTO orders_daily VALUES (1)"
+    ))
+    .await
+    .unwrap();
+    let o = orders();
+    let s = summary_of(&o);
+    let e = s.install(&mut c).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::ObjectConflict { kind: "table", .. }),
+        "{e}"
+    );
+    let e = s.uninstall(&mut c).await.unwrap_err();
+    assert!(e.is_object_conflict(), "{e}");
+    // The guard stops the DDL even when sent without the check.
+    let e = c
+        .run_in_transaction_for_test(&s.install_statements().unwrap())
+        .await;
+    assert_eq!(e.as_deref(), Some("42710"));
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM orders_daily WHERE mine = 1").await,
+        1
+    );
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'orders'::regclass AND NOT tgisinternal").await,
+        0
+    );
+
+    // A function of the trigger function's name.
+    let other = summary_of(&o).named("orders_daily_2");
+    c.batch_execute(&format!(
+        "CREATE FUNCTION \"{}\"() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$",
+        other.function_name()
+    ))
+    .await
+    .unwrap();
+    let e = other.install(&mut c).await.unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            Error::ObjectConflict {
+                kind: "function",
+                ..
+            }
+        ),
+        "{e}"
+    );
+
+    // A summary whose definition changed is another summary.
+    let third = summary_of(&o).named("orders_daily_3");
+    third.install(&mut c).await.unwrap();
+    let changed = third.clone().measure(Measure::count(&o.user_id, "users"));
+    let e = changed.install(&mut c).await.unwrap_err();
+    assert!(e.is_object_conflict(), "{e}");
+    third.uninstall(&mut c).await.unwrap();
+
+    // A zone the server does not know: refused before any DDL.
+    let mars = summary_of(&o)
+        .zone("Mars/Olympus_Mons")
+        .named("orders_mars");
+    let e = mars.install(&mut c).await.unwrap_err();
+    assert!(matches!(e, Error::InvalidSpec { field: "zone", .. }), "{e}");
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM pg_class WHERE relname = 'orders_mars'"
+        )
+        .await,
+        0
+    );
+
+    // Bad specs fail before anything is sent.
+    let e = Summary::new(&o.created_at, Bucket::Day)
+        .measure(Measure::sum(
+            &Table::new("orders")
+                .unwrap()
+                .column::<f64>("total")
+                .unwrap(),
+            "t",
+        ))
+        .install(&mut c)
+        .await
+        .unwrap_err();
+    assert!(e.is_invalid_input(), "{e}");
+    let report = TopN::<i64, Decimal>::new(&o.user_pk, &o.user_id, &o.total, 3)
+        .window_since(&o.created_at, t0())
+        .where_eq(&o.qty, 3)
+        .from_summary(&summary_of(&o));
+    assert!(matches!(
+        report.fetch_all(&c).await,
+        Err(Error::InvalidSpec {
+            field: "where_eq",
+            ..
+        })
+    ));
+    let report = TopN::<i64, Decimal>::new(&o.user_pk, &o.user_id, &o.total, 3)
+        .from_summary(&summary_of(&o));
+    assert!(matches!(
+        report.check(),
+        Err(Error::InvalidSpec {
+            field: "window",
+            ..
+        })
+    ));
+}
+
+/// Runs statements in one transaction; the SQLSTATE of the failure.
+trait RunForTest {
+    async fn run_in_transaction_for_test(&mut self, q: &[BuiltQuery]) -> Option<String>;
+}
+
+impl RunForTest for tokio_postgres::Client {
+    async fn run_in_transaction_for_test(&mut self, q: &[BuiltQuery]) -> Option<String> {
+        use pgpatterns::Transactional;
+        self.run_in_transaction(q)
+            .await
+            .err()
+            .and_then(|e| e.code().map(str::to_owned))
+    }
+}
