@@ -238,3 +238,55 @@ async fn every_sea_query_value_kind_is_sent_with_a_type_the_server_accepts() {
     let err = q.fetch_all::<(i64,)>(&client).await.unwrap_err();
     assert!(err.is_invalid_input(), "{err:?}");
 }
+
+/// A run verb of `Auto` meeting a query decided before: while the catalog
+/// confirmed the decision less than `recheck` ago, only the query is sent;
+/// after that, the catalog check goes with the query (the two statements
+/// pipelined), and the answer is the same every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_runs_a_remembered_decision_without_an_extra_round_trip() {
+    use pgpatterns::seed::orders::OrdersSeed;
+    use pgpatterns::{LatestStrategy, StrategyCache};
+
+    let schema = schema().await;
+    let setup = schema.connect().await.expect("connect");
+    let seed = OrdersSeed::new(500)
+        .prefix("remembered_rt_")
+        .expect("prefix");
+    seed.run(&setup, |_| {}).await.expect("seed");
+    let spec = seed
+        .tables()
+        .latest()
+        .status_eq("Complete")
+        .strategy(LatestStrategy::Auto);
+    let proxy = Proxy::start(&schema.config()).await;
+    let client = proxy.connect().await;
+    let expected = spec
+        .clone()
+        .strategy(LatestStrategy::DistinctOn)
+        .count(&client)
+        .await
+        .expect("count");
+    assert!(expected > 0);
+
+    // Decided here: catalog, statistics, then the count.
+    assert_eq!(spec.count(&client).await.expect("count"), expected);
+    let deciding = proxy.take();
+    assert!(deciding.round_trips >= 2, "{deciding:?}");
+
+    // Just confirmed: the count alone.
+    assert_eq!(spec.count(&client).await.expect("count"), expected);
+    assert_eq!(proxy.take(), one_unnamed_round_trip());
+
+    // Past the recheck interval: the catalog check and the count together.
+    let recheck = StrategyCache::global().recheck();
+    tokio::time::sleep(recheck + std::time::Duration::from_millis(50)).await;
+    assert_eq!(spec.count(&client).await.expect("count"), expected);
+    let checked = proxy.take();
+    assert_eq!(checked.sent, "PBDESPBDES", "{checked:?}");
+    assert_eq!(checked.round_trips, 2, "{checked:?}");
+
+    // Confirmed again by that check: the count alone.
+    assert_eq!(spec.count(&client).await.expect("count"), expected);
+    assert_eq!(proxy.take(), one_unnamed_round_trip());
+}
