@@ -61,6 +61,27 @@ struct InternalNames {
     slot: Ident,
     /// Walk aliases, one per depth (index 0 unused: the changed rows).
     walk: Vec<Ident>,
+    /// Subtree aliases, one per depth (a changed row's own descendants).
+    sub: Vec<Ident>,
+    /// The per-root aggregate of the changed rows, its columns (key, the
+    /// newest time of the new versions, of the old versions) and the
+    /// union's columns (key, time, old version?).
+    agg: Ident,
+    k: Ident,
+    nv: Ident,
+    ov: Ident,
+    v: Ident,
+    o: Ident,
+    /// The stored value read under the lock.
+    old: Ident,
+    /// Aliases: the union, a root row, the UPDATE target, the raise CTE.
+    x: Ident,
+    r: Ident,
+    t: Ident,
+    upd: Ident,
+    /// PL/pgSQL variables: roots left to recompute; READ COMMITTED?
+    left: Ident,
+    rc: Ident,
 }
 
 /// The tracked column of a [`SinceGraph`] ([`SinceGraph::tracked_by`]): its
@@ -175,6 +196,24 @@ fn qcol(alias: &Ident, col: &AnyColumn) -> String {
 /// one-row insert of the session with hash joins over whole tables.)
 fn execute(statement: &str) -> String {
     format!("EXECUTE {};", string_literal(statement))
+}
+
+/// `EXECUTE '<statement>' [INTO var] USING var;`, as [`execute`]: the
+/// statement's `$1` is bound to the variable `using`.
+fn execute_using(statement: &str, into: Option<&Ident>, using: &Ident) -> String {
+    let into = into.map_or(String::new(), |i| format!(" INTO {}", quote(i)));
+    format!(
+        "EXECUTE {}{into} USING {};",
+        string_literal(statement),
+        quote(using)
+    )
+}
+
+/// An expression's text with values inlined (this crate's own constants).
+fn expr_text(e: Expr) -> String {
+    text(&Query::select().expr(e).to_owned())
+        .trim_start_matches("SELECT ")
+        .to_owned()
 }
 
 /// Statement text with values inlined; only for statements whose values
@@ -320,6 +359,22 @@ impl<K: SqlType> SinceGraph<K> {
             walk: (0..=depth)
                 .map(|i| pick(&format!("pgp_w{i}_"), &taken))
                 .collect(),
+            sub: (0..=depth)
+                .map(|i| pick(&format!("pgp_s{i}_"), &taken))
+                .collect(),
+            agg: pick("pgp_agg", &taken),
+            k: pick("pgp_k", &taken),
+            nv: pick("pgp_nv", &taken),
+            ov: pick("pgp_ov", &taken),
+            v: pick("pgp_v", &taken),
+            o: pick("pgp_o", &taken),
+            old: pick("pgp_old", &taken),
+            x: pick("pgp_x", &taken),
+            r: pick("pgp_r", &taken),
+            t: pick("pgp_t", &taken),
+            upd: pick("pgp_upd", &taken),
+            left: pick("pgp_left", &taken),
+            rc: pick("pgp_rc", &taken),
         };
         Ok(Track {
             key: self.key.of(&root),
@@ -431,6 +486,30 @@ impl Track {
         }
     }
 
+    /// The changed rows of table `ti` for `op` split by version, each with
+    /// `true` for old versions: inserted rows (new), deleted rows (old),
+    /// or for `UPDATE` new and old versions of rows whose relevant columns
+    /// changed.
+    fn changed_sides(&self, ti: usize, op: &str) -> Vec<(String, bool)> {
+        let cols: Vec<String> = self.relevant(ti).iter().map(|c| quote(c.name())).collect();
+        let cols = cols.join(", ");
+        let (new, old) = (quote(&self.names.new_rows), quote(&self.names.old_rows));
+        match op {
+            "INSERT" => vec![(format!("SELECT {cols} FROM {new}"), false)],
+            "DELETE" => vec![(format!("SELECT {cols} FROM {old}"), true)],
+            _ => vec![
+                (
+                    format!("SELECT {cols} FROM {new} EXCEPT SELECT {cols} FROM {old}"),
+                    false,
+                ),
+                (
+                    format!("SELECT {cols} FROM {old} EXCEPT SELECT {cols} FROM {new}"),
+                    true,
+                ),
+            ],
+        }
+    }
+
     /// The ancestors of node `n`, nearest first, ending with the root.
     fn ancestors(&self, n: usize) -> Vec<usize> {
         let mut out = Vec::new();
@@ -494,68 +573,255 @@ impl Track {
         ))
     }
 
-    /// Locks the roots whose key `keys` returns, in key order, then sets
-    /// their column from the graph (every one of them, changed or not).
-    fn lock_and_refresh(&self, keys: &str) -> String {
-        let key = quote(self.key.name());
-        let root = quote_table(&self.root);
-        let refresh = Query::update()
-            .table(self.root.table_name())
-            .value(self.column.iden(), self.fresh.clone())
-            .and_where(Expr::cust(format!("{root}.{key} IN ({keys})")))
-            .to_owned();
+    /// The custom setting that marks the trigger's own write of the root
+    /// (its value: the trigger depth at which that write's triggers run).
+    fn flag(&self) -> String {
         format!(
-            "{}\n      {}",
-            execute(&format!(
-                "SELECT 1 FROM (SELECT {key} FROM {root} WHERE {key} IN ({keys}) ORDER BY {key} FOR NO KEY UPDATE) AS {locked}",
-                locked = quote(&self.names.locked),
-            )),
-            execute(&text(&refresh)),
+            "pgpatterns.track_{:016x}",
+            fnv1a(FNV_OFFSET, self.signature().as_bytes())
         )
     }
 
-    /// Locks the roots `keys` returns like
-    /// [`lock_and_refresh`](Self::lock_and_refresh), then sets each to the
-    /// greatest of its stored value and the newest change time of the
-    /// inserted rows of leaf node `n` that reach it (`from` walks them to
-    /// the root, aliased `root_alias`). Every root is written.
-    fn lock_and_raise(&self, n: usize, keys: &str, from: &str, root_alias: &Ident) -> String {
+    /// `PERFORM set_config(flag, …, true);`: marks the root writes that
+    /// follow as the trigger's own (`on`), or unmarks them.
+    fn mark_own_write(&self, on: bool) -> String {
+        let value = if on {
+            "(pg_trigger_depth() + 1)::text"
+        } else {
+            "''"
+        };
+        format!(
+            "PERFORM set_config({}, {value}, true);",
+            string_literal(&self.flag())
+        )
+    }
+
+    /// Whether the root table is on no other node: then the trigger's own
+    /// write of the root (only the tracked column) needs no look from the
+    /// root's `UPDATE` trigger, unless a `BEFORE` row trigger could have
+    /// changed more.
+    fn root_once(&self) -> bool {
+        self.nodes
+            .iter()
+            .skip(1)
+            .all(|n| !same_table(&n.table, &self.root))
+    }
+
+    /// Whether the changes of node `n` take the incremental path: not the
+    /// root, and its table on no other node.
+    fn incremental(&self, n: usize) -> bool {
+        n != 0
+            && self
+                .nodes
+                .iter()
+                .filter(|m| same_table(&m.table, &self.nodes[n].table))
+                .count()
+                == 1
+    }
+
+    /// Locks the roots whose key `keys` returns, in key order.
+    fn lock(&self, keys: &str) -> String {
         let key = quote(self.key.name());
         let root = quote_table(&self.root);
+        execute(&format!(
+            "SELECT 1 FROM (SELECT {key} FROM {root} WHERE {key} IN ({keys}) ORDER BY {key} FOR NO KEY UPDATE) AS {locked}",
+            locked = quote(&self.names.locked),
+        ))
+    }
+
+    /// Sets the column of the roots `keys` returns (locked already) to their
+    /// value recomputed from the graph; at `READ COMMITTED` only where it
+    /// differs (the variable `rc`, bound to `$1`).
+    fn refresh(&self, keys: &str) -> String {
+        let n = &self.names;
+        let key = quote(self.key.name());
+        let root = quote_table(&self.root);
+        let inner = Query::select()
+            .expr_as(self.key.expr(), Alias::new(n.k.as_str()))
+            .expr_as(self.fresh.clone(), Alias::new(n.v.as_str()))
+            .from(self.root.table_ref())
+            .and_where(Expr::cust(format!("{root}.{key} IN ({keys})")))
+            .to_owned();
+        let (t, x, k, v) = (quote(&n.t), quote(&n.x), quote(&n.k), quote(&n.v));
         let col = quote(self.column.name());
-        let c = &self.names.changed;
-        let newest: Vec<String> = self.nodes[n]
+        execute_using(
+            &format!(
+                "UPDATE {root} AS {t} SET {col} = {x}.{v} FROM ({inner}) AS {x} \
+                 WHERE {t}.{key} = {x}.{k} AND (NOT $1 OR {t}.{col} IS DISTINCT FROM {x}.{v})",
+                inner = text(&inner),
+            ),
+            None,
+            &n.rc,
+        )
+    }
+
+    /// Locks the roots whose key `keys` returns, in key order, then sets
+    /// their column from the graph.
+    fn lock_and_refresh(&self, keys: &str) -> String {
+        [
+            self.lock(keys),
+            self.mark_own_write(true),
+            self.refresh(keys),
+            self.mark_own_write(false),
+        ]
+        .join("\n      ")
+    }
+
+    /// The newest change time a row of node `n` (alias `a`) brings to its
+    /// roots: its own change columns and, through correlated subqueries,
+    /// its descendants' (aliases from `depth` on).
+    fn contribution(&self, n: usize, a: &Ident, depth: usize) -> String {
+        let mut terms: Vec<String> = self.nodes[n]
             .changes
             .iter()
             .map(|ch| {
-                let e = ch.instant_of(Expr::cust(qcol(c, &ch.erase())), &self.offset);
-                text(&Query::select().expr(Func::max(e)).to_owned())
-                    .trim_start_matches("SELECT ")
-                    .to_owned()
+                expr_text(ch.instant_of(Expr::cust(qcol(a, &ch.erase())), &self.offset))
             })
             .collect();
-        let (fresh, k, v) = (
-            quote(&self.names.slot),
-            quote(&self.names.walk[0]),
-            quote(&self.names.locked),
+        let s = &self.names.sub[depth];
+        for (ci, child) in self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.parent == n)
+        {
+            let on: Vec<String> = child
+                .near
+                .iter()
+                .zip(&child.far)
+                .map(|(near, far)| format!("{} = {}", qcol(s, far), qcol(a, near)))
+                .collect();
+            terms.push(format!(
+                "(SELECT max({}) FROM {} AS {} WHERE {})",
+                self.contribution(ci, s, depth + 1),
+                quote_table(&child.table),
+                quote(s),
+                on.join(" AND ")
+            ));
+        }
+        if terms.is_empty() {
+            "NULL::timestamptz".to_owned()
+        } else {
+            format!("GREATEST({})", terms.join(", "))
+        }
+    }
+
+    /// The rows `rows` of node `n` walked to their roots: the `FROM` text
+    /// and the root key's expression. When the last hop joins on the root's
+    /// key, the key is read from the node below the root, without joining
+    /// the root.
+    fn walk_key(&self, n: usize, rows: &str) -> (String, String) {
+        let ancestors = self.ancestors(n);
+        let depth = ancestors.len();
+        let below = if depth >= 2 { ancestors[depth - 2] } else { n };
+        let hop = &self.nodes[below];
+        if hop.near.len() == 1 && hop.near[0].name() == self.key.name() {
+            let (from, alias, _) = self.walk(n, rows, depth - 1);
+            (from, qcol(&alias, &hop.far[0]))
+        } else {
+            let (from, alias, _) = self.walk(n, rows, depth);
+            (from, qcol(&alias, &self.key))
+        }
+    }
+
+    /// The incremental update of the roots of node `n`'s changed rows
+    /// (`sides`: new and/or old versions), in two statements.
+    ///
+    /// The first aggregates the changed rows per root — the newest time the
+    /// new versions bring (`nv`) and the old versions brought (`ov`) — locks
+    /// those roots in key order, and raises each to `GREATEST(stored, nv)`
+    /// where that is exact: no old version counted (`ov` NULL), the new
+    /// ones bring at least as much (`nv >= ov`), or the old ones were below
+    /// the stored value (`ov < stored`: the value came from elsewhere). At
+    /// READ COMMITTED only roots whose value changes are written. It
+    /// returns how many roots are left: those where an old version may
+    /// have held the value; the second statement (only run then) recomputes
+    /// them from the graph. The stored value is read under the lock, so it
+    /// is the latest committed one.
+    fn incremental_steps(&self, n: usize, sides: &[(String, bool)]) -> String {
+        let nm = &self.names;
+        let (agg, k, nv, ov, v, o, old) = (
+            quote(&nm.agg),
+            quote(&nm.k),
+            quote(&nm.nv),
+            quote(&nm.ov),
+            quote(&nm.v),
+            quote(&nm.o),
+            quote(&nm.old),
         );
-        let lock = execute(&format!(
-            "SELECT 1 FROM (SELECT {key} FROM {root} WHERE {key} IN ({keys}) ORDER BY {key} FOR NO KEY UPDATE) AS {v}",
-        ));
-        let raise = execute(&format!(
-            "UPDATE {root} SET {col} = GREATEST({root}.{col}, {fresh}.{v}) \
-             FROM (SELECT {ra} AS {k}, GREATEST({newest}) AS {v} {from} GROUP BY 1) AS {fresh} \
-             WHERE {root}.{key} = {fresh}.{k}",
-            ra = qcol(root_alias, &self.key),
-            newest = newest.join(", "),
-        ));
-        format!("{lock}\n      {raise}")
+        let (x, r, t, lk, upd) = (
+            quote(&nm.x),
+            quote(&nm.r),
+            quote(&nm.t),
+            quote(&nm.locked),
+            quote(&nm.upd),
+        );
+        let key = quote(self.key.name());
+        let col = quote(self.column.name());
+        let root = quote_table(&self.root);
+        let contribution = self.contribution(n, &nm.changed, 0);
+        let parts: Vec<String> = sides
+            .iter()
+            .map(|(rows, is_old)| {
+                let (from, key_expr) = self.walk_key(n, rows);
+                format!("SELECT {key_expr}, {contribution}, {is_old} {from}")
+            })
+            .collect();
+        let aggregate = format!(
+            "SELECT {k}, max({v}) FILTER (WHERE NOT {o}) AS {nv}, max({v}) FILTER (WHERE {o}) AS {ov} \
+             FROM ({}) AS {x} ({k}, {v}, {o}) GROUP BY 1",
+            parts.join(" UNION ALL ")
+        );
+        let exact = |ov: &str, nv: &str, old: &str| {
+            format!(
+                "({ov} IS NULL OR COALESCE({nv} >= {ov}, false) OR COALESCE({ov} < {old}, false))"
+            )
+        };
+        let raised = exact(
+            &format!("{lk}.{ov}"),
+            &format!("{lk}.{nv}"),
+            &format!("{lk}.{old}"),
+        );
+        let raise = format!(
+            "WITH {agg} AS MATERIALIZED ({aggregate}), \
+             {lk} AS MATERIALIZED (SELECT {r}.{key} AS {k}, {r}.{col} AS {old}, {agg}.{nv}, {agg}.{ov} \
+               FROM {agg} JOIN {root} AS {r} ON {r}.{key} = {agg}.{k} ORDER BY {r}.{key} FOR NO KEY UPDATE OF {r}), \
+             {upd} AS (UPDATE {root} AS {t} SET {col} = GREATEST({lk}.{old}, {lk}.{nv}) FROM {lk} \
+               WHERE {t}.{key} = {lk}.{k} AND {raised} \
+               AND (NOT $1 OR GREATEST({lk}.{old}, {lk}.{nv}) IS DISTINCT FROM {lk}.{old})) \
+             SELECT count(*) FROM {lk} WHERE NOT {raised}"
+        );
+        let left = format!(
+            "SELECT {agg}.{k} FROM ({aggregate}) AS {agg} JOIN {root} AS {r} ON {r}.{key} = {agg}.{k} WHERE NOT {}",
+            exact(
+                &format!("{agg}.{ov}"),
+                &format!("{agg}.{nv}"),
+                &format!("{r}.{col}")
+            )
+        );
+        [
+            self.mark_own_write(true),
+            execute_using(&raise, Some(&nm.left), &nm.rc),
+            format!(
+                "IF {} > 0 THEN\n        {}\n      END IF;",
+                quote(&nm.left),
+                self.refresh(&left)
+            ),
+            self.mark_own_write(false),
+        ]
+        .join("\n      ")
     }
 
     /// The statements for the rows `changed` of node `n`: stamp its join
-    /// points, walk level by level to the roots stamping each, lock and
-    /// recompute the roots.
-    fn node_steps(&self, n: usize, changed: &str, op: &str) -> String {
+    /// points, walk level by level to the roots stamping each, then update
+    /// the roots: incrementally ([`incremental_steps`]) when the node's
+    /// table is on no other node, else lock them in key order and
+    /// recompute them.
+    ///
+    /// [`incremental_steps`]: Self::incremental_steps
+    fn node_steps(&self, n: usize, ti: usize, op: &str) -> String {
+        let changed = self.changed_rows(ti, op);
+        let changed = changed.as_str();
         let c = &self.names.changed;
         let mut out = Vec::new();
         let node = &self.nodes[n];
@@ -586,15 +852,11 @@ impl Track {
             let vals: Vec<String> = self.nodes[at].far.iter().map(|f| qcol(&alias, f)).collect();
             out.push(self.stamp(&[format!("SELECT {} {from}", Self::slot(at, &vals))]));
         }
-        let (from, alias, _) = self.walk(n, changed, depth);
-        let keys = format!("SELECT {} {from}", qcol(&alias, &self.key));
-        let leaf = n != 0 && !self.nodes.iter().any(|ch| ch.parent == n);
-        if leaf && op == "INSERT" {
-            // Rows inserted at the end of paths can only raise the value:
-            // the stored one (read after the lock, so current) and the new
-            // rows' newest, without reading every path again.
-            out.push(self.lock_and_raise(n, &keys, &from, &alias));
+        if self.incremental(n) {
+            out.push(self.incremental_steps(n, &self.changed_sides(ti, op)));
         } else {
+            let (from, alias, _) = self.walk(n, changed, depth);
+            let keys = format!("SELECT {} {from}", qcol(&alias, &self.key));
             out.push(self.lock_and_refresh(&keys));
         }
         out.join("\n      ")
@@ -602,16 +864,27 @@ impl Track {
 
     /// The body of one table's branch for `op`.
     fn table_steps(&self, ti: usize, op: &str) -> String {
-        let changed = self.changed_rows(ti, op);
         let mut out = Vec::new();
         if op == "UPDATE" {
+            if ti == 0 && self.root_once() {
+                // The trigger's own write of the root changes only the
+                // tracked column, unless a BEFORE row trigger changes more.
+                out.push(format!(
+                    "IF current_setting({}, true) = pg_trigger_depth()::text \
+                     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger \
+                     WHERE tgrelid = TG_RELID AND tgenabled <> 'D' AND (tgtype::int4 & 19) = 19) \
+                     THEN RETURN NULL; END IF;",
+                    string_literal(&self.flag())
+                ));
+            }
             out.push(format!(
-                "IF NOT EXISTS ({changed}) THEN RETURN NULL; END IF;"
+                "IF NOT EXISTS ({}) THEN RETURN NULL; END IF;",
+                self.changed_rows(ti, op)
             ));
         }
         for (n, node) in self.nodes.iter().enumerate() {
             if same_table(&node.table, &self.tables[ti]) {
-                out.push(self.node_steps(n, &changed, op));
+                out.push(self.node_steps(n, ti, op));
             }
         }
         out.join("\n      ")
@@ -656,6 +929,9 @@ impl Track {
         }
         format!(
             "\n#variable_conflict use_column
+DECLARE
+  {left} int8;
+  {rc} bool := current_setting('transaction_isolation') = 'read committed';
 BEGIN
   IF TG_OP = 'TRUNCATE' THEN
     {all}
@@ -663,7 +939,9 @@ BEGIN
   END IF;{branches}
   END IF;
   RETURN NULL;
-END\n"
+END\n",
+            left = quote(&self.names.left),
+            rc = quote(&self.names.rc),
         )
     }
 
