@@ -32,7 +32,8 @@ pub const TRACK_FRESH: &str = "fresh_at";
 
 /// Trigger name suffixes, one per event.
 const TRIGGER_SUFFIXES: [&str; 4] = ["ins", "upd", "del", "trunc"];
-/// Slots of the stamp table (a power of two): join points hash into them.
+/// Slots of the stamp table per hop depth (a power of two): join points
+/// hash into them.
 const STAMP_SLOTS: i64 = 8192;
 
 /// A table position in the graph: the root (node 0) or the far end of a
@@ -104,11 +105,26 @@ struct InternalNames {
 /// columns changed, old and new versions both), it walks back along every
 /// path the table is on to the affected roots — a parent's change reaches
 /// every root below it, a re-parented child both its old and new roots, a
-/// deleted child the roots it left — locks them in key order and recomputes
-/// their column from the tables (a deleted child lowers it to what
-/// remains). Rows inserted at the end of a path can only raise the value:
-/// their roots are set to the greatest of the stored value (read after the
-/// lock) and the new rows' newest time, without reading every path again.
+/// deleted child the roots it left. For a table on one node of the graph
+/// the update is incremental and set-based: one statement aggregates the
+/// changed rows per root — the newest time the new versions bring (a row's
+/// own change columns and, for a row with paths below it, its
+/// descendants') and the newest the old versions brought — locks those
+/// roots in key order and raises each to `GREATEST(stored, new)` where
+/// that is exact: no old version counted, the new ones bring at least as
+/// much, or the old ones were below the stored value (read under the lock,
+/// so the latest committed one). Only the roots left — where a deleted,
+/// re-parented or lowered row may have held the value — are recomputed
+/// from the tables, by a second statement run only then. So inserts and
+/// growing times never read the other paths, and deleting old rows only
+/// locks. The root table's own rows, and tables on several nodes, lock
+/// their roots in key order and recompute them. At `READ COMMITTED` a root
+/// whose value does not change is locked but not rewritten (no dead tuple,
+/// no WAL); at the stricter levels every affected root is written (see
+/// below). The trigger's own write of the root is marked with a
+/// transaction-local setting, so the root's `UPDATE` trigger skips it
+/// without comparing transition tables (unless a `BEFORE` row trigger on
+/// the root could have changed more than the column).
 /// `TRUNCATE` recomputes every root. Each statement runs through `EXECUTE`,
 /// so it is planned for the transition table at hand (PL/pgSQL would keep a
 /// static statement's first plan for the session), and the function runs
@@ -121,7 +137,7 @@ struct InternalNames {
 /// updating that address, reach disjoint roots through views that miss each
 /// other's uncommitted row. So each trigger first **stamps** every join
 /// point it passes — the hop and the joined values, hashed into one of
-/// 8192 rows of a small stamp table that is installed with the triggers
+/// 8192 rows per hop depth of a small stamp table that is installed with the triggers
 /// (unlogged: its rows are only lock objects, upserted, so it costs no WAL
 /// and an empty table after a crash works the same) —
 /// level by level from the changed rows towards the roots, each level in a
@@ -135,14 +151,19 @@ struct InternalNames {
 /// - `REPEATABLE READ` and `SERIALIZABLE`: the waiting writer cannot see
 ///   rows committed after its snapshot, and fails with a serialization
 ///   error (SQLSTATE `40001`) at the stamp or the root instead of storing a
-///   stale value: every recompute **writes** its roots, and every stamp is a
-///   write. Retry the transaction, as these levels require anyway.
+///   stale value: at these levels every affected root is **written**, even
+///   when its value stays, and every stamp is a write. Retry the
+///   transaction, as these levels require anyway.
 ///
-/// Writers of overlapping graphs can also deadlock (`40P01`, as any
-/// application locking rows in more than one order): retry. Each write to a
+/// Stamps are taken deepest join points first and roots last, in key
+/// order, so single statements do not deadlock on each other. A
+/// transaction of several statements on tables of the graph takes each
+/// statement's locks in turn and can deadlock with another such
+/// transaction (`40P01`, as any application locking rows in more than one
+/// order): retry it. Each write to a
 /// graph table writes its roots once per statement, so `UPDATE` triggers on
 /// the root table fire for them. Unrelated writers that hash to the same
-/// stamp row wait for each other (rarely: 8192 rows).
+/// stamp row wait for each other (rarely: 8192 rows per depth).
 ///
 /// Not covered: a row inserted into a referenced table *after* another
 /// transaction inserted a row referencing it that is not yet committed
@@ -550,10 +571,23 @@ impl Track {
         (from, alias, node)
     }
 
-    /// The stamp slot of hop `hop` (the node it reaches) joined on `values`.
-    fn slot(hop: usize, values: &[String]) -> String {
+    /// The stamp slot of hop `hop` (the node it reaches) joined on `values`:
+    /// a hash into [`STAMP_SLOTS`] slots of the hop's depth, deeper hops in
+    /// lower ranges. Every trigger stamps deeper join points before
+    /// shallower ones (its own and forward points, then one level at a
+    /// time towards the root), each statement in slot order, so all take
+    /// stamps in one global order — by depth, then slot — and then roots
+    /// in key order: single statements on different tables of the graph
+    /// do not deadlock on each other's stamps.
+    fn slot(&self, hop: usize, values: &[String]) -> String {
+        let depth = self.ancestors(hop).len() as i64;
+        let deepest = (0..self.nodes.len())
+            .map(|n| self.ancestors(n).len() as i64)
+            .max()
+            .unwrap_or(0);
         format!(
-            "(hashtextextended(ROW({hop}, {})::text, 0) & {})::int4",
+            "({} + (hashtextextended(ROW({hop}, {})::text, 0) & {}))::int4",
+            (deepest - depth) * STAMP_SLOTS,
             values.join(", "),
             STAMP_SLOTS - 1
         )
@@ -830,7 +864,7 @@ impl Track {
         let from = format!("FROM ({changed}) AS {}", quote(c));
         if n != 0 {
             let vals: Vec<String> = node.far.iter().map(|f| qcol(c, f)).collect();
-            slots.push(format!("SELECT {} {from}", Self::slot(n, &vals)));
+            slots.push(format!("SELECT {} {from}", self.slot(n, &vals)));
         }
         for (ci, ch) in self
             .nodes
@@ -839,7 +873,7 @@ impl Track {
             .filter(|(_, ch)| ch.parent == n)
         {
             let vals: Vec<String> = ch.near.iter().map(|f| qcol(c, f)).collect();
-            slots.push(format!("SELECT {} {from}", Self::slot(ci, &vals)));
+            slots.push(format!("SELECT {} {from}", self.slot(ci, &vals)));
         }
         if !slots.is_empty() {
             out.push(self.stamp(&slots));
@@ -850,7 +884,7 @@ impl Track {
         for level in 1..depth {
             let (from, alias, at) = self.walk(n, changed, level);
             let vals: Vec<String> = self.nodes[at].far.iter().map(|f| qcol(&alias, f)).collect();
-            out.push(self.stamp(&[format!("SELECT {} {from}", Self::slot(at, &vals))]));
+            out.push(self.stamp(&[format!("SELECT {} {from}", self.slot(at, &vals))]));
         }
         if self.incremental(n) {
             out.push(self.incremental_steps(n, &self.changed_sides(ti, op)));

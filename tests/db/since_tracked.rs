@@ -256,6 +256,141 @@ async fn parents_children_and_deletes_move_the_value() {
     assert_eq!(track.drift_count(&c).await.unwrap(), 0);
 }
 
+/// The incremental path (a root raised from its stored value where that
+/// is exact, recomputed where an old version may have held it), statement
+/// by statement, with `timestamp` columns read at an offset: an older
+/// child does not lower the value, a deleted or lowered maximum does, a
+/// re-parented child moves both roots, NULL times count for nothing, a new
+/// row brings its descendants' times, TRUNCATE recomputes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_writes_keep_the_exact_value() {
+    let schema = schema().await;
+    let mut c = client(&schema).await;
+    let shop = Shop::new("");
+    shop.create(&c).await;
+    // timestamp columns are wall-clock times 5:30 behind UTC
+    let offset = FixedOffset::west_opt(5 * 3600 + 30 * 60).unwrap();
+    let graph = tracked_graph(&shop, offset);
+    let track = graph.track().unwrap();
+    track.install(&mut c).await.unwrap();
+    c.batch_execute(
+        "INSERT INTO moves VALUES (1, NULL, true, now(), '2024-01-03 00:00'),
+                                  (2, NULL, true, now(), '2024-01-01 00:00'),
+                                  (3, NULL, true, now(), NULL);
+         INSERT INTO addresses VALUES (1, '2024-01-02 00:00'), (2, '2024-03-01 00:00');
+         INSERT INTO shipments VALUES (1, 1, 1, '2024-01-05 00:00+00'), (2, 1, NULL, '2024-01-06 00:00+00');",
+    )
+    .await
+    .unwrap();
+    let value = |id: i64| {
+        let c = &c;
+        async move {
+            let rows: Vec<(Option<DateTime<Utc>>,)> = c
+                .rows_as(&BuiltQuery::fixed_with(
+                    "SELECT changed_at FROM moves WHERE id = $1",
+                    [pgpatterns::SqlType::into_value(id)],
+                ))
+                .await
+                .unwrap();
+            rows[0].0.map(|t| t.format("%m-%d %H:%M").to_string())
+        }
+    };
+    let step = |sql: &'static str, want: [Option<&'static str>; 3]| {
+        let (c, track, value) = (&c, &track, &value);
+        async move {
+            c.batch_execute(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let got = [value(1).await, value(2).await, value(3).await];
+            assert_eq!(got, want.map(|v| v.map(str::to_owned)), "after {sql}");
+            let drift: Vec<DriftRow> = c.rows_as(&track.drift_query()).await.unwrap();
+            assert_eq!(drift, vec![], "after {sql}");
+        }
+    };
+    step("SELECT 1", [Some("01-06 00:00"), Some("01-01 05:30"), None]).await;
+    // an older child does not lower the value
+    step(
+        "INSERT INTO shipments VALUES (3, 1, NULL, '2023-06-01 00:00+00')",
+        [Some("01-06 00:00"), Some("01-01 05:30"), None],
+    )
+    .await;
+    // a newer one raises it; a NULL time counts for nothing
+    step(
+        "INSERT INTO shipments VALUES (4, 2, NULL, '2024-02-01 00:00+00'), (5, 3, NULL, NULL)",
+        [Some("01-06 00:00"), Some("02-01 00:00"), None],
+    )
+    .await;
+    // a new row brings its descendants (the address of shipment 6)
+    step(
+        "INSERT INTO shipments VALUES (6, 3, 2, NULL)",
+        [Some("01-06 00:00"), Some("02-01 00:00"), Some("03-01 05:30")],
+    )
+    .await;
+    // deleting a row below the value changes nothing; deleting the
+    // maximum lowers it to what remains
+    step(
+        "DELETE FROM shipments WHERE id = 3",
+        [Some("01-06 00:00"), Some("02-01 00:00"), Some("03-01 05:30")],
+    )
+    .await;
+    step(
+        "DELETE FROM shipments WHERE id = 2",
+        [Some("01-05 00:00"), Some("02-01 00:00"), Some("03-01 05:30")],
+    )
+    .await;
+    // a time growing raises, one shrinking below the rest lowers
+    step(
+        "UPDATE shipments SET updated_at = '2024-04-01 00:00+00' WHERE id = 1",
+        [Some("04-01 00:00"), Some("02-01 00:00"), Some("03-01 05:30")],
+    )
+    .await;
+    step(
+        "UPDATE shipments SET updated_at = '2023-01-01 00:00+00' WHERE id = 1",
+        [Some("01-03 05:30"), Some("02-01 00:00"), Some("03-01 05:30")],
+    )
+    .await;
+    // the maximum set to NULL; then a NULL set to a time
+    step(
+        "UPDATE shipments SET updated_at = NULL WHERE id = 4",
+        [Some("01-03 05:30"), Some("01-01 05:30"), Some("03-01 05:30")],
+    )
+    .await;
+    step(
+        "UPDATE shipments SET updated_at = '2024-02-02 00:00+00' WHERE id = 5",
+        [Some("01-03 05:30"), Some("01-01 05:30"), Some("03-01 05:30")],
+    )
+    .await;
+    // re-parenting moves the value from one root to the other, in one
+    // statement with a raise and a lowering
+    step(
+        "UPDATE shipments SET move_id = CASE id WHEN 6 THEN 2 ELSE 3 END WHERE id IN (1, 6)",
+        [Some("01-03 05:30"), Some("03-01 05:30"), Some("02-02 00:00")],
+    )
+    .await;
+    // a timestamp two hops away, both ways; a child of the address
+    step(
+        "UPDATE addresses SET updated_at = updated_at + CASE id WHEN 1 THEN interval '200 days' ELSE interval '-100 days' END",
+        [Some("01-03 05:30"), Some("01-01 05:30"), Some("07-20 05:30")],
+    )
+    .await;
+    step(
+        "INSERT INTO notes VALUES (1, 2, '2025-01-01 00:00+00')",
+        [Some("01-03 05:30"), Some("01-01 00:00"), Some("07-20 05:30")],
+    )
+    .await;
+    step(
+        "TRUNCATE notes",
+        [Some("01-03 05:30"), Some("01-01 05:30"), Some("07-20 05:30")],
+    )
+    .await;
+    step(
+        "TRUNCATE shipments",
+        [Some("01-03 05:30"), Some("01-01 05:30"), None],
+    )
+    .await;
+    track.uninstall(&mut c).await.unwrap();
+}
+
 /// Creates the shop's tables and fills them with a few related rows per
 /// move, server-side.
 async fn fill(c: &tokio_postgres::Client) {
