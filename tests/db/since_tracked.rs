@@ -567,6 +567,64 @@ async fn concurrent_repeatable_read_writers_retry_instead_of_drifting() {
     concurrent_writers("REPEATABLE READ", 6, 25).await;
 }
 
+/// Single statements on the graph's tables other than the root, from many
+/// connections at once, over overlapping roots and join points (each
+/// writer on rows of its own, so the statements themselves never wait for
+/// each other's rows): stamps are taken deepest first and roots in key
+/// order, so none deadlocks, and nothing drifts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn single_statements_on_different_tables_do_not_deadlock() {
+    let schema = schema().await;
+    let mut c = client(&schema).await;
+    c.batch_execute("SET jit = off").await.unwrap();
+    let shop = Shop::new("");
+    shop.create(&c).await;
+    fill(&c).await;
+    let graph = tracked_graph(&shop, FixedOffset::east_opt(0).unwrap());
+    let track = graph.track().unwrap();
+    track.install(&mut c).await.unwrap();
+    track.backfill::<i64, _>(&mut c, 8, |_| {}).await.unwrap();
+    const WRITERS: u64 = 6;
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let conn = client(&schema).await;
+        conn.batch_execute("SET jit = off; SET deadlock_timeout = '20ms'")
+            .await
+            .unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng(0x5851_F42D_4C95_7F2D ^ ((w + 1) * 0x2545_F491_4F6C_DD1D));
+            for op in 0..40 {
+                let mine = format!("id % {WRITERS} = {w}");
+                let other = 1 + rng.below(15);
+                let days = rng.below(5) as i64 - 2;
+                let t = ["orders", "service_members", "shipments", "addresses", "notes", "items"]
+                    [rng.below(6) as usize];
+                let sql = match rng.below(8) {
+                    0..=2 => format!(
+                        "UPDATE {t} SET updated_at = updated_at + interval '{days} days' WHERE {mine}"
+                    ),
+                    3 => format!("UPDATE {t} SET updated_at = NULL WHERE {mine} AND id % 5 = {}", op % 5),
+                    4 => format!("UPDATE shipments SET move_id = 1 + (id + {other}) % 20, address_id = {other} WHERE {mine}"),
+                    5 => format!("UPDATE notes SET address_id = {other} WHERE {mine}"),
+                    6 => format!("UPDATE orders SET service_member_id = 1 + {other} % 8 WHERE {mine}"),
+                    _ => format!(
+                        "INSERT INTO items SELECT 10000 + {w} * 1000 + {op} * 10 + g, 1 + g * {other} % 40, \
+                         TIMESTAMP '2024-06-01 00:00' + g * interval '1 day' FROM generate_series(1, 5) g"
+                    ),
+                };
+                if let Err(e) = conn.batch_execute(&sql).await {
+                    panic!("writer {w}: {sql}: {e:?}");
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let drift: Vec<DriftRow> = c.rows_as(&track.drift_query()).await.unwrap();
+    assert_eq!(drift, vec![]);
+}
+
 /// The race that locking roots alone misses: a shipment newly pointing at
 /// an address (root 3) and an update of that address (whose other
 /// shipments lead to other roots) reach disjoint roots. At READ COMMITTED
