@@ -211,24 +211,32 @@ fn qcol(alias: &Ident, col: &AnyColumn) -> String {
     format!("{}.{}", quote(alias), quote(col.name()))
 }
 
-/// `EXECUTE '<statement>';`: planned on each call, for the transition
-/// table at hand. (A static statement in PL/pgSQL keeps the plan of its
-/// first call: one made for a 5000-row bulk insert then served every
-/// one-row insert of the session with hash joins over whole tables.)
-fn execute(statement: &str) -> String {
-    format!("EXECUTE {};", string_literal(statement))
+/// How the trigger function runs a statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// Through `EXECUTE`: planned on each call, for the transition table
+    /// at hand (statements of more than [`SMALL`] rows). A static statement
+    /// keeps the plan of its first call for the session: one made for a
+    /// 5000-row bulk insert then served every one-row insert with hash
+    /// joins over whole tables.
+    PerCall,
+    /// As static SQL: planned once per session and kept (statements of at
+    /// most [`SMALL`] rows, whose plans are all alike), which saves most of
+    /// a one-row statement's cost.
+    Kept,
 }
 
-/// `EXECUTE '<statement>' [INTO var] USING var;`, as [`execute`]: the
-/// statement's `$1` is bound to the variable `using`.
-fn execute_using(statement: &str, into: Option<&Ident>, using: &Ident) -> String {
-    let into = into.map_or(String::new(), |i| format!(" INTO {}", quote(i)));
-    format!(
-        "EXECUTE {}{into} USING {};",
-        string_literal(statement),
-        quote(using)
-    )
-}
+/// Whether the transaction runs at READ COMMITTED.
+const READ_COMMITTED: &str =
+    "(pg_catalog.current_setting('transaction_isolation') = 'read committed')";
+/// Transition tables of at most this many rows run the [`Plan::Kept`]
+/// statements.
+const SMALL: i64 = 100;
+/// Placeholder in statement text for "is the transaction READ COMMITTED?"
+/// (NUL never occurs in identifiers nor in our text).
+const RC: &str = "\u{0}rc\u{0}";
+/// Placeholder for the `INTO` of a statement's count of roots left.
+const INTO: &str = "\u{0}into\u{0}";
 
 /// An expression's text with values inlined (this crate's own constants).
 fn expr_text(e: Expr) -> String {
@@ -595,16 +603,49 @@ impl Track {
 
     /// Stamps every slot `slots` (a query of one column) returns, in slot
     /// order.
-    fn stamp(&self, slots: &[String]) -> String {
+    fn stamp(&self, slots: &[String], plan: Plan) -> String {
         let s = quote(&self.names.slot);
-        execute(&format!(
+        self.run(&format!(
             "INSERT INTO {stamps} AS {t} (slot) SELECT DISTINCT {s} FROM ({u}) AS {x} ({s}) ORDER BY 1 \
              ON CONFLICT (slot) DO UPDATE SET n = {t}.n + 1",
             stamps = self.stamps(),
             t = quote(&self.names.locked),
             u = slots.join(" UNION ALL "),
             x = quote(&self.names.changed),
-        ))
+        ), plan)
+    }
+
+    /// `statement` as the function runs it under `plan`: [`RC`] becomes
+    /// `$1` bound to the variable set at the start, or the same test inline;
+    /// [`INTO`] stores the statement's one value into the count of roots
+    /// left.
+    fn run(&self, statement: &str, plan: Plan) -> String {
+        let into = format!(" INTO {}", quote(&self.names.left));
+        match plan {
+            Plan::PerCall => {
+                let using = if statement.contains(RC) {
+                    format!(" USING {}", quote(&self.names.rc))
+                } else {
+                    String::new()
+                };
+                let into = if statement.contains(INTO) {
+                    into.as_str()
+                } else {
+                    ""
+                };
+                let statement = statement.replace(RC, "$1").replace(INTO, "");
+                format!("EXECUTE {}{into}{using};", string_literal(&statement))
+            }
+            Plan::Kept => {
+                let statement = statement
+                    .replace(RC, READ_COMMITTED)
+                    .replace(INTO, &into);
+                match statement.strip_prefix("SELECT 1 FROM ") {
+                    Some(rest) => format!("PERFORM 1 FROM {rest};"),
+                    None => format!("{statement};"),
+                }
+            }
+        }
     }
 
     /// The custom setting that marks the trigger's own write of the root
@@ -654,19 +695,22 @@ impl Track {
     }
 
     /// Locks the roots whose key `keys` returns, in key order.
-    fn lock(&self, keys: &str) -> String {
+    fn lock(&self, keys: &str, plan: Plan) -> String {
         let key = quote(self.key.name());
         let root = quote_table(&self.root);
-        execute(&format!(
-            "SELECT 1 FROM (SELECT {key} FROM {root} WHERE {key} IN ({keys}) ORDER BY {key} FOR NO KEY UPDATE) AS {locked}",
-            locked = quote(&self.names.locked),
-        ))
+        self.run(
+            &format!(
+                "SELECT 1 FROM (SELECT {key} FROM {root} WHERE {key} IN ({keys}) ORDER BY {key} FOR NO KEY UPDATE) AS {locked}",
+                locked = quote(&self.names.locked),
+            ),
+            plan,
+        )
     }
 
     /// Sets the column of the roots `keys` returns (locked already) to their
     /// value recomputed from the graph; at `READ COMMITTED` only where it
-    /// differs (the variable `rc`, bound to `$1`).
-    fn refresh(&self, keys: &str) -> String {
+    /// differs.
+    fn refresh(&self, keys: &str, plan: Plan) -> String {
         let n = &self.names;
         let key = quote(self.key.name());
         let root = quote_table(&self.root);
@@ -678,24 +722,23 @@ impl Track {
             .to_owned();
         let (t, x, k, v) = (quote(&n.t), quote(&n.x), quote(&n.k), quote(&n.v));
         let col = quote(self.column.name());
-        execute_using(
+        self.run(
             &format!(
                 "UPDATE {root} AS {t} SET {col} = {x}.{v} FROM ({inner}) AS {x} \
-                 WHERE {t}.{key} = {x}.{k} AND (NOT $1 OR {t}.{col} IS DISTINCT FROM {x}.{v})",
+                 WHERE {t}.{key} = {x}.{k} AND (NOT {RC} OR {t}.{col} IS DISTINCT FROM {x}.{v})",
                 inner = text(&inner),
             ),
-            None,
-            &n.rc,
+            plan,
         )
     }
 
     /// Locks the roots whose key `keys` returns, in key order, then sets
     /// their column from the graph.
-    fn lock_and_refresh(&self, keys: &str) -> String {
+    fn lock_and_refresh(&self, keys: &str, plan: Plan) -> String {
         [
-            self.lock(keys),
+            self.lock(keys, plan),
             self.mark_own_write(true),
-            self.refresh(keys),
+            self.refresh(keys, plan),
             self.mark_own_write(false),
         ]
         .join("\n      ")
@@ -772,7 +815,7 @@ impl Track {
     /// have held the value; the second statement (only run then) recomputes
     /// them from the graph. The stored value is read under the lock, so it
     /// is the latest committed one.
-    fn incremental_steps(&self, n: usize, sides: &[(String, bool)]) -> String {
+    fn incremental_steps(&self, n: usize, sides: &[(String, bool)], plan: Plan) -> String {
         let nm = &self.names;
         let (agg, k, nv, ov, v, o, old) = (
             quote(&nm.agg),
@@ -822,8 +865,8 @@ impl Track {
                FROM {agg} JOIN {root} AS {r} ON {r}.{key} = {agg}.{k} ORDER BY {r}.{key} FOR NO KEY UPDATE OF {r}), \
              {upd} AS (UPDATE {root} AS {t} SET {col} = GREATEST({lk}.{old}, {lk}.{nv}) FROM {lk} \
                WHERE {t}.{key} = {lk}.{k} AND {raised} \
-               AND (NOT $1 OR GREATEST({lk}.{old}, {lk}.{nv}) IS DISTINCT FROM {lk}.{old})) \
-             SELECT count(*) FROM {lk} WHERE NOT {raised}"
+               AND (NOT {RC} OR GREATEST({lk}.{old}, {lk}.{nv}) IS DISTINCT FROM {lk}.{old})) \
+             SELECT count(*){INTO} FROM {lk} WHERE NOT {raised}"
         );
         let left = format!(
             "SELECT {agg}.{k} FROM ({aggregate}) AS {agg} JOIN {root} AS {r} ON {r}.{key} = {agg}.{k} WHERE NOT {}",
@@ -835,11 +878,11 @@ impl Track {
         );
         [
             self.mark_own_write(true),
-            execute_using(&raise, Some(&nm.left), &nm.rc),
+            self.run(&raise, plan),
             format!(
                 "IF {} > 0 THEN\n        {}\n      END IF;",
                 quote(&nm.left),
-                self.refresh(&left)
+                self.refresh(&left, plan)
             ),
             self.mark_own_write(false),
         ]
@@ -853,7 +896,7 @@ impl Track {
     /// recompute them.
     ///
     /// [`incremental_steps`]: Self::incremental_steps
-    fn node_steps(&self, n: usize, ti: usize, op: &str) -> String {
+    fn node_steps(&self, n: usize, ti: usize, op: &str, plan: Plan) -> String {
         let changed = self.changed_rows(ti, op);
         let changed = changed.as_str();
         let c = &self.names.changed;
@@ -876,7 +919,7 @@ impl Track {
             slots.push(format!("SELECT {} {from}", self.slot(ci, &vals)));
         }
         if !slots.is_empty() {
-            out.push(self.stamp(&slots));
+            out.push(self.stamp(&slots, plan));
         }
         // One level at a time towards the root, each in its own statement
         // (a fresh snapshot after waiting for a stamp).
@@ -884,14 +927,14 @@ impl Track {
         for level in 1..depth {
             let (from, alias, at) = self.walk(n, changed, level);
             let vals: Vec<String> = self.nodes[at].far.iter().map(|f| qcol(&alias, f)).collect();
-            out.push(self.stamp(&[format!("SELECT {} {from}", self.slot(at, &vals))]));
+            out.push(self.stamp(&[format!("SELECT {} {from}", self.slot(at, &vals))], plan));
         }
         if self.incremental(n) {
-            out.push(self.incremental_steps(n, &self.changed_sides(ti, op)));
+            out.push(self.incremental_steps(n, &self.changed_sides(ti, op), plan));
         } else {
             let (from, alias, _) = self.walk(n, changed, depth);
             let keys = format!("SELECT {} {from}", qcol(&alias, &self.key));
-            out.push(self.lock_and_refresh(&keys));
+            out.push(self.lock_and_refresh(&keys, plan));
         }
         out.join("\n      ")
     }
@@ -916,11 +959,30 @@ impl Track {
                 self.changed_rows(ti, op)
             ));
         }
-        for (n, node) in self.nodes.iter().enumerate() {
-            if same_table(&node.table, &self.tables[ti]) {
-                out.push(self.node_steps(n, ti, op));
+        let steps = |plan: Plan| {
+            let mut out = Vec::new();
+            for (n, node) in self.nodes.iter().enumerate() {
+                if same_table(&node.table, &self.tables[ti]) {
+                    out.push(self.node_steps(n, ti, op, plan));
+                }
             }
-        }
+            out.join("\n      ")
+        };
+        // Small statements run static SQL (plans kept), large ones EXECUTE
+        // (planned for the rows at hand).
+        let rows = if op == "DELETE" {
+            &self.names.old_rows
+        } else {
+            &self.names.new_rows
+        };
+        out.push(format!(
+            "IF (SELECT count(*) FROM (SELECT FROM {} LIMIT {}) AS {}) <= {SMALL} THEN\n      {}\n    ELSE\n      {}\n    END IF;",
+            quote(rows),
+            SMALL + 1,
+            quote(&self.names.x),
+            steps(Plan::Kept),
+            steps(Plan::PerCall),
+        ));
         out.join("\n      ")
     }
 
@@ -938,11 +1000,14 @@ impl Track {
     }
 
     fn body(&self) -> String {
-        let all = self.lock_and_refresh(&format!(
-            "SELECT {} FROM {}",
-            quote(self.key.name()),
-            quote_table(&self.root)
-        ));
+        let all = self.lock_and_refresh(
+            &format!(
+                "SELECT {} FROM {}",
+                quote(self.key.name()),
+                quote_table(&self.root)
+            ),
+            Plan::PerCall,
+        );
         let mut branches = String::new();
         for ti in 0..self.tables.len() {
             branches.push_str(&format!(
@@ -965,7 +1030,7 @@ impl Track {
             "\n#variable_conflict use_column
 DECLARE
   {left} int8;
-  {rc} bool := current_setting('transaction_isolation') = 'read committed';
+  {rc} bool := {READ_COMMITTED};
 BEGIN
   IF TG_OP = 'TRUNCATE' THEN
     {all}
