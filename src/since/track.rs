@@ -195,6 +195,8 @@ pub struct Track {
     fresh: Expr,
     name: Ident,
     names: InternalNames,
+    /// Statements of at most this many changed rows run static SQL.
+    small: i64,
 }
 
 /// The table without its alias (DDL and UPDATE targets use real names).
@@ -230,7 +232,7 @@ enum Plan {
 const READ_COMMITTED: &str =
     "(pg_catalog.current_setting('transaction_isolation') = 'read committed')";
 /// Transition tables of at most this many rows run the [`Plan::Kept`]
-/// statements.
+/// statements, by default ([`Track::small_statements`]).
 const SMALL: i64 = 100;
 /// Placeholder in statement text for "is the transaction READ COMMITTED?"
 /// (NUL never occurs in identifiers nor in our text).
@@ -415,6 +417,7 @@ impl<K: SqlType> SinceGraph<K> {
             fresh,
             name,
             names,
+            small: SMALL,
         })
     }
 }
@@ -427,6 +430,39 @@ impl Track {
     /// [`Error::InvalidIdentifier`] for an invalid name.
     pub fn named(mut self, base: impl AsRef<str>) -> Result<Track> {
         self.name = Ident::new(base)?;
+        Ok(self)
+    }
+
+    /// Statements that change at most `rows` rows of a table run the
+    /// trigger's statements as static SQL, planned once per session and
+    /// kept; larger ones run them through `EXECUTE`, planned for the
+    /// transition table at hand. Default 100: one-row writes then pay no
+    /// planning, and a plan made for a few rows never serves a bulk write.
+    /// `0` plans every statement per call.
+    ///
+    /// ```
+    /// # use chrono::{DateTime, NaiveDateTime, Utc};
+    /// # use pgpatterns::{Relation, SinceGraph, Table};
+    /// # let moves = Table::new("moves")?;
+    /// # let id = moves.column::<i64>("id")?;
+    /// let graph = SinceGraph::new(&id, &moves.column::<NaiveDateTime>("updated_at")?)
+    ///     .tracked_by(&moves.column::<DateTime<Utc>>("changed_at")?);
+    /// let track = graph.track()?.small_statements(0)?;
+    /// assert!(track.function().sql().contains("<= 0 THEN"));
+    /// assert!(graph.track()?.small_statements(-1).is_err());
+    /// # Ok::<(), pgpatterns::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] for a negative count.
+    pub fn small_statements(mut self, rows: i64) -> Result<Track> {
+        if rows < 0 {
+            return Err(Error::spec(
+                "small_statements",
+                format!("the row count must be 0 or more, not {rows}"),
+            ));
+        }
+        self.small = rows;
         Ok(self)
     }
 
@@ -976,10 +1012,11 @@ impl Track {
             &self.names.new_rows
         };
         out.push(format!(
-            "IF (SELECT count(*) FROM (SELECT FROM {} LIMIT {}) AS {}) <= {SMALL} THEN\n      {}\n    ELSE\n      {}\n    END IF;",
+            "IF (SELECT count(*) FROM (SELECT FROM {} LIMIT {}) AS {}) <= {} THEN\n      {}\n    ELSE\n      {}\n    END IF;",
             quote(rows),
-            SMALL + 1,
+            self.small + 1,
             quote(&self.names.x),
+            self.small,
             steps(Plan::Kept),
             steps(Plan::PerCall),
         ));
