@@ -75,7 +75,8 @@ FROM generate_series(1, $3::int8) AS g";
 const BULK_ADDRESSES: &str = "UPDATE addresses SET updated_at = $2::timestamptz
 WHERE id IN (SELECT (1 + (g * 7919) % $1::int8) * 4 + 1 FROM generate_series(1, $3::int8) AS g)";
 // $1: service item id (move * 10 + 1 exists for every move), $2: time.
-const SINGLE: &str = "UPDATE mto_service_items SET updated_at = $2::timestamptz WHERE id = $1::int8";
+const SINGLE: &str =
+    "UPDATE mto_service_items SET updated_at = $2::timestamptz WHERE id = $1::int8";
 const TRIGGERS: &str = "mto_shipments, mto_service_items, addresses, moves";
 
 fn ms(d: Duration) -> f64 {
@@ -252,8 +253,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Writes with the triggers disabled and enabled in turn, after one
     // small warm-up write each (plans cached as in a long-lived session).
     let writes: [(&str, &'static str, i64); 3] = [
-        ("bulk INSERT … SELECT into mto_shipments", BULK_SHIPMENTS, args.bulk),
-        ("bulk INSERT … SELECT into mto_service_items", BULK_ITEMS, args.bulk),
+        (
+            "bulk INSERT … SELECT into mto_shipments",
+            BULK_SHIPMENTS,
+            args.bulk,
+        ),
+        (
+            "bulk INSERT … SELECT into mto_service_items",
+            BULK_ITEMS,
+            args.bulk,
+        ),
         ("UPDATE of addresses", BULK_ADDRESSES, args.updates),
     ];
     let mut times = vec![[Vec::new(), Vec::new()]; writes.len()];
@@ -279,10 +288,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("|---|---|---|---|");
     for (i, (name, _, rows)) in writes.iter().enumerate() {
-        let (off, on) = (
-            median(times[i][0].clone()),
-            median(times[i][1].clone()),
-        );
+        let (off, on) = (median(times[i][0].clone()), median(times[i][1].clone()));
         println!(
             "| {name}, {rows} rows | {off:.0} | {on:.0} | {:.2} |",
             on / off

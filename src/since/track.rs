@@ -673,9 +673,7 @@ impl Track {
                 format!("EXECUTE {}{into}{using};", string_literal(&statement))
             }
             Plan::Kept => {
-                let statement = statement
-                    .replace(RC, READ_COMMITTED)
-                    .replace(INTO, &into);
+                let statement = statement.replace(RC, READ_COMMITTED).replace(INTO, &into);
                 match statement.strip_prefix("SELECT 1 FROM ") {
                     Some(rest) => format!("PERFORM 1 FROM {rest};"),
                     None => format!("{statement};"),
@@ -787,17 +785,10 @@ impl Track {
         let mut terms: Vec<String> = self.nodes[n]
             .changes
             .iter()
-            .map(|ch| {
-                expr_text(ch.instant_of(Expr::cust(qcol(a, &ch.erase())), &self.offset))
-            })
+            .map(|ch| expr_text(ch.instant_of(Expr::cust(qcol(a, &ch.erase())), &self.offset)))
             .collect();
         let s = &self.names.sub[depth];
-        for (ci, child) in self
-            .nodes
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.parent == n)
-        {
+        for (ci, child) in self.nodes.iter().enumerate().filter(|(_, c)| c.parent == n) {
             let on: Vec<String> = child
                 .near
                 .iter()
@@ -959,9 +950,17 @@ impl Track {
         }
         // One level at a time towards the root, each in its own statement
         // (a fresh snapshot after waiting for a stamp).
+        // Only the columns of the first hop matter there, each value once
+        // (old and new versions of a row whose time changed are one).
         let depth = self.ancestors(n).len();
+        let hop_values: Vec<String> = node.far.iter().map(|f| quote(f.name())).collect();
+        let hop_values = format!(
+            "SELECT DISTINCT {} FROM ({changed}) AS {}",
+            hop_values.join(", "),
+            quote(c)
+        );
         for level in 1..depth {
-            let (from, alias, at) = self.walk(n, changed, level);
+            let (from, alias, at) = self.walk(n, &hop_values, level);
             let vals: Vec<String> = self.nodes[at].far.iter().map(|f| qcol(&alias, f)).collect();
             out.push(self.stamp(&[format!("SELECT {} {from}", self.slot(at, &vals))], plan));
         }

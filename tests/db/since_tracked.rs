@@ -337,48 +337,80 @@ async fn incremental_writes(small: i64) {
     // a new row brings its descendants (the address of shipment 6)
     step(
         "INSERT INTO shipments VALUES (6, 3, 2, NULL)",
-        [Some("01-06 00:00"), Some("02-01 00:00"), Some("03-01 05:30")],
+        [
+            Some("01-06 00:00"),
+            Some("02-01 00:00"),
+            Some("03-01 05:30"),
+        ],
     )
     .await;
     // deleting a row below the value changes nothing; deleting the
     // maximum lowers it to what remains
     step(
         "DELETE FROM shipments WHERE id = 3",
-        [Some("01-06 00:00"), Some("02-01 00:00"), Some("03-01 05:30")],
+        [
+            Some("01-06 00:00"),
+            Some("02-01 00:00"),
+            Some("03-01 05:30"),
+        ],
     )
     .await;
     step(
         "DELETE FROM shipments WHERE id = 2",
-        [Some("01-05 00:00"), Some("02-01 00:00"), Some("03-01 05:30")],
+        [
+            Some("01-05 00:00"),
+            Some("02-01 00:00"),
+            Some("03-01 05:30"),
+        ],
     )
     .await;
     // a time growing raises, one shrinking below the rest lowers
     step(
         "UPDATE shipments SET updated_at = '2024-04-01 00:00+00' WHERE id = 1",
-        [Some("04-01 00:00"), Some("02-01 00:00"), Some("03-01 05:30")],
+        [
+            Some("04-01 00:00"),
+            Some("02-01 00:00"),
+            Some("03-01 05:30"),
+        ],
     )
     .await;
     step(
         "UPDATE shipments SET updated_at = '2023-01-01 00:00+00' WHERE id = 1",
-        [Some("01-03 05:30"), Some("02-01 00:00"), Some("03-01 05:30")],
+        [
+            Some("01-03 05:30"),
+            Some("02-01 00:00"),
+            Some("03-01 05:30"),
+        ],
     )
     .await;
     // the maximum set to NULL; then a NULL set to a time
     step(
         "UPDATE shipments SET updated_at = NULL WHERE id = 4",
-        [Some("01-03 05:30"), Some("01-01 05:30"), Some("03-01 05:30")],
+        [
+            Some("01-03 05:30"),
+            Some("01-01 05:30"),
+            Some("03-01 05:30"),
+        ],
     )
     .await;
     step(
         "UPDATE shipments SET updated_at = '2024-02-02 00:00+00' WHERE id = 5",
-        [Some("01-03 05:30"), Some("01-01 05:30"), Some("03-01 05:30")],
+        [
+            Some("01-03 05:30"),
+            Some("01-01 05:30"),
+            Some("03-01 05:30"),
+        ],
     )
     .await;
     // re-parenting moves the value from one root to the other, in one
     // statement with a raise and a lowering
     step(
         "UPDATE shipments SET move_id = CASE id WHEN 6 THEN 2 ELSE 3 END WHERE id IN (1, 6)",
-        [Some("01-03 05:30"), Some("03-01 05:30"), Some("02-02 00:00")],
+        [
+            Some("01-03 05:30"),
+            Some("03-01 05:30"),
+            Some("02-02 00:00"),
+        ],
     )
     .await;
     // a timestamp two hops away, both ways; a child of the address
@@ -389,12 +421,20 @@ async fn incremental_writes(small: i64) {
     .await;
     step(
         "INSERT INTO notes VALUES (1, 2, '2025-01-01 00:00+00')",
-        [Some("01-03 05:30"), Some("01-01 00:00"), Some("07-20 05:30")],
+        [
+            Some("01-03 05:30"),
+            Some("01-01 00:00"),
+            Some("07-20 05:30"),
+        ],
     )
     .await;
     step(
         "TRUNCATE notes",
-        [Some("01-03 05:30"), Some("01-01 05:30"), Some("07-20 05:30")],
+        [
+            Some("01-03 05:30"),
+            Some("01-01 05:30"),
+            Some("07-20 05:30"),
+        ],
     )
     .await;
     step(
@@ -495,12 +535,7 @@ async fn auto_uses_the_tracked_column_exactly_while_it_is_maintained() {
 /// over every table (some as two-write transactions held open a moment, so
 /// triggers overlap), retried on serialization failure or deadlock; then
 /// no drift and Tracked agrees with every strategy.
-async fn concurrent_writers(
-    isolation: &'static str,
-    writers: u64,
-    ops: usize,
-    small: i64,
-) -> u64 {
+async fn concurrent_writers(isolation: &'static str, writers: u64, ops: usize, small: i64) -> u64 {
     let schema = schema().await;
     let mut c = client(&schema).await;
     c.batch_execute("SET jit = off").await.unwrap();
