@@ -125,10 +125,12 @@ struct InternalNames {
 /// transaction-local setting, so the root's `UPDATE` trigger skips it
 /// without comparing transition tables (unless a `BEFORE` row trigger on
 /// the root could have changed more than the column).
-/// `TRUNCATE` recomputes every root. Each statement runs through `EXECUTE`,
-/// so it is planned for the transition table at hand (PL/pgSQL would keep a
-/// static statement's first plan for the session), and the function runs
-/// with `jit = off`.
+/// `TRUNCATE` recomputes every root. For a write of at most 100 rows
+/// ([`small_statements`](Self::small_statements)) the trigger's statements
+/// run as static SQL, planned once per session; for larger ones through
+/// `EXECUTE`, planned for the transition table at hand (a kept plan made
+/// for a few rows would serve a bulk write badly, and the other way
+/// round). The function runs with `jit = off`.
 ///
 /// # Concurrency
 ///
@@ -160,9 +162,10 @@ struct InternalNames {
 /// transaction of several statements on tables of the graph takes each
 /// statement's locks in turn and can deadlock with another such
 /// transaction (`40P01`, as any application locking rows in more than one
-/// order): retry it. Each write to a
-/// graph table writes its roots once per statement, so `UPDATE` triggers on
-/// the root table fire for them. Unrelated writers that hash to the same
+/// order): retry it. A statement on a table of the graph updates the roots
+/// whose value changes (at the stricter levels, every root it reaches) in
+/// one or two `UPDATE` statements, so the root table's `UPDATE` triggers
+/// fire for them. Unrelated writers that hash to the same
 /// stamp row wait for each other (rarely: 8192 rows per depth).
 ///
 /// Not covered: a row inserted into a referenced table *after* another
