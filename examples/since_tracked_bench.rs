@@ -52,6 +52,13 @@ struct Args {
     /// Connections running the one-row updates at once.
     #[arg(long, default_value_t = 8)]
     connections: usize,
+    /// Only the reads (after the install and the backfill).
+    #[arg(long)]
+    skip_writes: bool,
+    /// Reads taking longer are stopped (`statement_timeout`) and shown as
+    /// timed out: on a year-wide window some strategies take minutes.
+    #[arg(long, default_value_t = 60)]
+    timeout_secs: u64,
     /// The session's `work_mem` (as in `since_bench`: at the 4MB default,
     /// UnionIn's hashed IN overflows on the year-wide window and takes
     /// minutes).
@@ -94,10 +101,22 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[i]
 }
 
+/// Milliseconds, or infinity when the statement timed out.
 async fn time<E: Executor>(db: &E, q: &BuiltQuery) -> pgpatterns::Result<f64> {
     let t = Instant::now();
-    db.rows(q).await?;
-    Ok(ms(t.elapsed()))
+    match db.rows(q).await {
+        Ok(_) => Ok(ms(t.elapsed())),
+        Err(e) if e.code() == Some("57014") => Ok(f64::INFINITY),
+        Err(e) => Err(e),
+    }
+}
+
+fn shown(v: f64, timeout: u64) -> String {
+    if v.is_finite() {
+        format!("{v:.2}")
+    } else {
+        format!("> {timeout} s")
+    }
 }
 
 /// Enables or disables the tracking triggers (and only them) on the tables
@@ -267,7 +286,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     let mut times = vec![[Vec::new(), Vec::new()]; writes.len()];
     let mut latencies = [Vec::new(), Vec::new()];
-    for rep in 0..args.write_reps {
+    let write_reps = if args.skip_writes { 0 } else { args.write_reps };
+    for rep in 0..write_reps {
         for (mode, on) in [(0, false), (1, true)] {
             set_tracking(&client, &track, on).await?;
             for (i, (_, sql, rows)) in writes.iter().enumerate() {
@@ -288,6 +308,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("|---|---|---|---|");
     for (i, (name, _, rows)) in writes.iter().enumerate() {
+        if times[i][0].is_empty() {
+            continue;
+        }
         let (off, on) = (median(times[i][0].clone()), median(times[i][1].clone()));
         println!(
             "| {name}, {rows} rows | {off:.0} | {on:.0} | {:.2} |",
@@ -296,6 +319,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let [mut off, mut on] = latencies;
     for (p, name) in [(0.5, "p50"), (0.99, "p99")] {
+        if off.is_empty() {
+            break;
+        }
         let (a, b) = (percentile(&mut off, p), percentile(&mut on, p));
         println!(
             "| one-row UPDATE of a service item, {name} over {} connections ({} updates) | {a:.2} | {b:.2} | {:.2} |",
@@ -321,8 +347,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     client.batch_execute("VACUUM ANALYZE moves").await?;
     client
         .run(&BuiltQuery::fixed_with(
-            "SELECT set_config('work_mem', $1, false)",
-            [args.work_mem.clone().into_value()],
+            "SELECT set_config('work_mem', $1, false), set_config('statement_timeout', $2, false)",
+            [
+                args.work_mem.clone().into_value(),
+                format!("{}s", args.timeout_secs).into_value(),
+            ],
         ))
         .await?;
     let plain_graph = graph
@@ -357,7 +386,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut times: Vec<Vec<f64>> = vec![Vec::new(); candidates.len()];
             for _ in 0..args.reps {
                 for (i, (_, q)) in candidates.iter().enumerate() {
-                    times[i].push(time(&client, q).await?);
+                    // a strategy that timed out once is not run again
+                    let t = if times[i].iter().any(|t: &f64| t.is_infinite()) {
+                        f64::INFINITY
+                    } else {
+                        time(&client, q).await?
+                    };
+                    times[i].push(t);
                 }
             }
             let medians: Vec<f64> = times.into_iter().map(median).collect();
@@ -372,9 +407,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .strategy(SinceStrategy::Tracked)
                 .count(&client)
                 .await?;
+            let timed_out: Vec<&str> = candidates
+                .iter()
+                .zip(&medians)
+                .filter(|(_, m)| m.is_infinite())
+                .map(|((n, _), _)| n.as_str())
+                .collect();
+            let timed_out = if timed_out.is_empty() {
+                String::new()
+            } else {
+                format!(" (timed out: {})", timed_out.join(", "))
+            };
+            let t = args.timeout_secs;
             println!(
-                "| {shape} | {name} | {:.2} | {:.2} | {:.2} ({}) | {matching} |",
-                medians[0], medians[1], best, candidates[best_i].0
+                "| {shape} | {name} | {} | {} | {} ({}) | {matching}{timed_out} |",
+                shown(medians[0], t),
+                shown(medians[1], t),
+                shown(best, t),
+                candidates[best_i].0
             );
         }
     }
