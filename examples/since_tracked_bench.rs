@@ -344,6 +344,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
              CREATE INDEX ON moves (plain_changed_at, id)",
         )
         .await?;
+    // That UPDATE rewrote every move, so the tracked column's index holds
+    // a dead entry per move: rebuild the table's indexes, so both columns'
+    // indexes are as fresh.
+    client.batch_execute("REINDEX TABLE moves").await?;
     client.batch_execute("VACUUM ANALYZE moves").await?;
     client
         .run(&BuiltQuery::fixed_with(
