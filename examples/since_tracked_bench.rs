@@ -5,28 +5,21 @@
 //!   1 year for `Tracked`, for every other strategy (the best one shown),
 //!   and for a plain indexed column holding the same values without
 //!   triggers (the floor); medians of `--reps`, interleaved;
-//! - writes: a bulk `INSERT … SELECT` of `--bulk` service items and
-//!   `--singles` one-row inserts, without and with the triggers.
+//! - writes, with the triggers enabled and disabled in turn (medians of
+//!   `--write-reps`, each statement in a transaction rolled back, then
+//!   `VACUUM`): a bulk `INSERT … SELECT` of `--bulk` shipments (each on an
+//!   existing pickup address) and of `--bulk` service items, all at the
+//!   current time, and an `UPDATE` of `--updates` addresses to the current
+//!   time; and the latency of one-row updates of service items
+//!   (`--singles` per connection over `--connections` connections, p50
+//!   and p99);
+//! - the install and the batched backfill of the column.
 //!
 //! ```text
-//! cargo run --release --example since_tracked_bench --features testdb,seed -- --moves 200000
+//! cargo run --release --example since_tracked_bench --features testdb,seed -- --moves 1000000
 //! ```
 //!
-//! Measured on PostgreSQL 15, 2 shared cores, 200 k moves (logged tables,
-//! the full graph: 7 tables), medians of 3, milliseconds:
-//!
-//! | query | since | Tracked | plain indexed column | best other strategy |
-//! |---|---|---|---|---|
-//! | count | 1 d | 6.6 | 5.2 | 57 (UnionIn) |
-//! | count | 30 d | 117 | 115 | 482 (UnionIn) |
-//! | count | 365 d | 91 | 91 | 1261 (UnionIn) |
-//! | first page of 50 | 1 d | 1.7 | 1.5 | 14 (UnionIn) |
-//! | first page of 50 | 30 d | 0.67 | 0.41 | 6.4 (OrJoins) |
-//! | first page of 50 | 365 d | 0.56 | 0.44 | 4.7 (OrJoins) |
-//!
-//! Writes into `mto_service_items`: a bulk insert of 100 k rows 1345 →
-//! 5118 ms with tracking (3.8×: ~78 k moves rewritten, each non-HOT since
-//! the column is indexed); one-row inserts 0.47 → 1.84 ms.
+//! See BENCHMARKS.md for the figures.
 
 use std::time::{Duration, Instant};
 
@@ -44,12 +37,28 @@ struct Args {
     /// Timed repetitions of each query (the median is printed).
     #[arg(long, default_value_t = 5)]
     reps: usize,
-    /// Rows of the bulk insert into the service items.
-    #[arg(long, default_value_t = 100_000)]
+    /// Rows of each bulk insert (shipments, service items).
+    #[arg(long, default_value_t = 200_000)]
     bulk: i64,
-    /// One-row inserts into the service items.
-    #[arg(long, default_value_t = 500)]
-    singles: i64,
+    /// Addresses of the bulk update.
+    #[arg(long, default_value_t = 10_000)]
+    updates: i64,
+    /// Repetitions of each bulk write, with and without tracking in turn.
+    #[arg(long, default_value_t = 3)]
+    write_reps: usize,
+    /// One-row updates per connection.
+    #[arg(long, default_value_t = 200)]
+    singles: usize,
+    /// Connections running the one-row updates at once.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Only the reads (after the install and the backfill).
+    #[arg(long)]
+    skip_writes: bool,
+    /// Reads taking longer are stopped (`statement_timeout`) and shown as
+    /// timed out: on a year-wide window some strategies take minutes.
+    #[arg(long, default_value_t = 60)]
+    timeout_secs: u64,
     /// The session's `work_mem` (as in `since_bench`: at the 4MB default,
     /// UnionIn's hashed IN overflows on the year-wide window and takes
     /// minutes).
@@ -61,12 +70,21 @@ struct Args {
     unlogged: bool,
 }
 
-const BULK: &str = "INSERT INTO mto_service_items (id, move_id, mto_shipment_id, updated_at)
+// $1: moves, $2: now, $3: rows. New shipments on existing moves, each on
+// the pickup address of the move's first shipment.
+const BULK_SHIPMENTS: &str = "INSERT INTO mto_shipments (id, move_id, pickup_address_id, updated_at)
+SELECT 9000000000 + g, m, m * 4 + 1, $2::timestamptz
+FROM (SELECT g, 1 + (hashint8(g) & 2147483647) % $1::int8 AS m FROM generate_series(1, $3::int8) AS g) AS s";
+const BULK_ITEMS: &str = "INSERT INTO mto_service_items (id, move_id, mto_shipment_id, updated_at)
 SELECT 9000000000 + g, 1 + (hashint8(g) & 2147483647) % $1::int8, NULL, $2::timestamptz
 FROM generate_series(1, $3::int8) AS g";
-const SINGLE: &str = "INSERT INTO mto_service_items (id, move_id, mto_shipment_id, updated_at)
-VALUES (9500000000 + $1::int8, 1 + (hashint8($1::int8) & 2147483647) % $2::int8, NULL, $3::timestamptz)";
-const CLEAN: &str = "DELETE FROM mto_service_items WHERE id >= 9000000000";
+// The pickup addresses of the first shipments of $3 moves spread over all.
+const BULK_ADDRESSES: &str = "UPDATE addresses SET updated_at = $2::timestamptz
+WHERE id IN (SELECT (1 + (g * 7919) % $1::int8) * 4 + 1 FROM generate_series(1, $3::int8) AS g)";
+// $1: service item id (move * 10 + 1 exists for every move), $2: time.
+const SINGLE: &str =
+    "UPDATE mto_service_items SET updated_at = $2::timestamptz WHERE id = $1::int8";
+const TRIGGERS: &str = "mto_shipments, mto_service_items, addresses, moves";
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -77,42 +95,120 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-async fn time<E: Executor>(db: &E, q: &BuiltQuery) -> pgpatterns::Result<f64> {
-    let t = Instant::now();
-    db.rows(q).await?;
-    Ok(ms(t.elapsed()))
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i]
 }
 
-/// Bulk insert and one-row inserts (ms), then removes the rows again.
-async fn writes<E: Executor>(
-    db: &E,
-    args: &Args,
-    now: chrono::DateTime<chrono::Utc>,
-) -> pgpatterns::Result<(f64, f64)> {
+/// Milliseconds, or infinity when the statement timed out.
+async fn time<E: Executor>(db: &E, q: &BuiltQuery) -> pgpatterns::Result<f64> {
     let t = Instant::now();
-    db.run(&BuiltQuery::fixed_with(
-        BULK,
-        [
-            args.moves.into_value(),
-            now.into_value(),
-            args.bulk.into_value(),
-        ],
+    match db.rows(q).await {
+        Ok(_) => Ok(ms(t.elapsed())),
+        Err(e) if e.code() == Some("57014") => Ok(f64::INFINITY),
+        Err(e) => Err(e),
+    }
+}
+
+fn shown(v: f64, timeout: u64) -> String {
+    if v.is_finite() {
+        format!("{v:.2}")
+    } else {
+        format!("> {timeout} s")
+    }
+}
+
+/// Enables or disables the tracking triggers (and only them) on the tables
+/// the writes touch.
+async fn set_tracking(
+    db: &tokio_postgres::Client,
+    track: &pgpatterns::Track,
+    on: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let verb = if on { "ENABLE" } else { "DISABLE" };
+    for table in TRIGGERS.split(", ") {
+        for name in track.trigger_names() {
+            db.batch_execute(&format!(
+                "ALTER TABLE {table} {verb} TRIGGER \"{}\"",
+                name.as_str()
+            ))
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// One bulk write in a transaction that is rolled back (ms), then VACUUM;
+/// with `track`, the drift is checked before the rollback.
+async fn bulk(
+    db: &mut tokio_postgres::Client,
+    sql: &'static str,
+    args: &Args,
+    rows: i64,
+    at: chrono::DateTime<chrono::Utc>,
+    track: Option<&pgpatterns::Track>,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let tx = db.transaction().await?;
+    let t = Instant::now();
+    tx.run(&BuiltQuery::fixed_with(
+        sql,
+        [args.moves.into_value(), at.into_value(), rows.into_value()],
     ))
     .await?;
-    let bulk = ms(t.elapsed());
-    let t = Instant::now();
-    for i in 0..args.singles {
-        db.run(&BuiltQuery::fixed_with(
-            SINGLE,
-            [i.into_value(), args.moves.into_value(), now.into_value()],
-        ))
-        .await?;
+    let elapsed = ms(t.elapsed());
+    if let Some(track) = track {
+        let drift = track.drift_count(&tx).await?;
+        if drift != 0 {
+            return Err(format!("{drift} moves drifted after {sql}").into());
+        }
     }
-    let single = ms(t.elapsed()) / args.singles.max(1) as f64;
-    db.run(&BuiltQuery::fixed(CLEAN)).await?;
-    db.run(&BuiltQuery::fixed("VACUUM ANALYZE mto_service_items"))
+    tx.rollback().await?;
+    db.batch_execute("VACUUM moves, mto_shipments, mto_service_items, addresses")
         .await?;
-    Ok((bulk, single))
+    Ok(elapsed)
+}
+
+/// One-row updates over `args.connections` connections at once: every
+/// latency (ms).
+async fn singles(
+    schema: &pgpatterns::testdb::TestSchema,
+    args: &Args,
+    at: chrono::DateTime<chrono::Utc>,
+    round: u64,
+) -> Result<Vec<f64>, Box<dyn std::error::Error>> {
+    let mut tasks = Vec::new();
+    for c in 0..args.connections as u64 {
+        let client = schema.connect().await?;
+        let (n, moves) = (args.singles as u64, args.moves as u64);
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for i in 0..n {
+                // a spread of moves, different per connection and round
+                let m = 1 + (i * 7919 + c * 104_729 + round * 15_485_863) % moves;
+                let q = BuiltQuery::fixed_with(
+                    SINGLE,
+                    [
+                        ((m * 10 + 1) as i64).into_value(),
+                        (at + chrono::Duration::microseconds(i as i64)).into_value(),
+                    ],
+                );
+                // rolled back: with the triggers disabled, a committed
+                // write would leave the column behind
+                client.run(&BuiltQuery::fixed("BEGIN")).await?;
+                let t = Instant::now();
+                client.run(&q).await?;
+                out.push(ms(t.elapsed()));
+                client.run(&BuiltQuery::fixed("ROLLBACK")).await?;
+            }
+            Ok::<_, pgpatterns::Error>(out)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    Ok(all)
 }
 
 #[tokio::main]
@@ -157,57 +253,84 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .0
     );
 
-    // Writes without the triggers, then with them (each after one warm-up
-    // write, so plans are cached as in a long-lived session).
-    writes(
-        &client,
-        &Args {
-            bulk: 10,
-            singles: 5,
-            ..args.clone()
-        },
-        now,
-    )
-    .await?;
-    let (bulk_plain, single_plain) = writes(&client, &args, now).await?;
     let t = Instant::now();
     track.install(&mut client).await?;
     let install = t.elapsed();
     let report = track
         .backfill::<i64, _>(&mut client, 20_000, |_| {})
         .await?;
-    client.batch_execute("ANALYZE").await?;
+    client.batch_execute("VACUUM ANALYZE").await?;
     println!(
-        "install {:.1?}; backfill of {} moves in {} batches {:.1?}; drift {}",
+        "install {:.1?}; batched backfill of {} moves ({} batches of 20 000) {:.1?}; drift {}",
         install,
         report.entities,
         report.batches,
         report.elapsed,
         track.drift_count(&client).await?
     );
-    writes(
-        &client,
-        &Args {
-            bulk: 10,
-            singles: 5,
-            ..args.clone()
-        },
-        now,
-    )
-    .await?;
-    let (bulk_tracked, single_tracked) = writes(&client, &args, now).await?;
-    println!("\n| write into mto_service_items | without triggers | with tracking | × |");
+
+    // Writes with the triggers disabled and enabled in turn, after one
+    // small warm-up write each (plans cached as in a long-lived session).
+    let writes: [(&str, &'static str, i64); 3] = [
+        (
+            "bulk INSERT … SELECT into mto_shipments",
+            BULK_SHIPMENTS,
+            args.bulk,
+        ),
+        (
+            "bulk INSERT … SELECT into mto_service_items",
+            BULK_ITEMS,
+            args.bulk,
+        ),
+        ("UPDATE of addresses", BULK_ADDRESSES, args.updates),
+    ];
+    let mut times = vec![[Vec::new(), Vec::new()]; writes.len()];
+    let mut latencies = [Vec::new(), Vec::new()];
+    let write_reps = if args.skip_writes { 0 } else { args.write_reps };
+    for rep in 0..write_reps {
+        for (mode, on) in [(0, false), (1, true)] {
+            set_tracking(&client, &track, on).await?;
+            for (i, (_, sql, rows)) in writes.iter().enumerate() {
+                if rep == 0 {
+                    bulk(&mut client, sql, &args, 10, now, None).await?;
+                }
+                // the drift is checked once, outside the timing
+                let check = (on && rep == 0).then_some(&track);
+                times[i][mode].push(bulk(&mut client, sql, &args, *rows, now, check).await?);
+            }
+            let round = (rep * 2 + mode) as u64;
+            latencies[mode].extend(singles(&schema, &args, now, round).await?);
+        }
+    }
+    println!(
+        "\n| write ({} moves) | without tracking (ms) | with tracking (ms) | × |",
+        args.moves
+    );
     println!("|---|---|---|---|");
-    println!(
-        "| bulk INSERT … SELECT of {} rows (ms) | {bulk_plain:.0} | {bulk_tracked:.0} | {:.2} |",
-        args.bulk,
-        bulk_tracked / bulk_plain
-    );
-    println!(
-        "| one-row INSERT, mean of {} (ms) | {single_plain:.3} | {single_tracked:.3} | {:.2} |",
-        args.singles,
-        single_tracked / single_plain
-    );
+    for (i, (name, _, rows)) in writes.iter().enumerate() {
+        if times[i][0].is_empty() {
+            continue;
+        }
+        let (off, on) = (median(times[i][0].clone()), median(times[i][1].clone()));
+        println!(
+            "| {name}, {rows} rows | {off:.0} | {on:.0} | {:.2} |",
+            on / off
+        );
+    }
+    let [mut off, mut on] = latencies;
+    for (p, name) in [(0.5, "p50"), (0.99, "p99")] {
+        if off.is_empty() {
+            break;
+        }
+        let (a, b) = (percentile(&mut off, p), percentile(&mut on, p));
+        println!(
+            "| one-row UPDATE of a service item, {name} over {} connections ({} updates) | {a:.2} | {b:.2} | {:.2} |",
+            args.connections,
+            off.len(),
+            b / a
+        );
+    }
+    set_tracking(&client, &track, true).await?;
     println!(
         "drift after the writes: {}",
         track.drift_count(&client).await?
@@ -221,11 +344,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
              CREATE INDEX ON moves (plain_changed_at, id)",
         )
         .await?;
+    // That UPDATE rewrote every move, so the tracked column's index holds
+    // a dead entry per move: rebuild the table's indexes, so both columns'
+    // indexes are as fresh.
+    client.batch_execute("REINDEX TABLE moves").await?;
     client.batch_execute("VACUUM ANALYZE moves").await?;
     client
         .run(&BuiltQuery::fixed_with(
-            "SELECT set_config('work_mem', $1, false)",
-            [args.work_mem.clone().into_value()],
+            "SELECT set_config('work_mem', $1, false), set_config('statement_timeout', $2, false)",
+            [
+                args.work_mem.clone().into_value(),
+                format!("{}s", args.timeout_secs).into_value(),
+            ],
         ))
         .await?;
     let plain_graph = graph
@@ -260,7 +390,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut times: Vec<Vec<f64>> = vec![Vec::new(); candidates.len()];
             for _ in 0..args.reps {
                 for (i, (_, q)) in candidates.iter().enumerate() {
-                    times[i].push(time(&client, q).await?);
+                    // a strategy that timed out once is not run again
+                    let t = if times[i].iter().any(|t: &f64| t.is_infinite()) {
+                        f64::INFINITY
+                    } else {
+                        time(&client, q).await?
+                    };
+                    times[i].push(t);
                 }
             }
             let medians: Vec<f64> = times.into_iter().map(median).collect();
@@ -275,9 +411,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .strategy(SinceStrategy::Tracked)
                 .count(&client)
                 .await?;
+            let timed_out: Vec<&str> = candidates
+                .iter()
+                .zip(&medians)
+                .filter(|(_, m)| m.is_infinite())
+                .map(|((n, _), _)| n.as_str())
+                .collect();
+            let timed_out = if timed_out.is_empty() {
+                String::new()
+            } else {
+                format!(" (timed out: {})", timed_out.join(", "))
+            };
+            let t = args.timeout_secs;
             println!(
-                "| {shape} | {name} | {:.2} | {:.2} | {:.2} ({}) | {matching} |",
-                medians[0], medians[1], best, candidates[best_i].0
+                "| {shape} | {name} | {} | {} | {} ({}) | {matching}{timed_out} |",
+                shown(medians[0], t),
+                shown(medians[1], t),
+                shown(best, t),
+                candidates[best_i].0
             );
         }
     }

@@ -32,7 +32,8 @@ pub const TRACK_FRESH: &str = "fresh_at";
 
 /// Trigger name suffixes, one per event.
 const TRIGGER_SUFFIXES: [&str; 4] = ["ins", "upd", "del", "trunc"];
-/// Slots of the stamp table (a power of two): join points hash into them.
+/// Slots of the stamp table per hop depth (a power of two): join points
+/// hash into them.
 const STAMP_SLOTS: i64 = 8192;
 
 /// A table position in the graph: the root (node 0) or the far end of a
@@ -61,6 +62,27 @@ struct InternalNames {
     slot: Ident,
     /// Walk aliases, one per depth (index 0 unused: the changed rows).
     walk: Vec<Ident>,
+    /// Subtree aliases, one per depth (a changed row's own descendants).
+    sub: Vec<Ident>,
+    /// The per-root aggregate of the changed rows, its columns (key, the
+    /// newest time of the new versions, of the old versions) and the
+    /// union's columns (key, time, old version?).
+    agg: Ident,
+    k: Ident,
+    nv: Ident,
+    ov: Ident,
+    v: Ident,
+    o: Ident,
+    /// The stored value read under the lock.
+    old: Ident,
+    /// Aliases: the union, a root row, the UPDATE target, the raise CTE.
+    x: Ident,
+    r: Ident,
+    t: Ident,
+    upd: Ident,
+    /// PL/pgSQL variables: roots left to recompute; READ COMMITTED?
+    left: Ident,
+    rc: Ident,
 }
 
 /// The tracked column of a [`SinceGraph`] ([`SinceGraph::tracked_by`]): its
@@ -83,15 +105,32 @@ struct InternalNames {
 /// columns changed, old and new versions both), it walks back along every
 /// path the table is on to the affected roots — a parent's change reaches
 /// every root below it, a re-parented child both its old and new roots, a
-/// deleted child the roots it left — locks them in key order and recomputes
-/// their column from the tables (a deleted child lowers it to what
-/// remains). Rows inserted at the end of a path can only raise the value:
-/// their roots are set to the greatest of the stored value (read after the
-/// lock) and the new rows' newest time, without reading every path again.
-/// `TRUNCATE` recomputes every root. Each statement runs through `EXECUTE`,
-/// so it is planned for the transition table at hand (PL/pgSQL would keep a
-/// static statement's first plan for the session), and the function runs
-/// with `jit = off`.
+/// deleted child the roots it left. For a table on one node of the graph
+/// the update is incremental and set-based: one statement aggregates the
+/// changed rows per root — the newest time the new versions bring (a row's
+/// own change columns and, for a row with paths below it, its
+/// descendants') and the newest the old versions brought — locks those
+/// roots in key order and raises each to `GREATEST(stored, new)` where
+/// that is exact: no old version counted, the new ones bring at least as
+/// much, or the old ones were below the stored value (read under the lock,
+/// so the latest committed one). Only the roots left — where a deleted,
+/// re-parented or lowered row may have held the value — are recomputed
+/// from the tables, by a second statement run only then. So inserts and
+/// growing times never read the other paths, and deleting old rows only
+/// locks. The root table's own rows, and tables on several nodes, lock
+/// their roots in key order and recompute them. At `READ COMMITTED` a root
+/// whose value does not change is locked but not rewritten (no dead tuple,
+/// no WAL); at the stricter levels every affected root is written (see
+/// below). The trigger's own write of the root is marked with a
+/// transaction-local setting, so the root's `UPDATE` trigger skips it
+/// without comparing transition tables (unless a `BEFORE` row trigger on
+/// the root could have changed more than the column).
+/// `TRUNCATE` recomputes every root. For a write of at most 100 rows
+/// ([`small_statements`](Self::small_statements)) the trigger's statements
+/// run as static SQL, planned once per session; for larger ones through
+/// `EXECUTE`, planned for the transition table at hand (a kept plan made
+/// for a few rows would serve a bulk write badly, and the other way
+/// round). The function runs with `jit = off`.
 ///
 /// # Concurrency
 ///
@@ -100,7 +139,7 @@ struct InternalNames {
 /// updating that address, reach disjoint roots through views that miss each
 /// other's uncommitted row. So each trigger first **stamps** every join
 /// point it passes — the hop and the joined values, hashed into one of
-/// 8192 rows of a small stamp table that is installed with the triggers
+/// 8192 rows per hop depth of a small stamp table that is installed with the triggers
 /// (unlogged: its rows are only lock objects, upserted, so it costs no WAL
 /// and an empty table after a crash works the same) —
 /// level by level from the changed rows towards the roots, each level in a
@@ -114,14 +153,20 @@ struct InternalNames {
 /// - `REPEATABLE READ` and `SERIALIZABLE`: the waiting writer cannot see
 ///   rows committed after its snapshot, and fails with a serialization
 ///   error (SQLSTATE `40001`) at the stamp or the root instead of storing a
-///   stale value: every recompute **writes** its roots, and every stamp is a
-///   write. Retry the transaction, as these levels require anyway.
+///   stale value: at these levels every affected root is **written**, even
+///   when its value stays, and every stamp is a write. Retry the
+///   transaction, as these levels require anyway.
 ///
-/// Writers of overlapping graphs can also deadlock (`40P01`, as any
-/// application locking rows in more than one order): retry. Each write to a
-/// graph table writes its roots once per statement, so `UPDATE` triggers on
-/// the root table fire for them. Unrelated writers that hash to the same
-/// stamp row wait for each other (rarely: 8192 rows).
+/// Stamps are taken deepest join points first and roots last, in key
+/// order, so single statements do not deadlock on each other. A
+/// transaction of several statements on tables of the graph takes each
+/// statement's locks in turn and can deadlock with another such
+/// transaction (`40P01`, as any application locking rows in more than one
+/// order): retry it. A statement on a table of the graph updates the roots
+/// whose value changes (at the stricter levels, every root it reaches) in
+/// one or two `UPDATE` statements, so the root table's `UPDATE` triggers
+/// fire for them. Unrelated writers that hash to the same
+/// stamp row wait for each other (rarely: 8192 rows per depth).
 ///
 /// Not covered: a row inserted into a referenced table *after* another
 /// transaction inserted a row referencing it that is not yet committed
@@ -153,6 +198,8 @@ pub struct Track {
     fresh: Expr,
     name: Ident,
     names: InternalNames,
+    /// Statements of at most this many changed rows run static SQL.
+    small: i64,
 }
 
 /// The table without its alias (DDL and UPDATE targets use real names).
@@ -169,12 +216,38 @@ fn qcol(alias: &Ident, col: &AnyColumn) -> String {
     format!("{}.{}", quote(alias), quote(col.name()))
 }
 
-/// `EXECUTE '<statement>';`: planned on each call, for the transition
-/// table at hand. (A static statement in PL/pgSQL keeps the plan of its
-/// first call: one made for a 5000-row bulk insert then served every
-/// one-row insert of the session with hash joins over whole tables.)
-fn execute(statement: &str) -> String {
-    format!("EXECUTE {};", string_literal(statement))
+/// How the trigger function runs a statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// Through `EXECUTE`: planned on each call, for the transition table
+    /// at hand (statements of more than [`SMALL`] rows). A static statement
+    /// keeps the plan of its first call for the session: one made for a
+    /// 5000-row bulk insert then served every one-row insert with hash
+    /// joins over whole tables.
+    PerCall,
+    /// As static SQL: planned once per session and kept (statements of at
+    /// most [`SMALL`] rows, whose plans are all alike), which saves most of
+    /// a one-row statement's cost.
+    Kept,
+}
+
+/// Whether the transaction runs at READ COMMITTED.
+const READ_COMMITTED: &str =
+    "(pg_catalog.current_setting('transaction_isolation') = 'read committed')";
+/// Transition tables of at most this many rows run the [`Plan::Kept`]
+/// statements, by default ([`Track::small_statements`]).
+const SMALL: i64 = 100;
+/// Placeholder in statement text for "is the transaction READ COMMITTED?"
+/// (NUL never occurs in identifiers nor in our text).
+const RC: &str = "\u{0}rc\u{0}";
+/// Placeholder for the `INTO` of a statement's count of roots left.
+const INTO: &str = "\u{0}into\u{0}";
+
+/// An expression's text with values inlined (this crate's own constants).
+fn expr_text(e: Expr) -> String {
+    text(&Query::select().expr(e).to_owned())
+        .trim_start_matches("SELECT ")
+        .to_owned()
 }
 
 /// Statement text with values inlined; only for statements whose values
@@ -320,6 +393,22 @@ impl<K: SqlType> SinceGraph<K> {
             walk: (0..=depth)
                 .map(|i| pick(&format!("pgp_w{i}_"), &taken))
                 .collect(),
+            sub: (0..=depth)
+                .map(|i| pick(&format!("pgp_s{i}_"), &taken))
+                .collect(),
+            agg: pick("pgp_agg", &taken),
+            k: pick("pgp_k", &taken),
+            nv: pick("pgp_nv", &taken),
+            ov: pick("pgp_ov", &taken),
+            v: pick("pgp_v", &taken),
+            o: pick("pgp_o", &taken),
+            old: pick("pgp_old", &taken),
+            x: pick("pgp_x", &taken),
+            r: pick("pgp_r", &taken),
+            t: pick("pgp_t", &taken),
+            upd: pick("pgp_upd", &taken),
+            left: pick("pgp_left", &taken),
+            rc: pick("pgp_rc", &taken),
         };
         Ok(Track {
             key: self.key.of(&root),
@@ -331,6 +420,7 @@ impl<K: SqlType> SinceGraph<K> {
             fresh,
             name,
             names,
+            small: SMALL,
         })
     }
 }
@@ -343,6 +433,39 @@ impl Track {
     /// [`Error::InvalidIdentifier`] for an invalid name.
     pub fn named(mut self, base: impl AsRef<str>) -> Result<Track> {
         self.name = Ident::new(base)?;
+        Ok(self)
+    }
+
+    /// Statements that change at most `rows` rows of a table run the
+    /// trigger's statements as static SQL, planned once per session and
+    /// kept; larger ones run them through `EXECUTE`, planned for the
+    /// transition table at hand. Default 100: one-row writes then pay no
+    /// planning, and a plan made for a few rows never serves a bulk write.
+    /// `0` plans every statement per call.
+    ///
+    /// ```
+    /// # use chrono::{DateTime, NaiveDateTime, Utc};
+    /// # use pgpatterns::{Relation, SinceGraph, Table};
+    /// # let moves = Table::new("moves")?;
+    /// # let id = moves.column::<i64>("id")?;
+    /// let graph = SinceGraph::new(&id, &moves.column::<NaiveDateTime>("updated_at")?)
+    ///     .tracked_by(&moves.column::<DateTime<Utc>>("changed_at")?);
+    /// let track = graph.track()?.small_statements(0)?;
+    /// assert!(track.function().sql().contains("<= 0 THEN"));
+    /// assert!(graph.track()?.small_statements(-1).is_err());
+    /// # Ok::<(), pgpatterns::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] for a negative count.
+    pub fn small_statements(mut self, rows: i64) -> Result<Track> {
+        if rows < 0 {
+            return Err(Error::spec(
+                "small_statements",
+                format!("the row count must be 0 or more, not {rows}"),
+            ));
+        }
+        self.small = rows;
         Ok(self)
     }
 
@@ -431,6 +554,30 @@ impl Track {
         }
     }
 
+    /// The changed rows of table `ti` for `op` split by version, each with
+    /// `true` for old versions: inserted rows (new), deleted rows (old),
+    /// or for `UPDATE` new and old versions of rows whose relevant columns
+    /// changed.
+    fn changed_sides(&self, ti: usize, op: &str) -> Vec<(String, bool)> {
+        let cols: Vec<String> = self.relevant(ti).iter().map(|c| quote(c.name())).collect();
+        let cols = cols.join(", ");
+        let (new, old) = (quote(&self.names.new_rows), quote(&self.names.old_rows));
+        match op {
+            "INSERT" => vec![(format!("SELECT {cols} FROM {new}"), false)],
+            "DELETE" => vec![(format!("SELECT {cols} FROM {old}"), true)],
+            _ => vec![
+                (
+                    format!("SELECT {cols} FROM {new} EXCEPT SELECT {cols} FROM {old}"),
+                    false,
+                ),
+                (
+                    format!("SELECT {cols} FROM {old} EXCEPT SELECT {cols} FROM {new}"),
+                    true,
+                ),
+            ],
+        }
+    }
+
     /// The ancestors of node `n`, nearest first, ending with the root.
     fn ancestors(&self, n: usize) -> Vec<usize> {
         let mut out = Vec::new();
@@ -471,10 +618,23 @@ impl Track {
         (from, alias, node)
     }
 
-    /// The stamp slot of hop `hop` (the node it reaches) joined on `values`.
-    fn slot(hop: usize, values: &[String]) -> String {
+    /// The stamp slot of hop `hop` (the node it reaches) joined on `values`:
+    /// a hash into [`STAMP_SLOTS`] slots of the hop's depth, deeper hops in
+    /// lower ranges. Every trigger stamps deeper join points before
+    /// shallower ones (its own and forward points, then one level at a
+    /// time towards the root), each statement in slot order, so all take
+    /// stamps in one global order — by depth, then slot — and then roots
+    /// in key order: single statements on different tables of the graph
+    /// do not deadlock on each other's stamps.
+    fn slot(&self, hop: usize, values: &[String]) -> String {
+        let depth = self.ancestors(hop).len() as i64;
+        let deepest = (0..self.nodes.len())
+            .map(|n| self.ancestors(n).len() as i64)
+            .max()
+            .unwrap_or(0);
         format!(
-            "(hashtextextended(ROW({hop}, {})::text, 0) & {})::int4",
+            "({} + (hashtextextended(ROW({hop}, {})::text, 0) & {}))::int4",
+            (deepest - depth) * STAMP_SLOTS,
             values.join(", "),
             STAMP_SLOTS - 1
         )
@@ -482,80 +642,293 @@ impl Track {
 
     /// Stamps every slot `slots` (a query of one column) returns, in slot
     /// order.
-    fn stamp(&self, slots: &[String]) -> String {
+    fn stamp(&self, slots: &[String], plan: Plan) -> String {
         let s = quote(&self.names.slot);
-        execute(&format!(
+        self.run(&format!(
             "INSERT INTO {stamps} AS {t} (slot) SELECT DISTINCT {s} FROM ({u}) AS {x} ({s}) ORDER BY 1 \
              ON CONFLICT (slot) DO UPDATE SET n = {t}.n + 1",
             stamps = self.stamps(),
             t = quote(&self.names.locked),
             u = slots.join(" UNION ALL "),
             x = quote(&self.names.changed),
-        ))
+        ), plan)
     }
 
-    /// Locks the roots whose key `keys` returns, in key order, then sets
-    /// their column from the graph (every one of them, changed or not).
-    fn lock_and_refresh(&self, keys: &str) -> String {
-        let key = quote(self.key.name());
-        let root = quote_table(&self.root);
-        let refresh = Query::update()
-            .table(self.root.table_name())
-            .value(self.column.iden(), self.fresh.clone())
-            .and_where(Expr::cust(format!("{root}.{key} IN ({keys})")))
-            .to_owned();
+    /// `statement` as the function runs it under `plan`: [`RC`] becomes
+    /// `$1` bound to the variable set at the start, or the same test inline;
+    /// [`INTO`] stores the statement's one value into the count of roots
+    /// left.
+    fn run(&self, statement: &str, plan: Plan) -> String {
+        let into = format!(" INTO {}", quote(&self.names.left));
+        match plan {
+            Plan::PerCall => {
+                let using = if statement.contains(RC) {
+                    format!(" USING {}", quote(&self.names.rc))
+                } else {
+                    String::new()
+                };
+                let into = if statement.contains(INTO) {
+                    into.as_str()
+                } else {
+                    ""
+                };
+                let statement = statement.replace(RC, "$1").replace(INTO, "");
+                format!("EXECUTE {}{into}{using};", string_literal(&statement))
+            }
+            Plan::Kept => {
+                let statement = statement.replace(RC, READ_COMMITTED).replace(INTO, &into);
+                match statement.strip_prefix("SELECT 1 FROM ") {
+                    Some(rest) => format!("PERFORM 1 FROM {rest};"),
+                    None => format!("{statement};"),
+                }
+            }
+        }
+    }
+
+    /// The custom setting that marks the trigger's own write of the root
+    /// (its value: the trigger depth at which that write's triggers run).
+    fn flag(&self) -> String {
         format!(
-            "{}\n      {}",
-            execute(&format!(
-                "SELECT 1 FROM (SELECT {key} FROM {root} WHERE {key} IN ({keys}) ORDER BY {key} FOR NO KEY UPDATE) AS {locked}",
-                locked = quote(&self.names.locked),
-            )),
-            execute(&text(&refresh)),
+            "pgpatterns.track_{:016x}",
+            fnv1a(FNV_OFFSET, self.signature().as_bytes())
         )
     }
 
-    /// Locks the roots `keys` returns like
-    /// [`lock_and_refresh`](Self::lock_and_refresh), then sets each to the
-    /// greatest of its stored value and the newest change time of the
-    /// inserted rows of leaf node `n` that reach it (`from` walks them to
-    /// the root, aliased `root_alias`). Every root is written.
-    fn lock_and_raise(&self, n: usize, keys: &str, from: &str, root_alias: &Ident) -> String {
+    /// `PERFORM set_config(flag, …, true);`: marks the root writes that
+    /// follow as the trigger's own (`on`), or unmarks them.
+    fn mark_own_write(&self, on: bool) -> String {
+        let value = if on {
+            "(pg_trigger_depth() + 1)::text"
+        } else {
+            "''"
+        };
+        format!(
+            "PERFORM set_config({}, {value}, true);",
+            string_literal(&self.flag())
+        )
+    }
+
+    /// Whether the root table is on no other node: then the trigger's own
+    /// write of the root (only the tracked column) needs no look from the
+    /// root's `UPDATE` trigger, unless a `BEFORE` row trigger could have
+    /// changed more.
+    fn root_once(&self) -> bool {
+        self.nodes
+            .iter()
+            .skip(1)
+            .all(|n| !same_table(&n.table, &self.root))
+    }
+
+    /// Whether the changes of node `n` take the incremental path: not the
+    /// root, and its table on no other node.
+    fn incremental(&self, n: usize) -> bool {
+        n != 0
+            && self
+                .nodes
+                .iter()
+                .filter(|m| same_table(&m.table, &self.nodes[n].table))
+                .count()
+                == 1
+    }
+
+    /// Locks the roots whose key `keys` returns, in key order.
+    fn lock(&self, keys: &str, plan: Plan) -> String {
         let key = quote(self.key.name());
         let root = quote_table(&self.root);
+        self.run(
+            &format!(
+                "SELECT 1 FROM (SELECT {key} FROM {root} WHERE {key} IN ({keys}) ORDER BY {key} FOR NO KEY UPDATE) AS {locked}",
+                locked = quote(&self.names.locked),
+            ),
+            plan,
+        )
+    }
+
+    /// Sets the column of the roots `keys` returns (locked already) to their
+    /// value recomputed from the graph; at `READ COMMITTED` only where it
+    /// differs.
+    fn refresh(&self, keys: &str, plan: Plan) -> String {
+        let n = &self.names;
+        let key = quote(self.key.name());
+        let root = quote_table(&self.root);
+        let inner = Query::select()
+            .expr_as(self.key.expr(), Alias::new(n.k.as_str()))
+            .expr_as(self.fresh.clone(), Alias::new(n.v.as_str()))
+            .from(self.root.table_ref())
+            .and_where(Expr::cust(format!("{root}.{key} IN ({keys})")))
+            .to_owned();
+        let (t, x, k, v) = (quote(&n.t), quote(&n.x), quote(&n.k), quote(&n.v));
         let col = quote(self.column.name());
-        let c = &self.names.changed;
-        let newest: Vec<String> = self.nodes[n]
+        self.run(
+            &format!(
+                "UPDATE {root} AS {t} SET {col} = {x}.{v} FROM ({inner}) AS {x} \
+                 WHERE {t}.{key} = {x}.{k} AND (NOT {RC} OR {t}.{col} IS DISTINCT FROM {x}.{v})",
+                inner = text(&inner),
+            ),
+            plan,
+        )
+    }
+
+    /// Locks the roots whose key `keys` returns, in key order, then sets
+    /// their column from the graph.
+    fn lock_and_refresh(&self, keys: &str, plan: Plan) -> String {
+        [
+            self.lock(keys, plan),
+            self.mark_own_write(true),
+            self.refresh(keys, plan),
+            self.mark_own_write(false),
+        ]
+        .join("\n      ")
+    }
+
+    /// The newest change time a row of node `n` (alias `a`) brings to its
+    /// roots: its own change columns and, through correlated subqueries,
+    /// its descendants' (aliases from `depth` on).
+    fn contribution(&self, n: usize, a: &Ident, depth: usize) -> String {
+        let mut terms: Vec<String> = self.nodes[n]
             .changes
             .iter()
-            .map(|ch| {
-                let e = ch.instant_of(Expr::cust(qcol(c, &ch.erase())), &self.offset);
-                text(&Query::select().expr(Func::max(e)).to_owned())
-                    .trim_start_matches("SELECT ")
-                    .to_owned()
+            .map(|ch| expr_text(ch.instant_of(Expr::cust(qcol(a, &ch.erase())), &self.offset)))
+            .collect();
+        let s = &self.names.sub[depth];
+        for (ci, child) in self.nodes.iter().enumerate().filter(|(_, c)| c.parent == n) {
+            let on: Vec<String> = child
+                .near
+                .iter()
+                .zip(&child.far)
+                .map(|(near, far)| format!("{} = {}", qcol(s, far), qcol(a, near)))
+                .collect();
+            terms.push(format!(
+                "(SELECT max({}) FROM {} AS {} WHERE {})",
+                self.contribution(ci, s, depth + 1),
+                quote_table(&child.table),
+                quote(s),
+                on.join(" AND ")
+            ));
+        }
+        if terms.is_empty() {
+            "NULL::timestamptz".to_owned()
+        } else {
+            format!("GREATEST({})", terms.join(", "))
+        }
+    }
+
+    /// The rows `rows` of node `n` walked to their roots: the `FROM` text
+    /// and the root key's expression. When the last hop joins on the root's
+    /// key, the key is read from the node below the root, without joining
+    /// the root.
+    fn walk_key(&self, n: usize, rows: &str) -> (String, String) {
+        let ancestors = self.ancestors(n);
+        let depth = ancestors.len();
+        let below = if depth >= 2 { ancestors[depth - 2] } else { n };
+        let hop = &self.nodes[below];
+        if hop.near.len() == 1 && hop.near[0].name() == self.key.name() {
+            let (from, alias, _) = self.walk(n, rows, depth - 1);
+            (from, qcol(&alias, &hop.far[0]))
+        } else {
+            let (from, alias, _) = self.walk(n, rows, depth);
+            (from, qcol(&alias, &self.key))
+        }
+    }
+
+    /// The incremental update of the roots of node `n`'s changed rows
+    /// (`sides`: new and/or old versions), in two statements.
+    ///
+    /// The first aggregates the changed rows per root — the newest time the
+    /// new versions bring (`nv`) and the old versions brought (`ov`) — locks
+    /// those roots in key order, and raises each to `GREATEST(stored, nv)`
+    /// where that is exact: no old version counted (`ov` NULL), the new
+    /// ones bring at least as much (`nv >= ov`), or the old ones were below
+    /// the stored value (`ov < stored`: the value came from elsewhere). At
+    /// READ COMMITTED only roots whose value changes are written. It
+    /// returns how many roots are left: those where an old version may
+    /// have held the value; the second statement (only run then) recomputes
+    /// them from the graph. The stored value is read under the lock, so it
+    /// is the latest committed one.
+    fn incremental_steps(&self, n: usize, sides: &[(String, bool)], plan: Plan) -> String {
+        let nm = &self.names;
+        let (agg, k, nv, ov, v, o, old) = (
+            quote(&nm.agg),
+            quote(&nm.k),
+            quote(&nm.nv),
+            quote(&nm.ov),
+            quote(&nm.v),
+            quote(&nm.o),
+            quote(&nm.old),
+        );
+        let (x, r, t, lk, upd) = (
+            quote(&nm.x),
+            quote(&nm.r),
+            quote(&nm.t),
+            quote(&nm.locked),
+            quote(&nm.upd),
+        );
+        let key = quote(self.key.name());
+        let col = quote(self.column.name());
+        let root = quote_table(&self.root);
+        let contribution = self.contribution(n, &nm.changed, 0);
+        let parts: Vec<String> = sides
+            .iter()
+            .map(|(rows, is_old)| {
+                let (from, key_expr) = self.walk_key(n, rows);
+                format!("SELECT {key_expr}, {contribution}, {is_old} {from}")
             })
             .collect();
-        let (fresh, k, v) = (
-            quote(&self.names.slot),
-            quote(&self.names.walk[0]),
-            quote(&self.names.locked),
+        let aggregate = format!(
+            "SELECT {k}, max({v}) FILTER (WHERE NOT {o}) AS {nv}, max({v}) FILTER (WHERE {o}) AS {ov} \
+             FROM ({}) AS {x} ({k}, {v}, {o}) GROUP BY 1",
+            parts.join(" UNION ALL ")
         );
-        let lock = execute(&format!(
-            "SELECT 1 FROM (SELECT {key} FROM {root} WHERE {key} IN ({keys}) ORDER BY {key} FOR NO KEY UPDATE) AS {v}",
-        ));
-        let raise = execute(&format!(
-            "UPDATE {root} SET {col} = GREATEST({root}.{col}, {fresh}.{v}) \
-             FROM (SELECT {ra} AS {k}, GREATEST({newest}) AS {v} {from} GROUP BY 1) AS {fresh} \
-             WHERE {root}.{key} = {fresh}.{k}",
-            ra = qcol(root_alias, &self.key),
-            newest = newest.join(", "),
-        ));
-        format!("{lock}\n      {raise}")
+        let exact = |ov: &str, nv: &str, old: &str| {
+            format!(
+                "({ov} IS NULL OR COALESCE({nv} >= {ov}, false) OR COALESCE({ov} < {old}, false))"
+            )
+        };
+        let raised = exact(
+            &format!("{lk}.{ov}"),
+            &format!("{lk}.{nv}"),
+            &format!("{lk}.{old}"),
+        );
+        let raise = format!(
+            "WITH {agg} AS MATERIALIZED ({aggregate}), \
+             {lk} AS MATERIALIZED (SELECT {r}.{key} AS {k}, {r}.{col} AS {old}, {agg}.{nv}, {agg}.{ov} \
+               FROM {agg} JOIN {root} AS {r} ON {r}.{key} = {agg}.{k} ORDER BY {r}.{key} FOR NO KEY UPDATE OF {r}), \
+             {upd} AS (UPDATE {root} AS {t} SET {col} = GREATEST({lk}.{old}, {lk}.{nv}) FROM {lk} \
+               WHERE {t}.{key} = {lk}.{k} AND {raised} \
+               AND (NOT {RC} OR GREATEST({lk}.{old}, {lk}.{nv}) IS DISTINCT FROM {lk}.{old})) \
+             SELECT count(*){INTO} FROM {lk} WHERE NOT {raised}"
+        );
+        let left = format!(
+            "SELECT {agg}.{k} FROM ({aggregate}) AS {agg} JOIN {root} AS {r} ON {r}.{key} = {agg}.{k} WHERE NOT {}",
+            exact(
+                &format!("{agg}.{ov}"),
+                &format!("{agg}.{nv}"),
+                &format!("{r}.{col}")
+            )
+        );
+        [
+            self.mark_own_write(true),
+            self.run(&raise, plan),
+            format!(
+                "IF {} > 0 THEN\n        {}\n      END IF;",
+                quote(&nm.left),
+                self.refresh(&left, plan)
+            ),
+            self.mark_own_write(false),
+        ]
+        .join("\n      ")
     }
 
     /// The statements for the rows `changed` of node `n`: stamp its join
-    /// points, walk level by level to the roots stamping each, lock and
-    /// recompute the roots.
-    fn node_steps(&self, n: usize, changed: &str, op: &str) -> String {
+    /// points, walk level by level to the roots stamping each, then update
+    /// the roots: incrementally ([`incremental_steps`]) when the node's
+    /// table is on no other node, else lock them in key order and
+    /// recompute them.
+    ///
+    /// [`incremental_steps`]: Self::incremental_steps
+    fn node_steps(&self, n: usize, ti: usize, op: &str, plan: Plan) -> String {
+        let changed = self.changed_rows(ti, op);
+        let changed = changed.as_str();
         let c = &self.names.changed;
         let mut out = Vec::new();
         let node = &self.nodes[n];
@@ -564,7 +937,7 @@ impl Track {
         let from = format!("FROM ({changed}) AS {}", quote(c));
         if n != 0 {
             let vals: Vec<String> = node.far.iter().map(|f| qcol(c, f)).collect();
-            slots.push(format!("SELECT {} {from}", Self::slot(n, &vals)));
+            slots.push(format!("SELECT {} {from}", self.slot(n, &vals)));
         }
         for (ci, ch) in self
             .nodes
@@ -573,47 +946,82 @@ impl Track {
             .filter(|(_, ch)| ch.parent == n)
         {
             let vals: Vec<String> = ch.near.iter().map(|f| qcol(c, f)).collect();
-            slots.push(format!("SELECT {} {from}", Self::slot(ci, &vals)));
+            slots.push(format!("SELECT {} {from}", self.slot(ci, &vals)));
         }
         if !slots.is_empty() {
-            out.push(self.stamp(&slots));
+            out.push(self.stamp(&slots, plan));
         }
         // One level at a time towards the root, each in its own statement
         // (a fresh snapshot after waiting for a stamp).
+        // Only the columns of the first hop matter there, each value once
+        // (old and new versions of a row whose time changed are one).
         let depth = self.ancestors(n).len();
+        let hop_values: Vec<String> = node.far.iter().map(|f| quote(f.name())).collect();
+        let hop_values = format!(
+            "SELECT DISTINCT {} FROM ({changed}) AS {}",
+            hop_values.join(", "),
+            quote(c)
+        );
         for level in 1..depth {
-            let (from, alias, at) = self.walk(n, changed, level);
+            let (from, alias, at) = self.walk(n, &hop_values, level);
             let vals: Vec<String> = self.nodes[at].far.iter().map(|f| qcol(&alias, f)).collect();
-            out.push(self.stamp(&[format!("SELECT {} {from}", Self::slot(at, &vals))]));
+            out.push(self.stamp(&[format!("SELECT {} {from}", self.slot(at, &vals))], plan));
         }
-        let (from, alias, _) = self.walk(n, changed, depth);
-        let keys = format!("SELECT {} {from}", qcol(&alias, &self.key));
-        let leaf = n != 0 && !self.nodes.iter().any(|ch| ch.parent == n);
-        if leaf && op == "INSERT" {
-            // Rows inserted at the end of paths can only raise the value:
-            // the stored one (read after the lock, so current) and the new
-            // rows' newest, without reading every path again.
-            out.push(self.lock_and_raise(n, &keys, &from, &alias));
+        if self.incremental(n) {
+            out.push(self.incremental_steps(n, &self.changed_sides(ti, op), plan));
         } else {
-            out.push(self.lock_and_refresh(&keys));
+            let (from, alias, _) = self.walk(n, changed, depth);
+            let keys = format!("SELECT {} {from}", qcol(&alias, &self.key));
+            out.push(self.lock_and_refresh(&keys, plan));
         }
         out.join("\n      ")
     }
 
     /// The body of one table's branch for `op`.
     fn table_steps(&self, ti: usize, op: &str) -> String {
-        let changed = self.changed_rows(ti, op);
         let mut out = Vec::new();
         if op == "UPDATE" {
+            if ti == 0 && self.root_once() {
+                // The trigger's own write of the root changes only the
+                // tracked column, unless a BEFORE row trigger changes more.
+                out.push(format!(
+                    "IF current_setting({}, true) = pg_trigger_depth()::text \
+                     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger \
+                     WHERE tgrelid = TG_RELID AND tgenabled <> 'D' AND (tgtype::int4 & 19) = 19) \
+                     THEN RETURN NULL; END IF;",
+                    string_literal(&self.flag())
+                ));
+            }
             out.push(format!(
-                "IF NOT EXISTS ({changed}) THEN RETURN NULL; END IF;"
+                "IF NOT EXISTS ({}) THEN RETURN NULL; END IF;",
+                self.changed_rows(ti, op)
             ));
         }
-        for (n, node) in self.nodes.iter().enumerate() {
-            if same_table(&node.table, &self.tables[ti]) {
-                out.push(self.node_steps(n, &changed, op));
+        let steps = |plan: Plan| {
+            let mut out = Vec::new();
+            for (n, node) in self.nodes.iter().enumerate() {
+                if same_table(&node.table, &self.tables[ti]) {
+                    out.push(self.node_steps(n, ti, op, plan));
+                }
             }
-        }
+            out.join("\n      ")
+        };
+        // Small statements run static SQL (plans kept), large ones EXECUTE
+        // (planned for the rows at hand).
+        let rows = if op == "DELETE" {
+            &self.names.old_rows
+        } else {
+            &self.names.new_rows
+        };
+        out.push(format!(
+            "IF (SELECT count(*) FROM (SELECT FROM {} LIMIT {}) AS {}) <= {} THEN\n      {}\n    ELSE\n      {}\n    END IF;",
+            quote(rows),
+            self.small + 1,
+            quote(&self.names.x),
+            self.small,
+            steps(Plan::Kept),
+            steps(Plan::PerCall),
+        ));
         out.join("\n      ")
     }
 
@@ -631,11 +1039,14 @@ impl Track {
     }
 
     fn body(&self) -> String {
-        let all = self.lock_and_refresh(&format!(
-            "SELECT {} FROM {}",
-            quote(self.key.name()),
-            quote_table(&self.root)
-        ));
+        let all = self.lock_and_refresh(
+            &format!(
+                "SELECT {} FROM {}",
+                quote(self.key.name()),
+                quote_table(&self.root)
+            ),
+            Plan::PerCall,
+        );
         let mut branches = String::new();
         for ti in 0..self.tables.len() {
             branches.push_str(&format!(
@@ -656,6 +1067,9 @@ impl Track {
         }
         format!(
             "\n#variable_conflict use_column
+DECLARE
+  {left} int8;
+  {rc} bool := {READ_COMMITTED};
 BEGIN
   IF TG_OP = 'TRUNCATE' THEN
     {all}
@@ -663,7 +1077,9 @@ BEGIN
   END IF;{branches}
   END IF;
   RETURN NULL;
-END\n"
+END\n",
+            left = quote(&self.names.left),
+            rc = quote(&self.names.rc),
         )
     }
 
