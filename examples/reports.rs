@@ -30,7 +30,7 @@ use pgpatterns::ops::summary::{Bucket, Measure, Summary};
 use pgpatterns::ops::{ReportCache, TopN, TopRow};
 use pgpatterns::replica::{ReplicaRouter, RouterOptions};
 use pgpatterns::sea_query::Query;
-use pgpatterns::seed::shop::ShopSeed;
+use pgpatterns::seed::shop::{ShopSeed, ShopTables};
 use pgpatterns::testdb::TestDb;
 use pgpatterns::{table, BuiltQuery, SqlType};
 use rust_decimal::Decimal;
@@ -62,17 +62,28 @@ struct Source<'a> {
     times: Vec<Duration>,
 }
 
-/// 5. A maintained summary table: one row per (user, status, day) with the
-/// order count and the sum of the amounts, kept exact on every write by
-/// statement-level triggers. The report reads whole days from it and the
-/// two partial days at the window's edges from the orders.
+/// Source 5, a maintained summary table: one row per (user, status, day)
+/// with the order count and the sum of the amounts, kept exact on every
+/// write by statement-level triggers. The report reads whole days from it
+/// and the two partial days at the window's edges from the orders. A
+/// summary window needs explicit bounds, so each read asks for the 30 days
+/// before the client's clock (the other sources use the server's `now()`).
 fn summary_table_source<'a>(
-    from_summary: &'a Report,
+    report: &'a Report,
+    summary: &'a Summary,
+    shop: &'a ShopTables,
     client: &'a tokio_postgres::Client,
 ) -> Option<Source<'a>> {
     Some(Source {
-        name: "summary table (per user, day)",
-        read: Box::new(move |_| Box::pin(from_summary.fetch_all(client))),
+        name: "summary table (user, status, day)",
+        read: Box::new(move |_| {
+            let since = chrono::Utc::now() - chrono::Duration::days(30);
+            let from_summary = report
+                .clone()
+                .window_since(&shop.order_created_at, since)
+                .from_summary(summary);
+            Box::pin(async move { from_summary.fetch_all(client).await })
+        }),
         times: Vec::new(),
     })
 }
@@ -210,7 +221,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         filled.rows,
         filled.batches
     );
-    let from_summary = report.clone().from_summary(&summary);
+    // The same report without the window relative to now(), which a
+    // summary cannot answer; each read adds explicit bounds.
+    let for_summary: Report = TopN::new(&shop.user_id, &shop.order_user_id, &shop.total_amount, 10)
+        .extra(&username)
+        .where_eq(&shop.status, "completed");
 
     // ---- 3. the in-process cache ---------------------------------------------
     let cache: ReportCache<TopRow<i64, Decimal>> = ReportCache::new(Duration::from_secs(300));
@@ -291,7 +306,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             times: Vec::new(),
         },
     ];
-    sources.extend(summary_table_source(&from_summary, &client));
+    sources.extend(summary_table_source(&for_summary, &summary, &shop, &client));
 
     // One untimed round: every source returns the same rows.
     let reference = (sources[0].read)(0).await?;
