@@ -254,44 +254,69 @@ impl Summary {
     }
 
     /// The upsert of the deltas of `tables` (`(transition table, sign)`).
+    ///
+    /// One statement, so the summary rows are locked and inserted in the
+    /// key's order (concurrent writers cannot deadlock on them). With one
+    /// transition table (`INSERT`, `DELETE`) every group has at least one
+    /// row, so the deltas are plain `COUNT`s and `SUM`s of the table, read
+    /// once, with no per-row sign arithmetic and no `HAVING`; an `UPDATE`
+    /// sums signed rows of both tables and skips the groups whose deltas
+    /// are all zero.
     fn upsert(&self, kept: &[Kept], n: &Names, tables: &[(&Ident, i32)]) -> String {
         let d = quote(&n.delta);
-        let sign = format!("{d}.{}", quote(&n.sign));
         let col = |c: &AnyColumn| format!("{d}.{}", quote(c.name()));
-        let read: Vec<String> = self
-            .read_columns(kept)
-            .iter()
-            .map(|c| quote(c.name()))
-            .collect();
-        let source: Vec<String> = tables
-            .iter()
-            .map(|(t, s)| {
-                format!(
-                    "SELECT {}, {s} AS {} FROM {}",
-                    read.join(", "),
-                    quote(&n.sign),
-                    quote(t)
-                )
-            })
-            .collect();
         let mut select: Vec<String> = self.keys.iter().map(&col).collect();
         select.push(self.bucket_text(&col(&self.time)));
-        select.push(format!("CAST(SUM({sign}) AS int8)"));
-        let mut changed = vec![format!("SUM({sign}) <> 0")];
-        for k in kept {
-            let c = col(&k.column);
-            let nonnull = format!("SUM(CASE WHEN {c} IS NULL THEN 0 ELSE {sign} END)");
-            match k.kind {
-                Kind::Count => select.push(format!("CAST({nonnull} AS int8)")),
-                Kind::Sum(t) => {
-                    let sum = format!("SUM(CAST({c} AS {t}) * {sign})");
-                    changed.push(format!("COALESCE({sum}, 0) <> 0"));
-                    select.push(format!("CAST({sum} AS {t})"));
-                    select.push(format!("CAST({nonnull} AS int8)"));
+        let (source, having) = if let [(table, sign)] = tables {
+            let neg = if *sign < 0 { "-" } else { "" };
+            select.push(format!("{neg}COUNT(*)"));
+            for k in kept {
+                let c = col(&k.column);
+                if let Kind::Sum(t) = k.kind {
+                    select.push(format!("CAST({neg}SUM(CAST({c} AS {t})) AS {t})"));
                 }
+                select.push(format!("{neg}COUNT({c})"));
             }
-            changed.push(format!("{nonnull} <> 0"));
-        }
+            (quote(table), String::new())
+        } else {
+            let sign = format!("{d}.{}", quote(&n.sign));
+            let read: Vec<String> = self
+                .read_columns(kept)
+                .iter()
+                .map(|c| quote(c.name()))
+                .collect();
+            let source: Vec<String> = tables
+                .iter()
+                .map(|(t, s)| {
+                    format!(
+                        "SELECT {}, {s} AS {} FROM {}",
+                        read.join(", "),
+                        quote(&n.sign),
+                        quote(t)
+                    )
+                })
+                .collect();
+            select.push(format!("CAST(SUM({sign}) AS int8)"));
+            let mut changed = vec![format!("SUM({sign}) <> 0")];
+            for k in kept {
+                let c = col(&k.column);
+                let nonnull = format!("SUM(CASE WHEN {c} IS NULL THEN 0 ELSE {sign} END)");
+                match k.kind {
+                    Kind::Count => select.push(format!("CAST({nonnull} AS int8)")),
+                    Kind::Sum(t) => {
+                        let sum = format!("SUM(CAST({c} AS {t}) * {sign})");
+                        changed.push(format!("COALESCE({sum}, 0) <> 0"));
+                        select.push(format!("CAST({sum} AS {t})"));
+                        select.push(format!("CAST({nonnull} AS int8)"));
+                    }
+                }
+                changed.push(format!("{nonnull} <> 0"));
+            }
+            (
+                format!("({})", source.join(" UNION ALL ")),
+                format!(" HAVING {}", changed.join(" OR ")),
+            )
+        };
         let positions: Vec<String> = (1..=self.keys.len() + 1).map(|i| i.to_string()).collect();
         let positions = positions.join(", ");
         // The key's order: the bucket, then the keys.
@@ -318,15 +343,13 @@ impl Summary {
         let columns: Vec<String> = self.all_columns(kept).iter().map(quote).collect();
         format!(
             "INSERT INTO {table} AS {target} ({columns}) \
-             SELECT {select} FROM ({source}) AS {d} WHERE {time} IS NOT NULL \
-             GROUP BY {positions} HAVING {changed} ORDER BY {order} \
+             SELECT {select} FROM {source} AS {d} WHERE {time} IS NOT NULL \
+             GROUP BY {positions}{having} ORDER BY {order} \
              ON CONFLICT ({key}) DO UPDATE SET {set}",
             table = self.qtable(),
             columns = columns.join(", "),
             select = select.join(", "),
-            source = source.join(" UNION ALL "),
             time = col(&self.time),
-            changed = changed.join(" OR "),
             key = self.key_list(),
             set = set.join(", "),
         )

@@ -148,3 +148,33 @@ fn zoned_buckets_bind_the_zone() {
     let fn_sql = s.install_statements().unwrap()[4].sql().to_owned();
     assert!(fn_sql.contains("''Europe/Paris''"), "{fn_sql}");
 }
+
+#[test]
+fn single_table_events_aggregate_without_signs() {
+    let (_, user, at, total) = orders();
+    let s = Summary::new(&at, Bucket::Day)
+        .key(&user)
+        .measure(Measure::sum(&total, "total"))
+        .named("daily");
+    let fn_sql = s.install_statements().unwrap()[4].sql().to_owned();
+    // INSERT: plain counts and sums of the new rows, no HAVING.
+    assert!(
+        fn_sql.contains(r#"COUNT(*), CAST(SUM(CAST("pgp_delta"."total" AS numeric)) AS numeric), COUNT("pgp_delta"."total") FROM "pgp_new_rows" AS "pgp_delta""#),
+        "{fn_sql}"
+    );
+    // DELETE: the same, negated.
+    assert!(
+        fn_sql.contains(r#"-COUNT(*), CAST(-SUM(CAST("pgp_delta"."total" AS numeric)) AS numeric), -COUNT("pgp_delta"."total") FROM "pgp_old_rows" AS "pgp_delta""#),
+        "{fn_sql}"
+    );
+    // UPDATE: signed rows of both tables; groups whose deltas are all zero
+    // are skipped.
+    assert_eq!(fn_sql.matches("HAVING").count(), 1, "{fn_sql}");
+    assert_eq!(fn_sql.matches("UNION ALL").count(), 1, "{fn_sql}");
+    // Every upsert runs in the key's order.
+    assert_eq!(
+        fn_sql.matches("ORDER BY 2, 1 ON CONFLICT").count(),
+        3,
+        "{fn_sql}"
+    );
+}
