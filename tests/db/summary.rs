@@ -651,3 +651,84 @@ impl RunForTest for tokio_postgres::Client {
             .and_then(|e| e.code().map(str::to_owned))
     }
 }
+
+/// A `Rollup` reads a summary as it reads any table: the summary's keys as
+/// dimensions, sums of its kept counts and sums as metrics. Over whole
+/// buckets (here: every row) it gives the report on the base table, every
+/// level and the total included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollup_reads_the_summary_as_a_table() {
+    use pgpatterns::{Agg, Dim, Metric, Rollup};
+
+    let schema = schema().await;
+    let mut c = client(&schema).await;
+    c.batch_execute(CREATE_ORDERS).await.unwrap();
+    let o = orders();
+    let s = summary_of(&o);
+    s.install(&mut c).await.unwrap();
+    let mut rng = Rng(0x0011_D0C5);
+    insert_random(&c, &mut rng, 1, 400).await;
+    // Rows without a time belong to no bucket: compare the timed ones.
+    c.batch_execute("DELETE FROM orders WHERE created_at IS NULL")
+        .await
+        .unwrap();
+    assert_eq!(drift(&c, &s).await, 0);
+
+    let base = Table::new("orders").unwrap();
+    let (user, status) = (Dim::new(&o.user_id), Dim::new(&o.status));
+    let orders_n = Metric::new("orders", Agg::count_all());
+    let total = Metric::new("total", Agg::sum(&o.total));
+    let on_base = Rollup::new(&base)
+        .rollup((&user, &status))
+        .metric(&orders_n)
+        .metric(&total)
+        .fetch_all(&c)
+        .await
+        .unwrap();
+
+    let kept = s.table();
+    let s_user = Dim::new(&kept.column::<i64>("user_id").unwrap());
+    let s_status = Dim::new(&kept.column::<String>("status").unwrap());
+    let s_orders = Metric::new(
+        "orders",
+        Agg::sum(&kept.column::<i64>(s.count_name().as_str()).unwrap()),
+    );
+    let s_total = Metric::new("total", Agg::sum(&kept.column::<Decimal>("total").unwrap()));
+    let on_summary = Rollup::new(&kept)
+        .rollup((&s_user, &s_status))
+        .metric(&s_orders)
+        .metric(&s_total)
+        .fetch_all(&c)
+        .await
+        .unwrap();
+
+    let mut a: Vec<_> = on_base
+        .iter()
+        .map(|r| {
+            let n = r.get(&orders_n).map(Decimal::from);
+            (
+                r.grouping_mask(),
+                r.get(&user),
+                r.get(&status),
+                n,
+                r.get(&total),
+            )
+        })
+        .collect();
+    let mut b: Vec<_> = on_summary
+        .iter()
+        .map(|r| {
+            (
+                r.grouping_mask(),
+                r.get(&s_user),
+                r.get(&s_status),
+                r.get(&s_orders),
+                r.get(&s_total),
+            )
+        })
+        .collect();
+    a.sort();
+    b.sort();
+    assert!(a.len() > 10, "{a:?}");
+    assert_eq!(a, b);
+}
