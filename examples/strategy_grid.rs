@@ -14,9 +14,10 @@
 //! `Auto` is timed the way a caller runs it — decision (cached after the
 //! first call) plus query — and its ratio to the cell's best strategy is
 //! printed, with the decision's cost on a cache miss and once cached. So is
-//! calibrated `Auto`: before the cell is timed, `calibrate` measures the
-//! candidates on a second connection (`--calibration-rounds` rounds) into
-//! its own cache, and the caller's runs then use that measured decision.
+//! calibrated `Auto`: after the cell is timed, `calibrate` measures the
+//! candidates on a second connection (`--calibration-rounds` rounds) and
+//! pins the winner in the global cache, as a caller's start-up job would,
+//! and `Auto` is timed again the same way.
 //! `--work-mem` sets the session's `work_mem` for every connection, since
 //! several winners depend on what fits in memory.
 //!
@@ -247,7 +248,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let schema = db.schema().await?;
             let client = connect(&schema, &args).await?;
             let mut cal_client = connect(&schema, &args).await?;
-            let cal = StrategyCache::new(Duration::from_secs(86_400));
             // Same SQL, another schema: decisions must not carry over.
             StrategyCache::global().clear();
             let b = bar(orders as u64, "orders")?;
@@ -272,7 +272,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         .await?;
                     // Decisions are cached per table; after DDL, forget them.
                     StrategyCache::global().clear();
-                    cal.clear();
                 }
                 let shop = OrdersTables::default();
                 let spec = shop.latest().status_eq("Complete");
@@ -311,43 +310,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         ));
                     }
                     let auto = spec.clone().strategy(LatestStrategy::Auto);
-                    let calibrated = match &calib {
-                        Some(c) => {
-                            let choice =
-                                auto.calibrate_with(&cal, &mut cal_client, shape, c).await?;
-                            let (client, cal, spec) = (&client, &cal, auto.clone());
-                            runs.push((
-                                "Auto (calibrated)".into(),
-                                Box::new(move || {
-                                    let spec = spec.clone();
-                                    Box::pin(async move {
-                                        let s =
-                                            spec.explain_choice_with(cal, client, shape).await?;
-                                        let spec = spec.strategy(s.strategy);
-                                        match shape {
-                                            Shape::Page { limit } => Ok(spec
-                                                .fetch_page::<(), i64>(
-                                                    client,
-                                                    &PageRequest::new(limit),
-                                                )
-                                                .await?
-                                                .keys),
-                                            _ => Ok(vec![spec.count(client).await?]),
-                                        }
-                                    })
-                                }),
-                            ));
-                            Some(format!("{:?}", choice.strategy))
-                        }
-                        None => None,
-                    };
+                    let calibrate = calib.as_ref().map(|c| {
+                        let (auto, cal_client) = (&auto, &mut cal_client);
+                        async move { auto.calibrate(cal_client, shape, c).await }
+                    });
                     measure(
                         &mut grid,
                         args.rounds,
                         "latest",
                         what,
                         &runs,
-                        calibrated,
+                        calibrate,
                         || auto.explain_choice(&client, shape),
                     )
                     .await?;
@@ -361,7 +334,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         client.batch_execute("SET TimeZone = 'UTC'").await?;
         let mut cal_client = connect(&schema, &args).await?;
         cal_client.batch_execute("SET TimeZone = 'UTC'").await?;
-        let cal = StrategyCache::new(Duration::from_secs(86_400));
         let b = bar(args.moves as u64, "moves")?;
         let seed = MovesSeed::new(args.moves);
         let now = seed
@@ -418,38 +390,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     ));
                 }
                 let auto = graph.since(at).strategy(SinceStrategy::Auto);
-                let calibrated = match &calib {
-                    Some(c) => {
-                        let choice = auto.calibrate_with(&cal, &mut cal_client, shape, c).await?;
-                        let (client, cal, q) = (&client, &cal, auto.clone());
-                        runs.push((
-                            "Auto (calibrated)".into(),
-                            Box::new(move || {
-                                let q = q.clone();
-                                Box::pin(async move {
-                                    let s = q.explain_choice_with(cal, client, shape).await?;
-                                    let q = q.strategy(s.strategy);
-                                    match shape {
-                                        Shape::Page { limit } => Ok(q
-                                            .fetch_page::<(i64,)>(client, &PageRequest::new(limit))
-                                            .await?
-                                            .keys),
-                                        _ => Ok(vec![q.count(client).await?]),
-                                    }
-                                })
-                            }),
-                        ));
-                        Some(format!("{:?}", choice.strategy))
-                    }
-                    None => None,
-                };
+                let calibrate = calib.as_ref().map(|c| {
+                    let (auto, cal_client) = (&auto, &mut cal_client);
+                    async move { auto.calibrate(cal_client, shape, c).await }
+                });
                 measure(
                     &mut grid,
                     args.rounds,
                     "since",
                     what,
                     &runs,
-                    calibrated,
+                    calibrate,
                     || auto.explain_choice(&client, shape),
                 )
                 .await?;
@@ -460,7 +411,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let schema = db.schema().await?;
         let client = connect(&schema, &args).await?;
         let mut cal_client = connect(&schema, &args).await?;
-        let cal = StrategyCache::new(Duration::from_secs(86_400));
         StrategyCache::global().clear();
         let b = bar(args.sales as u64, "sales")?;
         let seed = SalesSeed::new(args.sales);
@@ -503,32 +453,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ));
             }
             let auto = dashboard.clone().strategy(RollupStrategy::Auto);
-            let calibrated = match &calib {
-                Some(c) => {
-                    let choice = auto.calibrate_with(&cal, &mut cal_client, c).await?;
-                    let (client, cal, r) = (&client, &cal, auto.clone());
-                    runs.push((
-                        "Auto (calibrated)".into(),
-                        Box::new(move || {
-                            let r = r.clone();
-                            Box::pin(async move {
-                                let s = r.explain_choice_with(cal, client).await?;
-                                let r = r.strategy(s.strategy);
-                                Ok(row_hashes(&r.fetch_all(client).await?))
-                            })
-                        }),
-                    ));
-                    Some(format!("{:?}", choice.strategy))
-                }
-                None => None,
-            };
+            let calibrate = calib.as_ref().map(|c| {
+                let (auto, cal_client) = (&auto, &mut cal_client);
+                async move { auto.calibrate(cal_client, c).await }
+            });
             measure(
                 &mut grid,
                 args.rounds,
                 "rollup",
                 what,
                 &runs,
-                calibrated,
+                calibrate,
                 || auto.explain_choice(&client),
             )
             .await?;
@@ -569,22 +504,24 @@ struct Grid {
 }
 
 /// Measures one cell: Auto's decision on a cache miss, then every
-/// contender (Auto, then calibrated Auto when `calibrated` names its
-/// choice, last) in interleaved rounds, then the median of 20 cached
-/// decisions; records the cell and the overhead.
-async fn measure<S, F, Fut>(
+/// contender (Auto last) in interleaved rounds, then the median of 20
+/// cached decisions; then, with `calibrate`, calibrates `Auto` (into the
+/// global cache, as a caller would) and times the Auto contender again
+/// for as many rounds; records the cell and the overhead.
+async fn measure<S, F, Fut, C>(
     grid: &mut Grid,
     rounds: usize,
     family: &'static str,
     what: String,
     runs: &[(String, Run<'_>)],
-    calibrated: Option<String>,
+    calibrate: Option<C>,
     decide: F,
 ) -> Result<(), Box<dyn std::error::Error>>
 where
     S: std::fmt::Debug,
     F: Fn() -> Fut,
     Fut: Future<Output = Result<Choice<S>, Error>>,
+    C: Future<Output = Result<Choice<S>, Error>>,
 {
     let miss = decide().await?;
     let medians = time_cell(rounds, runs).await?;
@@ -597,7 +534,15 @@ where
     eprintln!("{what}: {miss}");
     grid.overhead
         .push((what.clone(), miss.decided_in, median(&mut cached)));
-    let n = runs.len() - 1 - usize::from(calibrated.is_some());
+    let n = runs.len() - 1;
+    let calibrated = match calibrate {
+        Some(c) => {
+            let chose = c.await?;
+            let again = time_cell(rounds, &runs[n..]).await?;
+            Some((again[0], format!("{:?}", chose.strategy)))
+        }
+        None => None,
+    };
     grid.cells.push(Cell {
         family,
         what,
@@ -608,7 +553,7 @@ where
             .collect(),
         auto_ms: medians[n],
         auto_choice: format!("{:?}", miss.strategy),
-        calibrated: calibrated.map(|c| (medians[n + 1], c)),
+        calibrated,
     });
     Ok(())
 }

@@ -9,6 +9,7 @@
 use sea_query::{IntoIden, PostgresQueryBuilder, QuotedBuilder};
 
 use crate::schema::{Ident, Table, MAX_IDENT_BYTES};
+use crate::BuiltQuery;
 
 /// `"name"`, with embedded `"` doubled (sea-query's quoting).
 pub(crate) fn quote(ident: &Ident) -> String {
@@ -151,6 +152,44 @@ pub(crate) const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 pub(crate) fn fnv1a(state: u64, bytes: &[u8]) -> u64 {
     bytes.iter().fold(state, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The suffixes of the four statement-level triggers a maintained object
+/// puts on a table: `INSERT`, `UPDATE`, `DELETE`, `TRUNCATE`.
+pub(crate) const TRIGGER_SUFFIXES: [&str; 4] = ["ins", "upd", "del", "trunc"];
+
+/// The four `CREATE OR REPLACE TRIGGER … FOR EACH STATEMENT` statements on
+/// `table` (already quoted), one per event, with transition tables named
+/// `new_rows` / `old_rows` where the event has them; `name` gives each
+/// trigger's name from its suffix ([`TRIGGER_SUFFIXES`]), `call` is what
+/// `EXECUTE FUNCTION` runs (the function and its arguments).
+pub(crate) fn statement_triggers(
+    table: &str,
+    new_rows: &Ident,
+    old_rows: &Ident,
+    name: impl Fn(&str) -> Ident,
+    call: &str,
+) -> [BuiltQuery; 4] {
+    let (new_rows, old_rows) = (quote(new_rows), quote(old_rows));
+    let events: [(&str, String); 4] = [
+        ("INSERT", format!(" REFERENCING NEW TABLE AS {new_rows}")),
+        (
+            "UPDATE",
+            format!(" REFERENCING OLD TABLE AS {old_rows} NEW TABLE AS {new_rows}"),
+        ),
+        ("DELETE", format!(" REFERENCING OLD TABLE AS {old_rows}")),
+        ("TRUNCATE", String::new()),
+    ];
+    let mut i = 0;
+    events.map(|(event, referencing)| {
+        let suffix = TRIGGER_SUFFIXES[i];
+        i += 1;
+        BuiltQuery::generated(format!(
+            "CREATE OR REPLACE TRIGGER {} AFTER {event} ON {table}{referencing} \
+             FOR EACH STATEMENT EXECUTE FUNCTION {call}",
+            quote(&name(suffix)),
+        ))
     })
 }
 

@@ -31,7 +31,7 @@ const FRESH_STATUS: &str = "pgp_status";
 const CHANGED: &str = "pgp_changed";
 const LOCKED: &str = "pgp_locked";
 /// Trigger name suffixes, one per event.
-const TRIGGER_SUFFIXES: [&str; 4] = ["ins", "upd", "del", "trunc"];
+use crate::ddl::TRIGGER_SUFFIXES;
 /// Output column of the drift check: the status stored on the entity.
 pub const DRIFT_STORED: &str = "stored_status";
 
@@ -560,37 +560,14 @@ END
     #[must_use]
     pub fn triggers(&self) -> Vec<BuiltQuery> {
         let n = &self.names;
-        let (new_rows, old_rows) = (quote(&n.new_rows), quote(&n.old_rows));
-        let events: [(&str, &str, String); 4] = [
-            (
-                "ins",
-                "INSERT",
-                format!(" REFERENCING NEW TABLE AS {new_rows}"),
-            ),
-            (
-                "upd",
-                "UPDATE",
-                format!(" REFERENCING OLD TABLE AS {old_rows} NEW TABLE AS {new_rows}"),
-            ),
-            (
-                "del",
-                "DELETE",
-                format!(" REFERENCING OLD TABLE AS {old_rows}"),
-            ),
-            ("trunc", "TRUNCATE", String::new()),
-        ];
-        events
-            .iter()
-            .map(|(suffix, event, referencing)| {
-                BuiltQuery::generated(format!(
-                    "CREATE OR REPLACE TRIGGER {} AFTER {event} ON {}{referencing} \
-                     FOR EACH STATEMENT EXECUTE FUNCTION {}()",
-                    quote(&self.trigger_name(suffix)),
-                    quote_table(&self.history),
-                    quote_beside(&self.entity, &self.name),
-                ))
-            })
-            .collect()
+        crate::ddl::statement_triggers(
+            &quote_table(&self.history),
+            &n.new_rows,
+            &n.old_rows,
+            |suffix| self.trigger_name(suffix),
+            &format!("{}()", quote_beside(&self.entity, &self.name)),
+        )
+        .into()
     }
 
     /// The trigger names, one per event (`INSERT`, `UPDATE`, `DELETE`,

@@ -31,7 +31,7 @@ pub const TRACK_STORED: &str = "stored_at";
 pub const TRACK_FRESH: &str = "fresh_at";
 
 /// Trigger name suffixes, one per event.
-const TRIGGER_SUFFIXES: [&str; 4] = ["ins", "upd", "del", "trunc"];
+use crate::ddl::TRIGGER_SUFFIXES;
 /// Slots of the stamp table per hop depth (a power of two): join points
 /// hash into them.
 const STAMP_SLOTS: i64 = 8192;
@@ -1167,36 +1167,15 @@ END
     #[must_use]
     pub fn triggers(&self) -> Vec<BuiltQuery> {
         let n = &self.names;
-        let (new_rows, old_rows) = (quote(&n.new_rows), quote(&n.old_rows));
         let mut out = Vec::new();
         for (ti, table) in self.tables.iter().enumerate() {
-            let events: [(&str, &str, String); 4] = [
-                (
-                    "ins",
-                    "INSERT",
-                    format!(" REFERENCING NEW TABLE AS {new_rows}"),
-                ),
-                (
-                    "upd",
-                    "UPDATE",
-                    format!(" REFERENCING OLD TABLE AS {old_rows} NEW TABLE AS {new_rows}"),
-                ),
-                (
-                    "del",
-                    "DELETE",
-                    format!(" REFERENCING OLD TABLE AS {old_rows}"),
-                ),
-                ("trunc", "TRUNCATE", String::new()),
-            ];
-            for (suffix, event, referencing) in events {
-                out.push(BuiltQuery::generated(format!(
-                    "CREATE OR REPLACE TRIGGER {} AFTER {event} ON {}{referencing} \
-                     FOR EACH STATEMENT EXECUTE FUNCTION {}('{ti}')",
-                    quote(&self.trigger_name(suffix)),
-                    quote_table(table),
-                    self.signature_name(),
-                )));
-            }
+            out.extend(crate::ddl::statement_triggers(
+                &quote_table(table),
+                &n.new_rows,
+                &n.old_rows,
+                |suffix| self.trigger_name(suffix),
+                &format!("{}('{ti}')", self.signature_name()),
+            ));
         }
         out
     }

@@ -15,7 +15,7 @@ use crate::types::SqlType;
 use crate::{BuiltQuery, Error, Executor, Result, RowRead, Transactional};
 
 /// Trigger name suffixes, one per event.
-const TRIGGER_SUFFIXES: [&str; 4] = ["ins", "upd", "del", "trunc"];
+use crate::ddl::TRIGGER_SUFFIXES;
 
 /// `EXECUTE '<statement>';`: planned on each call, for the transition
 /// table at hand (a static statement would keep the plan of its first
@@ -460,37 +460,14 @@ END
 
     fn triggers(&self, kept: &[Kept]) -> Vec<BuiltQuery> {
         let n = self.names(kept);
-        let (new_rows, old_rows) = (quote(&n.new_rows), quote(&n.old_rows));
-        let events: [(&str, &str, String); 4] = [
-            (
-                "ins",
-                "INSERT",
-                format!(" REFERENCING NEW TABLE AS {new_rows}"),
-            ),
-            (
-                "upd",
-                "UPDATE",
-                format!(" REFERENCING OLD TABLE AS {old_rows} NEW TABLE AS {new_rows}"),
-            ),
-            (
-                "del",
-                "DELETE",
-                format!(" REFERENCING OLD TABLE AS {old_rows}"),
-            ),
-            ("trunc", "TRUNCATE", String::new()),
-        ];
-        events
-            .into_iter()
-            .map(|(suffix, event, referencing)| {
-                BuiltQuery::generated(format!(
-                    "CREATE OR REPLACE TRIGGER {} AFTER {event} ON {}{referencing} \
-                     FOR EACH STATEMENT EXECUTE FUNCTION {}",
-                    quote(&self.trigger_name(suffix)),
-                    quote_table(&self.base),
-                    self.signature(),
-                ))
-            })
-            .collect()
+        crate::ddl::statement_triggers(
+            &quote_table(&self.base),
+            &n.new_rows,
+            &n.old_rows,
+            |suffix| self.trigger_name(suffix),
+            &self.signature(),
+        )
+        .into()
     }
 
     /// The guard, the summary table, its index, the trigger function (with
