@@ -930,21 +930,33 @@ impl StrategyCache {
         }
     }
 
-    fn lookup<S: StrategyName>(&self, key: &Digest) -> Option<Choice<S>> {
+    /// Reads the decision kept under `key` while it holds (within the time
+    /// to live, or pinned): `read` gets it and its age.
+    fn with_decision<T>(
+        &self,
+        key: &Digest,
+        read: impl FnOnce(&Decision, Duration) -> Option<T>,
+    ) -> Option<T> {
         let inner = self.lock();
         let d = inner.decisions.get(key)?;
         let age = d.at.elapsed();
         if age > self.ttl && d.pinned.is_none() {
             return None;
         }
-        let mut hit = match d.choice.downcast_ref::<Choice<S>>() {
-            Some(c) => c.clone(),
-            // Imported: made of the exported text.
-            None => d.pinned.as_ref()?.to_choice::<S>()?,
-        };
-        hit.cached = true;
-        hit.age = age;
-        Some(hit)
+        read(d, age)
+    }
+
+    fn lookup<S: StrategyName>(&self, key: &Digest) -> Option<Choice<S>> {
+        self.with_decision(key, |d, age| {
+            let mut hit = match d.choice.downcast_ref::<Choice<S>>() {
+                Some(c) => c.clone(),
+                // Imported: made of the exported text.
+                None => d.pinned.as_ref()?.to_choice::<S>()?,
+            };
+            hit.cached = true;
+            hit.age = age;
+            Some(hit)
+        })
     }
 
     fn store<S: StrategyName>(&self, key: Digest, choice: &Choice<S>, pinned: Option<Pinned>) {
@@ -1124,7 +1136,11 @@ impl StrategyCache {
     /// checks the catalog.
     pub(crate) fn peek<S: StrategyName>(&self, recall: &Recall) -> Option<S> {
         let (key, _) = recall.remembered.as_ref()?;
-        Some(self.lookup::<S>(key)?.strategy)
+        // The strategy alone: a run verb's hot path clones no `Choice`.
+        self.with_decision(key, |d, _| match d.choice.downcast_ref::<Choice<S>>() {
+            Some(c) => Some(c.strategy),
+            None => S::from_name(&d.pinned.as_ref()?.strategy),
+        })
     }
 
     /// The decision key of a query on the table `table_oid` (the same SQL

@@ -709,17 +709,18 @@ impl<K: SqlType> SinceQuery<K> {
         run_blocking(db, async |db| self.resolve(db, shape).await)
     }
 
-    /// `Auto` for a query decided before (`reference`, in `shape`), in one
-    /// round trip: `run` on the remembered strategy, pipelined with the
-    /// catalog check that confirms it (see
-    /// [`speculate`](crate::choice::speculate)). `None` when not decided
-    /// before, the decision is `Tracked` (run only after the check says its
-    /// column is maintained), or the catalog changed: resolve then.
+    /// `Auto` for a query decided before (the query `reference` builds, in
+    /// `shape`), in one round trip: `run` on the remembered strategy,
+    /// pipelined with the catalog check that confirms it (see
+    /// [`speculate`](crate::choice::speculate)). `None` for a strategy other
+    /// than `Auto`, a query not decided before, a `Tracked` decision (run
+    /// only after the check says its column is maintained), or a changed
+    /// catalog: resolve then.
     pub(crate) async fn run_remembered<E, T, R>(
         &self,
         db: &E,
         shape: Shape,
-        reference: &BuiltQuery,
+        reference: impl FnOnce() -> Result<BuiltQuery>,
         run: impl FnOnce(SinceQuery<K>) -> R,
     ) -> Option<Result<T>>
     where
@@ -729,8 +730,12 @@ impl<K: SqlType> SinceQuery<K> {
         if self.strategy != SinceStrategy::Auto {
             return None;
         }
+        let reference = match self.check().and_then(|()| reference()) {
+            Ok(q) => q,
+            Err(e) => return Some(Err(e)),
+        };
         let cache = StrategyCache::global();
-        let recall = cache.recall("since", shape, reference);
+        let recall = cache.recall("since", shape, &reference);
         let checked = async { Ok(self.catalog(db).await?.0) };
         let trusted = |s| s != SinceStrategy::Tracked;
         let remembered = |s| run(self.clone().strategy(s));
@@ -776,15 +781,12 @@ impl<K: SqlType> SinceQuery<K> {
         let count = |q: SinceQuery<K>| async move {
             db.one_row(&q.count_built()).await?.try_get(0usize.into())
         };
-        if self.strategy == SinceStrategy::Auto {
-            self.check()?;
-            let reference = self.shape_query(SinceStrategy::UnionIn, Shape::Count)?;
-            if let Some(out) = self
-                .run_remembered(db, Shape::Count, &reference, count)
-                .await
-            {
-                return out;
-            }
+        let reference = || self.shape_query(SinceStrategy::UnionIn, Shape::Count);
+        if let Some(out) = self
+            .run_remembered(db, Shape::Count, reference, count)
+            .await
+        {
+            return out;
         }
         count(self.resolve(db, Shape::Count).await?).await
     }

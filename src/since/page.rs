@@ -178,14 +178,7 @@ impl<K: SqlType> SinceQuery<K> {
                 .strategy(SinceStrategy::UnionIn)
                 .page_query(req)
         };
-        let remembered = match self.chosen_strategy() {
-            SinceStrategy::Auto => {
-                self.run_remembered(e, shape, &reference()?, page_rows)
-                    .await
-            }
-            _ => None,
-        };
-        let rows = match remembered {
+        let rows = match self.run_remembered(e, shape, reference, page_rows).await {
             Some(rows) => rows?,
             None => page_rows(self.resolve_page(e, req).await?).await?,
         };
