@@ -225,6 +225,17 @@ pub(crate) fn is_distinct_from(a: Expr, b: Expr) -> Expr {
     Expr::cust_with_exprs("$1 IS DISTINCT FROM $2", [a, b])
 }
 
+/// A condition that is always true and keeps PostgreSQL from planning the
+/// statement with parallel workers: `pg_current_xact_id_if_assigned()` is
+/// parallel-unsafe, and the planner decides whether a statement may run in
+/// parallel from every function it mentions, before it simplifies
+/// `… OR TRUE` away (so nothing is evaluated per row). For statements that
+/// look up a few thousand rows by key, where starting workers costs more
+/// than they save.
+pub(crate) fn serial_only() -> Expr {
+    Expr::cust("(pg_current_xact_id_if_assigned() IS NULL OR TRUE)")
+}
+
 fn contains_nul(v: &Value) -> bool {
     match v {
         Value::String(Some(s)) => s.contains('\0'),

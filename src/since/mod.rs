@@ -75,7 +75,9 @@ pub enum SinceStrategy {
     /// under `OR` becomes a *SubPlan*, hashed only while the changed set fits
     /// in `work_mem`; past that (≈ 300 k changed rows at the 4 MB default)
     /// it rescans the set for every root and takes minutes. `SemiJoin` has
-    /// no such cliff.
+    /// no such cliff. It runs without parallel workers (its statement is
+    /// marked parallel-unsafe): for the narrow windows it serves, starting
+    /// them costs more than the lookup.
     SemiJoin,
     /// `SELECT root.* FROM root LEFT JOIN …` every path (shared prefixes
     /// joined once) `WHERE root.change >= $s OR t1.change >= $s …`, made
@@ -328,10 +330,15 @@ impl<K: SqlType> SinceQuery<K> {
                     .root
                     .with_alias(Ident::new(&alias).unwrap_or_else(|_| Ident::fixed(ROOT_ALIAS)));
                 let mut union = Query::select();
+                // Serial: the union finds the changed keys through their
+                // indexes, a few thousand rows where `Auto` picks it; two
+                // workers took twice as long to start as the whole lookup
+                // (100 k moves, 1 day: 31–47 ms in parallel, 13–23 ms not).
                 union
                     .column(g.key.of(&r).col_ref())
                     .from(r.table_ref())
-                    .and_where(g.root_change.of(&r).changed_since(since));
+                    .and_where(g.root_change.of(&r).changed_since(since))
+                    .and_where(crate::query::serial_only());
                 for p in paths {
                     let first = &p.hops[0];
                     let mut sub = Query::select();

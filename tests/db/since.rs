@@ -1001,3 +1001,56 @@ async fn seeded_moves_agree_with_the_seed_queries() {
         assert!(changes.iter().all(|c| c.newest >= at && c.newest <= now));
     }
 }
+
+/// `SemiJoin` looks up a few changed keys; it is planned without parallel
+/// workers even where the planner would start them for the same lookup
+/// written as the other strategies (parallel made free here, so it would).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn semi_join_is_planned_without_parallel_workers() {
+    use pgpatterns::explain::explain;
+    use pgpatterns::seed::moves::MovesSeed;
+    let schema = schema().await;
+    let client = client(&schema).await;
+    let now = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
+    let seed = MovesSeed::new(2000).now(now);
+    seed.run(&client, |_| {}).await.unwrap();
+    client
+        .batch_execute(
+            "SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0;
+             SET min_parallel_table_scan_size = 0; SET min_parallel_index_scan_size = 0;
+             SET max_parallel_workers_per_gather = 2; SET enable_indexscan = off;
+             SET enable_bitmapscan = off",
+        )
+        .await
+        .unwrap();
+    let graph = seed.tables().seed_graph();
+    let at = now - Duration::days(30);
+    let gathers = |plan: &pgpatterns::explain::Plan| {
+        plan.nodes()
+            .iter()
+            .filter(|n| n.node_type.starts_with("Gather"))
+            .count()
+    };
+    let union_in = graph.since(at).strategy(SinceStrategy::UnionIn);
+    let plan = explain(&client, &union_in.count_query().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        gathers(&plan) > 0,
+        "the setup must tempt the planner: {}",
+        plan.json()
+    );
+    let semi = graph.since(at).strategy(SinceStrategy::SemiJoin);
+    for q in [
+        semi.count_query().unwrap(),
+        semi.page_query(&PageRequest::new(20)).unwrap(),
+    ] {
+        let plan = explain(&client, &q).await.unwrap();
+        assert_eq!(gathers(&plan), 0, "{}", plan.json());
+    }
+    // and the answer is still the other strategies' answer
+    let n: Vec<(i64,)> = fetch(&client, &semi.count_query().unwrap()).await;
+    let m: Vec<(i64,)> = fetch(&client, &union_in.count_query().unwrap()).await;
+    assert_eq!(n, m);
+    assert!(n[0].0 > 0);
+}
