@@ -14,10 +14,12 @@
 //! `Auto` is timed the way a caller runs it — decision (cached after the
 //! first call) plus query — and its ratio to the cell's best strategy is
 //! printed, with the decision's cost on a cache miss and once cached. So is
-//! calibrated `Auto`: after the cell is timed, `calibrate` measures the
+//! calibrated `Auto`: before the cell is timed, `calibrate` measures the
 //! candidates on a second connection (`--calibration-rounds` rounds) and
-//! pins the winner in the global cache, as a caller's start-up job would,
-//! and `Auto` is timed again the same way.
+//! pins the winner in a cache of its own (the rule-based `Auto` keeps
+//! deciding by its rules in the global one); a calibrated `Auto` runs the
+//! SQL of the strategy it pinned, after the same cached decision, so its
+//! time is that strategy's median in the same interleaved rounds.
 //! `--work-mem` sets the session's `work_mem` for every connection, since
 //! several winners depend on what fits in memory.
 //!
@@ -238,6 +240,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(c) = &calib {
         c.check()?;
     }
+    // Calibrated decisions live here, apart from the rule-based ones.
+    let cal_cache = StrategyCache::new(Duration::from_secs(3600));
     let db = TestDb::start()?;
     let mut grid = Grid::default();
     if want("latest") {
@@ -250,6 +254,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut cal_client = connect(&schema, &args).await?;
             // Same SQL, another schema: decisions must not carry over.
             StrategyCache::global().clear();
+            cal_cache.clear();
             let b = bar(orders as u64, "orders")?;
             let report = OrdersSeed::new(orders)
                 .drafts(drafts)
@@ -272,6 +277,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         .await?;
                     // Decisions are cached per table; after DDL, forget them.
                     StrategyCache::global().clear();
+                    cal_cache.clear();
                 }
                 let shop = OrdersTables::default();
                 let spec = shop.latest().status_eq("Complete");
@@ -311,8 +317,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     }
                     let auto = spec.clone().strategy(LatestStrategy::Auto);
                     let calibrate = calib.as_ref().map(|c| {
-                        let (auto, cal_client) = (&auto, &mut cal_client);
-                        async move { auto.calibrate(cal_client, shape, c).await }
+                        let (auto, cal_client, cal_cache) = (&auto, &mut cal_client, &cal_cache);
+                        async move { auto.calibrate_with(cal_cache, cal_client, shape, c).await }
                     });
                     measure(
                         &mut grid,
@@ -391,8 +397,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 let auto = graph.since(at).strategy(SinceStrategy::Auto);
                 let calibrate = calib.as_ref().map(|c| {
-                    let (auto, cal_client) = (&auto, &mut cal_client);
-                    async move { auto.calibrate(cal_client, shape, c).await }
+                    let (auto, cal_client, cal_cache) = (&auto, &mut cal_client, &cal_cache);
+                    async move { auto.calibrate_with(cal_cache, cal_client, shape, c).await }
                 });
                 measure(
                     &mut grid,
@@ -412,6 +418,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let client = connect(&schema, &args).await?;
         let mut cal_client = connect(&schema, &args).await?;
         StrategyCache::global().clear();
+        cal_cache.clear();
         let b = bar(args.sales as u64, "sales")?;
         let seed = SalesSeed::new(args.sales);
         seed.run(&client, |p| {
@@ -454,8 +461,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             let auto = dashboard.clone().strategy(RollupStrategy::Auto);
             let calibrate = calib.as_ref().map(|c| {
-                let (auto, cal_client) = (&auto, &mut cal_client);
-                async move { auto.calibrate(cal_client, c).await }
+                let (auto, cal_client, cal_cache) = (&auto, &mut cal_client, &cal_cache);
+                async move { auto.calibrate_with(cal_cache, cal_client, c).await }
             });
             measure(
                 &mut grid,
@@ -505,9 +512,9 @@ struct Grid {
 
 /// Measures one cell: Auto's decision on a cache miss, then every
 /// contender (Auto last) in interleaved rounds, then the median of 20
-/// cached decisions; then, with `calibrate`, calibrates `Auto` (into the
-/// global cache, as a caller would) and times the Auto contender again
-/// for as many rounds; records the cell and the overhead.
+/// cached decisions; with `calibrate`, first calibrates `Auto` into a cache
+/// of its own and reads the calibrated time off the pinned strategy's
+/// median; records the cell and the overhead.
 async fn measure<S, F, Fut, C>(
     grid: &mut Grid,
     rounds: usize,
@@ -523,6 +530,12 @@ where
     Fut: Future<Output = Result<Choice<S>, Error>>,
     C: Future<Output = Result<Choice<S>, Error>>,
 {
+    // Calibrate first, into its own cache: the timed rounds below then
+    // run on the same warm data for every contender.
+    let chose = match calibrate {
+        Some(c) => Some(format!("{:?}", c.await?.strategy)),
+        None => None,
+    };
     let miss = decide().await?;
     let medians = time_cell(rounds, runs).await?;
     let mut cached = Vec::new();
@@ -535,14 +548,14 @@ where
     grid.overhead
         .push((what.clone(), miss.decided_in, median(&mut cached)));
     let n = runs.len() - 1;
-    let calibrated = match calibrate {
-        Some(c) => {
-            let chose = c.await?;
-            let again = time_cell(rounds, &runs[n..]).await?;
-            Some((again[0], format!("{:?}", chose.strategy)))
-        }
-        None => None,
-    };
+    let calibrated = chose.map(|chose| {
+        let ms = runs[..n]
+            .iter()
+            .zip(&medians)
+            .find(|((name, _), _)| *name == chose)
+            .and_then(|(_, m)| *m);
+        (ms, chose)
+    });
     grid.cells.push(Cell {
         family,
         what,
