@@ -21,7 +21,9 @@ use sea_query::{Alias, Expr, Query};
 
 use super::{Base, Rollup, RollupStrategy};
 use crate::calibrate::{calibrate, Calibration, Target};
-use crate::choice::{catalog_state, Catalog, Choice, Estimate, Shape, Statistic, StrategyCache};
+use crate::choice::{
+    catalog_state, speculate, Catalog, Choice, Estimate, Shape, Statistic, StrategyCache,
+};
 use crate::ddl::quote_table;
 use crate::exec::{
     run_blocking, run_blocking_mut, BlockingExecutor, Executor, RowRead, Transactional,
@@ -462,6 +464,49 @@ impl Rollup {
         C::Row: Send,
     {
         run_blocking_mut(db, async |db| self.calibrate(db, calibration).await)
+    }
+
+    /// `Auto` for a report decided before, in one round trip: `run` on the
+    /// remembered strategy, pipelined with the catalog check that confirms
+    /// it (see [`speculate`](crate::choice::speculate)). `None` for a
+    /// strategy other than `Auto`, a report whose strategy is fixed by its
+    /// metrics (decided without SQL), a report not decided before, or a
+    /// changed catalog: resolve then.
+    pub(super) async fn run_remembered<E, T, R>(
+        &self,
+        db: &E,
+        run: impl FnOnce(Rollup) -> R,
+    ) -> Option<Result<T>>
+    where
+        E: Executor,
+        R: std::future::Future<Output = Result<T>>,
+    {
+        if self.strategy != RollupStrategy::Auto {
+            return None;
+        }
+        if let Err(e) = self.check() {
+            return Some(Err(e));
+        }
+        if self.fixed_reason().is_some() {
+            return None;
+        }
+        let cache = StrategyCache::global();
+        let recall = cache.recall("rollup", Shape::All, &self.reference());
+        let checked = async {
+            let row = match self.state_query() {
+                Some(q) => Some(db.one_row(&q).await?),
+                None => None,
+            };
+            Ok(Self::read_state(row)?.1)
+        };
+        speculate(
+            cache,
+            &recall,
+            |_| true,
+            checked,
+            |s| run(self.with_strategy(s)),
+        )
+        .await
     }
 
     /// This report with `Auto` replaced by the strategy it chooses (other

@@ -856,7 +856,11 @@ impl Rollup {
     /// As [`check`](Self::check), before anything is sent; the executor's
     /// errors, and [`Error::Decode`].
     pub async fn fetch_all<E: Executor>(&self, e: &E) -> Result<Vec<RollupRow>> {
-        let rows = e.rows(&self.resolve(e).await?.built()).await?;
+        let run = |r: Rollup| async move { e.rows(&r.built()).await };
+        let rows = match self.run_remembered(e, run).await {
+            Some(rows) => rows?,
+            None => run(self.resolve(e).await?).await?,
+        };
         rows.iter().map(|r| self.decode(r)).collect()
     }
 

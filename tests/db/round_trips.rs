@@ -290,3 +290,48 @@ async fn auto_runs_a_remembered_decision_without_an_extra_round_trip() {
     assert_eq!(spec.count(&client).await.expect("count"), expected);
     assert_eq!(proxy.take(), one_unnamed_round_trip());
 }
+
+/// The same for a report: a rollup decided before runs in one round trip
+/// while the decision is fresh, and with its catalog check pipelined after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_runs_a_remembered_report_without_an_extra_round_trip() {
+    use pgpatterns::seed::sales::SalesSeed;
+    use pgpatterns::{RollupStrategy, StrategyCache};
+
+    let schema = schema().await;
+    let setup = schema.connect().await.expect("connect");
+    let seed = SalesSeed::new(2000)
+        .prefix("remembered_rt_")
+        .expect("prefix");
+    seed.run(&setup, |_| {}).await.expect("seed");
+    // decomposable metrics: decided from the database, not fixed
+    let report = seed
+        .tables()
+        .dashboard(false)
+        .strategy(RollupStrategy::Auto);
+    let proxy = Proxy::start(&schema.config()).await;
+    let client = proxy.connect().await;
+    let expected = report
+        .clone()
+        .strategy(RollupStrategy::GroupingSets)
+        .fetch_all(&client)
+        .await
+        .expect("rows");
+    assert!(!expected.is_empty());
+
+    assert_eq!(report.fetch_all(&client).await.expect("rows"), expected);
+    let deciding = proxy.take();
+    assert!(deciding.round_trips >= 2, "{deciding:?}");
+
+    assert_eq!(report.fetch_all(&client).await.expect("rows"), expected);
+    assert_eq!(proxy.take(), one_unnamed_round_trip());
+
+    let recheck = StrategyCache::global().recheck();
+    tokio::time::sleep(recheck + std::time::Duration::from_millis(50)).await;
+    assert_eq!(report.fetch_all(&client).await.expect("rows"), expected);
+    let checked = proxy.take();
+    assert_eq!(checked.sent, "PBDESPBDES", "{checked:?}");
+
+    assert_eq!(report.fetch_all(&client).await.expect("rows"), expected);
+    assert_eq!(proxy.take(), one_unnamed_round_trip());
+}
