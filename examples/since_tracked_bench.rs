@@ -13,7 +13,19 @@
 //!   time; and the latency of one-row updates of service items
 //!   (`--singles` per connection over `--connections` connections, p50
 //!   and p99);
-//! - the install and the batched backfill of the column.
+//! - the install and the batched backfill of the column;
+//! - with `--side-table-probe`, instead of the above after the backfill: the
+//!   same values kept in a narrow side table `(root key PRIMARY KEY,
+//!   changed_at)` indexed on `(changed_at, key)`, in plain SQL without
+//!   triggers (`session_replication_role = replica`, each write rolled
+//!   back, then `VACUUM`): the root writes the bulk writes need (the moves
+//!   they reach, all set to the current time) as an `UPDATE` of the
+//!   column, the trigger's lock-then-update of the column, an upsert and an
+//!   `UPDATE … FROM` of the side table, locks on the roots plus the upsert,
+//!   and the locks alone; then the reads `Tracked` needs, from the column
+//!   and from the side table (count with and without the root filters,
+//!   first page by key and by change time). Medians and ranges of
+//!   `--write-reps` and `--reps` interleaved rounds.
 //!
 //! ```text
 //! cargo run --release --example since_tracked_bench --features testdb,seed -- --moves 1000000
@@ -64,6 +76,10 @@ struct Args {
     /// minutes).
     #[arg(long, default_value = "64MB")]
     work_mem: String,
+    /// Compare the column with a side table in plain SQL (see the module
+    /// docs) instead of the writes with triggers and the strategy reads.
+    #[arg(long)]
+    side_table_probe: bool,
     /// Unlogged tables (the seeder's default; faster to load, but a commit
     /// then writes no WAL, which hides what a logged table pays anyway).
     #[arg(long)]
@@ -269,6 +285,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         track.drift_count(&client).await?
     );
 
+    if args.side_table_probe {
+        return side_table_probe(&mut client, &args, now).await;
+    }
+
     // Writes with the triggers disabled and enabled in turn, after one
     // small warm-up write each (plans cached as in a long-lived session).
     let writes: [(&str, &'static str, i64); 3] = [
@@ -429,6 +449,215 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 shown(medians[1], t),
                 shown(best, t),
                 candidates[best_i].0
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The side table of the probe (the schema is the bench's own).
+const SIDE: &str = "since_probe_side";
+/// The root filters of the moves graph, as the `Tracked` query has them.
+const ROOT_FILTER: &str = "moves.show = TRUE AND moves.available_to_prime_at IS NOT NULL";
+
+/// Timings as `median (min–max)` with `decimals` decimals.
+fn spread(v: &[f64], decimals: usize) -> String {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let (m, lo, hi) = (s[s.len() / 2], s[0], s[s.len() - 1]);
+    format!("{m:.decimals$} ({lo:.decimals$}–{hi:.decimals$})")
+}
+
+/// The tracked column against a narrow side table holding the same values,
+/// in plain SQL: the root writes of the bulk writes, then the reads.
+async fn side_table_probe(
+    client: &mut tokio_postgres::Client,
+    args: &Args,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {SIDE} (root_id int8 PRIMARY KEY, changed_at timestamptz NOT NULL);
+             INSERT INTO {SIDE} SELECT id, changed_at FROM moves WHERE changed_at IS NOT NULL ORDER BY id;
+             CREATE INDEX ON {SIDE} (changed_at, root_id)"
+        ))
+        .await?;
+    client
+        .batch_execute(&format!("VACUUM ANALYZE {SIDE}, moves"))
+        .await?;
+    // The moves each bulk write reaches (as in BULK_ITEMS / BULK_SHIPMENTS
+    // and BULK_ADDRESSES), with the value they get.
+    client
+        .execute(
+            "CREATE TABLE since_probe_bulk AS SELECT DISTINCT 1 + (hashint8(g) & 2147483647) % $1::int8 AS k, \
+             $2::timestamptz AS v FROM generate_series(1, $3::int8) AS g",
+            &[&args.moves, &now, &args.bulk],
+        )
+        .await?;
+    client
+        .execute(
+            "CREATE TABLE since_probe_addresses AS SELECT DISTINCT 1 + (g * 7919) % $1::int8 AS k, \
+             $2::timestamptz AS v FROM generate_series(1, $3::int8) AS g",
+            &[&args.moves, &now, &args.updates],
+        )
+        .await?;
+    client
+        .batch_execute("ANALYZE since_probe_bulk, since_probe_addresses")
+        .await?;
+    let lock = "SELECT count(*) FROM (SELECT id FROM moves WHERE id IN (SELECT k FROM {a}) \
+                ORDER BY id FOR NO KEY UPDATE) AS l";
+    let upsert = format!(
+        "INSERT INTO {SIDE} AS s (root_id, changed_at) SELECT k, v FROM {{a}} ORDER BY k \
+         ON CONFLICT (root_id) DO UPDATE SET changed_at = EXCLUDED.changed_at \
+         WHERE s.changed_at IS DISTINCT FROM EXCLUDED.changed_at"
+    );
+    let writes: Vec<(&str, Vec<String>)> = vec![
+        (
+            "`UPDATE moves SET changed_at`",
+            vec!["UPDATE moves AS m SET changed_at = a.v FROM {a} AS a \
+                  WHERE m.id = a.k AND m.changed_at IS DISTINCT FROM a.v"
+                .to_owned()],
+        ),
+        (
+            "lock the moves in key order, then update the column (the trigger's shape)",
+            vec![
+                "WITH l AS MATERIALIZED (SELECT m.id, m.changed_at AS old, a.v FROM {a} AS a \
+                  JOIN moves AS m ON m.id = a.k ORDER BY m.id FOR NO KEY UPDATE OF m) \
+                  UPDATE moves AS t SET changed_at = l.v FROM l \
+                  WHERE t.id = l.id AND l.old IS DISTINCT FROM l.v"
+                    .to_owned(),
+            ],
+        ),
+        ("upsert into the side table", vec![upsert.clone()]),
+        (
+            "`UPDATE side … FROM`",
+            vec![format!(
+                "UPDATE {SIDE} AS s SET changed_at = a.v FROM {{a}} AS a \
+                 WHERE s.root_id = a.k AND s.changed_at IS DISTINCT FROM a.v"
+            )],
+        ),
+        (
+            "lock the moves in key order, then upsert into the side table",
+            vec![lock.to_owned(), upsert],
+        ),
+        ("lock the moves alone", vec![lock.to_owned()]),
+    ];
+    let sets = [
+        (
+            "since_probe_bulk",
+            "bulk insert (shipments or service items)",
+        ),
+        ("since_probe_addresses", "address update"),
+    ];
+    let mut times = vec![vec![Vec::new(); writes.len()]; sets.len()];
+    for rep in 0..args.write_reps {
+        for (si, (set, _)) in sets.iter().enumerate() {
+            let mut order: Vec<usize> = (0..writes.len()).collect();
+            if rep % 2 == 1 {
+                order.reverse();
+            }
+            for wi in order {
+                let tx = client.transaction().await?;
+                tx.batch_execute("SET LOCAL session_replication_role = replica")
+                    .await?;
+                let t = Instant::now();
+                for sql in &writes[wi].1 {
+                    tx.batch_execute(&sql.replace("{a}", set)).await?;
+                }
+                times[si][wi].push(ms(t.elapsed()));
+                tx.rollback().await?;
+                client
+                    .batch_execute(&format!("VACUUM moves, {SIDE}"))
+                    .await?;
+            }
+        }
+    }
+    let rows: Vec<i64> = {
+        let mut out = Vec::new();
+        for (set, _) in &sets {
+            let r = client
+                .query_one(&format!("SELECT count(*) FROM {set}"), &[])
+                .await?;
+            out.push(r.get(0));
+        }
+        out
+    };
+    println!(
+        "\n| root write ({} moves; ms, median (range) of {}) | {} | {} |",
+        args.moves, args.write_reps, sets[0].1, sets[1].1
+    );
+    println!("|---|---|---|");
+    println!("| moves reached | {} | {} |", rows[0], rows[1]);
+    for (wi, (name, _)) in writes.iter().enumerate() {
+        println!(
+            "| {name} | {} | {} |",
+            spread(&times[0][wi], 0),
+            spread(&times[1][wi], 0)
+        );
+    }
+
+    // Reads: the same window from the column and from the side table.
+    client
+        .execute(
+            "SELECT set_config('work_mem', $1, false)",
+            &[&args.work_mem],
+        )
+        .await?;
+    let side_in = format!("moves.id IN (SELECT root_id FROM {SIDE} WHERE changed_at >= $1)");
+    let page = |cond: &str, order: &str| {
+        format!(
+            "SELECT moves.*, moves.id, moves.updated_at FROM moves WHERE {ROOT_FILTER} AND {cond} \
+             ORDER BY {order} LIMIT 51"
+        )
+    };
+    let reads: Vec<(&str, String, String)> = vec![
+        (
+            "count, no root filter",
+            "SELECT count(*) FROM moves WHERE changed_at >= $1".to_owned(),
+            format!("SELECT count(*) FROM {SIDE} WHERE changed_at >= $1"),
+        ),
+        (
+            "count",
+            format!("SELECT count(*) FROM moves WHERE {ROOT_FILTER} AND moves.changed_at >= $1"),
+            format!("SELECT count(*) FROM moves WHERE {ROOT_FILTER} AND {side_in}"),
+        ),
+        (
+            "first page of 50 by key",
+            page("moves.changed_at >= $1", "moves.id"),
+            page(&side_in, "moves.id"),
+        ),
+        (
+            "first page of 50 by change time",
+            page("moves.changed_at >= $1", "moves.updated_at, moves.id"),
+            page(&side_in, "moves.updated_at, moves.id"),
+        ),
+    ];
+    println!(
+        "\n| read ({} moves; ms, median (range) of {}) | since | column | side table | side / column |",
+        args.moves, args.reps
+    );
+    println!("|---|---|---|---|---|");
+    for (name, column, side) in &reads {
+        for days in [1, 30, 365] {
+            let at = now - chrono::Duration::days(days);
+            let (mut c, mut s) = (Vec::new(), Vec::new());
+            for rep in 0..args.reps {
+                for first_column in [rep % 2 == 0, rep % 2 == 1] {
+                    let (sql, out) = if first_column {
+                        (column, &mut c)
+                    } else {
+                        (side, &mut s)
+                    };
+                    let t = Instant::now();
+                    client.query(sql.as_str(), &[&at]).await?;
+                    out.push(ms(t.elapsed()));
+                }
+            }
+            println!(
+                "| {name} | {days} d | {} | {} | {:.2} |",
+                spread(&c, 2),
+                spread(&s, 2),
+                median(s.clone()) / median(c.clone())
             );
         }
     }
