@@ -13,7 +13,10 @@
 //! `--timeout-ms` is cancelled and shown as `>timeout`, and not run again).
 //! `Auto` is timed the way a caller runs it — decision (cached after the
 //! first call) plus query — and its ratio to the cell's best strategy is
-//! printed, with the decision's cost on a cache miss and once cached. So is
+//! printed, with the decision's cost on a cache miss and once cached, and
+//! next to it the median of the strategy it chose over the best (the
+//! decision's quality, apart from the noise of timing `Auto` on its own
+//! samples). So is
 //! calibrated `Auto`: before the cell is timed, `calibrate` measures the
 //! candidates on a second connection (`--calibration-rounds` rounds) and
 //! pins the winner in a cache of its own (the rule-based `Auto` keeps
@@ -590,6 +593,7 @@ fn print_grid(args: &Args, cells: &[Cell], overhead: &[(String, Duration, f64)])
     );
     let mut worst: f64 = 0.0;
     let mut worst_calibrated: f64 = 0.0;
+    let mut worst_pick: f64 = 0.0;
     if let Some(w) = &args.work_mem {
         println!("work_mem {w}");
     }
@@ -609,7 +613,7 @@ fn print_grid(args: &Args, cells: &[Cell], overhead: &[(String, Duration, f64)])
         }
         let with_cal = rows.iter().any(|c| c.calibrated.is_some());
         println!(
-            "| cell | {} | Auto (chose) | Auto / best |{}",
+            "| cell | {} | Auto (chose) | Auto / best | its strategy / best |{}",
             names.join(" | "),
             if with_cal {
                 " calibrated (chose) | calibrated / best |"
@@ -618,7 +622,7 @@ fn print_grid(args: &Args, cells: &[Cell], overhead: &[(String, Duration, f64)])
             }
         );
         println!(
-            "|---|{}---|---|{}",
+            "|---|{}---|---|---|{}",
             "---|".repeat(names.len()),
             if with_cal { "---|---|" } else { "" }
         );
@@ -630,6 +634,18 @@ fn print_grid(args: &Args, cells: &[Cell], overhead: &[(String, Duration, f64)])
             };
             if ratio.is_finite() {
                 worst = worst.max(ratio);
+            }
+            // The rule's pick by that strategy's own median: the decision's
+            // quality apart from the noise of timing Auto separately.
+            let pick = c
+                .medians
+                .iter()
+                .find(|(n, _)| *n == c.auto_choice)
+                .and_then(|(_, m)| *m)
+                .zip(best)
+                .map_or(f64::NAN, |(m, (_, b))| m / b);
+            if pick.is_finite() {
+                worst_pick = worst_pick.max(pick);
             }
             let cols: Vec<String> = names
                 .iter()
@@ -655,16 +671,18 @@ fn print_grid(args: &Args, cells: &[Cell], overhead: &[(String, Duration, f64)])
                 (None, _) => String::new(),
             };
             println!(
-                "| {} | {} | {} ({}) | {:.2}× |{cal}",
+                "| {} | {} | {} ({}) | {:.2}× | {:.2}× |{cal}",
                 c.what,
                 cols.join(" | "),
                 fmt_ms(c.auto_ms),
                 c.auto_choice,
-                ratio
+                ratio,
+                pick
             );
         }
     }
     println!("\nworst Auto / best: {worst:.2}×");
+    println!("worst rule-picked strategy / best: {worst_pick:.2}×");
     if worst_calibrated > 0.0 {
         println!("worst calibrated Auto / best: {worst_calibrated:.2}×");
     }
