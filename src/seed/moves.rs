@@ -191,7 +191,10 @@ impl MovesSeed {
     /// Also keeps `moves.changed_at` (`timestamptz`) equal to the newest
     /// change time over [`full_graph`](MovesTables::full_graph), with
     /// triggers on every table ([`SinceGraph::track`]), installed after the
-    /// load, filled in one statement and indexed `(changed_at, id)`; then
+    /// load, filled in one statement (after the indexes
+    /// [`SinceStrategy::Exists`](crate::SinceStrategy::Exists) advises, on
+    /// the join columns the fill looks rows up by) and indexed
+    /// `(changed_at, id)`; then
     /// [`SinceStrategy::Tracked`](crate::SinceStrategy::Tracked) can answer
     /// and `Auto` chooses it. Default `false`.
     #[must_use]
@@ -307,6 +310,12 @@ impl MovesSeed {
             let track = graph.track()?;
             // The guard runs first: nothing foreign is replaced.
             for q in track.install_statements() {
+                db.run(&q).await?;
+            }
+            // The fill looks up each move's related rows by their join
+            // columns: index them first (else every lookup scans a table,
+            // and a million moves take hours).
+            for q in graph.index_advice(crate::SinceStrategy::Exists) {
                 db.run(&q).await?;
             }
             db.run(&track.fill_statement()).await?;
