@@ -9,7 +9,8 @@
 use sea_query::{IntoIden, PostgresQueryBuilder, QuotedBuilder};
 
 use crate::schema::{Ident, Table, MAX_IDENT_BYTES};
-use crate::BuiltQuery;
+use crate::types::SqlType;
+use crate::{BuiltQuery, Error, Executor, Result, RowRead, Transactional};
 
 /// `"name"`, with embedded `"` doubled (sea-query's quoting).
 pub(crate) fn quote(ident: &Ident) -> String {
@@ -191,6 +192,207 @@ pub(crate) fn statement_triggers(
             quote(&name(suffix)),
         ))
     })
+}
+
+/// The objects a trigger-maintained feature (a denormalized column, a
+/// tracked column, a summary) creates under derived names, and the comments
+/// ("markers") by which pgpatterns knows its own. One description gives
+/// both halves of the rule that nothing is replaced or dropped that
+/// pgpatterns did not create for this very feature:
+/// [`guard`](Self::guard), a `DO` block run first in the DDL's transaction,
+/// and [`check`](Self::check), the same test as one catalog query before
+/// anything is sent, refusing with [`Error::ObjectConflict`].
+pub(crate) struct Owned<'a> {
+    /// What the objects are kept for, in messages: "this column", …
+    pub purpose: &'a str,
+    /// The trigger function's signature (`"schema"."name"(args)`) and its
+    /// marker.
+    pub function: String,
+    pub function_marker: String,
+    /// How to pick another name (in the function conflict's reason).
+    pub rename: &'a str,
+    /// The tables (quoted) the triggers are on, and the trigger names (the
+    /// same on every table).
+    pub trigger_tables: Vec<String>,
+    pub triggers: Vec<Ident>,
+    /// Other relations (quoted), each with its marker: a stamp table, a
+    /// summary table.
+    pub relations: Vec<(String, String)>,
+    /// An index (quoted) that may only exist on the relation (quoted) next
+    /// to it.
+    pub index_on: Option<(String, String)>,
+}
+
+impl Owned<'_> {
+    /// The `DO` block that stops the transaction (SQLSTATE `42710`,
+    /// `duplicate_object`) when a name is taken by an object pgpatterns did
+    /// not create for this purpose.
+    pub(crate) fn guard(&self) -> BuiltQuery {
+        let list = |items: Vec<String>| items.join(", ");
+        let triggers = list(
+            self.triggers
+                .iter()
+                .map(|t| string_literal(t.as_str()))
+                .collect(),
+        );
+        let tables = list(
+            self.trigger_tables
+                .iter()
+                .map(|t| format!("to_regclass({})", string_literal(t)))
+                .collect(),
+        );
+        let purpose = self.purpose.replace('\'', "''");
+        let mut checks = vec![format!(
+            "  IF pgp_fn IS NOT NULL
+     AND obj_description(pgp_fn, 'pg_proc') IS DISTINCT FROM {marker} THEN
+    RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
+      MESSAGE = format('function %s already exists and was not created by pgpatterns for {purpose}', pgp_fn::regprocedure);
+  END IF;",
+            marker = string_literal(&self.function_marker),
+        )];
+        for (name, marker) in &self.relations {
+            checks.push(format!(
+                "  IF to_regclass({name}) IS NOT NULL
+     AND obj_description(to_regclass({name}), 'pg_class') IS DISTINCT FROM {marker} THEN
+    RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
+      MESSAGE = format('relation %s already exists and was not created by pgpatterns for {purpose}', to_regclass({name}));
+  END IF;",
+                name = string_literal(name),
+                marker = string_literal(marker),
+            ));
+        }
+        if let Some((index, on)) = &self.index_on {
+            checks.push(format!(
+                "  IF to_regclass({index}) IS NOT NULL AND NOT EXISTS (
+       SELECT 1 FROM pg_catalog.pg_index i
+       WHERE i.indexrelid = to_regclass({index}) AND i.indrelid = to_regclass({on})) THEN
+    RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
+      MESSAGE = format('relation %s already exists and is not the index pgpatterns makes for {purpose}', to_regclass({index}));
+  END IF;",
+                index = string_literal(index),
+                on = string_literal(on),
+            ));
+        }
+        checks.push(format!(
+            "  IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+             WHERE t.tgrelid = ANY (ARRAY[{tables}]::oid[])
+               AND t.tgname = ANY (ARRAY[{triggers}]::text[])
+               AND t.tgfoid IS DISTINCT FROM pgp_fn) THEN
+    RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
+      MESSAGE = 'a trigger named like pgpatterns'' triggers for {purpose} already exists and runs another function';
+  END IF;"
+        ));
+        let body = format!(
+            "\nDECLARE\n  pgp_fn oid := to_regprocedure({sig});\nBEGIN\n{}\nEND\n",
+            checks.join("\n"),
+            sig = string_literal(&self.function),
+        );
+        BuiltQuery::generated(format!("DO {}", dollar_quote(&body)))
+    }
+
+    /// The guard's test as one catalog query, every name bound: the first
+    /// object in the way as [`Error::ObjectConflict`].
+    pub(crate) async fn check<E: Executor>(&self, db: &E) -> Result<()> {
+        let (relations, markers): (Vec<String>, Vec<String>) =
+            self.relations.iter().cloned().unzip();
+        let (index, on) = match &self.index_on {
+            Some((i, o)) => (Some(i.clone()), Some(o.clone())),
+            None => (None, None),
+        };
+        let q = BuiltQuery::fixed_with(
+            "SELECT to_regprocedure($1::text)::text, \
+                    obj_description(to_regprocedure($1::text), 'pg_proc'), \
+                    ARRAY(SELECT format('%s on %s', t.tgname, t.tgrelid::regclass) \
+                          FROM pg_catalog.pg_trigger t \
+                          WHERE t.tgrelid IN (SELECT to_regclass(x) FROM unnest($2::text[]) AS x) \
+                            AND t.tgname = ANY ($3::text[]) \
+                            AND t.tgfoid IS DISTINCT FROM to_regprocedure($1::text) \
+                          ORDER BY 1), \
+                    ARRAY(SELECT to_regclass(r.name)::text FROM unnest($4::text[], $5::text[]) \
+                            WITH ORDINALITY AS r(name, marker, ord) \
+                          WHERE to_regclass(r.name) IS NOT NULL \
+                            AND obj_description(to_regclass(r.name), 'pg_class') IS DISTINCT FROM r.marker \
+                          ORDER BY r.ord), \
+                    ARRAY(SELECT coalesce(obj_description(to_regclass(r.name), 'pg_class'), '') \
+                          FROM unnest($4::text[], $5::text[]) WITH ORDINALITY AS r(name, marker, ord) \
+                          WHERE to_regclass(r.name) IS NOT NULL \
+                            AND obj_description(to_regclass(r.name), 'pg_class') IS DISTINCT FROM r.marker \
+                          ORDER BY r.ord), \
+                    CASE WHEN to_regclass($6::text) IS NOT NULL AND NOT EXISTS ( \
+                           SELECT 1 FROM pg_catalog.pg_index i \
+                           WHERE i.indexrelid = to_regclass($6::text) AND i.indrelid = to_regclass($7::text)) \
+                         THEN to_regclass($6::text)::text END",
+            [
+                self.function.clone().into_value(),
+                String::array_value(self.trigger_tables.clone()),
+                String::array_value(self.triggers.iter().map(|t| t.as_str().to_owned())),
+                String::array_value(relations),
+                String::array_value(markers),
+                sea_query::Value::String(index),
+                sea_query::Value::String(on),
+            ],
+        );
+        let row = db.one_row(&q).await?;
+        let function: Option<String> = row.try_get(0usize.into())?;
+        let comment: Option<String> = row.try_get(1usize.into())?;
+        let foreign: Vec<String> = row.try_get(2usize.into())?;
+        let taken: Vec<String> = row.try_get(3usize.into())?;
+        let comments: Vec<String> = row.try_get(4usize.into())?;
+        let index: Option<String> = row.try_get(5usize.into())?;
+        let purpose = self.purpose;
+        if let Some(function) = function {
+            if comment.as_deref() != Some(self.function_marker.as_str()) {
+                return Err(Error::ObjectConflict {
+                    kind: "function",
+                    name: function,
+                    reason: format!(
+                        "it was not created by pgpatterns for {purpose} (its comment is \
+                         {comment:?}); uninstall with the definition it was made for, or \
+                         choose another name with {}",
+                        self.rename
+                    ),
+                });
+            }
+        }
+        if let Some((name, comment)) = taken.into_iter().zip(comments).next() {
+            return Err(Error::ObjectConflict {
+                kind: "table",
+                name,
+                reason: format!(
+                    "it was not created by pgpatterns for {purpose} (its comment is \
+                     {comment:?}); choose another name with {}",
+                    self.rename
+                ),
+            });
+        }
+        if let Some(name) = index {
+            return Err(Error::ObjectConflict {
+                kind: "index",
+                name,
+                reason: format!("it is not the index pgpatterns makes for {purpose}"),
+            });
+        }
+        if let Some(name) = foreign.into_iter().next() {
+            return Err(Error::ObjectConflict {
+                kind: "trigger",
+                name,
+                reason: format!("it runs another function than {}", self.function),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks the names, then runs `statements` (which start with the
+    /// guard) in one transaction.
+    pub(crate) async fn run<E: Transactional>(
+        &self,
+        db: &mut E,
+        statements: &[BuiltQuery],
+    ) -> Result<()> {
+        self.check(&*db).await?;
+        db.run_in_transaction(statements).await?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -525,35 +525,21 @@ END\n",
     /// dropped that pgpatterns did not create.
     #[must_use]
     pub fn guard(&self) -> BuiltQuery {
-        let triggers: Vec<String> = TRIGGER_SUFFIXES
-            .iter()
-            .map(|s| string_literal(self.trigger_name(s).as_str()))
-            .collect();
-        let body = format!(
-            "
-DECLARE
-  pgp_fn oid := to_regprocedure({sig});
-BEGIN
-  IF pgp_fn IS NOT NULL
-     AND obj_description(pgp_fn, 'pg_proc') IS DISTINCT FROM {marker} THEN
-    RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
-      MESSAGE = format('function %s already exists and was not created by pgpatterns for this column', pgp_fn::regprocedure);
-  END IF;
-  IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
-             WHERE t.tgrelid = to_regclass({history})
-               AND t.tgname = ANY (ARRAY[{triggers}]::text[])
-               AND t.tgfoid IS DISTINCT FROM pgp_fn) THEN
-    RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
-      MESSAGE = format('a trigger named like pgpatterns'' triggers already exists on %s and runs another function', {history});
-  END IF;
-END
-",
-            sig = string_literal(&self.signature()),
-            marker = string_literal(&self.marker()),
-            history = string_literal(&quote_table(&self.history)),
-            triggers = triggers.join(", "),
-        );
-        BuiltQuery::generated(format!("DO {}", dollar_quote(&body)))
+        self.owned().guard()
+    }
+
+    /// The function, its triggers on the history table, and their markers.
+    fn owned(&self) -> crate::ddl::Owned<'static> {
+        crate::ddl::Owned {
+            purpose: "this column",
+            function: self.signature(),
+            function_marker: self.marker(),
+            rename: "Denormalize::named",
+            trigger_tables: vec![quote_table(&self.history)],
+            triggers: self.trigger_names(),
+            relations: Vec::new(),
+            index_on: None,
+        }
     }
 
     /// The four `CREATE OR REPLACE TRIGGER` statements on the history table.
@@ -620,58 +606,6 @@ END
         all
     }
 
-    /// What stands in the way of installing or uninstalling: a function of
-    /// this name that pgpatterns did not make for this column, or triggers
-    /// of these names on the history table that run another function. One
-    /// catalog query, every name bound as a parameter.
-    async fn check_names<E: Executor>(&self, db: &E) -> Result<()> {
-        let sig = self.signature();
-        let names: Vec<String> = TRIGGER_SUFFIXES
-            .iter()
-            .map(|s| self.trigger_name(s).as_str().to_owned())
-            .collect();
-        let q = BuiltQuery::fixed_with(
-            "SELECT to_regprocedure($1::text)::text, \
-                    obj_description(to_regprocedure($1::text), 'pg_proc'), \
-                    ARRAY(SELECT t.tgname::text FROM pg_catalog.pg_trigger t \
-                          WHERE t.tgrelid = to_regclass($2::text) AND t.tgname = ANY ($3::text[]) \
-                            AND t.tgfoid IS DISTINCT FROM to_regprocedure($1::text) \
-                          ORDER BY 1)",
-            [
-                sig.clone().into_value(),
-                quote_table(&self.history).into_value(),
-                String::array_value(names),
-            ],
-        );
-        let row = db.one_row(&q).await?;
-        let function: Option<String> = row.try_get(0usize.into())?;
-        let comment: Option<String> = row.try_get(1usize.into())?;
-        let foreign: Vec<String> = row.try_get(2usize.into())?;
-        if let Some(function) = function {
-            if comment.as_deref() != Some(self.marker().as_str()) {
-                return Err(Error::ObjectConflict {
-                    kind: "function",
-                    name: function,
-                    reason: format!(
-                        "it was not created by pgpatterns for this column (its comment is {comment:?}); \
-                         choose another name with Denormalize::named"
-                    ),
-                });
-            }
-        }
-        if let Some(name) = foreign.into_iter().next() {
-            return Err(Error::ObjectConflict {
-                kind: "trigger",
-                name,
-                reason: format!(
-                    "it is on {} and runs another function than {sig}",
-                    quote_table(&self.history)
-                ),
-            });
-        }
-        Ok(())
-    }
-
     /// Checks the names (see [`Error::ObjectConflict`]), then runs
     /// [`install_statements`](Self::install_statements) in one transaction.
     /// Idempotent: installing again replaces pgpatterns' own objects with
@@ -682,9 +616,7 @@ END
     /// names exists and is not this column's; the database's error
     /// otherwise. Nothing is installed then.
     pub async fn install<E: Transactional>(&self, db: &mut E) -> Result<()> {
-        self.check_names(&*db).await?;
-        db.run_in_transaction(&self.install_statements()).await?;
-        Ok(())
+        self.owned().run(db, &self.install_statements()).await
     }
 
     /// [`install`](Self::install) on a blocking client (`postgres::Client`,
@@ -708,9 +640,7 @@ END
     /// [`Error::ObjectConflict`] when the objects of these names are not
     /// this column's (nothing is dropped then); the database's error.
     pub async fn uninstall<E: Transactional>(&self, db: &mut E) -> Result<()> {
-        self.check_names(&*db).await?;
-        db.run_in_transaction(&self.uninstall_statements()).await?;
-        Ok(())
+        self.owned().run(db, &self.uninstall_statements()).await
     }
 
     /// [`uninstall`](Self::uninstall) on a blocking client (`postgres::Client`,

@@ -1118,48 +1118,22 @@ END\n",
     /// first in the same transaction as the DDL.
     #[must_use]
     pub fn guard(&self) -> BuiltQuery {
-        let triggers: Vec<String> = TRIGGER_SUFFIXES
-            .iter()
-            .map(|s| string_literal(self.trigger_name(s).as_str()))
-            .collect();
-        let tables: Vec<String> = self
-            .tables
-            .iter()
-            .map(|t| format!("to_regclass({})", string_literal(&quote_table(t))))
-            .collect();
-        let body = format!(
-            "
-DECLARE
-  pgp_fn oid := to_regprocedure({sig});
-  pgp_tb oid := to_regclass({stamps});
-BEGIN
-  IF pgp_fn IS NOT NULL
-     AND obj_description(pgp_fn, 'pg_proc') IS DISTINCT FROM {marker} THEN
-    RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
-      MESSAGE = format('function %s already exists and was not created by pgpatterns for this graph', pgp_fn::regprocedure);
-  END IF;
-  IF pgp_tb IS NOT NULL
-     AND obj_description(pgp_tb, 'pg_class') IS DISTINCT FROM {stamp_marker} THEN
-    RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
-      MESSAGE = format('table %s already exists and was not created by pgpatterns for this graph', pgp_tb::regclass);
-  END IF;
-  IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
-             WHERE t.tgrelid = ANY (ARRAY[{tables}]::oid[])
-               AND t.tgname = ANY (ARRAY[{triggers}]::text[])
-               AND t.tgfoid IS DISTINCT FROM pgp_fn) THEN
-    RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
-      MESSAGE = 'a trigger named like pgpatterns'' triggers already exists on a table of the graph and runs another function';
-  END IF;
-END
-",
-            sig = string_literal(&self.signature()),
-            stamps = string_literal(&self.stamps()),
-            marker = string_literal(&self.marker()),
-            stamp_marker = string_literal(&self.stamp_marker()),
-            tables = tables.join(", "),
-            triggers = triggers.join(", "),
-        );
-        BuiltQuery::generated(format!("DO {}", dollar_quote(&body)))
+        self.owned().guard()
+    }
+
+    /// The function, its triggers on every table, the stamp table, and
+    /// their markers.
+    fn owned(&self) -> crate::ddl::Owned<'static> {
+        crate::ddl::Owned {
+            purpose: "this graph",
+            function: self.signature(),
+            function_marker: self.marker(),
+            rename: "Track::named",
+            trigger_tables: self.tables.iter().map(quote_table).collect(),
+            triggers: self.trigger_names(),
+            relations: vec![(self.stamps(), self.stamp_marker())],
+            index_on: None,
+        }
     }
 
     /// The `CREATE OR REPLACE TRIGGER` statements: four on every table of
@@ -1247,71 +1221,6 @@ END
         all
     }
 
-    /// What stands in the way of installing or uninstalling (see
-    /// [`guard`](Self::guard)), as a typed error. One catalog query.
-    async fn check_names<E: Executor>(&self, db: &E) -> Result<()> {
-        let names: Vec<String> = self
-            .trigger_names()
-            .iter()
-            .map(|n| n.as_str().to_owned())
-            .collect();
-        let tables: Vec<String> = self.tables.iter().map(quote_table).collect();
-        let q = BuiltQuery::fixed_with(
-            "SELECT to_regprocedure($1::text)::text, \
-                    obj_description(to_regprocedure($1::text), 'pg_proc'), \
-                    ARRAY(SELECT format('%s on %s', t.tgname, t.tgrelid::regclass) FROM pg_catalog.pg_trigger t \
-                          WHERE t.tgrelid IN (SELECT to_regclass(x) FROM unnest($2::text[]) AS x) \
-                            AND t.tgname = ANY ($3::text[]) \
-                            AND t.tgfoid IS DISTINCT FROM to_regprocedure($1::text) \
-                          ORDER BY 1), \
-                    to_regclass($4::text)::text, \
-                    obj_description(to_regclass($4::text), 'pg_class')",
-            [
-                self.signature().into_value(),
-                String::array_value(tables),
-                String::array_value(names),
-                self.stamps().into_value(),
-            ],
-        );
-        let row = db.one_row(&q).await?;
-        let function: Option<String> = row.try_get(0usize.into())?;
-        let comment: Option<String> = row.try_get(1usize.into())?;
-        let foreign: Vec<String> = row.try_get(2usize.into())?;
-        let stamps: Option<String> = row.try_get(3usize.into())?;
-        let stamps_comment: Option<String> = row.try_get(4usize.into())?;
-        if let Some(function) = function {
-            if comment.as_deref() != Some(self.marker().as_str()) {
-                return Err(Error::ObjectConflict {
-                    kind: "function",
-                    name: function,
-                    reason: format!(
-                        "it was not created by pgpatterns for this graph (its comment is {comment:?}); \
-                         uninstall with the graph it was made for, or choose another name with Track::named"
-                    ),
-                });
-            }
-        }
-        if let Some(table) = stamps {
-            if stamps_comment.as_deref() != Some(self.stamp_marker().as_str()) {
-                return Err(Error::ObjectConflict {
-                    kind: "table",
-                    name: table,
-                    reason: format!(
-                        "it was not created by pgpatterns for this graph (its comment is {stamps_comment:?})"
-                    ),
-                });
-            }
-        }
-        if let Some(name) = foreign.into_iter().next() {
-            return Err(Error::ObjectConflict {
-                kind: "trigger",
-                name,
-                reason: format!("it runs another function than {}", self.signature()),
-            });
-        }
-        Ok(())
-    }
-
     /// Checks the names (see [`Error::ObjectConflict`]), then runs
     /// [`install_statements`](Self::install_statements) in one transaction.
     /// Idempotent. Run [`backfill`](Self::backfill) next.
@@ -1321,9 +1230,7 @@ END
     /// derived names exists and is not this graph's; the database's error
     /// otherwise. Nothing is installed then.
     pub async fn install<E: Transactional>(&self, db: &mut E) -> Result<()> {
-        self.check_names(&*db).await?;
-        db.run_in_transaction(&self.install_statements()).await?;
-        Ok(())
+        self.owned().run(db, &self.install_statements()).await
     }
 
     /// [`install`](Self::install) on a blocking client, from the same code.
@@ -1346,9 +1253,7 @@ END
     /// [`Error::ObjectConflict`] when the objects of these names are not
     /// this graph's (nothing is dropped then); the database's error.
     pub async fn uninstall<E: Transactional>(&self, db: &mut E) -> Result<()> {
-        self.check_names(&*db).await?;
-        db.run_in_transaction(&self.uninstall_statements()).await?;
-        Ok(())
+        self.owned().run(db, &self.uninstall_statements()).await
     }
 
     /// [`uninstall`](Self::uninstall) on a blocking client, from the same
