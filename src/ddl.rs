@@ -400,6 +400,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_owned_guard_checks_every_object_it_names() {
+        let owned = Owned {
+            purpose: "this summary",
+            function: r#""s"."f"()"#.to_owned(),
+            function_marker: "pgpatterns: f's marker".to_owned(),
+            rename: "Summary::named",
+            trigger_tables: vec![r#""s"."base""#.to_owned()],
+            triggers: vec![Ident::new("t_ins").unwrap()],
+            relations: vec![(r#""s"."sum""#.to_owned(), "pgpatterns: table".to_owned())],
+            index_on: Some((r#""s"."ix""#.to_owned(), r#""s"."sum""#.to_owned())),
+        };
+        let sql = owned.guard().sql().to_owned();
+        assert!(sql.starts_with("DO $"), "{sql}");
+        // every name and marker as a string literal, quotes doubled
+        for part in [
+            r#"to_regprocedure(E'"s"."f"()')"#,
+            "E'pgpatterns: f''s marker'",
+            r#"to_regclass(E'"s"."sum"')"#,
+            "E'pgpatterns: table'",
+            r#"i.indexrelid = to_regclass(E'"s"."ix"') AND i.indrelid = to_regclass(E'"s"."sum"')"#,
+            r#"ARRAY[to_regclass(E'"s"."base"')]::oid[]"#,
+            "ARRAY[E't_ins']::text[]",
+        ] {
+            assert!(sql.contains(part), "{part} in {sql}");
+        }
+        assert_eq!(sql.matches("ERRCODE = 'duplicate_object'").count(), 4);
+    }
+
+    #[test]
     fn quoting_doubles_quotes() {
         let t = Table::in_schema("my \"schema\"", "Orders").unwrap();
         assert_eq!(quote_table(&t), r#""my ""schema"""."Orders""#);
