@@ -42,11 +42,6 @@ struct Args {
     /// Interleaved rounds of each variant (the median is reported).
     #[arg(long, default_value_t = 5)]
     rounds: usize,
-    /// Also time the insert with the trigger forced onto its upsert path
-    /// (the function's definition with the large-statement branch never
-    /// taken), interleaved with the others: the write path's effect.
-    #[arg(long)]
-    upsert_too: bool,
 }
 
 /// New orders in the last 30 days, drawn like the generated ones.
@@ -69,12 +64,9 @@ enum Mode {
     Bare,
     ForeignKey,
     Summary,
-    /// The summary's triggers, always on the upsert path.
-    Upsert,
 }
 
-fn median(v: &[Duration]) -> Duration {
-    let mut v = v.to_vec();
+fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
 }
@@ -163,7 +155,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         assert_eq!(a, b, "the summary gives the base table's rows");
         assert_eq!(a.len(), 10);
     }
-    let (base_m, sum_m) = (median(&base_t), median(&sum_t));
+    let (base_m, sum_m) = (median(base_t), median(sum_t));
 
     // The write overhead: a bulk insert with and without the triggers,
     // interleaved; each batch is deleted again in the same mode.
@@ -184,31 +176,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // replica`, which also skips the foreign key's checks), the foreign key
     // checked but the summary's triggers disabled (`DISABLE TRIGGER USER`
     // leaves the foreign key's internal triggers on), and everything on.
-    // The trigger function as installed, and the same with the branch for
-    // large statements never taken.
-    let signature = format!(
-        "\"{}\"()",
-        summary.function_name().as_str().replace('"', "\"\"")
-    );
-    let defs: Vec<(String,)> = client
-        .rows_as(&BuiltQuery::fixed_with(
-            "SELECT pg_get_functiondef(to_regprocedure($1::text))",
-            [signature.into_value()],
-        ))
-        .await?;
-    let split_def = defs[0].0.clone();
-    let upsert_def = split_def.replace("OFFSET 999 LIMIT 1", "LIMIT 0");
-    if args.upsert_too && upsert_def == split_def {
-        return Err("the trigger function has no large-statement branch to turn off".into());
-    }
-    let mut modes = vec![Mode::Bare, Mode::ForeignKey, Mode::Summary];
-    if args.upsert_too {
-        modes.push(Mode::Upsert);
-    }
-    let (mut bare_t, mut plain_t, mut kept_t, mut upsert_t) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut bare_t, mut plain_t, mut kept_t) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.rounds.max(1) {
-        for &mode in &modes {
+        for mode in [Mode::Bare, Mode::ForeignKey, Mode::Summary] {
             let (before, after) = match mode {
                 Mode::Bare => (
                     "SET session_replication_role = replica",
@@ -219,7 +189,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     "ALTER TABLE shop_orders ENABLE TRIGGER USER",
                 ),
                 Mode::Summary => ("SELECT 1", "SELECT 1"),
-                Mode::Upsert => (upsert_def.as_str(), split_def.as_str()),
             };
             client.batch_execute(before).await?;
             let t = Instant::now();
@@ -233,7 +202,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Mode::Bare => bare_t.push(took),
                 Mode::ForeignKey => plain_t.push(took),
                 Mode::Summary => kept_t.push(took),
-                Mode::Upsert => upsert_t.push(took),
             }
         }
     }
@@ -243,7 +211,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .zip(&kept_t)
         .map(|(p, k)| k.as_secs_f64() / p.as_secs_f64())
         .collect();
-    let (bare_m, plain_m, kept_m) = (median(&bare_t), median(&plain_t), median(&kept_t));
+    let (bare_m, plain_m, kept_m) = (median(bare_t), median(plain_t), median(kept_t));
     assert_eq!(summary.drift_count(&client).await?, 0);
 
     println!(
@@ -287,31 +255,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .join(", "),
         sorted[sorted.len() / 2]
     );
-    if args.upsert_too {
-        let per_round = |num: &[Duration], den: &[Duration]| {
-            let mut r: Vec<f64> = num
-                .iter()
-                .zip(den)
-                .map(|(n, d)| n.as_secs_f64() / d.as_secs_f64())
-                .collect();
-            let shown: Vec<String> = r.iter().map(|x| format!("{x:.2}×")).collect();
-            r.sort_by(f64::total_cmp);
-            format!("{} (median {:.2}×)", shown.join(", "), r[r.len() / 2])
-        };
-        println!(
-            "summary triggers forced onto the upsert path: median {:.0} ms, {}",
-            ms(median(&upsert_t)),
-            range(&upsert_t)
-        );
-        println!(
-            "upsert path / foreign key checked, per round: {}",
-            per_round(&upsert_t, &plain_t)
-        );
-        println!(
-            "summary triggers / upsert path, per round: {}",
-            per_round(&kept_t, &upsert_t)
-        );
-    }
     Ok(())
 }
 
