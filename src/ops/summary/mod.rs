@@ -65,25 +65,6 @@
 //! commute, so concurrent writers at `READ COMMITTED` always add up right.
 //! `TRUNCATE` empties the summary.
 //!
-//! An `INSERT` or `UPDATE` of 1 000 rows or more, which may make many new
-//! groups, skips the upsert's speculative insertions: in a subtransaction,
-//! one statement locks the existing groups in key order (reading only the
-//! summary rows of the buckets the deltas span) and updates them, then
-//! plainly inserts the groups that did not exist, in key order; groups with
-//! a NULL key are upserted last. When another transaction inserted one of
-//! those groups meanwhile, the plain insert fails with a unique violation
-//! (or, rarely, the two writers deadlock); the subtransaction is rolled
-//! back and the statement's deltas go through the upsert instead, so the
-//! result is the same. At `REPEATABLE READ` and `SERIALIZABLE`, a group
-//! changed or made by a transaction the snapshot does not see fails the
-//! statement with a serialization error (`40001`), as the upsert does.
-//! Each such statement takes a subtransaction with its own transaction ID,
-//! as any PL/pgSQL exception block does: past 64 of them in one
-//! transaction (64 000 rows or more, in large statements), PostgreSQL's
-//! per-session cache of subtransaction IDs overflows, and until that
-//! transaction ends other sessions check row visibility through
-//! `pg_subtrans`, which is slower (most visibly on hot standbys).
-//!
 //! # What is not kept
 //!
 //! `MIN` and `MAX` are not offered: a delete can remove the extreme value,
