@@ -733,10 +733,9 @@ async fn a_rollup_reads_the_summary_as_a_table() {
     assert_eq!(a, b);
 }
 
-/// Rows of one statement from which an `INSERT` or `UPDATE` updates the
-/// existing groups and plainly inserts the new ones (the trigger's
-/// threshold).
-const SPLIT_ROWS: i64 = 1000;
+/// Rows of the large statements below: bulk writes making and changing
+/// hundreds of groups at once.
+const LARGE: i64 = 1000;
 
 /// `n` orders from `first` on, all on the day `day` after [`t0`]: user
 /// `1 + i % 13` (13: NULL), a status by `i % 4` (3: NULL), so two
@@ -765,35 +764,47 @@ fn same_groups(first: i64, n: i64, day: i64) -> String {
     format!("INSERT INTO orders VALUES {}", rows.join(", "))
 }
 
-/// Statements of at least [`SPLIT_ROWS`] rows (inserts of new and
-/// existing groups, moves between groups and buckets, NULL keys, amounts
-/// and times) keep the summary exact, as the small ones do.
+/// Statements of a thousand rows and more (inserts of new and existing
+/// groups, moves between groups and buckets, NULL keys, amounts and times)
+/// keep the summary exact, as the small ones do, with a summary without
+/// group keys beside it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn large_statements_update_then_insert_exactly() {
+async fn large_statements_keep_the_summary_exact() {
     let schema = schema().await;
     let mut c = client(&schema).await;
     c.batch_execute(CREATE_ORDERS).await.unwrap();
     let o = orders();
     let s = summary_of(&o);
     s.install(&mut c).await.unwrap();
+    // And a summary without group keys: the bucket is its whole key.
+    let hourly = Summary::new(&o.created_at, Bucket::Hour)
+        .measure(Measure::sum(&o.total, "total"))
+        .named("orders_hourly");
+    hourly.install(&mut c).await.unwrap();
     let mut rng = Rng(0x0B16_B00C);
     let mut next_id = 1;
     let mut large_updates = 0;
     for round in 0..20 {
-        let n = SPLIT_ROWS + rng.below(600) as i64;
+        let n = LARGE + rng.below(600) as i64;
         insert_random(&c, &mut rng, next_id, n).await;
         next_id += n;
         assert_eq!(drift(&c, &s).await, 0, "after the insert of round {round}");
+        assert_eq!(
+            drift(&c, &hourly).await,
+            0,
+            "after the insert of round {round}"
+        );
         for _ in 0..2 {
             let sql = random_write(&mut rng, &mut next_id);
             let changed = c.execute(sql.as_str(), &[]).await.unwrap();
             large_updates += u32::from(sql.starts_with("UPDATE") && changed >= 1000);
             assert_eq!(drift(&c, &s).await, 0, "after round {round}: {sql}");
+            assert_eq!(drift(&c, &hourly).await, 0, "after round {round}: {sql}");
         }
     }
     assert!(large_updates > 5, "{large_updates} large updates");
     // A large insert into a fresh day: only new groups, NULL keys among them.
-    c.batch_execute(&same_groups(next_id, 2 * SPLIT_ROWS, 20))
+    c.batch_execute(&same_groups(next_id, 2 * LARGE, 20))
         .await
         .unwrap();
     assert_eq!(drift(&c, &s).await, 0);
@@ -811,7 +822,7 @@ async fn large_statements_update_then_insert_exactly() {
 }
 
 /// The summary's writes in this transaction so far: `(inserted, updated)`
-/// rows, counting those of rolled-back subtransactions.
+/// rows.
 async fn summary_writes(c: &tokio_postgres::Client) -> (i64, i64) {
     let row = c
         .query_one(
@@ -842,11 +853,11 @@ async fn until_waiting(c: &tokio_postgres::Client, pid: i32) {
     panic!("backend {pid} never waited for a lock");
 }
 
-/// A new group inserted by another transaction while a large statement
-/// runs: the plain insert meets a unique violation, the trigger rolls its
-/// statement back and upserts instead, and both writers are counted.
+/// A new group another transaction inserted and has not committed yet: a
+/// large statement making the same group waits for it, then adds to the
+/// row it made, and both writers are counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_group_inserted_meanwhile_falls_back_to_the_upsert() {
+async fn a_group_inserted_meanwhile_is_added_to() {
     let schema = schema().await;
     let mut a = client(&schema).await;
     a.batch_execute(CREATE_ORDERS).await.unwrap();
@@ -862,7 +873,7 @@ async fn a_group_inserted_meanwhile_falls_back_to_the_upsert() {
     let at = |user: i64| (t0() + Duration::hours(user)).to_rfc3339();
     // `a` makes the group (user 2, day 0) and keeps it uncommitted.
     a.batch_execute(&format!(
-        "BEGIN; INSERT INTO orders SELECT g, 2, 'completed', 5, 1, '{}' FROM generate_series(1, {SPLIT_ROWS}) g",
+        "BEGIN; INSERT INTO orders SELECT g, 2, 'completed', 5, 1, '{}' FROM generate_series(1, {LARGE}) g",
         at(2)
     ))
     .await
@@ -871,7 +882,7 @@ async fn a_group_inserted_meanwhile_falls_back_to_the_upsert() {
     let insert = format!(
         "INSERT INTO orders SELECT g, 1 + g % 2, 'completed', 10, 1, \
          CASE g % 2 WHEN 0 THEN '{}'::timestamptz ELSE '{}'::timestamptz END \
-         FROM generate_series(10001, 10000 + {SPLIT_ROWS}) g",
+         FROM generate_series(10001, 10000 + {LARGE}) g",
         at(1),
         at(2)
     );
@@ -884,9 +895,8 @@ async fn a_group_inserted_meanwhile_falls_back_to_the_upsert() {
     until_waiting(&a, pid).await;
     a.batch_execute("COMMIT").await.unwrap();
     let (inserted, updated) = blocked.await.unwrap();
-    // The plain inserts of (user 1) and of (user 2), which failed, were
-    // rolled back; the upsert made (user 1) again and added to (user 2).
-    assert_eq!((inserted, updated), (3, 1));
+    // (user 1) made, (user 2) added to.
+    assert_eq!((inserted, updated), (1, 1));
     assert_eq!(drift(&a, &s).await, 0);
     let rows: Vec<(i64, i64, Decimal)> = a
         .rows_as(&BuiltQuery::fixed(
@@ -894,16 +904,12 @@ async fn a_group_inserted_meanwhile_falls_back_to_the_upsert() {
         ))
         .await
         .unwrap();
-    let half = SPLIT_ROWS / 2;
+    let half = LARGE / 2;
     assert_eq!(
         rows,
         vec![
             (1, half, Decimal::from(10 * half)),
-            (
-                2,
-                SPLIT_ROWS + half,
-                Decimal::from(5 * SPLIT_ROWS + 10 * half)
-            ),
+            (2, LARGE + half, Decimal::from(5 * LARGE + 10 * half)),
         ]
     );
 }
@@ -921,9 +927,7 @@ async fn repeatable_read_fails_or_counts_right() {
     s.install(&mut a).await.unwrap();
     let b = client(&schema).await;
     // Day 3 exists before `b`'s snapshot; day 0 does not.
-    a.batch_execute(&same_groups(1, SPLIT_ROWS, 3))
-        .await
-        .unwrap();
+    a.batch_execute(&same_groups(1, LARGE, 3)).await.unwrap();
     let mut next_id = 100_000;
     let mut failed = 0;
     for (day, other) in [(0, 0), (3, 3), (5, 6)] {
@@ -931,14 +935,14 @@ async fn repeatable_read_fails_or_counts_right() {
             .await
             .unwrap();
         // After `b`'s snapshot: new groups of `day`, or more rows in them.
-        a.batch_execute(&same_groups(next_id, SPLIT_ROWS, other))
+        a.batch_execute(&same_groups(next_id, LARGE, other))
             .await
             .unwrap();
-        next_id += SPLIT_ROWS;
+        next_id += LARGE;
         let outcome = b
-            .batch_execute(&same_groups(next_id, SPLIT_ROWS + 200, day))
+            .batch_execute(&same_groups(next_id, LARGE + 200, day))
             .await;
-        next_id += SPLIT_ROWS + 200;
+        next_id += LARGE + 200;
         match outcome {
             Ok(()) => b.batch_execute("COMMIT").await.unwrap(),
             Err(e) => {
@@ -957,7 +961,7 @@ async fn repeatable_read_fails_or_counts_right() {
     b.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM orders")
         .await
         .unwrap();
-    a.batch_execute(&same_groups(next_id, SPLIT_ROWS, 9))
+    a.batch_execute(&same_groups(next_id, LARGE, 9))
         .await
         .unwrap();
     let outcome = b
@@ -974,9 +978,9 @@ async fn repeatable_read_fails_or_counts_right() {
 }
 
 /// Eight writers insert large statements making the same new groups at the
-/// same moment (most of them meet another's uncommitted insert and fall
-/// back to the upsert), then move their rows into other new groups and
-/// delete some: at `READ COMMITTED` the summary ends exact.
+/// same moment (most of them meet another's uncommitted insert and wait
+/// for it), then move their rows into other new groups and delete some: at
+/// `READ COMMITTED` the summary ends exact, and no writer fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_making_the_same_new_groups_leave_no_drift() {
     use std::sync::Arc;
@@ -1000,12 +1004,12 @@ async fn concurrent_writers_making_the_same_new_groups_leave_no_drift() {
                 let first = 1_000_000 * (w + 1) + 10_000 * round;
                 // Every writer moves its rows into the same other day.
                 let statements = [
-                    same_groups(first, SPLIT_ROWS, -round),
+                    same_groups(first, LARGE, -round),
                     format!(
                         "UPDATE orders SET created_at = created_at - interval '10 days', \
                          status = CASE WHEN id % 3 = 0 THEN NULL ELSE status END \
                          WHERE id BETWEEN {first} AND {}",
-                        first + SPLIT_ROWS
+                        first + LARGE
                     ),
                     format!(
                         "DELETE FROM orders WHERE id BETWEEN {first} AND {}",

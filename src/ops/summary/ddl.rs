@@ -24,11 +24,6 @@ fn execute(statement: &str) -> String {
     format!("EXECUTE {};", string_literal(statement))
 }
 
-/// Transition rows from which an `INSERT` or `UPDATE` applies its deltas
-/// by updating the existing groups and plainly inserting the new ones
-/// (below this, the one upsert, which needs no subtransaction).
-pub(super) const SPLIT_ROWS: u32 = 1000;
-
 /// The internal names of the trigger function, each chosen to differ from
 /// every identifier of the summary.
 #[derive(Debug, Clone)]
@@ -38,10 +33,6 @@ struct Names {
     delta: Ident,
     sign: Ident,
     target: Ident,
-    groups: Ident,
-    locked: Ident,
-    updated: Ident,
-    null_groups: Ident,
 }
 
 impl Summary {
@@ -168,10 +159,6 @@ impl Summary {
             delta: pick("pgp_delta"),
             sign: pick("pgp_sign"),
             target: pick("pgp_target"),
-            groups: pick("pgp_groups"),
-            locked: pick("pgp_locked"),
-            updated: pick("pgp_updated"),
-            null_groups: pick("pgp_null_groups"),
         }
     }
 
@@ -266,15 +253,16 @@ impl Summary {
         out
     }
 
-    /// The deltas of `tables` (`(transition table, sign)`), one row per
-    /// group, in the summary table's column order.
+    /// The upsert of the deltas of `tables` (`(transition table, sign)`).
     ///
-    /// With one transition table (`INSERT`, `DELETE`) every group has at
-    /// least one row, so the deltas are plain `COUNT`s and `SUM`s of the
-    /// table, read once, with no per-row sign arithmetic and no `HAVING`;
-    /// an `UPDATE` sums signed rows of both tables and skips the groups
-    /// whose deltas are all zero.
-    fn deltas(&self, kept: &[Kept], n: &Names, tables: &[(&Ident, i32)]) -> String {
+    /// One statement, so the summary rows are locked and inserted in the
+    /// key's order (concurrent writers cannot deadlock on them). With one
+    /// transition table (`INSERT`, `DELETE`) every group has at least one
+    /// row, so the deltas are plain `COUNT`s and `SUM`s of the table, read
+    /// once, with no per-row sign arithmetic and no `HAVING`; an `UPDATE`
+    /// sums signed rows of both tables and skips the groups whose deltas
+    /// are all zero.
+    fn upsert(&self, kept: &[Kept], n: &Names, tables: &[(&Ident, i32)]) -> String {
         let d = quote(&n.delta);
         let col = |c: &AnyColumn| format!("{d}.{}", quote(c.name()));
         let mut select: Vec<String> = self.keys.iter().map(&col).collect();
@@ -330,215 +318,40 @@ impl Summary {
             )
         };
         let positions: Vec<String> = (1..=self.keys.len() + 1).map(|i| i.to_string()).collect();
-        format!(
-            "SELECT {select} FROM {source} AS {d} WHERE {time} IS NOT NULL \
-             GROUP BY {positions}{having}",
-            select = select.join(", "),
-            time = col(&self.time),
-            positions = positions.join(", "),
-        )
-    }
-
-    /// `SET` of the stored columns: the row `{target}` plus the deltas of
-    /// the row `{delta}` (`EXCLUDED` in an upsert). A sum turns NULL when
-    /// its last non-NULL value goes.
-    fn add_deltas(&self, kept: &[Kept], target: &str, delta: &str) -> String {
+        let positions = positions.join(", ");
+        // The key's order: the bucket, then the keys.
+        let mut order = vec![(self.keys.len() + 1).to_string()];
+        order.extend((1..=self.keys.len()).map(|i| i.to_string()));
+        let order = order.join(", ");
+        let target = quote(&n.target);
         let mut set = Vec::new();
-        let add = |c: &Ident| format!("{q} = {target}.{q} + {delta}.{q}", q = quote(c));
+        let add = |c: &Ident| format!("{q} = {target}.{q} + EXCLUDED.{q}", q = quote(c));
         set.push(add(self.count_name()));
         for k in kept {
             match (&k.kind, &k.nonnull) {
                 (Kind::Sum(_), Some(nn)) => {
                     let (m, nn) = (quote(&k.name), quote(nn));
                     set.push(format!(
-                        "{m} = CASE WHEN {target}.{nn} + {delta}.{nn} = 0 THEN NULL \
-                         ELSE COALESCE({target}.{m}, 0) + COALESCE({delta}.{m}, 0) END"
+                        "{m} = CASE WHEN {target}.{nn} + EXCLUDED.{nn} = 0 THEN NULL \
+                         ELSE COALESCE({target}.{m}, 0) + COALESCE(EXCLUDED.{m}, 0) END"
                     ));
-                    set.push(format!("{nn} = {target}.{nn} + {delta}.{nn}"));
+                    set.push(format!("{nn} = {target}.{nn} + EXCLUDED.{nn}"));
                 }
                 _ => set.push(add(&k.name)),
             }
         }
-        set.join(", ")
-    }
-
-    /// The key's columns (bucket first) of the row `alias`, comma-separated.
-    fn key_of(&self, alias: &str) -> String {
-        let mut key = vec![format!("{alias}.{}", quote(self.bucket_name()))];
-        key.extend(
-            self.keys
-                .iter()
-                .map(|k| format!("{alias}.{}", quote(k.name()))),
-        );
-        key.join(", ")
-    }
-
-    /// `a.bucket = b.bucket AND a.k = b.k …`: plain equality, so the
-    /// summary's key index (and hashing) serves it; it never matches a
-    /// NULL key, which the callers route to the upsert.
-    fn same_key(&self, a: &str, b: &str) -> String {
-        let mut eq = vec![format!("{a}.{q} = {b}.{q}", q = quote(self.bucket_name()))];
-        eq.extend(
-            self.keys
-                .iter()
-                .map(|k| format!("{a}.{q} = {b}.{q}", q = quote(k.name()))),
-        );
-        eq.join(" AND ")
-    }
-
-    /// `(k1 IS NULL OR k2 IS NULL …), ` over the row `alias`: the groups
-    /// with a NULL key last (empty without keys).
-    fn nulls_last(&self, alias: &str) -> String {
-        if self.keys.is_empty() {
-            return String::new();
-        }
-        let any: Vec<String> = self
-            .keys
-            .iter()
-            .map(|k| format!("{alias}.{} IS NULL", quote(k.name())))
-            .collect();
-        format!("({}), ", any.join(" OR "))
-    }
-
-    /// The upsert of the deltas of `tables`.
-    ///
-    /// One statement, so the summary rows are locked and inserted in one
-    /// order, the groups with a NULL key after the others, then the key's
-    /// (the order [`split`](Self::split) takes them in too, so concurrent
-    /// writers queue instead of deadlocking). Always right, at the cost of
-    /// a speculative insertion per new group.
-    fn upsert(&self, kept: &[Kept], n: &Names, tables: &[(&Ident, i32)]) -> String {
-        // NULL keys last, then the key's order: the bucket, then the keys.
-        let mut order = vec![format!(
-            "{}{}",
-            self.nulls_last(&quote(&n.delta)),
-            self.keys.len() + 1
-        )];
-        order.extend((1..=self.keys.len()).map(|i| i.to_string()));
         let columns: Vec<String> = self.all_columns(kept).iter().map(quote).collect();
         format!(
-            "INSERT INTO {table} AS {target} ({columns}) {deltas} ORDER BY {order} \
+            "INSERT INTO {table} AS {target} ({columns}) \
+             SELECT {select} FROM {source} AS {d} WHERE {time} IS NOT NULL \
+             GROUP BY {positions}{having} ORDER BY {order} \
              ON CONFLICT ({key}) DO UPDATE SET {set}",
             table = self.qtable(),
-            target = quote(&n.target),
             columns = columns.join(", "),
-            deltas = self.deltas(kept, n, tables),
-            order = order.join(", "),
+            select = select.join(", "),
+            time = col(&self.time),
             key = self.key_list(),
-            set = self.add_deltas(kept, &quote(&n.target), "EXCLUDED"),
-        )
-    }
-
-    /// The deltas of `tables` applied without speculative insertion: the
-    /// existing groups are locked in the key's order (`FOR UPDATE`, so
-    /// concurrent writers queue instead of deadlocking on them) and
-    /// updated, then the groups that did not exist are inserted plainly,
-    /// in the key's order; last, the groups with a NULL key, which plain
-    /// equality cannot find, are upserted.
-    ///
-    /// A group another transaction inserted after this statement's
-    /// snapshot makes the plain insert fail with a unique violation; the
-    /// trigger then rolls this statement back and runs
-    /// [`upsert`](Self::upsert) instead. Updating before inserting is not
-    /// one order over all groups: when a group appears between the
-    /// snapshots of two such statements (or of one and an upsert), they can
-    /// deadlock; the trigger handles that error the same way.
-    fn split(&self, kept: &[Kept], n: &Names, tables: &[(&Ident, i32)]) -> String {
-        let (d, t) = (quote(&n.delta), quote(&n.target));
-        let (groups, locked, updated) = (quote(&n.groups), quote(&n.locked), quote(&n.updated));
-        let table = self.qtable();
-        let columns: Vec<String> = self.all_columns(kept).iter().map(quote).collect();
-        let columns = columns.join(", ");
-        let of_d: Vec<String> = self
-            .all_columns(kept)
-            .iter()
-            .map(|c| format!("{d}.{}", quote(c)))
-            .collect();
-        let of_d = of_d.join(", ");
-        let null_groups = if self.keys.is_empty() {
-            String::new()
-        } else {
-            let any_null: Vec<String> = self
-                .keys
-                .iter()
-                .map(|k| format!("{d}.{} IS NULL", quote(k.name())))
-                .collect();
-            format!(
-                ", {name} AS (INSERT INTO {table} AS {t} ({columns}) \
-                 SELECT {of_d} FROM {groups} AS {d} WHERE {any_null} ORDER BY {order} \
-                 ON CONFLICT ({key}) DO UPDATE SET {set})",
-                name = quote(&n.null_groups),
-                any_null = any_null.join(" OR "),
-                order = self.key_of(&d),
-                key = self.key_list(),
-                set = self.add_deltas(kept, &t, "EXCLUDED"),
-            )
-        };
-        let no_null: Vec<String> = self
-            .keys
-            .iter()
-            .map(|k| format!("{d}.{} IS NOT NULL AND ", quote(k.name())))
-            .collect();
-        // The buckets the deltas span bound the summary rows to read, so a
-        // large statement joins with one index range instead of probing
-        // the index once per group.
-        let bucket = quote(self.bucket_name());
-        let within = |from: &str| {
-            format!(
-                "{t}.{bucket} >= (SELECT min({bucket}) FROM {from}) \
-                 AND {t}.{bucket} <= (SELECT max({bucket}) FROM {from})"
-            )
-        };
-        format!(
-            "WITH {groups} ({columns}) AS MATERIALIZED ({deltas}), \
-             {locked} AS MATERIALIZED (SELECT {of_d} FROM {groups} AS {d} \
-             JOIN {table} AS {t} ON {same_td} AND {within_groups} \
-             ORDER BY {order} FOR UPDATE OF {t}), \
-             {updated} AS (UPDATE {table} AS {t} SET {set} FROM {locked} AS {d} \
-             WHERE {same_td} AND {within_locked} RETURNING {key_t}){null_groups} \
-             INSERT INTO {table} ({columns}) SELECT {of_d} FROM {groups} AS {d} \
-             WHERE {no_null}NOT EXISTS (SELECT FROM {updated} WHERE {same_ud}) \
-             ORDER BY {order}",
-            deltas = self.deltas(kept, n, tables),
-            same_td = self.same_key(&t, &d),
-            within_groups = within(&groups),
-            within_locked = within(&locked),
-            order = self.key_of(&d),
-            set = self.add_deltas(kept, &t, &d),
-            key_t = self.key_of(&t),
-            no_null = no_null.concat(),
-            same_ud = self.same_key(&updated, &d),
-        )
-    }
-
-    /// PL/pgSQL applying the deltas of `tables`: a statement of at least
-    /// [`SPLIT_ROWS`] rows takes [`split`](Self::split) in a
-    /// subtransaction and falls back to [`upsert`](Self::upsert) when
-    /// another writer got in between (a unique violation, or a deadlock
-    /// between its inserts and another writer's updates); smaller
-    /// statements take the upsert directly.
-    fn apply(&self, kept: &[Kept], n: &Names, tables: &[(&Ident, i32)]) -> String {
-        let upsert = execute(&self.upsert(kept, n, tables));
-        format!(
-            "PERFORM FROM {rows} OFFSET {skip} LIMIT 1;
-    IF FOUND THEN
-      BEGIN
-        {split}
-      EXCEPTION WHEN unique_violation OR deadlock_detected THEN
-        BEGIN
-          {upsert}
-        EXCEPTION WHEN deadlock_detected THEN
-          -- With another writer's split statement (which updates, then
-          -- inserts): that one has gone on now.
-          {upsert}
-        END;
-      END;
-    ELSE
-      {upsert}
-    END IF;",
-            rows = quote(tables[0].0),
-            skip = SPLIT_ROWS - 1,
-            split = execute(&self.split(kept, n, tables)),
+            set = set.join(", "),
         )
     }
 
@@ -566,11 +379,9 @@ BEGIN
   RETURN NULL;
 END\n",
             truncate = execute(&format!("DELETE FROM {}", self.qtable())),
-            insert = self.apply(kept, &n, &[(&n.new_rows, 1)]),
-            // Deleted rows only take from groups that exist: the upsert
-            // finds each with one probe and never inserts.
+            insert = execute(&self.upsert(kept, &n, &[(&n.new_rows, 1)])),
             delete = execute(&self.upsert(kept, &n, &[(&n.old_rows, -1)])),
-            update = self.apply(kept, &n, &[(&n.new_rows, 1), (&n.old_rows, -1)]),
+            update = execute(&self.upsert(kept, &n, &[(&n.new_rows, 1), (&n.old_rows, -1)])),
         )
     }
 

@@ -168,109 +168,13 @@ fn single_table_events_aggregate_without_signs() {
         "{fn_sql}"
     );
     // UPDATE: signed rows of both tables; groups whose deltas are all zero
-    // are skipped (in its three upserts and its split statement).
-    assert_eq!(fn_sql.matches("HAVING").count(), 4, "{fn_sql}");
-    assert_eq!(fn_sql.matches("UNION ALL").count(), 4, "{fn_sql}");
-    // Every upsert runs in one order: NULL keys last, then the key's. The
-    // insert's and the update's appear three times (the small statements',
-    // the fallback and its retry), the delete's once.
+    // are skipped.
+    assert_eq!(fn_sql.matches("HAVING").count(), 1, "{fn_sql}");
+    assert_eq!(fn_sql.matches("UNION ALL").count(), 1, "{fn_sql}");
+    // Every upsert runs in the key's order.
     assert_eq!(
-        fn_sql
-            .matches(r#"ORDER BY ("pgp_delta"."user_id" IS NULL), 2, 1 ON CONFLICT"#)
-            .count(),
-        7,
+        fn_sql.matches("ORDER BY 2, 1 ON CONFLICT").count(),
+        3,
         "{fn_sql}"
     );
-}
-
-#[test]
-fn large_statements_update_existing_groups_then_insert_new_ones() {
-    let (t, user, at, total) = orders();
-    let s = Summary::new(&at, Bucket::Day)
-        .key(&user)
-        .key(&t.column::<String>("status").unwrap())
-        .measure(Measure::sum(&total, "total"))
-        .named("daily");
-    let fn_sql = s.install_statements().unwrap()[4].sql().to_owned();
-    // INSERT and UPDATE of at least SPLIT_ROWS rows; DELETE only upserts.
-    let probe = format!("OFFSET {} LIMIT 1", super::ddl::SPLIT_ROWS - 1);
-    assert_eq!(fn_sql.matches(probe.as_str()).count(), 2, "{fn_sql}");
-    assert_eq!(
-        fn_sql
-            .matches("EXCEPTION WHEN unique_violation OR deadlock_detected THEN")
-            .count(),
-        2,
-        "{fn_sql}"
-    );
-    // Existing groups: locked in the key's order within the deltas' buckets,
-    // then updated.
-    assert_eq!(
-        fn_sql
-            .matches(
-                r#"ORDER BY "pgp_delta"."bucket", "pgp_delta"."user_id", "pgp_delta"."status" FOR UPDATE OF "pgp_target")"#
-            )
-            .count(),
-        2,
-        "{fn_sql}"
-    );
-    assert_eq!(
-        fn_sql
-            .matches(r#""pgp_target"."bucket" >= (SELECT min("bucket") FROM "pgp_groups")"#)
-            .count(),
-        2,
-        "{fn_sql}"
-    );
-    // Only groups without a NULL key are inserted plainly, and only those
-    // the update did not find; the others are upserted.
-    assert_eq!(
-        fn_sql
-            .matches(
-                r#"WHERE "pgp_delta"."user_id" IS NOT NULL AND "pgp_delta"."status" IS NOT NULL AND NOT EXISTS (SELECT FROM "pgp_updated" WHERE "pgp_updated"."bucket" = "pgp_delta"."bucket" AND "pgp_updated"."user_id" = "pgp_delta"."user_id" AND "pgp_updated"."status" = "pgp_delta"."status")"#
-            )
-            .count(),
-        2,
-        "{fn_sql}"
-    );
-    assert_eq!(
-        fn_sql
-            .matches(
-                r#"WHERE "pgp_delta"."user_id" IS NULL OR "pgp_delta"."status" IS NULL ORDER BY"#
-            )
-            .count(),
-        2,
-        "{fn_sql}"
-    );
-    // Without group keys there is no NULL key to route.
-    let bare = Summary::new(&at, Bucket::Hour)
-        .named("hourly")
-        .install_statements()
-        .unwrap()[4]
-        .sql()
-        .to_owned();
-    assert!(bare.contains("FOR UPDATE OF"), "{bare}");
-    assert!(!bare.contains("IS NULL OR"), "{bare}");
-    assert!(!bare.contains("pgp_null_groups"), "{bare}");
-}
-
-#[test]
-fn internal_names_step_aside_for_user_names() {
-    let t = Table::new("pgp_groups").unwrap();
-    let at = t.column::<NaiveDateTime>("pgp_locked").unwrap();
-    let s = Summary::new(&at, Bucket::Hour)
-        .key(&t.column::<String>("pgp_updated").unwrap())
-        .measure(Measure::count(
-            &t.column::<i32>("x").unwrap(),
-            "pgp_null_groups",
-        ))
-        .named("pgp_target");
-    let fn_sql = s.install_statements().unwrap()[4].sql().to_owned();
-    for internal in [
-        "WITH \"pgp_groups1\"",
-        "\"pgp_locked1\" AS MATERIALIZED",
-        "\"pgp_updated1\" AS (UPDATE",
-        "\"pgp_null_groups1\" AS (INSERT",
-        "AS \"pgp_target1\"",
-    ] {
-        assert!(fn_sql.contains(internal), "{internal}: {fn_sql}");
-    }
 }
