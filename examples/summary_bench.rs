@@ -71,6 +71,13 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// `min–max` in ms.
+fn range(v: &[Duration]) -> String {
+    let min = v.iter().min().copied().unwrap_or_default();
+    let max = v.iter().max().copied().unwrap_or_default();
+    format!("{:.0}–{:.0} ms", ms(min), ms(max))
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
@@ -198,6 +205,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
+    let ranges = [range(&bare_t), range(&plain_t), range(&kept_t)];
+    let ratios: Vec<f64> = plain_t
+        .iter()
+        .zip(&kept_t)
+        .map(|(p, k)| k.as_secs_f64() / p.as_secs_f64())
+        .collect();
     let (bare_m, plain_m, kept_m) = (median(bare_t), median(plain_t), median(kept_t));
     assert_eq!(summary.drift_count(&client).await?, 0);
 
@@ -226,6 +239,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ms(bare_m),
         ms(kept_m),
         kept_m.as_secs_f64() / bare_m.as_secs_f64()
+    );
+    let mut sorted = ratios.clone();
+    sorted.sort_by(f64::total_cmp);
+    println!(
+        "\nbulk insert ranges: no triggers {}, foreign key checked {}, summary triggers {}",
+        ranges[0], ranges[1], ranges[2]
+    );
+    println!(
+        "summary / foreign key checked, per round: {} (median {:.2}×)",
+        ratios
+            .iter()
+            .map(|r| format!("{r:.2}×"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        sorted[sorted.len() / 2]
     );
     Ok(())
 }

@@ -732,3 +732,314 @@ async fn a_rollup_reads_the_summary_as_a_table() {
     assert!(a.len() > 10, "{a:?}");
     assert_eq!(a, b);
 }
+
+/// Rows of the large statements below: bulk writes making and changing
+/// hundreds of groups at once.
+const LARGE: i64 = 1000;
+
+/// `n` orders from `first` on, all on the day `day` after [`t0`]: user
+/// `1 + i % 13` (13: NULL), a status by `i % 4` (3: NULL), so two
+/// statements with the same `day` and `n ≥ 52` make the same groups.
+fn same_groups(first: i64, n: i64, day: i64) -> String {
+    let rows: Vec<String> = (0..n)
+        .map(|i| {
+            let user = match i % 13 {
+                12 => "NULL".to_owned(),
+                u => (u + 1).to_string(),
+            };
+            let status = match i % 4 {
+                3 => "NULL".to_owned(),
+                s => format!("'{}'", STATUSES[s as usize]),
+            };
+            let at = t0() + Duration::days(day) + Duration::seconds((i * 977) % 86_400);
+            format!(
+                "({}, {user}, {status}, {}, {}, '{}'::timestamptz)",
+                first + i,
+                TOTALS[(i % 4) as usize],
+                1 + i % 5,
+                at.to_rfc3339()
+            )
+        })
+        .collect();
+    format!("INSERT INTO orders VALUES {}", rows.join(", "))
+}
+
+/// Statements of a thousand rows and more (inserts of new and existing
+/// groups, moves between groups and buckets, NULL keys, amounts and times)
+/// keep the summary exact, as the small ones do, with a summary without
+/// group keys beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_statements_keep_the_summary_exact() {
+    let schema = schema().await;
+    let mut c = client(&schema).await;
+    c.batch_execute(CREATE_ORDERS).await.unwrap();
+    let o = orders();
+    let s = summary_of(&o);
+    s.install(&mut c).await.unwrap();
+    // And a summary without group keys: the bucket is its whole key.
+    let hourly = Summary::new(&o.created_at, Bucket::Hour)
+        .measure(Measure::sum(&o.total, "total"))
+        .named("orders_hourly");
+    hourly.install(&mut c).await.unwrap();
+    let mut rng = Rng(0x0B16_B00C);
+    let mut next_id = 1;
+    let mut large_updates = 0;
+    for round in 0..20 {
+        let n = LARGE + rng.below(600) as i64;
+        insert_random(&c, &mut rng, next_id, n).await;
+        next_id += n;
+        assert_eq!(drift(&c, &s).await, 0, "after the insert of round {round}");
+        assert_eq!(
+            drift(&c, &hourly).await,
+            0,
+            "after the insert of round {round}"
+        );
+        for _ in 0..2 {
+            let sql = random_write(&mut rng, &mut next_id);
+            let changed = c.execute(sql.as_str(), &[]).await.unwrap();
+            large_updates += u32::from(sql.starts_with("UPDATE") && changed >= 1000);
+            assert_eq!(drift(&c, &s).await, 0, "after round {round}: {sql}");
+            assert_eq!(drift(&c, &hourly).await, 0, "after round {round}: {sql}");
+        }
+    }
+    assert!(large_updates > 5, "{large_updates} large updates");
+    // A large insert into a fresh day: only new groups, NULL keys among them.
+    c.batch_execute(&same_groups(next_id, 2 * LARGE, 20))
+        .await
+        .unwrap();
+    assert_eq!(drift(&c, &s).await, 0);
+    assert!(
+        count(
+            &c,
+            "SELECT count(*) FROM orders_daily WHERE user_id IS NULL AND status IS NULL"
+        )
+        .await
+            > 0
+    );
+    check_windows(&c, &s, &o).await;
+    c.batch_execute("DELETE FROM orders").await.unwrap();
+    assert_eq!(count(&c, "SELECT count(*) FROM orders_daily").await, 0);
+}
+
+/// The summary's writes in this transaction so far: `(inserted, updated)`
+/// rows.
+async fn summary_writes(c: &tokio_postgres::Client) -> (i64, i64) {
+    let row = c
+        .query_one(
+            "SELECT n_tup_ins, n_tup_upd FROM pg_stat_xact_user_tables \
+             WHERE relid = 'orders_daily'::regclass",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// Waits until the backend `pid` waits for a lock.
+async fn until_waiting(c: &tokio_postgres::Client, pid: i32) {
+    for _ in 0..600 {
+        let row = c
+            .query_one(
+                "SELECT coalesce(wait_event_type = 'Lock', false) FROM pg_stat_activity WHERE pid = $1",
+                &[&pid],
+            )
+            .await
+            .unwrap();
+        if row.get::<_, bool>(0) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("backend {pid} never waited for a lock");
+}
+
+/// A new group another transaction inserted and has not committed yet: a
+/// large statement making the same group waits for it, then adds to the
+/// row it made, and both writers are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_inserted_meanwhile_is_added_to() {
+    let schema = schema().await;
+    let mut a = client(&schema).await;
+    a.batch_execute(CREATE_ORDERS).await.unwrap();
+    let o = orders();
+    let s = summary_of(&o);
+    s.install(&mut a).await.unwrap();
+    let b = client(&schema).await;
+    let pid: i32 = b
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let at = |user: i64| (t0() + Duration::hours(user)).to_rfc3339();
+    // `a` makes the group (user 2, day 0) and keeps it uncommitted.
+    a.batch_execute(&format!(
+        "BEGIN; INSERT INTO orders SELECT g, 2, 'completed', 5, 1, '{}' FROM generate_series(1, {LARGE}) g",
+        at(2)
+    ))
+    .await
+    .unwrap();
+    // `b` makes (user 1, day 0), which sorts first, and (user 2, day 0).
+    let insert = format!(
+        "INSERT INTO orders SELECT g, 1 + g % 2, 'completed', 10, 1, \
+         CASE g % 2 WHEN 0 THEN '{}'::timestamptz ELSE '{}'::timestamptz END \
+         FROM generate_series(10001, 10000 + {LARGE}) g",
+        at(1),
+        at(2)
+    );
+    let blocked = tokio::spawn(async move {
+        b.batch_execute(&format!("BEGIN; {insert}")).await.unwrap();
+        let writes = summary_writes(&b).await;
+        b.batch_execute("COMMIT").await.unwrap();
+        writes
+    });
+    until_waiting(&a, pid).await;
+    a.batch_execute("COMMIT").await.unwrap();
+    let (inserted, updated) = blocked.await.unwrap();
+    // (user 1) made, (user 2) added to.
+    assert_eq!((inserted, updated), (1, 1));
+    assert_eq!(drift(&a, &s).await, 0);
+    let rows: Vec<(i64, i64, Decimal)> = a
+        .rows_as(&BuiltQuery::fixed(
+            "SELECT user_id, row_count, total FROM orders_daily ORDER BY 1",
+        ))
+        .await
+        .unwrap();
+    let half = LARGE / 2;
+    assert_eq!(
+        rows,
+        vec![
+            (1, half, Decimal::from(10 * half)),
+            (2, LARGE + half, Decimal::from(5 * LARGE + 10 * half)),
+        ]
+    );
+}
+
+/// At `REPEATABLE READ`, a large statement meeting a group another
+/// transaction inserted or changed after its snapshot fails with a
+/// serialization error or counts right: never a silent drift.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeatable_read_fails_or_counts_right() {
+    let schema = schema().await;
+    let mut a = client(&schema).await;
+    a.batch_execute(CREATE_ORDERS).await.unwrap();
+    let o = orders();
+    let s = summary_of(&o);
+    s.install(&mut a).await.unwrap();
+    let b = client(&schema).await;
+    // Day 3 exists before `b`'s snapshot; day 0 does not.
+    a.batch_execute(&same_groups(1, LARGE, 3)).await.unwrap();
+    let mut next_id = 100_000;
+    let mut failed = 0;
+    for (day, other) in [(0, 0), (3, 3), (5, 6)] {
+        b.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM orders")
+            .await
+            .unwrap();
+        // After `b`'s snapshot: new groups of `day`, or more rows in them.
+        a.batch_execute(&same_groups(next_id, LARGE, other))
+            .await
+            .unwrap();
+        next_id += LARGE;
+        let outcome = b
+            .batch_execute(&same_groups(next_id, LARGE + 200, day))
+            .await;
+        next_id += LARGE + 200;
+        match outcome {
+            Ok(()) => b.batch_execute("COMMIT").await.unwrap(),
+            Err(e) => {
+                assert_eq!(e.code().map(|c| c.code()), Some("40001"), "{e:?}");
+                failed += 1;
+                b.batch_execute("ROLLBACK").await.unwrap();
+            }
+        }
+        assert_eq!(drift(&a, &s).await, 0, "day {day}");
+    }
+    // The same groups, made or changed after the snapshot: both conflict;
+    // disjoint days do not.
+    assert_eq!(failed, 2);
+    // A large update at REPEATABLE READ moving rows into groups another
+    // transaction changed after its snapshot.
+    b.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM orders")
+        .await
+        .unwrap();
+    a.batch_execute(&same_groups(next_id, LARGE, 9))
+        .await
+        .unwrap();
+    let outcome = b
+        .batch_execute("UPDATE orders SET created_at = created_at + interval '6 days' WHERE created_at < $t$2025-03-14$t$")
+        .await;
+    match outcome {
+        Ok(()) => b.batch_execute("COMMIT").await.unwrap(),
+        Err(e) => {
+            assert_eq!(e.code().map(|c| c.code()), Some("40001"), "{e:?}");
+            b.batch_execute("ROLLBACK").await.unwrap();
+        }
+    }
+    assert_eq!(drift(&a, &s).await, 0);
+}
+
+/// Eight writers insert large statements making the same new groups at the
+/// same moment (most of them meet another's uncommitted insert and wait
+/// for it), then move their rows into other new groups and delete some: at
+/// `READ COMMITTED` the summary ends exact, and no writer fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_making_the_same_new_groups_leave_no_drift() {
+    use std::sync::Arc;
+    let schema = schema().await;
+    let mut c = client(&schema).await;
+    c.batch_execute(CREATE_ORDERS).await.unwrap();
+    let o = orders();
+    let s = summary_of(&o);
+    s.install(&mut c).await.unwrap();
+    const WRITERS: i64 = 8;
+    let barrier = Arc::new(tokio::sync::Barrier::new(WRITERS as usize));
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let conn = client(&schema).await;
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            // Errors are collected, not raised here: a writer that stopped
+            // would leave the others waiting at the barrier.
+            let mut errors = Vec::new();
+            for round in 0..4 {
+                let first = 1_000_000 * (w + 1) + 10_000 * round;
+                // Every writer moves its rows into the same other day.
+                let statements = [
+                    same_groups(first, LARGE, -round),
+                    format!(
+                        "UPDATE orders SET created_at = created_at - interval '10 days', \
+                         status = CASE WHEN id % 3 = 0 THEN NULL ELSE status END \
+                         WHERE id BETWEEN {first} AND {}",
+                        first + LARGE
+                    ),
+                    format!(
+                        "DELETE FROM orders WHERE id BETWEEN {first} AND {}",
+                        first + 100 * (w + round)
+                    ),
+                ];
+                for sql in statements {
+                    barrier.wait().await;
+                    if let Err(e) = conn.batch_execute(&sql).await {
+                        errors.push(format!("writer {w}, round {round}: {e:?}"));
+                    }
+                }
+            }
+            errors
+        }));
+    }
+    let mut errors = Vec::new();
+    for t in tasks {
+        errors.extend(t.await.unwrap());
+    }
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert!(count(&c, "SELECT count(*) FROM orders").await > 10_000);
+    assert_eq!(drift(&c, &s).await, 0);
+    assert_eq!(
+        count(&c, "SELECT sum(row_count)::int8 FROM orders_daily").await,
+        count(
+            &c,
+            "SELECT count(*) FROM orders WHERE created_at IS NOT NULL"
+        )
+        .await
+    );
+    check_windows(&c, &s, &o).await;
+}
