@@ -410,52 +410,22 @@ END\n",
     }
 
     fn guard(&self, kept: &[Kept]) -> BuiltQuery {
-        let triggers: Vec<String> = self
-            .trigger_names()
-            .iter()
-            .map(|t| string_literal(t.as_str()))
-            .collect();
-        let index = quote_beside(&self.base, &self.zero_index());
-        let body = format!(
-            "
-DECLARE
-  pgp_fn oid := to_regprocedure({sig});
-  pgp_tb oid := to_regclass({table});
-  pgp_ix oid := to_regclass({index});
-BEGIN
-  IF pgp_fn IS NOT NULL
-     AND obj_description(pgp_fn, 'pg_proc') IS DISTINCT FROM {fn_marker} THEN
-    RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
-      MESSAGE = format('function %s already exists and was not created by pgpatterns for this summary', pgp_fn::regprocedure);
-  END IF;
-  IF pgp_tb IS NOT NULL
-     AND obj_description(pgp_tb, 'pg_class') IS DISTINCT FROM {tb_marker} THEN
-    RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
-      MESSAGE = format('relation %s already exists and was not created by pgpatterns for this summary', pgp_tb::regclass);
-  END IF;
-  IF pgp_ix IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i
-                                        WHERE i.indexrelid = pgp_ix AND i.indrelid = pgp_tb) THEN
-    RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
-      MESSAGE = format('relation %s already exists and is not the summary''s index', pgp_ix::regclass);
-  END IF;
-  IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
-             WHERE t.tgrelid = to_regclass({base})
-               AND t.tgname = ANY (ARRAY[{triggers}]::text[])
-               AND t.tgfoid IS DISTINCT FROM pgp_fn) THEN
-    RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
-      MESSAGE = format('a trigger named like pgpatterns'' triggers already exists on %s and runs another function', {base});
-  END IF;
-END
-",
-            sig = string_literal(&self.signature()),
-            table = string_literal(&self.qtable()),
-            index = string_literal(&index),
-            base = string_literal(&quote_table(&self.base)),
-            fn_marker = string_literal(&self.marker_of(kept, "function")),
-            tb_marker = string_literal(&self.marker_of(kept, "table")),
-            triggers = triggers.join(", "),
-        );
-        BuiltQuery::generated(format!("DO {}", dollar_quote(&body)))
+        self.owned(kept).guard()
+    }
+
+    /// The function, its triggers on the base table, the summary table and
+    /// its index, and their markers.
+    fn owned(&self, kept: &[Kept]) -> crate::ddl::Owned<'static> {
+        crate::ddl::Owned {
+            purpose: "this summary",
+            function: self.signature(),
+            function_marker: self.marker_of(kept, "function"),
+            rename: "Summary::named",
+            trigger_tables: vec![quote_table(&self.base)],
+            triggers: self.trigger_names(),
+            relations: vec![(self.qtable(), self.marker_of(kept, "table"))],
+            index_on: Some((quote_beside(&self.base, &self.zero_index()), self.qtable())),
+        }
     }
 
     fn triggers(&self, kept: &[Kept]) -> Vec<BuiltQuery> {
@@ -533,89 +503,21 @@ END
         Ok(all)
     }
 
-    /// What stands in the way of installing or uninstalling, as a typed
-    /// error; one catalog query, every name bound.
-    async fn check_names<E: Executor>(&self, db: &E, kept: &[Kept]) -> Result<()> {
-        let names: Vec<String> = self
-            .trigger_names()
-            .iter()
-            .map(|n| n.as_str().to_owned())
-            .collect();
+    /// Refuses a zone the server does not know, before any DDL is sent.
+    async fn check_zone<E: Executor>(&self, db: &E) -> Result<()> {
+        if !self.zoned {
+            return Ok(());
+        }
         let q = BuiltQuery::fixed_with(
-            "SELECT to_regprocedure($1::text)::text, \
-                    obj_description(to_regprocedure($1::text), 'pg_proc'), \
-                    to_regclass($2::text)::text, \
-                    obj_description(to_regclass($2::text), 'pg_class'), \
-                    ARRAY(SELECT t.tgname::text FROM pg_catalog.pg_trigger t \
-                          WHERE t.tgrelid = to_regclass($3::text) AND t.tgname = ANY ($4::text[]) \
-                            AND t.tgfoid IS DISTINCT FROM to_regprocedure($1::text) ORDER BY 1), \
-                    to_regclass($5::text)::text, \
-                    EXISTS (SELECT 1 FROM pg_catalog.pg_index i \
-                            WHERE i.indexrelid = to_regclass($5::text) \
-                              AND i.indrelid = to_regclass($2::text)), \
-                    (SELECT count(*) FROM pg_catalog.pg_timezone_names WHERE name = $6::text)",
-            [
-                self.signature().into_value(),
-                self.qtable().into_value(),
-                quote_table(&self.base).into_value(),
-                String::array_value(names),
-                quote_beside(&self.base, &self.zero_index()).into_value(),
-                self.zone_name().to_owned().into_value(),
-            ],
+            "SELECT count(*) FROM pg_catalog.pg_timezone_names WHERE name = $1::text",
+            [self.zone_name().to_owned().into_value()],
         );
-        let row = db.one_row(&q).await?;
-        let function: Option<String> = row.try_get(0usize.into())?;
-        let fn_comment: Option<String> = row.try_get(1usize.into())?;
-        let table: Option<String> = row.try_get(2usize.into())?;
-        let tb_comment: Option<String> = row.try_get(3usize.into())?;
-        let foreign: Vec<String> = row.try_get(4usize.into())?;
-        let index: Option<String> = row.try_get(5usize.into())?;
-        let index_ours: bool = row.try_get(6usize.into())?;
-        let zones: i64 = row.try_get(7usize.into())?;
-        if self.zoned && zones == 0 {
+        let zones: i64 = db.one_row(&q).await?.try_get(0usize.into())?;
+        if zones == 0 {
             return Err(Error::spec(
                 "zone",
                 format!("the server knows no time zone {:?}", self.zone_name()),
             ));
-        }
-        if let Some(function) = function {
-            if fn_comment.as_deref() != Some(self.marker_of(kept, "function").as_str()) {
-                return Err(Error::ObjectConflict {
-                    kind: "function",
-                    name: function,
-                    reason: format!(
-                        "it was not created by pgpatterns for this summary (its comment is \
-                         {fn_comment:?}); uninstall with the definition it was made for, or \
-                         choose another name with Summary::named"
-                    ),
-                });
-            }
-        }
-        if let Some(table) = table {
-            if tb_comment.as_deref() != Some(self.marker_of(kept, "table").as_str()) {
-                return Err(Error::ObjectConflict {
-                    kind: "table",
-                    name: table,
-                    reason: format!(
-                        "it was not created by pgpatterns for this summary (its comment is \
-                         {tb_comment:?}); choose another name with Summary::named"
-                    ),
-                });
-            }
-        }
-        if let (Some(index), false) = (index, index_ours) {
-            return Err(Error::ObjectConflict {
-                kind: "index",
-                name: index,
-                reason: "it is not the summary table's own index".to_owned(),
-            });
-        }
-        if let Some(name) = foreign.into_iter().next() {
-            return Err(Error::ObjectConflict {
-                kind: "trigger",
-                name,
-                reason: format!("it runs another function than {}", self.signature()),
-            });
         }
         Ok(())
     }
@@ -634,9 +536,8 @@ END
     /// installed then.
     pub async fn install<E: Transactional>(&self, db: &mut E) -> Result<()> {
         let kept = self.kept()?;
-        self.check_names(&*db, &kept).await?;
-        db.run_in_transaction(&self.install_statements()?).await?;
-        Ok(())
+        self.check_zone(&*db).await?;
+        self.owned(&kept).run(db, &self.install_statements()?).await
     }
 
     /// [`install`](Self::install) on a blocking client, from the same code.
@@ -659,9 +560,9 @@ END
     /// this summary's (nothing is dropped then); the database's error.
     pub async fn uninstall<E: Transactional>(&self, db: &mut E) -> Result<()> {
         let kept = self.kept()?;
-        self.check_names(&*db, &kept).await?;
-        db.run_in_transaction(&self.uninstall_statements()?).await?;
-        Ok(())
+        self.owned(&kept)
+            .run(db, &self.uninstall_statements()?)
+            .await
     }
 
     /// [`uninstall`](Self::uninstall) on a blocking client, from the same
