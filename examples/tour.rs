@@ -274,19 +274,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let since = now - chrono::Duration::days(30);
     for strategy in SinceStrategy::ALL.into_iter().chain([SinceStrategy::Auto]) {
-        let q = graph.since(since).strategy(strategy);
         // `count` and `fetch_page` resolve Auto from the database.
-        let (n, count_took) = timed(q.count(&client)).await?;
-        let (page, page_took) =
-            timed(q.fetch_page::<(i64,)>(&client, &PageRequest::new(5))).await?;
-        println!(
-            "  {:<16} {:>8} {:>10.1} {:>11.2}   first page: {:?}",
-            format!("{strategy:?}"),
-            n,
-            count_took.as_secs_f64() * 1000.0,
-            page_took.as_secs_f64() * 1000.0,
-            page.keys
-        );
+        since_row(&client, &graph, since, strategy).await?;
     }
     println!("  (Auto's times include deciding, once; later calls find it cached)");
     let auto = graph.since(since).strategy(SinceStrategy::Auto);
@@ -328,18 +317,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         track.drift_count(&client).await?
     );
     for strategy in [SinceStrategy::Tracked, SinceStrategy::Auto] {
-        let q = graph.since(since).strategy(strategy);
-        let (n, count_took) = timed(q.count(&client)).await?;
-        let (page, page_took) =
-            timed(q.fetch_page::<(i64,)>(&client, &PageRequest::new(5))).await?;
-        println!(
-            "  {:<16} {:>8} {:>10.1} {:>11.2}   first page: {:?}",
-            format!("{strategy:?}"),
-            n,
-            count_took.as_secs_f64() * 1000.0,
-            page_took.as_secs_f64() * 1000.0,
-            page.keys
-        );
+        since_row(&client, &graph, since, strategy).await?;
     }
     let choice = auto.explain_choice(&client, Shape::Count).await?;
     println!(
@@ -396,6 +374,28 @@ fn rows_text(n: usize) -> String {
     } else {
         format!("{n} rows")
     }
+}
+
+/// One line of the since table: the strategy, its count and first page,
+/// and how long each took.
+async fn since_row(
+    client: &tokio_postgres::Client,
+    graph: &pgpatterns::SinceGraph<i64>,
+    since: chrono::DateTime<chrono::Utc>,
+    strategy: SinceStrategy,
+) -> pgpatterns::Result<()> {
+    let q = graph.since(since).strategy(strategy);
+    let (n, count_took) = timed(q.count(client)).await?;
+    let (page, page_took) = timed(q.fetch_page::<(i64,)>(client, &PageRequest::new(5))).await?;
+    println!(
+        "  {:<16} {:>8} {:>10.1} {:>11.2}   first page: {:?}",
+        format!("{strategy:?}"),
+        n,
+        count_took.as_secs_f64() * 1000.0,
+        page_took.as_secs_f64() * 1000.0,
+        page.keys
+    );
+    Ok(())
 }
 
 async fn timed<T, F>(fut: F) -> pgpatterns::Result<(T, Duration)>
