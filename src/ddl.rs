@@ -202,15 +202,15 @@ pub(crate) fn statement_triggers(
 /// [`guard`](Self::guard), a `DO` block run first in the DDL's transaction,
 /// and [`check`](Self::check), the same test as one catalog query before
 /// anything is sent, refusing with [`Error::ObjectConflict`].
-pub(crate) struct Owned<'a> {
+pub(crate) struct Owned {
     /// What the objects are kept for, in messages: "this column", …
-    pub purpose: &'a str,
+    pub purpose: &'static str,
     /// The trigger function's signature (`"schema"."name"(args)`) and its
     /// marker.
     pub function: String,
     pub function_marker: String,
     /// How to pick another name (in the function conflict's reason).
-    pub rename: &'a str,
+    pub rename: &'static str,
     /// The tables (quoted) the triggers are on, and the trigger names (the
     /// same on every table).
     pub trigger_tables: Vec<String>,
@@ -223,7 +223,7 @@ pub(crate) struct Owned<'a> {
     pub index_on: Option<(String, String)>,
 }
 
-impl Owned<'_> {
+impl Owned {
     /// The `DO` block that stops the transaction (SQLSTATE `42710`,
     /// `duplicate_object`) when a name is taken by an object pgpatterns did
     /// not create for this purpose.
@@ -308,20 +308,19 @@ impl Owned<'_> {
                             AND t.tgname = ANY ($3::text[]) \
                             AND t.tgfoid IS DISTINCT FROM to_regprocedure($1::text) \
                           ORDER BY 1), \
-                    ARRAY(SELECT to_regclass(r.name)::text FROM unnest($4::text[], $5::text[]) \
-                            WITH ORDINALITY AS r(name, marker, ord) \
-                          WHERE to_regclass(r.name) IS NOT NULL \
-                            AND obj_description(to_regclass(r.name), 'pg_class') IS DISTINCT FROM r.marker \
-                          ORDER BY r.ord), \
-                    ARRAY(SELECT coalesce(obj_description(to_regclass(r.name), 'pg_class'), '') \
-                          FROM unnest($4::text[], $5::text[]) WITH ORDINALITY AS r(name, marker, ord) \
-                          WHERE to_regclass(r.name) IS NOT NULL \
-                            AND obj_description(to_regclass(r.name), 'pg_class') IS DISTINCT FROM r.marker \
-                          ORDER BY r.ord), \
+                    taken.name, taken.comment, \
                     CASE WHEN to_regclass($6::text) IS NOT NULL AND NOT EXISTS ( \
                            SELECT 1 FROM pg_catalog.pg_index i \
                            WHERE i.indexrelid = to_regclass($6::text) AND i.indrelid = to_regclass($7::text)) \
-                         THEN to_regclass($6::text)::text END",
+                         THEN to_regclass($6::text)::text END \
+             FROM (SELECT) AS one \
+             LEFT JOIN LATERAL ( \
+                    SELECT c.rel::text AS name, obj_description(c.rel, 'pg_class') AS comment \
+                    FROM unnest($4::text[], $5::text[]) WITH ORDINALITY AS r(name, marker, ord) \
+                    CROSS JOIN LATERAL (SELECT to_regclass(r.name) AS rel) AS c \
+                    WHERE c.rel IS NOT NULL \
+                      AND obj_description(c.rel, 'pg_class') IS DISTINCT FROM r.marker \
+                    ORDER BY r.ord LIMIT 1) AS taken ON true",
             [
                 self.function.clone().into_value(),
                 String::array_value(self.trigger_tables.clone()),
@@ -336,8 +335,9 @@ impl Owned<'_> {
         let function: Option<String> = row.try_get(0usize.into())?;
         let comment: Option<String> = row.try_get(1usize.into())?;
         let foreign: Vec<String> = row.try_get(2usize.into())?;
-        let taken: Vec<String> = row.try_get(3usize.into())?;
-        let comments: Vec<String> = row.try_get(4usize.into())?;
+        // The first relation of the names that is not ours, and its comment.
+        let taken: Option<String> = row.try_get(3usize.into())?;
+        let taken_comment: Option<String> = row.try_get(4usize.into())?;
         let index: Option<String> = row.try_get(5usize.into())?;
         let purpose = self.purpose;
         if let Some(function) = function {
@@ -354,13 +354,13 @@ impl Owned<'_> {
                 });
             }
         }
-        if let Some((name, comment)) = taken.into_iter().zip(comments).next() {
+        if let Some(name) = taken {
             return Err(Error::ObjectConflict {
                 kind: "table",
                 name,
                 reason: format!(
                     "it was not created by pgpatterns for {purpose} (its comment is \
-                     {comment:?}); choose another name with {}",
+                     {taken_comment:?}); choose another name with {}",
                     self.rename
                 ),
             });

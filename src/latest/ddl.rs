@@ -14,6 +14,7 @@ use sea_query::{
 use super::{LatestStatus, LatestStrategy};
 use crate::ddl::{
     derived_name, dollar_quote, free_name, quote, quote_beside, quote_table, string_literal,
+    TRIGGER_SUFFIXES,
 };
 use crate::exec::{run_blocking, run_blocking_mut, BlockingExecutor};
 use crate::query::{batch_bounds, count_of, is_distinct_from, read_committed};
@@ -30,8 +31,6 @@ const FRESH_KEY: &str = "pgp_key";
 const FRESH_STATUS: &str = "pgp_status";
 const CHANGED: &str = "pgp_changed";
 const LOCKED: &str = "pgp_locked";
-/// Trigger name suffixes, one per event.
-use crate::ddl::TRIGGER_SUFFIXES;
 /// Output column of the drift check: the status stored on the entity.
 pub const DRIFT_STORED: &str = "stored_status";
 
@@ -529,7 +528,7 @@ END\n",
     }
 
     /// The function, its triggers on the history table, and their markers.
-    fn owned(&self) -> crate::ddl::Owned<'static> {
+    fn owned(&self) -> crate::ddl::Owned {
         crate::ddl::Owned {
             purpose: "this column",
             function: self.signature(),

@@ -13,7 +13,7 @@ use super::graph::{same_table, SinceGraph};
 use super::on_expr;
 use crate::ddl::{
     derived_name, dollar_quote, fnv1a, free_name, quote, quote_beside, quote_table, string_literal,
-    FNV_OFFSET,
+    FNV_OFFSET, TRIGGER_SUFFIXES,
 };
 use crate::exec::{run_blocking, run_blocking_mut, BlockingExecutor};
 use crate::latest::backfill_column;
@@ -30,8 +30,6 @@ pub const TRACK_STORED: &str = "stored_at";
 /// the graph.
 pub const TRACK_FRESH: &str = "fresh_at";
 
-/// Trigger name suffixes, one per event.
-use crate::ddl::TRIGGER_SUFFIXES;
 /// Slots of the stamp table per hop depth (a power of two): join points
 /// hash into them.
 const STAMP_SLOTS: i64 = 8192;
@@ -1123,7 +1121,7 @@ END\n",
 
     /// The function, its triggers on every table, the stamp table, and
     /// their markers.
-    fn owned(&self) -> crate::ddl::Owned<'static> {
+    fn owned(&self) -> crate::ddl::Owned {
         crate::ddl::Owned {
             purpose: "this graph",
             function: self.signature(),
