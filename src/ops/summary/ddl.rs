@@ -7,15 +7,12 @@ use sea_query::Expr;
 use super::{Bucket, Kept, Kind, Summary};
 use crate::ddl::{
     derived_name, dollar_quote, fnv1a, free_name, quote, quote_beside, quote_table, string_literal,
-    FNV_OFFSET,
+    FNV_OFFSET, TRIGGER_SUFFIXES,
 };
 use crate::exec::{run_blocking_mut, BlockingExecutor};
 use crate::schema::{AnyColumn, Ident};
 use crate::types::SqlType;
 use crate::{BuiltQuery, Error, Executor, Result, RowRead, Transactional};
-
-/// Trigger name suffixes, one per event.
-use crate::ddl::TRIGGER_SUFFIXES;
 
 /// `EXECUTE '<statement>';`: planned on each call, for the transition
 /// table at hand (a static statement would keep the plan of its first
@@ -415,7 +412,7 @@ END\n",
 
     /// The function, its triggers on the base table, the summary table and
     /// its index, and their markers.
-    fn owned(&self, kept: &[Kept]) -> crate::ddl::Owned<'static> {
+    fn owned(&self, kept: &[Kept]) -> crate::ddl::Owned {
         crate::ddl::Owned {
             purpose: "this summary",
             function: self.signature(),
@@ -556,10 +553,13 @@ END\n",
     /// triggers, the function and the summary table in one transaction.
     ///
     /// # Errors
+    /// As [`check`](Self::check), and [`Error::InvalidSpec`] for a zone the
+    /// server does not know, before any DDL is sent;
     /// [`Error::ObjectConflict`] when the objects of these names are not
     /// this summary's (nothing is dropped then); the database's error.
     pub async fn uninstall<E: Transactional>(&self, db: &mut E) -> Result<()> {
         let kept = self.kept()?;
+        self.check_zone(&*db).await?;
         self.owned(&kept)
             .run(db, &self.uninstall_statements()?)
             .await
