@@ -294,11 +294,13 @@ impl Rollup {
         }
     }
 
-    /// The OID and catalog state from [`state_query`](Self::state_query)'s
-    /// row, if it ran.
-    fn read_state<R: RowRead>(row: Option<R>) -> Result<(i64, Catalog)> {
-        Ok(match row {
-            Some(row) => {
+    /// The base table's OID and catalog state, read with
+    /// [`state_query`](Self::state_query) (nothing is sent for a caller's
+    /// query as the base: OID 0, an empty state).
+    async fn state<E: Executor>(&self, db: &E) -> Result<(i64, Catalog)> {
+        Ok(match self.state_query() {
+            Some(q) => {
+                let row = db.one_row(&q).await?;
                 let md5: Option<String> = row.try_get(1usize.into())?;
                 (
                     row.try_get(0usize.into())?,
@@ -358,11 +360,7 @@ impl Rollup {
             return Ok(self.fixed_choice(why));
         }
         let recall = cache.recall("rollup", Shape::All, &self.reference());
-        let row = match self.state_query() {
-            Some(q) => Some(db.one_row(&q).await?),
-            None => None,
-        };
-        let (oid, catalog) = Self::read_state(row)?;
+        let (oid, catalog) = self.state(db).await?;
         if let Some(hit) = cache.remembered(&recall, &catalog) {
             return Ok(hit);
         }
@@ -492,13 +490,7 @@ impl Rollup {
         }
         let cache = StrategyCache::global();
         let recall = cache.recall("rollup", Shape::All, &self.reference());
-        let checked = async {
-            let row = match self.state_query() {
-                Some(q) => Some(db.one_row(&q).await?),
-                None => None,
-            };
-            Ok(Self::read_state(row)?.1)
-        };
+        let checked = async { Ok(self.state(db).await?.1) };
         speculate(
             cache,
             &recall,
