@@ -63,6 +63,22 @@ fn summary_of(o: &Orders) -> Summary {
         .named("orders_daily")
 }
 
+/// A schema with the orders table, and [`summary_of`] it installed.
+async fn installed() -> (
+    pgpatterns::testdb::TestSchema,
+    tokio_postgres::Client,
+    Orders,
+    Summary,
+) {
+    let schema = schema().await;
+    let mut c = client(&schema).await;
+    c.batch_execute(CREATE_ORDERS).await.unwrap();
+    let o = orders();
+    let s = summary_of(&o);
+    s.install(&mut c).await.unwrap();
+    (schema, c, o, s)
+}
+
 /// One random `orders` row as an SQL tuple: NULL keys, amounts and times
 /// now and then, amounts from a small set (ties), times within 40 days
 /// before and 5 days after [`t0`], some exactly on a bucket boundary.
@@ -326,12 +342,7 @@ async fn count(c: &tokio_postgres::Client, sql: &'static str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_leave_no_drift() {
-    let schema = schema().await;
-    let mut c = client(&schema).await;
-    c.batch_execute(CREATE_ORDERS).await.unwrap();
-    let o = orders();
-    let s = summary_of(&o);
-    s.install(&mut c).await.unwrap();
+    let (schema, c, o, s) = installed().await;
     let mut rng = Rng(42);
     insert_random(&c, &mut rng, 1, 200).await;
     assert_eq!(drift(&c, &s).await, 0);
@@ -660,12 +671,7 @@ impl RunForTest for tokio_postgres::Client {
 async fn a_rollup_reads_the_summary_as_a_table() {
     use pgpatterns::{Agg, Dim, Metric, Rollup};
 
-    let schema = schema().await;
-    let mut c = client(&schema).await;
-    c.batch_execute(CREATE_ORDERS).await.unwrap();
-    let o = orders();
-    let s = summary_of(&o);
-    s.install(&mut c).await.unwrap();
+    let (_schema, c, o, s) = installed().await;
     let mut rng = Rng(0x0011_D0C5);
     insert_random(&c, &mut rng, 1, 400).await;
     // Rows without a time belong to no bucket: compare the timed ones.
@@ -770,12 +776,7 @@ fn same_groups(first: i64, n: i64, day: i64) -> String {
 /// group keys beside it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_statements_keep_the_summary_exact() {
-    let schema = schema().await;
-    let mut c = client(&schema).await;
-    c.batch_execute(CREATE_ORDERS).await.unwrap();
-    let o = orders();
-    let s = summary_of(&o);
-    s.install(&mut c).await.unwrap();
+    let (_schema, mut c, o, s) = installed().await;
     // And a summary without group keys: the bucket is its whole key.
     let hourly = Summary::new(&o.created_at, Bucket::Hour)
         .measure(Measure::sum(&o.total, "total"))
@@ -858,12 +859,7 @@ async fn until_waiting(c: &tokio_postgres::Client, pid: i32) {
 /// row it made, and both writers are counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_inserted_meanwhile_is_added_to() {
-    let schema = schema().await;
-    let mut a = client(&schema).await;
-    a.batch_execute(CREATE_ORDERS).await.unwrap();
-    let o = orders();
-    let s = summary_of(&o);
-    s.install(&mut a).await.unwrap();
+    let (schema, a, _, s) = installed().await;
     let b = client(&schema).await;
     let pid: i32 = b
         .query_one("SELECT pg_backend_pid()", &[])
@@ -919,12 +915,7 @@ async fn a_group_inserted_meanwhile_is_added_to() {
 /// serialization error or counts right: never a silent drift.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeatable_read_fails_or_counts_right() {
-    let schema = schema().await;
-    let mut a = client(&schema).await;
-    a.batch_execute(CREATE_ORDERS).await.unwrap();
-    let o = orders();
-    let s = summary_of(&o);
-    s.install(&mut a).await.unwrap();
+    let (schema, a, _, s) = installed().await;
     let b = client(&schema).await;
     // Day 3 exists before `b`'s snapshot; day 0 does not.
     a.batch_execute(&same_groups(1, LARGE, 3)).await.unwrap();
@@ -984,12 +975,7 @@ async fn repeatable_read_fails_or_counts_right() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_making_the_same_new_groups_leave_no_drift() {
     use std::sync::Arc;
-    let schema = schema().await;
-    let mut c = client(&schema).await;
-    c.batch_execute(CREATE_ORDERS).await.unwrap();
-    let o = orders();
-    let s = summary_of(&o);
-    s.install(&mut c).await.unwrap();
+    let (schema, c, o, s) = installed().await;
     const WRITERS: i64 = 8;
     let barrier = Arc::new(tokio::sync::Barrier::new(WRITERS as usize));
     let mut tasks = Vec::new();
