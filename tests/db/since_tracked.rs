@@ -216,14 +216,9 @@ async fn parents_children_and_deletes_move_the_value() {
     let value = |id: i64| {
         let c = &c;
         async move {
-            let rows: Vec<(Option<DateTime<Utc>>,)> = c
-                .rows_as(&BuiltQuery::fixed_with(
-                    "SELECT changed_at FROM moves WHERE id = $1",
-                    [pgpatterns::SqlType::into_value(id)],
-                ))
+            changed_at(c, id)
                 .await
-                .unwrap();
-            rows[0].0.map(|t| t.format("%m-%d").to_string())
+                .map(|t| t.format("%m-%d").to_string())
         }
     };
     assert_eq!(value(1).await.as_deref(), Some("01-06"));
@@ -299,14 +294,9 @@ async fn incremental_writes(small: i64) {
     let value = |id: i64| {
         let c = &c;
         async move {
-            let rows: Vec<(Option<DateTime<Utc>>,)> = c
-                .rows_as(&BuiltQuery::fixed_with(
-                    "SELECT changed_at FROM moves WHERE id = $1",
-                    [pgpatterns::SqlType::into_value(id)],
-                ))
+            changed_at(c, id)
                 .await
-                .unwrap();
-            rows[0].0.map(|t| t.format("%m-%d %H:%M").to_string())
+                .map(|t| t.format("%m-%d %H:%M").to_string())
         }
     };
     let step = |sql: &'static str, want: [Option<&'static str>; 3]| {
@@ -447,6 +437,18 @@ async fn incremental_writes(small: i64) {
 
 /// Creates the shop's tables and fills them with a few related rows per
 /// move, server-side.
+/// The tracked column of move `id`.
+async fn changed_at(c: &tokio_postgres::Client, id: i64) -> Option<DateTime<Utc>> {
+    let rows: Vec<(Option<DateTime<Utc>>,)> = c
+        .rows_as(&BuiltQuery::fixed_with(
+            "SELECT changed_at FROM moves WHERE id = $1",
+            [pgpatterns::SqlType::into_value(id)],
+        ))
+        .await
+        .unwrap();
+    rows[0].0
+}
+
 async fn fill(c: &tokio_postgres::Client) {
     c.batch_execute(
         "INSERT INTO service_members SELECT g, TIMESTAMPTZ '2024-05-01 00:00+00' + g * interval '1 hour' FROM generate_series(1, 8) g;
