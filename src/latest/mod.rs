@@ -81,7 +81,8 @@ pub enum LatestStrategy {
     /// `latest::auto::decide`): with the index `Lateral` for pages and
     /// long-history counts, `DistinctOn` for short-history counts,
     /// `SkipScan` for long histories most entities lack; without it
-    /// `NotExists` for counts and `Window` for pages.
+    /// `NotExists` for counts and long-history pages, `Window` for
+    /// short-history pages.
     /// Cached per spec, status selectivity and catalog state: creating or
     /// dropping the advised index, or installing, uninstalling or
     /// disabling the triggers, changes the next decision without clearing
