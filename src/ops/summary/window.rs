@@ -24,6 +24,9 @@ pub(crate) enum Part<'a> {
     Rows,
     /// A kept measure: `COUNT(column)` or `SUM(column)`.
     Kept(&'a Kept),
+    /// The count of non-NULL values a sum keeps beside it (the sum and
+    /// its [`Kept::nonnull`] column): `COUNT(column)` of the sum's column.
+    NonNull(&'a Kept, &'a Ident),
 }
 
 impl Part<'_> {
@@ -32,6 +35,7 @@ impl Part<'_> {
         match self {
             Part::Rows => summary.count_name().clone(),
             Part::Kept(k) => k.name.clone(),
+            Part::NonNull(_, n) => (*n).clone(),
         }
     }
 
@@ -43,6 +47,7 @@ impl Part<'_> {
                 Kind::Count => Func::count(k.column.expr()).into(),
                 Kind::Sum(_) => Func::sum(k.column.expr()).into(),
             },
+            Part::NonNull(k, _) => Func::count(k.column.expr()).into(),
         }
     }
 
@@ -406,31 +411,59 @@ impl SummaryWindow {
         q
     }
 
+    /// The summary read.
+    pub(crate) fn summary(&self) -> &Summary {
+        &self.summary
+    }
+
+    /// The step that chose this window's own groups or ranking
+    /// ([`by`](Self::by) or [`top`](Self::top)), if any.
+    pub(crate) fn own_grouping(&self) -> Option<&'static str> {
+        if self.by.is_some() {
+            Some("by")
+        } else if self.top.is_some() {
+            Some("top")
+        } else {
+            None
+        }
+    }
+
+    /// This window's bounds and `where_eq` filters with the caller's groups
+    /// and aggregates, unordered (the caller checked them against the
+    /// summary).
+    pub(crate) fn statement_with(
+        &self,
+        by: Vec<(AnyColumn, String)>,
+        measures: Vec<(Part<'_>, String)>,
+    ) -> SelectStatement {
+        let eq: Vec<(AnyColumn, Expr)> = self
+            .eq
+            .iter()
+            .map(|(c, v, _)| (c.clone(), v.clone()))
+            .collect();
+        self.summary.window_statement(&WindowParts {
+            by,
+            eq: &eq,
+            since: self.since.clone(),
+            until: self.until.clone(),
+            measures,
+        })
+    }
+
     /// The query over the summary.
     ///
     /// # Errors
     /// As [`check`](Self::check).
     pub fn to_statement(&self) -> Result<SelectStatement> {
         let kept = self.kept()?;
-        let eq: Vec<(AnyColumn, Expr)> = self
-            .eq
+        let by = self
+            .by_columns()
             .iter()
-            .map(|(c, v, _)| (c.clone(), v.clone()))
+            .map(|c| (c.clone(), c.name().to_string()))
             .collect();
         let mut measures = vec![(Part::Rows, self.summary.count_name().to_string())];
         measures.extend(kept.iter().map(|k| (Part::Kept(k), k.name.to_string())));
-        let parts = WindowParts {
-            by: self
-                .by_columns()
-                .iter()
-                .map(|c| (c.clone(), c.name().to_string()))
-                .collect(),
-            eq: &eq,
-            since: self.since.clone(),
-            until: self.until.clone(),
-            measures,
-        };
-        Ok(self.finish(self.summary.window_statement(&parts)))
+        Ok(self.finish(self.statement_with(by, measures)))
     }
 
     /// The same query on the base table alone (what the summary saves
