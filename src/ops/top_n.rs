@@ -18,7 +18,7 @@ use sea_query::{
 
 use crate::exec::{run_blocking, BlockingExecutor};
 use crate::exec::{ColumnIndex, Executor, RowRead};
-use crate::ops::summary::window::WindowParts;
+use crate::ops::summary::window::{Part, WindowParts};
 use crate::ops::summary::{Kept, Kind, Summary};
 use crate::rollup::{decode_value, Agg, Dim, Metric, Rollup, Summable};
 use crate::schema::{AnyColumn, Column, Ident, Table};
@@ -356,14 +356,16 @@ impl<K: SqlType, A: Summable> TopN<K, A> {
             .iter()
             .map(|(c, _, v)| (c.clone(), v.clone()))
             .collect();
-        let by = [self.fk.erase().of(summary.base())];
+        let fk = self.fk.erase().of(summary.base());
         let parts = WindowParts {
-            by: &by,
+            by: vec![(fk.clone(), fk.name().to_string())],
             eq: &eq,
             since: self.bounds.0.clone(),
             until: self.bounds.1.clone(),
-            count_alias: COUNT_ALIAS,
-            measures: vec![(sum, SUM_ALIAS)],
+            measures: vec![
+                (Part::Rows, COUNT_ALIAS.to_owned()),
+                (Part::Kept(sum), SUM_ALIAS.to_owned()),
+            ],
         };
         let mut q = summary.window_statement(&parts);
         q.order_by_expr_with_nulls(

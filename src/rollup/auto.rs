@@ -84,6 +84,9 @@ impl Rollup {
 
     /// Why `Auto` uses `GroupingSets` whatever the data, or `None`.
     pub(super) fn fixed_reason(&self) -> Option<String> {
+        if let Base::Summary(w) = &self.base {
+            return Some(Rollup::summary_reason(w));
+        }
         if let Some(why) = self.pre_aggregate_blocker() {
             return Some(why);
         }
@@ -108,26 +111,32 @@ impl Rollup {
     }
 
     /// `Auto`'s choice without a database: `PreAggregate` whenever
-    /// possible (a report usually groups many rows into few groups).
+    /// possible (a report usually groups many rows into few groups), and
+    /// always over a summary.
     pub(super) fn static_choice(&self) -> RollupStrategy {
-        if self.fixed_reason().is_some() {
+        if self.reads_summary() {
+            RollupStrategy::PreAggregate
+        } else if self.fixed_reason().is_some() {
             RollupStrategy::GroupingSets
         } else {
             RollupStrategy::PreAggregate
         }
     }
 
-    /// The decision when it does not depend on the data.
+    /// The decision when it does not depend on the data: `GroupingSets`,
+    /// or `PreAggregate` over a summary.
     pub(super) fn fixed_choice(&self, why: String) -> Choice<RollupStrategy> {
+        let (chosen, other) = if self.reads_summary() {
+            (RollupStrategy::PreAggregate, RollupStrategy::GroupingSets)
+        } else {
+            (RollupStrategy::GroupingSets, RollupStrategy::PreAggregate)
+        };
         Choice {
-            strategy: RollupStrategy::GroupingSets,
+            strategy: chosen,
             shape: Shape::All,
             bucket: None,
             reason: why.clone(),
-            candidates: vec![
-                Estimate::chosen(RollupStrategy::GroupingSets),
-                Estimate::rejected(RollupStrategy::PreAggregate, why),
-            ],
+            candidates: vec![Estimate::chosen(chosen), Estimate::rejected(other, why)],
             statistics: Vec::new(),
             decided_by: crate::choice::DecidedBy::Rule,
             cached: false,
@@ -194,7 +203,8 @@ impl Rollup {
                 NEVER_ANALYZED,
                 [quote_table(t).into_value()],
             )),
-            Base::Query { .. } => None,
+            // Never asked: decided without SQL.
+            Base::Query { .. } | Base::Summary(_) => None,
         }
     }
 
@@ -290,7 +300,8 @@ impl Rollup {
                 TABLE_STATE,
                 [quote_table(t).into_value()],
             )),
-            Base::Query { .. } => None,
+            // Never asked over a summary: decided without SQL.
+            Base::Query { .. } | Base::Summary(_) => None,
         }
     }
 
@@ -314,7 +325,9 @@ impl Rollup {
     /// What [`RollupStrategy::Auto`] chooses for this report, and why,
     /// using the [global cache](StrategyCache::global). Without a
     /// decomposable report (`COUNT(DISTINCT …)`, …) it is `GroupingSets`
-    /// and no SQL runs. Otherwise it reads the base table's OID and catalog
+    /// and no SQL runs; over a summary ([`Rollup::from_summary`]) it is
+    /// `PreAggregate`, the one form such a report has, and no SQL runs
+    /// either. Otherwise it reads the base table's OID and catalog
     /// state (indexes, triggers, columns; one small catalog query), so an
     /// index created or dropped is seen at once, and, on a cache miss,
     /// `EXPLAIN`s
@@ -402,7 +415,9 @@ impl Rollup {
     /// database and keeps the fastest as `Auto`'s decision for it (see
     /// [`Calibration`](crate::Calibration)). Runs the candidates for real,
     /// each bounded by a `statement_timeout` in its own transaction: call
-    /// it from a maintenance task, not in a request path.
+    /// it from a maintenance task, not in a request path. A report over a
+    /// summary ([`Rollup::from_summary`]) has one form: its decision is
+    /// returned and nothing runs.
     ///
     /// # Errors
     /// As [`explain_choice`](Self::explain_choice); the calibration's
@@ -430,6 +445,10 @@ impl Rollup {
     ) -> Result<Choice<RollupStrategy>> {
         calibration.check()?;
         let rule = self.explain_choice_with(cache, &*db).await?;
+        if self.reads_summary() {
+            // One form: nothing to measure.
+            return Ok(rule);
+        }
         let candidates = RollupStrategy::ALL
             .into_iter()
             .filter(|&s| {

@@ -18,6 +18,7 @@ mod grouping;
 mod metric;
 mod pre;
 mod row;
+mod summary;
 mod table;
 
 use std::sync::Arc;
@@ -38,6 +39,7 @@ use metric::AggKind;
 pub(crate) use row::decode_value;
 
 use crate::exec::{run_blocking, BlockingExecutor, Executor, RowRead};
+use crate::ops::summary::SummaryWindow;
 use crate::schema::{AnyColumn, Ident, Table};
 use crate::spec::Problems;
 use crate::types::SqlType;
@@ -77,6 +79,8 @@ enum Base {
         statement: Box<SelectStatement>,
         alias: Table,
     },
+    /// A window over a maintained summary of a table.
+    Summary(Box<SummaryWindow>),
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +88,8 @@ struct DimSpec {
     id: u64,
     alias: Ident,
     expr: Expr,
+    /// The column, when the dimension is a plain column.
+    column: Option<AnyColumn>,
     sql_type: &'static str,
 }
 
@@ -95,6 +101,8 @@ struct MetricSpec {
     sql_type: &'static str,
     kind: AggKind,
     arg: Option<Expr>,
+    /// The argument's column, when the argument is a plain column.
+    arg_column: Option<AnyColumn>,
     filter: Option<Expr>,
 }
 
@@ -129,6 +137,11 @@ pub enum RollupStrategy {
     /// may differ from `GroupingSets` in the last bits (as between any two
     /// PostgreSQL plans that add in a different order); `Auto` never picks
     /// `PreAggregate` for them.
+    ///
+    /// A report over a maintained summary ([`Rollup::from_summary`]) is
+    /// always computed in this form — its inner stage is the summary's
+    /// window grouped by every dimension — whatever the strategy says, and
+    /// `Auto` reads no statistics for it.
     PreAggregate,
     /// Chosen from the live database ([`Rollup::explain_choice`]):
     /// `GroupingSets` whenever a metric is not decomposable (`COUNT(DISTINCT
@@ -250,10 +263,92 @@ impl Rollup {
         r
     }
 
+    /// A report over a maintained [`Summary`](crate::ops::summary::Summary),
+    /// exactly equal to the same report on its base table: the window's
+    /// whole buckets are read from the summary, the partial buckets at its
+    /// edges from the base table, and the report's grouping sets are
+    /// computed over those few rows.
+    ///
+    /// Write the dimensions and metrics as on the base table — columns of
+    /// the summary's base table, not of the summary — and give the rows to
+    /// report on with the window: [`since`](SummaryWindow::since),
+    /// [`until`](SummaryWindow::until) (at least one) and
+    /// [`where_eq`](SummaryWindow::where_eq) on the summary's keys. The
+    /// result has the rows, order and types of
+    /// `Rollup::new(&base).filter(time >= since).filter(time < until)
+    /// .filter(key = value)…` with the same steps. Each metric reads what
+    /// the summary keeps:
+    ///
+    /// | Metric | Read from the summary |
+    /// |---|---|
+    /// | [`Agg::count_all`] | the row count |
+    /// | [`Agg::count`] of a column | a [`Measure::count`](crate::ops::summary::Measure::count) of it, else the non-NULL count a [`Measure::sum`](crate::ops::summary::Measure::sum) of it keeps |
+    /// | [`Agg::sum`] of a column | a `Measure::sum` of it |
+    /// | [`Agg::avg`] of a column | its sum ÷ its count, as PostgreSQL's `avg` computes it |
+    ///
+    /// The report is always computed in the two-stage form of
+    /// [`RollupStrategy::PreAggregate`] (the inner stage is the window
+    /// grouped by every dimension), whatever [`strategy`](Self::strategy)
+    /// says; [`Auto`](RollupStrategy::Auto) reads no statistics for it.
+    ///
+    /// ```
+    /// use chrono::{TimeZone, Utc};
+    /// use pgpatterns::ops::summary::{Bucket, Measure, Summary};
+    /// use pgpatterns::{column, table, Agg, Decimal, Dim, Metric, Rollup};
+    /// let orders = table!("orders");
+    /// let user_id = column!(orders, "user_id": i64);
+    /// let status = column!(orders, "status": String);
+    /// let total = column!(orders, "total": Decimal);
+    /// let summary = Summary::new(&column!(orders, "created_at": chrono::DateTime<Utc>), Bucket::Day)
+    ///     .key(&user_id)
+    ///     .key(&status)
+    ///     .measure(Measure::sum(&total, "total"))
+    ///     .named("orders_daily");
+    /// let since = Utc.with_ymd_and_hms(2025, 5, 1, 0, 0, 0).unwrap();
+    /// let user = Dim::new(&user_id);
+    /// let report = Rollup::from_summary(&summary.window().since(since).where_eq(&status, "completed"))
+    ///     .dimension(&user)
+    ///     .metric(&Metric::new("orders", Agg::count_all()))
+    ///     .metric(&Metric::new("spent", Agg::sum(&total)))
+    ///     .metric(&Metric::new("average", Agg::avg(&total)))
+    ///     .with_total();
+    /// let q = report.build()?;
+    /// // The grouping sets over the window grouped by every dimension.
+    /// assert!(q.sql().starts_with(r#"SELECT "rollup_pre"."d0" AS "user_id", CAST(COALESCE(SUM("rollup_pre"."m0"), 0) AS int8) AS "orders""#));
+    /// assert!(q.sql().contains(r#"FROM "orders_daily" WHERE "orders_daily"."bucket" >= "#));
+    /// assert!(q.sql().contains(r#"GROUP BY GROUPING SETS(("rollup_pre"."d0"), ())"#));
+    /// // Every value is bound: the bound, the zone, the status.
+    /// assert!(!q.sql().contains("2025") && !q.sql().contains("completed"));
+    /// assert!(q.values().0.contains(&"completed".into()));
+    ///
+    /// // What the summary does not keep is refused before any SQL is sent.
+    /// let max = Metric::new("largest", Agg::max(&total));
+    /// assert!(report.clone().metric(&max).build().is_err());
+    /// # Ok::<(), pgpatterns::Error>(())
+    /// ```
+    ///
+    /// The report refuses to build ([`Error::InvalidSpec`]) when the window
+    /// does ([`SummaryWindow::check`]: no bound, a `where_eq` column that
+    /// is not a key) or has its own [`by`](SummaryWindow::by) or
+    /// [`top`](SummaryWindow::top) (the report's dimensions choose the
+    /// groups); when a dimension is not one of the summary's keys (an
+    /// expression included); when a metric is `MIN`, `MAX` or
+    /// `COUNT(DISTINCT …)`, has a [`filter`](Agg::filter), or counts, sums
+    /// or averages a column the summary keeps no count or sum of; when the
+    /// report has a [`filter`](Self::filter) (use the window's
+    /// `where_eq`); and when a [`having`](Self::having) condition cannot be
+    /// evaluated on the partial aggregates (as for `PreAggregate`).
+    pub fn from_summary(window: &SummaryWindow) -> Rollup {
+        let mut r = Rollup::with_base(Base::Summary(Box::new(window.clone())));
+        r.strategy = RollupStrategy::PreAggregate;
+        r
+    }
+
     fn base_table(&self) -> &Table {
         match &self.base {
             Base::Table(t) => t,
             Base::Query { alias, .. } => alias,
+            Base::Summary(w) => w.summary().base(),
         }
     }
 
@@ -309,7 +404,9 @@ impl Rollup {
         }
     }
 
-    /// Only base rows matching `condition` are aggregated (`WHERE`).
+    /// Only base rows matching `condition` are aggregated (`WHERE`). A
+    /// report [over a summary](Self::from_summary) refuses to build with a
+    /// filter: give the window's bounds and `where_eq` instead.
     pub fn filter(mut self, condition: Expr) -> Rollup {
         self.filters.push(condition);
         self
@@ -350,6 +447,7 @@ impl Rollup {
             id: d.id,
             alias: d.alias.clone(),
             expr: d.expr.clone(),
+            column: d.column.clone(),
             sql_type: d.sql_type,
         });
         Ok(self.dims.len() - 1)
@@ -376,6 +474,7 @@ impl Rollup {
                 sql_type: m.sql_type,
                 kind: m.kind,
                 arg: m.arg.as_ref().map(|a| a.expr.clone()),
+                arg_column: m.arg.as_ref().and_then(|a| a.column.clone()),
                 filter: m.filter.clone(),
             });
             Ok(())
@@ -603,6 +702,9 @@ impl Rollup {
                 ));
             }
         }
+        if let Base::Summary(w) = &self.base {
+            return self.check_summary(w);
+        }
         if self.strategy == RollupStrategy::PreAggregate {
             if let Some(why) = self.pre_aggregate_blocker() {
                 return Err(Error::spec(
@@ -616,6 +718,9 @@ impl Rollup {
 
     /// The chosen strategy ([`Auto`](RollupStrategy::Auto) stays `Auto`;
     /// see [`explain_choice`](Self::explain_choice) for its decision).
+    /// [`PreAggregate`](RollupStrategy::PreAggregate) for a report made by
+    /// [`from_summary`](Self::from_summary), unless changed (it is computed
+    /// in that form whatever the strategy).
     #[must_use]
     pub fn chosen_strategy(&self) -> RollupStrategy {
         self.strategy
@@ -625,6 +730,9 @@ impl Rollup {
     /// without a database (a checked report never keeps `PreAggregate`
     /// with a blocker).
     fn effective_strategy(&self) -> RollupStrategy {
+        if self.reads_summary() {
+            return RollupStrategy::PreAggregate;
+        }
         match self.strategy {
             RollupStrategy::Auto => self.static_choice(),
             s => s,

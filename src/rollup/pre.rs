@@ -33,19 +33,29 @@ use crate::schema::Ident;
 /// The derived table of partial aggregates.
 pub(super) const PRE: &str = "rollup_pre";
 
-/// The inner column of dimension `i`.
-fn dim_column(i: usize) -> Alias {
-    Alias::new(format!("d{i}"))
+/// The inner column name of dimension `i`.
+pub(super) fn dim_name(i: usize) -> String {
+    format!("d{i}")
 }
 
-/// The inner column of metric `i`'s partial (`m3`), or its count (`m3_n`)
-/// for an average.
-fn partial_column(i: usize, count: bool) -> Alias {
-    Alias::new(if count {
+/// The inner column name of metric `i`'s partial (`m3`), or its count
+/// (`m3_n`) for an average.
+pub(super) fn partial_name(i: usize, count: bool) -> String {
+    if count {
         format!("m{i}_n")
     } else {
         format!("m{i}")
-    })
+    }
+}
+
+/// The inner column of dimension `i`.
+fn dim_column(i: usize) -> Alias {
+    Alias::new(dim_name(i))
+}
+
+/// The inner column of metric `i`'s partial, or its count.
+fn partial_column(i: usize, count: bool) -> Alias {
+    Alias::new(partial_name(i, count))
 }
 
 fn pre_col(c: Alias) -> Expr {
@@ -253,6 +263,9 @@ impl Rollup {
     /// The plain `GROUP BY` of every dimension with each metric's partial
     /// aggregates: the inner query of `PreAggregate`.
     pub(super) fn partial_statement(&self) -> Option<SelectStatement> {
+        if let Base::Summary(w) = &self.base {
+            return self.summary_partials(w);
+        }
         let mut q = Query::select();
         self.select_base(&mut q);
         for (i, d) in self.dims.iter().enumerate() {
@@ -302,10 +315,13 @@ impl Rollup {
         Some(q)
     }
 
-    /// `FROM` the base table or the caller's query.
+    /// `FROM` the base table or the caller's query (for a report over a
+    /// summary, its base table: only the one-query form and `Auto`'s
+    /// probes read the base so, and such a report uses neither).
     pub(super) fn select_base(&self, q: &mut SelectStatement) {
         match &self.base {
             Base::Table(t) => q.from(t.table_ref()),
+            Base::Summary(w) => q.from(w.summary().base().table_ref()),
             Base::Query { statement, alias } => {
                 q.from_subquery((**statement).clone(), alias.name().clone())
             }

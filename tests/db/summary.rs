@@ -11,7 +11,7 @@ use pgpatterns::ops::TopN;
 use pgpatterns::{BuiltQuery, Column, Error, Executor, Table};
 use rust_decimal::Decimal;
 
-use crate::support::{client, schema, Rng};
+use crate::support::{client, schema, with_sync_client, Rng};
 
 /// Midnight UTC, the middle of the generated times.
 fn t0() -> DateTime<Utc> {
@@ -1028,4 +1028,306 @@ async fn concurrent_writers_making_the_same_new_groups_leave_no_drift() {
         .await
     );
     check_windows(&c, &s, &o).await;
+}
+
+/// The handles of the reports of [`check_rollups`]: every metric a summary
+/// can answer, over the summary's keys.
+struct Report {
+    user: pgpatterns::Dim<i64>,
+    status: pgpatterns::Dim<String>,
+    n: pgpatterns::Metric<i64>,
+    priced: pgpatterns::Metric<i64>,
+    with_qty: pgpatterns::Metric<i64>,
+    spent: pgpatterns::Metric<Decimal>,
+    units: pgpatterns::Metric<i64>,
+    avg_total: pgpatterns::Metric<Decimal>,
+    avg_qty: pgpatterns::Metric<Decimal>,
+}
+
+impl Report {
+    fn new(o: &Orders) -> Report {
+        use pgpatterns::{Agg, Dim, Metric};
+        Report {
+            user: Dim::new(&o.user_id),
+            status: Dim::new(&o.status),
+            n: Metric::new("n", Agg::count_all()),
+            // A Measure::count of it.
+            priced: Metric::new("priced", Agg::count(&o.total)),
+            // No Measure::count: the sum's non-NULL count.
+            with_qty: Metric::new("with_qty", Agg::count(&o.qty)),
+            spent: Metric::new("spent", Agg::sum(&o.total)),
+            units: Metric::new("units", Agg::sum(&o.qty)),
+            avg_total: Metric::new("avg_total", Agg::avg(&o.total)),
+            avg_qty: Metric::new("avg_qty", Agg::avg(&o.qty)),
+        }
+    }
+
+    /// The grouping and ordering steps of report `shape` over `r`, with
+    /// every metric.
+    fn shaped(&self, r: pgpatterns::Rollup, shape: usize) -> pgpatterns::Rollup {
+        use pgpatterns::sea_query::Order;
+        let r = r
+            .metric(&self.n)
+            .metric(&self.priced)
+            .metric(&self.with_qty)
+            .metric(&self.spent)
+            .metric(&self.units)
+            .metric(&self.avg_total)
+            .metric(&self.avg_qty);
+        match shape {
+            0 => r.rollup((&self.user, &self.status)),
+            1 => r.cube((&self.user, &self.status)).total_first(),
+            2 => r.dimension(&self.user).with_total(),
+            3 => r.grouping_sets(((&self.user,), (&self.status,), ())),
+            4 => r
+                .rollup((&self.status, &self.user))
+                .rank_by(&self.spent, Order::Desc)
+                .limit_per_level(3),
+            5 => r
+                .rollup((&self.user, &self.status))
+                .having(self.n.gt(1i64))
+                .having(self.avg_qty.lt(Decimal::new(35, 1))),
+            // No dimension: one row, the whole window.
+            _ => r,
+        }
+    }
+}
+
+const SHAPES: usize = 7;
+
+/// Each row's level and typed values, `Decimal`s with their scale.
+fn lines(rows: &[pgpatterns::RollupRow]) -> Vec<String> {
+    rows.iter()
+        .map(|r| {
+            format!(
+                "{} {:?} {:?}",
+                r.grouping_mask(),
+                r.dimension_values(),
+                r.metric_values()
+            )
+        })
+        .collect()
+}
+
+/// The output column types of a built query, as the server describes them.
+async fn column_types(c: &tokio_postgres::Client, q: &BuiltQuery) -> Vec<String> {
+    c.prepare(q.sql())
+        .await
+        .unwrap()
+        .columns()
+        .iter()
+        .map(|col| col.type_().name().to_owned())
+        .collect()
+}
+
+/// The report of `shape` from the summary and on the base table with the
+/// window as filters (and `status = 'completed'` when `completed`):
+/// the same rows, order and types. Whether it had rows.
+async fn rollup_both(
+    c: &tokio_postgres::Client,
+    s: &Summary,
+    o: &Orders,
+    (since, until): (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+    shape: usize,
+    completed: bool,
+) -> bool {
+    use pgpatterns::Rollup;
+    let rep = Report::new(o);
+    let mut w = s.window();
+    let mut base = Rollup::new(&Table::new("orders").unwrap());
+    if let Some(since) = since {
+        w = w.since(since);
+        base = base.filter(o.created_at.gte(since));
+    }
+    if let Some(until) = until {
+        w = w.until(until);
+        base = base.filter(o.created_at.lt(until));
+    }
+    if completed {
+        w = w.where_eq(&o.status, "completed");
+        base = base.filter(o.status.eq("completed"));
+    }
+    let summed = rep.shaped(Rollup::from_summary(&w), shape);
+    let base = rep.shaped(base, shape);
+    let what = format!("shape {shape}, [{since:?}, {until:?}), completed {completed}");
+    let want = base.fetch_all(c).await.unwrap();
+    let got = summed.fetch_all(c).await.unwrap();
+    assert_eq!(lines(&got), lines(&want), "{what}");
+    assert_eq!(got, want, "{what}");
+    !got.is_empty()
+}
+
+/// [`rollup_both`] for every shape over the windows of [`check_windows`]:
+/// ending on a bucket boundary, mid-bucket, a microsecond after a
+/// boundary; 30 days, 36 hours, 3 hours (inside one bucket) and one day
+/// long; and half-open. The count of non-empty results.
+async fn check_rollups(c: &tokio_postgres::Client, s: &Summary, o: &Orders) -> usize {
+    let ends = [
+        t0(),
+        t0() + Duration::hours(13) + Duration::minutes(37),
+        t0() - Duration::days(3),
+        t0() + Duration::microseconds(1),
+        t0() - Duration::days(10) + Duration::hours(23) + Duration::seconds(59),
+    ];
+    let lengths = [
+        Duration::days(30),
+        Duration::hours(36),
+        Duration::hours(3),
+        Duration::days(1),
+    ];
+    let mut nonempty = 0;
+    let mut i = 0;
+    for end in ends {
+        let mut windows: Vec<_> = lengths
+            .iter()
+            .map(|&len| (Some(end - len), Some(end)))
+            .collect();
+        windows.push((Some(end - Duration::days(7)), None));
+        windows.push((None, Some(end)));
+        for window in windows {
+            for shape in 0..SHAPES {
+                i += 1;
+                let completed = i % 2 == 0;
+                nonempty += usize::from(rollup_both(c, s, o, window, shape, completed).await);
+            }
+        }
+    }
+    nonempty
+}
+
+/// A `Rollup` from the summary equals the same report on the base table
+/// with the window as filters — rows, order, levels, types and the scale
+/// of every number — for rollup, cube, totals, grouping sets, ranking with
+/// a limit per level, HAVING and no dimension, over windows of every kind,
+/// after random inserts, updates and deletes (NULL keys and amounts among
+/// them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollup_from_the_summary_equals_the_report_on_the_base() {
+    let (_schema, c, o, s) = installed().await;
+    let mut rng = Rng(0x0F0D_5C0F);
+    insert_random(&c, &mut rng, 1, 400).await;
+    let mut nonempty = check_rollups(&c, &s, &o).await;
+    let mut next_id = 1000;
+    for round in 0..40 {
+        let sql = random_write(&mut rng, &mut next_id);
+        c.batch_execute(&sql).await.unwrap();
+        if round % 20 == 19 {
+            assert_eq!(drift(&c, &s).await, 0, "after round {round}");
+            nonempty += check_rollups(&c, &s, &o).await;
+        }
+    }
+    assert!(nonempty > 200, "the reports saw rows ({nonempty})");
+
+    // The types the server sends are the base report's, column by column.
+    let rep = Report::new(&o);
+    let w = s.window().since(t0() - Duration::days(30));
+    let base = Table::new("orders").unwrap();
+    for shape in 0..SHAPES {
+        let summed = rep.shaped(pgpatterns::Rollup::from_summary(&w), shape);
+        let on_base = rep.shaped(
+            pgpatterns::Rollup::new(&base).filter(o.created_at.gte(t0() - Duration::days(30))),
+            shape,
+        );
+        let a = column_types(&c, &summed.build().unwrap()).await;
+        let b = column_types(&c, &on_base.build().unwrap()).await;
+        assert_eq!(a, b, "shape {shape}");
+        assert!(a.contains(&"numeric".to_owned()) && a.contains(&"int8".to_owned()));
+    }
+}
+
+/// `Auto` decides without statistics over a summary and says it reads the
+/// summary; the blocking client, `resolve` and `calibrate` agree, and a
+/// materialized view of the report holds its rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollup_from_the_summary_says_it_reads_the_summary() {
+    use pgpatterns::ops::matview::MatView;
+    use pgpatterns::{Calibration, DecidedBy, Rollup, RollupStrategy};
+
+    let (schema, mut c, o, s) = installed().await;
+    insert_random(&c, &mut Rng(0x00AB_CDEF), 1, 300).await;
+    let rep = Report::new(&o);
+    let w = s
+        .window()
+        .since(t0() - Duration::days(20) + Duration::hours(5))
+        .until(t0());
+    let report = rep
+        .shaped(Rollup::from_summary(&w), 0)
+        .strategy(RollupStrategy::Auto);
+    let rows = report.fetch_all(&c).await.unwrap();
+    assert!(rows.len() > 10, "{}", rows.len());
+
+    let choice = report.explain_choice(&c).await.unwrap();
+    assert_eq!(choice.strategy, RollupStrategy::PreAggregate);
+    assert_eq!(choice.decided_by, DecidedBy::Rule);
+    assert!(
+        choice.reason.contains("maintained summary orders_daily"),
+        "{choice}"
+    );
+    assert!(choice.statistics.is_empty(), "{choice}");
+    assert_eq!(
+        report.resolve(&c).await.unwrap().chosen_strategy(),
+        RollupStrategy::PreAggregate
+    );
+    let calibrated = report.calibrate(&mut c, &Calibration::new()).await.unwrap();
+    assert_eq!(calibrated.strategy, RollupStrategy::PreAggregate);
+    assert_eq!(calibrated.reason, choice.reason);
+
+    let blocking = report.clone();
+    let (blocking_choice, blocking_rows) = with_sync_client(&schema, move |c| {
+        (
+            blocking.explain_choice_blocking(c).unwrap(),
+            blocking.fetch_all_blocking(c).unwrap(),
+        )
+    })
+    .await;
+    assert_eq!(blocking_choice.reason, choice.reason);
+    assert_eq!(blocking_rows, rows);
+
+    // A materialized view of it: the same rows.
+    let view = MatView::new(&Table::new("orders_report").unwrap(), report.clone());
+    assert!(view.create(&mut c).await.unwrap());
+    assert_eq!(lines(&view.fetch_all(&c).await.unwrap()), lines(&rows));
+}
+
+/// What the summary cannot answer is refused before any SQL is sent, with
+/// a typed error, by every run verb.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollup_the_summary_cannot_answer_is_refused() {
+    use pgpatterns::{Agg, Metric, Rollup, RollupStrategy};
+
+    let (_schema, c, o, s) = installed().await;
+    let rep = Report::new(&o);
+    let w = s.window().since(t0());
+    let ok = rep.shaped(Rollup::from_summary(&w), 2);
+    ok.fetch_all(&c).await.unwrap();
+    let refused = [
+        (
+            ok.clone().metric(&Metric::new("top", Agg::max(&o.total))),
+            "metric",
+        ),
+        (ok.clone().filter(o.qty.gt(2)), "filter"),
+        (
+            ok.clone().dimension(&pgpatterns::Dim::new(&o.created_at)),
+            "dimension",
+        ),
+        (
+            rep.shaped(
+                Rollup::from_summary(&s.window().since(t0()).top("total", 3)),
+                2,
+            ),
+            "window",
+        ),
+        (
+            ok.clone().having(pgpatterns::sea_query::Expr::cust("true")),
+            "having",
+        ),
+    ];
+    for (r, field) in refused {
+        for r in [r.clone(), r.strategy(RollupStrategy::Auto)] {
+            let is = |e: Error| matches!(e, Error::InvalidSpec { field: f, .. } if f == field);
+            assert!(is(r.fetch_all(&c).await.unwrap_err()), "{field}");
+            assert!(is(r.explain_choice(&c).await.unwrap_err()), "{field}");
+            assert!(is(r.resolve(&c).await.unwrap_err()), "{field}");
+        }
+    }
 }

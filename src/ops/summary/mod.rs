@@ -43,6 +43,18 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Reports that read it
+//!
+//! [`TopN`](crate::ops::TopN) ([`from_summary`](crate::ops::TopN::from_summary))
+//! and [`Rollup`](crate::Rollup) ([`Rollup::from_summary`](crate::Rollup::from_summary))
+//! read from it, and so does a [`SummaryWindow`] of your own. Each is
+//! written as on the base table — its columns, its keys as dimensions,
+//! `COUNT(*)`, `COUNT`, `SUM` and `AVG` of the measured columns — with the
+//! window (since, until, `where_eq` on keys) taking the place of the
+//! filters, and returns the rows, order and types of the same report on
+//! the base table. What the summary cannot answer (another column, `MIN`,
+//! `COUNT(DISTINCT …)`, a free filter) is refused before any SQL is sent.
+//!
 //! # What is kept, and how
 //!
 //! The summary table has the group keys, the bucket start

@@ -178,3 +178,20 @@ fn single_table_events_aggregate_without_signs() {
         "{fn_sql}"
     );
 }
+
+#[test]
+fn a_window_reads_whole_buckets_and_the_edges() {
+    let (t, user, at, total) = orders();
+    let status = t.column::<String>("status").unwrap();
+    let s = Summary::new(&at, Bucket::Day)
+        .key(&user)
+        .key(&status)
+        .measure(Measure::sum(&total, "total"))
+        .measure(Measure::count(&total, "priced"))
+        .named("daily");
+    let w = s.window().since(Utc::now());
+    assert_eq!(
+        w.build().unwrap().sql(),
+        r#"SELECT "pgp_window"."user_id" AS "user_id", "pgp_window"."status" AS "status", CAST(COALESCE(SUM("pgp_window"."row_count"), $1) AS int8) AS "row_count", CAST(SUM("pgp_window"."total") AS numeric) AS "total", CAST(COALESCE(SUM("pgp_window"."priced"), $2) AS int8) AS "priced" FROM (SELECT "daily"."user_id" AS "user_id", "daily"."status" AS "status", "daily"."row_count" AS "row_count", "daily"."total" AS "total", "daily"."priced" AS "priced" FROM "daily" WHERE "daily"."bucket" >= (SELECT CASE WHEN date_trunc('day', CAST($3 AS timestamptz), CAST($4 AS text)) = CAST($5 AS timestamptz) THEN CAST($6 AS timestamptz) ELSE date_trunc('day', date_trunc('day', CAST($7 AS timestamptz), CAST($8 AS text)) + interval '25 hours', CAST($9 AS text)) END) UNION ALL (SELECT "orders"."user_id" AS "user_id", "orders"."status" AS "status", COUNT(*) AS "row_count", SUM("orders"."total") AS "total", COUNT("orders"."total") AS "priced" FROM "orders" WHERE "orders"."created_at" >= CAST($10 AS timestamptz) AND "orders"."created_at" < (SELECT CASE WHEN date_trunc('day', CAST($11 AS timestamptz), CAST($12 AS text)) = CAST($13 AS timestamptz) THEN CAST($14 AS timestamptz) ELSE date_trunc('day', date_trunc('day', CAST($15 AS timestamptz), CAST($16 AS text)) + interval '25 hours', CAST($17 AS text)) END) GROUP BY "orders"."user_id", "orders"."status")) AS "pgp_window" GROUP BY "pgp_window"."user_id", "pgp_window"."status" ORDER BY "user_id" ASC NULLS LAST, "status" ASC NULLS LAST"#
+    );
+}

@@ -17,20 +17,63 @@ use crate::{BuiltQuery, Error, Result};
 /// Alias of the combined parts in the generated SQL.
 const WINDOW_ALIAS: &str = "pgp_window";
 
+/// One aggregate column of a window query.
+#[derive(Clone, Copy)]
+pub(crate) enum Part<'a> {
+    /// The row count, `COUNT(*)`.
+    Rows,
+    /// A kept measure: `COUNT(column)` or `SUM(column)`.
+    Kept(&'a Kept),
+    /// The count of non-NULL values a sum keeps beside it (the sum and
+    /// its [`Kept::nonnull`] column): `COUNT(column)` of the sum's column.
+    NonNull(&'a Kept, &'a Ident),
+}
+
+impl Part<'_> {
+    /// The summary column holding this part.
+    fn summary_column(&self, summary: &Summary) -> Ident {
+        match self {
+            Part::Rows => summary.count_name().clone(),
+            Part::Kept(k) => k.name.clone(),
+            Part::NonNull(_, n) => (*n).clone(),
+        }
+    }
+
+    /// The aggregate over base rows.
+    fn over_rows(&self) -> Expr {
+        match self {
+            Part::Rows => Expr::cust("COUNT(*)"),
+            Part::Kept(k) => match k.kind {
+                Kind::Count => Func::count(k.column.expr()).into(),
+                Kind::Sum(_) => Func::sum(k.column.expr()).into(),
+            },
+            Part::NonNull(k, _) => Func::count(k.column.expr()).into(),
+        }
+    }
+
+    /// The total over the window's parts, typed as over base rows.
+    fn combined(&self, part: Expr) -> Expr {
+        match self {
+            Part::Kept(Kept {
+                kind: Kind::Sum(t), ..
+            }) => Func::sum(part).cast_as(*t),
+            _ => Func::coalesce([Func::sum(part).into(), Expr::val(0i64)]).cast_as("int8"),
+        }
+    }
+}
+
 /// The parts of a window query, checked against a summary.
 pub(crate) struct WindowParts<'a> {
-    /// Output group columns (keys of the summary).
-    pub(crate) by: &'a [AnyColumn],
+    /// Output group columns (keys of the summary) and their output names.
+    pub(crate) by: Vec<(AnyColumn, String)>,
     /// `key = value` filters (keys of the summary, values bound).
     pub(crate) eq: &'a [(AnyColumn, Expr)],
     /// `time >= since`.
     pub(crate) since: Option<Expr>,
     /// `time < until`.
     pub(crate) until: Option<Expr>,
-    /// The output name of the row count.
-    pub(crate) count_alias: &'a str,
-    /// Measures and their output names.
-    pub(crate) measures: Vec<(&'a Kept, &'a str)>,
+    /// The aggregates and their output names.
+    pub(crate) measures: Vec<(Part<'a>, String)>,
 }
 
 impl Summary {
@@ -88,15 +131,12 @@ impl Summary {
 
         // Whole buckets, from the summary.
         let mut whole = Query::select();
-        for c in parts.by {
-            whole.expr_as(c.of(&table).expr(), Alias::new(c.name().as_str()));
+        for (c, alias) in &parts.by {
+            whole.expr_as(c.of(&table).expr(), Alias::new(alias));
         }
-        whole.expr_as(
-            table.col::<i64>(self.count_name().clone()).expr(),
-            Alias::new(parts.count_alias),
-        );
-        for (k, alias) in &parts.measures {
-            whole.expr_as(table.col::<i64>(k.name.clone()).expr(), Alias::new(*alias));
+        for (part, alias) in &parts.measures {
+            let name = part.summary_column(self);
+            whole.expr_as(table.col::<i64>(name).expr(), Alias::new(alias));
         }
         whole.from(table.table_ref());
         if let Some(lo) = &lo {
@@ -136,22 +176,17 @@ impl Summary {
             _ => Expr::cust("FALSE"),
         };
         let mut edge = Query::select();
-        for c in parts.by {
-            edge.expr_as(c.expr(), Alias::new(c.name().as_str()));
+        for (c, alias) in &parts.by {
+            edge.expr_as(c.expr(), Alias::new(alias));
         }
-        edge.expr_as(Expr::cust("COUNT(*)"), Alias::new(parts.count_alias));
-        for (k, alias) in &parts.measures {
-            let e = match k.kind {
-                Kind::Count => Func::count(k.column.expr()),
-                Kind::Sum(_) => Func::sum(k.column.expr()),
-            };
-            edge.expr_as(e, Alias::new(*alias));
+        for (part, alias) in &parts.measures {
+            edge.expr_as(part.over_rows(), Alias::new(alias));
         }
         edge.from(self.base.table_ref()).and_where(edges);
         for (c, v) in parts.eq {
             edge.and_where(c.expr().eq(v.clone()));
         }
-        for c in parts.by {
+        for (c, _) in &parts.by {
             edge.add_group_by([c.expr()]);
         }
         whole.union(UnionType::All, edge);
@@ -160,26 +195,15 @@ impl Summary {
         let w = Alias::new(WINDOW_ALIAS);
         let col = |name: &str| Expr::col((w.clone(), Alias::new(name)));
         let mut q = Query::select();
-        for c in parts.by {
-            q.expr_as(col(c.name().as_str()), Alias::new(c.name().as_str()));
+        for (_, alias) in &parts.by {
+            q.expr_as(col(alias), Alias::new(alias));
         }
-        q.expr_as(
-            Func::coalesce([Func::sum(col(parts.count_alias)).into(), Expr::val(0i64)])
-                .cast_as("int8"),
-            Alias::new(parts.count_alias),
-        );
-        for (k, alias) in &parts.measures {
-            let e: Expr = match k.kind {
-                Kind::Count => {
-                    Func::coalesce([Func::sum(col(alias)).into(), Expr::val(0i64)]).cast_as("int8")
-                }
-                Kind::Sum(t) => Func::sum(col(alias)).cast_as(t),
-            };
-            q.expr_as(e, Alias::new(*alias));
+        for (part, alias) in &parts.measures {
+            q.expr_as(part.combined(col(alias)), Alias::new(alias));
         }
         q.from_subquery(whole, w.clone());
-        for c in parts.by {
-            q.add_group_by([col(c.name().as_str())]);
+        for (_, alias) in &parts.by {
+            q.add_group_by([col(alias)]);
         }
         q
     }
@@ -387,26 +411,59 @@ impl SummaryWindow {
         q
     }
 
+    /// The summary read.
+    pub(crate) fn summary(&self) -> &Summary {
+        &self.summary
+    }
+
+    /// The step that chose this window's own groups or ranking
+    /// ([`by`](Self::by) or [`top`](Self::top)), if any.
+    pub(crate) fn own_grouping(&self) -> Option<&'static str> {
+        if self.by.is_some() {
+            Some("by")
+        } else if self.top.is_some() {
+            Some("top")
+        } else {
+            None
+        }
+    }
+
+    /// This window's bounds and `where_eq` filters with the caller's groups
+    /// and aggregates, unordered (the caller checked them against the
+    /// summary).
+    pub(crate) fn statement_with(
+        &self,
+        by: Vec<(AnyColumn, String)>,
+        measures: Vec<(Part<'_>, String)>,
+    ) -> SelectStatement {
+        let eq: Vec<(AnyColumn, Expr)> = self
+            .eq
+            .iter()
+            .map(|(c, v, _)| (c.clone(), v.clone()))
+            .collect();
+        self.summary.window_statement(&WindowParts {
+            by,
+            eq: &eq,
+            since: self.since.clone(),
+            until: self.until.clone(),
+            measures,
+        })
+    }
+
     /// The query over the summary.
     ///
     /// # Errors
     /// As [`check`](Self::check).
     pub fn to_statement(&self) -> Result<SelectStatement> {
         let kept = self.kept()?;
-        let eq: Vec<(AnyColumn, Expr)> = self
-            .eq
+        let by = self
+            .by_columns()
             .iter()
-            .map(|(c, v, _)| (c.clone(), v.clone()))
+            .map(|c| (c.clone(), c.name().to_string()))
             .collect();
-        let parts = WindowParts {
-            by: self.by_columns(),
-            eq: &eq,
-            since: self.since.clone(),
-            until: self.until.clone(),
-            count_alias: self.summary.count_name().as_str(),
-            measures: kept.iter().map(|k| (k, k.name.as_str())).collect(),
-        };
-        Ok(self.finish(self.summary.window_statement(&parts)))
+        let mut measures = vec![(Part::Rows, self.summary.count_name().to_string())];
+        measures.extend(kept.iter().map(|k| (Part::Kept(k), k.name.to_string())));
+        Ok(self.finish(self.statement_with(by, measures)))
     }
 
     /// The same query on the base table alone (what the summary saves
