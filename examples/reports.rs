@@ -358,5 +358,87 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "freshness after the writes: {}",
         describe(&view.freshness(&client).await?)
     );
+
+    // ---- a dashboard with subtotals, from the same summary --------------------
+    dashboard_from_summary(&client, &shop, &summary, since, args.rounds).await?;
+    Ok(())
+}
+
+/// Orders and spend per status and in total over the same 30 days, as a
+/// `Rollup` on the orders table and as the same `Rollup` read from the
+/// summary (whole days from it, the partial first day from the orders):
+/// the same rows, timed side by side.
+async fn dashboard_from_summary(
+    client: &tokio_postgres::Client,
+    shop: &pgpatterns::seed::shop::ShopTables,
+    summary: &Summary,
+    since: chrono::DateTime<chrono::Utc>,
+    rounds: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use pgpatterns::sea_query::ExprTrait;
+    use pgpatterns::{Agg, Dim, Metric, Rollup, RollupRow};
+
+    let status = Dim::new(&shop.status);
+    let orders = Metric::new("orders", Agg::count_all());
+    let spent = Metric::new("spent", Agg::sum(&shop.total_amount));
+    let average = Metric::new("average", Agg::avg(&shop.total_amount));
+    let on_base = Rollup::new(&shop.orders)
+        .filter(shop.order_created_at.expr().gte(since))
+        .strategy(pgpatterns::RollupStrategy::Auto);
+    let on_summary = Rollup::from_summary(&summary.window().since(since));
+    let [on_base, on_summary] = [on_base, on_summary].map(|r| {
+        r.dimension(&status)
+            .metric(&orders)
+            .metric(&spent)
+            .metric(&average)
+            .with_total()
+    });
+    let base_rows = on_base.fetch_all(client).await?;
+    let summary_rows = on_summary.fetch_all(client).await?;
+    assert_eq!(
+        base_rows, summary_rows,
+        "the dashboard from the summary differs"
+    );
+    println!(
+        "
+== per status over the same 30 days, with the total (a Rollup)"
+    );
+    println!(
+        "{:<12} {:>9} {:>16} {:>10}",
+        "status", "orders", "spent", "average"
+    );
+    let show = |r: &RollupRow| {
+        let avg = r.get(&average).map(|a| a.round_dp(2).to_string());
+        println!(
+            "{:<12} {:>9} {:>16} {:>10}",
+            if r.is_total() {
+                "(all)".to_owned()
+            } else {
+                r.get(&status).unwrap_or_default()
+            },
+            r.get(&orders).unwrap_or_default(),
+            r.get(&spent).map(|d| d.to_string()).unwrap_or_default(),
+            avg.unwrap_or_default()
+        );
+    };
+    base_rows.iter().for_each(show);
+
+    let (mut base_times, mut summary_times) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        for (report, times) in [
+            (&on_base, &mut base_times),
+            (&on_summary, &mut summary_times),
+        ] {
+            let started = Instant::now();
+            let rows = report.fetch_all(client).await?;
+            times.push(started.elapsed());
+            assert_eq!(rows, base_rows);
+        }
+    }
+    let (b, s) = (median(&mut base_times), median(&mut summary_times));
+    println!(
+        "orders table {b:.1?}, summary {s:.1?} ({:.3}×), medians of {rounds} interleaved rounds",
+        s.as_secs_f64() / b.as_secs_f64()
+    );
     Ok(())
 }

@@ -36,7 +36,12 @@ async fn latest_auto_follows_history_length_and_the_index() {
         (0, true, LatestStrategy::DistinctOn, LatestStrategy::Lateral),
         (30, true, LatestStrategy::Lateral, LatestStrategy::Lateral),
         (0, false, LatestStrategy::NotExists, LatestStrategy::Window),
-        (30, false, LatestStrategy::NotExists, LatestStrategy::NotExists),
+        (
+            30,
+            false,
+            LatestStrategy::NotExists,
+            LatestStrategy::NotExists,
+        ),
     ];
     for (drafts, index, count_pick, page_pick) in cases {
         // Small: without the index, Lateral and SkipScan scan the history per
