@@ -314,7 +314,7 @@ fn no_dimensions_is_one_total_row() {
     );
 }
 
-fn invalid(r: Result<impl std::fmt::Debug>, field: &str) -> String {
+pub(super) fn invalid(r: Result<impl std::fmt::Debug>, field: &str) -> String {
     match r {
         Err(Error::InvalidSpec { field: f, reason }) if f == field => reason,
         other => panic!("expected an invalid {field}, got {other:?}"),
@@ -323,7 +323,7 @@ fn invalid(r: Result<impl std::fmt::Debug>, field: &str) -> String {
 
 /// The report refuses to build (and to give its statement) with the same
 /// error `check` returns; the reason.
-fn refused(r: &Rollup, field: &str) -> String {
+pub(super) fn refused(r: &Rollup, field: &str) -> String {
     let reason = invalid(r.check(), field);
     assert_eq!(invalid(r.build(), field), reason);
     assert_eq!(invalid(r.to_statement(), field), reason);

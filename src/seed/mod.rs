@@ -32,7 +32,7 @@
 //! `.replace(true)` drops the dataset's tables first. Progress is reported
 //! through a callback taking a [`Progress`](crate::Progress): one stage per
 //! kind of row loaded (counting those rows), then `"finish"` (counting the
-//! steps: keys, indexes, `ANALYZE`).
+//! steps: keys, indexes, `VACUUM ANALYZE`).
 //!
 //! ```no_run
 //! # #[cfg(feature = "tokio-postgres")]

@@ -201,23 +201,33 @@ async fn window_both(
     (from_summary, from_base)
 }
 
-/// Windows ending on a bucket boundary, mid-bucket and a microsecond
-/// after a boundary; 30 days, 36 hours, 3 hours (inside one bucket), one
-/// day; and half-open windows.
-async fn check_windows(c: &tokio_postgres::Client, s: &Summary, o: &Orders) -> usize {
-    let ends = [
+/// Window ends on a bucket boundary, mid-bucket, a microsecond after a
+/// boundary, and a second before one.
+fn window_ends() -> [DateTime<Utc>; 5] {
+    [
         t0(),
         t0() + Duration::hours(13) + Duration::minutes(37),
         t0() - Duration::days(3),
         t0() + Duration::microseconds(1),
         t0() - Duration::days(10) + Duration::hours(23) + Duration::seconds(59),
-    ];
-    let lengths = [
+    ]
+}
+
+/// Window lengths: 30 days, 36 hours, 3 hours (inside one bucket), one day.
+fn window_lengths() -> [Duration; 4] {
+    [
         Duration::days(30),
         Duration::hours(36),
         Duration::hours(3),
         Duration::days(1),
-    ];
+    ]
+}
+
+/// Windows ending on a bucket boundary, mid-bucket and a microsecond
+/// after a boundary; 30 days, 36 hours, 3 hours (inside one bucket), one
+/// day; and half-open windows.
+async fn check_windows(c: &tokio_postgres::Client, s: &Summary, o: &Orders) -> usize {
+    let (ends, lengths) = (window_ends(), window_lengths());
     let mut nonempty = 0;
     for end in ends {
         for len in lengths {
@@ -1162,19 +1172,7 @@ async fn rollup_both(
 /// boundary; 30 days, 36 hours, 3 hours (inside one bucket) and one day
 /// long; and half-open. The count of non-empty results.
 async fn check_rollups(c: &tokio_postgres::Client, s: &Summary, o: &Orders) -> usize {
-    let ends = [
-        t0(),
-        t0() + Duration::hours(13) + Duration::minutes(37),
-        t0() - Duration::days(3),
-        t0() + Duration::microseconds(1),
-        t0() - Duration::days(10) + Duration::hours(23) + Duration::seconds(59),
-    ];
-    let lengths = [
-        Duration::days(30),
-        Duration::hours(36),
-        Duration::hours(3),
-        Duration::days(1),
-    ];
+    let (ends, lengths) = (window_ends(), window_lengths());
     let mut nonempty = 0;
     let mut i = 0;
     for end in ends {

@@ -7,9 +7,9 @@ use rust_decimal::Decimal;
 use sea_query::{Expr, ExprTrait, Order};
 
 use crate::ops::summary::{Bucket, Measure, Summary};
+use crate::rollup::tests::{invalid, refused};
 use crate::rollup::{Agg, Dim, Metric, Rollup, RollupStrategy};
 use crate::schema::{Column, Table};
-use crate::{Error, Result};
 
 struct Orders {
     table: Table,
@@ -57,21 +57,6 @@ fn report(o: &Orders) -> Rollup {
             .since(t0())
             .where_eq(&o.status, "completed"),
     )
-}
-
-fn invalid(r: Result<impl std::fmt::Debug>, field: &str) -> String {
-    match r {
-        Err(Error::InvalidSpec { field: f, reason }) if f == field => reason,
-        other => panic!("expected an invalid {field}, got {other:?}"),
-    }
-}
-
-/// Refused by `check`, `build` and `to_statement` alike; the reason.
-fn refused(r: &Rollup, field: &str) -> String {
-    let reason = invalid(r.check(), field);
-    assert_eq!(invalid(r.build(), field), reason);
-    assert_eq!(invalid(r.to_statement(), field), reason);
-    reason
 }
 
 #[test]
