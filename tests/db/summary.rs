@@ -1329,3 +1329,38 @@ async fn a_rollup_the_summary_cannot_answer_is_refused() {
         }
     }
 }
+
+/// The edge index: created once (again is a no-op), on the time column
+/// with the keys and measured columns included, and windows read through
+/// it still equal the base.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_index_covers_the_edges_and_is_idempotent() {
+    let (_schema, c, o, s) = installed().await;
+    let mut rng = Rng(0x00ED_6E5);
+    insert_random(&c, &mut rng, 1, 300).await;
+    let index = s.edge_index("orders_edges").unwrap();
+    for _ in 0..2 {
+        index.execute_outside_transaction(&c).await.unwrap();
+    }
+    let defs: Vec<String> = c
+        .query(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() \
+             AND indexname = 'orders_edges'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(defs.len(), 1, "{defs:?}");
+    assert!(
+        defs[0].ends_with("USING btree (created_at) INCLUDE (user_id, status, total, qty)"),
+        "{defs:?}"
+    );
+    assert!(check_windows(&c, &s, &o).await > 0);
+    assert!(matches!(
+        s.edge_index(""),
+        Err(Error::InvalidIdentifier { .. })
+    ));
+}

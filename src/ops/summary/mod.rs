@@ -467,6 +467,62 @@ impl Summary {
         &self.count_col
     }
 
+    /// The index on the base table that window queries read the partial
+    /// edge buckets with: the time column, `INCLUDE` the keys and the
+    /// measured columns, so the edges are an index-only range scan.
+    /// Without an index leading with the time column, every window query
+    /// (and every report read from the summary) scans the whole base table
+    /// for its edges. Built `CONCURRENTLY IF NOT EXISTS`: run it with
+    /// [`BuiltQuery::execute_outside_transaction`](crate::BuiltQuery::execute_outside_transaction).
+    /// Not needed when another index already leads with the time column
+    /// (or with the window's `where_eq` keys, then the time column, as
+    /// [`TopN::index`](crate::ops::TopN::index) advises).
+    ///
+    /// ```
+    /// use chrono::{DateTime, Utc};
+    /// use pgpatterns::ops::summary::{Bucket, Measure, Summary};
+    /// use pgpatterns::{column, table, Decimal};
+    /// let orders = table!("orders");
+    /// let summary = Summary::new(&column!(orders, "created_at": DateTime<Utc>), Bucket::Day)
+    ///     .key(&column!(orders, "user_id": i64))
+    ///     .measure(Measure::sum(&column!(orders, "total": Decimal), "total"));
+    /// assert_eq!(
+    ///     summary.edge_index("orders_edges")?.sql(),
+    ///     r#"CREATE INDEX CONCURRENTLY IF NOT EXISTS "orders_edges" ON "orders" ("created_at") INCLUDE ("user_id", "total")"#
+    /// );
+    /// # Ok::<(), pgpatterns::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`check`](Self::check), and [`Error::InvalidIdentifier`] for an
+    /// invalid index name.
+    pub fn edge_index(&self, name: &str) -> Result<crate::BuiltQuery> {
+        Ok(crate::BuiltQuery::schema(&self.edge_index_statement(name)?))
+    }
+
+    /// [`edge_index`](Self::edge_index) as a sea-query statement.
+    ///
+    /// # Errors
+    /// As [`edge_index`](Self::edge_index).
+    pub fn edge_index_statement(&self, name: &str) -> Result<sea_query::IndexCreateStatement> {
+        self.check()?;
+        let name = Ident::new(name)?;
+        let mut idx = sea_query::Index::create();
+        idx.name(crate::ddl::index_name(&name))
+            .table(self.base.table_name())
+            .col(self.time.iden())
+            .concurrently()
+            .if_not_exists();
+        let mut included: Vec<&Ident> = vec![self.time.name()];
+        for c in self.keys.iter().chain(self.measures.iter().map(|m| &m.column)) {
+            if !included.contains(&c.name()) {
+                included.push(c.name());
+                idx.include(c.iden());
+            }
+        }
+        Ok(idx)
+    }
+
     /// Checks the summary as a whole: the first problem a step recorded,
     /// then names used twice among the keys, the bucket and count columns
     /// and the measures.
