@@ -514,7 +514,11 @@ impl Summary {
             .concurrently()
             .if_not_exists();
         let mut included: Vec<&Ident> = vec![self.time.name()];
-        for c in self.keys.iter().chain(self.measures.iter().map(|m| &m.column)) {
+        for c in self
+            .keys
+            .iter()
+            .chain(self.measures.iter().map(|m| &m.column))
+        {
             if !included.contains(&c.name()) {
                 included.push(c.name());
                 idx.include(c.iden());
