@@ -1336,7 +1336,7 @@ async fn a_rollup_the_summary_cannot_answer_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_edge_index_covers_the_edges_and_is_idempotent() {
     let (_schema, c, o, s) = installed().await;
-    let mut rng = Rng(0x00ED_6E5);
+    let mut rng = Rng(0x000E_D6E5);
     insert_random(&c, &mut rng, 1, 300).await;
     let index = s.edge_index("orders_edges").unwrap();
     for _ in 0..2 {
