@@ -23,7 +23,16 @@
 //!    does); a difference is [`Error::StrategiesDisagree`], never a silent
 //!    choice;
 //! 4. the survivors run [`Calibration::rounds`] timed rounds, interleaved
-//!    in a shuffled order per round; the lowest median wins.
+//!    in a shuffled order per round; the lowest median wins;
+//! 5. **close calls**: when other survivors' medians are within a margin of
+//!    the lowest (default 10 %), those close contenders alone run more
+//!    interleaved rounds while the extra rounds fit a time budget (default
+//!    1 s; [`Calibration::close_calls`]), and the lowest median over all
+//!    their rounds wins. A few rounds cannot tell apart queries a few
+//!    percent apart on a busy machine; on fast queries, where noise weighs
+//!    most, the budget buys many rounds, and on slow ones it buys few or
+//!    none, so the bound on what calibration costs stays the configured
+//!    rounds plus the budget.
 //!
 //! The winner is kept in the cache ([`DecidedBy::Calibrated`](crate::DecidedBy))
 //! under the same key as the rule's decision — spec, shape, selectivity
@@ -68,6 +77,8 @@ pub struct Calibration {
     factor: f64,
     first: Duration,
     min: Duration,
+    margin: f64,
+    budget: Duration,
     problems: Problems,
 }
 
@@ -79,13 +90,16 @@ impl Default for Calibration {
 
 impl Calibration {
     /// 5 timed rounds, candidates bounded by 3× the fastest run so far (at
-    /// least 100 ms), the first by 30 s.
+    /// least 100 ms), the first by 30 s; contenders within 10 % of the
+    /// fastest timed again for up to 1 s.
     pub fn new() -> Calibration {
         Calibration {
             rounds: 5,
             factor: 3.0,
             first: Duration::from_secs(30),
             min: Duration::from_millis(100),
+            margin: 0.10,
+            budget: Duration::from_secs(1),
             problems: Problems::default(),
         }
     }
@@ -135,6 +149,28 @@ impl Calibration {
     pub fn min_timeout(mut self, bound: Duration) -> Calibration {
         if let Some(d) = self.bound("min_timeout", bound) {
             self.min = d;
+        }
+        self
+    }
+
+    /// Close calls: after the timed rounds, the survivors whose median is
+    /// within `margin` of the lowest (a fraction: 0.1 is 10 %) run more
+    /// interleaved rounds, as many as fit `budget` (estimated from their
+    /// medians, so the extra rounds stop before the budget is spent), at
+    /// most [`Compare::MAX_ROUNDS`] in all. Default: 10 % and 1 s. A zero
+    /// budget turns it off; the margin must be finite and not negative.
+    ///
+    /// The winner's [`DecidedBy::Calibrated`] `rounds` counts every round it
+    /// was timed in.
+    pub fn close_calls(mut self, margin: f64, budget: Duration) -> Calibration {
+        if margin.is_finite() && margin >= 0.0 {
+            self.margin = margin;
+            self.budget = budget;
+        } else {
+            self.problems.note::<()>(Err(Error::spec(
+                "close_calls",
+                format!("the margin must be a finite fraction of at least 0, got {margin}"),
+            )));
         }
         self
     }
@@ -290,7 +326,29 @@ where
             drop(rows);
         }
     }
-    let medians: Vec<Duration> = timings.iter_mut().map(|t| median(t)).collect();
+    let mut medians: Vec<Duration> = timings.iter_mut().map(|t| median(t)).collect();
+    // Close calls: the contenders near the lowest median, timed again.
+    let close = close_contenders(&medians, cal.margin);
+    let mut extra = 0;
+    if close.len() > 1 {
+        let per_round: Duration = close.iter().map(|&j| medians[j]).sum();
+        let spent = Instant::now();
+        while cal.rounds + extra < Compare::MAX_ROUNDS && spent.elapsed() + per_round <= cal.budget
+        {
+            for k in round_order(cal.rounds + extra, close.len()) {
+                let j = close[k];
+                let q = &candidates[survivors[j]].1;
+                let t = Instant::now();
+                let rows = db.rows(q).await?;
+                timings[j].push(t.elapsed());
+                drop(rows);
+            }
+            extra += 1;
+        }
+        for &j in &close {
+            medians[j] = median(&mut timings[j]);
+        }
+    }
     let Some((win, _)) = medians.iter().enumerate().min_by_key(|(_, m)| **m) else {
         return Err(Error::spec("calibration", "no candidate was timed"));
     };
@@ -347,6 +405,12 @@ where
             m.as_secs_f64() / best_median.as_secs_f64().max(1e-9)
         ));
     }
+    if extra > 0 {
+        reason.push_str(&format!(
+            "; {} close contenders timed {extra} more rounds",
+            close.len()
+        ));
+    }
     if winner == rule.strategy {
         reason.push_str("; the rule chose it too");
     } else {
@@ -367,7 +431,9 @@ where
         reason,
         candidates: estimates,
         statistics,
-        decided_by: DecidedBy::Calibrated { rounds: cal.rounds },
+        decided_by: DecidedBy::Calibrated {
+            rounds: timings[win].len(),
+        },
         cached: false,
         decided_in: started.elapsed(),
         looked_up_in: Duration::ZERO,
@@ -378,6 +444,21 @@ where
         .recall(target.family, target.shape, target.reference);
     target.cache.pin(&recall, &choice);
     Ok(choice)
+}
+
+/// The indexes of `medians` within `margin` (a fraction) of the lowest,
+/// the lowest among them.
+fn close_contenders(medians: &[Duration], margin: f64) -> Vec<usize> {
+    let Some(lowest) = medians.iter().min() else {
+        return Vec::new();
+    };
+    let limit = lowest.as_secs_f64() * (1.0 + margin);
+    medians
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.as_secs_f64() <= limit)
+        .map(|(j, _)| j)
+        .collect()
 }
 
 fn median(t: &mut [Duration]) -> Duration {
@@ -431,12 +512,30 @@ mod tests {
                 Calibration::new().min_timeout(Duration::from_micros(10)),
                 "min_timeout",
             ),
+            (
+                Calibration::new().close_calls(-0.1, Duration::from_secs(1)),
+                "close_calls",
+            ),
+            (
+                Calibration::new().close_calls(f64::INFINITY, Duration::ZERO),
+                "close_calls",
+            ),
         ] {
             match cal.check() {
                 Err(Error::InvalidSpec { field: f, .. }) => assert_eq!(f, field),
                 other => panic!("{field}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn close_contenders_are_those_within_the_margin() {
+        let ms = Duration::from_millis;
+        let m = [ms(100), ms(109), ms(111), ms(95)];
+        assert_eq!(close_contenders(&m, 0.10), vec![0, 3]);
+        assert_eq!(close_contenders(&m, 0.20), vec![0, 1, 2, 3]);
+        assert_eq!(close_contenders(&m, 0.0), vec![3]);
+        assert!(close_contenders(&[], 0.1).is_empty());
     }
 
     #[test]

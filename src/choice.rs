@@ -362,11 +362,12 @@ pub enum DecidedBy {
     Rule,
     /// Measured on this database by a family's `calibrate`: every
     /// candidate ran under a time bound, the answers were checked equal and
-    /// the fastest median over `rounds` interleaved rounds won. Kept in the
-    /// cache past its time to live, until the catalog state it was measured
-    /// under changes.
+    /// the fastest median over interleaved rounds won. Kept in the cache
+    /// past its time to live, until the catalog state it was measured under
+    /// changes.
     Calibrated {
-        /// Timed rounds per candidate.
+        /// The rounds the winner was timed in: the configured rounds, plus
+        /// any a close call added ([`Calibration::close_calls`](crate::Calibration::close_calls)).
         rounds: usize,
     },
 }
@@ -422,7 +423,7 @@ impl<S: fmt::Debug> fmt::Display for Choice<S> {
             DecidedBy::Rule => writeln!(f, "  decided by: rule")?,
             DecidedBy::Calibrated { rounds } => writeln!(
                 f,
-                "  decided by: calibration (measured here, {rounds} rounds per candidate)"
+                "  decided by: calibration (measured here, the winner timed in {rounds} rounds)"
             )?,
         }
         for s in &self.statistics {

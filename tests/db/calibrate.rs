@@ -52,6 +52,69 @@ fn assert_fastest_won<S: Copy + PartialEq + std::fmt::Debug>(c: &Choice<S>) {
     assert_eq!(fastest, Some(c.strategy), "{c}");
 }
 
+/// Calibrated, its winner timed in at least the configured `rounds` (more
+/// when a close call added some).
+fn assert_rounds<S: std::fmt::Debug>(c: &Choice<S>, rounds: usize) {
+    match c.decided_by {
+        DecidedBy::Calibrated { rounds: r } => assert!(r >= rounds, "{r} < {rounds}\n{c}"),
+        _ => panic!("not calibrated: {c}"),
+    }
+}
+
+#[tokio::test]
+async fn close_calls_time_the_close_contenders_again_within_their_budget() {
+    let schema = schema().await;
+    let mut c = client(&schema).await;
+    c.batch_execute(FIXTURE).await.unwrap();
+    let spec = spec();
+    let page = Shape::Page { limit: 20 };
+    let winner_rounds = |c: &Choice<LatestStrategy>| match c.decided_by {
+        DecidedBy::Calibrated { rounds } => rounds,
+        _ => panic!("not calibrated: {c}"),
+    };
+
+    // No budget: the configured rounds, exactly.
+    let cache = StrategyCache::new(Duration::from_secs(60));
+    let off = Calibration::new()
+        .rounds(3)
+        .close_calls(10.0, Duration::ZERO);
+    let measured = spec
+        .calibrate_with(&cache, &mut c, page, &off)
+        .await
+        .unwrap();
+    assert_eq!(winner_rounds(&measured), 3, "{measured}");
+    assert!(!measured.reason.contains("close contenders"), "{measured}");
+    let off_took = measured.decided_in;
+
+    // Every survivor within the margin (10×): they are all timed again,
+    // for as many rounds as fit 300 ms, and the fastest over all of them
+    // still wins.
+    let cache = StrategyCache::new(Duration::from_secs(60));
+    let budget = Duration::from_millis(300);
+    let on = Calibration::new().rounds(3).close_calls(10.0, budget);
+    let measured = spec
+        .calibrate_with(&cache, &mut c, page, &on)
+        .await
+        .unwrap();
+    let rounds = winner_rounds(&measured);
+    assert!(rounds > 3, "{measured}");
+    assert!(
+        measured
+            .reason
+            .contains(&format!("timed {} more rounds", rounds - 3)),
+        "{measured}"
+    );
+    assert_fastest_won(&measured);
+    // The budget bounds them: the whole calibration took no longer than
+    // the one without close calls (three times over, for a busy machine)
+    // plus the budget; unbounded, they would run to `Compare::MAX_ROUNDS`.
+    assert!(
+        measured.decided_in <= off_took * 3 + budget,
+        "{:?} against {off_took:?} without close calls\n{measured}",
+        measured.decided_in
+    );
+}
+
 #[tokio::test]
 async fn latest_calibration_keeps_the_measured_winner_until_the_catalog_changes() {
     let schema = schema().await;
@@ -65,11 +128,7 @@ async fn latest_calibration_keeps_the_measured_winner_until_the_catalog_changes(
         .calibrate_with(&cache, &mut c, Shape::Count, &cal)
         .await
         .unwrap();
-    assert_eq!(
-        measured.decided_by,
-        DecidedBy::Calibrated { rounds: 3 },
-        "{measured}"
-    );
+    assert_rounds(&measured, 3);
     assert!(!measured.cached);
     assert_fastest_won(&measured);
     // Every history strategy was a candidate; the skip scan without its
@@ -103,7 +162,7 @@ async fn latest_calibration_keeps_the_measured_winner_until_the_catalog_changes(
         .await
         .unwrap();
     assert!(later.cached, "{later}");
-    assert_eq!(later.decided_by, DecidedBy::Calibrated { rounds: 3 });
+    assert_eq!(later.decided_by, measured.decided_by);
     assert_eq!(later.strategy, measured.strategy);
 
     // The measured strategy returns the same count as every other.
@@ -178,11 +237,8 @@ async fn calibrations_survive_a_restart_through_their_export() {
         .explain_choice_with(&after, &c, Shape::Page { limit: 20 })
         .await
         .unwrap();
-    assert_eq!(
-        used.decided_by,
-        DecidedBy::Calibrated { rounds: 2 },
-        "{used}"
-    );
+    assert_rounds(&measured, 2);
+    assert_eq!(used.decided_by, measured.decided_by, "{used}");
     assert!(used.cached, "{used}");
     assert_eq!(used.strategy, measured.strategy);
     // Pages of any size in the same power of two share it.
@@ -190,11 +246,7 @@ async fn calibrations_survive_a_restart_through_their_export() {
         .explain_choice_with(&after, &c, Shape::Page { limit: 30 })
         .await
         .unwrap();
-    assert_eq!(
-        near.decided_by,
-        DecidedBy::Calibrated { rounds: 2 },
-        "{near}"
-    );
+    assert_eq!(near.decided_by, measured.decided_by, "{near}");
     // Another query is not covered by it.
     let other = spec
         .clone()
@@ -298,7 +350,7 @@ async fn since_and_rollup_calibrate_too() {
         .calibrate_with(&cache, &mut c, Shape::Count, &cal)
         .await
         .unwrap();
-    assert_eq!(measured.decided_by, DecidedBy::Calibrated { rounds: 3 });
+    assert_rounds(&measured, 3);
     assert_fastest_won(&measured);
     assert!(
         measured
@@ -361,6 +413,6 @@ async fn calibration_runs_on_the_blocking_client() {
     })
     .await
     .unwrap();
-    assert_eq!(measured.decided_by, DecidedBy::Calibrated { rounds: 2 });
+    assert_rounds(&measured, 2);
     assert_fastest_won(&measured);
 }
