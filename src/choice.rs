@@ -1749,7 +1749,7 @@ mod tests {
         measured.candidates[0].median = Some(Duration::from_micros(1_500));
         let text = measured.to_string();
         assert!(
-            text.contains("decided by: calibration (measured here, 5 rounds per candidate)")
+            text.contains("decided by: calibration (measured here, the winner timed in 5 rounds)")
                 && text.contains("3: median 1.5 ms"),
             "{text}"
         );
