@@ -206,6 +206,50 @@ async fn latest_calibration_keeps_the_measured_winner_until_the_catalog_changes(
         .find(|e| e.strategy == LatestStrategy::SkipScan)
         .unwrap();
     assert!(skip.median.is_some(), "{again}");
+
+    // A trigger installed on the history (here a no-op of the test's own)
+    // changes the state too: the rule decides again. Removed, the state is
+    // the one the calibration measured, and its decision is used again.
+    c.batch_execute(
+        "CREATE FUNCTION calib_noop() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN RETURN NULL; END $$;
+         CREATE TRIGGER calib_noop AFTER INSERT ON order_status
+           FOR EACH STATEMENT EXECUTE FUNCTION calib_noop();",
+    )
+    .await
+    .unwrap();
+    let with_trigger = spec
+        .explain_choice_with(&cache, &c, Shape::Count)
+        .await
+        .unwrap();
+    assert_eq!(with_trigger.decided_by, DecidedBy::Rule, "{with_trigger}");
+    c.batch_execute("DROP TRIGGER calib_noop ON order_status")
+        .await
+        .unwrap();
+    let without = spec
+        .explain_choice_with(&cache, &c, Shape::Count)
+        .await
+        .unwrap();
+    assert_eq!(without.decided_by, again.decided_by, "{without}");
+    assert_eq!(without.strategy, again.strategy, "{without}");
+    // Dropping the index the second calibration was measured with brings
+    // back the state the first one measured: its decision applies again.
+    c.batch_execute(
+        "DO $$ DECLARE i regclass; BEGIN
+           SELECT indexrelid::regclass INTO i FROM pg_index
+            WHERE indrelid = 'order_status'::regclass AND NOT indisprimary;
+           EXECUTE format('DROP INDEX %s', i);
+         END $$",
+    )
+    .await
+    .unwrap();
+    let dropped = spec
+        .explain_choice_with(&cache, &c, Shape::Count)
+        .await
+        .unwrap();
+    assert_eq!(dropped.decided_by, measured.decided_by, "{dropped}");
+    assert_eq!(dropped.strategy, measured.strategy, "{dropped}");
+    assert!(dropped.reason.contains("median"), "{dropped}");
 }
 
 #[tokio::test]
