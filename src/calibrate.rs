@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 use sea_query::{Expr, Query};
 
 use crate::choice::{DecidedBy, Estimate, Shape, Statistic, StrategyCache, StrategyName};
-use crate::compare::round_order;
+use crate::compare::{round_order, time_query};
 use crate::exec::{RowRead, Transactional};
 use crate::spec::Problems;
 use crate::types::SqlType;
@@ -319,11 +319,7 @@ where
     let mut timings: Vec<Vec<Duration>> = vec![Vec::with_capacity(cal.rounds); survivors.len()];
     for round in 0..cal.rounds {
         for j in round_order(round, survivors.len()) {
-            let q = &candidates[survivors[j]].1;
-            let t = Instant::now();
-            let rows = db.rows(q).await?;
-            timings[j].push(t.elapsed());
-            drop(rows);
+            timings[j].push(time_query(&*db, &candidates[survivors[j]].1).await?);
         }
     }
     let mut medians: Vec<Duration> = timings.iter_mut().map(|t| median(t)).collect();
@@ -337,11 +333,7 @@ where
         {
             for k in round_order(cal.rounds + extra, close.len()) {
                 let j = close[k];
-                let q = &candidates[survivors[j]].1;
-                let t = Instant::now();
-                let rows = db.rows(q).await?;
-                timings[j].push(t.elapsed());
-                drop(rows);
+                timings[j].push(time_query(&*db, &candidates[survivors[j]].1).await?);
             }
             extra += 1;
         }

@@ -313,10 +313,7 @@ impl Compare {
         let mut timings = vec![Vec::with_capacity(self.rounds); n];
         for round in 0..self.warmup + self.rounds {
             for i in round_order(round, n) {
-                let start = Instant::now();
-                let rows = db.rows(&contenders[i].query).await?;
-                let took = start.elapsed();
-                drop(rows);
+                let took = time_query(db, &contenders[i].query).await?;
                 if round >= self.warmup {
                     timings[i].push(took);
                 }
@@ -680,6 +677,16 @@ fn node_label(node: &Json) -> String {
         label = format!("{label} on {relation}");
     }
     label
+}
+
+/// The client wall time of running `q` once, every row fetched (and then
+/// dropped): what an interleaved round measures per contender.
+pub(crate) async fn time_query<E: Executor>(db: &E, q: &BuiltQuery) -> Result<Duration> {
+    let start = Instant::now();
+    let rows = db.rows(q).await?;
+    let took = start.elapsed();
+    drop(rows);
+    Ok(took)
 }
 
 /// The order in which [`Compare::run`] runs `n` contenders in round

@@ -52,13 +52,19 @@ fn assert_fastest_won<S: Copy + PartialEq + std::fmt::Debug>(c: &Choice<S>) {
     assert_eq!(fastest, Some(c.strategy), "{c}");
 }
 
+/// The rounds a calibrated choice's winner was timed in.
+fn calibrated_rounds<S: std::fmt::Debug>(c: &Choice<S>) -> usize {
+    match c.decided_by {
+        DecidedBy::Calibrated { rounds } => rounds,
+        _ => panic!("not calibrated: {c}"),
+    }
+}
+
 /// Calibrated, its winner timed in at least the configured `rounds` (more
 /// when a close call added some).
 fn assert_rounds<S: std::fmt::Debug>(c: &Choice<S>, rounds: usize) {
-    match c.decided_by {
-        DecidedBy::Calibrated { rounds: r } => assert!(r >= rounds, "{r} < {rounds}\n{c}"),
-        _ => panic!("not calibrated: {c}"),
-    }
+    let r = calibrated_rounds(c);
+    assert!(r >= rounds, "{r} < {rounds}\n{c}");
 }
 
 #[tokio::test]
@@ -68,10 +74,6 @@ async fn close_calls_time_the_close_contenders_again_within_their_budget() {
     c.batch_execute(FIXTURE).await.unwrap();
     let spec = spec();
     let page = Shape::Page { limit: 20 };
-    let winner_rounds = |c: &Choice<LatestStrategy>| match c.decided_by {
-        DecidedBy::Calibrated { rounds } => rounds,
-        _ => panic!("not calibrated: {c}"),
-    };
 
     // No budget: the configured rounds, exactly.
     let cache = StrategyCache::new(Duration::from_secs(60));
@@ -82,7 +84,7 @@ async fn close_calls_time_the_close_contenders_again_within_their_budget() {
         .calibrate_with(&cache, &mut c, page, &off)
         .await
         .unwrap();
-    assert_eq!(winner_rounds(&measured), 3, "{measured}");
+    assert_eq!(calibrated_rounds(&measured), 3, "{measured}");
     assert!(!measured.reason.contains("close contenders"), "{measured}");
     let off_took = measured.decided_in;
 
@@ -96,7 +98,7 @@ async fn close_calls_time_the_close_contenders_again_within_their_budget() {
         .calibrate_with(&cache, &mut c, page, &on)
         .await
         .unwrap();
-    let rounds = winner_rounds(&measured);
+    let rounds = calibrated_rounds(&measured);
     assert!(rounds > 3, "{measured}");
     assert!(
         measured
